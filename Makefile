@@ -1,0 +1,74 @@
+# springrun -- build the C core (springrun.core for Lua 5.4) and the CLI.
+# Paths come from variables so that LuaRocks (rockspec/) can override them.
+
+LUA_VERSION ?= 5.4
+LUA ?= lua$(LUA_VERSION)
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+
+CC ?= cc
+OPT ?= -O2
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD ?= build-san
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build
+SANFLAGS =
+endif
+
+WARN = -Wall -Wextra -Werror
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
+             -I$(LUA_INCDIR) -I$(LUA_INCDIR)/luv $(SANFLAGS) $(CFLAGS)
+LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lpthread
+LIBS_CLI = -llua$(LUA_VERSION) -lm -ldl
+
+CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
+CORE_OBJ = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(CORE_SRC))
+HEADERS = $(wildcard src/*.h)
+CORE_SO = $(BUILD)/springrun/core.so
+CLI = bin/springrun
+
+BUSTED = $(LUA) /usr/bin/busted
+SPEC ?= spec
+
+.PHONY: all deps test demo clean install fuzz bench
+
+all: $(CORE_SO) $(CLI)
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(CORE_SO): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -o $@ $(CORE_OBJ) $(LIBS_CORE)
+
+$(CLI): src/main.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wl,-E $(LDFLAGS) -o $@ src/main.c $(LIBS_CLI)
+
+# Installs what is missing (as root on Debian) or says what to install.
+deps:
+	@sh .ci/deps
+
+# Every busted spec under Lua 5.4; ends with "N passed, N failed".
+test: deps all
+	SPRINGRUN_BUILD=$(BUILD) $(BUSTED) --lpath='lua/?.lua;lua/?/init.lua;spec/?.lua' \
+	  --cpath='$(BUILD)/?.so' -o spec/helpers/summary_output.lua $(SPEC)
+
+# The main job: a server and a client talking on the default settings.
+demo: deps all
+	sh examples/demo.sh
+
+install: all
+	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/springrun $(DESTDIR)$(LUADIR)
+	cp $(CLI) $(DESTDIR)$(BINDIR)/springrun
+	cp $(CORE_SO) $(DESTDIR)$(LIBDIR)/springrun/core.so
+	cd lua && find springrun -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+
+clean:
+	rm -rf build build-san bin

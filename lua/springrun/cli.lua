@@ -1,0 +1,127 @@
+-- springrun.cli: the command line of the `springrun` executable (src/main.c
+-- only sets up paths and calls main). Runs a Lua script with `arg` set, then
+-- keeps serving while anything is exported.
+local M = {}
+
+local USAGE = [[
+usage: springrun [options] FILE.lua [args...]
+       springrun [options] COMMAND [args...]
+       springrun --env
+
+Runs FILE.lua (its arguments in `arg`), then serves for as long as anything
+is exported; SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
+
+options:
+  --log-level LEVEL   DEBUG, INFO, WARNING or ERROR (default WARNING)
+  --env               print LUA_PATH/LUA_CPATH exports for this checkout
+                      (eval "$(bin/springrun --env)"; then lua5.4 -l springrun)
+  --version           print the version
+  -h, --help          this text
+
+commands:
+  ns [--host H] [--port P]   run a Pyro4-compatible name server
+]]
+
+local commands = { ns = "springrun.cmd.ns" }
+
+local function env_lines(root)
+  if root == nil then
+    return nil, "springrun --env: not running from a checkout (installed springrun needs no paths)"
+  end
+  local lpath = string.format("%s/lua/?.lua;%s/lua/?/init.lua;;", root, root)
+  local cpath = string.format("%s/build/?.so;;", root)
+  return string.format("export LUA_PATH='%s'\nexport LUA_CPATH='%s'\n", lpath, cpath)
+end
+
+local function traceback(e)
+  if type(e) ~= "string" then
+    local mt = getmetatable(e)
+    if mt and mt.__tostring then e = tostring(e) else e = "(error object is a " .. type(e) .. " value)" end
+  end
+  return debug.traceback(e, 2)
+end
+
+local function err(fmt, ...)
+  io.stderr:write("springrun: ", string.format(fmt, ...), "\n")
+end
+
+-- argv: the command line after the program name; root: checkout dir or nil.
+-- Returns the exit status.
+function M.main(argv, root, argv0)
+  local i, log_level = 1, nil
+  while i <= #argv do
+    local a = argv[i]
+    if a == "-h" or a == "--help" then
+      io.write(USAGE)
+      return 0
+    elseif a == "--version" then
+      io.write("springrun ", require("springrun").version, "\n")
+      return 0
+    elseif a == "--env" then
+      local text, msg = env_lines(root)
+      if not text then err("%s", msg) return 1 end
+      io.write(text)
+      return 0
+    elseif a == "--log-level" or a:match("^%-%-log%-level=") then
+      log_level = a:match("^%-%-log%-level=(.*)$")
+      if not log_level then
+        i = i + 1
+        log_level = argv[i]
+      end
+      if not log_level then err("--log-level needs a level (DEBUG, INFO, WARNING, ERROR)") return 2 end
+    elseif a == "--" then
+      i = i + 1
+      break
+    elseif a:sub(1, 1) == "-" then
+      err("unknown option '%s' (see springrun --help)", a)
+      return 2
+    else
+      break
+    end
+    i = i + 1
+  end
+
+  if log_level then
+    local ok, e = pcall(require("springrun.log").set_level, log_level:upper())
+    if not ok then err("--log-level: %s", tostring(e)) return 2 end
+  end
+
+  local target = argv[i]
+  if target == nil then
+    io.stderr:write(USAGE)
+    return 2
+  end
+
+  local rest = table.move(argv, i + 1, #argv, 1, {})
+  if commands[target] and not target:match("%.lua$") then
+    local ok, rc = xpcall(function() return require(commands[target]).main(rest) end, traceback)
+    if not ok then err("%s", rc) return 1 end
+    return rc or 0
+  end
+
+  -- the script's arg table, as lua5.4 builds it
+  local script_arg = { [-1] = argv0, [0] = target }
+  for k, v in ipairs(rest) do script_arg[k] = v end
+  _ENV.arg = script_arg
+
+  local chunk, lerr = loadfile(target)
+  if not chunk then
+    err("cannot run %s", lerr)
+    return 1
+  end
+  local ok, e = xpcall(chunk, traceback, table.unpack(rest))
+  if not ok then
+    err("%s", e)
+    return 1
+  end
+
+  local springrun = package.loaded["springrun"]
+  if springrun ~= nil then
+    local served, rc = xpcall(function() return springrun._serve_after_script() end, traceback)
+    if not served then err("%s", rc) return 1 end
+    return rc or 0
+  end
+  return 0
+end
+
+return M
