@@ -101,6 +101,13 @@ int sr_wire_header_decode(const uint8_t *p, sr_wire_header_t *h, size_t max_mess
 long sr_wire_frame(const uint8_t *buf, size_t len, size_t max_message, sr_wire_msg_t *msg,
                    size_t *need, char *err, size_t errlen);
 
+/* Decodes exactly one complete message filling buf[0..len): as
+ * sr_wire_frame, but an incomplete buffer is SR_ETRUNCATED ("truncated
+ * message at offset <len>: ...") and bytes after the message are SR_EINVAL.
+ * Returns len on success. Never allocates. */
+long sr_wire_decode(const uint8_t *buf, size_t len, size_t max_message, sr_wire_msg_t *msg,
+                    char *err, size_t errlen);
+
 /* Iterates annotation chunks of ann[0..ann_len). *off starts at 0. Returns 1
  * and fills out, 0 at the end, SR_EANNOTATION when a chunk overruns. */
 int sr_wire_ann_next(const uint8_t *ann, size_t ann_len, size_t *off, sr_wire_ann_t *out);
