@@ -1,0 +1,203 @@
+-- Spec helpers for real processes and TCP ports: start a process in the
+-- background and know its pid and exit status, pick a free port, wait until a
+-- port accepts connections (by polling connect attempts, never a fixed sleep
+-- as synchronisation), and stop processes by pid.
+--
+--   local proc = require "helpers.proc"
+--   local port = proc.free_port()
+--   local p = proc.spawn({ proc.bin, "server.lua", tostring(port) }, { env = { X = "1" } })
+--   finally(function() proc.stop(p) end)
+--   assert(proc.wait_port("127.0.0.1", port, 10))
+--   ... proc.kill(p, "sigterm"); local code = proc.wait_exit(p, 10)
+--   p:stdout(), p:stderr()  -- what the process wrote so far
+--
+-- Uses luv only for short-lived sockets and sleeps; it runs luv's loop with
+-- "nowait"/"once" while waiting, so callbacks of anything else registered on
+-- the loop (an in-process daemon, for instance) keep being served.
+local uv = require "luv"
+
+local M = {}
+
+M.root = assert(io.popen("pwd")):read("l")
+M.bin = M.root .. "/bin/springrun"
+M.python = "/usr/bin/python3"
+
+-- Quotes s for /bin/sh.
+function M.shquote(s)
+  s = tostring(s)
+  if s:match("^[%w%._/:=,+%-]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local Proc = {}
+Proc.__index = Proc
+
+function Proc:stdout() return read_all(self.dir .. "/stdout") or "" end
+function Proc:stderr() return read_all(self.dir .. "/stderr") or "" end
+
+-- Exit status when the process has ended (a number; 128+N for signal N), or nil.
+function Proc:status()
+  local s = read_all(self.dir .. "/rc")
+  if s and s:match("%d") then return tonumber(s:match("%d+")) end
+  return nil
+end
+
+-- Starts argv (a list of strings) in the background. opts.env: a table of
+-- extra environment variables; opts.cwd: working directory; opts.stdin: a
+-- string fed to its stdin (default: /dev/null). Returns a process object with
+-- .pid (the program's own pid, not a shell's). Raises when it cannot start.
+function M.spawn(argv, opts)
+  opts = opts or {}
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. M.shquote(dir)))
+  local words = {}
+  for k, v in pairs(opts.env or {}) do words[#words + 1] = M.shquote(k .. "=" .. v) end
+  local cmd = {}
+  for _, a in ipairs(argv) do cmd[#cmd + 1] = M.shquote(a) end
+  local stdin = "/dev/null"
+  if opts.stdin then
+    stdin = dir .. "/stdin"
+    local f = assert(io.open(stdin, "wb"))
+    f:write(opts.stdin)
+    f:close()
+  end
+  local inner = string.format("%s%s %s <%s >%s 2>%s & echo $! >%s.tmp; mv %s.tmp %s; wait $!; echo $? >%s.tmp; mv %s.tmp %s",
+    opts.cwd and ("cd " .. M.shquote(opts.cwd) .. " && ") or "",
+    #words > 0 and ("env " .. table.concat(words, " ")) or "",
+    table.concat(cmd, " "), M.shquote(stdin), M.shquote(dir .. "/stdout"),
+    M.shquote(dir .. "/stderr"), M.shquote(dir .. "/pid"), M.shquote(dir .. "/pid"),
+    M.shquote(dir .. "/pid"), M.shquote(dir .. "/rc"), M.shquote(dir .. "/rc"), M.shquote(dir .. "/rc"))
+  assert(os.execute("sh -c " .. M.shquote(inner) .. " >/dev/null 2>&1 &"))
+  local pid
+  local deadline = uv.hrtime() + 10e9
+  while not pid do
+    local s = read_all(dir .. "/pid")
+    if s and s:match("%d") then pid = tonumber(s:match("%d+")) end
+    if not pid then
+      if uv.hrtime() > deadline then error("spawn: no pid for " .. table.concat(argv, " ")) end
+      uv.sleep(5)
+    end
+  end
+  return setmetatable({ pid = pid, dir = dir, argv = argv }, Proc)
+end
+
+-- Sends a signal ("sigterm", "sigint", "sigkill" or a number) to p (a process
+-- object or a pid). Returns true, or nil and the error when it is gone.
+function M.kill(p, sig)
+  local pid = type(p) == "table" and p.pid or p
+  local ok, err = uv.kill(pid, sig or "sigterm")
+  if ok == 0 or ok == true then return true end
+  return nil, err
+end
+
+-- Turns luv's loop (without blocking when nothing is pending) and sleeps a
+-- little: one polling step.
+local function poll_step(ms)
+  uv.run("nowait")
+  uv.sleep(ms or 10)
+end
+M.poll_step = poll_step
+
+-- Waits until p has exited; returns its status (see Proc:status), or nil and
+-- "timeout" after `timeout` seconds (default 10).
+function M.wait_exit(p, timeout)
+  local deadline = uv.hrtime() + (timeout or 10) * 1e9
+  while true do
+    local st = p:status()
+    if st then return st end
+    if uv.hrtime() > deadline then return nil, "timeout" end
+    poll_step(10)
+  end
+end
+
+-- Stops p if it still runs: SIGTERM, then SIGKILL after `grace` seconds
+-- (default 3). Safe to call twice; for finally().
+function M.stop(p, grace)
+  if p == nil or p:status() then return end
+  M.kill(p, "sigterm")
+  if not M.wait_exit(p, grace or 3) then
+    M.kill(p, "sigkill")
+    M.wait_exit(p, 5)
+  end
+end
+
+-- One connect attempt; returns true when host:port accepted.
+local function try_connect(host, port, timeout_ms)
+  local tcp = uv.new_tcp()
+  local done, ok = false, false
+  local timer = uv.new_timer()
+  timer:start(timeout_ms, 0, function() done = true end)
+  local _, err = tcp:connect(host, port, function(e)
+    ok = (e == nil)
+    done = true
+  end)
+  if err then done = true end
+  while not done do uv.run("once") end
+  timer:stop()
+  timer:close()
+  tcp:close()
+  uv.run("nowait")
+  return ok
+end
+
+-- Polls connect attempts until host:port accepts; returns true, or nil and a
+-- message after `timeout` seconds (default 10). opts.proc: fail early when
+-- that process has exited (its stderr goes into the message).
+function M.wait_port(host, port, timeout, proc)
+  local deadline = uv.hrtime() + (timeout or 10) * 1e9
+  while true do
+    if try_connect(host, port, 500) then return true end
+    if proc and proc:status() then
+      return nil, string.format("process %d exited with %d before %s:%d accepted; stderr:\n%s",
+        proc.pid, proc:status(), host, port, proc:stderr())
+    end
+    if uv.hrtime() > deadline then
+      return nil, string.format("%s:%d did not accept connections within %gs", host, port, timeout or 10)
+    end
+    poll_step(20)
+  end
+end
+
+-- True while host:port accepts connections (one attempt).
+function M.port_open(host, port) return try_connect(host, port, 500) end
+
+-- Waits until host:port refuses connections; true, or nil after timeout.
+function M.wait_port_closed(host, port, timeout)
+  local deadline = uv.hrtime() + (timeout or 10) * 1e9
+  while try_connect(host, port, 500) do
+    if uv.hrtime() > deadline then return nil, "still accepting" end
+    poll_step(20)
+  end
+  return true
+end
+
+-- A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it
+-- back, release it).
+function M.free_port(host)
+  local tcp = uv.new_tcp()
+  assert(tcp:bind(host or "127.0.0.1", 0))
+  local port = tcp:getsockname().port
+  tcp:close()
+  uv.run("nowait")
+  return port
+end
+
+-- Writes text to a new temporary file and returns its path.
+function M.tmpfile(text, suffix)
+  local path = os.tmpname() .. (suffix or ".lua")
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+return M
