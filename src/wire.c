@@ -125,11 +125,12 @@ static int ann_validate(const uint8_t *ann, size_t ann_len, char *err, size_t er
                        "header needs 6",
                        (unsigned long)(SR_WIRE_HEADER_SIZE + at), (unsigned long)left,
                        left == 1 ? "" : "s");
+    size_t over = rd16(ann + at + 4) - (left - 6);
     return sr_seterr(err, errlen, SR_EANNOTATION,
                      "malformed annotation chunk at offset %lu: value length %u overruns the "
-                     "annotations by %lu bytes",
+                     "annotations by %lu byte%s",
                      (unsigned long)(SR_WIRE_HEADER_SIZE + at), (unsigned)rd16(ann + at + 4),
-                     (unsigned long)(rd16(ann + at + 4) - (left - 6)));
+                     (unsigned long)over, over == 1 ? "" : "s");
   }
 }
 
@@ -166,8 +167,8 @@ long sr_wire_decode(const uint8_t *buf, size_t len, size_t max_message, sr_wire_
                      (unsigned long)need, (unsigned long)len);
   if ((size_t)n != len)
     return sr_seterr(err, errlen, SR_EINVAL,
-                     "trailing bytes at offset %ld: %lu bytes after a complete message", n,
-                     (unsigned long)(len - (size_t)n));
+                     "trailing bytes at offset %ld: %lu byte%s after a complete message", n,
+                     (unsigned long)(len - (size_t)n), len - (size_t)n == 1 ? "" : "s");
   return n;
 }
 
