@@ -8,8 +8,9 @@
  */
 #include "json.h"
 
-#include <errno.h>
 #include <float.h>
+#include <locale.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,19 @@ size_t sr_utf8_check(const uint8_t *s, size_t len) {
 
 /* ---- numbers out ------------------------------------------------------ */
 
+/* printf/strtod must use '.' whatever LC_NUMERIC a script picked with
+ * os.setlocale: both run under a per-thread "C" locale (uselocale). */
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static void c_locale_init(void) { c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0); }
+static locale_t c_locale_push(void) {
+  pthread_once(&c_locale_once, c_locale_init);
+  return c_locale ? uselocale(c_locale) : (locale_t)0;
+}
+static void c_locale_pop(locale_t old) {
+  if (old) uselocale(old);
+}
+
 size_t sr_json_fmt_int(int64_t v, char *out) {
   char tmp[24];
   size_t k = 0, n = 0;
@@ -95,7 +109,9 @@ size_t sr_json_fmt_double(double d, char *out) {
   if (d == 0) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, signbit(d) ? "-0.0" : "0.0");
 
   char tmp[40];
+  locale_t old = c_locale_push();
   shortest_e(d, tmp, sizeof tmp);
+  c_locale_pop(old);
   /* tmp = [-]D[.DDDD]e(+|-)XX: split into digits and exponent. */
   const char *q = tmp;
   size_t o = 0;
@@ -390,7 +406,9 @@ int sr_json_read_number(const uint8_t *p, size_t n, size_t pos, int *is_int, int
   if (tmp == NULL) return SR_ENOMEM;
   memcpy(tmp, p + pos, len);
   tmp[len] = '\0';
+  locale_t old = c_locale_push();
   *dv = strtod(tmp, NULL);
+  c_locale_pop(old);
   if (tmp != sbuf) free(tmp);
   *is_int = 0;
   return 0;

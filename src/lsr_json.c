@@ -18,6 +18,7 @@
 
 #include "json.h"
 #include "lsr_codec.h"
+#include "payload.h"
 
 /* Registry key of the array marker metatable. */
 static const char array_mt_key = 'A';
@@ -602,6 +603,21 @@ static int l_base64_decode(lua_State *L) {
   return 1;
 }
 
+/* core.json_handshake_object(payload [, cap]) -> id | nil, msg, errname:
+ * the Lua-free CONNECT scan the daemon thread uses, exposed for specs. */
+static int l_json_handshake_object(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_Integer cap = luaL_optinteger(L, 2, 1024);
+  luaL_argcheck(L, cap > 0 && cap <= 65536, 2, "cap must be in 1..65536");
+  char out[65536];
+  char err[256];
+  int rc = sr_json_handshake_object((const uint8_t *)s, n, out, (size_t)cap, err, sizeof err);
+  if (rc < 0) return fail3(L, rc, err);
+  lua_pushlstring(L, out, (size_t)rc);
+  return 1;
+}
+
 void lsr_open_json(lua_State *L) {
   static const luaL_Reg fns[] = {{"json_encode", l_json_encode},
                                  {"json_decode", l_json_decode},
@@ -609,6 +625,7 @@ void lsr_open_json(lua_State *L) {
                                  {"json_is_array", l_json_is_array},
                                  {"base64_encode", l_base64_encode},
                                  {"base64_decode", l_base64_decode},
+                                 {"json_handshake_object", l_json_handshake_object},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
   /* one marker metatable per Lua state */
