@@ -35,7 +35,7 @@ CLI = bin/springrun
 BUSTED = $(LUA) /usr/bin/busted
 SPEC ?= spec
 
-.PHONY: all deps test demo clean install fuzz bench
+.PHONY: all deps test demo clean install fuzz fuzz-clang bench
 
 all: $(CORE_SO) $(CLI)
 
@@ -69,6 +69,34 @@ install: all
 	cp $(CLI) $(DESTDIR)$(BINDIR)/springrun
 	cp $(CORE_SO) $(DESTDIR)$(LIBDIR)/springrun/core.so
 	cd lua && find springrun -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+
+# libFuzzer targets (developer tool, not part of `make test`): builds every
+# src/fuzz_*.c with clang against the Lua-free core sources and runs each for
+# FUZZ_SECONDS on its seed corpus spec/fixtures/fuzz/<name>/ (new inputs go to
+# build/fuzz/corpus/<name>/, crashes to build/fuzz/<name>-crash-*).
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_BUILD = build/fuzz
+FUZZ_LIBSRC = $(filter-out src/lsr%.c src/main.c src/fuzz_%.c,$(wildcard src/*.c))
+FUZZ_BINS = $(patsubst src/fuzz_%.c,$(FUZZ_BUILD)/fuzz_%,$(wildcard src/fuzz_*.c))
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -g -O1 -fno-omit-frame-pointer \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc
+
+fuzz: $(FUZZ_BINS)
+	@set -e; for t in $(FUZZ_BINS); do n=$${t##*/fuzz_}; \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$n spec/fixtures/fuzz/$$n; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS)s, seeds spec/fixtures/fuzz/$$n"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/$$n- $(FUZZ_BUILD)/corpus/$$n spec/fixtures/fuzz/$$n; \
+	  echo "fuzz: $$n ran clean for $(FUZZ_SECONDS)s"; done
+
+fuzz-clang:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "make fuzz needs clang with libFuzzer" \
+	  "($(FUZZ_CC) not found): apt-get install clang"; exit 1; }
+
+$(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) -luv -lz -lpthread -lm
 
 clean:
 	rm -rf build build-san bin
