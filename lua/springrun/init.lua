@@ -12,6 +12,7 @@ local exports = {
   context = { "springrun.context", "context" },
   load_context = { "springrun.context", "load_context" },
   ref = { "springrun.context", "ref" },
+  object = { "springrun.context", "object" },
   ApplicationContext = { "springrun.context", "ApplicationContext" },
   context_from_xml = { "springrun.xml", "context_from_xml" },
   PyroServiceExporter = { "springrun.remoting.pyro", "PyroServiceExporter" },
