@@ -529,10 +529,13 @@ int sr_json_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, 
         goto done;
       }
       const char *v;
-      size_t vl;
+      size_t vl, vpos = pos;
       if ((rc = sr_json_read_string(p, n, pos, &scratch, &v, &vl, &pos, err, errlen))) goto done;
       if (vl + 1 > cap) {
-        rc = sr_json_err_at(err, errlen, SR_ETOOBIG, pos, n, "handshake object id too long");
+        char what[96];
+        snprintf(what, sizeof what, "handshake object id too long (%zu bytes, at most %zu)", vl,
+                 cap ? cap - 1 : 0);
+        rc = sr_json_err_at(err, errlen, SR_ETOOBIG, vpos, n, what);
         goto done;
       }
       memcpy(out, v, vl);

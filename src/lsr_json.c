@@ -82,11 +82,13 @@ static void enc_path(enc_t *e, char *buf, size_t cap) {
   }
 }
 
-static int enc_fail(enc_t *e, int code, const char *what) {
+static int enc_fail_hint(enc_t *e, int code, const char *what, const char *hint) {
   char path[256];
   enc_path(e, path, sizeof path);
-  return sr_seterr(e->err, e->errlen, code, "%s%s", what, path);
+  return sr_seterr(e->err, e->errlen, code, "%s%s%s", what, path, hint);
 }
+
+static int enc_fail(enc_t *e, int code, const char *what) { return enc_fail_hint(e, code, what, ""); }
 
 static int enc_value(enc_t *e, int idx);
 
@@ -152,7 +154,7 @@ static int enc_map(enc_t *e, int idx) {
       e->depth--;
       if (rc == SR_EUTF8) {
         char what[96];
-        snprintf(what, sizeof what, "invalid UTF-8 in a table key at byte %zu", bad + 1);
+        snprintf(what, sizeof what, "invalid UTF-8 at byte %zu of a table key", bad + 1);
         rc = enc_fail(e, SR_EUTF8, what);
       }
       lua_pop(L, 2);
@@ -276,9 +278,8 @@ static int enc_value(enc_t *e, int idx) {
       const char *s = lua_tolstring(L, idx, &sl);
       int rc = sr_json_put_string(e->out, (const uint8_t *)s, sl, &bad);
       if (rc == SR_EUTF8) {
-        snprintf(what, sizeof what,
-                 "invalid UTF-8 in string at byte %zu (send bytes with json.binary(s))", bad + 1);
-        return enc_fail(e, SR_EUTF8, what);
+        snprintf(what, sizeof what, "invalid UTF-8 at byte %zu of the string", bad + 1);
+        return enc_fail_hint(e, SR_EUTF8, what, " (send raw bytes with json.binary(s))");
       }
       return rc;
     }
