@@ -1,4 +1,589 @@
-/* lsr_client.c -- placeholder: this part of springrun.core is not written yet. */
-#include "lsr.h"
+/*
+ * lsr_client.c -- the blocking client connection behind a proxy's fast path
+ * (a plain script or the REPL: no event loop, one caller). It connects with a
+ * timeout, sends one Pyro4 message whose payload is encoded straight from the
+ * Lua stack (lsr_payload_encode), and frames and decodes the reply (wire.h,
+ * lsr_payload_decode) with a deadline enforced by poll(2). The socket stays
+ * non-blocking; every wait is a poll, so a silent peer cannot hang a caller
+ * that asked for a timeout. Protocol decisions (sequence checks, handshake,
+ * exceptions) belong to lua/springrun/proxy.lua; this file moves bytes.
+ *
+ * Lua API (in springrun.core):
+ *   client_connect(host, port [, timeout]) -> conn | nil, msg, code
+ *   conn:request(type, flags, seq, ser, value [, timeout])
+ *       -> msg | true (ONEWAY flag: nothing to wait for)
+ *        | nil, msg, code, sent   (sent: some request bytes left; the
+ *                                  connection is closed on any failure
+ *                                  except an argument that cannot be encoded)
+ *       msg = { type=, flags=, seq=, serializer=, ann = {KEY = bytes},
+ *               value = <decoded payload> (JSON or serpent)
+ *               | data = <raw bytes> (other serializers, e.g. marshal) }
+ *   conn:alive() -> boolean    (false when the peer closed or sent junk)
+ *   conn:close()               (idempotent; also __gc and __close)
+ *   conn:fileno() -> fd | -1
+ *   client_encode_payload(ser, value) -> bytes | nil, msg, code
+ *   client_decode_payload(ser, flags, bytes) -> true, value | nil, msg, code
+ *       (inflates when flags has FLAG_COMPRESSED)
+ *   client_fd_alive(fd) -> boolean  (conn:alive() for a socket owned elsewhere)
+ * codes: "ECONNREFUSED", "ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", ... for
+ * the OS; "SR_ETIMEOUT", "SR_ECLOSED", "SR_E<...>" (sr.h) for the rest.
+ * timeout is in seconds (a number); nil, 0 or negative means no limit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
 
-void lsr_open_client(lua_State *L) { (void)L; }
+#include "lsr.h"
+#include "lsr_codec.h"
+#include "sr.h"
+#include "wire.h"
+
+#define LSR_CONN_MT "springrun.client.conn"
+#define LSR_BOX_MT "springrun.client.buf"
+#define LSR_READ_CHUNK 65536
+
+typedef struct lsr_conn_s {
+  int fd;             /* -1 once closed */
+  sr_framer_t framer; /* reply bytes not yet returned as messages */
+  sr_buf_t out;       /* the request being sent (reused) */
+  sr_buf_t tmp;       /* inflated payload (reused) */
+} lsr_conn_t;
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static const char *errno_name(int e) {
+  switch (e) {
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ECONNRESET: return "ECONNRESET";
+    case ECONNABORTED: return "ECONNABORTED";
+    case EPIPE: return "EPIPE";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    case ENETUNREACH: return "ENETUNREACH";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EACCES: return "EACCES";
+    case EMFILE: return "EMFILE";
+    case ENOMEM: return "ENOMEM";
+    default: return "EIO";
+  }
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Deadline for `timeout` seconds from now; 0 = none. */
+static double deadline_for(double timeout) { return timeout > 0 ? now_s() + timeout : 0; }
+
+/* Waits for `events` on fd until the deadline. Returns 1 ready (revents in
+ * *rev), 0 timed out, -errno on poll failure. */
+static int wait_fd(int fd, short events, double deadline, short *rev) {
+  for (;;) {
+    int ms = -1;
+    if (deadline > 0) {
+      double left = deadline - now_s();
+      if (left <= 0) return 0;
+      ms = (int)ceil(left * 1000.0);
+      if (ms < 1) ms = 1;
+    }
+    struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+    int r = poll(&p, 1, ms);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) {
+      if (deadline > 0 && now_s() >= deadline) return 0;
+      continue;
+    }
+    *rev = p.revents;
+    return 1;
+  }
+}
+
+static double opt_timeout(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  double t = luaL_checknumber(L, idx);
+  return t > 0 ? t : 0;
+}
+
+/* pushes nil, msg, code; returns 3 */
+static int push_fail(lua_State *L, const char *msg, const char *code) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+/* A userdata owning one sr_buf_t, so a Lua error raised inside an encoder
+ * (out of memory) cannot leak the buffer. */
+static sr_buf_t *push_box(lua_State *L) {
+  sr_buf_t *b = (sr_buf_t *)lua_newuserdatauv(L, sizeof(*b), 0);
+  sr_buf_init(b);
+  luaL_setmetatable(L, LSR_BOX_MT);
+  return b;
+}
+
+static int box_gc(lua_State *L) {
+  sr_buf_free((sr_buf_t *)luaL_checkudata(L, 1, LSR_BOX_MT));
+  return 0;
+}
+
+/* Inflates zlib data p[0..n) into out (reset first), at most `limit` bytes.
+ * Returns 0, SR_ENOMEM, SR_ETOOBIG or SR_ESYNTAX (bad stream) with err set. */
+static int inflate_into(sr_buf_t *out, const uint8_t *p, size_t n, size_t limit, char *err,
+                        size_t errlen) {
+  z_stream zs;
+  memset(&zs, 0, sizeof(zs));
+  if (inflateInit(&zs) != Z_OK) return sr_seterr(err, errlen, SR_ENOMEM, "inflate: init failed");
+  out->len = 0;
+  zs.next_in = (Bytef *)p;
+  zs.avail_in = (uInt)n;
+  int rc = SR_OK;
+  for (;;) {
+    if (sr_buf_reserve(out, n * 2 + 1024) != 0) {
+      rc = sr_seterr(err, errlen, SR_ENOMEM, "inflate: out of memory");
+      break;
+    }
+    zs.next_out = out->data + out->len;
+    zs.avail_out = (uInt)(out->cap - out->len);
+    size_t before = zs.avail_out;
+    int z = inflate(&zs, Z_NO_FLUSH);
+    out->len += before - zs.avail_out;
+    if (out->len > limit) {
+      rc = sr_seterr(err, errlen, SR_ETOOBIG, "inflate: payload larger than %zu bytes", limit);
+      break;
+    }
+    if (z == Z_STREAM_END) break;
+    if (z != Z_OK && !(z == Z_BUF_ERROR && zs.avail_out == 0)) {
+      rc = sr_seterr(err, errlen, SR_ESYNTAX, "inflate: invalid compressed payload at byte %lu",
+                     (unsigned long)zs.total_in);
+      break;
+    }
+    if (zs.avail_in == 0 && zs.avail_out != 0) {
+      rc = sr_seterr(err, errlen, SR_ESYNTAX, "inflate: truncated compressed payload");
+      break;
+    }
+  }
+  inflateEnd(&zs);
+  return rc;
+}
+
+/* Decodes a payload (inflating through `tmp` when compressed) and pushes the
+ * value. Returns 0 or an SR_E* code (nothing pushed). */
+static int decode_payload(lua_State *L, int ser, int flags, const uint8_t *p, size_t n,
+                          sr_buf_t *tmp, char *err, size_t errlen) {
+  if (flags & SR_FLAG_COMPRESSED) {
+    int rc = inflate_into(tmp, p, n, SR_WIRE_DEFAULT_MAX_MESSAGE, err, errlen);
+    if (rc != 0) return rc;
+    p = tmp->data;
+    n = tmp->len;
+  }
+  sr_decode_limits_t lim = {SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS};
+  return lsr_payload_decode(L, ser, p, n, &lim, err, errlen);
+}
+
+/* ---- the connection userdata --------------------------------------------- */
+
+static lsr_conn_t *check_conn(lua_State *L) {
+  return (lsr_conn_t *)luaL_checkudata(L, 1, LSR_CONN_MT);
+}
+
+static void conn_release(lsr_conn_t *c) {
+  if (c->fd >= 0) {
+    close(c->fd);
+    c->fd = -1;
+  }
+  sr_framer_free(&c->framer);
+  sr_buf_free(&c->out);
+  sr_buf_free(&c->tmp);
+}
+
+/* close(), __gc, __close: idempotent. */
+static int lsr_conn_close(lua_State *L) {
+  conn_release(check_conn(L));
+  return 0;
+}
+
+static int lsr_conn_fileno(lua_State *L) {
+  lua_pushinteger(L, check_conn(L)->fd);
+  return 1;
+}
+
+static int lsr_conn_tostring(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  if (c->fd < 0) lua_pushliteral(L, "springrun.client.conn (closed)");
+  else lua_pushfstring(L, "springrun.client.conn (fd %d)", c->fd);
+  return 1;
+}
+
+/* True when an idle connection's fd can carry a new request: not hung up,
+ * and nothing readable (a daemon never speaks first, so readable means EOF,
+ * a reset, or junk). Never blocks, consumes nothing. */
+static int fd_idle_ok(int fd) {
+  if (fd < 0) return 0;
+  struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+  int r;
+  do r = poll(&p, 1, 0);
+  while (r < 0 && errno == EINTR);
+  return r == 0;
+}
+
+/* conn:alive() -> false when closed, when the peer hung up, or when bytes
+ * arrived that nobody asked for: all mean no new request can go out. */
+static int lsr_conn_alive(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  lua_pushboolean(L, c->fd >= 0 && sr_framer_pending(&c->framer) == 0 && fd_idle_ok(c->fd));
+  return 1;
+}
+
+/* client_fd_alive(fd) -> boolean: the same check for a socket someone else
+ * owns (the proxy's luv connection, by its fileno). */
+static int lsr_client_fd_alive(lua_State *L) {
+  lua_pushboolean(L, fd_idle_ok((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* Connects one address with a deadline. Returns the fd or -errno
+ * (-ETIMEDOUT when the deadline passed). */
+static int connect_addr(const struct addrinfo *ai, double deadline) {
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+  if (fd < 0) return -errno;
+  int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+  if (r < 0 && errno != EINPROGRESS && errno != EINTR) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  if (r < 0) {
+    short rev = 0;
+    int w = wait_fd(fd, POLLOUT, deadline, &rev);
+    if (w <= 0) {
+      close(fd);
+      return w == 0 ? -ETIMEDOUT : w;
+    }
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+    if (soerr != 0) {
+      close(fd);
+      return -soerr;
+    }
+  }
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+/* client_connect(host, port [, timeout]) -> conn | nil, msg, code */
+static int lsr_client_connect(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, port >= 1 && port <= 65535, 2, "port must be 1..65535");
+  double timeout = opt_timeout(L, 3);
+  double deadline = deadline_for(timeout);
+
+  char portstr[16];
+  snprintf(portstr, sizeof(portstr), "%d", (int)port);
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int g = getaddrinfo(host, portstr, &hints, &res);
+  if (g != 0) {
+    char msg[256];
+    snprintf(msg, sizeof(msg), "cannot resolve host '%s': %s", host, gai_strerror(g));
+    return push_fail(L, msg, "EAI_NONAME");
+  }
+  int fd = -ECONNREFUSED;
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    fd = connect_addr(ai, deadline);
+    if (fd >= 0 || fd == -ETIMEDOUT) break;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    char msg[256];
+    if (fd == -ETIMEDOUT)
+      snprintf(msg, sizeof(msg), "connect to %s:%d timed out after %g s", host, (int)port, timeout);
+    else
+      snprintf(msg, sizeof(msg), "connect to %s:%d failed: %s", host, (int)port, strerror(-fd));
+    return push_fail(L, msg, errno_name(-fd));
+  }
+
+  lsr_conn_t *c = (lsr_conn_t *)lua_newuserdatauv(L, sizeof(*c), 0);
+  c->fd = fd;
+  sr_framer_init(&c->framer, SR_WIRE_DEFAULT_MAX_MESSAGE);
+  sr_buf_init(&c->out);
+  sr_buf_init(&c->tmp);
+  luaL_setmetatable(L, LSR_CONN_MT);
+  return 1;
+}
+
+/* Writes c->out fully before the deadline. Returns 0, SR_ETIMEOUT, or SR_EIO
+ * with *oserr = errno. *sent counts bytes written. */
+static int send_all(lsr_conn_t *c, double deadline, size_t *sent, int *oserr) {
+  size_t off = 0;
+  *sent = 0;
+  while (off < c->out.len) {
+    ssize_t w = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
+    if (w > 0) {
+      off += (size_t)w;
+      *sent = off;
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      short rev = 0;
+      int r = wait_fd(c->fd, POLLOUT, deadline, &rev);
+      if (r == 0) return SR_ETIMEOUT;
+      if (r < 0) {
+        *oserr = -r;
+        return SR_EIO;
+      }
+      continue;
+    }
+    *oserr = w < 0 ? errno : EPIPE;
+    return SR_EIO;
+  }
+  return 0;
+}
+
+/* Reads until the framer yields one message or the deadline passes. Returns
+ * the message size (> 0) with *msg filled, or a negative code: SR_ETIMEOUT,
+ * SR_ECLOSED (EOF), a framer error (err set), or SR_EIO with *oserr = errno. */
+static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, char *err,
+                         size_t errlen, int *oserr) {
+  for (;;) {
+    long m = sr_framer_next(&c->framer, msg, err, errlen);
+    if (m != 0) return m;
+    size_t room = 0;
+    uint8_t *dst = sr_framer_space(&c->framer, LSR_READ_CHUNK, &room);
+    if (dst == NULL) return sr_seterr(err, errlen, SR_ENOMEM, "out of memory reading a reply");
+    ssize_t r = recv(c->fd, dst, room, 0);
+    if (r > 0) {
+      sr_framer_commit(&c->framer, (size_t)r);
+      continue;
+    }
+    if (r == 0) return sr_seterr(err, errlen, SR_ECLOSED, "connection closed by the server");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      short rev = 0;
+      int w = wait_fd(c->fd, POLLIN, deadline, &rev);
+      if (w == 0) return SR_ETIMEOUT;
+      if (w < 0) {
+        *oserr = -w;
+        return SR_EIO;
+      }
+      continue;
+    }
+    *oserr = errno;
+    return SR_EIO;
+  }
+}
+
+/* Pushes the msg table for a framed reply (decoding the payload). Returns 0
+ * or an SR_E* decode error (err set, nothing pushed). */
+static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, char *err,
+                      size_t errlen) {
+  int ser = m->h.serializer;
+  int decodable = ser == SR_SER_JSON || ser == SR_SER_SERPENT;
+  if (decodable) {
+    int rc = decode_payload(L, ser, m->h.flags, m->data, m->h.data_len, &c->tmp, err, errlen);
+    if (rc != 0) return rc;
+  }
+  lua_createtable(L, 0, 7);
+  if (decodable) {
+    lua_rotate(L, -2, 1); /* value above the table */
+    lua_setfield(L, -2, "value");
+  } else {
+    lua_pushlstring(L, (const char *)m->data, m->h.data_len);
+    lua_setfield(L, -2, "data");
+  }
+  lua_pushinteger(L, m->h.type);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, m->h.flags);
+  lua_setfield(L, -2, "flags");
+  lua_pushinteger(L, m->h.seq);
+  lua_setfield(L, -2, "seq");
+  lua_pushinteger(L, ser);
+  lua_setfield(L, -2, "serializer");
+  lua_newtable(L);
+  size_t off = 0;
+  sr_wire_ann_t a;
+  while (sr_wire_ann_next(m->ann, m->h.ann_len, &off, &a) == 1) {
+    lua_pushlstring(L, a.key, 4);
+    lua_pushlstring(L, (const char *)a.value, a.len);
+    lua_settable(L, -3);
+  }
+  lua_setfield(L, -2, "ann");
+  return 0;
+}
+
+/* conn:request(type, flags, seq, ser, value [, timeout]) (see the header) */
+static int lsr_conn_request(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  lua_Integer type = luaL_checkinteger(L, 2);
+  lua_Integer flags = luaL_checkinteger(L, 3);
+  lua_Integer seq = luaL_checkinteger(L, 4);
+  lua_Integer ser = luaL_checkinteger(L, 5);
+  luaL_checkany(L, 6);
+  double timeout = opt_timeout(L, 7);
+  luaL_argcheck(L, type >= 0 && type <= 0xffff, 2, "message type out of range");
+  luaL_argcheck(L, flags >= 0 && flags <= 0xffff, 3, "flags out of range");
+  luaL_argcheck(L, seq >= 0 && seq <= 0xffff, 4, "seq out of range");
+  luaL_argcheck(L, ser >= 0 && ser <= 0xffff, 5, "serializer out of range");
+  if (c->fd < 0) {
+    push_fail(L, "connection is closed", "SR_ECLOSED");
+    lua_pushboolean(L, 0);
+    return 4;
+  }
+  char err[256];
+  err[0] = '\0';
+
+  /* Encode first: an unencodable argument fails before any byte leaves and
+   * leaves the connection usable. */
+  sr_buf_t payload;
+  c->out.len = 0;
+  int rc = lsr_payload_encode(L, (int)ser, 6, &c->tmp, err, sizeof(err));
+  if (rc == 0) {
+    payload = c->tmp;
+    rc = sr_wire_encode(&c->out, (uint16_t)type, (uint16_t)flags, (uint16_t)seq, (uint16_t)ser,
+                        NULL, 0, payload.data, payload.len);
+    if (rc != 0) sr_seterr(err, sizeof(err), rc, "request too large to send: %s", sr_strerror(rc));
+  }
+  c->tmp.len = 0;
+  if (rc != 0) {
+    push_fail(L, err[0] ? err : sr_strerror(rc), sr_err_name(rc));
+    lua_pushboolean(L, 0);
+    return 4;
+  }
+
+  double deadline = deadline_for(timeout);
+  size_t sent = 0;
+  int oserr = 0;
+  rc = send_all(c, deadline, &sent, &oserr);
+  c->out.len = 0;
+  if (rc != 0) {
+    if (rc == SR_ETIMEOUT) {
+      snprintf(err, sizeof(err), "sending the request timed out after %g s", timeout);
+      push_fail(L, err, "SR_ETIMEOUT");
+    } else {
+      snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
+      push_fail(L, err, errno_name(oserr));
+    }
+    conn_release(c);
+    lua_pushboolean(L, sent > 0);
+    return 4;
+  }
+  if (flags & SR_FLAG_ONEWAY) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+
+  sr_wire_msg_t m;
+  long got = recv_message(c, deadline, &m, err, sizeof(err), &oserr);
+  if (got < 0) {
+    int code = (int)got;
+    if (code == SR_ETIMEOUT) {
+      snprintf(err, sizeof(err), "no reply within %g s", timeout);
+      push_fail(L, err, "SR_ETIMEOUT");
+    } else if (code == SR_EIO) {
+      snprintf(err, sizeof(err), "receiving the reply failed: %s", strerror(oserr));
+      push_fail(L, err, errno_name(oserr));
+    } else {
+      push_fail(L, err[0] ? err : sr_strerror(code), sr_err_name(code));
+    }
+    conn_release(c);
+    lua_pushboolean(L, 1);
+    return 4;
+  }
+  rc = push_reply(L, c, &m, err, sizeof(err));
+  c->tmp.len = 0;
+  if (rc != 0) {
+    push_fail(L, err, sr_err_name(rc));
+    conn_release(c);
+    lua_pushboolean(L, 1);
+    return 4;
+  }
+  return 1;
+}
+
+/* client_encode_payload(ser, value) -> bytes | nil, msg, code */
+static int lsr_client_encode_payload(lua_State *L) {
+  int ser = (int)luaL_checkinteger(L, 1);
+  luaL_checkany(L, 2);
+  sr_buf_t *b = push_box(L);
+  char err[256];
+  err[0] = '\0';
+  int rc = lsr_payload_encode(L, ser, 2, b, err, sizeof(err));
+  if (rc != 0) return push_fail(L, err[0] ? err : sr_strerror(rc), sr_err_name(rc));
+  lua_pushlstring(L, (const char *)b->data, b->len);
+  sr_buf_free(b);
+  return 1;
+}
+
+/* client_decode_payload(ser, flags, bytes) -> true, value | nil, msg, code */
+static int lsr_client_decode_payload(lua_State *L) {
+  int ser = (int)luaL_checkinteger(L, 1);
+  int flags = (int)luaL_checkinteger(L, 2);
+  size_t n;
+  const char *p = luaL_checklstring(L, 3, &n);
+  sr_buf_t *b = push_box(L);
+  char err[256];
+  err[0] = '\0';
+  int rc = decode_payload(L, ser, flags, (const uint8_t *)p, n, b, err, sizeof(err));
+  if (rc != 0) return push_fail(L, err[0] ? err : sr_strerror(rc), sr_err_name(rc));
+  sr_buf_free(b);
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return 2;
+}
+
+static const luaL_Reg conn_methods[] = {
+    {"request", lsr_conn_request},
+    {"alive", lsr_conn_alive},
+    {"close", lsr_conn_close},
+    {"fileno", lsr_conn_fileno},
+    {NULL, NULL},
+};
+
+static const luaL_Reg client_funcs[] = {
+    {"client_connect", lsr_client_connect},
+    {"client_encode_payload", lsr_client_encode_payload},
+    {"client_decode_payload", lsr_client_decode_payload},
+    {"client_fd_alive", lsr_client_fd_alive},
+    {NULL, NULL},
+};
+
+void lsr_open_client(lua_State *L) {
+  if (luaL_newmetatable(L, LSR_CONN_MT)) {
+    luaL_newlib(L, conn_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, lsr_conn_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, lsr_conn_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, lsr_conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LSR_BOX_MT)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, client_funcs, 0);
+}

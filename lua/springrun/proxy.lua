@@ -1,0 +1,778 @@
+-- springrun.proxy: PyroProxyFactory, the client side of Pyro remoting, under
+-- Spring Python's name (springpython.remoting.pyro.PyroProxyFactory).
+--
+--   local svc = springrun.PyroProxyFactory { service_url = "PYRO:ServiceName@127.0.0.1:7000" }
+--   svc:get_data("Hello")                                 --> "You got remote data => Hello"
+--   local svc = springrun.proxy("PYROLOC://127.0.0.1:7000/ServiceName", { timeout = 5 })
+--
+-- The factory IS the proxy: any name that is not one of its own (below) is a
+-- remote method, called with ':' (svc:name(args...)).
+--
+-- Properties (constructor table, field assignment, set_<name>(v), or a
+-- context's props):
+--   service_url  PYRO:name@host:port or PYROLOC://host:port/name (see
+--                springrun.uri); checked when set, a bad URL raises naming it
+--   timeout      seconds (number > 0) bounding the connect + handshake and each
+--                call; nil/false/0 = no limit (the default, as in Pyro4)
+--   serializer   "json" (default) or "serpent"
+-- Local names (never sent): the properties, set_service_url, set_timeout,
+-- set_serializer, after_properties_set (checks the URL; the connection is
+-- made lazily at the first call), destroy (closes the connection; a later
+-- call reconnects), _disposable (true: contexts call destroy on close), and
+-- helpers that start with '_': _pyro_call(name, ...) calls a remote method
+-- whose name is taken by a local one, _pyro_bind() connects now,
+-- _pyro_release() closes the connection, _pyro_metadata() -> { methods =,
+-- oneway =, attrs = } (sets). Other names starting with '_' are nil: Pyro
+-- never exposes them.
+--
+-- Calls
+--   * Connect lazily at the first call: CONNECT with META_ON_CONNECT and
+--     handshake "hello"; the metadata tells which names exist and which are
+--     oneway. An unknown name fails locally (errors kind "attribute":
+--     "remote object 'PYRO:x@h:p' has no exposed attribute or method 'y'");
+--     a oneway method is sent with FLAGS_ONEWAY and returns nothing at once.
+--   * The connection is kept. Before each request an idle connection is
+--     checked; when the server went away (restart) a new one is made, since
+--     the request was not sent yet. A connection that breaks once a request
+--     is out raises (kind "closed") and is discarded; the next call
+--     reconnects. Sequence numbers as Pyro4: the first INVOKE is 1, wrapping
+--     at 65536; a reply with another number is a protocol error.
+--   * Outside a springrun task (plain script, REPL) a call blocks on its
+--     socket in C. Inside a task (springrun.runtime.current() ~= nil: a
+--     service method, a spawned task) it uses luv and yields to the loop.
+--     Outside a task while this process exports services, the call runs as a
+--     task and the loop is turned until it completes, so calling a service
+--     exported by the same process cannot deadlock. Calls from several tasks
+--     on one proxy queue up: one request at a time per connection.
+--   * Errors are always springrun.errors objects (nil is a legal result):
+--     kind "remote" for an exception raised by the service (class, message,
+--     args, remote_traceback), "refused"/"connect"/"rejected"/"timeout"/
+--     "closed"/"protocol" for communication, "serialize" for an argument that
+--     cannot be sent, "attribute" and "config" for local misuse. A timeout
+--     discards the connection.
+--
+-- Values (Lua <-> Pyro4 JSON, see springrun.json for the details)
+--   arguments    svc:m(a, b, c) sends params [a, b, c]: positional, in order,
+--                with nil holes kept as null (json.array(table.pack(...))), so
+--                svc:m(nil, 2, nil) sends [null, 2, null]; kwargs is always {}.
+--                Tables with 1..n keys go as lists, string-keyed tables as maps;
+--                an empty table is {} (use springrun.json.array{} for []).
+--   result       the decoded return value. A top-level null (Python None) is
+--                nil; nulls nested in lists/maps are springrun.null, so holes
+--                survive. Lists come back as Lua sequences (1-based), maps as
+--                tables, integers as integers, floats as floats. One value:
+--                what the server sends for several Lua results (a list) is
+--                returned as that one list.
+local errors = require "springrun.errors"
+local uri = require "springrun.uri"
+
+local M = {}
+
+local LOGGER_NAME = "springrun.remoting.pyro.PyroProxyFactory"
+
+-- Pyro4 constants (shared spec pyro4-wire.md 1.2, 1.3)
+local MSG_CONNECT, MSG_CONNECTOK, MSG_CONNECTFAIL, MSG_INVOKE, MSG_RESULT = 1, 2, 3, 4, 5
+local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_META_ON_CONNECT, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x10, 0x20
+local SERIALIZERS = { json = 2, serpent = 1 }
+local DAEMON_OBJECT = "Pyro.Daemon"
+
+-- Modules loaded on first use, so `require "springrun.proxy"` stays cheap and
+-- a missing optional part (logging, runtime) degrades instead of failing.
+local core, json, uv, runtime_mod, logger
+
+local function get_core()
+  core = core or require "springrun.core"
+  return core
+end
+
+local function get_json()
+  json = json or require "springrun.json"
+  return json
+end
+
+local function get_uv()
+  uv = uv or require "luv"
+  return uv
+end
+
+local function runtime()
+  if runtime_mod == nil then
+    local ok, m = pcall(require, "springrun.runtime")
+    runtime_mod = ok and m or false
+  end
+  return runtime_mod or nil
+end
+
+local function log()
+  if logger == nil then
+    local ok, m = pcall(require, "springrun.log")
+    logger = ok and m.get and m.get(LOGGER_NAME) or false
+  end
+  return logger or nil
+end
+
+local function debug_log(fmt, ...)
+  local l = log()
+  if l then l:debug(fmt, ...) end
+end
+
+-- ---- error mapping -----------------------------------------------------------
+
+-- low-level code ("ECONNREFUSED", "SR_ETIMEOUT", luv's "ECONNRESET: ...") ->
+-- errors kind
+local function kind_of(code, connecting)
+  code = tostring(code or ""):match("^([%u%d_]+)") or ""
+  if code == "ECONNREFUSED" then return "refused" end
+  if code == "ETIMEDOUT" or code == "SR_ETIMEOUT" then return "timeout" end
+  if code == "SR_ECLOSED" or code == "ECONNRESET" or code == "EPIPE" or code == "ECONNABORTED"
+    or code == "EOF" then
+    return connecting and "connect" or "closed"
+  end
+  if code:match("^SR_E") and code ~= "SR_EIO" then return "protocol" end
+  return connecting and "connect" or "closed"
+end
+
+local function where(st)
+  return st.uri and string.format("%s:%d", st.uri.host, st.uri.port) or "?"
+end
+
+local function comm_error(st, kind, what, detail, code, method)
+  local msg
+  if kind == "refused" then
+    msg = string.format("cannot connect to %s: connection refused by %s", st.url, where(st))
+  elseif kind == "timeout" then
+    msg = string.format("%s %s timed out after %g s (%s)", what, st.url, st.timeout or 0, detail)
+  else
+    msg = string.format("%s %s failed: %s", what, st.url, detail)
+  end
+  return errors.new(kind, msg, { url = st.url, code = code, method = method })
+end
+
+-- ---- the async (luv) connection, used inside springrun tasks --------------------
+--
+-- Same interface as the C connection (core.client_connect): request(),
+-- alive(), close(). Waiting yields the running task; luv callbacks wake it
+-- through runtime.resume. One request at a time (the proxy serialises).
+
+local AsyncConn = {}
+AsyncConn.__index = AsyncConn
+
+local function is_ip(host)
+  return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+function AsyncConn:wake()
+  local co = self.waiter
+  if co then
+    self.waiter = nil
+    runtime().resume(co)
+  end
+end
+
+-- Yields the task until pred() holds, the timer fired, or the connection broke.
+function AsyncConn:wait(co, pred)
+  while not (pred() or self.timed_out or self.broken or self.closed) do
+    self.waiter = co
+    coroutine.yield()
+  end
+  self.waiter = nil
+end
+
+function AsyncConn:arm(timeout)
+  self.timed_out = false
+  if timeout and timeout > 0 then
+    self.timer:start(math.max(1, math.ceil(timeout * 1000)), 0, function()
+      self.timed_out = true
+      self:wake()
+    end)
+  end
+end
+
+function AsyncConn:disarm()
+  if self.timer and not self.timer:is_closing() then self.timer:stop() end
+end
+
+function AsyncConn:on_read(err, data)
+  if err then
+    self.broken = self.broken or { msg = "receiving failed: " .. tostring(err), code = err }
+  elseif data == nil then
+    self.broken = self.broken or { msg = "connection closed by the server", code = "SR_ECLOSED" }
+  else
+    self.framer:feed(data)
+    while true do
+      local msg, emsg, ename = self.framer:next()
+      if msg == nil then
+        if emsg ~= nil then
+          self.broken = self.broken or { msg = emsg, code = ename or "SR_EPROTOCOL" }
+        end
+        break
+      end
+      self.inbox[#self.inbox + 1] = msg
+    end
+  end
+  self:wake()
+end
+
+-- Connects (resolving names through luv) with a deadline. Returns the
+-- connection or nil, msg, code.
+function AsyncConn.connect(host, port, timeout, co)
+  local u = get_uv()
+  local self = setmetatable({ async = true, inbox = {}, timer = u.new_timer() }, AsyncConn)
+  self:arm(timeout)
+  local ip = host
+  if not is_ip(host) then
+    local res
+    local _, gerr = u.getaddrinfo(host, tostring(port), { socktype = "stream" }, function(err, addrs)
+      res = { err = err, addrs = addrs }
+      self:wake()
+    end)
+    if gerr then res = { err = gerr } end
+    self:wait(co, function() return res ~= nil end)
+    if self.timed_out then
+      self:close()
+      return nil, string.format("resolving %s timed out after %g s", host, timeout), "ETIMEDOUT"
+    end
+    if res.err or not res.addrs or not res.addrs[1] then
+      self:close()
+      return nil, string.format("cannot resolve host '%s': %s", host, tostring(res.err or "no address")),
+        "EAI_NONAME"
+    end
+    ip = res.addrs[1].addr
+  end
+  self.tcp = u.new_tcp()
+  local cres
+  local ok, cerr = self.tcp:connect(ip, port, function(err)
+    cres = err or true
+    self:wake()
+  end)
+  if not ok then cres = cerr end
+  self:wait(co, function() return cres ~= nil end)
+  self:disarm()
+  if cres ~= true then
+    self:close()
+    if self.timed_out and cres == nil then
+      return nil, string.format("connect to %s:%d timed out after %g s", host, port, timeout), "ETIMEDOUT"
+    end
+    return nil, string.format("connect to %s:%d failed: %s", host, port, tostring(cres)), cres
+  end
+  self.tcp:nodelay(true)
+  self.framer = get_core().framer()
+  self.tcp:read_start(function(err, data) self:on_read(err, data) end)
+  self.tcp:unref()
+  return self
+end
+
+function AsyncConn:alive()
+  if self.closed or self.broken or #self.inbox > 0 then return false end
+  local fd = self.tcp:fileno()
+  return fd ~= nil and get_core().client_fd_alive(fd)
+end
+
+function AsyncConn:close()
+  if self.closed then return end
+  self.closed = true
+  local co = self.waiter
+  self.waiter = nil
+  if self.tcp and not self.tcp:is_closing() then self.tcp:close() end
+  if self.timer and not self.timer:is_closing() then self.timer:close() end
+  if self.framer then self.framer:close() end
+  if co then runtime().resume(co) end
+end
+
+-- Same contract as the C conn:request (see src/lsr_client.c).
+function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
+  local c = get_core()
+  local co = runtime().current()
+  if self.closed then return nil, "connection is closed", "SR_ECLOSED", false end
+  local data, emsg, ecode = c.client_encode_payload(ser, value)
+  if not data then return nil, emsg, ecode, false end
+  local frame = c.wire_encode(mtype, flags, seq, ser, data)
+  local wrote
+  local ok, werr = self.tcp:write(frame, function(err)
+    wrote = err or true
+    if err then
+      self.broken = self.broken or { msg = "sending the request failed: " .. tostring(err), code = err }
+    end
+    self:wake()
+  end)
+  if not ok then
+    self:close()
+    return nil, "sending the request failed: " .. tostring(werr), werr, false
+  end
+  self.tcp:ref()
+  self:arm(timeout)
+  local oneway = flags & FLAG_ONEWAY ~= 0
+  if oneway then
+    self:wait(co, function() return wrote ~= nil end)
+  else
+    self:wait(co, function() return #self.inbox > 0 end)
+  end
+  self:disarm()
+  if not self.closed then self.tcp:unref() end
+  if self.closed then return nil, "connection closed", "SR_ECLOSED", true end
+  if oneway and wrote == true then return true end
+  if #self.inbox == 0 then
+    local b = self.broken
+    self:close()
+    if b then return nil, b.msg, b.code, true end
+    return nil, string.format("no reply within %g s", timeout), "SR_ETIMEOUT", true
+  end
+  local msg = table.remove(self.inbox, 1)
+  local reply = { type = msg.type, flags = msg.flags, seq = msg.seq, serializer = msg.serializer,
+    ann = msg.ann or {} }
+  if msg.serializer == SERIALIZERS.json or msg.serializer == SERIALIZERS.serpent then
+    local dok, v, dcode = c.client_decode_payload(msg.serializer, msg.flags, msg.data)
+    if not dok then
+      self:close()
+      return nil, v, dcode, true
+    end
+    reply.value = v
+  else
+    reply.data = msg.data
+  end
+  return reply
+end
+
+-- ---- protocol over either connection kind ----------------------------------------
+
+-- Pyro4 sends CONNECTFAIL text with marshal (id 3) before it accepted the
+-- serializer: a marshal str is type byte ('z'/'Z': 1-byte length; 'a'/'A'/
+-- 'u'/'t': 4-byte little-endian length) then the text.
+local function marshal_text(data)
+  if type(data) ~= "string" or #data < 2 then return tostring(data) end
+  local t = string.char(data:byte(1) & 0x7F)
+  if t == "z" or t == "Z" then
+    local n = data:byte(2)
+    return data:sub(3, 2 + n)
+  elseif t == "a" or t == "A" or t == "u" or t == "t" then
+    if #data < 5 then return data end
+    local n = string.unpack("<I4", data, 2)
+    return data:sub(6, 5 + n)
+  end
+  return data
+end
+
+local function as_set(list)
+  local s = {}
+  if type(list) == "table" then
+    for _, v in ipairs(list) do
+      if type(v) == "string" then s[v] = true end
+    end
+  end
+  return s
+end
+
+local function close_conn(st)
+  local conn = st.conn
+  st.conn = nil
+  if conn then conn:close() end
+end
+
+local function connect_transport(st, co)
+  local host, port = st.uri.host, st.uri.port
+  if co then return AsyncConn.connect(host, port, st.timeout, co) end
+  return get_core().client_connect(host, port, st.timeout)
+end
+
+-- Sends one request on a fresh connection during the handshake phase, or
+-- raises a typed error (and closes it).
+local function handshake_request(st, conn, mtype, flags, seq, value)
+  local msg, emsg, code = conn:request(mtype, flags, seq, st.ser, value, st.timeout)
+  if not msg then
+    conn:close()
+    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
+  end
+  return msg
+end
+
+-- Returns a connected, handshaken connection for st (reusing an idle one that
+-- is still alive), or raises.
+local function connection(st, co)
+  local conn = st.conn
+  if conn and ((conn.async == true) ~= (co ~= nil) or not conn:alive()) then
+    debug_log("dropping the idle connection to %s (%s)", st.url,
+      conn:alive() and "switching between task and blocking mode" or "closed by the server")
+    close_conn(st)
+    conn = nil
+  end
+  if conn then return conn end
+
+  debug_log("connecting to %s (%s)", st.url, where(st))
+  local c, emsg, code = connect_transport(st, co)
+  if not c then
+    local kind = kind_of(code, true)
+    error(comm_error(st, kind, "connecting to", emsg, code), 0)
+  end
+  local ok, e = pcall(function()
+    local msg = handshake_request(st, c, MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq,
+      { handshake = "hello", object = st.uri.object })
+    if msg.type == MSG_CONNECTFAIL then
+      local text = msg.data and marshal_text(msg.data) or tostring(msg.value)
+      error(errors.new("rejected", string.format("connection to %s rejected: %s", st.url, text),
+        { url = st.url, reason = text }), 0)
+    elseif msg.type ~= MSG_CONNECTOK then
+      error(errors.new("protocol", string.format("%s: invalid handshake reply (message type %d)",
+        st.url, msg.type), { url = st.url }), 0)
+    end
+    local meta
+    if msg.flags & FLAG_META_ON_CONNECT ~= 0 and type(msg.value) == "table" then
+      meta = msg.value.meta
+    else
+      -- no metadata in CONNECTOK: ask the daemon object, as Pyro4 does
+      st.seq = (st.seq + 1) & 0xFFFF
+      local r = handshake_request(st, c, MSG_INVOKE, 0, st.seq, {
+        object = DAEMON_OBJECT, method = "get_metadata",
+        params = get_json().array({ st.uri.object }), kwargs = {} })
+      if r.type ~= MSG_RESULT or r.flags & FLAG_EXCEPTION ~= 0 then
+        error(errors.new("protocol", string.format("%s: the server sent no metadata", st.url),
+          { url = st.url }), 0)
+      end
+      meta = r.value
+    end
+    if type(meta) ~= "table" then
+      error(errors.new("protocol", string.format("%s: invalid metadata in the handshake reply", st.url),
+        { url = st.url }), 0)
+    end
+    local m = { methods = as_set(meta.methods), oneway = as_set(meta.oneway), attrs = as_set(meta.attrs) }
+    if next(m.methods) == nil and next(m.attrs) == nil then
+      error(errors.new("attribute", string.format(
+        "remote object '%s' doesn't expose any methods or attributes", st.url), { url = st.url }), 0)
+    end
+    st.meta = m
+  end)
+  if not ok then
+    c:close()
+    error(e, 0)
+  end
+  st.conn = c
+  debug_log("connected to %s", st.url)
+  return c
+end
+
+local function check_method(st, name)
+  local m = st.meta
+  if m.methods[name] then return end
+  if m.attrs[name] then
+    error(errors.new("attribute", string.format(
+      "'%s' on remote object '%s' is an attribute, not a method (remote attributes are not supported)",
+      name, st.url), { url = st.url, method = name }), 0)
+  end
+  error(errors.new("attribute", string.format(
+    "remote object '%s' has no exposed attribute or method '%s'", st.url, name),
+    { url = st.url, method = name }), 0)
+end
+
+-- One remote call on st's connection (the caller holds st's lock). co: the
+-- running task or nil (blocking mode). Returns the result or raises.
+local function invoke(st, name, args, co)
+  if st.uri == nil then
+    error(errors.new("config", "PyroProxyFactory: service_url is not set (call to '" .. name .. "')"), 0)
+  end
+  local params = get_json().array(args)
+  for attempt = 1, 2 do
+    local conn = connection(st, co)
+    check_method(st, name)
+    local oneway = st.meta.oneway[name] == true
+    st.seq = (st.seq + 1) & 0xFFFF
+    local seq = st.seq
+    local msg, emsg, code, sent = conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
+      { object = st.uri.object, method = name, params = params, kwargs = {} }, st.timeout)
+    if not msg then
+      local kind = kind_of(code)
+      if not sent and tostring(code):match("^SR_E") and kind == "protocol" then
+        -- the arguments could not be encoded; nothing left, the connection is fine
+        error(errors.new("serialize", string.format("cannot send the arguments of %s to %s: %s",
+          name, st.url, emsg), { url = st.url, method = name, code = code }), 0)
+      end
+      close_conn(st)
+      if sent or attempt == 2 then
+        error(comm_error(st, kind, "call " .. name .. " on", emsg, code, name), 0)
+      end
+      debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
+    else
+      if oneway then return end
+      if msg.type ~= MSG_RESULT then
+        close_conn(st)
+        error(errors.new("protocol", string.format("%s: invalid reply to %s (message type %d)",
+          st.url, name, msg.type), { url = st.url, method = name }), 0)
+      end
+      if msg.seq ~= seq then
+        close_conn(st)
+        error(errors.new("protocol", string.format(
+          "%s: invoke: reply sequence out of sync (sent %d, got %d)", st.url, seq, msg.seq),
+          { url = st.url, method = name }), 0)
+      end
+      if msg.serializer ~= st.ser then
+        close_conn(st)
+        error(errors.new("protocol", string.format("%s: reply used serializer %d, request used %d",
+          st.url, msg.serializer, st.ser), { url = st.url, method = name }), 0)
+      end
+      if msg.flags & FLAG_ITEMSTREAMRESULT ~= 0 then
+        error(errors.new("protocol", string.format(
+          "%s: %s returned an iterator (item streams are not supported)", st.url, name),
+          { url = st.url, method = name }), 0)
+      end
+      local v = msg.value
+      if msg.flags & FLAG_EXCEPTION ~= 0 then
+        local e = errors.from_remote(v, { url = st.url, method = name })
+        if errors.CONNECTION_DROPPING[e.class] then close_conn(st) end
+        error(e, 0)
+      end
+      if v == get_json().null then return nil end
+      return v
+    end
+  end
+end
+
+-- ---- locking and the three execution modes ------------------------------------------
+
+local function lock(st, co)
+  while st.busy do
+    st.waiters[#st.waiters + 1] = co
+    coroutine.yield()
+  end
+  st.busy = true
+end
+
+local function unlock(st)
+  st.busy = false
+  local co = table.remove(st.waiters, 1)
+  if co then runtime().resume(co) end
+end
+
+local function call_in_task(st, name, args, co)
+  lock(st, co)
+  local res = table.pack(pcall(invoke, st, name, args, co))
+  unlock(st)
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- Outside a task, with a runtime that serves this process: run the call as a
+-- task and turn the loop until it is done.
+local function call_pumped(st, name, args, rt)
+  local u = get_uv()
+  local res
+  rt.spawn(function()
+    local co = rt.current()
+    res = table.pack(pcall(call_in_task, st, name, args, co))
+  end)
+  while res == nil do u.run("once") end
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+local function call(st, name, args)
+  local rt = runtime()
+  local co = rt and rt.current and rt.current() or nil
+  if co then return call_in_task(st, name, args, co) end
+  if rt and rt.spawn and ((rt.has_exports and rt.has_exports()) or st.busy
+      or (st.conn and st.conn.async)) then
+    return call_pumped(st, name, args, rt)
+  end
+  st.busy = true
+  local res = table.pack(pcall(invoke, st, name, args, nil))
+  st.busy = false
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- ---- the PyroProxyFactory class --------------------------------------------------------
+
+local STATE = setmetatable({}, { __mode = "k" }) -- proxy -> state
+
+local PROPS = { service_url = true, timeout = true, serializer = true }
+
+local function check_state(self, what)
+  local st = STATE[self]
+  if st == nil then
+    error(string.format("PyroProxyFactory: %s needs a proxy object (call it with ':')", what), 3)
+  end
+  return st
+end
+
+local setters = {}
+
+function setters.service_url(st, v)
+  if v == nil then
+    st.service_url, st.url, st.uri = nil, nil, nil
+  else
+    local u, why = uri.parse(v)
+    if not u then error(errors.new("config", "PyroProxyFactory.service_url: " .. why, { url = v }), 3) end
+    st.service_url, st.url, st.uri = v, u.original, u
+  end
+  close_conn(st)
+  st.meta = nil
+end
+
+function setters.timeout(st, v)
+  if v == nil or v == false or v == 0 then
+    st.timeout = nil
+  elseif type(v) == "number" and v > 0 and v == v and v ~= math.huge then
+    st.timeout = v
+  else
+    error(errors.new("config", string.format(
+      "PyroProxyFactory.timeout: expected seconds (a positive number) or nil, got %s", tostring(v))), 3)
+  end
+end
+
+function setters.serializer(st, v)
+  local id = SERIALIZERS[v]
+  if not id then
+    error(errors.new("config", string.format(
+      "PyroProxyFactory.serializer: expected \"json\" or \"serpent\", got %s", tostring(v))), 3)
+  end
+  if id ~= st.ser then close_conn(st) end
+  st.serializer, st.ser = v, id
+end
+
+local methods = {}
+
+function methods.after_properties_set(self)
+  local st = check_state(self, "after_properties_set")
+  if st.uri == nil then
+    error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2)
+  end
+end
+
+function methods.destroy(self)
+  local st = check_state(self, "destroy")
+  close_conn(st)
+  st.meta = nil
+end
+
+function methods.set_service_url(self, v) setters.service_url(check_state(self, "set_service_url"), v) end
+function methods.set_timeout(self, v) setters.timeout(check_state(self, "set_timeout"), v) end
+function methods.set_serializer(self, v) setters.serializer(check_state(self, "set_serializer"), v) end
+
+function methods._pyro_call(self, name, ...)
+  local st = check_state(self, "_pyro_call")
+  if type(name) ~= "string" then
+    error(errors.new("config", "PyroProxyFactory:_pyro_call: the method name must be a string"), 2)
+  end
+  return call(st, name, table.pack(...))
+end
+
+function methods._pyro_bind(self)
+  local st = check_state(self, "_pyro_bind")
+  if st.uri == nil then error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2) end
+  local rt = runtime()
+  local co = rt and rt.current and rt.current() or nil
+  if co then
+    lock(st, co)
+    local ok, e = pcall(connection, st, co)
+    unlock(st)
+    if not ok then error(e, 0) end
+  else
+    connection(st, nil)
+  end
+  return true
+end
+
+function methods._pyro_release(self)
+  close_conn(check_state(self, "_pyro_release"))
+end
+
+function methods._pyro_metadata(self)
+  local st = check_state(self, "_pyro_metadata")
+  if st.meta == nil then methods._pyro_bind(self) end
+  return st.meta
+end
+
+local Proxy = { __name = "springrun.PyroProxyFactory" }
+
+function Proxy.__index(self, name)
+  local st = STATE[self]
+  if PROPS[name] then return st[name] end
+  local m = methods[name]
+  if m then return m end
+  if name == "_disposable" then return true end
+  if type(name) ~= "string" or name:sub(1, 1) == "_" then return nil end
+  local f = st.callers[name]
+  if f == nil then
+    f = function(me, ...)
+      if not rawequal(me, self) then
+        error(errors.new("config", string.format(
+          "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
+      end
+      return call(st, name, table.pack(...))
+    end
+    st.callers[name] = f
+  end
+  return f
+end
+
+function Proxy.__newindex(self, name, v)
+  local st = STATE[self]
+  if PROPS[name] then
+    setters[name](st, v)
+    return
+  end
+  error(errors.new("config", string.format(
+    "PyroProxyFactory: cannot set '%s' (properties: service_url, timeout, serializer)", tostring(name))), 2)
+end
+
+function Proxy.__tostring(self)
+  local st = STATE[self]
+  return string.format("PyroProxyFactory(%s)", st and st.url or "no service_url")
+end
+
+function Proxy.__close(self)
+  local st = STATE[self]
+  if st then close_conn(st) end
+end
+
+Proxy.__gc = Proxy.__close
+
+local PyroProxyFactory = { __name = "springrun.PyroProxyFactory (class)" }
+
+-- PyroProxyFactory([props]) / PyroProxyFactory.new([props]) -> proxy.
+-- props: service_url, timeout, serializer; other keys raise.
+function PyroProxyFactory.new(props)
+  local st = { callers = {}, waiters = {}, seq = 0, ser = SERIALIZERS.json, serializer = "json" }
+  local self = setmetatable({}, Proxy)
+  STATE[self] = st
+  if props ~= nil then
+    if type(props) ~= "table" then
+      error(errors.new("config", "PyroProxyFactory: expected a table of properties, got " .. type(props)), 2)
+    end
+    for k, v in pairs(props) do
+      if not PROPS[k] then
+        error(errors.new("config", string.format(
+          "PyroProxyFactory: unknown property '%s' (properties: service_url, timeout, serializer)",
+          tostring(k))), 2)
+      end
+    end
+    for _, k in ipairs({ "serializer", "timeout", "service_url" }) do
+      if props[k] ~= nil then setters[k](st, props[k]) end
+    end
+  end
+  return self
+end
+
+setmetatable(PyroProxyFactory, {
+  __call = function(_, props) return PyroProxyFactory.new(props) end,
+})
+
+M.PyroProxyFactory = PyroProxyFactory
+
+-- springrun.proxy(url [, opts]) -> a ready proxy (opts: timeout, serializer).
+function M.proxy(url, opts)
+  local props = {}
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(errors.new("config", "springrun.proxy: opts must be a table, got " .. type(opts)), 2)
+    end
+    for k, v in pairs(opts) do props[k] = v end
+  end
+  props.service_url = url
+  if url == nil then error(errors.new("config", "springrun.proxy: a URL is needed"), 2) end
+  local p = PyroProxyFactory.new(props)
+  p:after_properties_set()
+  return p
+end
+
+-- True when v is a proxy made here.
+function M.is_proxy(v) return STATE[v] ~= nil end
+
+return M
