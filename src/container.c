@@ -6,7 +6,8 @@
  * order. Plain C: it never calls user code; the Lua binding does that.
  *
  * Graph walks are iterative (an explicit stack), so a long chain of
- * definitions cannot overflow the C stack.
+ * definitions cannot overflow the C stack. Ids are found through an
+ * open-addressing hash index (FNV-1a, linear probing) over the definitions.
  */
 #include "container.h"
 
@@ -36,6 +37,8 @@ struct sr_container_s {
   size_t depth, capstack;
   size_t *created; /* indices of stored singletons, first created first */
   size_t ncreated, capcreated;
+  size_t *index; /* hash slots holding def index + 1 (0 = empty); nslots is a power of 2 */
+  size_t nslots;
 };
 
 static char *dupstr(const char *s) {
@@ -57,11 +60,47 @@ static int grow(void **arr, size_t *cap, size_t need, size_t sz) {
   return 0;
 }
 
+static size_t hash_id(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ull;
+  }
+  return (size_t)h;
+}
+
 static long find(const sr_container_t *c, const char *id) {
-  if (id == NULL) return -1;
-  for (size_t i = 0; i < c->ndefs; i++)
-    if (strcmp(c->defs[i].id, id) == 0) return (long)i;
-  return -1;
+  if (id == NULL || c->nslots == 0) return -1;
+  size_t mask = c->nslots - 1;
+  for (size_t s = hash_id(id) & mask;; s = (s + 1) & mask) {
+    size_t v = c->index[s];
+    if (v == 0) return -1;
+    if (strcmp(c->defs[v - 1].id, id) == 0) return (long)(v - 1);
+  }
+}
+
+/* Makes room in the index for one more definition (load <= 1/2) and inserts
+ * def index `di`. Returns 0 or SR_ENOMEM (index unchanged). */
+static int index_add(sr_container_t *c, size_t di) {
+  if ((c->ndefs + 1) * 2 > c->nslots) {
+    size_t n = c->nslots ? c->nslots * 2 : 16;
+    while ((c->ndefs + 1) * 2 > n) n *= 2;
+    size_t *slots = calloc(n, sizeof(size_t));
+    if (slots == NULL) return SR_ENOMEM;
+    for (size_t i = 0; i < c->ndefs; i++) {
+      size_t s = hash_id(c->defs[i].id) & (n - 1);
+      while (slots[s] != 0) s = (s + 1) & (n - 1);
+      slots[s] = i + 1;
+    }
+    free(c->index);
+    c->index = slots;
+    c->nslots = n;
+  }
+  size_t mask = c->nslots - 1;
+  size_t s = hash_id(c->defs[di].id) & mask;
+  while (c->index[s] != 0) s = (s + 1) & mask;
+  c->index[s] = di + 1;
+  return 0;
 }
 
 static void free_edges(sr_def_t *d) {
@@ -88,6 +127,7 @@ void sr_container_free(sr_container_t *c) {
   free(c->defs);
   free(c->stack);
   free(c->created);
+  free(c->index);
   free(c);
 }
 
@@ -129,11 +169,17 @@ int sr_container_define(sr_container_t *c, const char *id, unsigned flags, const
     free(pcopy);
     return sr_seterr(err, errlen, SR_ENOMEM, "out of memory defining '%s'", id);
   }
-  sr_def_t *d = &c->defs[c->ndefs++];
+  sr_def_t *d = &c->defs[c->ndefs];
   memset(d, 0, sizeof(*d));
   d->id = icopy;
   d->parent = pcopy;
   d->flags = flags;
+  if (index_add(c, c->ndefs) != 0) {
+    free(icopy);
+    free(pcopy);
+    return sr_seterr(err, errlen, SR_ENOMEM, "out of memory defining '%s'", id);
+  }
+  c->ndefs++;
   return 0;
 }
 
@@ -174,36 +220,41 @@ static int chain_error(const sr_container_t *c, const char *what, const size_t *
   return SR_ECYCLE;
 }
 
-/* Parent chains: unknown parents and loops. Returns 0 or an error. */
+/* Parent chains: unknown parents and loops. Returns 0 or an error. Each
+ * definition is walked up once: `mark` holds 0 (unseen), the 1-based root of
+ * the walk that is visiting it, or SIZE_MAX once known to end without a loop. */
 static int check_parents(const sr_container_t *c, char *err, size_t errlen) {
-  size_t *path = NULL;
   int rc = 0;
   if (c->ndefs == 0) return 0;
-  path = malloc(c->ndefs * sizeof(size_t));
-  if (path == NULL) return sr_seterr(err, errlen, SR_ENOMEM, "out of memory validating");
-  for (size_t i = 0; i < c->ndefs && rc == 0; i++) {
+  for (size_t i = 0; i < c->ndefs; i++) {
     const sr_def_t *d = &c->defs[i];
-    if (d->parent == NULL) continue;
-    if (find(c, d->parent) < 0) {
-      rc = sr_seterr(err, errlen, SR_ENOTFOUND, "object '%s' has unknown parent '%s'", d->id,
-                     d->parent);
-      break;
-    }
-    /* Walk up from i; a loop shows as a repeated index within ndefs steps. */
+    if (d->parent != NULL && find(c, d->parent) < 0)
+      return sr_seterr(err, errlen, SR_ENOTFOUND, "object '%s' has unknown parent '%s'", d->id,
+                       d->parent);
+  }
+  size_t *mark = calloc(c->ndefs, sizeof(size_t));
+  size_t *path = malloc(c->ndefs * sizeof(size_t));
+  if (mark == NULL || path == NULL) {
+    free(mark);
+    free(path);
+    return sr_seterr(err, errlen, SR_ENOMEM, "out of memory validating");
+  }
+  for (size_t i = 0; i < c->ndefs && rc == 0; i++) {
     size_t n = 0;
     long cur = (long)i;
-    while (cur >= 0 && rc == 0) {
-      for (size_t k = 0; k < n; k++) {
-        if (path[k] == (size_t)cur) {
-          rc = chain_error(c, "circular parent chain", path, k, n, err, errlen);
-          break;
-        }
-      }
-      if (rc != 0 || n == c->ndefs) break;
+    while (cur >= 0 && mark[cur] == 0) {
+      mark[cur] = i + 1;
       path[n++] = (size_t)cur;
       cur = find(c, c->defs[cur].parent);
     }
+    if (cur >= 0 && mark[cur] == i + 1) { /* met this walk again: a loop */
+      size_t from = 0;
+      while (path[from] != (size_t)cur) from++;
+      rc = chain_error(c, "circular parent chain", path, from, n, err, errlen);
+    }
+    for (size_t k = 0; k < n; k++) mark[path[k]] = SIZE_MAX;
   }
+  free(mark);
   free(path);
   return rc;
 }
