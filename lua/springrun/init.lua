@@ -6,6 +6,7 @@ local M = {}
 -- public name -> { module, field } (field nil: the module itself)
 local exports = {
   json = { "springrun.json" },
+  serpent = { "springrun.serpent" },
   null = { "springrun.json", "null" },
   log = { "springrun.log" },
   errors = { "springrun.errors" },
