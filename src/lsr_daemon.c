@@ -1,4 +1,475 @@
-/* lsr_daemon.c -- placeholder: this part of springrun.core is not written yet. */
-#include "lsr.h"
+/*
+ * lsr_daemon.c -- the Lua face of the daemon holder (daemon.c) in
+ * springrun.core, and the Lua-thread end of its event queue.
+ *
+ * One holder per process, created when springrun.core is opened; its thread
+ * starts with the first listen. Events from the holder thread wake luv's loop
+ * through ONE uv_async_t (referenced only while a daemon listens, so luv's
+ * loop stays alive exactly while something is exported); its callback drains
+ * everything queued and, for each INVOKE, decodes the payload here (C, hot
+ * path) and calls the Lua handler set with daemon_set_handler:
+ *
+ *   handler(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+ *
+ * params/kwargs are the decoded values as they came (kwargs may be nil or
+ * springrun.null). The handler must answer every request that is not oneway
+ * (flags & FLAG_ONEWAY) exactly once with
+ *
+ *   core.daemon_reply(conn, tag, ser, flags, value) -> true | nil, err
+ *
+ * (encodes a RESULT with the request's seq and serializer). Requests whose
+ * payload cannot be decoded, or lacks object/method/params/kwargs, are
+ * answered here with an exception and never reach the handler; so is a
+ * request whose handler raised. Log lines of the holder thread go to
+ * log_fn(level, text).
+ *
+ *   core.daemon_listen(host, port) -> daemon_id, bound_port | nil, err
+ *   core.daemon_unlisten(daemon_id) -> true | nil, err
+ *   core.daemon_register(daemon_id, name, connectok_value) -> true | nil, err
+ *   core.daemon_unregister(daemon_id, name) -> true | nil, err
+ *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
+ *   core.daemon_count()         -- daemons listening
+ *   core.daemon_serializers()   -- list of accepted serializer ids
+ *   core.daemon_set_max_message(n)
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
 
-void lsr_open_daemon(lua_State *L) { (void)L; }
+#include "daemon.h"
+#include "lsr.h"
+#include "lsr_codec.h"
+#include "luv.h"
+#include "wire.h"
+
+#define LSR_DAEMON_GC "springrun.daemon_holder"
+
+static struct {
+  sr_holder_t *h;
+  uv_async_t async; /* on luv's loop */
+  int async_open;
+  int async_refd;
+  lua_State *L; /* main thread of the state that opened the module */
+  int handler_ref;
+  int log_ref;
+  unsigned ser_mask; /* serializers whose encoder works, probed once */
+  int probed;
+  sr_buf_t buf; /* reply frame scratch (Lua thread only) */
+} G = { .handler_ref = LUA_NOREF, .log_ref = LUA_NOREF };
+
+static void notify_cb(void *ud) {
+  (void)ud;
+  uv_async_send(&G.async);
+}
+
+static void update_ref(void) {
+  if (!G.async_open) return;
+  int want = G.h && sr_holder_count(G.h) > 0;
+  if (want && !G.async_refd) uv_ref((uv_handle_t *)&G.async);
+  if (!want && G.async_refd) uv_unref((uv_handle_t *)&G.async);
+  G.async_refd = want;
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static unsigned probe_serializers(lua_State *L) {
+  if (G.probed) return G.ser_mask;
+  unsigned mask = 0;
+  char err[256];
+  for (int ser = 1; ser < SR_HOLDER_NSER; ser++) {
+    sr_buf_t b;
+    sr_buf_init(&b);
+    lua_pushliteral(L, "hello");
+    if (lsr_payload_encode(L, ser, lua_gettop(L), &b, err, sizeof err) == 0) mask |= 1u << ser;
+    lua_pop(L, 1);
+    sr_buf_free(&b);
+  }
+  G.ser_mask = mask;
+  G.probed = 1;
+  return mask;
+}
+
+/* Encodes the value at idx as a RESULT frame into G.buf and hands it over.
+ * Returns 0 or an SR_E* code with err set (nothing sent then). */
+static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
+                       uint16_t ser, uint16_t flags, char *err, size_t errlen) {
+  idx = lua_absindex(L, idx);
+  sr_buf_t *b = &G.buf;
+  b->len = 0;
+  int rc = sr_buf_reserve(b, SR_WIRE_HEADER_SIZE + 64);
+  if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
+  b->len = SR_WIRE_HEADER_SIZE;
+  rc = lsr_payload_encode(L, ser, idx, b, err, errlen);
+  if (rc < 0) {
+    b->len = 0;
+    return rc;
+  }
+  size_t dlen = b->len - SR_WIRE_HEADER_SIZE;
+  if (dlen > 0x7fffffff) {
+    b->len = 0;
+    return sr_seterr(err, errlen, SR_ETOOBIG, "result payload of %zu bytes is too large", dlen);
+  }
+  sr_wire_header_t hd = { 0 };
+  hd.type = SR_MSG_RESULT;
+  hd.flags = flags;
+  hd.seq = seq;
+  hd.serializer = ser;
+  hd.data_len = (uint32_t)dlen;
+  sr_wire_header_encode(b->data, &hd);
+  rc = sr_holder_reply(G.h, conn, slot, b->data, b->len);
+  if (b->cap > (1u << 20)) sr_buf_free(b); /* don't keep a huge scratch around */
+  b->len = 0;
+  if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
+  return 0;
+}
+
+/* Sends an exception RESULT {__class__=cls, args={msg}, ...} for a request. */
+static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, const char *msg) {
+  char err[256];
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, cls);
+  lua_setfield(L, -2, "__class__");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "__exception__");
+  lua_createtable(L, 1, 0);
+  lua_pushstring(L, msg);
+  lua_rawseti(L, -2, 1);
+  lua_setfield(L, -2, "args");
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, 1, 0);
+  lua_pushfstring(L, "%s: %s\n", cls, msg);
+  lua_rawseti(L, -2, 1);
+  lua_setfield(L, -2, "_pyroTraceback");
+  lua_setfield(L, -2, "attributes");
+  if (send_result(L, -1, ev->conn, ev->slot, ev->seq, ev->serializer,
+                  (uint16_t)(SR_FLAG_EXCEPTION | (ev->flags & SR_FLAG_BATCH)), err,
+                  sizeof err) < 0) {
+    /* last resort: the connection would wait forever for this slot */
+    lua_pop(L, 1);
+    lua_pushfstring(L, "%s: %s", cls, msg);
+    sr_buf_t b;
+    sr_buf_init(&b);
+    const char *s = lua_tostring(L, -1);
+    if (sr_holder_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
+      uint8_t hdr[SR_WIRE_HEADER_SIZE];
+      sr_wire_header_t hd = { 0 };
+      hd.type = SR_MSG_RESULT;
+      hd.flags = SR_FLAG_EXCEPTION;
+      hd.seq = ev->seq;
+      hd.serializer = ev->serializer;
+      hd.data_len = (uint32_t)b.len;
+      sr_wire_header_encode(hdr, &hd);
+      sr_buf_t f;
+      sr_buf_init(&f);
+      if (sr_buf_append(&f, hdr, sizeof hdr) == 0 && sr_buf_append(&f, b.data, b.len) == 0)
+        sr_holder_reply(G.h, ev->conn, ev->slot, f.data, f.len);
+      sr_buf_free(&f);
+    }
+    sr_buf_free(&b);
+  }
+  lua_pop(L, 1);
+}
+
+static void log_line(lua_State *L, int level, const char *text) {
+  if (G.log_ref == LUA_NOREF) return;
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, G.log_ref);
+  lua_pushinteger(L, level);
+  lua_pushstring(L, text);
+  if (lua_pcall(L, 2, 0, base + 1) != LUA_OK) {
+    /* the log function itself failed: nothing better than stderr */
+    const char *m = lua_tostring(L, -1);
+    fprintf(stderr, "springrun: log handler failed: %s\n", m ? m : "?");
+  }
+  lua_settop(L, base);
+}
+
+/* Pushes object, method, params, kwargs of the INVOKE table at idx (a map,
+ * JSON shape, or a 4-item sequence, serpent's tuple). Returns NULL, or the
+ * name of the missing/ill-typed field with nothing pushed. */
+static const char *push_invoke_fields(lua_State *L, int idx) {
+  static const char *const keys[4] = { "object", "method", "params", "kwargs" };
+  int seq_form = lua_rawgeti(L, idx, 1) != LUA_TNIL;
+  lua_pop(L, 1);
+  for (int i = 0; i < 4; i++) {
+    if (seq_form)
+      lua_rawgeti(L, idx, i + 1);
+    else
+      lua_getfield(L, idx, keys[i]);
+    int t = lua_type(L, -1);
+    int ok = (i < 2) ? t == LUA_TSTRING : (i == 2 ? t != LUA_TNIL : 1);
+    if (!ok) {
+      lua_pop(L, i + 1);
+      return keys[i];
+    }
+  }
+  return NULL;
+}
+
+static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
+  char err[300];
+  int oneway = (ev->flags & SR_FLAG_ONEWAY) != 0;
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, traceback);
+  if (G.handler_ref == LUA_NOREF) {
+    lua_settop(L, base);
+    if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
+    return;
+  }
+  sr_decode_limits_t lim = { SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS };
+  int rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
+  if (rc < 0) {
+    lua_settop(L, base);
+    char text[600];
+    snprintf(text, sizeof text, "cannot decode the request: %s", err);
+    log_line(L, 30, text);
+    if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", text);
+    return;
+  }
+  int vidx = lua_gettop(L);
+  if (!lua_istable(L, vidx)) {
+    lua_settop(L, base);
+    if (!oneway)
+      send_exception(L, ev, "Pyro4.errors.ProtocolError", "invoke payload is not a map");
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_ref);
+  lua_pushinteger(L, ev->daemon);
+  lua_pushinteger(L, (lua_Integer)ev->conn);
+  lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
+  lua_pushinteger(L, ev->serializer);
+  lua_pushinteger(L, ev->flags);
+  const char *missing = push_invoke_fields(L, vidx);
+  if (missing) {
+    lua_settop(L, base);
+    if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
+    return;
+  }
+  if (lua_pcall(L, 9, 0, base + 1) != LUA_OK) {
+    const char *m = lua_tostring(L, -1);
+    snprintf(err, sizeof err, "%s", m ? m : "(error object)");
+    lua_settop(L, base);
+    log_line(L, 40, err);
+    if (!oneway) send_exception(L, ev, "builtins.RuntimeError", err);
+    return;
+  }
+  lua_settop(L, base);
+}
+
+static void on_events(uv_async_t *a) {
+  (void)a;
+  lua_State *L = G.L;
+  if (G.h == NULL || L == NULL) return;
+  sr_event_t *ev = sr_holder_take(G.h);
+  luaL_checkstack(L, 32, "springrun daemon events");
+  while (ev) {
+    sr_event_t *next = (sr_event_t *)ev->node.next;
+    if (ev->kind == SR_EV_INVOKE)
+      dispatch_invoke(L, ev);
+    else if (ev->kind == SR_EV_LOG)
+      log_line(L, ev->level, (const char *)ev->data);
+    free(ev);
+    ev = next;
+  }
+}
+
+/* ---- bindings ------------------------------------------------------------ */
+
+static int fail(lua_State *L, int code, const char *msg) {
+  luaL_pushfail(L);
+  lua_pushstring(L, msg);
+  lua_pushstring(L, sr_err_name(code));
+  return 3;
+}
+
+static uint32_t check_daemon(lua_State *L, int i) {
+  lua_Integer v = luaL_checkinteger(L, i);
+  luaL_argcheck(L, v > 0 && v <= 0xffffffff, i, "not a daemon id");
+  return (uint32_t)v;
+}
+
+static int l_listen(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  char err[400];
+  uint32_t id;
+  int bound;
+  unsigned mask = probe_serializers(L);
+  if (port < 0 || port > 65535) {
+    snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,
+             (long long)port);
+    return fail(L, SR_EINVAL, err);
+  }
+  int rc = sr_holder_listen(G.h, host, (int)port, mask, &id, &bound, err, sizeof err);
+  if (rc < 0) return fail(L, rc, err);
+  update_ref();
+  lua_pushinteger(L, id);
+  lua_pushinteger(L, bound);
+  return 2;
+}
+
+static int l_unlisten(lua_State *L) {
+  int rc = sr_holder_unlisten(G.h, check_daemon(L, 1));
+  update_ref();
+  if (rc < 0) return fail(L, rc, "no such daemon");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_register(lua_State *L) {
+  uint32_t id = check_daemon(L, 1);
+  size_t nl;
+  const char *name = luaL_checklstring(L, 2, &nl);
+  luaL_checkany(L, 3);
+  luaL_argcheck(L, nl <= SR_HOLDER_MAX_NAME && strlen(name) == nl, 2,
+                "object name too long or contains NUL");
+  unsigned mask = probe_serializers(L);
+  sr_buf_t bufs[SR_HOLDER_NSER];
+  const uint8_t *meta[SR_HOLDER_NSER] = { 0 };
+  size_t meta_len[SR_HOLDER_NSER] = { 0 };
+  char err[300];
+  int rc = 0;
+  for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_init(&bufs[i]);
+  for (int i = 0; i < SR_HOLDER_NSER && rc == 0; i++) {
+    if (!(mask & (1u << i))) continue;
+    rc = lsr_payload_encode(L, i, 3, &bufs[i], err, sizeof err);
+    meta[i] = bufs[i].data ? bufs[i].data : (const uint8_t *)"";
+    meta_len[i] = bufs[i].len;
+  }
+  if (rc == 0) {
+    rc = sr_holder_register(G.h, id, name, meta, meta_len);
+    if (rc < 0) snprintf(err, sizeof err, "cannot register %s: %s", name, sr_strerror(rc));
+  }
+  for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_free(&bufs[i]);
+  if (rc < 0) return fail(L, rc, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_unregister(lua_State *L) {
+  uint32_t id = check_daemon(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  int rc = sr_holder_unregister(G.h, id, name);
+  if (rc < 0) return fail(L, rc, "no such object");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_quiesce(lua_State *L) {
+  sr_holder_quiesce(G.h);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_count(lua_State *L) {
+  lua_pushinteger(L, sr_holder_count(G.h));
+  return 1;
+}
+
+static int l_serializers(lua_State *L) {
+  unsigned mask = probe_serializers(L);
+  lua_newtable(L);
+  int n = 0;
+  for (int i = 1; i < SR_HOLDER_NSER; i++)
+    if (mask & (1u << i)) {
+      lua_pushinteger(L, i);
+      lua_rawseti(L, -2, ++n);
+    }
+  return 1;
+}
+
+static int l_set_max_message(lua_State *L) {
+  lua_Integer v = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, v > 0 && (lua_Unsigned)v <= SR_WIRE_MAX_MESSAGE_CAP, 1, "out of range");
+  sr_holder_set_max_message(G.h, (size_t)v);
+  return 0;
+}
+
+static int l_set_handler(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_unref(L, LUA_REGISTRYINDEX, G.handler_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, G.log_ref);
+  lua_pushvalue(L, 1);
+  G.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 2);
+  G.log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* daemon_reply(conn, tag, ser, flags, value) -> true | nil, err, name */
+static int l_reply(lua_State *L) {
+  lua_Integer conn = luaL_checkinteger(L, 1);
+  lua_Integer tag = luaL_checkinteger(L, 2);
+  lua_Integer ser = luaL_checkinteger(L, 3);
+  lua_Integer flags = luaL_checkinteger(L, 4);
+  luaL_argcheck(L, ser > 0 && ser < 0xffff, 3, "bad serializer id");
+  luaL_argcheck(L, flags >= 0 && flags <= 0xffff, 4, "bad flags");
+  if (lua_isnone(L, 5)) lua_pushnil(L);
+  char err[300];
+  int rc = send_result(L, 5, (uint64_t)conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff),
+                       (uint16_t)ser, (uint16_t)flags, err, sizeof err);
+  if (rc < 0) return fail(L, rc, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  (void)L;
+  if (G.h) {
+    sr_holder_free(G.h); /* joins the holder thread */
+    G.h = NULL;
+  }
+  if (G.async_open) {
+    G.async_open = 0;
+    uv_close((uv_handle_t *)&G.async, NULL); /* static storage: nothing to free */
+  }
+  sr_buf_free(&G.buf);
+  G.L = NULL;
+  return 0;
+}
+
+static const luaL_Reg funcs[] = {
+  { "daemon_listen", l_listen },
+  { "daemon_unlisten", l_unlisten },
+  { "daemon_register", l_register },
+  { "daemon_unregister", l_unregister },
+  { "daemon_quiesce", l_quiesce },
+  { "daemon_count", l_count },
+  { "daemon_serializers", l_serializers },
+  { "daemon_set_max_message", l_set_max_message },
+  { "daemon_set_handler", l_set_handler },
+  { "daemon_reply", l_reply },
+  { NULL, NULL },
+};
+
+void lsr_open_daemon(lua_State *L) {
+  luaL_setfuncs(L, funcs, 0);
+  if (G.h != NULL) return; /* opened twice in one process: keep the first */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  G.L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (sr_holder_new(&G.h, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
+  uv_async_init(luv_loop(L), &G.async, on_events);
+  uv_unref((uv_handle_t *)&G.async);
+  G.async_open = 1;
+  G.async_refd = 0;
+  sr_buf_init(&G.buf);
+  /* a sentinel whose finalizer stops the thread when the state closes;
+   * created after luv's loop, so finalized before it */
+  lua_newuserdatauv(L, 1, 0);
+  lua_newtable(L);
+  lua_pushcfunction(L, l_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, LSR_DAEMON_GC);
+}

@@ -1,0 +1,1124 @@
+/*
+ * daemon.c -- the daemon holder thread (see daemon.h for the contract).
+ *
+ * Owner side (the Lua thread): sr_holder_* functions build commands, push
+ * them on h->cmds and wake the holder loop with uv_async_send; synchronous
+ * ones wait on a semaphore inside the command. Holder side: one uv loop with
+ * the wake-up async, a listener per daemon and a uv_tcp_t per connection.
+ * Everything below "holder thread" is touched only by the holder thread while
+ * it runs (and by the owner only after joining it).
+ *
+ * A connection frames bytes with an sr_framer_t, answers CONNECT and PING
+ * itself, and turns each INVOKE into an event for the owner. Replies come
+ * back as commands carrying the whole frame and are written in slot order.
+ * Protocol errors during the handshake get a CONNECTFAIL, afterwards the
+ * connection is closed without a reply; both are logged (as events, since
+ * only the owner may log).
+ */
+#include "daemon.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <uv.h>
+#include <zlib.h>
+
+#include "payload.h"
+#include "wire.h"
+
+/* serpent's handshake scanner arrives with the serpent serializer; until it
+ * is linked in, serpent CONNECTs are answered as not decodable. */
+#pragma weak sr_serpent_handshake_object
+
+#define LOG_DEBUG 10
+#define LOG_INFO 20
+#define LOG_WARNING 30
+#define LOG_ERROR 40
+
+#define READ_CHUNK 65536
+#define GRACE_MS 2000
+
+/* ---- types --------------------------------------------------------------- */
+
+enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
+       CMD_REPLY };
+
+/* The common head of everything on h->cmds. */
+typedef struct sr_cmdhead_s {
+  sr_qnode_t node;
+  int kind;
+} sr_cmdhead_t;
+
+/* A synchronous command: lives on the owner's stack while it waits. */
+typedef struct sr_cmd_s {
+  sr_cmdhead_t head;
+  uv_sem_t done;
+  int sync;
+  int rc;
+  char *err;
+  size_t errlen;
+  struct sockaddr_storage addr; /* LISTEN */
+  const char *where;            /* LISTEN: "host:port" for messages */
+  unsigned ser_mask;            /* LISTEN */
+  int port_out;                 /* LISTEN */
+  uint32_t daemon;              /* everything but STOP/QUIESCE; LISTEN: out */
+  const char *name;             /* REGISTER/UNREGISTER */
+  const uint8_t *const *meta;   /* REGISTER */
+  const size_t *meta_len;       /* REGISTER */
+} sr_cmd_t;
+
+/* A reply frame (also used for frames the holder writes itself). */
+typedef struct sr_reply_s {
+  sr_cmdhead_t head;
+  uv_write_t wr;
+  struct sr_reply_s *next; /* pending list, sorted by slot */
+  uint64_t conn;
+  uint32_t slot;
+  size_t len;
+  uint8_t data[];
+} sr_reply_t;
+
+typedef struct sr_obj_s {
+  struct sr_obj_s *next;
+  uint8_t *meta[SR_HOLDER_NSER];
+  size_t meta_len[SR_HOLDER_NSER];
+  char name[];
+} sr_obj_t;
+
+struct sr_daemon_s;
+
+enum { C_OPEN = 0, C_SHUTTING, C_CLOSED };
+
+typedef struct sr_conn_s {
+  uv_tcp_t tcp;
+  uv_shutdown_t shut;
+  sr_holder_t *h;
+  struct sr_daemon_s *d; /* NULL once its daemon is gone */
+  uint64_t id;
+  sr_framer_t fr;
+  int state;
+  int handshaken;
+  int reading;
+  uint32_t next_slot; /* slot of the next request */
+  uint32_t send_slot; /* slot whose reply goes out next */
+  sr_reply_t *pending;
+  char peer[64];
+} sr_conn_t;
+
+typedef struct sr_daemon_s {
+  uv_tcp_t listener;
+  sr_holder_t *h;
+  struct sr_daemon_s *next;
+  uint32_t id;
+  unsigned ser_mask;
+  int listener_open; /* not yet handed to uv_close */
+  int listener_closed; /* its close callback ran */
+  int removed;       /* unlisten done: free when the listener is closed */
+  sr_obj_t *objs;
+  char where[300];
+} sr_daemon_t;
+
+struct sr_holder_s {
+  /* owner side */
+  sr_holder_notify_cb notify;
+  void *notify_ud;
+  int running;
+  int ndaemons;
+  uv_thread_t thread;
+  size_t max_message;
+  /* shared (locked inside) */
+  sr_queue_t cmds;
+  sr_queue_t events;
+  /* holder thread */
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_timer_t grace;
+  int grace_closed;
+  int stopping;
+  sr_daemon_t *daemons;
+  uint32_t next_daemon_id;
+  sr_conn_t **conns; /* table indexed by the low 32 bits of a conn id */
+  uint32_t *gens;
+  uint32_t *freelist;
+  uint32_t cap, nfree;
+  size_t nconns;
+};
+
+/* ---- payload text helpers ------------------------------------------------ */
+
+static int put_hex_escape(sr_buf_t *b, const char *fmt, unsigned v) {
+  char tmp[8];
+  int n = snprintf(tmp, sizeof tmp, fmt, v);
+  return sr_buf_append(b, tmp, (size_t)n);
+}
+
+int sr_holder_encode_string(sr_buf_t *out, int ser, const char *s, size_t n) {
+  int rc = 0;
+  if (ser == SR_SER_MARSHAL) {
+    uint8_t hdr[5] = { 'u', (uint8_t)(n & 0xff), (uint8_t)((n >> 8) & 0xff),
+                       (uint8_t)((n >> 16) & 0xff), (uint8_t)((n >> 24) & 0xff) };
+    if ((rc = sr_buf_append(out, hdr, 5)) < 0) return rc;
+    return sr_buf_append(out, s, n);
+  }
+  if (ser != SR_SER_JSON && ser != SR_SER_SERPENT) return SR_ESERIALIZER;
+  int json = ser == SR_SER_JSON;
+  if (!json && (rc = sr_buf_puts(out, "# serpent utf-8 python3.2\n")) < 0) return rc;
+  char q = json ? '"' : '\'';
+  if ((rc = sr_buf_putc(out, (uint8_t)q)) < 0) return rc;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == (unsigned char)q || c == '\\') {
+      rc = sr_buf_putc(out, '\\');
+      if (rc == 0) rc = sr_buf_putc(out, c);
+    } else if (c == '\n') {
+      rc = sr_buf_puts(out, "\\n");
+    } else if (c == '\r') {
+      rc = sr_buf_puts(out, "\\r");
+    } else if (c == '\t') {
+      rc = sr_buf_puts(out, "\\t");
+    } else if (c < 0x20 || c == 0x7f) {
+      rc = put_hex_escape(out, json ? "\\u%04x" : "\\x%02x", c);
+    } else {
+      rc = sr_buf_putc(out, c);
+    }
+  }
+  if (rc == 0) rc = sr_buf_putc(out, (uint8_t)q);
+  return rc;
+}
+
+/* ---- events to the owner ------------------------------------------------- */
+
+static void push_event(sr_holder_t *h, sr_event_t *ev) {
+  if (sr_queue_push(&h->events, &ev->node) && h->notify) h->notify(h->notify_ud);
+}
+
+static void hlog(sr_holder_t *h, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void hlog(sr_holder_t *h, int level, const char *fmt, ...) {
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof text) n = (int)sizeof text - 1;
+  sr_event_t *ev = malloc(sizeof *ev + (size_t)n + 1);
+  if (ev == NULL) return; /* a lost log line under OOM */
+  memset(ev, 0, sizeof *ev);
+  ev->kind = SR_EV_LOG;
+  ev->level = level;
+  ev->len = (size_t)n;
+  memcpy(ev->data, text, (size_t)n + 1);
+  push_event(h, ev);
+}
+
+/* ---- connection table (holder thread) ------------------------------------ */
+
+static int conn_table_add(sr_holder_t *h, sr_conn_t *c) {
+  if (h->nfree == 0) {
+    uint32_t ncap = h->cap ? h->cap * 2 : 16;
+    sr_conn_t **conns = realloc(h->conns, ncap * sizeof *conns);
+    if (conns == NULL) return SR_ENOMEM;
+    h->conns = conns;
+    uint32_t *gens = realloc(h->gens, ncap * sizeof *gens);
+    if (gens == NULL) return SR_ENOMEM;
+    h->gens = gens;
+    uint32_t *fl = realloc(h->freelist, ncap * sizeof *fl);
+    if (fl == NULL) return SR_ENOMEM;
+    h->freelist = fl;
+    for (uint32_t i = ncap; i > h->cap; i--) {
+      h->conns[i - 1] = NULL;
+      h->gens[i - 1] = 1;
+      h->freelist[h->nfree++] = i - 1;
+    }
+    h->cap = ncap;
+  }
+  uint32_t idx = h->freelist[--h->nfree];
+  h->conns[idx] = c;
+  c->id = ((uint64_t)h->gens[idx] << 32) | idx;
+  h->nconns++;
+  return 0;
+}
+
+static sr_conn_t *conn_lookup(sr_holder_t *h, uint64_t id) {
+  uint32_t idx = (uint32_t)(id & 0xffffffffu);
+  if (idx >= h->cap) return NULL;
+  sr_conn_t *c = h->conns[idx];
+  return (c != NULL && c->id == id) ? c : NULL;
+}
+
+static void conn_table_remove(sr_holder_t *h, sr_conn_t *c) {
+  uint32_t idx = (uint32_t)(c->id & 0xffffffffu);
+  h->conns[idx] = NULL;
+  h->gens[idx]++;
+  h->freelist[h->nfree++] = idx;
+  h->nconns--;
+}
+
+/* ---- connection lifetime (holder thread) --------------------------------- */
+
+static void maybe_finish_stop(sr_holder_t *h) {
+  if (h->stopping && h->nconns == 0 && !h->grace_closed) {
+    h->grace_closed = 1;
+    uv_close((uv_handle_t *)&h->grace, NULL);
+  }
+}
+
+static void on_conn_close(uv_handle_t *hd) {
+  sr_conn_t *c = hd->data;
+  sr_holder_t *h = c->h;
+  while (c->pending) {
+    sr_reply_t *r = c->pending;
+    c->pending = r->next;
+    free(r);
+  }
+  sr_framer_free(&c->fr);
+  conn_table_remove(h, c);
+  free(c);
+  maybe_finish_stop(h);
+}
+
+/* Closes c now (pending writes are cancelled). Idempotent. */
+static void conn_close_now(sr_conn_t *c) {
+  if (c->state == C_CLOSED) return;
+  c->state = C_CLOSED;
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  sr_conn_t *c = req->data;
+  conn_close_now(c);
+}
+
+/* Stops reading, lets queued writes finish, then closes. Idempotent. */
+static void conn_close_graceful(sr_conn_t *c) {
+  if (c->state != C_OPEN) return;
+  c->state = C_SHUTTING;
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  c->shut.data = c;
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close_now(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  sr_reply_t *r = req->data;
+  if (status < 0 && status != UV_ECANCELED) {
+    sr_conn_t *c = req->handle->data;
+    if (c->state != C_CLOSED) {
+      hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
+           uv_strerror(status));
+      conn_close_now(c);
+    }
+  }
+  free(r);
+}
+
+/* Writes r (owned) on c; frees it when c cannot take writes. */
+static void conn_write(sr_conn_t *c, sr_reply_t *r) {
+  if (c->state == C_CLOSED) {
+    free(r);
+    return;
+  }
+  uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+  r->wr.data = r;
+  int rc = uv_write(&r->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+  if (rc != 0) {
+    free(r);
+    hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
+         uv_strerror(rc));
+    conn_close_now(c);
+  }
+}
+
+/* Queues reply r (owned) for its slot: writes it and every pending reply that
+ * follows in order, or keeps it until its turn. */
+static void conn_submit(sr_conn_t *c, sr_reply_t *r) {
+  if (c->state != C_OPEN) {
+    free(r);
+    return;
+  }
+  if ((int32_t)(r->slot - c->send_slot) < 0) { /* a slot answered twice: drop */
+    free(r);
+    return;
+  }
+  if (r->slot != c->send_slot) {
+    sr_reply_t **pp = &c->pending;
+    while (*pp && (int32_t)((*pp)->slot - r->slot) < 0) pp = &(*pp)->next;
+    r->next = *pp;
+    *pp = r;
+    return;
+  }
+  conn_write(c, r);
+  c->send_slot++;
+  while (c->state == C_OPEN && c->pending && c->pending->slot == c->send_slot) {
+    sr_reply_t *n = c->pending;
+    c->pending = n->next;
+    conn_write(c, n);
+    c->send_slot++;
+  }
+}
+
+/* Builds a frame into a new reply (slot given). NULL on OOM. */
+static sr_reply_t *make_frame(uint16_t type, uint16_t flags, uint16_t seq, uint16_t ser,
+                              const uint8_t *data, size_t len, uint32_t slot) {
+  if (len > 0x7fffffff) return NULL;
+  sr_reply_t *r = malloc(sizeof *r + SR_WIRE_HEADER_SIZE + len);
+  if (r == NULL) return NULL;
+  memset(r, 0, sizeof *r);
+  sr_wire_header_t hd = { 0 };
+  hd.type = type;
+  hd.flags = flags;
+  hd.seq = seq;
+  hd.serializer = ser;
+  hd.data_len = (uint32_t)len;
+  sr_wire_header_encode(r->data, &hd);
+  if (len) memcpy(r->data + SR_WIRE_HEADER_SIZE, data, len);
+  r->len = SR_WIRE_HEADER_SIZE + len;
+  r->slot = slot;
+  return r;
+}
+
+/* Sends CONNECTFAIL with text encoded by ser, then closes gracefully. */
+static void conn_fail_handshake(sr_conn_t *c, uint16_t ser, uint16_t seq, const char *text) {
+  sr_buf_t b;
+  sr_buf_init(&b);
+  hlog(c->h, LOG_WARNING, "handshake from %s on %s refused: %s", c->peer,
+       c->d ? c->d->where : "?", text);
+  if (sr_holder_encode_string(&b, ser, text, strlen(text)) == 0) {
+    sr_reply_t *r = make_frame(SR_MSG_CONNECTFAIL, 0, seq, ser, b.data, b.len, 0);
+    if (r) conn_write(c, r);
+  }
+  sr_buf_free(&b);
+  conn_close_graceful(c);
+}
+
+/* Inflates a zlib payload into out, refusing more than limit bytes. */
+static int inflate_payload(const uint8_t *p, size_t n, size_t limit, sr_buf_t *out, char *err,
+                           size_t errlen) {
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  if (inflateInit(&zs) != Z_OK) return sr_seterr(err, errlen, SR_ENOMEM, "zlib: init failed");
+  zs.next_in = (Bytef *)p;
+  zs.avail_in = (uInt)n;
+  int zr = Z_OK, rc = 0;
+  while (zr != Z_STREAM_END) {
+    if ((rc = sr_buf_reserve(out, 65536)) < 0) break;
+    zs.next_out = out->data + out->len;
+    zs.avail_out = (uInt)(out->cap - out->len);
+    size_t before = zs.avail_out;
+    zr = inflate(&zs, Z_NO_FLUSH);
+    out->len += before - zs.avail_out;
+    if (out->len > limit) {
+      rc = sr_seterr(err, errlen, SR_ETOOBIG, "compressed payload inflates beyond %zu bytes",
+                     limit);
+      break;
+    }
+    if (zr == Z_STREAM_END) break;
+    if (zr != Z_OK || (zs.avail_in == 0 && zs.avail_out != 0)) {
+      rc = sr_seterr(err, errlen, SR_ESYNTAX, "zlib: %s", zs.msg ? zs.msg : "truncated data");
+      break;
+    }
+  }
+  inflateEnd(&zs);
+  return rc;
+}
+
+static sr_obj_t *find_obj(sr_daemon_t *d, const char *name) {
+  for (sr_obj_t *o = d ? d->objs : NULL; o; o = o->next)
+    if (strcmp(o->name, name) == 0) return o;
+  return NULL;
+}
+
+static int ser_accepted(sr_daemon_t *d, uint16_t ser) {
+  return d != NULL && ser < SR_HOLDER_NSER && (d->ser_mask & (1u << ser));
+}
+
+static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
+  char text[600], err[300];
+  uint16_t ser = m->h.serializer;
+  if (m->h.type != SR_MSG_CONNECT) {
+    snprintf(text, sizeof text, "invalid msg type %u received", m->h.type);
+    conn_fail_handshake(c, SR_SER_MARSHAL, 0, text);
+    return;
+  }
+  if (!ser_accepted(c->d, ser)) {
+    snprintf(text, sizeof text, "message used serializer that is not accepted: %u", ser);
+    conn_fail_handshake(c, SR_SER_MARSHAL, m->h.seq, text);
+    return;
+  }
+  const uint8_t *data = m->data;
+  size_t len = m->h.data_len;
+  sr_buf_t plain;
+  sr_buf_init(&plain);
+  if (m->h.flags & SR_FLAG_COMPRESSED) {
+    if (inflate_payload(data, len, c->fr.max_message, &plain, err, sizeof err) < 0) {
+      sr_buf_free(&plain);
+      conn_fail_handshake(c, ser, m->h.seq, err);
+      return;
+    }
+    data = plain.data;
+    len = plain.len;
+  }
+  char name[SR_HOLDER_MAX_NAME + 1];
+  int r;
+  err[0] = '\0';
+  if (ser == SR_SER_JSON)
+    r = sr_json_handshake_object(data, len, name, sizeof name, err, sizeof err);
+  else if (ser == SR_SER_SERPENT && sr_serpent_handshake_object != NULL)
+    r = sr_serpent_handshake_object(data, len, name, sizeof name, err, sizeof err);
+  else
+    r = sr_seterr(err, sizeof err, SR_ESERIALIZER, "cannot read the handshake of serializer %u",
+                  ser);
+  sr_buf_free(&plain);
+  int meta = (m->h.flags & SR_FLAG_META_ON_CONNECT) != 0;
+  if (r < 0 && !(r == SR_ENOTFOUND && !meta)) {
+    if (r == SR_ENOTFOUND) snprintf(err, sizeof err, "'object'");
+    conn_fail_handshake(c, ser, m->h.seq, err[0] ? err : sr_strerror(r));
+    return;
+  }
+  sr_reply_t *rep;
+  if (meta) {
+    sr_obj_t *o = find_obj(c->d, name);
+    if (o == NULL || o->meta[ser] == NULL) {
+      conn_fail_handshake(c, ser, m->h.seq, "unknown object");
+      return;
+    }
+    rep = make_frame(SR_MSG_CONNECTOK, SR_FLAG_META_ON_CONNECT, m->h.seq, ser, o->meta[ser],
+                     o->meta_len[ser], 0);
+  } else {
+    sr_buf_t b;
+    sr_buf_init(&b);
+    rep = NULL;
+    if (sr_holder_encode_string(&b, ser, "hello", 5) == 0)
+      rep = make_frame(SR_MSG_CONNECTOK, 0, m->h.seq, ser, b.data, b.len, 0);
+    sr_buf_free(&b);
+  }
+  if (rep == NULL) {
+    hlog(c->h, LOG_ERROR, "out of memory answering %s; closing", c->peer);
+    conn_close_now(c);
+    return;
+  }
+  conn_write(c, rep);
+  c->handshaken = 1;
+}
+
+static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
+  char err[300];
+  sr_holder_t *h = c->h;
+  if (m->h.type == SR_MSG_PING) {
+    sr_reply_t *r = make_frame(SR_MSG_PING, 0, m->h.seq, m->h.serializer,
+                               (const uint8_t *)"pong", 4, c->next_slot++);
+    if (r == NULL) {
+      conn_close_now(c);
+      return;
+    }
+    conn_submit(c, r);
+    return;
+  }
+  if (m->h.type != SR_MSG_INVOKE) {
+    hlog(h, LOG_WARNING, "closing connection from %s on %s: unexpected message type %u",
+         c->peer, c->d ? c->d->where : "?", m->h.type);
+    conn_close_now(c);
+    return;
+  }
+  if (!ser_accepted(c->d, m->h.serializer)) {
+    hlog(h, LOG_WARNING, "closing connection from %s on %s: serializer %u is not accepted",
+         c->peer, c->d ? c->d->where : "?", m->h.serializer);
+    conn_close_now(c);
+    return;
+  }
+  const uint8_t *data = m->data;
+  size_t len = m->h.data_len;
+  sr_buf_t plain;
+  sr_buf_init(&plain);
+  if (m->h.flags & SR_FLAG_COMPRESSED) {
+    if (inflate_payload(data, len, c->fr.max_message, &plain, err, sizeof err) < 0) {
+      sr_buf_free(&plain);
+      hlog(h, LOG_WARNING, "closing connection from %s: %s", c->peer, err);
+      conn_close_now(c);
+      return;
+    }
+    data = plain.data;
+    len = plain.len;
+  }
+  sr_event_t *ev = malloc(sizeof *ev + len + 1);
+  if (ev == NULL) {
+    sr_buf_free(&plain);
+    hlog(h, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
+    conn_close_now(c);
+    return;
+  }
+  memset(ev, 0, sizeof *ev);
+  ev->kind = SR_EV_INVOKE;
+  ev->daemon = c->d->id;
+  ev->conn = c->id;
+  ev->seq = m->h.seq;
+  ev->flags = (uint16_t)(m->h.flags & ~SR_FLAG_COMPRESSED);
+  ev->serializer = m->h.serializer;
+  ev->slot = (m->h.flags & SR_FLAG_ONEWAY) ? 0 : c->next_slot++;
+  ev->len = len;
+  if (len) memcpy(ev->data, data, len);
+  ev->data[len] = 0;
+  sr_buf_free(&plain);
+  push_event(h, ev);
+}
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  sr_conn_t *c = hd->data;
+  size_t got = 0;
+  uint8_t *p = sr_framer_space(&c->fr, READ_CHUNK, &got);
+  *buf = uv_buf_init((char *)p, p ? (unsigned)got : 0);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  sr_conn_t *c = s->data;
+  if (n < 0) {
+    if (n != UV_EOF)
+      hlog(c->h, LOG_DEBUG, "connection from %s: %s", c->peer, uv_strerror((int)n));
+    /* the peer is gone or half-closed: replies still owed are written first */
+    if (n == UV_EOF)
+      conn_close_graceful(c);
+    else
+      conn_close_now(c);
+    return;
+  }
+  if (n == 0) return;
+  sr_framer_commit(&c->fr, (size_t)n);
+  while (c->state == C_OPEN && c->reading) {
+    sr_wire_msg_t m;
+    char err[300];
+    long r = sr_framer_next(&c->fr, &m, err, sizeof err);
+    if (r == 0) break;
+    if (r < 0) {
+      if (!c->handshaken && r != SR_ETOOBIG) {
+        conn_fail_handshake(c, SR_SER_MARSHAL, 0, err);
+      } else {
+        hlog(c->h, LOG_WARNING, "closing connection from %s on %s: %s", c->peer,
+             c->d ? c->d->where : "?", err);
+        conn_close_now(c);
+      }
+      return;
+    }
+    if (!c->handshaken)
+      handle_connect(c, &m);
+    else
+      handle_request(c, &m);
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  sr_daemon_t *d = server->data;
+  sr_holder_t *h = d->h;
+  if (status < 0) {
+    hlog(h, LOG_WARNING, "accept on %s failed: %s", d->where, uv_strerror(status));
+    return;
+  }
+  sr_conn_t *c = calloc(1, sizeof *c);
+  if (c == NULL || conn_table_add(h, c) < 0) {
+    free(c);
+    uv_tcp_t tmp; /* accept and drop, or the listener keeps firing */
+    if (uv_tcp_init(&h->loop, &tmp) == 0) {
+      (void)uv_accept(server, (uv_stream_t *)&tmp);
+      uv_close((uv_handle_t *)&tmp, NULL);
+      uv_run(&h->loop, UV_RUN_NOWAIT);
+    }
+    hlog(h, LOG_ERROR, "out of memory accepting on %s", d->where);
+    return;
+  }
+  c->h = h;
+  c->d = d;
+  sr_framer_init(&c->fr, h->max_message);
+  uv_tcp_init(&h->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    c->state = C_CLOSED;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  snprintf(c->peer, sizeof c->peer, "?");
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      uv_ip4_name(a, ip, sizeof ip);
+      port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      uv_ip6_name(a, ip, sizeof ip);
+      port = ntohs(a->sin6_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+  }
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    conn_close_now(c);
+    return;
+  }
+  c->reading = 1;
+}
+
+/* ---- daemons (holder thread) --------------------------------------------- */
+
+static void free_daemon(sr_daemon_t *d) {
+  while (d->objs) {
+    sr_obj_t *o = d->objs;
+    d->objs = o->next;
+    for (int i = 0; i < SR_HOLDER_NSER; i++) free(o->meta[i]);
+    free(o);
+  }
+  free(d);
+}
+
+static void on_listener_close(uv_handle_t *hd) {
+  sr_daemon_t *d = hd->data;
+  d->listener_closed = 1;
+  if (d->removed) free_daemon(d);
+}
+
+static void close_listener(sr_daemon_t *d) {
+  if (!d->listener_open) return;
+  d->listener_open = 0;
+  uv_close((uv_handle_t *)&d->listener, on_listener_close);
+}
+
+static sr_daemon_t *find_daemon(sr_holder_t *h, uint32_t id) {
+  for (sr_daemon_t *d = h->daemons; d; d = d->next)
+    if (d->id == id) return d;
+  return NULL;
+}
+
+static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
+  sr_daemon_t *d = calloc(1, sizeof *d);
+  if (d == NULL) {
+    cmd->rc = sr_seterr(cmd->err, cmd->errlen, SR_ENOMEM, "cannot listen on %s: out of memory",
+                        cmd->where);
+    return;
+  }
+  d->h = h;
+  d->ser_mask = cmd->ser_mask;
+  uv_tcp_init(&h->loop, &d->listener);
+  d->listener.data = d;
+  d->listener_open = 1;
+  int r = uv_tcp_bind(&d->listener, (const struct sockaddr *)&cmd->addr, 0);
+  if (r == 0) r = uv_listen((uv_stream_t *)&d->listener, 128, on_connection);
+  if (r != 0) {
+    cmd->rc = sr_seterr(cmd->err, cmd->errlen, SR_EIO, "cannot listen on %s: %s (%s)",
+                        cmd->where, uv_strerror(r), uv_err_name(r));
+    d->removed = 1;
+    close_listener(d);
+    return;
+  }
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  int port = 0;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (uv_tcp_getsockname(&d->listener, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET) {
+      port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+      uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+    } else if (ss.ss_family == AF_INET6) {
+      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+      uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+    }
+  }
+  snprintf(d->where, sizeof d->where, "%s:%d", ip, port);
+  d->id = ++h->next_daemon_id;
+  d->next = h->daemons;
+  h->daemons = d;
+  cmd->daemon = d->id;
+  cmd->port_out = port;
+  cmd->rc = 0;
+}
+
+/* Unlinks d, shuts its connections down gracefully, frees it once closed. */
+static void remove_daemon(sr_holder_t *h, sr_daemon_t *d) {
+  for (sr_daemon_t **pp = &h->daemons; *pp; pp = &(*pp)->next) {
+    if (*pp == d) {
+      *pp = d->next;
+      break;
+    }
+  }
+  for (uint32_t i = 0; i < h->cap; i++) {
+    sr_conn_t *c = h->conns[i];
+    if (c && c->d == d) {
+      c->d = NULL;
+      conn_close_graceful(c);
+    }
+  }
+  d->removed = 1;
+  if (d->listener_open)
+    close_listener(d); /* its close callback frees d */
+  else if (d->listener_closed)
+    free_daemon(d); /* closed by quiesce earlier */
+  /* else: quiesce's close callback is still to come and frees d */
+}
+
+static void on_grace(uv_timer_t *t) {
+  sr_holder_t *h = t->data;
+  for (uint32_t i = 0; i < h->cap; i++)
+    if (h->conns[i]) conn_close_now(h->conns[i]);
+  if (!h->grace_closed) {
+    h->grace_closed = 1;
+    uv_close((uv_handle_t *)&h->grace, NULL);
+  }
+}
+
+static void do_register(sr_holder_t *h, sr_cmd_t *cmd) {
+  sr_daemon_t *d = find_daemon(h, cmd->daemon);
+  if (d == NULL) {
+    cmd->rc = SR_ENOTFOUND;
+    return;
+  }
+  size_t nl = strlen(cmd->name);
+  sr_obj_t *o = calloc(1, sizeof *o + nl + 1);
+  if (o == NULL) {
+    cmd->rc = SR_ENOMEM;
+    return;
+  }
+  memcpy(o->name, cmd->name, nl + 1);
+  for (int i = 0; i < SR_HOLDER_NSER; i++) {
+    if (cmd->meta[i] == NULL || !(d->ser_mask & (1u << i))) continue;
+    o->meta[i] = malloc(cmd->meta_len[i] ? cmd->meta_len[i] : 1);
+    if (o->meta[i] == NULL) {
+      for (int j = 0; j < i; j++) free(o->meta[j]);
+      free(o);
+      cmd->rc = SR_ENOMEM;
+      return;
+    }
+    memcpy(o->meta[i], cmd->meta[i], cmd->meta_len[i]);
+    o->meta_len[i] = cmd->meta_len[i];
+  }
+  for (sr_obj_t **pp = &d->objs; *pp; pp = &(*pp)->next) {
+    if (strcmp((*pp)->name, o->name) == 0) {
+      sr_obj_t *old = *pp;
+      *pp = old->next;
+      for (int i = 0; i < SR_HOLDER_NSER; i++) free(old->meta[i]);
+      free(old);
+      break;
+    }
+  }
+  o->next = d->objs;
+  d->objs = o;
+  cmd->rc = 0;
+}
+
+static void do_unregister(sr_holder_t *h, sr_cmd_t *cmd) {
+  sr_daemon_t *d = find_daemon(h, cmd->daemon);
+  cmd->rc = SR_ENOTFOUND;
+  if (d == NULL) return;
+  for (sr_obj_t **pp = &d->objs; *pp; pp = &(*pp)->next) {
+    if (strcmp((*pp)->name, cmd->name) == 0) {
+      sr_obj_t *old = *pp;
+      *pp = old->next;
+      for (int i = 0; i < SR_HOLDER_NSER; i++) free(old->meta[i]);
+      free(old);
+      cmd->rc = 0;
+      return;
+    }
+  }
+}
+
+static void do_quiesce(sr_holder_t *h) {
+  for (sr_daemon_t *d = h->daemons; d; d = d->next) close_listener(d);
+  for (uint32_t i = 0; i < h->cap; i++) {
+    sr_conn_t *c = h->conns[i];
+    if (c && c->reading) {
+      uv_read_stop((uv_stream_t *)&c->tcp);
+      c->reading = 0;
+    }
+  }
+}
+
+static void do_stop(sr_holder_t *h) {
+  h->stopping = 1;
+  while (h->daemons) remove_daemon(h, h->daemons);
+  for (uint32_t i = 0; i < h->cap; i++)
+    if (h->conns[i]) conn_close_graceful(h->conns[i]);
+  uv_close((uv_handle_t *)&h->wake, NULL);
+  if (h->nconns > 0) {
+    h->grace.data = h;
+    uv_timer_start(&h->grace, on_grace, GRACE_MS, 0);
+  } else {
+    maybe_finish_stop(h);
+  }
+}
+
+static void do_reply(sr_holder_t *h, sr_reply_t *r) {
+  sr_conn_t *c = conn_lookup(h, r->conn);
+  if (c == NULL) {
+    free(r);
+    return;
+  }
+  conn_submit(c, r);
+}
+
+static void on_wake(uv_async_t *a) {
+  sr_holder_t *h = a->data;
+  sr_qnode_t *n = sr_queue_take_all(&h->cmds);
+  while (n) {
+    sr_qnode_t *next = n->next;
+    sr_cmdhead_t *head = (sr_cmdhead_t *)n;
+    if (head->kind == CMD_REPLY) {
+      do_reply(h, (sr_reply_t *)head);
+    } else {
+      sr_cmd_t *cmd = (sr_cmd_t *)head;
+      switch (head->kind) {
+        case CMD_LISTEN: do_listen(h, cmd); break;
+        case CMD_UNLISTEN: {
+          sr_daemon_t *d = find_daemon(h, cmd->daemon);
+          cmd->rc = d ? 0 : SR_ENOTFOUND;
+          if (d) remove_daemon(h, d);
+          break;
+        }
+        case CMD_REGISTER: do_register(h, cmd); break;
+        case CMD_UNREGISTER: do_unregister(h, cmd); break;
+        case CMD_QUIESCE: do_quiesce(h); cmd->rc = 0; break;
+        case CMD_STOP: do_stop(h); cmd->rc = 0; break;
+        default: break;
+      }
+      if (cmd->sync) uv_sem_post(&cmd->done);
+    }
+    n = next;
+  }
+}
+
+static void thread_main(void *arg) {
+  sr_holder_t *h = arg;
+  uv_run(&h->loop, UV_RUN_DEFAULT);
+}
+
+/* ---- owner side ---------------------------------------------------------- */
+
+int sr_holder_new(sr_holder_t **out, sr_holder_notify_cb notify, void *ud) {
+  sr_holder_t *h = calloc(1, sizeof *h);
+  if (h == NULL) return SR_ENOMEM;
+  if (sr_queue_init(&h->cmds) < 0) {
+    free(h);
+    return SR_ENOMEM;
+  }
+  if (sr_queue_init(&h->events) < 0) {
+    sr_queue_destroy(&h->cmds);
+    free(h);
+    return SR_ENOMEM;
+  }
+  h->notify = notify;
+  h->notify_ud = ud;
+  h->max_message = SR_WIRE_DEFAULT_MAX_MESSAGE;
+  *out = h;
+  return 0;
+}
+
+static int start_thread(sr_holder_t *h) {
+  if (uv_loop_init(&h->loop) != 0) return SR_ENOMEM;
+  uv_async_init(&h->loop, &h->wake, on_wake);
+  h->wake.data = h;
+  uv_timer_init(&h->loop, &h->grace);
+  h->grace.data = h;
+  h->grace_closed = 0;
+  h->stopping = 0;
+  if (uv_thread_create(&h->thread, thread_main, h) != 0) {
+    uv_close((uv_handle_t *)&h->wake, NULL);
+    uv_close((uv_handle_t *)&h->grace, NULL);
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&h->loop);
+    return SR_ENOMEM;
+  }
+  h->running = 1;
+  return 0;
+}
+
+static void stop_thread(sr_holder_t *h) {
+  if (!h->running) return;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_STOP;
+  sr_queue_push(&h->cmds, &cmd.head.node);
+  uv_async_send(&h->wake);
+  uv_thread_join(&h->thread);
+  /* run close callbacks left, if any, then release the loop */
+  uv_run(&h->loop, UV_RUN_NOWAIT);
+  uv_loop_close(&h->loop);
+  h->running = 0;
+  free(h->conns);
+  free(h->gens);
+  free(h->freelist);
+  h->conns = NULL;
+  h->gens = NULL;
+  h->freelist = NULL;
+  h->cap = h->nfree = 0;
+  h->nconns = 0;
+  h->daemons = NULL;
+  sr_qnode_t *n = sr_queue_take_all(&h->cmds); /* nothing should be left */
+  while (n) {
+    sr_qnode_t *next = n->next;
+    if (((sr_cmdhead_t *)n)->kind == CMD_REPLY) free(n);
+    n = next;
+  }
+}
+
+static int run_sync(sr_holder_t *h, sr_cmd_t *cmd) {
+  if (uv_sem_init(&cmd->done, 0) != 0) return SR_ENOMEM;
+  cmd->sync = 1;
+  sr_queue_push(&h->cmds, &cmd->head.node);
+  uv_async_send(&h->wake);
+  uv_sem_wait(&cmd->done);
+  uv_sem_destroy(&cmd->done);
+  return cmd->rc;
+}
+
+void sr_holder_free(sr_holder_t *h) {
+  if (h == NULL) return;
+  stop_thread(h);
+  sr_qnode_t *n = sr_queue_take_all(&h->events);
+  while (n) {
+    sr_qnode_t *next = n->next;
+    free(n);
+    n = next;
+  }
+  sr_queue_destroy(&h->cmds);
+  sr_queue_destroy(&h->events);
+  free(h);
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, char *err,
+                   size_t errlen) {
+  memset(ss, 0, sizeof *ss);
+  if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int r = getaddrinfo(host, NULL, &hints, &res);
+  if (r != 0 || res == NULL) {
+    return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s:%d: unknown host (%s)", host,
+                     port, gai_strerror(r));
+  }
+  struct addrinfo *pick = res;
+  for (struct addrinfo *a = res; a; a = a->ai_next)
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  memcpy(ss, pick->ai_addr, pick->ai_addrlen);
+  if (pick->ai_family == AF_INET)
+    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+  freeaddrinfo(res);
+  return 0;
+}
+
+int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_mask,
+                     uint32_t *daemon_id, int *bound_port, char *err, size_t errlen) {
+  if (port < 0 || port > 65535)
+    return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s:%d: port out of range", host,
+                     port);
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  int rc = resolve(host, port, &cmd.addr, err, errlen);
+  if (rc < 0) return rc;
+  char where[300];
+  snprintf(where, sizeof where, "%s:%d", host, port);
+  if (!h->running && (rc = start_thread(h)) < 0)
+    return sr_seterr(err, errlen, rc, "cannot listen on %s: cannot start the daemon thread",
+                     where);
+  cmd.head.kind = CMD_LISTEN;
+  cmd.where = where;
+  cmd.ser_mask = ser_mask;
+  cmd.err = err;
+  cmd.errlen = errlen;
+  rc = run_sync(h, &cmd);
+  if (rc < 0) {
+    if (h->ndaemons == 0) stop_thread(h);
+    return rc;
+  }
+  h->ndaemons++;
+  *daemon_id = cmd.daemon;
+  *bound_port = cmd.port_out;
+  return 0;
+}
+
+int sr_holder_unlisten(sr_holder_t *h, uint32_t daemon_id) {
+  if (!h->running) return SR_ENOTFOUND;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_UNLISTEN;
+  cmd.daemon = daemon_id;
+  int rc = run_sync(h, &cmd);
+  if (rc == 0 && --h->ndaemons == 0) stop_thread(h);
+  return rc;
+}
+
+int sr_holder_register(sr_holder_t *h, uint32_t daemon_id, const char *name,
+                       const uint8_t *const meta[SR_HOLDER_NSER],
+                       const size_t meta_len[SR_HOLDER_NSER]) {
+  if (strlen(name) > SR_HOLDER_MAX_NAME) return SR_EINVAL;
+  if (!h->running) return SR_ENOTFOUND;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_REGISTER;
+  cmd.daemon = daemon_id;
+  cmd.name = name;
+  cmd.meta = meta;
+  cmd.meta_len = meta_len;
+  return run_sync(h, &cmd);
+}
+
+int sr_holder_unregister(sr_holder_t *h, uint32_t daemon_id, const char *name) {
+  if (!h->running) return SR_ENOTFOUND;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_UNREGISTER;
+  cmd.daemon = daemon_id;
+  cmd.name = name;
+  return run_sync(h, &cmd);
+}
+
+int sr_holder_quiesce(sr_holder_t *h) {
+  if (!h->running) return 0;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_QUIESCE;
+  return run_sync(h, &cmd);
+}
+
+int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
+                    size_t len) {
+  if (!h->running) return 0;
+  sr_reply_t *r = malloc(sizeof *r + len);
+  if (r == NULL) return SR_ENOMEM;
+  memset(r, 0, sizeof *r);
+  r->head.kind = CMD_REPLY;
+  r->conn = conn;
+  r->slot = slot;
+  r->len = len;
+  memcpy(r->data, frame, len);
+  if (sr_queue_push(&h->cmds, &r->head.node)) uv_async_send(&h->wake);
+  return 0;
+}
+
+sr_event_t *sr_holder_take(sr_holder_t *h) { return (sr_event_t *)sr_queue_take_all(&h->events); }
+
+int sr_holder_count(const sr_holder_t *h) { return h->ndaemons; }
+
+void sr_holder_set_max_message(sr_holder_t *h, size_t max_message) {
+  h->max_message = max_message;
+}

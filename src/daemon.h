@@ -1,0 +1,128 @@
+/*
+ * daemon.h -- the daemon holder: one process-wide C thread with its own libuv
+ * loop that serves every Pyro daemon (one per host:port) of the process. It
+ * accepts, reads, frames and validates, answers the handshake (CONNECT, from
+ * per-object CONNECTOK payloads cached at registration) and wire PING itself,
+ * and hands INVOKE requests to the Lua thread as events. It never touches Lua.
+ *
+ * Threads: every sr_holder_* function below is called from ONE thread (the
+ * Lua thread, "the owner"). Commands reach the holder thread through a queue
+ * and a uv_async_t on its loop. listen/unlisten/register/unregister/quiesce
+ * are synchronous (they return once the holder thread has done them, so
+ * "address in use" is reported to the caller and a name is reachable as soon
+ * as register returns). reply is asynchronous. Events (INVOKE requests, log
+ * lines) go the other way through a second queue; after pushing to an empty
+ * queue the holder calls the owner's notify callback (from the holder thread:
+ * it must only wake the owner up, e.g. uv_async_send).
+ *
+ * Ordering: each non-oneway INVOKE (and each wire PING) of a connection gets
+ * the next reply slot of that connection. Replies may be handed over in any
+ * order; the holder writes them in slot order. Every slot must be answered
+ * exactly once (sr_holder_reply), or later replies of that connection wait.
+ *
+ * Lifetime: the thread starts on the first successful listen and is stopped
+ * and joined when the last daemon is unlistened (or by sr_holder_free).
+ * Stopping shuts connections down gracefully: queued replies are written
+ * first (bounded by a 2 s grace timer).
+ */
+#ifndef SR_DAEMON_H
+#define SR_DAEMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+#include "sr.h"
+
+typedef struct sr_holder_s sr_holder_t;
+
+/* Serializer ids 0..SR_HOLDER_NSER-1 can carry cached CONNECTOK payloads
+ * (1 serpent, 2 json). */
+#define SR_HOLDER_NSER 3
+/* Longest object name (Pyro object id) a daemon registers. */
+#define SR_HOLDER_MAX_NAME 1024
+
+enum sr_event_kind_e {
+  SR_EV_INVOKE = 1, /* data = INVOKE payload (already inflated) */
+  SR_EV_LOG = 2     /* data = NUL-terminated message; level = 10..40 */
+};
+
+/* An event for the owner thread; one malloc'd block (free() it). */
+typedef struct sr_event_s {
+  sr_qnode_t node; /* first member */
+  int kind;
+  int level;          /* SR_EV_LOG: 10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR */
+  uint32_t daemon;    /* daemon id the request arrived on */
+  uint64_t conn;      /* connection id (for sr_holder_reply) */
+  uint32_t slot;      /* reply slot; meaningless for oneway requests */
+  uint16_t seq;       /* request sequence number (echo it) */
+  uint16_t flags;     /* request flags, COMPRESSED already removed */
+  uint16_t serializer;
+  size_t len;         /* bytes in data (without the NUL of a log line) */
+  uint8_t data[];
+} sr_event_t;
+
+typedef void (*sr_holder_notify_cb)(void *ud);
+
+/* Creates a holder (no thread yet). notify(ud) is called from the holder
+ * thread when events become available. Returns 0 or SR_ENOMEM. */
+int sr_holder_new(sr_holder_t **out, sr_holder_notify_cb notify, void *ud);
+
+/* Stops the thread if it runs (closing every daemon and connection, replies
+ * already queued are flushed first), joins it and frees everything,
+ * including undelivered events. NULL is fine. */
+void sr_holder_free(sr_holder_t *h);
+
+/* Starts listening on host:port (port 0: a free port). host: a numeric
+ * address or a name ("localhost" means 127.0.0.1). ser_mask: bit (1 << id)
+ * for every serializer accepted on connections (ids 1..SR_HOLDER_NSER-1).
+ * Returns 0 and fills *daemon_id and *bound_port, or a negative code with a
+ * message naming host:port in err (SR_EINVAL bad host/port, SR_EIO for
+ * bind/listen failures such as "address already in use"). Starts the thread
+ * when it is the first daemon. */
+int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_mask,
+                     uint32_t *daemon_id, int *bound_port, char *err, size_t errlen);
+
+/* Stops daemon_id: closes its listener, shuts its connections down after
+ * their queued replies, forgets its objects. The last one stops and joins the
+ * thread. Returns 0 or SR_ENOTFOUND. */
+int sr_holder_unlisten(sr_holder_t *h, uint32_t daemon_id);
+
+/* Registers (or replaces) object `name` on daemon_id with the CONNECTOK
+ * payloads to send when a client asks for metadata: meta[ser] (meta_len[ser]
+ * bytes, copied; NULL for a serializer that is not accepted). Returns 0,
+ * SR_ENOTFOUND (no such daemon), SR_EINVAL (name too long) or SR_ENOMEM. */
+int sr_holder_register(sr_holder_t *h, uint32_t daemon_id, const char *name,
+                       const uint8_t *const meta[SR_HOLDER_NSER],
+                       const size_t meta_len[SR_HOLDER_NSER]);
+
+/* Removes object `name` from daemon_id. Returns 0 or SR_ENOTFOUND. */
+int sr_holder_unregister(sr_holder_t *h, uint32_t daemon_id, const char *name);
+
+/* Shutdown step: every daemon stops accepting and stops reading its
+ * connections; replies still go out. Returns 0 (also with no thread). */
+int sr_holder_quiesce(sr_holder_t *h);
+
+/* Hands the complete reply frame frame[0..len) (copied) for slot `slot` of
+ * connection conn to the holder thread. A reply for a connection that is
+ * gone is dropped. Returns 0 or SR_ENOMEM. */
+int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
+                    size_t len);
+
+/* Detaches every pending event, oldest first (a chain through node.next,
+ * NULL when none). The caller free()s each event. */
+sr_event_t *sr_holder_take(sr_holder_t *h);
+
+/* Number of daemons currently listening (owner's view). */
+int sr_holder_count(const sr_holder_t *h);
+
+/* Limit on data_len + ann_len of incoming messages (default
+ * SR_WIRE_DEFAULT_MAX_MESSAGE); applies to connections accepted later. */
+void sr_holder_set_max_message(sr_holder_t *h, size_t max_message);
+
+/* Payload text helpers (Lua-free, also used for CONNECTFAIL): append the
+ * string s[0..n) as a complete payload of serializer ser: 1 serpent (with its
+ * header line), 2 JSON, 3 marshal. Returns 0, SR_ENOMEM or SR_ESERIALIZER. */
+int sr_holder_encode_string(sr_buf_t *out, int ser, const char *s, size_t n);
+
+#endif
