@@ -19,13 +19,13 @@ end
 -- host:port (host may be [v6]) -> host, port | nil, why
 local function location(loc)
   local host, port
+  if loc:match("^%./u:") then return nil, "unix domain sockets are not supported" end
   if loc:sub(1, 1) == "[" then
     host, port = loc:match("^%[([^%]]+)%]:([^:]*)$")
   else
-    host, port = loc:match("^([^:]+):([^:]*)$")
+    host, port = loc:match("^([^:]*):([^:]*)$")
   end
   if host == nil then
-    if loc:match("^%./u:") then return nil, "unix domain sockets are not supported" end
     return nil, "the location must be host:port"
   end
   if host == "" then return nil, "the host is empty" end

@@ -1,0 +1,53 @@
+-- Spec helpers for the proxy side: start the Python peers in spec/fixtures
+-- (a real Pyro4 daemon, a silent TCP server, a hand-driven Pyro4 daemon) and
+-- learn the port each one bound (they bind port 0 and print "PORT <n>").
+--
+--   local client = require "helpers.client"
+--   local p, port = client.start_pyro()          -- Pyro4 daemon, JSON only
+--   finally(function() proc.stop(p) end)
+local proc = require "helpers.proc"
+local uv = require "luv"
+
+local M = {}
+
+M.fixtures = proc.root .. "/spec/fixtures"
+
+-- Starts `/usr/bin/python3 spec/fixtures/<script> args...`, waits (polling its
+-- stdout) for "PORT <n>" and returns the process and the port. Raises with
+-- the process's stderr when it exits or stays silent for `timeout` s.
+function M.start_python(script, args, timeout)
+  local argv = { proc.python, M.fixtures .. "/" .. script }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = tostring(a) end
+  local p = proc.spawn(argv, { env = { PYRO_SERIALIZERS_ACCEPTED = "json", PYTHONUNBUFFERED = "1" } })
+  local deadline = uv.hrtime() + (timeout or 15) * 1e9
+  while true do
+    local port = p:stdout():match("PORT (%d+)")
+    if port then return p, tonumber(port) end
+    if p:status() then
+      error(string.format("%s exited with %d before listening; stderr:\n%s", script, p:status(), p:stderr()))
+    end
+    if uv.hrtime() > deadline then
+      proc.stop(p)
+      error(script .. " did not report its port in time; stderr:\n" .. p:stderr())
+    end
+    proc.poll_step(10)
+  end
+end
+
+-- A real Python Pyro4 daemon serving spec/fixtures/pyro_service.py's Service
+-- as `name` (default "ServiceName") on 127.0.0.1:port (default: any).
+function M.start_pyro(port, name)
+  return M.start_python("pyro_service.py", { port or 0, name or "ServiceName" })
+end
+
+-- Seconds since an arbitrary point (monotonic).
+function M.now() return uv.hrtime() / 1e9 end
+
+-- pcall(f, ...) that must fail; returns the error object.
+function M.error_of(f, ...)
+  local ok, e = pcall(f, ...)
+  assert(not ok, "expected an error, got success")
+  return e
+end
+
+return M

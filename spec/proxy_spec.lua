@@ -1,0 +1,305 @@
+-- springrun.proxy: PyroProxyFactory against real peers: a Python Pyro4 daemon
+-- (python3-pyro4, JSON only), a hand-driven Pyro4 daemon that reports what it
+-- received, and a TCP server that never answers.
+local springrun = require "springrun"
+local errors = require "springrun.errors"
+local json = require "springrun.json"
+local proc = require "helpers.proc"
+local client = require "helpers.client"
+
+local function url_of(port, name) return string.format("PYRO:%s@127.0.0.1:%d", name or "ServiceName", port) end
+
+describe("springrun.proxy #unit", function()
+  it("is the PyroProxyFactory of the facade and of the class string's module", function()
+    assert.are.equal(require("springrun.proxy").PyroProxyFactory, springrun.PyroProxyFactory)
+    assert.are.equal(springrun.PyroProxyFactory, require("springrun.remoting.pyro").PyroProxyFactory)
+    assert.are.equal(require("springrun.proxy").proxy, springrun.proxy)
+  end)
+
+  it("takes service_url and timeout by constructor, field and setter, keeping them local", function()
+    local a = springrun.PyroProxyFactory { service_url = "PYRO:s@127.0.0.1:7000", timeout = 2 }
+    assert.are.equal("PYRO:s@127.0.0.1:7000", a.service_url)
+    assert.are.equal(2, a.timeout)
+    local b = springrun.PyroProxyFactory()
+    b.service_url = "PYROLOC://127.0.0.1:7000/ServiceName"
+    b:set_timeout(1.5)
+    assert.are.equal("PYROLOC://127.0.0.1:7000/ServiceName", b.service_url)
+    assert.are.equal(1.5, b.timeout)
+    local c = springrun.PyroProxyFactory.new()
+    c:set_service_url("PYRO:x@h:1")
+    assert.are.equal("PYRO:x@h:1", c.service_url)
+    assert.is_true(c._disposable)
+    assert.are.equal("PyroProxyFactory(PYRO:x@h:1)", tostring(c))
+    b.timeout = nil
+    assert.is_nil(b.timeout)
+  end)
+
+  it("rejects a bad URL when it is set, naming the URL", function()
+    local e = client.error_of(function() springrun.PyroProxyFactory { service_url = "PYRO:nohost" } end)
+    assert.is_true(errors.is(e, "config"))
+    assert.are.equal("PyroProxyFactory.service_url: invalid Pyro URL 'PYRO:nohost': no location "
+      .. "(expected PYRO:name@host:port)", e.message)
+    e = client.error_of(springrun.proxy, "PYRONAME:ServiceName")
+    assert.truthy(e.message:find("'PYRONAME:ServiceName': PYRONAME URLs (name server lookups) are not supported yet", 1, true))
+  end)
+
+  it("rejects unknown properties, bad timeouts and field assignments", function()
+    local e = client.error_of(springrun.PyroProxyFactory, { service_ulr = "PYRO:x@h:1" })
+    assert.are.equal("PyroProxyFactory: unknown property 'service_ulr' (properties: service_url, timeout, serializer)", e.message)
+    e = client.error_of(springrun.PyroProxyFactory, { timeout = -1 })
+    assert.truthy(e.message:find("PyroProxyFactory.timeout: expected seconds", 1, true))
+    local p = springrun.PyroProxyFactory()
+    e = client.error_of(function() p.get_data = 1 end)
+    assert.are.equal("PyroProxyFactory: cannot set 'get_data' (properties: service_url, timeout, serializer)", e.message)
+  end)
+
+  it("needs a service_url before after_properties_set or a call", function()
+    local p = springrun.PyroProxyFactory()
+    local e = client.error_of(p.after_properties_set, p)
+    assert.are.equal("PyroProxyFactory: service_url is not set", e.message)
+    e = client.error_of(p.get_data, p, "x")
+    assert.is_true(errors.is(e, "config"))
+    assert.truthy(e.message:find("service_url is not set", 1, true))
+  end)
+
+  it("returns nil for names starting with '_' and insists on ':' for remote calls", function()
+    local p = springrun.proxy "PYRO:s@127.0.0.1:7000"
+    assert.is_nil(p._private)
+    assert.is_nil(p.__index)
+    local e = client.error_of(p.get_data, "Hello")
+    assert.are.equal("PyroProxyFactory: call remote methods with ':' (proxy:get_data(...))", e.message)
+  end)
+end)
+
+describe("springrun.proxy against Python Pyro4 #net #interop", function()
+  local server, port, svc
+
+  setup(function()
+    server, port = client.start_pyro()
+  end)
+
+  teardown(function()
+    if svc then svc:destroy() end
+    proc.stop(server)
+  end)
+
+  before_each(function()
+    svc = springrun.proxy(url_of(port), { timeout = 10 })
+  end)
+
+  after_each(function()
+    svc:destroy()
+  end)
+
+  it("calls the seed's get_data", function()
+    assert.are.equal("You got remote data => Hello", svc:get_data("Hello"))
+  end)
+
+  it("round-trips values and Python sees the intended types", function()
+    local cases = {
+      { true, "bool" }, { false, "bool" }, { 0, "int" }, { -7, "int" },
+      { math.maxinteger, "int" }, { math.mininteger, "int" }, { 2 ^ 53 + 1 | 0, "int" },
+      { 0.1, "float" }, { 1.0, "float" }, { -2.5e-300, "float" }, { 1e300, "float" },
+      { "", "str" }, { "héllo wörld ✓ \u{1F600}", "str" }, { "tab\tnl\n\"q\"\\", "str" },
+      { { 1, 2, 3 }, "list" }, { json.array {}, "list" }, { {}, "dict" },
+      { { a = 1, b = { c = { 1.5, "x", true } } }, "dict" },
+    }
+    for _, case in ipairs(cases) do
+      local v, pytype = case[1], case[2]
+      assert.are.equal(pytype, svc:describe(v), tostring(v))
+      local back = svc:echo(v)
+      assert.are.same(v, back)
+      if type(v) == "number" then assert.are.equal(math.type(v), math.type(back), tostring(v)) end
+    end
+    assert.are.equal("NoneType", svc:describe(nil))
+    assert.is_nil(svc:echo(nil))
+    assert.is_nil(svc:nothing())
+    assert.are.equal(3, svc:add(1, 2))
+    assert.are.equal("integer", math.type(svc:add(1, 2)))
+    assert.are.equal(1.5, svc:add(0.5, 1))
+    assert.are.equal("ab", svc:add("a", "b"))
+  end)
+
+  it("keeps an empty list a list and nested nulls as springrun.null", function()
+    local back = svc:echo(json.array {})
+    assert.are.equal(0, #back)
+    assert.are.equal("[]", json.encode(back))
+    local l = svc:echo({ a = json.null, b = { 1, json.null, 3 } })
+    assert.are.equal(json.null, l.a)
+    assert.are.equal(json.null, l.b[2])
+  end)
+
+  it("sends positional arguments with nil holes kept", function()
+    local got = svc:echo_args(nil, 2, nil)
+    assert.are.equal(3, #got)
+    assert.are.equal(json.null, got[1])
+    assert.are.equal(2, got[2])
+    assert.are.equal(json.null, got[3])
+    assert.are.equal(0, #svc:echo_args())
+    assert.are.equal("[1, \"x\", null, null]", json.encode(svc:echo_args(1, "x", nil, nil)))
+  end)
+
+  it("raises a remote exception with class, message, args and remote traceback", function()
+    local e = client.error_of(svc.fail, svc, "boom")
+    assert.is_true(errors.is(e, "remote"))
+    assert.are.equal("builtins.ValueError", e.class)
+    assert.are.equal("boom", e.message)
+    assert.are.equal("boom", e.args[1])
+    assert.are.equal("fail", e.method)
+    assert.truthy(e.remote_traceback:find("Traceback (most recent call last):", 1, true))
+    assert.truthy(e.remote_traceback:find("in fail", 1, true))
+    assert.truthy(e.remote_traceback:find("ValueError: boom\n$"))
+    local s = tostring(e)
+    assert.are.equal(1, (s:find("builtins.ValueError: boom\n", 1, true)))
+    assert.truthy(s:find(" | ValueError: boom", 1, true))
+    -- the connection is still good
+    assert.are.equal("You got remote data => after", svc:get_data("after"))
+  end)
+
+  it("refuses a method the server does not expose, locally and with Pyro4's text", function()
+    assert.are.equal("You got remote data => x", svc:get_data("x"))
+    local e = client.error_of(svc.no_such_method, svc, 1)
+    assert.is_true(errors.is(e, "attribute"))
+    assert.are.equal("remote object '" .. url_of(port) .. "' has no exposed attribute or method 'no_such_method'",
+      e.message)
+    e = client.error_of(svc.counter, svc)
+    assert.is_true(errors.is(e, "attribute"))
+    assert.truthy(e.message:find("'counter' on remote object", 1, true))
+    local meta = svc:_pyro_metadata()
+    assert.is_true(meta.methods.get_data)
+    assert.is_true(meta.oneway.log_event)
+    assert.is_true(meta.attrs.counter)
+    assert.is_nil(meta.methods.no_such_method)
+  end)
+
+  it("sends oneway methods without waiting for the server", function()
+    local marker = "event-" .. tostring(client.now())
+    local t0 = client.now()
+    local r = table.pack(svc:log_event(marker, 1.5))
+    local took = client.now() - t0
+    assert.are.equal(0, r.n)
+    assert.is_true(took < 1.0, "a oneway call waited " .. took .. " s")
+    local deadline = client.now() + 10
+    local seen = false
+    repeat
+      for _, ev in ipairs(svc:events()) do
+        if ev == marker then seen = true end
+      end
+      if not seen then proc.poll_step(50) end
+    until seen or client.now() > deadline
+    assert.is_true(seen, "the oneway call never ran")
+  end)
+
+  it("fails an argument that cannot be sent before sending, keeping the connection", function()
+    local e = client.error_of(svc.echo, svc, function() end)
+    assert.is_true(errors.is(e, "serialize"))
+    assert.truthy(e.message:find("cannot send the arguments of echo", 1, true))
+    assert.are.equal(5, svc:echo(5))
+  end)
+
+  it("reports an unknown object as a rejected connection", function()
+    local p = springrun.proxy(url_of(port, "NoSuchObject"))
+    local e = client.error_of(p.get_data, p, "x")
+    assert.is_true(errors.is(e, "rejected"))
+    assert.is_true(errors.is(e, "communication"))
+    assert.are.equal("connection to " .. url_of(port, "NoSuchObject") .. " rejected: unknown object", e.message)
+  end)
+
+  it("reaches the same service through the seed's PYROLOC URL", function()
+    local p = springrun.proxy(string.format("PYROLOC://127.0.0.1:%d/ServiceName", port))
+    assert.are.equal("You got remote data => loc", p:get_data("loc"))
+    p:destroy()
+  end)
+
+  it("bounds a slow call by timeout, then discards the connection and recovers", function()
+    local p = springrun.proxy(url_of(port), { timeout = 0.3 })
+    local t0 = client.now()
+    local e = client.error_of(p.sleep, p, 2)
+    local took = client.now() - t0
+    assert.is_true(errors.is(e, "timeout"))
+    assert.truthy(e.message:find(url_of(port), 1, true))
+    assert.truthy(e.message:find("timed out after 0.3 s", 1, true))
+    assert.is_true(took >= 0.25 and took < 1.5, "took " .. took)
+    -- a new connection: the late reply of sleep() cannot be mistaken for this one
+    assert.are.equal("You got remote data => next", p:get_data("next"))
+    p:destroy()
+  end)
+
+  it("works when Pyro4 proxies and springrun proxies share the daemon", function()
+    local other = springrun.proxy(url_of(port))
+    assert.are.equal(7, other:add(3, 4))
+    assert.are.equal(9, svc:add(4, 5))
+    other:destroy()
+  end)
+end)
+
+describe("springrun.proxy connection handling #net", function()
+  it("names the URL when the connection is refused", function()
+    local port = proc.free_port()
+    local url = string.format("PYROLOC://127.0.0.1:%d/ServiceName", port)
+    local p = springrun.proxy(url, { timeout = 5 })
+    local e = client.error_of(p.get_data, p, "x")
+    assert.is_true(errors.is(e, "refused"))
+    assert.are.equal(url, e.url)
+    assert.are.equal(string.format("cannot connect to %s: connection refused by 127.0.0.1:%d", url, port), e.message)
+    assert.are.equal("ECONNREFUSED", e.code)
+  end)
+
+  it("times out against a server that accepts but never answers, and again on the next call", function()
+    local server, port = client.start_python("silent_server.py")
+    finally(function() proc.stop(server) end)
+    local p = springrun.proxy(url_of(port), { timeout = 0.4 })
+    for _ = 1, 2 do
+      local t0 = client.now()
+      local e = client.error_of(p.get_data, p, "x")
+      local took = client.now() - t0
+      assert.is_true(errors.is(e, "timeout"), tostring(e))
+      assert.truthy(e.message:find("handshake with " .. url_of(port) .. " timed out after 0.4 s", 1, true), e.message)
+      assert.is_true(took >= 0.35 and took < 2, "took " .. took)
+    end
+  end)
+
+  it("reconnects transparently after the server restarted", function()
+    local server, port = client.start_pyro()
+    finally(function() proc.stop(server) end)
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    assert.are.equal("You got remote data => 1", p:get_data("1"))
+    proc.stop(server)
+    assert(proc.wait_port_closed("127.0.0.1", port, 10))
+    server = client.start_pyro(port)
+    assert.are.equal("You got remote data => 2", p:get_data("2"))
+  end)
+
+  it("numbers INVOKEs from 1 as Pyro4 does and sends params/kwargs/object as it does", function()
+    local server, port = client.start_python("raw_pyro_server.py", { "record" })
+    finally(function() proc.stop(server) end)
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    local r1 = p:seq(1, nil, "x")
+    assert.are.equal(1, r1[1])
+    assert.are.equal(0, r1[2])
+    assert.are.equal('[1, null, "x"]', json.encode(r1[3]))
+    assert.are.equal("{}", json.encode(r1[4]))
+    assert.are.equal("Obj", r1[5])
+    assert.are.equal(2, p:seq()[1])
+    assert.are.equal(3, p:last()[1])
+  end)
+
+  it("asks Pyro.Daemon for metadata when CONNECTOK carries none", function()
+    local server, port = client.start_python("raw_pyro_server.py", { "nometa" })
+    finally(function() proc.stop(server) end)
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    -- get_metadata took seq 1
+    assert.are.equal(2, p:seq()[1])
+    local e = client.error_of(p.other, p)
+    assert.is_true(errors.is(e, "attribute"))
+  end)
+
+  it("rejects a reply whose sequence number does not match", function()
+    local server, port = client.start_python("raw_pyro_server.py", { "badseq" })
+    finally(function() proc.stop(server) end)
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    local e = client.error_of(p.seq, p)
+    assert.is_true(errors.is(e, "protocol"))
+    assert.truthy(e.message:find("invoke: reply sequence out of sync (sent 1, got 2)", 1, true), e.message)
+  end)
+end)
