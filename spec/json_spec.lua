@@ -516,7 +516,8 @@ for line in sys.stdin.read().split("\n")[:-1]:
       math.randomseed(20261125)
       local specials = { 0.0, -0.0, 1.0, 0.1, 0.1 + 0.2, 1 / 3, 2 / 3, 1e15, 1e16, 1e17, 123456789012345678.0,
         1e-4, 1e-5, 5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 1.7976931348623157e308,
-        9007199254740993.0, 0.0001234, 100.0, 1e22, 1e23, 0 / 0, math.huge, -math.huge, math.pi, -math.pi }
+        9007199254740993.0, 9007199254740991.0, 2.0 ^ 52, 12345.0, -7.0, 0.0001234, 100.0, 1e22, 1e23,
+        0 / 0, math.huge, -math.huge, math.pi, -math.pi }
       local ds = {}
       for _, d in ipairs(specials) do ds[#ds + 1] = d end
       for i = 1, 3000 do

@@ -89,18 +89,87 @@ size_t sr_json_fmt_int(int64_t v, char *out) {
   return n;
 }
 
-/* Shortest %.{prec-1}e text of d that strtod reads back as d. For normal
- * doubles any text of <= 15 significant digits that round-trips is what the
- * 15-digit rounding gives (DBL_DIG), so trying 15, 16, 17 finds the shortest
- * (and, at 16, the closest of the shortest, as repr picks). Subnormals have
- * less precision, so they try every length. */
-static void shortest_e(double d, char *tmp, size_t cap) {
-  int prec = fabs(d) < DBL_MIN ? 1 : 15;
-  for (; prec < 17; prec++) {
-    snprintf(tmp, cap, "%.*e", prec - 1, d);
-    if (strtod(tmp, NULL) == d) return;
+/* Rounds the 17 correctly rounded significant digits dig17 to p (15 or 16)
+ * digits into r, adding a carry to *e; -1 when dig17 sits exactly on the
+ * rounding boundary, where only a direct conversion of the double can tell. */
+static int round_digits(const char *dig17, int p, char *r, int *e) {
+  if (dig17[p] == '5' && (p == 16 || dig17[16] == '0')) return -1;
+  memcpy(r, dig17, (size_t)p);
+  if (dig17[p] >= '5') {
+    int i = p - 1;
+    while (i >= 0 && r[i] == '9') r[i--] = '0';
+    if (i < 0) {
+      r[0] = '1';
+      (*e)++;
+    } else {
+      r[i]++;
+    }
   }
-  snprintf(tmp, cap, "%.16e", d);
+  return 0;
+}
+
+/* Writes "D.DDDDe<exp>" for nd digits into out; returns out. */
+static char *e_text(char *out, const char *dig, int nd, int e) {
+  size_t o = 0;
+  out[o++] = dig[0];
+  out[o++] = '.';
+  memcpy(out + o, dig + 1, (size_t)nd - 1);
+  o += (size_t)nd - 1;
+  out[o++] = 'e';
+  o += sr_json_fmt_int(e, out + o);
+  out[o] = '\0';
+  return out;
+}
+
+/* Shortest significant digits of a (finite, > 0) that strtod reads back as
+ * a, into dig[*nd] with decimal exponent *e (a = D.DDD x 10^e). For normal
+ * doubles any text of <= 15 digits that round-trips is what the 15-digit
+ * rounding gives (DBL_DIG), so trying 15, 16, 17 finds the shortest and, at
+ * 16, the closest of the shortest, as Python's repr picks. One correctly
+ * rounded 17-digit conversion gives the 15- and 16-digit roundings except
+ * on an exact boundary. Subnormals have less precision: every length. */
+static void shortest_digits(double a, char *dig, int *nd, int *e) {
+  char tmp[40], cand[40];
+  if (a < 9007199254740992.0 && a == floor(a)) { /* integral below 2^53: exact digits */
+    *nd = (int)sr_json_fmt_int((int64_t)a, dig);
+    *e = *nd - 1;
+    return;
+  }
+  if (a < DBL_MIN) {
+    for (int prec = 1; prec <= 17; prec++) {
+      snprintf(tmp, sizeof tmp, "%.*e", prec - 1, a);
+      if (prec == 17 || strtod(tmp, NULL) == a) break;
+    }
+  } else {
+    snprintf(tmp, sizeof tmp, "%.16e", a);
+  }
+  /* tmp = D[.DDDD]e(+|-)XX */
+  const char *q = tmp;
+  int n = 0;
+  for (; *q && *q != 'e'; q++)
+    if (*q != '.') dig[n++] = *q;
+  *e = atoi(q + 1);
+  *nd = n;
+  if (a < DBL_MIN) return;
+  for (int p = 15; p <= 16; p++) {
+    char r[17];
+    int re = *e;
+    if (round_digits(dig, p, r, &re) == 0) {
+      if (strtod(e_text(cand, r, p, re), NULL) != a) continue;
+    } else {
+      snprintf(cand, sizeof cand, "%.*e", p - 1, a);
+      if (strtod(cand, NULL) != a) continue;
+      /* re-read the exact p-digit conversion */
+      int k = 0;
+      for (q = cand; *q && *q != 'e'; q++)
+        if (*q != '.') r[k++] = *q;
+      re = atoi(q + 1);
+    }
+    memcpy(dig, r, (size_t)p);
+    *nd = p;
+    *e = re;
+    return;
+  }
 }
 
 size_t sr_json_fmt_double(double d, char *out) {
@@ -108,19 +177,13 @@ size_t sr_json_fmt_double(double d, char *out) {
   if (isinf(d)) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, d < 0 ? "-Infinity" : "Infinity");
   if (d == 0) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, signbit(d) ? "-0.0" : "0.0");
 
-  char tmp[40];
-  locale_t old = c_locale_push();
-  shortest_e(d, tmp, sizeof tmp);
-  c_locale_pop(old);
-  /* tmp = [-]D[.DDDD]e(+|-)XX: split into digits and exponent. */
-  const char *q = tmp;
   size_t o = 0;
-  if (*q == '-') out[o++] = *q++;
+  if (d < 0) out[o++] = '-';
   char dig[20];
-  int nd = 0;
-  for (; *q && *q != 'e'; q++)
-    if (*q != '.') dig[nd++] = *q;
-  int e = atoi(q + 1);
+  int nd, e;
+  locale_t old = c_locale_push();
+  shortest_digits(fabs(d), dig, &nd, &e);
+  c_locale_pop(old);
   while (nd > 1 && dig[nd - 1] == '0') nd--;
 
   if (e < -4 || e >= 16) { /* Python repr switches to exponent form here */

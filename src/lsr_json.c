@@ -48,7 +48,9 @@ typedef struct enc_s {
   char *err;
   size_t errlen;
   int depth;
-  enc_frame_t fr[ENC_MAX_DEPTH];
+  int cap;          /* frames available in fr */
+  enc_frame_t *fr;  /* inline[] until nesting needs more, then malloc'd */
+  enc_frame_t inline_fr[32];
 } enc_t;
 
 static int is_ident(const char *s, size_t n) {
@@ -184,6 +186,13 @@ static int enc_table(enc_t *e, int idx) {
   for (int i = 0; i < e->depth; i++)
     if (e->fr[i].tbl == ptr) return enc_fail(e, SR_ECYCLE, "cannot encode a circular reference");
   if (!lua_checkstack(L, 6)) return enc_fail(e, SR_ENOMEM, "out of Lua stack space");
+  if (e->depth >= e->cap) { /* deep document: room for every level at once */
+    enc_frame_t *fr = malloc(sizeof(enc_frame_t) * ENC_MAX_DEPTH);
+    if (fr == NULL) return SR_ENOMEM;
+    memcpy(fr, e->fr, sizeof(enc_frame_t) * (size_t)e->depth);
+    e->fr = fr;
+    e->cap = ENC_MAX_DEPTH;
+  }
   e->fr[e->depth].tbl = ptr;
 
   if (lsr_is_array_marked(L, idx)) {
@@ -300,16 +309,17 @@ static int enc_value(enc_t *e, int idx) {
 int lsr_json_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen) {
   int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
-  enc_t *e = malloc(sizeof *e);
-  if (e == NULL) return sr_seterr(err, errlen, SR_ENOMEM, "out of memory");
+  enc_t enc, *e = &enc;
   e->L = L;
   e->out = out;
   e->err = err;
   e->errlen = errlen;
   e->depth = 0;
+  e->cap = (int)(sizeof e->inline_fr / sizeof e->inline_fr[0]);
+  e->fr = e->inline_fr;
   int rc = enc_value(e, idx);
   if (rc == SR_ENOMEM) sr_seterr(err, errlen, rc, "out of memory while encoding JSON");
-  free(e);
+  if (e->fr != e->inline_fr) free(e->fr);
   lua_settop(L, top);
   return rc;
 }
