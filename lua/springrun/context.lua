@@ -500,6 +500,7 @@ end
 -- after_properties_set, init_method.
 function instantiate(self, label, owner, d)
   local copies = {}
+  for _, dep in ipairs(d.depends_on) do self:get_object(dep) end
   local ctor, shown
   if d.factory ~= nil then
     ctor, shown = factory_for(label, d.factory)
