@@ -70,7 +70,7 @@ local function parse_file(path)
   })
   local ok, msg, line, col = parser:parse(src)
   if ok then ok, msg, line, col = parser:parse() end
-  parser:close()
+  pcall(parser.close, parser) -- raises on an unfinished document; parse already said why
   if not ok then
     error(format("springrun.xml: %s:%s:%s: %s", path, tostring(line), tostring(col), tostring(msg)), 0)
   end
