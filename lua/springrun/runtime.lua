@@ -1,7 +1,197 @@
--- springrun.runtime: the event loop (placeholder until the remoting layer
--- exists: nothing can be exported yet, so there is nothing to serve).
+-- springrun.runtime: task coroutines and the event loop (luv's default loop).
+--
+--   runtime.spawn(fn, ...)     run fn(...) as a new task coroutine now; returns co
+--   runtime.resume(co, ...)    resume a task that yielded waiting for I/O it
+--                              arranged itself (a luv callback calls this)
+--   runtime.current()          the running task coroutine, or nil outside one
+--   runtime.run()              turn the loop until nothing is exported or stop()
+--   runtime.stop()             make run() return after the current turn
+--   runtime.has_exports()      true while this process exports anything
+--   runtime.tasks()            number of tasks alive (started, not finished)
+--   runtime.serve_after_script()  the CLI's hook: serve while anything is
+--                              exported; SIGINT/SIGTERM shut down cleanly
+--
+-- A task that fails is reported through springrun.log (logger
+-- springrun.runtime) with its traceback; it never takes the loop down.
+-- Every incoming remote call runs in its own task (see springrun.exporter).
+--
+-- Shutdown on SIGINT/SIGTERM (serve_after_script): stop accepting and
+-- reading, let the calls in flight finish (at most `drain_timeout` seconds,
+-- default 10, settable as runtime.drain_timeout), close every open context
+-- (springrun.context.close_all: destroy methods run, exporters unexport),
+-- unexport whatever is left, return 0 (the CLI's exit status). A second
+-- signal during the drain skips the rest of the drain.
+local uv = require "luv"
+
 local M = {}
 
-function M.serve_after_script() return 0 end
+M.drain_timeout = 10
+
+local tasks = setmetatable({}, { __mode = "k" }) -- co -> true while alive
+local ntasks = 0
+local exports = 0 -- maintained by springrun.exporter through M._exported
+local stopped = false
+local running = false
+
+local logger
+local function log()
+  if logger == nil then
+    local ok, l = pcall(require, "springrun.log")
+    logger = ok and l.get("springrun.runtime") or false
+  end
+  return logger or nil
+end
+
+local function report(co, err)
+  local text
+  if type(err) == "string" then
+    text = err
+  else
+    local mt = getmetatable(err)
+    text = (mt and mt.__tostring) and tostring(err) or ("(error object is a " .. type(err) .. " value)")
+  end
+  local tb = debug.traceback(co, text)
+  local l = log()
+  if l then l:error("task failed: %s", tb) else io.stderr:write("springrun: task failed: ", tb, "\n") end
+end
+
+local function finish(co, ok, ...)
+  if coroutine.status(co) == "dead" then
+    if tasks[co] then
+      tasks[co] = nil
+      ntasks = ntasks - 1
+    end
+    if not ok then report(co, (...)) end
+  elseif not ok then
+    report(co, (...))
+  end
+  return ok, ...
+end
+
+function M.current()
+  local co, main = coroutine.running()
+  if main or not tasks[co] then return nil end
+  return co
+end
+
+function M.resume(co, ...)
+  if not tasks[co] then
+    error("runtime.resume: not a springrun task (or it has finished)", 2)
+  end
+  return finish(co, coroutine.resume(co, ...))
+end
+
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then error("runtime.spawn: expected a function, got " .. type(fn), 2) end
+  local co = coroutine.create(fn)
+  tasks[co] = true
+  ntasks = ntasks + 1
+  finish(co, coroutine.resume(co, ...))
+  return co
+end
+
+function M.tasks() return ntasks end
+
+function M.has_exports() return exports > 0 end
+
+-- springrun.exporter reports each export (+1) and unexport (-1).
+function M._exported(delta)
+  exports = exports + delta
+  if exports < 0 then exports = 0 end
+end
+
+function M.stop()
+  stopped = true
+  uv.stop()
+end
+
+function M.run()
+  if M.current() then error("springrun.run: cannot run the loop from inside a task", 2) end
+  if running then error("springrun.run: the loop is already running", 2) end
+  stopped = false
+  running = true
+  local ok, err = pcall(function()
+    while not stopped and exports > 0 do uv.run("once") end
+  end)
+  running = false
+  stopped = false
+  if not ok then error(err, 0) end
+end
+
+-- Turns the loop until pred() is true or `seconds` have passed; true if pred.
+local function run_until(pred, seconds)
+  local timer = uv.new_timer()
+  local expired = false
+  timer:start(math.floor(seconds * 1000), 0, function() expired = true end)
+  while not pred() and not expired do uv.run("once") end
+  timer:stop()
+  timer:close()
+  return pred()
+end
+
+-- Shutdown: see the header comment. Returns nothing.
+function M.shutdown(skip_drain)
+  local core = require "springrun.core"
+  core.daemon_quiesce()
+  if not skip_drain then
+    run_until(function() return ntasks == 0 end, M.drain_timeout)
+  end
+  local ctxmod = package.loaded["springrun.context"]
+  if type(ctxmod) == "table" and type(ctxmod.close_all) == "function" then
+    local ok, err = pcall(ctxmod.close_all)
+    if not ok then
+      local l = log()
+      if l then l:error("closing contexts failed: %s", tostring(err)) end
+    end
+  end
+  local exporter = package.loaded["springrun.exporter"]
+  if type(exporter) == "table" and exporter.unexport_all then exporter.unexport_all() end
+end
+
+function M.serve_after_script()
+  if exports == 0 then return 0 end
+  local signals = {}
+  local requested, forced = false, false
+  local function on_signal(name)
+    local l = log()
+    if requested then
+      forced = true
+      if l then l:warning("second %s: skipping the drain", name) end
+    else
+      if l then l:info("%s received: shutting down", name) end
+    end
+    requested = true
+    uv.stop()
+  end
+  for _, name in ipairs({ "sigint", "sigterm" }) do
+    local sig = uv.new_signal()
+    sig:start(name, function() on_signal(name) end)
+    signals[#signals + 1] = sig
+  end
+  stopped = false
+  running = true
+  local ok, err = pcall(function()
+    while not requested and not stopped and exports > 0 do uv.run("once") end
+    if requested then
+      local drained = false
+      local core = require "springrun.core"
+      core.daemon_quiesce()
+      if not forced then
+        drained = run_until(function() return ntasks == 0 or forced end, M.drain_timeout)
+      end
+      M.shutdown(true)
+      return drained
+    end
+  end)
+  running = false
+  stopped = false
+  for _, sig in ipairs(signals) do
+    sig:stop()
+    sig:close()
+  end
+  uv.run("nowait")
+  if not ok then error(err, 0) end
+  return 0
+end
 
 return M

@@ -1,0 +1,555 @@
+-- springrun.exporter: PyroServiceExporter (Spring Python's name) and the
+-- Lua half of the daemon holder: which daemon (host:port) serves which
+-- service names, and the dispatch of incoming calls.
+--
+--   local exporter = springrun.PyroServiceExporter{
+--     service_name = "ServiceName", service = Service.new(),
+--     service_host = "127.0.0.1", service_port = 7000,   -- defaults "localhost", 7766
+--     oneway = { "log_event" },                         -- methods that get no reply
+--   }
+--   exporter:after_properties_set()   -- starts exporting (the container calls it)
+--   exporter:destroy()                -- stops (idempotent; the container calls it)
+--
+-- Properties are plain fields: set them in the constructor table, by
+-- assignment (exporter.service_port = 7000), with setters
+-- (exporter:set_service_port(7000)) or through a context's props. They are
+-- checked by after_properties_set, which raises naming the property.
+-- service_port 0 binds a free port; after after_properties_set,
+-- exporter.service_port holds the port actually bound (also
+-- exporter:bound_port(), nil while not exported).
+--
+-- Exporters on the same host:port share one daemon; the first export on an
+-- address starts listening (synchronously: "address in use" raises here), the
+-- last destroy stops it. "localhost" means 127.0.0.1.
+--
+-- What a client can call: every function reachable on the service by normal
+-- indexing (own fields, then the metatable's __index table chain), except
+-- names starting with "_". The metadata sent at connect time lists exactly
+-- these (computed once, at export time), plus the exporter's oneway names.
+--
+-- Call mapping (Pyro4 INVOKE -> Lua):
+--   service:method(p1, ..., pn [, kwargs])
+--     params are passed positionally, null (Python None) becoming nil, with
+--     holes kept (the count is the list's length, so f(1, nil, 3) sees
+--     select('#', ...) == 3); a non-empty kwargs map is passed as ONE extra
+--     trailing table argument (empty kwargs: nothing extra).
+--   returns: no value or nil -> null; one value -> that value; several
+--     values -> a JSON array of them (nil holes as null).
+--   a Lua error -> exception RESULT of class builtins.RuntimeError (or the
+--     error object's own builtins.* class when it carries one), args
+--     {message}, attributes._pyroTraceback = the Lua traceback as lines.
+--     The message keeps the springrun error class ("Pyro4.errors.TimeoutError:
+--     ...") for errors.Error objects. The connection stays usable.
+--   Unknown object -> Pyro4.errors.DaemonError "unknown object"; unknown
+--   method -> builtins.AttributeError "'<service_name>' object has no
+--   attribute 'x'"; "_x" -> AttributeError "attempt to access private
+--   attribute '_x'".
+-- Each call runs in its own task coroutine (springrun.runtime), so a service
+-- method may call remote services (even in this process) without blocking
+-- other callers. Replies of one connection leave in request order.
+-- Every daemon also serves Pyro.Daemon (ping, registered, info, get_metadata)
+-- and the "<batch>" method of Pyro4 batch proxies.
+local core = require "springrun.core"
+local runtime = require "springrun.runtime"
+local json = require "springrun.json"
+
+local M = {}
+
+local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH = 0x01, 0x04, 0x08
+local NULL = json.null
+local DAEMON_NAME = "Pyro.Daemon"
+
+local log_mod = require "springrun.log"
+local exporter_log = log_mod.get("springrun.remoting.pyro.PyroServiceExporter")
+local holder_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
+local thread_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder._PyroThread")
+
+local daemons_by_key = {} -- "127.0.0.1:7000" -> daemon
+local daemons_by_id = {}  -- daemon id -> daemon
+-- daemon = { id, key, host, port, where, objects = { name -> entry }, count }
+-- entry  = { name, service, exporter, meta, oneway = { name -> true } }
+
+-- ---- errors raised by built-in objects --------------------------------------
+
+local PyroExc = {} -- metatable of { class = "Pyro4.errors.X", message = "..." }
+
+local function pyro_error(class, message)
+  error(setmetatable({ class = class, message = message }, PyroExc), 0)
+end
+
+local function exception(class, message, tb_lines)
+  local tb = tb_lines or { class .. ": " .. message .. "\n" }
+  return {
+    __class__ = class,
+    __exception__ = true,
+    args = json.array({ message }),
+    attributes = { _pyroTraceback = json.array(tb) },
+  }
+end
+
+local function err_text(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then
+    local ok, s = pcall(tostring, e)
+    if ok then return s end
+  end
+  if type(e) == "table" and type(e.message) == "string" then return e.message end
+  return "(error object is a " .. type(e) .. " value)"
+end
+
+-- Turns an error caught in a service call into an exception dict.
+local function to_exception(e, tb)
+  local class, message = "builtins.RuntimeError", nil
+  if getmetatable(e) == PyroExc then
+    class, message = e.class, e.message
+  elseif type(e) == "table" and type(e.class) == "string" and type(e.message) == "string" then
+    if e.class:match("^builtins%.[%a_][%w_]*$") then
+      class, message = e.class, e.message
+    else
+      message = e.class .. ": " .. e.message
+    end
+  else
+    message = err_text(e)
+  end
+  local lines = { "Traceback (Lua, most recent call first):\n" }
+  if tb then
+    local first = true
+    for line in tb:gmatch("[^\n]+") do
+      if line:find("in function 'xpcall'", 1, true) then break end -- springrun's own frames follow
+      if first then
+        first = false -- the message itself: it closes the traceback below
+      elseif line ~= "stack traceback:" then
+        lines[#lines + 1] = "  " .. line:gsub("^\t", "") .. "\n"
+      end
+    end
+  end
+  lines[#lines + 1] = class:gsub("^builtins%.", "") .. ": " .. message .. "\n"
+  return exception(class, message, lines)
+end
+
+-- ---- metadata ------------------------------------------------------------------
+
+local function is_private(name) return name:sub(1, 1) == "_" end
+
+-- Names of the functions reachable on obj (own fields, then the __index
+-- table chain of metatables), minus "_" names, sorted.
+local function exposed_methods(obj)
+  local names, seen, visited = {}, {}, {}
+  local function scan(t)
+    if visited[t] then return end
+    visited[t] = true
+    if type(t) == "table" then
+      for k, v in next, t do
+        if type(k) == "string" and not seen[k] then
+          seen[k] = true
+          if type(v) == "function" and not is_private(k) then names[#names + 1] = k end
+        end
+      end
+    end
+    local mt = getmetatable(t)
+    if type(mt) == "table" then
+      local idx = rawget(mt, "__index")
+      if type(idx) == "table" then scan(idx) end
+    end
+  end
+  scan(obj)
+  table.sort(names)
+  return names
+end
+
+local function metadata(methods, oneway)
+  return { methods = json.array(methods), oneway = json.array(oneway), attrs = json.array({}) }
+end
+
+-- ---- the built-in Pyro.Daemon object ---------------------------------------------
+
+local function daemon_object(d)
+  local obj = {}
+  function obj.ping() return nil end
+  function obj.registered()
+    local names = { DAEMON_NAME }
+    for name in pairs(d.objects) do names[#names + 1] = name end
+    table.sort(names)
+    return json.array(names)
+  end
+  function obj.info()
+    return string.format("springrun %s daemon bound on %s, %d objects registered",
+      core.version, d.where, d.count + 1)
+  end
+  function obj.get_metadata(_, object_id)
+    if object_id == DAEMON_NAME then return d.daemon_meta end
+    local e = d.objects[object_id]
+    if e == nil then pyro_error("Pyro4.errors.DaemonError", "unknown object") end
+    return e.meta
+  end
+  return obj
+end
+
+local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
+
+-- ---- dispatch (the Lua thread) ------------------------------------------------
+
+local unpack, pack, select = table.unpack, table.pack, select
+
+-- The callable for `method` on entry's service, or nil and an exception.
+local function lookup(entry, method)
+  if type(method) ~= "string" then
+    return nil, exception("builtins.TypeError", "method name must be a string")
+  end
+  if is_private(method) then
+    return nil, exception("builtins.AttributeError",
+      "attempt to access private attribute '" .. method .. "'")
+  end
+  local ok, fn = pcall(function() return entry.service[method] end)
+  if not ok or type(fn) ~= "function" then
+    return nil, exception("builtins.AttributeError",
+      string.format("'%s' object has no attribute '%s'", entry.name, method))
+  end
+  return fn
+end
+
+local function traceback_handler(e)
+  return { e = e, tb = debug.traceback(err_text(e), 2) }
+end
+
+-- Arguments for service:fn(...): returns args table and count.
+local function build_args(service, params, kwargs)
+  local args = { service }
+  local n = 0
+  if type(params) == "table" then
+    n = params.n
+    if type(n) ~= "number" then n = #params end
+    for i = 1, n do
+      local v = params[i]
+      if v == NULL then v = nil end
+      args[i + 1] = v
+    end
+  elseif params ~= nil and params ~= NULL then
+    return nil, exception("builtins.TypeError", "params must be a list, got " .. type(params))
+  end
+  n = n + 1
+  if type(kwargs) == "table" and next(kwargs) ~= nil then
+    n = n + 1
+    args[n] = kwargs
+  end
+  return args, n
+end
+
+local function result_value(res)
+  -- res = pack(true, ...)
+  local n = res.n - 1
+  if n == 0 then return NULL end
+  if n == 1 then
+    local v = res[2]
+    if v == nil then return NULL end
+    return v
+  end
+  local out = { n = n }
+  for i = 1, n do
+    local v = res[i + 1]
+    if v == nil then v = NULL end
+    out[i] = v
+  end
+  return json.array(out)
+end
+
+-- Runs one call; returns true, value or false, exception dict.
+local function call_one(entry, method, params, kwargs)
+  local fn, exc = lookup(entry, method)
+  if not fn then return false, exc, true end
+  local args, n = build_args(entry.service, params, kwargs)
+  if not args then return false, n end
+  local res = pack(xpcall(fn, traceback_handler, unpack(args, 1, n)))
+  if not res[1] then
+    local r = res[2]
+    if type(r) == "table" and r.tb then return false, to_exception(r.e, r.tb) end
+    return false, to_exception(r)
+  end
+  return true, result_value(res)
+end
+
+local function call_batch(entry, calls)
+  if type(calls) ~= "table" then
+    return false, exception("builtins.TypeError", "batch params must be a list")
+  end
+  local results = {}
+  for i = 1, #calls do
+    local c = calls[i]
+    if type(c) ~= "table" then
+      return false, exception("builtins.TypeError", "batch item must be a list")
+    end
+    local ok, v, lookup_failed = call_one(entry, c[1], c[2], c[3])
+    if not ok then
+      if lookup_failed then return false, v end
+      results[#results + 1] = { __class__ = "Pyro4.futures._ExceptionWrapper", exception = v }
+      break
+    end
+    results[#results + 1] = v
+  end
+  return true, json.array(results)
+end
+
+local function send(conn, tag, ser, flags, value, what)
+  local ok, err = core.daemon_reply(conn, tag, ser, flags, value)
+  if not ok then
+    holder_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
+    core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
+      exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
+  end
+end
+
+local function serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+  local oneway = flags & FLAG_ONEWAY ~= 0
+  local batch = flags & FLAG_BATCH ~= 0
+  local d = daemons_by_id[daemon_id]
+  local entry = d and (object == DAEMON_NAME and d.daemon_entry or d.objects[object])
+  local ok, value
+  if entry == nil then
+    ok, value = false, exception("Pyro4.errors.DaemonError", "unknown object")
+  elseif method == "<batch>" then
+    ok, value = call_batch(entry, params)
+  else
+    ok, value = call_one(entry, method, params, kwargs)
+  end
+  if oneway then
+    if not ok then
+      holder_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
+        tostring(value.args and value.args[1]))
+    end
+    return
+  end
+  local rflags = batch and FLAG_BATCH or 0
+  if not ok then rflags = rflags | FLAG_EXCEPTION end
+  send(conn, tag, ser, rflags, value, tostring(object) .. "." .. tostring(method))
+end
+
+local spawn = runtime.spawn
+local function on_invoke(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+  spawn(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+end
+
+local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
+local function on_log(level, text)
+  local f = LEVELS[level] or "warning"
+  holder_log[f](holder_log, "%s", text)
+end
+
+local handler_set = false
+local function ensure_handler()
+  if not handler_set then
+    core.daemon_set_handler(on_invoke, on_log)
+    handler_set = true
+  end
+end
+
+-- ---- daemons ---------------------------------------------------------------------
+
+local function norm_host(host)
+  if host == "localhost" then return "127.0.0.1" end
+  return host
+end
+
+local function acquire_daemon(name, host, port)
+  local key = norm_host(host) .. ":" .. port
+  local d = port ~= 0 and daemons_by_key[key] or nil
+  holder_log:debug("Registering %s at %s:%d with the Pyro server", name, host, port)
+  if d then return d end
+  holder_log:debug("Pyro thread needs to be started at %s:%d", host, port)
+  ensure_handler()
+  thread_log:debug("Starting up Pyro server thread for %s:%d", host, port)
+  local id, bound = core.daemon_listen(host, port)
+  if not id then return nil, bound end
+  d = { id = id, host = host, port = bound, key = norm_host(host) .. ":" .. bound,
+        where = host .. ":" .. bound, objects = {}, count = 0 }
+  d.daemon_meta = metadata(DAEMON_METHODS, {})
+  d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta }
+  local ok, err = core.daemon_register(id, DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta })
+  if not ok then
+    core.daemon_unlisten(id)
+    return nil, err
+  end
+  daemons_by_key[d.key] = d
+  daemons_by_id[id] = d
+  return d
+end
+
+local function release_daemon(d)
+  if d.count > 0 then return end
+  daemons_by_key[d.key] = nil
+  daemons_by_id[d.id] = nil
+  holder_log:debug("Stopping the Pyro server at %s", d.where)
+  core.daemon_unlisten(d.id)
+end
+
+-- ---- PyroServiceExporter ---------------------------------------------------------
+
+local PROPS = { "service_name", "service", "service_host", "service_port", "oneway" }
+
+local Exporter = {}
+Exporter.__index = Exporter
+Exporter.__name = "springrun.PyroServiceExporter"
+Exporter._disposable = true
+Exporter.service_host = "localhost"
+Exporter.service_port = 7766
+
+local function who(self)
+  local n = rawget(self, "service_name")
+  return type(n) == "string" and ("PyroServiceExporter '" .. n .. "'") or "PyroServiceExporter"
+end
+
+local function conf_error(self, fmt, ...)
+  error(who(self) .. ": " .. string.format(fmt, ...), 3)
+end
+
+for _, p in ipairs(PROPS) do
+  Exporter["set_" .. p] = function(self, v) self[p] = v end
+end
+
+local function check_port(self, v)
+  local n = v
+  if type(v) == "string" then n = tonumber(v) end
+  if math.type(n) == "float" and n == math.floor(n) then n = math.tointeger(n) end
+  if math.type(n) ~= "integer" or n < 0 or n > 65535 then
+    conf_error(self, "service_port must be an integer 0..65535, got %s", tostring(v))
+  end
+  return n
+end
+
+-- Starts exporting; raises on a configuration problem or when the address
+-- cannot be listened on (the message names host:port).
+function Exporter:after_properties_set()
+  if getmetatable(self) ~= Exporter then
+    error("PyroServiceExporter: call after_properties_set with ':'", 2)
+  end
+  if rawget(self, "_export") then conf_error(self, "already exporting (call destroy() first)") end
+  local name, service = self.service_name, self.service
+  if name == nil then conf_error(self, "property service_name is not set") end
+  if type(name) ~= "string" or name == "" then
+    conf_error(self, "service_name must be a non-empty string, got %s", tostring(name))
+  end
+  if service == nil then conf_error(self, "property service is not set") end
+  local st = type(service)
+  if st ~= "table" and st ~= "userdata" then
+    conf_error(self, "service must be a table or userdata object, got %s", st)
+  end
+  local host = self.service_host
+  if type(host) ~= "string" or host == "" then
+    conf_error(self, "service_host must be a host name or address, got %s", tostring(host))
+  end
+  local port = check_port(self, self.service_port)
+  local methods = exposed_methods(service)
+  local is_method = {}
+  for _, m in ipairs(methods) do is_method[m] = true end
+  local oneway, oneway_set = {}, {}
+  local ow = self.oneway
+  if ow ~= nil then
+    if type(ow) ~= "table" then conf_error(self, "oneway must be a list of method names, got %s", type(ow)) end
+    for _, m in ipairs(ow) do
+      if type(m) ~= "string" or not is_method[m] then
+        conf_error(self, "oneway method '%s' is not a method of the service", tostring(m))
+      end
+      if not oneway_set[m] then
+        oneway_set[m] = true
+        oneway[#oneway + 1] = m
+      end
+    end
+  end
+  if #methods == 0 then
+    conf_error(self, "the service exposes no methods (functions whose names do not start with '_')")
+  end
+  exporter_log:debug("Exporting %s as a Pyro service at %s:%d", name, host, port)
+  local d, err = acquire_daemon(name, host, port)
+  if not d then error(who(self) .. ": " .. tostring(err), 2) end
+  if d.objects[name] then
+    conf_error(self, "service name '%s' is already exported at %s", name, d.where)
+  end
+  local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
+                  oneway = oneway_set }
+  local ok, rerr = core.daemon_register(d.id, name, { handshake = "hello", meta = entry.meta })
+  if not ok then
+    release_daemon(d)
+    error(who(self) .. ": cannot register: " .. tostring(rerr), 2)
+  end
+  d.objects[name] = entry
+  d.count = d.count + 1
+  entry.daemon = d
+  rawset(self, "_export", entry)
+  self.service_port = d.port
+  runtime._exported(1)
+end
+
+-- Stops exporting this service (the daemon stops when it was the last one on
+-- its address). Idempotent.
+function Exporter:destroy()
+  local entry = rawget(self, "_export")
+  if not entry then return end
+  rawset(self, "_export", nil)
+  local d = entry.daemon
+  exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
+  if d.objects[entry.name] == entry then
+    d.objects[entry.name] = nil
+    d.count = d.count - 1
+    if daemons_by_id[d.id] then core.daemon_unregister(d.id, entry.name) end
+  end
+  runtime._exported(-1)
+  release_daemon(d)
+end
+
+-- The port actually listened on, or nil while not exported.
+function Exporter:bound_port()
+  local entry = rawget(self, "_export")
+  return entry and entry.daemon.port or nil
+end
+
+-- True while exported.
+function Exporter:is_exported() return rawget(self, "_export") ~= nil end
+
+-- The metadata sent to clients ({methods, oneway, attrs}), nil while not exported.
+function Exporter:metadata()
+  local entry = rawget(self, "_export")
+  return entry and entry.meta or nil
+end
+
+-- PyroServiceExporter{...} / PyroServiceExporter.new{...} / PyroServiceExporter()
+function Exporter.new(opts)
+  local self = setmetatable({}, Exporter)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("PyroServiceExporter: expected a table of properties, got " .. type(opts), 2)
+    end
+    local known = {}
+    for _, p in ipairs(PROPS) do known[p] = true end
+    for k, v in pairs(opts) do
+      if not known[k] then
+        error(string.format("PyroServiceExporter: unknown property '%s' (known: %s)", tostring(k),
+          table.concat(PROPS, ", ")), 2)
+      end
+      self[k] = v
+    end
+  end
+  return self
+end
+
+setmetatable(Exporter, { __call = function(_, opts) return Exporter.new(opts) end })
+
+M.PyroServiceExporter = Exporter
+
+-- Stops every export of this process (runtime shutdown).
+function M.unexport_all()
+  local list = {}
+  for _, d in pairs(daemons_by_id) do
+    for _, e in pairs(d.objects) do list[#list + 1] = e.exporter end
+  end
+  for _, ex in ipairs(list) do ex:destroy() end
+end
+
+-- Addresses being served: list of "host:port".
+function M.addresses()
+  local out = {}
+  for _, d in pairs(daemons_by_id) do out[#out + 1] = d.where end
+  table.sort(out)
+  return out
+end
+
+return M
