@@ -9,7 +9,8 @@
  *   oneway   N oneway messages, then one round trip to wait for the server to drain.
  *   echo     round trips of SIZE-byte bodies (bandwidth).
  *   connect  connect + one 64-byte round trip + close, repeated.
- *   timed    `seq` between two wall-clock instants (one of N client processes).
+ *   timed    `seq` between two wall-clock instants (one of N client processes): prints
+ *            READY after connecting, then reads "START_EPOCH DURATION" from stdin.
  *   load     one process, C connections on epoll, each with one request outstanding;
  *            speaks the floor protocol or the Pyro4 wire (prerecorded request bytes).
  *   hold     open C connections (Pyro4 handshake or a floor round trip on each), keep
@@ -197,6 +198,16 @@ static char *make_msg(size_t body, int oneway) {
   memcpy(m, &len, 4);
   for (size_t i = 0; i < body; i++) m[4 + i] = (char)('a' + i % 26);
   return m;
+}
+
+/* For the harness to merge several clients' percentiles: up to 2000 evenly strided
+ * latency samples, one line {"lat_us":[...]} printed before the result line. */
+static void print_samples(const double *lat, size_t n) {
+  size_t step = n > 2000 ? n / 2000 : 1;
+  printf("{\"lat_us\":[");
+  for (size_t i = 0, k = 0; i < n && k < 2000; i += step, k++)
+    printf("%s%.2f", k ? "," : "", lat[i] * 1e6);
+  printf("]}\n");
 }
 
 static void print_result(const char *scenario, long calls, double secs, double *lat,
@@ -399,6 +410,14 @@ static int cmd_seq(opts_t *o, const char *scenario, int timed) {
   long calls = 0;
   double t0, t1, cpu0, cpu1, end = 0;
   if (timed) {
+    if (o->start <= 0) {
+      /* barrier: say READY, then the harness writes "START_EPOCH DURATION" */
+      char line[128];
+      printf("READY\n");
+      fflush(stdout);
+      if (!fgets(line, sizeof line, stdin) || sscanf(line, "%lf %lf", &o->start, &o->dur) != 2)
+        fail("timed: expected 'START DURATION' on stdin");
+    }
     sleep_until_wall(o->start);
     end = now_mono() + o->dur;
   }
@@ -416,6 +435,7 @@ static int cmd_seq(opts_t *o, const char *scenario, int timed) {
   t1 = now_mono();
   cpu1 = proc_cpu(o->pid);
   close(fd);
+  if (timed) print_samples(lat, (size_t)calls < cap ? (size_t)calls : cap);
   print_result(scenario, calls, t1 - t0, lat, (size_t)calls < cap ? (size_t)calls : cap,
                cpu0, cpu1, strcmp(scenario, "echo") ? 0 : (double)calls * o->size * 2);
   free(lat); free(msg); free(rbuf);

@@ -1,0 +1,33 @@
+-- bench/sr_server.lua -- the springrun side of the benchmark: exports the bench
+-- service (get_data, echo, oneway ping) as "bench" on 127.0.0.1:PORT.
+--   bin/springrun bench/sr_server.lua PORT
+-- Prints "PORT <n>" once exported; the CLI then serves until SIGTERM.
+local springrun = require "springrun"
+
+local port = tonumber(arg and arg[1])
+if not port then error("usage: springrun bench/sr_server.lua PORT") end
+
+local Bench = {}
+Bench.__index = Bench
+
+function Bench:get_data(param)
+  return "You got remote data => " .. tostring(param)
+end
+
+function Bench:echo(value)
+  return value
+end
+
+function Bench:ping()
+end
+
+local exporter = springrun.PyroServiceExporter {
+  service_name = "bench",
+  service = setmetatable({}, Bench),
+  service_host = "127.0.0.1",
+  service_port = port,
+  oneway = { "ping" },
+}
+exporter:after_properties_set()
+io.stdout:write("PORT ", port, "\n")
+io.stdout:flush()
