@@ -80,10 +80,7 @@ local function nested_table()
 end
 
 local function release(p)
-  for _, m in ipairs { "_pyroRelease", "close", "destroy" } do
-    local ok, f = pcall(function() return p[m] end)
-    if ok and type(f) == "function" then return f(p) end
-  end
+  p:destroy()
 end
 
 local function loop_calls(fn, arg1, n, scenario, nbytes_per_call)
@@ -100,7 +97,7 @@ local function loop_calls(fn, arg1, n, scenario, nbytes_per_call)
 end
 
 local function new_proxy()
-  return springrun.proxy(opts.uri)
+  return springrun.proxy(opts.uri, { serializer = opts.serializer })
 end
 
 local sc = opts.scenario

@@ -1,11 +1,11 @@
 -- bench/sr_server.lua -- the springrun side of the benchmark: exports the bench
 -- service (get_data, echo, oneway ping) as "bench" on 127.0.0.1:PORT.
---   bin/springrun bench/sr_server.lua PORT
+--   bin/springrun bench/sr_server.lua [PORT]     (0 or none: a free port)
 -- Prints "PORT <n>" once exported; the CLI then serves until SIGTERM.
 local springrun = require "springrun"
 
-local port = tonumber(arg and arg[1])
-if not port then error("usage: springrun bench/sr_server.lua PORT") end
+local port = tonumber(arg and arg[1] or "0")
+if not port then error("usage: springrun bench/sr_server.lua [PORT]") end
 
 local Bench = {}
 Bench.__index = Bench
@@ -29,5 +29,5 @@ local exporter = springrun.PyroServiceExporter {
   oneway = { "ping" },
 }
 exporter:after_properties_set()
-io.stdout:write("PORT ", port, "\n")
+io.stdout:write("PORT ", exporter.service_port, "\n")
 io.stdout:flush()
