@@ -1,0 +1,463 @@
+-- The daemon holder seen from the wire: raw Pyro4 frames against a live
+-- daemon served by this process (handshake, ping, invoke, errors, oneway,
+-- batch, reply order, protocol errors), then the same daemon in a separate
+-- springrun process called by a real Python Pyro4 client.
+local core = require "springrun.core"
+local json = require "springrun.json"
+local uv = require "luv"
+local wc = require "helpers.wireclient"
+local proc = require "helpers.proc"
+local runtime = require "springrun.runtime"
+local springrun = require "springrun"
+
+local JSON, MARSHAL = core.SER_JSON, core.SER_MARSHAL
+local enc = core.wire_encode
+
+-- A service whose calls record what they received.
+local seen = {}
+local Base = {}
+Base.__index = Base
+function Base:inherited() return "from the __index chain" end
+
+local Service = setmetatable({}, { __index = Base })
+Service.__index = Service
+function Service:get_data(p) return "You got remote data => " .. tostring(p) end
+function Service:add(a, b) return a + b end
+function Service:fail() error("boom") end
+function Service:fail_obj() error({ class = "builtins.ValueError", message = "bad value" }) end
+function Service:echo(...) return ... end
+function Service:count(...)
+  seen.count = select("#", ...)
+  seen.args = table.pack(...)
+  return select("#", ...)
+end
+function Service:none() end
+function Service:log_event(x) seen.event = x end
+function Service:_secret() return "never" end
+-- Answers after `ms` milliseconds (a luv timer resumes the task).
+function Service:slow(ms, tag)
+  local co = runtime.current()
+  local t = uv.new_timer()
+  t:start(ms, 0, function()
+    t:close()
+    runtime.resume(co)
+  end)
+  coroutine.yield()
+  return tag
+end
+
+local function connect_ok(port, object)
+  local c = assert(wc.connect("127.0.0.1", port))
+  c:send(enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 0, JSON,
+    string.format('{"handshake": "hello", "object": "%s"}', object or "ServiceName")))
+  local m = assert(c:recv())
+  assert.are.equal(core.MSG_CONNECTOK, m.type)
+  return c
+end
+
+local function invoke(c, seq, method, params, kwargs, flags, object)
+  c:send(enc(core.MSG_INVOKE, flags or 0, seq, JSON,
+    wc.invoke_json(object or "ServiceName", method, params, kwargs)))
+end
+
+local function result(c, seq)
+  local m = assert(c:recv())
+  assert.are.equal(core.MSG_RESULT, m.type)
+  if seq then assert.are.equal(seq, m.seq) end
+  return m, json.decode(m.data)
+end
+
+describe("springrun.daemon #unit #net", function()
+  local exporter, port
+  local log_lines, prev_output = {}, nil
+
+  setup(function()
+    -- the daemon logs refused handshakes and protocol errors: keep them for
+    -- the assertions below instead of cluttering the test output
+    prev_output = require("springrun.log").set_output(function(line) log_lines[#log_lines + 1] = line end)
+    exporter = springrun.PyroServiceExporter{
+      service_name = "ServiceName", service = setmetatable({}, Service),
+      service_host = "127.0.0.1", service_port = 0, oneway = { "log_event" },
+    }
+    exporter:after_properties_set()
+    port = exporter.service_port
+  end)
+
+  teardown(function()
+    exporter:destroy()
+    require("springrun.log").set_output(prev_output)
+  end)
+
+  it("answers CONNECT with metadata from the export: methods by __index chain, no _ names", function()
+    local c = assert(wc.connect("127.0.0.1", port))
+    c:send(enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 7, JSON,
+      '{"handshake": "hello", "object": "ServiceName"}'))
+    local m = assert(c:recv())
+    assert.are.equal(core.MSG_CONNECTOK, m.type)
+    assert.are.equal(core.FLAG_META_ON_CONNECT, m.flags)
+    assert.are.equal(7, m.seq)
+    assert.are.equal(JSON, m.serializer)
+    local v = json.decode(m.data)
+    assert.are.equal("hello", v.handshake)
+    local methods = v.meta.methods
+    table.sort(methods)
+    assert.are.same({ "add", "count", "echo", "fail", "fail_obj", "get_data", "inherited",
+      "log_event", "none", "slow" }, methods)
+    assert.are.same({ "log_event" }, v.meta.oneway)
+    assert.is_true(json.is_array(v.meta.attrs))
+    assert.are.equal(0, #v.meta.attrs)
+    c:close()
+  end)
+
+  it("answers CONNECT without META with the bare handshake response", function()
+    local c = assert(wc.connect("127.0.0.1", port))
+    c:send(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello"}'))
+    local m = assert(c:recv())
+    assert.are.equal(core.MSG_CONNECTOK, m.type)
+    assert.are.equal(0, m.flags)
+    assert.are.equal('"hello"', m.data)
+    invoke(c, 1, "add", "[2, 3]")
+    local _, v = result(c, 1)
+    assert.are.equal(5, v)
+    c:close()
+  end)
+
+  it("refuses an unknown object at CONNECT with CONNECTFAIL 'unknown object' and closes", function()
+    local c = assert(wc.connect("127.0.0.1", port))
+    c:send(enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 3, JSON,
+      '{"handshake": "hello", "object": "Nobody"}'))
+    local m = assert(c:recv())
+    assert.are.equal(core.MSG_CONNECTFAIL, m.type)
+    assert.are.equal(JSON, m.serializer)
+    assert.are.equal(3, m.seq)
+    assert.are.equal('"unknown object"', m.data)
+    assert.is_true(c:wait_closed())
+    c:close()
+  end)
+
+  it("refuses a serializer it does not accept with a marshal-encoded CONNECTFAIL", function()
+    local c = assert(wc.connect("127.0.0.1", port))
+    c:send(enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 9, core.SER_PICKLE, "\128\4junk"))
+    local m = assert(c:recv())
+    assert.are.equal(core.MSG_CONNECTFAIL, m.type)
+    assert.are.equal(MARSHAL, m.serializer)
+    assert.are.equal(9, m.seq)
+    local text = "message used serializer that is not accepted: 4"
+    assert.are.equal("u" .. string.pack("<I4", #text) .. text, m.data)
+    assert.is_true(c:wait_closed())
+    c:close()
+  end)
+
+  it("answers a message other than CONNECT before the handshake with CONNECTFAIL", function()
+    local c = assert(wc.connect("127.0.0.1", port))
+    invoke(c, 5, "add", "[1, 2]")
+    local m = assert(c:recv())
+    assert.are.equal(core.MSG_CONNECTFAIL, m.type)
+    assert.are.equal(MARSHAL, m.serializer)
+    assert.truthy(m.data:find("invalid msg type 4 received", 1, true))
+    assert.is_true(c:wait_closed())
+    c:close()
+  end)
+
+  it("answers a wire PING with pong, same seq and serializer id 42", function()
+    local c = connect_ok(port)
+    c:send(enc(core.MSG_PING, 0, 0x1234, core.SER_PING, "ping"))
+    local m = assert(c:recv())
+    assert.are.equal(core.MSG_PING, m.type)
+    assert.are.equal(0x1234, m.seq)
+    assert.are.equal(42, m.serializer)
+    assert.are.equal("pong", m.data)
+    c:close()
+  end)
+
+  it("invokes a method and answers RESULT with the request's seq", function()
+    local c = connect_ok(port)
+    invoke(c, 0xBEEF, "get_data", '["Hello"]')
+    local m, v = result(c, 0xBEEF)
+    assert.are.equal(0, m.flags)
+    assert.are.equal(JSON, m.serializer)
+    assert.are.equal("You got remote data => Hello", v)
+    c:close()
+  end)
+
+  it("maps null params to nil, keeps holes, passes kwargs as one trailing table", function()
+    local c = connect_ok(port)
+    invoke(c, 1, "count", "[1, null, 3, null]")
+    local _, v = result(c, 1)
+    assert.are.equal(4, v)
+    assert.are.equal(1, seen.args[1])
+    assert.is_nil(seen.args[2])
+    assert.are.equal(3, seen.args[3])
+    assert.is_nil(seen.args[4])
+    invoke(c, 2, "count", "[1]", '{"b": 2}')
+    _, v = result(c, 2)
+    assert.are.equal(2, v)
+    assert.are.same({ b = 2 }, seen.args[2])
+    invoke(c, 3, "count", "{}", "{}") -- Pyro4 accepts an empty map as "no params"
+    _, v = result(c, 3)
+    assert.are.equal(0, v)
+    c:close()
+  end)
+
+  it("returns null for no value and a JSON array for several values", function()
+    local c = connect_ok(port)
+    invoke(c, 1, "none")
+    local m = result(c, 1)
+    assert.are.equal("null", m.data)
+    invoke(c, 2, "echo", '[1, null, "x"]')
+    m = result(c, 2)
+    assert.are.equal('[1, null, "x"]', m.data)
+    invoke(c, 3, "echo", '[2.5, 9007199254740993, {"k": [true, false]}]')
+    local _, v = result(c, 3)
+    assert.are.equal(2.5, v[1])
+    assert.are.equal(math.tointeger(9007199254740993), v[2])
+    assert.are.equal("integer", math.type(v[2]))
+    assert.are.same({ true, false }, v[3].k)
+    c:close()
+  end)
+
+  it("turns a Lua error into an exception RESULT with the Lua traceback; the connection stays usable", function()
+    local c = connect_ok(port)
+    invoke(c, 4, "fail")
+    local m, v = result(c, 4)
+    assert.are.equal(core.FLAG_EXCEPTION, m.flags)
+    assert.are.equal("builtins.RuntimeError", v.__class__)
+    assert.is_true(v.__exception__)
+    assert.truthy(v.args[1]:find("boom", 1, true))
+    local tb = v.attributes._pyroTraceback
+    assert.is_true(#tb >= 2)
+    for _, line in ipairs(tb) do assert.are.equal("\n", line:sub(-1)) end
+    assert.truthy(table.concat(tb):find("daemon_spec.lua", 1, true))
+    invoke(c, 5, "fail_obj")
+    m, v = result(c, 5)
+    assert.are.equal("builtins.ValueError", v.__class__)
+    assert.are.same({ "bad value" }, v.args)
+    invoke(c, 6, "add", "[20, 22]")
+    local _, sum = result(c, 6)
+    assert.are.equal(42, sum)
+    c:close()
+  end)
+
+  it("answers unknown object, unknown method and private names with Pyro4's errors", function()
+    local c = connect_ok(port)
+    invoke(c, 1, "add", "[1, 2]", "{}", 0, "Nobody")
+    local m, v = result(c, 1)
+    assert.are.equal(core.FLAG_EXCEPTION, m.flags)
+    assert.are.equal("Pyro4.errors.DaemonError", v.__class__)
+    assert.are.same({ "unknown object" }, v.args)
+    invoke(c, 2, "nosuch")
+    _, v = result(c, 2)
+    assert.are.equal("builtins.AttributeError", v.__class__)
+    assert.are.same({ "'ServiceName' object has no attribute 'nosuch'" }, v.args)
+    invoke(c, 3, "_secret")
+    _, v = result(c, 3)
+    assert.are.equal("builtins.AttributeError", v.__class__)
+    assert.are.same({ "attempt to access private attribute '_secret'" }, v.args)
+    invoke(c, 4, "__index")
+    _, v = result(c, 4)
+    assert.are.same({ "attempt to access private attribute '__index'" }, v.args)
+    invoke(c, 5, "get_data", '["still here"]')
+    _, v = result(c, 5)
+    assert.are.equal("You got remote data => still here", v)
+    c:close()
+  end)
+
+  it("answers a payload that is not JSON with a SerializeError and keeps the connection", function()
+    local c = connect_ok(port)
+    c:send(enc(core.MSG_INVOKE, 0, 1, JSON, '{"object": "ServiceName", "method": '))
+    local m, v = result(c, 1)
+    assert.are.equal(core.FLAG_EXCEPTION, m.flags)
+    assert.are.equal("Pyro4.errors.SerializeError", v.__class__)
+    c:send(enc(core.MSG_INVOKE, 0, 2, JSON, '{"object": "ServiceName", "params": []}'))
+    m, v = result(c, 2)
+    assert.are.equal("builtins.KeyError", v.__class__)
+    assert.are.same({ "method" }, v.args)
+    invoke(c, 3, "add", "[1, 1]")
+    _, v = result(c, 3)
+    assert.are.equal(2, v)
+    c:close()
+  end)
+
+  it("sends no reply to a oneway call and still runs it", function()
+    local c = connect_ok(port)
+    seen.event = nil
+    invoke(c, 1, "log_event", '["e1"]', "{}", core.FLAG_ONEWAY)
+    invoke(c, 2, "add", "[1, 2]")
+    local m, v = result(c)
+    assert.are.equal(2, m.seq)
+    assert.are.equal(3, v)
+    assert.are.equal("e1", seen.event)
+    assert.is_true(c:quiet_for(0.1))
+    c:close()
+  end)
+
+  it("runs a batch in order and stops at the first failure", function()
+    local c = connect_ok(port)
+    c:send(enc(core.MSG_INVOKE, core.FLAG_BATCH, 10, JSON,
+      '{"object": "ServiceName", "method": "<batch>", "params": [["add", [1, 2], {}], ["add", [3, 4], {}]], "kwargs": null}'))
+    local m = result(c, 10)
+    assert.are.equal(core.FLAG_BATCH, m.flags)
+    assert.are.equal("[3, 7]", m.data)
+    c:send(enc(core.MSG_INVOKE, core.FLAG_BATCH, 11, JSON,
+      '{"object": "ServiceName", "method": "<batch>", "params": [["add", [1, 2], {}], ["fail", [], {}], ["add", [3, 4], {}]], "kwargs": null}'))
+    local v
+    m, v = result(c, 11)
+    assert.are.equal(core.FLAG_BATCH, m.flags)
+    assert.are.equal(2, #v)
+    assert.are.equal(3, v[1])
+    assert.are.equal("Pyro4.futures._ExceptionWrapper", v[2].__class__)
+    assert.are.equal("builtins.RuntimeError", v[2].exception.__class__)
+    c:send(enc(core.MSG_INVOKE, core.FLAG_BATCH, 12, JSON,
+      '{"object": "ServiceName", "method": "<batch>", "params": [["add", [1, 2], {}], ["nosuch", [], {}]], "kwargs": null}'))
+    m, v = result(c, 12)
+    assert.are.equal(core.FLAG_EXCEPTION | core.FLAG_BATCH, m.flags)
+    assert.are.equal("builtins.AttributeError", v.__class__)
+    c:close()
+  end)
+
+  it("serves Pyro.Daemon: ping, registered, info, get_metadata", function()
+    local c = connect_ok(port, "Pyro.Daemon")
+    invoke(c, 1, "ping", "[]", "{}", 0, "Pyro.Daemon")
+    local m = result(c, 1)
+    assert.are.equal("null", m.data)
+    invoke(c, 2, "registered", "[]", "{}", 0, "Pyro.Daemon")
+    local _, v = result(c, 2)
+    table.sort(v)
+    assert.are.same({ "Pyro.Daemon", "ServiceName" }, v)
+    invoke(c, 3, "info", "[]", "{}", 0, "Pyro.Daemon")
+    _, v = result(c, 3)
+    assert.truthy(v:find("127.0.0.1:" .. port, 1, true))
+    invoke(c, 4, "get_metadata", '["ServiceName"]', "{}", 0, "Pyro.Daemon")
+    _, v = result(c, 4)
+    assert.are.same({ "log_event" }, v.oneway)
+    invoke(c, 5, "get_metadata", '["Nobody"]', "{}", 0, "Pyro.Daemon")
+    m, v = result(c, 5)
+    assert.are.equal(core.FLAG_EXCEPTION, m.flags)
+    assert.are.equal("Pyro4.errors.DaemonError", v.__class__)
+    assert.are.same({ "unknown object" }, v.args)
+    c:close()
+  end)
+
+  it("keeps request order for pipelined calls that finish out of order", function()
+    local c = connect_ok(port)
+    local frames = {}
+    local delays = { 80, 0, 40, 10, 0 }
+    for i, ms in ipairs(delays) do
+      frames[#frames + 1] = enc(core.MSG_INVOKE, 0, i, JSON,
+        wc.invoke_json("ServiceName", "slow", string.format('[%d, "r%d"]', ms, i)))
+    end
+    frames[#frames + 1] = enc(core.MSG_PING, 0, 99, core.SER_PING, "ping")
+    c:send(table.concat(frames))
+    for i = 1, #delays do
+      local m, v = result(c, i)
+      assert.are.equal("r" .. i, v)
+      assert.are.equal(i, m.seq)
+    end
+    local pong = assert(c:recv())
+    assert.are.equal(core.MSG_PING, pong.type)
+    assert.are.equal(99, pong.seq)
+    c:close()
+  end)
+
+  it("closes only the connection that breaks the protocol after the handshake", function()
+    local good = connect_ok(port)
+    local bad = connect_ok(port)
+    local frame = enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json("ServiceName", "add", "[1, 2]"))
+    bad:send(frame:sub(1, 22) .. "\0\0" .. frame:sub(25)) -- wrong checksum
+    assert.is_true(bad:wait_closed())
+    assert.are.equal(0, #bad.inbox)
+    local pattern = "PyroDaemonHolder %- WARNING %- closing connection from 127%.0%.0%.1:%d+ on 127%.0%.0%.1:"
+      .. port .. ": header checksum mismatch"
+    assert.is_true(wc.run_until(function() return table.concat(log_lines, "\n"):find(pattern) ~= nil end, 2))
+    local other = connect_ok(port)
+    other:send(enc(core.MSG_CONNECT, 0, 2, JSON, "{}")) -- CONNECT again: unexpected type
+    assert.is_true(other:wait_closed())
+    assert.are.equal(0, #other.inbox)
+    invoke(good, 2, "add", "[40, 2]")
+    local _, v = result(good, 2)
+    assert.are.equal(42, v)
+    good:close()
+    bad:close()
+    other:close()
+  end)
+
+  it("closes a connection whose message is larger than the limit without replying", function()
+    core.daemon_set_max_message(1024)
+    local e2 = springrun.PyroServiceExporter{ service_name = "Small", service = setmetatable({}, Service),
+      service_host = "127.0.0.1", service_port = 0 }
+    e2:after_properties_set()
+    finally(function()
+      e2:destroy()
+      core.daemon_set_max_message(core.WIRE_DEFAULT_MAX_MESSAGE)
+    end)
+    local c = connect_ok(e2.service_port, "Small")
+    invoke(c, 1, "get_data", '["' .. string.rep("x", 2000) .. '"]', "{}", 0, "Small")
+    assert.is_true(c:wait_closed())
+    assert.are.equal(0, #c.inbox)
+    c:close()
+  end)
+end)
+
+describe("springrun.daemon in a server process #net #interop", function()
+  local script = proc.root .. "/spec/fixtures/daemon_server.lua"
+
+  local function start(extra_env)
+    local port = proc.free_port()
+    local p = proc.spawn({ proc.bin, script, tostring(port) }, { env = extra_env })
+    local ok, err = proc.wait_port("127.0.0.1", port, 10, p)
+    assert(ok, err)
+    return p, port
+  end
+
+  it("serves a real Python Pyro4 client (JSON): calls, kwargs, errors, oneway, batch, metadata", function()
+    local p, port = start()
+    finally(function() proc.stop(p) end)
+    local py = proc.spawn({ proc.python, proc.root .. "/spec/fixtures/pyro4_client.py", tostring(port) },
+      { env = { PYRO_SERIALIZER = "json" } })
+    finally(function() proc.stop(py) end)
+    assert.are.equal(0, proc.wait_exit(py, 30), py:stderr())
+    assert.are.equal(table.concat({
+      "get_data: You got remote data => Hello",
+      "add: 5",
+      "add kwargs: 8",
+      "several: [1, None, 'x']",
+      "none: None",
+      "fail: RuntimeError boom True",
+      "nosuch: AttributeError remote object 'PYRO:ServiceName@127.0.0.1:" .. port .. "' has no exposed attribute or method 'nosuch'",
+      "batch: [3, 7]",
+      "oneway: ok",
+      "events: ['e1']",
+      "daemon: True ['Pyro.Daemon', 'ServiceName']",
+      "floats: 0.30000000000000004 1234567890123456789",
+      "serpent: You got remote data => serpent",
+      "",
+    }, "\n"), py:stdout())
+  end)
+
+  it("raw frames reach the server process; SIGTERM drains the call in flight, closes the context, exits 0", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local p, port = start({ DESTROY_MARKER = marker })
+    finally(function()
+      proc.stop(p)
+      os.remove(marker)
+    end)
+    local c = connect_ok(port)
+    invoke(c, 1, "slow", '[300, "late"]')
+    -- wait until the call is running in the server, then ask it to stop
+    local c2 = connect_ok(port)
+    invoke(c2, 1, "started")
+    local _, started = result(c2, 1)
+    assert.are.equal(1, started)
+    c2:close()
+    proc.kill(p, "sigterm")
+    local _, v = result(c, 1)
+    assert.are.equal("late", v)
+    assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
+    local f = assert(io.open(marker))
+    assert.are.equal("destroyed", f:read("a"))
+    f:close()
+    assert.is_true(proc.wait_port_closed("127.0.0.1", port, 5))
+    c:close()
+  end)
+end)
