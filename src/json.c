@@ -642,6 +642,7 @@ done:
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 int sr_base64_encode(sr_buf_t *b, const uint8_t *s, size_t len) {
+  if (len == 0) return 0;
   if (len > (SIZE_MAX / 4) * 3 - 3 || sr_buf_reserve(b, (len + 2) / 3 * 4)) return SR_ENOMEM;
   uint8_t *o = b->data + b->len;
   size_t i = 0;
@@ -675,6 +676,7 @@ static int b64val(uint8_t c) {
 int sr_base64_decode(sr_buf_t *b, const uint8_t *s, size_t len, char *err, size_t errlen) {
   if (len % 4 != 0)
     return sr_seterr(err, errlen, SR_ESYNTAX, "invalid base64: length %zu is not a multiple of 4", len);
+  if (len == 0) return 0;
   if (sr_buf_reserve(b, len / 4 * 3)) return SR_ENOMEM;
   for (size_t i = 0; i < len; i += 4) {
     int v[4];
