@@ -361,6 +361,24 @@ describe("springrun.context #unit", function()
       }, fake.events)
     end)
 
+    it("destroys a singleton's inner objects right after it, but not a prototype's", function()
+      local events, class = recorder()
+      local ctx = springrun.context {
+        owner = { class = class("owner"), destroy_method = "stop", props = {
+          list = { object { class = class("inner1"), destroy_method = "stop" },
+                   object { class = class("inner2"), destroy_method = "stop" } } } },
+        proto = { class = class("proto"), scope = "prototype", props = {
+          x = object { class = class("proto_inner"), destroy_method = "stop" } } },
+        user = { class = class("user"), destroy_method = "stop", props = { p = ref "proto" } },
+      }
+      ctx:close()
+      local destroyed = {}
+      for _, e in ipairs(events) do
+        if e:find("^destroy:") then destroyed[#destroyed + 1] = e end
+      end
+      assert.are.same({ "destroy:user", "destroy:owner", "destroy:inner2", "destroy:inner1" }, destroyed)
+    end)
+
     it("logs a failing destroy and still destroys the others", function()
       local lines, restore = capture("ERROR")
       finally(restore)

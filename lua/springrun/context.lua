@@ -59,7 +59,8 @@
 -- when it has that method, then the init_method. On ctx:close() created
 -- singletons are destroyed newest first: the destroy_method if named,
 -- otherwise obj:destroy() when obj._disposable is truthy (exporters and
--- proxies); a failing destroy is logged and the others still run.
+-- proxies); a failing destroy is logged and the others still run. Inner
+-- objects built for a singleton are destroyed right after it, newest first.
 -- M.close_all() closes every open context, newest first.
 --
 -- Errors are raised as strings starting "springrun.context: " and naming the
@@ -339,7 +340,7 @@ local function resolve_name(label, what, name)
   end
   local ok, v = pcall(function() return mod[field] end)
   if not ok then
-    if mapped ~= name and type(v) == "string" and v:find("not found", 1, true) then
+    if mapped ~= name and type(v) == "string" and v:find("module 'springrun%.[^']*' not found") then
       nyi((v:match("^[^\n]*"):gsub(":$", "")))
     end
     fail("%s: cannot resolve %s '%s': reading field '%s' of module '%s' failed: %s", label, what,
@@ -480,7 +481,11 @@ local function resolve(self, owner, value, path, copies)
     if not m then -- an inner object reached at run time only (cannot normally happen)
       m = parse_def(format("object '%s', inner object at %s", owner, path), value.def, true)
     end
-    return instantiate(self, format("object '%s', inner object at %s", owner, path), owner, m)
+    local label = format("object '%s', inner object at %s", owner, path)
+    local obj = instantiate(self, label, owner, m)
+    local inner = self._collect
+    if inner then inner[#inner + 1] = { label, m, obj } end
+    return obj
   elseif type(value) == "table" and mt == nil then
     if copies[value] then return copies[value] end
     local out = {}
@@ -593,6 +598,8 @@ function M.context(...)
     _parsed = {},  -- id -> parsed definition (as written)
     _merged = {},  -- id -> definition merged over its parents
     _inner = setmetatable({}, { __mode = "k" }), -- inner marker -> merged definition
+    _inner_objs = {}, -- singleton id -> { {label, def, obj}, ... } inner objects built for it
+    _collect = false, -- the list collecting inner objects of the singleton being built
     _closed = false,
   }, ApplicationContext)
   for i = 1, nargs do
@@ -675,13 +682,19 @@ function ApplicationContext:get_object(id)
   ctx_log:debug("Creating an instance of id=%s props=%s scope=%s factory=%s", id, describe_props(d),
     d.scope == "prototype" and "scope.PROTOTYPE" or "scope.SINGLETON",
     "ReflectiveObjectFactory(" .. class_name(d.factory or d.class) .. ")")
+  -- Inner objects built for a singleton are destroyed with it; a prototype's are not.
+  local prev_collect = self._collect
+  self._collect = not info.prototype and {} or false
   local created, obj = pcall(instantiate, self, format("object '%s'", id), id, d)
+  local inner = self._collect
+  self._collect = prev_collect
   if not created then
     c:unwind(depth)
     error(obj, 0)
   end
   c:leave(id)
   if not info.prototype then
+    if inner and #inner > 0 then self._inner_objs[id] = inner end
     c:store(id, obj)
     ctx_log:debug("Stored object '%s' in container's singleton storage", id)
   end
@@ -707,8 +720,7 @@ end
 
 function ApplicationContext:is_closed() return self._closed end
 
-local function destroy_one(id, d, obj)
-  local label = format("object '%s'", id)
+local function destroy_one(label, d, obj)
   if d and d.destroy_method then
     local m = safe_index(obj, d.destroy_method)
     if type(m) ~= "function" then
@@ -716,7 +728,7 @@ local function destroy_one(id, d, obj)
         d.destroy_method, type(m))
       return
     end
-    ctx_log:debug("Destroying '%s' with %s()", id, d.destroy_method)
+    ctx_log:debug("Destroying %s with %s()", label, d.destroy_method)
     local ok, err = xpcall(m, traceback, obj)
     if not ok then
       ctx_log:error("%s: destroy_method '%s' failed: %s", label, d.destroy_method, tostring(err))
@@ -727,7 +739,7 @@ local function destroy_one(id, d, obj)
       ctx_log:error("%s: is _disposable but has no destroy method", label)
       return
     end
-    ctx_log:debug("Destroying '%s' with destroy()", id)
+    ctx_log:debug("Destroying %s with destroy()", label)
     local ok, err = xpcall(m, traceback, obj)
     if not ok then ctx_log:error("%s: destroy failed: %s", label, tostring(err)) end
   end
@@ -746,9 +758,12 @@ function ApplicationContext:close()
   for i = #ids, 1, -1 do
     local id = ids[i]
     local _, obj = c:get(id)
-    destroy_one(id, self._merged[id], obj)
+    destroy_one(format("object '%s'", id), self._merged[id], obj)
+    local inner = self._inner_objs[id]
+    for k = #(inner or {}), 1, -1 do destroy_one(inner[k][1], inner[k][2], inner[k][3]) end
   end
   c:clear()
+  self._inner_objs = {}
 end
 
 ApplicationContext.__close = ApplicationContext.close
