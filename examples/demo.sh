@@ -9,12 +9,11 @@ BIN="$ROOT/bin/springrun"
 HOST=${1:-127.0.0.1}
 PORT=${2:-7000}
 
-"$BIN" "$ROOT/examples/server.lua" "$HOST" "$PORT" &
-SERVER=$!
+SERVER=
 WAIT=$(mktemp)
 cleanup() {
   rm -f "$WAIT"
-  if kill -0 "$SERVER" 2>/dev/null; then
+  if [ -n "$SERVER" ] && kill -0 "$SERVER" 2>/dev/null; then
     kill "$SERVER" 2>/dev/null
     wait "$SERVER" 2>/dev/null
   fi
@@ -30,6 +29,15 @@ tcp:connect(arg[1], tonumber(arg[2]), function(err) ok = err == nil; tcp:close()
 uv.run()
 os.exit(ok and 0 or 1)
 LUA
+
+# Something else already listening there would answer instead of our server.
+if "$BIN" "$WAIT" "$HOST" "$PORT" 2>/dev/null; then
+  echo "demo: $HOST:$PORT is already in use; try: sh examples/demo.sh $HOST <port>" >&2
+  exit 1
+fi
+
+"$BIN" "$ROOT/examples/server.lua" "$HOST" "$PORT" &
+SERVER=$!
 
 tries=0
 until "$BIN" "$WAIT" "$HOST" "$PORT" 2>/dev/null; do

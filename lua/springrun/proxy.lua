@@ -268,13 +268,35 @@ function AsyncConn:alive()
   return fd ~= nil and get_core().client_fd_alive(fd)
 end
 
+-- luv 1.44 crashes in lua_close when a handle was closed but the loop did
+-- not turn since (its close callback is still pending). Handles closed here
+-- are counted, and an object finalized before luv's loop (created later, so
+-- finalized earlier) turns the loop once at exit when any are pending.
+local closing = 0
+local exit_guard
+
+local function close_handle(h)
+  if h == nil or h:is_closing() then return end
+  closing = closing + 1
+  h:close(function() closing = closing - 1 end)
+  if exit_guard == nil then
+    exit_guard = setmetatable({}, { __gc = function()
+      local n = 0
+      while closing > 0 and n < 10 do
+        get_uv().run("nowait")
+        n = n + 1
+      end
+    end })
+  end
+end
+
 function AsyncConn:close()
   if self.closed then return end
   self.closed = true
   local co = self.waiter
   self.waiter = nil
-  if self.tcp and not self.tcp:is_closing() then self.tcp:close() end
-  if self.timer and not self.timer:is_closing() then self.timer:close() end
+  close_handle(self.tcp)
+  close_handle(self.timer)
   if self.framer then self.framer:close() end
   if co then runtime().resume(co) end
 end
