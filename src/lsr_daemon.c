@@ -431,7 +431,9 @@ static int l_gc(lua_State *L) {
   }
   if (G.async_open) {
     G.async_open = 0;
-    uv_close((uv_handle_t *)&G.async, NULL); /* static storage: nothing to free */
+    /* static storage: nothing to free; luv's loop finalizer (which runs
+     * after this one) completes the close */
+    uv_close((uv_handle_t *)&G.async, NULL);
   }
   sr_buf_free(&G.buf);
   G.L = NULL;

@@ -115,6 +115,7 @@ function M.run()
   end)
   running = false
   stopped = false
+  uv.run("nowait") -- let close callbacks of handles closed in the last turn run
   if not ok then error(err, 0) end
 end
 
