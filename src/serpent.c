@@ -713,7 +713,7 @@ static int py_nonprintable(uint32_t cp) {
 
 int sr_serpent_put_str(sr_buf_t *out, const char *str, size_t n, size_t *bad) {
   const uint8_t *s = (const uint8_t *)str;
-  int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
+  int has_sq = n && memchr(s, '\'', n) != NULL, has_dq = n && memchr(s, '"', n) != NULL;
   uint8_t q = (has_sq && !has_dq) ? '"' : '\'';
   int rc = sr_buf_reserve(out, n + 2);
   if (rc) return rc;
