@@ -430,8 +430,10 @@ function M.bind(method, params, kwargs)
   local np = 0
   if type(params) == "table" then np = params.n or #params end
   if np > #names then
-    type_error(string.format("NameServer.%s() takes %d positional argument%s but %d were given",
-      method, #names + 1, #names + 1 == 1 and "" or "s", np + 1))
+    local lo, hi = REQUIRED[method] + 1, #names + 1
+    local takes = lo == hi and string.format("%d positional argument%s", hi, hi == 1 and "" or "s")
+      or string.format("from %d to %d positional arguments", lo, hi)
+    type_error(string.format("NameServer.%s() takes %s but %d were given", method, takes, np + 1))
   end
   local given = {}
   for i = 1, np do
@@ -501,30 +503,20 @@ local function sorted_names(st)
   return out
 end
 
--- Is v the keyword-argument map of a call to `method`? springrun's exporter
--- passes a Pyro4 call's non-empty kwargs as one extra trailing table
--- argument. Such a table is taken for kwargs when it is tagged with
--- nameserver.kwargs(t), or when it is a map (not a list, no "__class__")
--- whose keys are all parameter names of the method: no positional argument
--- of these methods is ever such a map.
-local function is_kwargs(method, v)
+-- Is v the keyword-argument map of a call? springrun's exporter passes a
+-- Pyro4 call's non-empty kwargs as one extra trailing table argument. The
+-- last argument is taken for kwargs when it is tagged with
+-- nameserver.kwargs(t), or when it is a non-empty map (not a list, no
+-- "__class__" key) with only string keys: no positional argument of these
+-- methods is such a map (URIs come as strings or class dicts, metadata as
+-- lists).
+local function is_kwargs(v)
   if type(v) ~= "table" then return false end
   if getmetatable(v) == M.Kwargs then return true end
   if v.__class__ ~= nil or next(v) == nil then return false end
-  local j = get_json()
-  if j.is_array(v) or rawget(v, 1) ~= nil then return false end
+  if get_json().is_array(v) or rawget(v, 1) ~= nil then return false end
   for k in pairs(v) do
-    local known = false
-    if type(k) == "string" then
-      for _, nm in ipairs(M.PARAMS[method]) do
-        if nm == k then known = true break end
-      end
-    end
-    if not known then
-      -- a map with other keys, as the last argument beyond the parameter
-      -- list, can only be kwargs (and then an unexpected keyword)
-      return nil
-    end
+    if type(k) ~= "string" then return false end
   end
   return true
 end
@@ -533,14 +525,10 @@ local function args_of(method, ...)
   local n = select("#", ...)
   local params = table.pack(...)
   local kwargs
-  if n > 0 then
-    local last = params[n]
-    local kw = is_kwargs(method, last)
-    if kw == true or (kw == nil and n > #M.PARAMS[method]) then
-      kwargs = last
-      params[n] = nil
-      params.n = n - 1
-    end
+  if n > 0 and is_kwargs(params[n]) then
+    kwargs = params[n]
+    params[n] = nil
+    params.n = n - 1
   end
   local _, args = M.bind(method, params, kwargs)
   return args
