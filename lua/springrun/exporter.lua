@@ -384,7 +384,8 @@ end
 
 -- ---- PyroServiceExporter ---------------------------------------------------------
 
-local PROPS = { "service_name", "service", "service_host", "service_port", "oneway" }
+local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
+                "register_with_nameserver", "ns_host", "ns_port" }
 
 local Exporter = {}
 Exporter.__index = Exporter
@@ -477,6 +478,21 @@ function Exporter:after_properties_set()
   rawset(self, "_export", entry)
   self.service_port = d.port
   runtime._exported(1)
+  if self.register_with_nameserver then
+    -- register_with_nameserver (ns_host, ns_port: default localhost:9090, see
+    -- springrun.naming): name -> PYRO:name@host:port; removed by destroy()
+    local naming = require "springrun.naming"
+    local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
+    local url = string.format("PYRO:%s@%s:%d", name, shown, d.port)
+    local ns = { ns_host = self.ns_host, ns_port = self.ns_port }
+    local nok, nerr = pcall(naming.register, name, url, ns)
+    if not nok then
+      self:destroy()
+      error(who(self) .. ": cannot register with the name server: " .. tostring(nerr), 2)
+    end
+    entry.ns = ns
+    exporter_log:debug("Registered %s as %s with the name server", name, url)
+  end
 end
 
 -- Stops exporting this service (the daemon stops when it was the last one on
@@ -485,6 +501,12 @@ function Exporter:destroy()
   local entry = rawget(self, "_export")
   if not entry then return end
   rawset(self, "_export", nil)
+  if entry.ns then
+    local nok, nerr = pcall(require("springrun.naming").remove, entry.name, entry.ns)
+    if not nok then
+      exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
+    end
+  end
   local d = entry.daemon
   exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
   if d.objects[entry.name] == entry then
