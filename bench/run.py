@@ -314,11 +314,11 @@ def machine():
 
 # ---- summary ----
 def metric(rec, key):
-    """rate (calls/s, or MB/s for echo), p50, p99, cpu_us (server CPU per call)."""
+    """rate (calls/s, or MB/s for the echo rows), p50, p99, cpu_us (server CPU per call)."""
     if "error" in rec:
         return None
     if key == "rate":
-        if rec.get("bytes"):
+        if rec.get("bytes") and rec["row"].startswith("echo "):
             return rec["bytes"] / rec["secs"] / 1e6
         return rec["rate"]
     if key == "cpu_us":
@@ -405,8 +405,9 @@ def report(res):
            "Echo rows are MB/s of payload moved (request + reply); others are calls/s. "
            "Pyro4 threadpool servers run with THREADPOOL_SIZE=%d." % (res["config"]["reps"], res["config"]["pyro_threads"])]
     out.append(table(s, single, cols, "rate", "Throughput, one connection", unit))
-    out.append(table(s, single, cols, "p50", "Latency p50 (µs), one connection", lambda r: "", ratios=True))
-    out.append(table(s, single, cols, "p99", "Latency p99 (µs), one connection", lambda r: "", ratios=True))
+    timed = [r for r in single if r != "oneway"]
+    out.append(table(s, timed, cols, "p50", "Latency p50 (µs), one connection", lambda r: "", ratios=True))
+    out.append(table(s, timed, cols, "p99", "Latency p99 (µs), one connection", lambda r: "", ratios=True))
     out.append(table(s, single, cols, "cpu_us", "Server CPU per call (µs, utime+stime of the server process)", lambda r: ""))
     conc_rows = ["procs %d" % n for n in res["config"]["conc"]] + ["load %d" % n for n in res["config"]["load"]]
     ccols = [c for c in MAIN if c in cols]
