@@ -32,6 +32,9 @@ local names = { [10] = "DEBUG", [20] = "INFO", [30] = "WARNING", [40] = "ERROR" 
 
 local global_level = M.WARNING
 local loggers = {}
+-- Bumped by every level change; a logger caches its effective level per generation
+-- so a suppressed record costs one comparison.
+local generation = 0
 local output -- nil: io.stderr; a file handle (has :write) or function(line)
 
 -- Turns "DEBUG"/"debug"/10 into 10; raises naming the bad value otherwise.
@@ -74,16 +77,21 @@ end
 
 -- The level that decides whether a record is emitted (a number).
 function Logger:effective_level()
-  if self.level then return self.level end
-  local name = self.name
-  while true do
-    local parent = name:match("^(.*)%.[^.]*$")
-    if not parent then break end
-    local p = loggers[parent]
-    if p and p.level then return p.level end
-    name = parent
+  if self._gen == generation then return self._eff end
+  local eff = self.level
+  if not eff then
+    local name = self.name
+    while true do
+      local parent = name:match("^(.*)%.[^.]*$")
+      if not parent then break end
+      local p = loggers[parent]
+      if p and p.level then eff = p.level; break end
+      name = parent
+    end
   end
-  return global_level
+  eff = eff or global_level
+  self._gen, self._eff = generation, eff
+  return eff
 end
 
 function Logger:is_enabled_for(level)
@@ -97,6 +105,7 @@ function Logger:set_level(level)
   else
     self.level = level_number(level, "logger:set_level")
   end
+  generation = generation + 1
 end
 
 function Logger:get_level()
@@ -141,6 +150,7 @@ end
 -- Global level (what loggers without their own or an ancestor's level use).
 function M.set_level(level)
   global_level = level_number(level, "log.set_level")
+  generation = generation + 1
 end
 
 function M.get_level()
