@@ -11,7 +11,10 @@
 -- Properties (constructor table, field assignment, set_<name>(v), or a
 -- context's props):
 --   service_url  PYRO:name@host:port or PYROLOC://host:port/name (see
---                springrun.uri); checked when set, a bad URL raises naming it
+--                springrun.uri); checked when set, a bad URL raises naming it.
+--                PYRONAME:name[@nshost[:nsport]] and PYROMETA:m1,m2[@...] are
+--                resolved through a name server (springrun.naming.resolve)
+--                each time a new connection is made
 --   timeout      seconds (number > 0) bounding the connect + handshake and each
 --                call; nil/false/0 = no limit (the default, as in Pyro4)
 --   serializer   "json" (default) or "serpent"
@@ -419,6 +422,17 @@ local function connection(st, co)
   end
   if conn then return conn end
 
+  if st.named then
+    local resolved = require("springrun.naming").resolve(st.named, { timeout = st.timeout })
+    local u = uri.parse(resolved)
+    if not u then
+      error(errors.new("protocol", string.format("%s resolved to an unusable URL '%s'", st.named, resolved),
+        { url = st.named }), 0)
+    end
+    u.original = st.named
+    st.uri = u
+    debug_log("%s resolved to %s", st.named, u.url)
+  end
   debug_log("connecting to %s (%s)", st.url, where(st))
   local c, emsg, code = connect_transport(st, co)
   if not c then
@@ -616,8 +630,21 @@ end
 local setters = {}
 
 function setters.service_url(st, v)
+  st.named = nil
   if v == nil then
     st.service_url, st.url, st.uri = nil, nil, nil
+  elseif type(v) == "string" and (v:match("^[Pp][Yy][Rr][Oo][Nn][Aa][Mm][Ee]:")
+      or v:match("^[Pp][Yy][Rr][Oo][Mm][Ee][Tt][Aa]:")) then
+    -- PYRONAME:/PYROMETA: (springrun.naming): checked now, resolved through
+    -- the name server each time a new connection is made (as Pyro4 does)
+    local nu, nwhy = require("springrun.naming").parse_uri(v)
+    if not nu then
+      error(errors.new("config", string.format("PyroProxyFactory.service_url: invalid Pyro URL '%s': %s",
+        v, nwhy), { url = v }), 3)
+    end
+    st.service_url, st.url, st.named = v, v, v
+    st.uri = { protocol = nu.protocol, object = tostring(nu.object), host = nu.host or "localhost",
+      port = nu.port or 9090, url = v, original = v }
   else
     local u, why = uri.parse(v)
     if not u then error(errors.new("config", "PyroProxyFactory.service_url: " .. why, { url = v }), 3) end
