@@ -82,6 +82,11 @@ end
 
 local function ends_with(s, tail) return s:sub(-#tail) == tail end
 
+-- Test names on one line: control bytes and non-ASCII shown as escapes.
+local function shown(s)
+  return '"' .. s:gsub("[%c\128-\255]", function(c) return string.format("\\x%02x", c:byte()) end) .. '"'
+end
+
 -- ---------------------------------------------------------------- specs
 
 describe("springrun.json #unit", function()
@@ -247,7 +252,7 @@ describe("springrun.json #unit", function()
       { '{"a": 1, "a": 2} (last wins, as Python)', { a = 2 }, '{"a": 1, "a": 2}' },
     }
     for _, c in ipairs(cases) do
-      it("reads " .. c[1], function()
+      it("reads " .. shown(c[1]), function()
         local text = c[3] or c[1]
         assert_same(c[2], json.decode(text))
       end)
@@ -304,7 +309,7 @@ describe("springrun.json #unit", function()
       { "1 2", "expected end of input at offset 2", "SR_ESYNTAX" },
     }
     for _, c in ipairs(errors) do
-      it(string.format("refuses %q: %s", c[1], c[2]), function()
+      it("refuses " .. shown(c[1]) .. ": " .. c[2], function()
         local v, msg, name = core.json_decode(c[1])
         assert.is_nil(v)
         assert.are.equal(c[2], msg)
@@ -446,7 +451,7 @@ for line in sys.stdin.read().split("\n")[:-1]:
       { '{"object": "\xff"}', nil, "invalid UTF-8 in string at offset 12", "SR_EUTF8" },
     }
     for _, c in ipairs(cases) do
-      it(string.format("reads %q", c[1]), function()
+      it("reads " .. shown(c[1]), function()
         local id, msg, name = hs(c[1])
         assert.are.equal(c[2], id)
         assert.are.equal(c[3], msg)
