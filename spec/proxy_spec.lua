@@ -39,8 +39,10 @@ describe("springrun.proxy #unit", function()
     assert.is_true(errors.is(e, "config"))
     assert.are.equal("PyroProxyFactory.service_url: invalid Pyro URL 'PYRO:nohost': no location "
       .. "(expected PYRO:name@host:port)", e.message)
-    e = client.error_of(springrun.proxy, "PYRONAME:ServiceName")
-    assert.truthy(e.message:find("'PYRONAME:ServiceName': PYRONAME URLs (name server lookups) are not supported yet", 1, true))
+    e = client.error_of(springrun.proxy, "PYROLOC://127.0.0.1:70000/ServiceName")
+    assert.are.equal("PyroProxyFactory.service_url: invalid Pyro URL 'PYROLOC://127.0.0.1:70000/ServiceName': "
+      .. "invalid port '70000' (1..65535)", e.message)
+    assert.are.equal("PYROLOC://127.0.0.1:70000/ServiceName", e.url)
   end)
 
   it("rejects unknown properties, bad timeouts and field assignments", function()
@@ -301,5 +303,197 @@ describe("springrun.proxy connection handling #net", function()
     local e = client.error_of(p.seq, p)
     assert.is_true(errors.is(e, "protocol"))
     assert.truthy(e.message:find("invoke: reply sequence out of sync (sent 1, got 2)", 1, true), e.message)
+  end)
+end)
+
+describe("springrun.proxy inside springrun tasks #net #interop", function()
+  local runtime = require "springrun.runtime"
+  local uv = require "luv"
+  local server, port
+
+  setup(function()
+    server, port = client.start_pyro()
+  end)
+
+  teardown(function()
+    proc.stop(server)
+  end)
+
+  it("knows it runs in a task and calls Python Pyro4 through luv", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local ok, a, b, c, d = client.in_task(function()
+      assert(runtime.current(), "not in a task")
+      return p:get_data("task"), p:add(2, 3), p:echo_args(nil, 2, nil), p:nothing()
+    end)
+    assert.is_true(ok, tostring(a))
+    assert.are.equal("You got remote data => task", a)
+    assert.are.equal(5, b)
+    assert.are.equal("[null, 2, null]", json.encode(c))
+    assert.is_nil(d)
+  end)
+
+  it("yields to the loop while it waits: timers keep firing during a slow call", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local ticks = 0
+    local timer = uv.new_timer()
+    timer:start(20, 20, function() ticks = ticks + 1 end)
+    local ok, v = client.in_task(function() return p:sleep(0.5) end)
+    timer:stop()
+    timer:close()
+    assert.is_true(ok, tostring(v))
+    assert.are.equal(0.5, v)
+    assert.is_true(ticks >= 10, "only " .. ticks .. " timer ticks during a 0.5 s call")
+  end)
+
+  it("raises remote exceptions, unknown-method and serialize errors in a task too", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local ok, e = client.in_task(function() return p:fail("in task") end)
+    assert.is_false(ok)
+    assert.is_true(errors.is(e, "builtins.ValueError"))
+    assert.truthy(e.remote_traceback:find("ValueError: in task", 1, true))
+    ok, e = client.in_task(function() return p:nope() end)
+    assert.is_true(errors.is(e, "attribute"))
+    ok, e = client.in_task(function() return p:echo(print) end)
+    assert.is_true(errors.is(e, "serialize"))
+    local ok2, v = client.in_task(function() return p:echo("still fine") end)
+    assert.is_true(ok2)
+    assert.are.equal("still fine", v)
+  end)
+
+  it("queues calls from several tasks on one proxy: one request at a time, each its own reply", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local results, done = {}, 0
+    local t0 = client.now()
+    for i = 1, 4 do
+      runtime.spawn(function()
+        local ok, v = pcall(function() return p:echo_args(i, p:sleep(0.1)) end)
+        results[i] = ok and v or tostring(v)
+        done = done + 1
+      end)
+    end
+    local guard, expired = uv.new_timer(), false
+    guard:start(20000, 0, function() expired = true end)
+    while done < 4 and not expired do uv.run("once") end
+    guard:stop()
+    guard:close()
+    local took = client.now() - t0
+    for i = 1, 4 do
+      assert.are.equal(string.format("[%d, 0.1]", i), json.encode(results[i]))
+    end
+    -- one connection, one request at a time: four 0.1 s sleeps in a row
+    assert.is_true(took >= 0.38, "took " .. took)
+  end)
+
+  it("sends oneway calls from a task without waiting", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local marker = "task-event-" .. tostring(client.now())
+    local ok, took = client.in_task(function()
+      local t0 = client.now()
+      p:log_event(marker, 1.0)
+      return client.now() - t0
+    end)
+    assert.is_true(ok)
+    assert.is_true(took < 0.5, "took " .. tostring(took))
+    local deadline, seen = client.now() + 10, false
+    repeat
+      for _, ev in ipairs(p:events()) do if ev == marker then seen = true end end
+      if not seen then proc.poll_step(50) end
+    until seen or client.now() > deadline
+    assert.is_true(seen)
+  end)
+
+  it("bounds a call by timeout in a task against a server that never answers", function()
+    local silent, sport = client.start_python("silent_server.py")
+    finally(function() proc.stop(silent) end)
+    local p = springrun.proxy(url_of(sport), { timeout = 0.3 })
+    local t0 = client.now()
+    local ok, e = client.in_task(function() return p:get_data("x") end)
+    local took = client.now() - t0
+    assert.is_false(ok)
+    assert.is_true(errors.is(e, "timeout"), tostring(e))
+    assert.truthy(e.message:find(url_of(sport), 1, true))
+    assert.is_true(took >= 0.25 and took < 2, "took " .. took)
+  end)
+
+  it("names the URL when refused in a task, and reconnects after a restart", function()
+    local fport = proc.free_port()
+    local p = springrun.proxy(url_of(fport), { timeout = 5 })
+    local ok, e = client.in_task(function() return p:get_data("x") end)
+    assert.is_false(ok)
+    assert.is_true(errors.is(e, "refused"))
+    assert.truthy(e.message:find(url_of(fport), 1, true))
+
+    local s2, port2 = client.start_pyro()
+    finally(function() proc.stop(s2) end)
+    local q = springrun.proxy(url_of(port2), { timeout = 10 })
+    finally(function() q:destroy() end)
+    assert.are.same({ true, "You got remote data => 1" }, { client.in_task(function() return q:get_data("1") end) })
+    proc.stop(s2)
+    assert(proc.wait_port_closed("127.0.0.1", port2, 10))
+    s2 = client.start_pyro(port2)
+    assert.are.same({ true, "You got remote data => 2" }, { client.in_task(function() return q:get_data("2") end) })
+  end)
+
+  it("switches between blocking and task use of one proxy", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10 })
+    finally(function() p:destroy() end)
+    assert.are.equal("You got remote data => a", p:get_data("a"))
+    assert.are.same({ true, "You got remote data => b" }, { client.in_task(function() return p:get_data("b") end) })
+    assert.are.equal("You got remote data => c", p:get_data("c"))
+  end)
+end)
+
+describe("springrun.proxy with services exported by this process #net", function()
+  local runtime = require "springrun.runtime"
+  local Service = { get_data = function(_, param) return "You got remote data => " .. tostring(param) end }
+
+  local function export(name, service)
+    local ex = springrun.PyroServiceExporter { service_name = name, service = service,
+      service_host = "127.0.0.1", service_port = 0 }
+    ex:after_properties_set()
+    return ex, ex.service_port
+  end
+
+  it("calls a service exported by the same script without deadlocking", function()
+    local ex, sport = export("ServiceName", Service)
+    finally(function() ex:destroy() end)
+    assert.is_true(runtime.has_exports())
+    local p = springrun.proxy(url_of(sport), { timeout = 10 })
+    finally(function() p:destroy() end)
+    assert.are.equal("You got remote data => Hello", p:get_data("Hello"))
+    assert.are.equal("You got remote data => again", p:get_data("again"))
+  end)
+
+  it("lets a service method call another service of the same process", function()
+    local exb, portb = export("Back", Service)
+    finally(function() exb:destroy() end)
+    local back = springrun.proxy(url_of(portb, "Back"), { timeout = 10 })
+    finally(function() back:destroy() end)
+    local Front = {}
+    function Front.relay(_, x)
+      assert(runtime.current(), "a service method runs in a task")
+      return "front(" .. back:get_data(x) .. ")"
+    end
+    local exa, porta = export("Front", Front)
+    finally(function() exa:destroy() end)
+    local front = springrun.proxy(url_of(porta, "Front"), { timeout = 10 })
+    finally(function() front:destroy() end)
+    assert.are.equal("front(You got remote data => Hi)", front:relay("Hi"))
+  end)
+
+  it("carries a Lua error of the service as a remote exception with the Lua traceback", function()
+    local ex, sport = export("Failing", { boom = function() error("kaboom") end })
+    finally(function() ex:destroy() end)
+    local p = springrun.proxy(url_of(sport, "Failing"), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local e = client.error_of(p.boom, p)
+    assert.is_true(errors.is(e, "remote"))
+    assert.truthy(e.message:find("kaboom", 1, true))
+    assert.truthy(e.remote_traceback:find("proxy_spec.lua:%d+: in function"), e.remote_traceback)
   end)
 end)

@@ -272,25 +272,30 @@ function AsyncConn:alive()
 end
 
 -- luv 1.44 crashes in lua_close when a handle was closed but the loop did
--- not turn since (its close callback is still pending). Handles closed here
--- are counted, and an object finalized before luv's loop (created later, so
--- finalized earlier) turns the loop once at exit when any are pending.
+-- not turn since: its userdata is finalized (memory freed) while libuv's
+-- close callback is still pending, and luv's own loop finalizer then runs
+-- that callback. So handles closed here are counted, and each close makes a
+-- fresh guard object (newer than the handle, so finalized before it) whose
+-- finalizer turns the loop while any close is pending; only the newest
+-- guard acts.
 local closing = 0
 local exit_guard
+
+local function guard_gc(g)
+  if not g.active then return end
+  local n = 0
+  while closing > 0 and n < 10 do
+    get_uv().run("nowait")
+    n = n + 1
+  end
+end
 
 local function close_handle(h)
   if h == nil or h:is_closing() then return end
   closing = closing + 1
   h:close(function() closing = closing - 1 end)
-  if exit_guard == nil then
-    exit_guard = setmetatable({}, { __gc = function()
-      local n = 0
-      while closing > 0 and n < 10 do
-        get_uv().run("nowait")
-        n = n + 1
-      end
-    end })
-  end
+  if exit_guard then exit_guard.active = false end
+  exit_guard = setmetatable({ active = true }, { __gc = guard_gc })
 end
 
 function AsyncConn:close()

@@ -5,7 +5,8 @@
 --   PYROLOC://<host>:<port>/<name>  Spring Python's (Pyro3) form, an alias:
 --                                   rewritten here to PYRO:<name>@<host>:<port>
 --                                   and never sent to a peer (Pyro4 rejects it)
---   PYRONAME:<name>[@host[:port]]   name server lookups: not supported yet
+--   PYRONAME:<name>[@host[:port]]   name server lookups: refused here; a proxy
+--                                   resolves them through springrun.naming
 --
 -- uri.parse(url) -> u | nil, message. u = { protocol = "PYRO", object = ...,
 -- host = ..., port = <integer>, url = "PYRO:object@host:port" (canonical),

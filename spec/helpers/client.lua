@@ -40,6 +40,24 @@ function M.start_pyro(port, name)
   return M.start_python("pyro_service.py", { port or 0, name or "ServiceName" })
 end
 
+-- Runs fn as a springrun task (springrun.runtime.spawn) and turns luv's loop
+-- until it finishes; returns what pcall(fn) returns. Raises when the task is
+-- not done after `timeout` seconds (default 30).
+function M.in_task(fn, timeout)
+  local runtime = require "springrun.runtime"
+  local res
+  local guard = uv.new_timer()
+  local expired = false
+  guard:start(math.floor((timeout or 30) * 1000), 0, function() expired = true end)
+  runtime.spawn(function() res = table.pack(pcall(fn)) end)
+  while res == nil and not expired do uv.run("once") end
+  guard:stop()
+  guard:close()
+  uv.run("nowait")
+  if res == nil then error("the task did not finish within " .. (timeout or 30) .. " s") end
+  return table.unpack(res, 1, res.n)
+end
+
 -- Seconds since an arbitrary point (monotonic).
 function M.now() return uv.hrtime() / 1e9 end
 
