@@ -92,6 +92,7 @@ local function parse_location(location, default_port)
     end
   end
   if port == "" then
+    if default_port == false then return host, nil, nil end
     if default_port == nil then
       return false, "invalid port in uri, port=None"
     end
@@ -142,6 +143,11 @@ function M.parse_uri(s)
   end
   if host == false then return nil, port end
   u.host, u.port, u.sockname = host, port, sockname
+  if proto ~= "PYRO" and host then
+    -- no port in a PYRONAME/PYROMETA location: 9090 (Pyro4's NS_PORT default);
+    -- resolve() uses opts.ns_port / PYRO_NS_PORT there instead
+    u.default_port = select(2, parse_location(location, false)) == nil
+  end
   return u
 end
 
@@ -298,7 +304,7 @@ function M.resolve(url, opts)
     error(config_error(string.format("invalid Pyro URL '%s': unix domain sockets are not supported", url),
       { url = url }), 2)
   end
-  local host, port = ns_address(u.host, u.host and u.port or nil, opts)
+  local host, port = ns_address(u.host, (u.host and not u.default_port) and u.port or nil, opts)
   local result = with_ns(host, port, opts, function(ns)
     if u.protocol == "PYRONAME" then
       local ok, r = pcall(ns.lookup, ns, u.object)
