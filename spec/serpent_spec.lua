@@ -541,6 +541,86 @@ for expr in json.loads(sys.stdin.read()):
     end
   end)
 
+  it("reads 2000 random nested values from serpent.dumps exactly as Python reads them", function()
+    -- both sides print a canonical text per document: type tags, hex of
+    -- strings and of float bits, lists/tuples/sets as L[...] (sets of at
+    -- most one item here: their order is Python's hash order), dicts as
+    -- M{...} with sorted entries
+    local out = python([[
+import random, serpent, struct, math, uuid
+random.seed(20261125)
+def val(d=0):
+    r = random.random()
+    if d > 3 or r < 0.5:
+        return random.choice([None, True, False, random.randint(-10**20, 10**20), random.randint(-5, 5),
+            random.random() * 10 ** random.randint(-30, 30), float('inf'), -0.0, float('nan'),
+            ''.join(chr(random.choice([random.randint(0, 0x7f), random.randint(0x80, 0x3000),
+                random.randint(0x10000, 0x10ffff)])) for _ in range(random.randint(0, 6))),
+            "'", '"', "'\"", '\\', b'\x00\xff', uuid.UUID(int=random.getrandbits(128))])
+    k = random.randint(0, 3)
+    if r < 0.65: return [val(d + 1) for _ in range(k)]
+    if r < 0.8: return tuple(val(d + 1) for _ in range(k))
+    if r < 0.85: return set([random.choice([1, 'a', 2.5, True])] if k else [])
+    return {random.choice(['a', 'b', 'c\n', 1, 2.5, False]): val(d + 1) for _ in range(k)}
+def canon(v):
+    if v is None: return 'N'
+    if v is True: return 'T'
+    if v is False: return 'F'
+    if isinstance(v, int):
+        if -2**63 <= v < 2**63: return 'I%d' % v
+        v = float(v)
+    if isinstance(v, float):
+        return 'NaN' if math.isnan(v) else 'D%016x' % struct.unpack('<Q', struct.pack('<d', v))[0]
+    if isinstance(v, str): return 'S' + v.encode('utf-8').hex()
+    if isinstance(v, (set, frozenset)): return 'L[' + ','.join(sorted(canon(x) for x in v)) + ']'
+    if isinstance(v, (list, tuple)): return 'L[' + ','.join(canon(x) for x in v) + ']'
+    if v.get('__class__') == 'float': return canon(float(v['value']))
+    return 'M{' + ','.join(sorted(canon(k) + ':' + canon(x) for k, x in v.items())) + '}'
+for i in range(2000):
+    v = val()
+    data = serpent.dumps(v, indent=(i % 5 == 0))
+    print(data.hex(), canon(serpent.loads(data)))
+]])
+    local function canon(v)
+      if v == null then return "N" end
+      if v == true then return "T" end
+      if v == false then return "F" end
+      if math.type(v) == "integer" then return "I" .. v end
+      if type(v) == "number" then
+        if v ~= v then return "NaN" end
+        return string.format("D%016x", string.unpack("<I8", string.pack("<d", v)))
+      end
+      if type(v) == "string" then return "S" .. tohex(v) end
+      local p = {}
+      if json.is_array(v) then
+        for i = 1, #v do p[i] = canon(v[i]) end
+        return "L[" .. table.concat(p, ",") .. "]"
+      end
+      for k, x in pairs(v) do p[#p + 1] = canon(k) .. ":" .. canon(x) end
+      table.sort(p)
+      return "M{" .. table.concat(p, ",") .. "}"
+    end
+    local n = 0
+    for _, l in ipairs(lines(out)) do
+      local hex, want = l:match("^(%x+) (%S+)$")
+      assert(hex, l)
+      local data = fromhex(hex)
+      local got = canon(serpent.decode(data))
+      assert.are.equal(want, got, data)
+      n = n + 1
+    end
+    assert.are.equal(2000, n)
+  end)
+
+  it("reads a set of several items as an array of them (in Python's order)", function()
+    local v = serpent.decode(fromhex(lines(python("import serpent; print(serpent.dumps({3, 1, 2, 'x'}).hex())"))[1]))
+    assert.is_true(json.is_array(v))
+    assert.are.equal(4, #v)
+    local seen = {}
+    for _, x in ipairs(v) do seen[x] = true end
+    assert.are.same({ [1] = true, [2] = true, [3] = true, x = true }, seen)
+  end)
+
   it("reads serpent's indented output too", function()
     local out = python([[
 import serpent

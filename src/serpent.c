@@ -107,9 +107,19 @@ static int is_ident(uint8_t c) {
 }
 static int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
 
-/* Skips whitespace, "#" comments (checked to be UTF-8) and backslash line
- * continuations. */
-static int skip_ws(parser_t *P) {
+/* Skips whitespace and "#" comments (checked to be UTF-8). Line
+ * continuations outside strings are not accepted (serpent never writes
+ * them). */
+static int skip_ws_slow(parser_t *P);
+static inline int skip_ws(parser_t *P) {
+  if (P->i < P->n) {
+    uint8_t c = P->p[P->i];
+    if (c > ' ' && c != '#') return 0;
+  }
+  return skip_ws_slow(P);
+}
+
+static int skip_ws_slow(parser_t *P) {
   while (P->i < P->n) {
     uint8_t c = P->p[P->i];
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
@@ -120,9 +130,6 @@ static int skip_ws(parser_t *P) {
       size_t bad = sr_utf8_check(P->p + P->i, end - P->i);
       if (bad != end - P->i) return perr(P, SR_EUTF8, P->i + bad, "invalid UTF-8 in a comment");
       P->i = end;
-    } else if (c == '\\' && P->i + 1 < P->n && (P->p[P->i + 1] == '\n' || P->p[P->i + 1] == '\r')) {
-      P->i += 2;
-      if (P->p[P->i - 1] == '\r' && P->i < P->n && P->p[P->i] == '\n') P->i++;
     } else {
       break;
     }
@@ -265,10 +272,40 @@ static int string_prefix(parser_t *P, size_t *plen, int *raw) {
   return 1;
 }
 
+/* True when a string literal with a prefix starts at P->i (bytes and
+ * f-strings included: the caller then takes the slow path, which refuses
+ * them). */
+static int string_prefix_ahead(parser_t *P) {
+  size_t plen;
+  int raw;
+  return string_prefix(P, &plen, &raw) != 0;
+}
+
 /* A string value: one or more adjacent literals, concatenated. */
 static int parse_string(parser_t *P) {
   size_t start = P->i;
   int rc;
+  /* Fast path, what serpent writes nearly always: one plain literal without
+   * escapes, reported straight from the input (no copy). */
+  uint8_t q = P->p[start];
+  if ((q == '\'' || q == '"') && !(start + 2 < P->n && P->p[start + 1] == q && P->p[start + 2] == q)) {
+    size_t k = start + 1;
+    while (k < P->n && P->p[k] != q && P->p[k] != '\\' && P->p[k] != '\n' && P->p[k] != '\r') k++;
+    if (k < P->n && P->p[k] == q) {
+      size_t bad = sr_utf8_check(P->p + start + 1, k - start - 1);
+      if (bad != k - start - 1) return perr(P, SR_EUTF8, start + 1 + bad, "invalid UTF-8 in a string");
+      size_t after = k + 1;
+      P->i = after;
+      if ((rc = skip_ws(P))) return rc;
+      int adjacent = P->i < P->n && (P->p[P->i] == '\'' || P->p[P->i] == '"' ||
+                                     (is_ident(P->p[P->i]) && string_prefix_ahead(P)));
+      if (!adjacent) {
+        P->i = after;
+        return VISIT(P, string, (const char *)P->p + start + 1, k - start - 1, start);
+      }
+      P->i = start;
+    }
+  }
   P->sb->len = 0;
   for (;;) {
     int raw = 0;
@@ -336,6 +373,17 @@ static int parse_number(parser_t *P, int neg, size_t start) {
     if (!over && neg && mag <= (uint64_t)INT64_MAX + 1)
       return VISIT(P, integer, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag, start);
     return VISIT(P, number, neg ? -dmag : dmag, start);
+  }
+  /* fast path: a plain decimal int of up to 18 digits */
+  {
+    size_t k = j;
+    uint64_t mag = 0;
+    while (k < n && k - j < 19 && is_digit(p[k])) mag = mag * 10 + (uint64_t)(p[k++] - '0');
+    if (k - j < 19 && (k == n || (!is_ident(p[k]) && p[k] != '.')) && (p[j] != '0' || k - j == 1)) {
+      P->i = k;
+      if ((rc = no_arith(P))) return rc;
+      return VISIT(P, integer, neg ? -(int64_t)mag : (int64_t)mag, start);
+    }
   }
   /* decimal: digits [. digits] [e [+-] digits], "_" between digits */
   sr_buf_t *s = P->sb;
