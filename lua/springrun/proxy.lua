@@ -398,6 +398,16 @@ local function close_conn(st)
   if conn then conn:close() end
 end
 
+-- The INVOKE payload: a map for JSON; for serpent the 4-tuple Pyro4 sends,
+-- (object, method, (params...), {kwargs}). args: a table.pack'ed list.
+local function invoke_payload(st, object, method, args)
+  if st.ser == SERIALIZERS.serpent then
+    local tuple = require("springrun.serpent").tuple
+    return tuple({ object, method, tuple(args), {} })
+  end
+  return { object = object, method = method, params = get_json().array(args), kwargs = {} }
+end
+
 local function connect_transport(st, co)
   local host, port = st.uri.host, st.uri.port
   if co then return AsyncConn.connect(host, port, st.timeout, co) end
@@ -461,9 +471,8 @@ local function connection(st, co)
     else
       -- no metadata in CONNECTOK: ask the daemon object, as Pyro4 does
       st.seq = (st.seq + 1) & 0xFFFF
-      local r = handshake_request(st, c, MSG_INVOKE, 0, st.seq, {
-        object = DAEMON_OBJECT, method = "get_metadata",
-        params = get_json().array({ st.uri.object }), kwargs = {} })
+      local r = handshake_request(st, c, MSG_INVOKE, 0, st.seq,
+        invoke_payload(st, DAEMON_OBJECT, "get_metadata", { st.uri.object, n = 1 }))
       if r.type ~= MSG_RESULT or r.flags & FLAG_EXCEPTION ~= 0 then
         error(errors.new("protocol", string.format("%s: the server sent no metadata", st.url),
           { url = st.url }), 0)
@@ -509,7 +518,7 @@ local function invoke(st, name, args, co)
   if st.uri == nil then
     error(errors.new("config", "PyroProxyFactory: service_url is not set (call to '" .. name .. "')"), 0)
   end
-  local params = get_json().array(args)
+  local payload = invoke_payload(st, st.uri.object, name, args)
   for attempt = 1, 2 do
     local conn = connection(st, co)
     check_method(st, name)
@@ -517,7 +526,7 @@ local function invoke(st, name, args, co)
     st.seq = (st.seq + 1) & 0xFFFF
     local seq = st.seq
     local msg, emsg, code, sent = conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
-      { object = st.uri.object, method = name, params = params, kwargs = {} }, st.timeout)
+      payload, st.timeout)
     if not msg then
       local kind = kind_of(code)
       if not sent and tostring(code):match("^SR_E") and kind == "protocol" then

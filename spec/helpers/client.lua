@@ -15,10 +15,13 @@ M.fixtures = proc.root .. "/spec/fixtures"
 -- Starts `/usr/bin/python3 spec/fixtures/<script> args...`, waits (polling its
 -- stdout) for "PORT <n>" and returns the process and the port. Raises with
 -- the process's stderr when it exits or stays silent for `timeout` s.
-function M.start_python(script, args, timeout)
+-- env: extra environment (default PYRO_SERIALIZERS_ACCEPTED=json).
+function M.start_python(script, args, timeout, env)
   local argv = { proc.python, M.fixtures .. "/" .. script }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = tostring(a) end
-  local p = proc.spawn(argv, { env = { PYRO_SERIALIZERS_ACCEPTED = "json", PYTHONUNBUFFERED = "1" } })
+  local e = { PYRO_SERIALIZERS_ACCEPTED = "json", PYTHONUNBUFFERED = "1" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local p = proc.spawn(argv, { env = e })
   local deadline = uv.hrtime() + (timeout or 15) * 1e9
   while true do
     local port = p:stdout():match("PORT (%d+)")
@@ -36,8 +39,9 @@ end
 
 -- A real Python Pyro4 daemon serving spec/fixtures/pyro_service.py's Service
 -- as `name` (default "ServiceName") on 127.0.0.1:port (default: any).
-function M.start_pyro(port, name)
-  return M.start_python("pyro_service.py", { port or 0, name or "ServiceName" })
+-- env: extra Pyro4 settings, e.g. { PYRO_COMPRESSION = "true" }.
+function M.start_pyro(port, name, env)
+  return M.start_python("pyro_service.py", { port or 0, name or "ServiceName" }, nil, env)
 end
 
 -- Runs fn as a springrun task (springrun.runtime.spawn) and turns luv's loop
