@@ -58,7 +58,7 @@ deps:
 # Every busted spec under Lua 5.4; ends with "N passed, N failed".
 test: deps all
 	SPRINGRUN_BUILD=$(BUILD) $(BUSTED) --lpath='lua/?.lua;lua/?/init.lua;spec/?.lua' \
-	  --cpath='$(BUILD)/?.so' -o spec/helpers/summary_output.lua $(SPEC)
+	  --cpath='$(BUILD)/?.so' --helper=spec/helpers/preload.lua -o spec/helpers/summary_output.lua $(SPEC)
 
 # The main job: a server and a client talking on the default settings.
 demo: deps all

@@ -1,0 +1,9 @@
+-- Loaded by busted (--helper, see the Makefile's test rule) before any spec
+-- file, so outside busted's per-file insulation: modules with process-wide C
+-- state stay loaded for the whole run. Without this, a spec file that loads
+-- luv (directly or through springrun.core) has it unloaded afterwards; once
+-- that module is collected, luv's loop is gone while luv still points to it,
+-- and the next file that makes a handle crashes in uv_tcp_init_ex
+-- (reproduced with: a spec requiring springrun.core + collectgarbage(), then
+-- spec/daemon_spec.lua).
+require "luv"
