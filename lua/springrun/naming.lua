@@ -28,7 +28,8 @@
 --     "timeout", ...), message "failed to locate the nameserver at
 --     127.0.0.1:9090: <cause>", e.cause = the proxy's error;
 --   * an answer of the name server itself is raised as it came:
---     "Pyro4.errors.NamingError: unknown name: X" (kind "remote");
+--     "Pyro4.errors.NamingError: unknown name: X" (kind "remote"; for
+--     resolve, e.url is the PYRONAME URL and e.ns_url the name server's);
 --   * a bad URL, name or option: kind "config", message naming it.
 --
 -- URIs: naming.parse_uri(s) parses any Pyro4 URI exactly as Pyro4's
@@ -309,7 +310,7 @@ function M.resolve(url, opts)
     if u.protocol == "PYRONAME" then
       local ok, r = pcall(ns.lookup, ns, u.object)
       if not ok then
-        if errors.is(r) then r.url = r.url or url end
+        if errors.is(r) then r.ns_url, r.url = r.url, url end
         error(r, 0)
       end
       return r
