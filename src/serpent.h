@@ -12,8 +12,9 @@
  * +inf), optional unary +/- on numbers, str literals ('...', "...", u/r
  * prefixes, adjacent literals concatenated, Python escapes), lists, tuples,
  * dicts and sets. Complex numbers, bytes literals, triple-quoted strings,
- * names other than None/True/False and any expression are refused with the
- * byte offset. The input must be UTF-8 without NUL bytes, as serpent.loads
+ * names other than None/True/False, any expression, a bare top-level tuple
+ * ("1, 2") and line continuations outside strings are refused with the byte
+ * offset (serpent writes none of them). The input must be UTF-8 without NUL bytes, as serpent.loads
  * requires.
  */
 #ifndef SR_SERPENT_H
