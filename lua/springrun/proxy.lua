@@ -518,10 +518,11 @@ local function invoke(st, name, args, co)
   if st.uri == nil then
     error(errors.new("config", "PyroProxyFactory: service_url is not set (call to '" .. name .. "')"), 0)
   end
-  local payload = invoke_payload(st, st.uri.object, name, args)
   for attempt = 1, 2 do
     local conn = connection(st, co)
     check_method(st, name)
+    -- after connection(): a PYRONAME URL gets its object id there
+    local payload = invoke_payload(st, st.uri.object, name, args)
     local oneway = st.meta.oneway[name] == true
     st.seq = (st.seq + 1) & 0xFFFF
     local seq = st.seq
