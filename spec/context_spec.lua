@@ -327,6 +327,49 @@ describe("springrun.context #unit", function()
       assert.are.same({ "aps saw 5", "init saw 5" }, seen)
     end)
 
+    it("stores a singleton before initialising it, as the seed's log shows", function()
+      local lines, restore = capture("DEBUG")
+      finally(restore)
+      local ctx
+      local C = {}
+      C.__index = C
+      function C.new() return setmetatable({}, C) end
+      function C:after_properties_set()
+        log.get("springrun.spec.Exporter"):debug("Exporting %s", self.service_name)
+        self.me = ctx:get_object("exporter")
+      end
+      ctx = springrun.context {
+        exporter = { class = C, props = { service_name = "ServiceName" }, lazy_init = true },
+      }
+      ctx:get_object("exporter")
+      local stored, exporting
+      for i, l in ipairs(lines) do
+        if l:find("Stored object 'exporter' in container's singleton storage", 1, true) then stored = i end
+        if l:find("springrun.spec.Exporter - DEBUG - Exporting ServiceName", 1, true) then exporting = i end
+      end
+      assert.is_truthy(stored and exporting)
+      assert.is_true(stored < exporting)
+      assert.are.equal(ctx:get_object("exporter"), ctx:get_object("exporter").me)
+    end)
+
+    it("drops a singleton whose initialisation fails and does not destroy it", function()
+      local events, class = recorder()
+      local Flaky = class("flaky")
+      local fail_now = true
+      function Flaky:after_properties_set()
+        events[#events + 1] = "after_properties_set:flaky"
+        if fail_now then error("not ready") end
+      end
+      local ctx = springrun.context { flaky = { class = Flaky, lazy_init = true, destroy_method = "stop" } }
+      assert.truthy(message_of(function() ctx:get_object("flaky") end):find("after_properties_set failed", 1, true))
+      fail_now = false
+      local obj = ctx:get_object("flaky")
+      assert.are.equal(obj, ctx:get_object("flaky"))
+      ctx:close()
+      assert.are.same({ "new:flaky", "after_properties_set:flaky", "new:flaky", "after_properties_set:flaky",
+        "destroy:flaky" }, events)
+    end)
+
     it("destroys singletons in reverse creation order with destroy_method, skipping prototypes", function()
       local events, class = recorder()
       local ctx = springrun.context {

@@ -409,6 +409,17 @@ int sr_container_get(const sr_container_t *c, const char *id, int64_t *handle) {
   return 1;
 }
 
+int sr_container_forget(sr_container_t *c, const char *id, int64_t *handle) {
+  long at = find(c, id);
+  if (at < 0) return SR_ENOTFOUND;
+  sr_def_t *d = &c->defs[at];
+  if (!d->has_handle) return 0;
+  if (handle != NULL) *handle = d->handle;
+  d->has_handle = 0;
+  drop_created(c, (size_t)at);
+  return 1;
+}
+
 size_t sr_container_created_count(const sr_container_t *c) { return c->ncreated; }
 
 int sr_container_created_at(const sr_container_t *c, size_t i, const char **id,

@@ -96,6 +96,12 @@ void sr_container_unwind(sr_container_t *c, size_t depth);
 int sr_container_store(sr_container_t *c, const char *id, int64_t handle);
 int sr_container_get(const sr_container_t *c, const char *id, int64_t *handle);
 
+/* Drops the cached singleton of `id` (an object whose initialisation failed
+ * after it was stored) from the cache and the creation order. Returns 1 and
+ * *handle (the caller releases it) when one was cached, 0 when none was,
+ * SR_ENOTFOUND for an unknown id. */
+int sr_container_forget(sr_container_t *c, const char *id, int64_t *handle);
+
 /* Creation order: how many singletons were stored, and the i-th (0 = first
  * created) with its handle. Returns 0 or SR_ENOTFOUND past the end. */
 size_t sr_container_created_count(const sr_container_t *c);

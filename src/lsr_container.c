@@ -13,7 +13,8 @@
  *   c:add_dep(id, dep [, via]);  c:validate() -> true | nil, msg, errname
  *   c:eager_order() -> {ids}; c:ids() -> {ids}; c:info(id) -> {...} | nil
  *   c:enter(id) -> true | nil, msg, errname;  c:leave(id); c:depth(); c:unwind(d)
- *   c:store(id, obj); c:get(id) -> found, obj; c:created() -> {ids}; c:clear()
+ *   c:store(id, obj); c:get(id) -> found, obj; c:forget(id) -> was_cached
+ *   c:created() -> {ids}; c:clear()
  *
  * Misuse (wrong argument types, unknown id where one must exist) raises;
  * graph problems are returned as nil, message, "SR_E..." for the caller to
@@ -241,6 +242,17 @@ static int lsr_container_get(lua_State *L) {
   return 2;
 }
 
+static int lsr_container_forget(lua_State *L) {
+  lsr_container_t *u = check_open(L);
+  const char *id = luaL_checkstring(L, 2);
+  int64_t h = 0;
+  int rc = sr_container_forget(u->c, id, &h);
+  if (rc == SR_ENOTFOUND) return luaL_error(L, "forget: no object named '%s'", id);
+  if (rc == 1) unref_handle(L, h);
+  lua_pushboolean(L, rc == 1);
+  return 1;
+}
+
 static int lsr_container_created(lua_State *L) {
   lsr_container_t *u = check_open(L);
   size_t n = sr_container_created_count(u->c);
@@ -300,6 +312,7 @@ static const luaL_Reg container_methods[] = {
     {"unwind", lsr_container_unwind},
     {"store", lsr_container_store},
     {"get", lsr_container_get},
+    {"forget", lsr_container_forget},
     {"created", lsr_container_created},
     {"clear", lsr_container_clear},
     {"free", lsr_container_gc},

@@ -55,8 +55,10 @@
 -- springpython.remoting.pyro.PyroServiceExporter works); a mapped class that
 -- springrun does not have yet fails with "not implemented yet".
 --
--- Lifecycle of each object: construct, assign props, obj:after_properties_set()
--- when it has that method, then the init_method. On ctx:close() created
+-- Lifecycle of each object: construct, assign props, (a singleton is stored
+-- here, so the log reads as the seed's), obj:after_properties_set() when it
+-- has that method, then the init_method. A singleton whose initialisation
+-- fails is dropped again and never destroyed. On ctx:close() created
 -- singletons are destroyed newest first: the destroy_method if named,
 -- otherwise obj:destroy() when obj._disposable is truthy (exporters and
 -- proxies); a failing destroy is logged and the others still run. Inner
@@ -501,9 +503,8 @@ local function describe_props(d)
   return "[" .. table.concat(sorted_keys(d.props), ", ") .. "]"
 end
 
--- Creates the object for a merged definition `d`: construct, props,
--- after_properties_set, init_method.
-function instantiate(self, label, owner, d)
+-- Builds the object for a merged definition `d`: depends_on, construct, props.
+local function build(self, label, owner, d)
   local copies = {}
   for _, dep in ipairs(d.depends_on) do self:get_object(dep) end
   local ctor, shown
@@ -543,6 +544,11 @@ function instantiate(self, label, owner, d)
       call_user(label, format("setting property '%s'", name), function() obj[name] = v end)
     end
   end
+  return obj
+end
+
+-- Initialises a built object: after_properties_set when it has one, then init_method.
+local function initialize(label, d, obj)
   local aps = safe_index(obj, "after_properties_set")
   if type(aps) == "function" then
     call_user(label, "after_properties_set", aps, obj)
@@ -554,6 +560,13 @@ function instantiate(self, label, owner, d)
     end
     call_user(label, format("init_method '%s'", d.init_method), m, obj)
   end
+end
+
+-- Builds and initialises an object (inner objects; get_object splits the two
+-- so a singleton is stored before it is initialised, as in the seed's log).
+function instantiate(self, label, owner, d)
+  local obj = build(self, label, owner, d)
+  initialize(label, d, obj)
   return obj
 end
 
@@ -685,19 +698,30 @@ function ApplicationContext:get_object(id)
   -- Inner objects built for a singleton are destroyed with it; a prototype's are not.
   local prev_collect = self._collect
   self._collect = not info.prototype and {} or false
-  local created, obj = pcall(instantiate, self, format("object '%s'", id), id, d)
+  local label = format("object '%s'", id)
+  local built, obj = pcall(build, self, label, id, d)
   local inner = self._collect
   self._collect = prev_collect
-  if not created then
+  if not built then
     c:unwind(depth)
     error(obj, 0)
   end
-  c:leave(id)
   if not info.prototype then
     if inner and #inner > 0 then self._inner_objs[id] = inner end
     c:store(id, obj)
     ctx_log:debug("Stored object '%s' in container's singleton storage", id)
   end
+  -- Still on the creation stack: an init that needs this prototype again is a cycle.
+  local inited, err = pcall(initialize, label, d, obj)
+  if not inited then
+    if not info.prototype then
+      c:forget(id)
+      self._inner_objs[id] = nil
+    end
+    c:unwind(depth)
+    error(err, 0)
+  end
+  c:leave(id)
   return obj
 end
 
