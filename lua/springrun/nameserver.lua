@@ -290,7 +290,7 @@ local function parse_regex(p)
         if a == nil or (a == "" and comma == "" ) then return node end -- a literal '{'
         min = a == "" and 0 or tonumber(a)
         if comma == "" then max = min else max = b == "" and math.huge or tonumber(b) end
-        if max < min then regex_error("min repeat greater than max repeat", pos) end
+        if max < min then regex_error("min repeat greater than max repeat", pos + 1) end
         pos = after
       else
         return node
