@@ -522,7 +522,7 @@ static int parse_value(parser_t *P, int depth, int flags) {
   size_t off = P->i;
   if (!(flags & PV_KEY) && ++P->elements > P->max_elements) {
     char msg[64];
-    snprintf(msg, sizeof msg, "more than %zu values", P->max_elements);
+    snprintf(msg, sizeof msg, "too many elements (more than %zu)", P->max_elements);
     return perr(P, SR_EELEMENTS, off, msg);
   }
   uint8_t c = P->p[off];
@@ -534,7 +534,7 @@ static int parse_value(parser_t *P, int depth, int flags) {
   if (c == '[' || c == '(' || c == '{') {
     if (depth + 1 > P->max_depth) {
       char msg[64];
-      snprintf(msg, sizeof msg, "nesting deeper than %d", P->max_depth);
+      snprintf(msg, sizeof msg, "nesting too deep (more than %d levels)", P->max_depth);
       return perr(P, SR_EDEPTH, off, msg);
     }
     P->i++;

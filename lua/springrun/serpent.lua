@@ -35,8 +35,9 @@
 --   floats -> floats (1e30000 -> inf; the nan class dict -> NaN); str ->
 --   string (escapes decoded; must be UTF-8); list, tuple, set -> arrays marked
 --   like decoded JSON arrays ((1,) -> {1}, () and an empty set -> {});
---   dict -> table (keys may be strings, numbers or booleans; a tuple key is
---   refused). Bytes arrive as serpent writes them, the table
+--   dict -> table (keys may be strings, numbers or booleans; a float key
+--   with an integral value becomes an integer key, as in any Lua table; a
+--   tuple key is refused). Bytes arrive as serpent writes them, the table
 --   {data = "<base64>", encoding = "base64"}: serpent.bytes(v) gives the raw
 --   string (the same form as springrun.json.binary / json.bytes).
 --   Complex numbers, bytes literals, names other than None/True/False and
