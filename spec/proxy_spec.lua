@@ -284,6 +284,15 @@ describe("springrun.proxy connection handling #net", function()
     assert.are.equal("Obj", r1[5])
     assert.are.equal(2, p:seq()[1])
     assert.are.equal(3, p:last()[1])
+    assert.are.equal(3, p._pyro_seq)
+    -- wraps at 65536, as a uint16
+    p._pyro_seq = 65534
+    assert.are.equal(65535, p:seq()[1])
+    assert.are.equal(0, p:seq()[1])
+    assert.are.equal(1, p:seq()[1])
+    local ok, v = client.in_task(function() return p:seq()[1] end)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal(2, v)
   end)
 
   it("asks Pyro.Daemon for metadata when CONNECTOK carries none", function()

@@ -25,8 +25,9 @@
 -- helpers that start with '_': _pyro_call(name, ...) calls a remote method
 -- whose name is taken by a local one, _pyro_bind() connects now,
 -- _pyro_release() closes the connection, _pyro_metadata() -> { methods =,
--- oneway =, attrs = } (sets). Other names starting with '_' are nil: Pyro
--- never exposes them.
+-- oneway =, attrs = } (sets), and the field _pyro_seq (Pyro4's _pyroSeq:
+-- the last sequence number used, 0..65535, settable). Other names starting
+-- with '_' are nil: Pyro never exposes them.
 --
 -- Calls
 --   * Connect lazily at the first call: CONNECT with META_ON_CONNECT and
@@ -751,6 +752,7 @@ function Proxy.__index(self, name)
   local m = methods[name]
   if m then return m end
   if name == "_disposable" then return true end
+  if name == "_pyro_seq" then return st.seq end
   if type(name) ~= "string" or name:sub(1, 1) == "_" then return nil end
   local f = st.callers[name]
   if f == nil then
@@ -770,6 +772,10 @@ function Proxy.__newindex(self, name, v)
   local st = STATE[self]
   if PROPS[name] then
     setters[name](st, v)
+    return
+  end
+  if name == "_pyro_seq" and math.type(v) == "integer" and v >= 0 and v <= 0xFFFF then
+    st.seq = v
     return
   end
   error(errors.new("config", string.format(
