@@ -261,6 +261,22 @@ describe("springrun.proxy connection handling #net", function()
     end
   end)
 
+  it("bounds the connect itself by timeout (a listener whose accept queue is full)", function()
+    local server, port = client.start_python("full_backlog_server.py")
+    finally(function() proc.stop(server) end)
+    local p = springrun.proxy(url_of(port), { timeout = 0.4 })
+    local t0 = client.now()
+    local e = client.error_of(p.get_data, p, "x")
+    local took = client.now() - t0
+    assert.is_true(errors.is(e, "timeout"), tostring(e))
+    assert.are.equal("connecting to " .. url_of(port) .. " timed out after 0.4 s", e.message)
+    assert.is_true(took >= 0.35 and took < 2, "took " .. took)
+    local ok, e2 = client.in_task(function() return p:get_data("x") end)
+    assert.is_false(ok)
+    assert.is_true(errors.is(e2, "timeout"), tostring(e2))
+    assert.are.equal("connecting to " .. url_of(port) .. " timed out after 0.4 s", e2.message)
+  end)
+
   it("reconnects transparently after the server restarted", function()
     local server, port = client.start_pyro()
     finally(function() proc.stop(server) end)

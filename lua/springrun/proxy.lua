@@ -145,11 +145,11 @@ local function comm_error(st, kind, what, detail, code, method)
   if kind == "refused" then
     msg = string.format("cannot connect to %s: connection refused by %s", st.url, where(st))
   elseif kind == "timeout" then
-    msg = string.format("%s %s timed out after %g s (%s)", what, st.url, st.timeout or 0, detail)
+    msg = string.format("%s %s timed out after %g s", what, st.url, st.timeout or 0)
   else
     msg = string.format("%s %s failed: %s", what, st.url, detail)
   end
-  return errors.new(kind, msg, { url = st.url, code = code, method = method })
+  return errors.new(kind, msg, { url = st.url, code = code, method = method, detail = detail })
 end
 
 -- ---- the async (luv) connection, used inside springrun tasks --------------------
