@@ -366,6 +366,15 @@ describe("springrun.serpent #unit", function()
       assert.are.equal("serpent: nesting too deep (more than 200 levels) at offset 200", msg)
     end)
 
+    it("caps the depth a caller may ask for at 10000 levels (C stack)", function()
+      local v, msg = core.serpent_decode(("["):rep(10001) .. ("]"):rep(10001), 1000000)
+      assert.is_nil(v)
+      assert.are.equal("serpent: nesting too deep (more than 10000 levels) at offset 10000", msg)
+      v = serpent.decode(("["):rep(10000) .. ("]"):rep(10000), { max_depth = 1000000 })
+      for _ = 1, 9999 do v = v[1] end
+      assert_same(A({}), v)
+    end)
+
     it("limits the number of values, naming the offset", function()
       assert_same(A({ 1, 2 }), serpent.decode("[1,2]", { max_elements = 3 }))
       local v, msg, name = core.serpent_decode("[1,2,3]", 200, 3)

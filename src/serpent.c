@@ -625,7 +625,7 @@ int sr_serpent_parse(const uint8_t *p, size_t n, int max_depth, size_t max_eleme
   memset(&P, 0, sizeof P);
   P.p = p;
   P.n = n;
-  P.max_depth = max_depth;
+  P.max_depth = max_depth > SR_SERPENT_MAX_DEPTH ? SR_SERPENT_MAX_DEPTH : max_depth;
   P.max_elements = max_elements;
   P.v = v;
   P.ud = ud;

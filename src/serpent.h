@@ -56,9 +56,13 @@ typedef struct sr_serpent_visitor_s {
   int (*dict_end)(void *ud, size_t count, size_t off);
 } sr_serpent_visitor_t;
 
+/* Hard ceiling on max_depth: the parser recurses once per level on the C
+ * stack (a few hundred bytes each), so larger requests are lowered to it. */
+#define SR_SERPENT_MAX_DEPTH 10000
+
 /* Parses one serpent document p[0..n) and reports it to v. max_depth limits
- * the nesting of containers, max_elements the total number of values (dict
- * keys not counted). Returns 0; SR_ESYNTAX, SR_EUTF8, SR_EDEPTH,
+ * the nesting of containers (at most SR_SERPENT_MAX_DEPTH), max_elements the
+ * total number of values (dict keys not counted). Returns 0; SR_ESYNTAX, SR_EUTF8, SR_EDEPTH,
  * SR_EELEMENTS or SR_ENOMEM with "serpent: <what> at offset N" in err; or
  * the first non-zero visitor code. scratch (decoded strings, number text)
  * belongs to the caller, who frees it (so a visitor may longjmp out); with
