@@ -158,6 +158,33 @@ end
 -- alive(), close(). Waiting yields the running task; luv callbacks wake it
 -- through runtime.resume. One request at a time (the proxy serialises).
 
+-- luv 1.44 crashes in lua_close when a handle was closed but the loop did
+-- not turn since: its userdata is finalized (memory freed) while libuv's
+-- close callback is still pending, and luv's own loop finalizer then runs
+-- that callback. So handles closed here are counted, and each close makes a
+-- fresh guard object (newer than the handle, so finalized before it) whose
+-- finalizer turns the loop while any close is pending; only the newest
+-- guard acts.
+local closing = 0
+local exit_guard
+
+local function guard_gc(g)
+  if not g.active then return end
+  local n = 0
+  while closing > 0 and n < 10 do
+    get_uv().run("nowait")
+    n = n + 1
+  end
+end
+
+local function close_handle(h)
+  if h == nil or h:is_closing() then return end
+  closing = closing + 1
+  h:close(function() closing = closing - 1 end)
+  if exit_guard then exit_guard.active = false end
+  exit_guard = setmetatable({ active = true }, { __gc = guard_gc })
+end
+
 local AsyncConn = {}
 AsyncConn.__index = AsyncConn
 
@@ -223,7 +250,7 @@ function AsyncConn.connect(host, port, timeout, co)
   local u = get_uv()
   local self = setmetatable({ async = true, inbox = {}, timer = u.new_timer() }, AsyncConn)
   self:arm(timeout)
-  local ip = host
+  local ips = { host }
   if not is_ip(host) then
     local res
     local _, gerr = u.getaddrinfo(host, tostring(port), { socktype = "stream" }, function(err, addrs)
@@ -241,16 +268,25 @@ function AsyncConn.connect(host, port, timeout, co)
       return nil, string.format("cannot resolve host '%s': %s", host, tostring(res.err or "no address")),
         "EAI_NONAME"
     end
-    ip = res.addrs[1].addr
+    ips = {}
+    for _, a in ipairs(res.addrs) do ips[#ips + 1] = a.addr end
   end
-  self.tcp = u.new_tcp()
+  -- every address in turn (localhost may be ::1 and 127.0.0.1), as the C path
   local cres
-  local ok, cerr = self.tcp:connect(ip, port, function(err)
-    cres = err or true
-    self:wake()
-  end)
-  if not ok then cres = cerr end
-  self:wait(co, function() return cres ~= nil end)
+  for _, ip in ipairs(ips) do
+    close_handle(self.tcp)
+    self.tcp = u.new_tcp()
+    cres = nil
+    local tcp = self.tcp
+    local ok, cerr = tcp:connect(ip, port, function(err)
+      if self.tcp ~= tcp then return end
+      cres = err or true
+      self:wake()
+    end)
+    if not ok then cres = cerr end
+    self:wait(co, function() return cres ~= nil end)
+    if cres == true or self.timed_out or self.closed then break end
+  end
   self:disarm()
   if cres ~= true then
     self:close()
@@ -270,33 +306,6 @@ function AsyncConn:alive()
   if self.closed or self.broken or #self.inbox > 0 then return false end
   local fd = self.tcp:fileno()
   return fd ~= nil and get_core().client_fd_alive(fd)
-end
-
--- luv 1.44 crashes in lua_close when a handle was closed but the loop did
--- not turn since: its userdata is finalized (memory freed) while libuv's
--- close callback is still pending, and luv's own loop finalizer then runs
--- that callback. So handles closed here are counted, and each close makes a
--- fresh guard object (newer than the handle, so finalized before it) whose
--- finalizer turns the loop while any close is pending; only the newest
--- guard acts.
-local closing = 0
-local exit_guard
-
-local function guard_gc(g)
-  if not g.active then return end
-  local n = 0
-  while closing > 0 and n < 10 do
-    get_uv().run("nowait")
-    n = n + 1
-  end
-end
-
-local function close_handle(h)
-  if h == nil or h:is_closing() then return end
-  closing = closing + 1
-  h:close(function() closing = closing - 1 end)
-  if exit_guard then exit_guard.active = false end
-  exit_guard = setmetatable({ active = true }, { __gc = guard_gc })
 end
 
 function AsyncConn:close()
