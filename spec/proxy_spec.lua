@@ -383,7 +383,7 @@ describe("springrun.proxy inside springrun tasks #net #interop", function()
     timer:close()
     assert.is_true(ok, tostring(v))
     assert.are.equal(0.5, v)
-    assert.is_true(ticks >= 10, "only " .. ticks .. " timer ticks during a 0.5 s call")
+    assert.is_true(ticks >= 3, "only " .. ticks .. " timer ticks during a 0.5 s call (a blocking call gives 0)")
   end)
 
   it("raises remote exceptions, unknown-method and serialize errors in a task too", function()
