@@ -32,8 +32,7 @@ end
 
 describe("examples #net", function()
   it("service.lua is the seed's plain service", function()
-    package.path = EX .. "?.lua;" .. package.path
-    local Service = require("service").Service
+    local Service = dofile(EX .. "service.lua").Service
     assert.are.equal("You got remote data => Hello", Service.new():get_data("Hello"))
   end)
 
