@@ -601,41 +601,46 @@ local function unlock(st)
   if co then runtime().resume(co) end
 end
 
-local function call_in_task(st, name, args, co)
+-- Runs fn(co) holding st's lock, in the mode the caller is in (see the
+-- header): in a task; as a task with the loop turned (outside a task while
+-- this process exports, or while another task holds the connection); or
+-- blocking (co == nil). Returns fn's results or raises its error.
+local function in_task(st, fn, co)
   lock(st, co)
-  local res = table.pack(pcall(invoke, st, name, args, co))
+  local res = table.pack(pcall(fn, co))
   unlock(st)
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
 end
 
--- Outside a task, with a runtime that serves this process: run the call as a
--- task and turn the loop until it is done.
-local function call_pumped(st, name, args, rt)
+local function pumped(st, fn, rt)
   local u = get_uv()
   local res
   rt.spawn(function()
-    local co = rt.current()
-    res = table.pack(pcall(call_in_task, st, name, args, co))
+    res = table.pack(pcall(in_task, st, fn, rt.current()))
   end)
   while res == nil do u.run("once") end
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
 end
 
-local function call(st, name, args)
+local function dispatch(st, fn)
   local rt = runtime()
   local co = rt and rt.current and rt.current() or nil
-  if co then return call_in_task(st, name, args, co) end
+  if co then return in_task(st, fn, co) end
   if rt and rt.spawn and ((rt.has_exports and rt.has_exports()) or st.busy
       or (st.conn and st.conn.async)) then
-    return call_pumped(st, name, args, rt)
+    return pumped(st, fn, rt)
   end
   st.busy = true
-  local res = table.pack(pcall(invoke, st, name, args, nil))
+  local res = table.pack(pcall(fn, nil))
   st.busy = false
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
+end
+
+local function call(st, name, args)
+  return dispatch(st, function(co) return invoke(st, name, args, co) end)
 end
 
 -- ---- the PyroProxyFactory class --------------------------------------------------------
@@ -730,16 +735,7 @@ end
 function methods._pyro_bind(self)
   local st = check_state(self, "_pyro_bind")
   if st.uri == nil then error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2) end
-  local rt = runtime()
-  local co = rt and rt.current and rt.current() or nil
-  if co then
-    lock(st, co)
-    local ok, e = pcall(connection, st, co)
-    unlock(st)
-    if not ok then error(e, 0) end
-  else
-    connection(st, nil)
-  end
+  dispatch(st, function(co) connection(st, co) end)
   return true
 end
 
