@@ -402,3 +402,57 @@ describe("springrun interop: `springrun ns` as Python's name server #interop", f
     assert.are.equal(pyuri, naming.resolve("PYRONAME:interop.python@127.0.0.1:" .. nsport))
   end)
 end)
+
+describe("springrun interop: the README's commands (on free ports) #interop", function()
+  setup(function() pyro4.require_python() end)
+  local EX = proc.root .. "/examples/"
+
+  local function run_ok(argv, env)
+    local p = proc.spawn(argv, { env = env })
+    finally(function() proc.stop(p) end)
+    assert.are.equal(0, proc.wait_exit(p, 30), p:stderr())
+    return p:stdout()
+  end
+
+  it("Calling from Python: python_client.py and a one-liner call examples/server.lua", function()
+    local port = proc.free_port()
+    local srv = proc.spawn({ proc.bin, EX .. "server.lua", "127.0.0.1", tostring(port) })
+    finally(function() proc.stop(srv) end)
+    assert(proc.wait_port("127.0.0.1", port, 10, srv))
+    local url = url_of("ServiceName", port)
+    assert.are.equal("PYTHON CLIENT: You got remote data => Hello\n", run_ok({ proc.python, EX .. "python_client.py", url }))
+    assert.are.equal("PYTHON CLIENT: You got remote data => Hello\n",
+      run_ok({ proc.python, EX .. "python_client.py", url }, { PYRO_SERIALIZER = "json" }))
+    assert.are.equal("You got remote data => Hi\n", run_ok({ proc.python, "-c",
+      string.format('import Pyro4; print(Pyro4.Proxy("%s").get_data("Hi"))', url) }))
+  end)
+
+  it("Calling Python: examples/client.lua calls python_server.py", function()
+    local port = proc.free_port()
+    local py = proc.spawn({ proc.python, EX .. "python_server.py", "127.0.0.1", tostring(port) },
+      { env = { PYTHONUNBUFFERED = "1" } })
+    finally(function() proc.stop(py) end)
+    assert.are.equal(url_of("ServiceName", port), pyro4.wait_output(py, "URI = (%S+)\n", 15, "python_server.py"))
+    assert.are.equal("CLIENT: You got remote data => Hello\n",
+      run_ok({ proc.bin, EX .. "client.lua", "127.0.0.1", tostring(port) }))
+  end)
+
+  it("Name server: springrun ns, ns_server.lua, Pyro4.nsc, ns_client.lua and a Python PYRONAME client", function()
+    local ns, nsport = pyro4.start_springrun_ns()
+    finally(function() proc.stop(ns) end)
+    local port = proc.free_port()
+    local srv = proc.spawn({ proc.bin, EX .. "ns_server.lua", "127.0.0.1", tostring(port), "127.0.0.1",
+      tostring(nsport) })
+    finally(function() proc.stop(srv) end)
+    assert(proc.wait_port("127.0.0.1", port, 10, srv))
+    local listed = pyro4.nsc(nsport, nil, "list")
+    assert.truthy(listed:find("ServiceName --> " .. url_of("ServiceName", port) .. "\n", 1, true), listed)
+    assert.are.equal("CLIENT: You got remote data => Hello\n",
+      run_ok({ proc.bin, EX .. "ns_client.lua", "127.0.0.1", tostring(nsport) }))
+    assert.are.equal("PYTHON CLIENT: You got remote data => Hello\n",
+      run_ok({ proc.python, EX .. "python_client.py", "PYRONAME:ServiceName@127.0.0.1:" .. nsport }))
+    proc.kill(srv, "sigterm")
+    assert.are.equal(0, proc.wait_exit(srv, 10), srv:stderr())
+    assert.falsy(pyro4.nsc(nsport, nil, "list"):find("ServiceName", 1, true))
+  end)
+end)
