@@ -46,9 +46,8 @@
 
 static struct {
   sr_holder_t *h;
-  uv_async_t async; /* on luv's loop */
-  int async_open;
-  int async_refd;
+  uv_async_t *async; /* on luv's loop while a daemon listens, else NULL */
+  uv_loop_t *loop;   /* luv's loop */
   lua_State *L; /* main thread of the state that opened the module */
   int handler_ref;
   int log_ref;
@@ -57,17 +56,39 @@ static struct {
   sr_buf_t buf; /* reply frame scratch (Lua thread only) */
 } G = { .handler_ref = LUA_NOREF, .log_ref = LUA_NOREF };
 
+/* Called on the holder thread, which only runs while G.async exists (the
+ * async is created before the first listen and closed after the thread of
+ * the last unlisten was joined). */
 static void notify_cb(void *ud) {
   (void)ud;
-  uv_async_send(&G.async);
+  uv_async_send(G.async);
 }
 
-static void update_ref(void) {
-  if (!G.async_open) return;
-  int want = G.h && sr_holder_count(G.h) > 0;
-  if (want && !G.async_refd) uv_ref((uv_handle_t *)&G.async);
-  if (!want && G.async_refd) uv_unref((uv_handle_t *)&G.async);
-  G.async_refd = want;
+static void on_events(uv_async_t *a);
+
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+/* The async lives exactly while a daemon listens: it keeps luv's loop alive
+ * while something is exported, and no foreign handle is left on luv's loop
+ * otherwise (luv's loop finalizer closes every handle it finds with its own
+ * callback). */
+static int open_async(lua_State *L) {
+  if (G.async) return 0;
+  uv_async_t *a = malloc(sizeof *a);
+  if (a == NULL) return SR_ENOMEM;
+  G.loop = luv_loop(L);
+  if (uv_async_init(G.loop, a, on_events) != 0) {
+    free(a);
+    return SR_ENOMEM;
+  }
+  G.async = a;
+  return 0;
+}
+
+static void close_async(void) {
+  if (G.async == NULL) return;
+  if (!uv_is_closing((uv_handle_t *)G.async)) uv_close((uv_handle_t *)G.async, free_handle_cb);
+  G.async = NULL;
 }
 
 static int traceback(lua_State *L) {
@@ -309,9 +330,13 @@ static int l_listen(lua_State *L) {
              (long long)port);
     return fail(L, SR_EINVAL, err);
   }
-  int rc = sr_holder_listen(G.h, host, (int)port, mask, &id, &bound, err, sizeof err);
-  if (rc < 0) return fail(L, rc, err);
-  update_ref();
+  int rc = open_async(L);
+  if (rc < 0) return fail(L, rc, "cannot listen: out of memory");
+  rc = sr_holder_listen(G.h, host, (int)port, mask, &id, &bound, err, sizeof err);
+  if (rc < 0) {
+    if (sr_holder_count(G.h) == 0) close_async();
+    return fail(L, rc, err);
+  }
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
   return 2;
@@ -319,7 +344,11 @@ static int l_listen(lua_State *L) {
 
 static int l_unlisten(lua_State *L) {
   int rc = sr_holder_unlisten(G.h, check_daemon(L, 1));
-  update_ref();
+  if (sr_holder_count(G.h) == 0 && G.async) {
+    /* the thread is joined: deliver what it queued last, then drop the async */
+    on_events(G.async);
+    close_async();
+  }
   if (rc < 0) return fail(L, rc, "no such daemon");
   lua_pushboolean(L, 1);
   return 1;
@@ -429,12 +458,11 @@ static int l_gc(lua_State *L) {
     sr_holder_free(G.h); /* joins the holder thread */
     G.h = NULL;
   }
-  if (G.async_open) {
-    G.async_open = 0;
-    /* static storage: nothing to free; luv's loop finalizer (which runs
-     * after this one) completes the close */
-    uv_close((uv_handle_t *)&G.async, NULL);
-  }
+  /* still exported while the state closes: luv's loop finalizer completes
+   * the close (or already closed it with its own callback: then the few
+   * bytes of the handle are left to the exiting process) */
+  if (G.async && uv_is_closing((uv_handle_t *)G.async)) G.async = NULL;
+  close_async();
   sr_buf_free(&G.buf);
   G.L = NULL;
   return 0;
@@ -461,10 +489,6 @@ void lsr_open_daemon(lua_State *L) {
   G.L = lua_tothread(L, -1);
   lua_pop(L, 1);
   if (sr_holder_new(&G.h, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
-  uv_async_init(luv_loop(L), &G.async, on_events);
-  uv_unref((uv_handle_t *)&G.async);
-  G.async_open = 1;
-  G.async_refd = 0;
   sr_buf_init(&G.buf);
   /* a sentinel whose finalizer stops the thread when the state closes;
    * created after luv's loop, so finalized before it */

@@ -35,11 +35,15 @@
 --     trailing table argument (empty kwargs: nothing extra).
 --   returns: no value or nil -> null; one value -> that value; several
 --     values -> a JSON array of them (nil holes as null).
---   a Lua error -> exception RESULT of class builtins.RuntimeError (or the
---     error object's own builtins.* class when it carries one), args
+--   a Lua error -> exception RESULT of class builtins.RuntimeError, args
 --     {message}, attributes._pyroTraceback = the Lua traceback as lines.
---     The message keeps the springrun error class ("Pyro4.errors.TimeoutError:
---     ...") for errors.Error objects. The connection stays usable.
+--     An error object {class=, message= [, args=]} whose class a Python
+--     client can rebuild (builtins.X, Pyro4.errors.X) keeps its class and
+--     args, unless it is a springrun.errors object of a kind other than
+--     "remote" (a nested proxy call that failed locally: refused, timeout...):
+--     those become RuntimeError "Pyro4.errors.TimeoutError: ..." so that the
+--     caller does not take it for a failure of its own connection. The
+--     connection stays usable.
 --   Unknown object -> Pyro4.errors.DaemonError "unknown object"; unknown
 --   method -> builtins.AttributeError "'<service_name>' object has no
 --   attribute 'x'"; "_x" -> AttributeError "attempt to access private
@@ -100,12 +104,19 @@ end
 
 -- Turns an error caught in a service call into an exception dict.
 local function to_exception(e, tb)
-  local class, message = "builtins.RuntimeError", nil
+  local class, message, args = "builtins.RuntimeError", nil, nil
   if getmetatable(e) == PyroExc then
     class, message = e.class, e.message
   elseif type(e) == "table" and type(e.class) == "string" and type(e.message) == "string" then
-    if e.class:match("^builtins%.[%a_][%w_]*$") then
+    -- a Python class the client can rebuild travels as is, except a local
+    -- failure of a nested proxy call (kind refused/timeout/closed...): a
+    -- CommunicationError would make a Python client drop its own connection
+    local rebuildable = e.class:match("^builtins%.[%a_][%w_]*$")
+      or e.class:match("^Pyro4%.errors%.[%a_][%w_]*$")
+    local kind = rawget(e, "kind")
+    if rebuildable and (kind == nil or kind == "remote") then
       class, message = e.class, e.message
+      if type(e.args) == "table" and #e.args > 0 then args = e.args end
     else
       message = e.class .. ": " .. e.message
     end
@@ -125,7 +136,9 @@ local function to_exception(e, tb)
     end
   end
   lines[#lines + 1] = class:gsub("^builtins%.", "") .. ": " .. message .. "\n"
-  return exception(class, message, lines)
+  local x = exception(class, message, lines)
+  if args then x.args = json.array(args) end
+  return x
 end
 
 -- ---- metadata ------------------------------------------------------------------

@@ -13,6 +13,11 @@ return function(options)
     end
     io.write(line, "\n")
     io.flush()
+    -- luv 1.44 crashes in its loop finalizer at exit when a handle was closed
+    -- and the loop has not turned since (the handle's memory is freed while
+    -- still queued for closing): give pending close callbacks one turn.
+    local has_luv, uv = pcall(require, "luv")
+    if has_luv then uv.run("nowait") end
     return nil, true
   end)
 
