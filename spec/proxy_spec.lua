@@ -525,6 +525,33 @@ describe("springrun.proxy with services exported by this process #net", function
     assert.are.equal("front(You got remote data => Hi)", front:relay("Hi"))
   end)
 
+  it("uses the springrun daemon's metadata: oneway without waiting, unknown names refused locally", function()
+    local seen = {}
+    local svc = {
+      note = function(_, x) seen[#seen + 1] = x end,
+      count = function() return #seen end,
+      _hidden = function() return "no" end,
+    }
+    local ex = springrun.PyroServiceExporter { service_name = "Notes", service = svc,
+      service_host = "127.0.0.1", service_port = 0, oneway = { "note" } }
+    ex:after_properties_set()
+    finally(function() ex:destroy() end)
+    local p = springrun.proxy(url_of(ex.service_port, "Notes"), { timeout = 10 })
+    finally(function() p:destroy() end)
+    local meta = p:_pyro_metadata()
+    assert.is_true(meta.oneway.note)
+    assert.is_true(meta.methods.count)
+    assert.is_nil(meta.methods._hidden)
+    assert.are.equal(0, select("#", p:note("a")))
+    local deadline = client.now() + 10
+    while #seen == 0 and client.now() < deadline do proc.poll_step(5) end
+    assert.are.same({ "a" }, seen)
+    assert.are.equal(1, p:count())
+    local e = client.error_of(p.nope, p)
+    assert.are.equal("remote object '" .. url_of(ex.service_port, "Notes") .. "' has no exposed attribute or method 'nope'",
+      e.message)
+  end)
+
   it("carries a Lua error of the service as a remote exception with the Lua traceback", function()
     local ex, sport = export("Failing", { boom = function() error("kaboom") end })
     finally(function() ex:destroy() end)
