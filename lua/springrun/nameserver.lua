@@ -34,9 +34,15 @@
 --   ping() -> None
 -- Keyword arguments (Python's ns.list(prefix="x", return_metadata=True)) are
 -- bound to these parameter names (nameserver.PARAMS) the way Python binds
--- them: unknown keyword -> TypeError "list() got an unexpected keyword
--- argument 'x'", a parameter given twice -> TypeError "... got multiple
--- values for argument 'x'", too many positional -> TypeError.
+-- them: unknown keyword -> TypeError "NameServer.list() got an unexpected
+-- keyword argument 'x'", a parameter given twice -> "... got multiple values
+-- for argument 'x'", too many positional -> "... takes from 1 to 6
+-- positional arguments but 7 were given". springrun's exporter hands a
+-- call's non-empty kwargs over as one extra trailing table; the methods take
+-- a trailing map with only string keys (not a list, no "__class__") for
+-- kwargs, as no positional argument of this API is such a map (or tag it:
+-- nameserver.kwargs(t)). nameserver.call(ns, method, params, kwargs) applies
+-- a Pyro4 INVOKE directly.
 --
 -- Regular expressions (list(regex=...), remove(regex=...)): Pyro4 uses
 -- Python's re.match, i.e. anchored at the start of the name and not at the
