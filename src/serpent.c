@@ -122,7 +122,7 @@ static inline int skip_ws(parser_t *P) {
 static int skip_ws_slow(parser_t *P) {
   while (P->i < P->n) {
     uint8_t c = P->p[P->i];
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') {
       P->i++;
     } else if (c == '#') {
       const uint8_t *nl = memchr(P->p + P->i, '\n', P->n - P->i);
