@@ -254,6 +254,71 @@ describe("springrun.nameserver exported in this process #net", function()
   end)
 end)
 
+describe("name server registration of exporters, in this process #net", function()
+  local cmd_ns = require "springrun.cmd.ns"
+
+  local Echo = {}
+  Echo.__index = Echo
+  function Echo.echo(_, v) return v end
+
+  it("registers an exporter with register_with_nameserver and removes it on destroy", function()
+    local nsex, _, nsuri, nsport = cmd_ns.start("127.0.0.1", 0)
+    finally(function() nsex:destroy() end)
+    assert.are.equal("PYRO:Pyro.NameServer@127.0.0.1:" .. nsport, nsuri)
+    local ex = springrun.PyroServiceExporter { service_name = "x.echo", service = setmetatable({}, Echo),
+      service_host = "127.0.0.1", service_port = 0 }
+    ex.register_with_nameserver, ex.ns_host, ex.ns_port = true, "127.0.0.1", nsport
+    ex:after_properties_set()
+    local opts = { ns_host = "127.0.0.1", ns_port = nsport }
+    assert.are.equal("PYRO:x.echo@127.0.0.1:" .. ex:bound_port(), naming.lookup("x.echo", opts))
+    local p = springrun.proxy("PYRONAME:x.echo@127.0.0.1:" .. nsport, { timeout = 5 })
+    finally(function() p:destroy() end)
+    assert.are.same({ 1, { a = "b" } }, p:echo({ 1, { a = "b" } }))
+    ex:destroy()
+    local e = err_of(naming.lookup, "x.echo", opts)
+    assert.are.equal("unknown name: x.echo", e.message)
+  end)
+
+  it("fails the export naming the exporter when the name server is unreachable, and releases the port", function()
+    local nsport = proc.free_port()
+    local port = proc.free_port()
+    local ex = springrun.PyroServiceExporter { service_name = "x.lonely", service = setmetatable({}, Echo),
+      service_host = "127.0.0.1", service_port = port }
+    ex:set_register_with_nameserver(true)
+    ex:set_ns_host("127.0.0.1")
+    ex:set_ns_port(nsport)
+    local e = err_of(ex.after_properties_set, ex)
+    assert.truthy(tostring(e):find("^PyroServiceExporter 'x.lonely': cannot register with the name server: "
+      .. "Pyro4.errors.NamingError: failed to locate the nameserver at 127.0.0.1:" .. nsport), tostring(e))
+    assert.is_false(ex:is_exported())
+    assert.is_false(proc.port_open("127.0.0.1", port))
+  end)
+
+  it("lets a service method resolve a PYRONAME (inside a task) through a name server of the same process", function()
+    local nsex, _, _, nsport = cmd_ns.start("127.0.0.1", 0)
+    finally(function() nsex:destroy() end)
+    local inner = springrun.PyroServiceExporter { service_name = "x.inner", service = setmetatable({}, Echo),
+      service_host = "127.0.0.1", service_port = 0, register_with_nameserver = true,
+      ns_host = "127.0.0.1", ns_port = nsport }
+    inner:after_properties_set()
+    finally(function() inner:destroy() end)
+    local Outer = {}
+    function Outer.via_name(_, v)
+      local p = springrun.proxy("PYRONAME:x.inner@127.0.0.1:" .. nsport, { timeout = 5 })
+      local r = p:echo(v)
+      p:destroy()
+      return "outer(" .. r .. ")", naming.resolve("PYRONAME:x.inner@127.0.0.1:" .. nsport)
+    end
+    local outer = springrun.PyroServiceExporter { service_name = "x.outer", service = Outer,
+      service_host = "127.0.0.1", service_port = 0 }
+    outer:after_properties_set()
+    finally(function() outer:destroy() end)
+    local p = springrun.proxy("PYRO:x.outer@127.0.0.1:" .. outer:bound_port(), { timeout = 5 })
+    finally(function() p:destroy() end)
+    assert.are.same({ "outer(hi)", "PYRO:x.inner@127.0.0.1:" .. inner:bound_port() }, p:via_name("hi"))
+  end)
+end)
+
 describe("springrun ns (command line) #net", function()
   it("prints its usage with --help and refuses bad arguments with exit 2", function()
     local out, ok = cli.run(proc.bin .. " ns --help")
