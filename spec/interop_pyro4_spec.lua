@@ -420,6 +420,30 @@ describe("springrun interop: `springrun ns` as Python's name server #interop", f
   end)
 end)
 
+describe("springrun interop: PYROMETA through `springrun ns` #interop", function()
+  setup(function() pyro4.require_python() end)
+
+  it("finds a Python object by metadata, from springrun and from Python (json and serpent)", function()
+    local ns, nsport = pyro4.start_springrun_ns()
+    finally(function() proc.stop(ns) end)
+    local py, _, uri = pyro4.start_py_service("-", "127.0.0.1", nsport, "m.one")
+    finally(function() proc.stop(py) end)
+    assert.are.equal("Metadata updated\n", pyro4.nsc(nsport, "json", "setmeta", "m.one", "blue", "round"))
+    local url = "PYROMETA:blue,round@127.0.0.1:" .. nsport
+    assert.are.equal(uri, naming.resolve(url))
+    local svc = springrun.proxy(url, { timeout = 10 })
+    finally(function() svc:destroy() end)
+    assert.are.equal("You got remote data => meta", svc:get_data("meta"))
+    for _, ser in ipairs({ "json", "serpent" }) do
+      local out = pyro4.run_client("PYROMETA:round,blue@127.0.0.1:" .. nsport, ser, "pyroname")
+      assert.are.equal(uri, out.resolved.ok)
+      assert.are.equal("You got remote data => by name", out.get_data.ok)
+    end
+    local e = err_of(naming.resolve, "PYROMETA:purple@127.0.0.1:" .. nsport)
+    assert.are.equal("no registrations available with desired metadata properties {purple}", e.message)
+  end)
+end)
+
 describe("springrun interop: the README's commands (on free ports) #interop", function()
   setup(function() pyro4.require_python() end)
   local EX = proc.root .. "/examples/"
