@@ -96,7 +96,8 @@ function M.main(args)
     io.stderr:write("springrun ns: cannot start the name server: ", tostring(ex), "\n")
     return 1
   end
-  io.write(string.format("NS running on %s:%d (%s)\n", opts.host, bound, opts.host))
+  local location = uri:match("@(.*)$") or string.format("%s:%d", opts.host, bound)
+  io.write(string.format("NS running on %s (%s)\n", location, opts.host))
   io.write("URI = ", uri, "\n")
   io.stdout:flush()
   return require("springrun.runtime").serve_after_script()
