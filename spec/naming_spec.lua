@@ -183,6 +183,21 @@ describe("springrun.naming against a real Pyro4 name server #interop", function(
     assert.are.equal("PYRO:three@127.0.0.1:3", naming.lookup("a.three", opts))
   end)
 
+  it("takes the name server from PYRO_NS_HOST/PYRO_NS_PORT when the URL has no location, as Pyro4 does", function()
+    local port, opts = start_ns()
+    naming.register("env.name", "PYRO:env@127.0.0.1:5", opts)
+    local script = proc.tmpfile([[
+      local naming = require "springrun.naming"
+      print(naming.resolve("PYRONAME:env.name"))
+      print(naming.lookup("env.name"))
+    ]])
+    finally(function() os.remove(script) end)
+    local p = proc.spawn({ proc.bin, script }, { env = { PYRO_NS_HOST = "127.0.0.1", PYRO_NS_PORT = tostring(port) } })
+    finally(function() proc.stop(p) end)
+    assert.are.equal(0, proc.wait_exit(p, 20), p:stderr())
+    assert.are.equal("PYRO:env@127.0.0.1:5\nPYRO:env@127.0.0.1:5\n", p:stdout())
+  end)
+
   it("locates the name server as a proxy with the whole Pyro.NameServer API", function()
     local port = start_ns()
     local ns = naming.locate_ns("127.0.0.1", port, { timeout = 5 })
