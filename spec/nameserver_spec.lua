@@ -212,6 +212,23 @@ describe("springrun.nameserver #unit", function()
     assert.are.equal("invalid regex: unsupported group '(?=' at position 0", e.message)
   end)
 
+  it("gives up on a regex that backtracks too much with NamingError instead of stalling", function()
+    local ns = nameserver.new()
+    ns:register(string.rep("a", 30), "PYRO:x@h:1")
+    local t0 = os.clock()
+    local e = err_of(ns.list, ns, nil, "(a*)*b")
+    assert.are.equal("Pyro4.errors.NamingError", e.class)
+    assert.are.equal(string.format("regex too expensive: more than 1000000 steps matching '(a*)*b' against '%s'",
+      string.rep("a", 30)), e.message)
+    assert.is_true(os.clock() - t0 < 10)
+    e = err_of(ns.remove, ns, nil, nil, "(a*)*b")
+    assert.are.equal("Pyro4.errors.NamingError", e.class)
+    -- linear patterns on long names are fine
+    local long = string.rep("b", 20000)
+    ns:register(long, "PYRO:y@h:2")
+    assert.are.same({ [long] = "PYRO:y@h:2" }, ns:list(nil, "b+$"))
+  end)
+
   it("keeps its own entry under Pyro.NameServer with Pyro4's metadata", function()
     local ns = nameserver.new()
     assert.are.equal(0, ns:count())

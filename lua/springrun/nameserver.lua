@@ -55,7 +55,10 @@
 -- Not supported (-> NamingError "invalid regex: ..." naming the
 -- construct): backreferences, lookahead/lookbehind, inline flags (?i),
 -- \b \B. Matching works on bytes: '.' and classes see one byte of a UTF-8
--- character at a time, so use them on ASCII names.
+-- character at a time, so use them on ASCII names. A regex that needs more
+-- than nameserver.MAX_REGEX_STEPS (1,000,000) backtracking steps for one
+-- name fails with NamingError "regex too expensive: ..." instead of
+-- stalling the server (Python would grind on: "(a*)*b" on 30 a's).
 local errors = require "springrun.errors"
 local naming = require "springrun.naming"
 
@@ -369,7 +372,14 @@ local function match_rep(node, s, i, k, count)
   return count >= node.min and k(i)
 end
 
+-- Steps left for the match in progress: a backtracking matcher can take
+-- exponential time ("(a*)*b"), and the name server runs on the Lua thread.
+local budget = 0
+local BUDGET_EXHAUSTED = {}
+
 function match_node(node, s, i, k)
+  budget = budget - 1
+  if budget < 0 then error(BUDGET_EXHAUSTED, 0) end
   local t = node.t
   if t == "one" then
     if i <= #s and node.test(s:sub(i, i)) then return k(i + 1) end
@@ -393,8 +403,13 @@ function match_node(node, s, i, k)
   error("regex: unknown node " .. tostring(t))
 end
 
+-- Most matching steps one name may take (nameserver.MAX_REGEX_STEPS).
+M.MAX_REGEX_STEPS = 1000000
+
 -- nameserver.compile_regex(pattern) -> matcher fn(name) -> boolean (Python's
 -- re.match(pattern, name) is not None) | nil, "invalid regex: ..." message.
+-- The matcher raises the string "regex too expensive: ..." when a name
+-- takes more than nameserver.MAX_REGEX_STEPS steps.
 function M.compile_regex(pattern)
   if type(pattern) ~= "string" then
     return nil, "invalid regex: expected a string, got " .. py_type(pattern)
@@ -405,7 +420,14 @@ function M.compile_regex(pattern)
     error(root, 0)
   end
   return function(name)
-    return match_node(root, name, 1, function() return true end) == true
+    budget = M.MAX_REGEX_STEPS
+    local mok, r = pcall(match_node, root, name, 1, function() return true end)
+    if mok then return r == true end
+    if r == BUDGET_EXHAUSTED then
+      error(string.format("regex too expensive: more than %d steps matching '%s' against '%s'",
+        M.MAX_REGEX_STEPS, pattern, name), 0)
+    end
+    error(r, 0)
   end
 end
 
@@ -612,7 +634,11 @@ local function do_list(st, prefix, regex, metadata_all, metadata_any, return_met
   elseif truthy(regex) then
     local m, why = M.compile_regex(regex)
     if not m then naming_error(why) end
-    select_fn = m
+    select_fn = function(name)
+      local mok, r = pcall(m, name)
+      if not mok then naming_error(tostring(r)) end
+      return r
+    end
   elseif truthy(metadata_all) then
     local want = metadata_set(metadata_all, "metadata_all")
     select_fn = function(_, e)
