@@ -398,6 +398,75 @@ describe("springrun.daemon #unit #net", function()
   end)
 end)
 
+for _, direct in ipairs({ true, false }) do
+  local who = direct and "the Lua thread" or "the holder thread"
+  describe("springrun.daemon replies written by " .. who .. " #unit #net", function()
+    local exporter, port
+
+    setup(function()
+      core.daemon_set_direct_writes(direct)
+      exporter = springrun.PyroServiceExporter{
+        service_name = "ServiceName", service = setmetatable({}, Service),
+        service_host = "127.0.0.1", service_port = 0,
+      }
+      exporter:after_properties_set()
+      port = exporter.service_port
+    end)
+
+    teardown(function()
+      exporter:destroy()
+      core.daemon_set_direct_writes(true)
+    end)
+
+    it("keeps request order and whole frames when replies are larger than the socket takes at once", function()
+      local c = connect_ok(port)
+      local big = string.rep("0123456789abcdef", 256 * 1024) -- 4 MiB
+      local frames = {
+        enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json("ServiceName", "echo", '["' .. big .. '"]')),
+        enc(core.MSG_INVOKE, 0, 2, JSON, wc.invoke_json("ServiceName", "slow", '[20, "after"]')),
+        enc(core.MSG_INVOKE, 0, 3, JSON, wc.invoke_json("ServiceName", "echo", '["' .. big .. '"]')),
+        enc(core.MSG_PING, 0, 4, core.SER_PING, "ping"),
+        enc(core.MSG_INVOKE, 0, 5, JSON, wc.invoke_json("ServiceName", "add", "[2, 3]")),
+      }
+      c:send(table.concat(frames))
+      local m = assert(c:recv(20))
+      assert.are.equal(1, m.seq)
+      assert.are.equal('"' .. big .. '"', m.data)
+      local _, v = result(c, 2)
+      assert.are.equal("after", v)
+      m = assert(c:recv(20))
+      assert.are.equal(3, m.seq)
+      assert.are.equal(#big + 2, #m.data)
+      m = assert(c:recv())
+      assert.are.equal(core.MSG_PING, m.type)
+      assert.are.equal(4, m.seq)
+      _, v = result(c, 5)
+      assert.are.equal(5, v)
+      c:close()
+    end)
+
+    it("serves several connections at once, each in its own order", function()
+      local conns = {}
+      for i = 1, 4 do conns[i] = connect_ok(port) end
+      for i, c in ipairs(conns) do
+        local frames = {}
+        for k = 1, 10 do
+          frames[k] = enc(core.MSG_INVOKE, 0, k, JSON,
+            wc.invoke_json("ServiceName", "slow", string.format('[%d, "c%d-%d"]', (k * 7 + i * 3) % 25, i, k)))
+        end
+        c:send(table.concat(frames))
+      end
+      for i, c in ipairs(conns) do
+        for k = 1, 10 do
+          local _, v = result(c, k)
+          assert.are.equal(string.format("c%d-%d", i, k), v)
+        end
+        c:close()
+      end
+    end)
+  end)
+end
+
 describe("springrun.daemon in a server process #net #interop", function()
   local script = proc.root .. "/spec/fixtures/daemon_server.lua"
 

@@ -18,6 +18,7 @@
 #include "daemon.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,7 +46,7 @@
 /* ---- types --------------------------------------------------------------- */
 
 enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
-       CMD_REPLY };
+       CMD_REPLY, CMD_FLUSH, CMD_CLOSE };
 
 /* The common head of everything on h->cmds. */
 typedef struct sr_cmdhead_s {
@@ -75,12 +76,35 @@ typedef struct sr_cmd_s {
 typedef struct sr_reply_s {
   sr_cmdhead_t head;
   uv_write_t wr;
-  struct sr_reply_s *next; /* pending list, sorted by slot */
+  struct sr_reply_s *next; /* pending list (sorted by slot) or outq */
   uint64_t conn;
   uint32_t slot;
   size_t len;
   uint8_t data[];
 } sr_reply_t;
+
+/* CMD_FLUSH / CMD_CLOSE: the owner asks the holder to write a connection's
+ * queued bytes, or to close it after a failed write. */
+typedef struct sr_conncmd_s {
+  sr_cmdhead_t head;
+  uint64_t conn;
+} sr_conncmd_t;
+
+/* The write side of a connection, shared by the holder thread and the owner
+ * (which may write replies itself, see sr_holder_reply). Everything but fd
+ * is guarded by mu. Bytes never interleave: the owner writes directly only
+ * while nothing is queued for the holder (queued == 0), and every write of
+ * the holder goes through outq in order. */
+typedef struct sr_wside_s {
+  uv_mutex_t mu;
+  int refs;          /* the connection's, plus the owner's while it writes */
+  int fd;            /* the socket; not written once closed is set */
+  int closed;
+  int queued;        /* replies in outq plus uv_writes in flight */
+  uint32_t send_slot; /* slot whose reply goes out next */
+  sr_reply_t *pending;           /* replies ahead of their turn, by slot */
+  sr_reply_t *outq, *outq_tail;  /* in order, for the holder to uv_write */
+} sr_wside_t;
 
 typedef struct sr_obj_s {
   struct sr_obj_s *next;
@@ -104,8 +128,7 @@ typedef struct sr_conn_s {
   int handshaken;
   int reading;
   uint32_t next_slot; /* slot of the next request */
-  uint32_t send_slot; /* slot whose reply goes out next */
-  sr_reply_t *pending;
+  sr_wside_t *w;
   char peer[64];
 } sr_conn_t;
 
@@ -141,6 +164,8 @@ struct sr_holder_s {
   int stopping;
   sr_daemon_t *daemons;
   uint32_t next_daemon_id;
+  uv_mutex_t tab_mu;  /* guards the table below against the owner's lookups */
+  int direct_writes;  /* the owner writes replies itself (default) */
   sr_conn_t **conns; /* table indexed by the low 32 bits of a conn id */
   uint32_t *gens;
   uint32_t *freelist;
@@ -222,7 +247,7 @@ static void hlog(sr_holder_t *h, int level, const char *fmt, ...) {
 
 /* ---- connection table (holder thread) ------------------------------------ */
 
-static int conn_table_add(sr_holder_t *h, sr_conn_t *c) {
+static int conn_table_add_locked(sr_holder_t *h, sr_conn_t *c) {
   if (h->nfree == 0) {
     uint32_t ncap = h->cap ? h->cap * 2 : 16;
     sr_conn_t **conns = realloc(h->conns, ncap * sizeof *conns);
@@ -248,6 +273,13 @@ static int conn_table_add(sr_holder_t *h, sr_conn_t *c) {
   return 0;
 }
 
+static int conn_table_add(sr_holder_t *h, sr_conn_t *c) {
+  uv_mutex_lock(&h->tab_mu);
+  int rc = conn_table_add_locked(h, c);
+  uv_mutex_unlock(&h->tab_mu);
+  return rc;
+}
+
 static sr_conn_t *conn_lookup(sr_holder_t *h, uint64_t id) {
   uint32_t idx = (uint32_t)(id & 0xffffffffu);
   if (idx >= h->cap) return NULL;
@@ -257,10 +289,142 @@ static sr_conn_t *conn_lookup(sr_holder_t *h, uint64_t id) {
 
 static void conn_table_remove(sr_holder_t *h, sr_conn_t *c) {
   uint32_t idx = (uint32_t)(c->id & 0xffffffffu);
+  uv_mutex_lock(&h->tab_mu);
   h->conns[idx] = NULL;
   h->gens[idx]++;
   h->freelist[h->nfree++] = idx;
   h->nconns--;
+  uv_mutex_unlock(&h->tab_mu);
+}
+
+/* ---- write side (both threads) -------------------------------------------- */
+
+static sr_wside_t *wside_new(int fd) {
+  sr_wside_t *w = calloc(1, sizeof *w);
+  if (w == NULL) return NULL;
+  if (uv_mutex_init(&w->mu) != 0) {
+    free(w);
+    return NULL;
+  }
+  w->refs = 1;
+  w->fd = fd;
+  return w;
+}
+
+static void free_chain(sr_reply_t *r) {
+  while (r) {
+    sr_reply_t *n = r->next;
+    free(r);
+    r = n;
+  }
+}
+
+static void wside_release(sr_wside_t *w) {
+  uv_mutex_lock(&w->mu);
+  int last = --w->refs == 0;
+  uv_mutex_unlock(&w->mu);
+  if (!last) return;
+  free_chain(w->pending);
+  free_chain(w->outq);
+  uv_mutex_destroy(&w->mu);
+  free(w);
+}
+
+static void wside_close(sr_wside_t *w) {
+  uv_mutex_lock(&w->mu);
+  w->closed = 1;
+  uv_mutex_unlock(&w->mu);
+}
+
+/* Appends r (owned) to outq. Called with w->mu held. */
+static void outq_push_locked(sr_wside_t *w, sr_reply_t *r) {
+  r->next = NULL;
+  if (w->outq_tail)
+    w->outq_tail->next = r;
+  else
+    w->outq = r;
+  w->outq_tail = r;
+  w->queued++;
+}
+
+static sr_reply_t *copy_reply(const uint8_t *data, size_t len, uint32_t slot) {
+  sr_reply_t *r = malloc(sizeof *r + len);
+  if (r == NULL) return NULL;
+  memset(r, 0, sizeof *r);
+  r->len = len;
+  r->slot = slot;
+  memcpy(r->data, data, len);
+  return r;
+}
+
+/* Sends data (or owned reply r) now. direct: the owner thread, which writes
+ * with send() while nothing is queued and queues what the socket did not
+ * take; otherwise (the holder) queue for uv_write. Called with w->mu held.
+ * Returns 0, or -1 when the socket failed (the connection must be closed). */
+static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_t *r,
+                       int direct) {
+  if (r) {
+    data = r->data;
+    len = r->len;
+  }
+  size_t done = 0;
+  if (direct && w->queued == 0) {
+    while (done < len) {
+      ssize_t n = send(w->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        done += (size_t)n;
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      } else {
+        free(r);
+        return -1;
+      }
+    }
+    if (done == len) {
+      free(r);
+      return 0;
+    }
+  }
+  if (r && done == 0) {
+    outq_push_locked(w, r);
+    return 0;
+  }
+  sr_reply_t *rest = copy_reply(data + done, len - done, 0);
+  free(r);
+  if (rest == NULL) return -1;
+  outq_push_locked(w, rest);
+  return 0;
+}
+
+/* Puts the reply for `slot` in order: emits it and the pending replies that
+ * follow, or keeps a copy until its turn. data/len or owned r. Called with
+ * w->mu held; returns -1 when the socket failed. */
+static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size_t len,
+                         sr_reply_t *r, int direct) {
+  if (w->closed || (int32_t)(slot - w->send_slot) < 0) { /* gone, or answered twice */
+    free(r);
+    return 0;
+  }
+  if (slot != w->send_slot) {
+    if (r == NULL && (r = copy_reply(data, len, slot)) == NULL) return -1;
+    r->slot = slot;
+    sr_reply_t **pp = &w->pending;
+    while (*pp && (int32_t)((*pp)->slot - slot) < 0) pp = &(*pp)->next;
+    r->next = *pp;
+    *pp = r;
+    return 0;
+  }
+  if (emit_locked(w, data, len, r, direct) < 0) return -1;
+  w->send_slot++;
+  while (w->pending && w->pending->slot == w->send_slot) {
+    sr_reply_t *n = w->pending;
+    w->pending = n->next;
+    if (emit_locked(w, NULL, 0, n, direct) < 0) return -1;
+    w->send_slot++;
+  }
+  return 0;
 }
 
 /* ---- connection lifetime (holder thread) --------------------------------- */
@@ -275,21 +439,20 @@ static void maybe_finish_stop(sr_holder_t *h) {
 static void on_conn_close(uv_handle_t *hd) {
   sr_conn_t *c = hd->data;
   sr_holder_t *h = c->h;
-  while (c->pending) {
-    sr_reply_t *r = c->pending;
-    c->pending = r->next;
-    free(r);
-  }
   sr_framer_free(&c->fr);
   conn_table_remove(h, c);
+  if (c->w) wside_release(c->w);
   free(c);
   maybe_finish_stop(h);
 }
+
+static void conn_flush(sr_conn_t *c);
 
 /* Closes c now (pending writes are cancelled). Idempotent. */
 static void conn_close_now(sr_conn_t *c) {
   if (c->state == C_CLOSED) return;
   c->state = C_CLOSED;
+  if (c->w) wside_close(c->w);
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
   if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_conn_close);
@@ -304,6 +467,11 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 /* Stops reading, lets queued writes finish, then closes. Idempotent. */
 static void conn_close_graceful(sr_conn_t *c) {
   if (c->state != C_OPEN) return;
+  if (c->w) {
+    wside_close(c->w); /* the owner writes no more; what it queued goes first */
+    conn_flush(c);
+  }
+  if (c->state != C_OPEN) return; /* the flush failed and closed it */
   c->state = C_SHUTTING;
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
@@ -313,60 +481,72 @@ static void conn_close_graceful(sr_conn_t *c) {
 
 static void on_write(uv_write_t *req, int status) {
   sr_reply_t *r = req->data;
-  if (status < 0 && status != UV_ECANCELED) {
-    sr_conn_t *c = req->handle->data;
-    if (c->state != C_CLOSED) {
-      hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
-           uv_strerror(status));
-      conn_close_now(c);
-    }
+  sr_conn_t *c = req->handle->data;
+  uv_mutex_lock(&c->w->mu);
+  c->w->queued--;
+  uv_mutex_unlock(&c->w->mu);
+  if (status < 0 && status != UV_ECANCELED && c->state != C_CLOSED) {
+    hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
+         uv_strerror(status));
+    conn_close_now(c);
   }
   free(r);
 }
 
-/* Writes r (owned) on c; frees it when c cannot take writes. */
+/* Hands everything in c's outq to uv_write, in order. */
+static void conn_flush(sr_conn_t *c) {
+  sr_wside_t *w = c->w;
+  uv_mutex_lock(&w->mu);
+  sr_reply_t *r = w->outq;
+  w->outq = w->outq_tail = NULL;
+  uv_mutex_unlock(&w->mu);
+  while (r) {
+    sr_reply_t *next = r->next;
+    int rc = UV_ECANCELED;
+    if (c->state != C_CLOSED) {
+      uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+      r->wr.data = r;
+      rc = uv_write(&r->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    }
+    if (rc != 0) {
+      uv_mutex_lock(&w->mu);
+      w->queued--;
+      uv_mutex_unlock(&w->mu);
+      free(r);
+      if (c->state != C_CLOSED) {
+        hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
+             uv_strerror(rc));
+        conn_close_now(c);
+      }
+    }
+    r = next;
+  }
+}
+
+/* Writes r (owned) on c after everything queued before it (no slot: the
+ * handshake answers). */
 static void conn_write(sr_conn_t *c, sr_reply_t *r) {
   if (c->state == C_CLOSED) {
     free(r);
     return;
   }
-  uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
-  r->wr.data = r;
-  int rc = uv_write(&r->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-  if (rc != 0) {
-    free(r);
-    hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
-         uv_strerror(rc));
-    conn_close_now(c);
-  }
+  uv_mutex_lock(&c->w->mu);
+  outq_push_locked(c->w, r);
+  uv_mutex_unlock(&c->w->mu);
+  conn_flush(c);
 }
 
-/* Queues reply r (owned) for its slot: writes it and every pending reply that
- * follows in order, or keeps it until its turn. */
+/* Queues reply r (owned) for its slot, from the holder thread. */
 static void conn_submit(sr_conn_t *c, sr_reply_t *r) {
   if (c->state != C_OPEN) {
     free(r);
     return;
   }
-  if ((int32_t)(r->slot - c->send_slot) < 0) { /* a slot answered twice: drop */
-    free(r);
-    return;
-  }
-  if (r->slot != c->send_slot) {
-    sr_reply_t **pp = &c->pending;
-    while (*pp && (int32_t)((*pp)->slot - r->slot) < 0) pp = &(*pp)->next;
-    r->next = *pp;
-    *pp = r;
-    return;
-  }
-  conn_write(c, r);
-  c->send_slot++;
-  while (c->state == C_OPEN && c->pending && c->pending->slot == c->send_slot) {
-    sr_reply_t *n = c->pending;
-    c->pending = n->next;
-    conn_write(c, n);
-    c->send_slot++;
-  }
+  uv_mutex_lock(&c->w->mu);
+  int rc = submit_locked(c->w, r->slot, NULL, 0, r, 0);
+  uv_mutex_unlock(&c->w->mu);
+  conn_flush(c);
+  if (rc < 0) conn_close_now(c);
 }
 
 /* Builds a frame into a new reply (slot given). NULL on OOM. */
@@ -649,6 +829,14 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  uv_os_fd_t fd = -1;
+  uv_fileno((uv_handle_t *)&c->tcp, &fd);
+  c->w = wside_new(fd);
+  if (c->w == NULL) {
+    hlog(h, LOG_ERROR, "out of memory accepting on %s", d->where);
+    conn_close_now(c);
+    return;
+  }
   struct sockaddr_storage ss;
   int sl = sizeof ss;
   snprintf(c->peer, sizeof c->peer, "?");
@@ -876,6 +1064,15 @@ static void on_wake(uv_async_t *a) {
     sr_cmdhead_t *head = (sr_cmdhead_t *)n;
     if (head->kind == CMD_REPLY) {
       do_reply(h, (sr_reply_t *)head);
+    } else if (head->kind == CMD_FLUSH || head->kind == CMD_CLOSE) {
+      sr_conncmd_t *cc = (sr_conncmd_t *)head;
+      sr_conn_t *c = conn_lookup(h, cc->conn);
+      if (c && head->kind == CMD_FLUSH) conn_flush(c);
+      if (c && head->kind == CMD_CLOSE && c->state != C_CLOSED) {
+        hlog(h, LOG_INFO, "write to %s failed; closing the connection", c->peer);
+        conn_close_now(c);
+      }
+      free(cc);
     } else {
       sr_cmd_t *cmd = (sr_cmd_t *)head;
       switch (head->kind) {
@@ -917,9 +1114,16 @@ int sr_holder_new(sr_holder_t **out, sr_holder_notify_cb notify, void *ud) {
     free(h);
     return SR_ENOMEM;
   }
+  if (uv_mutex_init(&h->tab_mu) != 0) {
+    sr_queue_destroy(&h->events);
+    sr_queue_destroy(&h->cmds);
+    free(h);
+    return SR_ENOMEM;
+  }
   h->notify = notify;
   h->notify_ud = ud;
   h->max_message = SR_WIRE_DEFAULT_MAX_MESSAGE;
+  h->direct_writes = 1;
   *out = h;
   return 0;
 }
@@ -967,7 +1171,8 @@ static void stop_thread(sr_holder_t *h) {
   sr_qnode_t *n = sr_queue_take_all(&h->cmds); /* nothing should be left */
   while (n) {
     sr_qnode_t *next = n->next;
-    if (((sr_cmdhead_t *)n)->kind == CMD_REPLY) free(n);
+    int kind = ((sr_cmdhead_t *)n)->kind;
+    if (kind == CMD_REPLY || kind == CMD_FLUSH || kind == CMD_CLOSE) free(n);
     n = next;
   }
 }
@@ -993,6 +1198,7 @@ void sr_holder_free(sr_holder_t *h) {
   }
   sr_queue_destroy(&h->cmds);
   sr_queue_destroy(&h->events);
+  uv_mutex_destroy(&h->tab_mu);
   free(h);
 }
 
@@ -1100,20 +1306,51 @@ int sr_holder_quiesce(sr_holder_t *h) {
   return run_sync(h, &cmd);
 }
 
+static int push_conncmd(sr_holder_t *h, int kind, uint64_t conn) {
+  sr_conncmd_t *cc = calloc(1, sizeof *cc);
+  if (cc == NULL) return SR_ENOMEM;
+  cc->head.kind = kind;
+  cc->conn = conn;
+  if (sr_queue_push(&h->cmds, &cc->head.node)) uv_async_send(&h->wake);
+  return 0;
+}
+
 int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
                     size_t len) {
   if (!h->running) return 0;
-  sr_reply_t *r = malloc(sizeof *r + len);
-  if (r == NULL) return SR_ENOMEM;
-  memset(r, 0, sizeof *r);
-  r->head.kind = CMD_REPLY;
-  r->conn = conn;
-  r->slot = slot;
-  r->len = len;
-  memcpy(r->data, frame, len);
-  if (sr_queue_push(&h->cmds, &r->head.node)) uv_async_send(&h->wake);
+  if (!h->direct_writes) {
+    sr_reply_t *r = copy_reply(frame, len, slot);
+    if (r == NULL) return SR_ENOMEM;
+    r->head.kind = CMD_REPLY;
+    r->conn = conn;
+    if (sr_queue_push(&h->cmds, &r->head.node)) uv_async_send(&h->wake);
+    return 0;
+  }
+  /* find the connection's write side and hold it while writing */
+  sr_wside_t *w = NULL;
+  uint32_t idx = (uint32_t)(conn & 0xffffffffu);
+  uv_mutex_lock(&h->tab_mu);
+  if (idx < h->cap && h->conns[idx] != NULL && h->conns[idx]->id == conn) {
+    w = h->conns[idx]->w;
+    if (w) {
+      uv_mutex_lock(&w->mu);
+      w->refs++;
+      uv_mutex_unlock(&w->mu);
+    }
+  }
+  uv_mutex_unlock(&h->tab_mu);
+  if (w == NULL) return 0; /* the connection is gone: nobody to answer */
+  uv_mutex_lock(&w->mu);
+  int rc = submit_locked(w, slot, frame, len, NULL, 1);
+  int flush = w->outq != NULL;
+  uv_mutex_unlock(&w->mu);
+  wside_release(w);
+  if (rc < 0) return push_conncmd(h, CMD_CLOSE, conn);
+  if (flush) return push_conncmd(h, CMD_FLUSH, conn);
   return 0;
 }
+
+void sr_holder_set_direct_writes(sr_holder_t *h, int on) { h->direct_writes = on != 0; }
 
 sr_event_t *sr_holder_take(sr_holder_t *h) { return (sr_event_t *)sr_queue_take_all(&h->events); }
 

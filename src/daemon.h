@@ -103,11 +103,22 @@ int sr_holder_unregister(sr_holder_t *h, uint32_t daemon_id, const char *name);
  * connections; replies still go out. Returns 0 (also with no thread). */
 int sr_holder_quiesce(sr_holder_t *h);
 
-/* Hands the complete reply frame frame[0..len) (copied) for slot `slot` of
- * connection conn to the holder thread. A reply for a connection that is
- * gone is dropped. Returns 0 or SR_ENOMEM. */
+/* Sends the complete reply frame frame[0..len) for slot `slot` of
+ * connection conn: written now when it is next in order (direct writes, see
+ * below), else copied and kept until its turn. A reply for a connection that
+ * is gone is dropped; a socket error closes that connection. Returns 0 or
+ * SR_ENOMEM. */
 int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
                     size_t len);
+
+/* Who writes replies. On (the default), sr_holder_reply writes the frame
+ * to the socket itself with a non-blocking send() when the reply is next in
+ * order and nothing is queued for the holder (only what the socket does not
+ * take is handed to the holder thread): one cross-thread wake-up per call
+ * instead of two. Off: every reply goes to the holder thread, which writes
+ * it. Either way one connection's bytes never interleave and replies keep
+ * request order. Set it while no daemon listens. */
+void sr_holder_set_direct_writes(sr_holder_t *h, int on);
 
 /* Detaches every pending event, oldest first (a chain through node.next,
  * NULL when none). The caller free()s each event. */

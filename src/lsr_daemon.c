@@ -31,6 +31,8 @@
  *   core.daemon_count()         -- daemons listening
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_max_message(n)
+ *   core.daemon_set_direct_writes(bool)  -- replies written by the Lua thread
+ *                               (default) or by the holder thread
  */
 #include <stdlib.h>
 #include <string.h>
@@ -423,6 +425,15 @@ static int l_set_max_message(lua_State *L) {
   return 0;
 }
 
+/* daemon_set_direct_writes(bool): who writes replies (see daemon.h);
+ * only while no daemon listens. */
+static int l_set_direct_writes(lua_State *L) {
+  luaL_checkany(L, 1);
+  if (sr_holder_count(G.h) > 0) return luaL_error(L, "daemon_set_direct_writes: a daemon is listening");
+  sr_holder_set_direct_writes(G.h, lua_toboolean(L, 1));
+  return 0;
+}
+
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -478,6 +489,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_serializers", l_serializers },
   { "daemon_set_max_message", l_set_max_message },
   { "daemon_set_handler", l_set_handler },
+  { "daemon_set_direct_writes", l_set_direct_writes },
   { "daemon_reply", l_reply },
   { NULL, NULL },
 };
@@ -489,6 +501,10 @@ void lsr_open_daemon(lua_State *L) {
   G.L = lua_tothread(L, -1);
   lua_pop(L, 1);
   if (sr_holder_new(&G.h, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
+  /* SPRINGRUN_REPLY_WRITER=holder: replies written by the holder thread
+   * (the default is the Lua thread, one wake-up less per call) */
+  const char *writer = getenv("SPRINGRUN_REPLY_WRITER");
+  if (writer && strcmp(writer, "holder") == 0) sr_holder_set_direct_writes(G.h, 0);
   sr_buf_init(&G.buf);
   /* a sentinel whose finalizer stops the thread when the state closes;
    * created after luv's loop, so finalized before it */
