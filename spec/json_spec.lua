@@ -389,6 +389,12 @@ describe("springrun.json #unit", function()
       assert.are.equal(core.json_array_mt, getmetatable(json.array({})))
       assert.are.equal(core.json_array_mt, getmetatable(json.decode("[]")))
     end)
+
+    it("writes a serpent tuple as a list, empty or with nil holes", function()
+      local serpent = require "springrun.serpent"
+      assert.are.equal("[]", json.encode(serpent.tuple({})))
+      assert.are.equal("[1, null, null]", json.encode(serpent.tuple({ 1, n = 3 })))
+    end)
   end)
 
   describe("binary data", function()

@@ -35,8 +35,18 @@ int lsr_payload_encode(lua_State *L, int ser, int idx, sr_buf_t *out, char *err,
 int lsr_payload_decode(lua_State *L, int ser, const uint8_t *p, size_t n,
                        const sr_decode_limits_t *lim, char *err, size_t errlen);
 
-/* True when the table at idx is marked as an array (springrun.json.array):
- * shared by every encoder so an empty marked table encodes as a list. */
+/* Sequence markers shared by every codec (owned by lsr_payload.c, one per
+ * Lua state): the array marker (springrun.json.array, decoded lists) and the
+ * tuple marker (springrun.serpent.tuple). Both push the metatable. */
+void lsr_push_array_mt(lua_State *L);
+void lsr_push_tuple_mt(lua_State *L);
+/* True when the table at idx carries either marker: encoders write it as a
+ * list (a tuple is a list in JSON), so an empty marked table stays a list. */
 int lsr_is_array_marked(lua_State *L, int idx);
+/* True only for the tuple marker. */
+int lsr_is_tuple_marked(lua_State *L, int idx);
+/* Deepest nesting a caller may ask the decoders for: deeper input would
+ * overflow the C stack of the recursive parsers. */
+#define SR_DECODE_MAX_DEPTH 10000
 
 #endif

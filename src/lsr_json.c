@@ -20,18 +20,7 @@
 #include "lsr_codec.h"
 #include "payload.h"
 
-/* Registry key of the array marker metatable. */
-static const char array_mt_key = 'A';
-
 #define ENC_MAX_DEPTH 1000
-
-int lsr_is_array_marked(lua_State *L, int idx) {
-  if (!lua_getmetatable(L, idx)) return 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
-  int r = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return r;
-}
 
 /* ---- encoder ---------------------------------------------------------- */
 
@@ -500,13 +489,14 @@ int lsr_json_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_li
   d.n = n;
   d.depth = 0;
   d.max_depth = lim && lim->max_depth > 0 ? lim->max_depth : SR_DECODE_DEFAULT_DEPTH;
+  if (d.max_depth > SR_DECODE_MAX_DEPTH) d.max_depth = SR_DECODE_MAX_DEPTH;
   d.elems = 0;
   d.max_elems = lim && lim->max_elements > 0 ? lim->max_elements : SR_DECODE_DEFAULT_ELEMENTS;
   d.err = err;
   d.errlen = errlen;
   sr_buf_init(&d.scratch);
   if (!lua_checkstack(L, 8)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+  lsr_push_array_mt(L);
   d.mt = lua_gettop(L);
   size_t end;
   int rc = dec_value(&d, 0, &end);
@@ -571,13 +561,13 @@ static int l_json_array(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   if (lua_getmetatable(L, 1)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+    lsr_push_array_mt(L);
     if (!lua_rawequal(L, -1, -2))
       return luaL_error(L, "json.array: the table already has a metatable");
     lua_settop(L, 1);
     return 1;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+  lsr_push_array_mt(L);
   lua_setmetatable(L, 1);
   return 1;
 }
@@ -639,15 +629,7 @@ void lsr_open_json(lua_State *L) {
                                  {"json_handshake_object", l_json_handshake_object},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
-  /* one marker metatable per Lua state */
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushliteral(L, "springrun.json.array");
-    lua_setfield(L, -2, "__name");
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
-  }
+  lsr_push_array_mt(L);
   lua_setfield(L, -2, "json_array_mt");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");

@@ -23,23 +23,11 @@
 #include "payload.h"
 #include "serpent.h"
 
-/* Registry keys: the JSON array marker (copied from core.json_array_mt at
- * open time) and serpent's tuple marker. */
-static const char array_mt_key = 'A';
-static const char tuple_mt_key = 'T';
 
 /* Deepest nesting written: Python's parser refuses more than 200 nested
  * brackets ("too many nested parentheses"), so deeper data could not be read
  * by a Python peer anyway. */
 #define ENC_MAX_DEPTH 200
-
-static int is_tuple_marked(lua_State *L, int idx) {
-  if (!lua_getmetatable(L, idx)) return 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &tuple_mt_key);
-  int r = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return r;
-}
 
 /* ---- encoder ---------------------------------------------------------- */
 
@@ -197,7 +185,7 @@ static int enc_table(enc_t *e, int idx) {
   if (!lua_checkstack(L, 6)) return enc_fail(e, SR_ENOMEM, "out of Lua stack space");
   e->fr[e->depth].tbl = ptr;
 
-  int tuple = is_tuple_marked(L, idx);
+  int tuple = lsr_is_tuple_marked(L, idx);
   if (tuple || lsr_is_array_marked(L, idx)) {
     lua_Integer len = 0, max = 0;
     int has_n = 0;
@@ -464,7 +452,7 @@ static const sr_serpent_visitor_t dec_visitor = {
 static int dec_protected(lua_State *L) {
   dec_t *d = lua_touserdata(L, 1);
   lua_settop(L, 0);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+  lsr_push_array_mt(L);
   d->mt = 1;
   d->rc = sr_serpent_parse(d->p, d->n, d->lim.max_depth, d->lim.max_elements, &dec_visitor, d,
                            &d->scratch, d->err, d->errlen);
@@ -545,23 +533,23 @@ static int l_serpent_tuple(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   if (lua_getmetatable(L, 1)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &tuple_mt_key);
+    lsr_push_tuple_mt(L);
     if (lua_rawequal(L, -1, -2)) {
       lua_settop(L, 1);
       return 1;
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key); /* an array may become a tuple */
+    lsr_push_array_mt(L); /* an array may become a tuple */
     if (!lua_rawequal(L, -1, -3))
       return luaL_error(L, "serpent.tuple: the table already has a metatable");
     lua_settop(L, 1);
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &tuple_mt_key);
+  lsr_push_tuple_mt(L);
   lua_setmetatable(L, 1);
   return 1;
 }
 
 static int l_serpent_is_tuple(lua_State *L) {
-  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_tuple_marked(L, 1));
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && lsr_is_tuple_marked(L, 1));
   return 1;
 }
 
@@ -592,18 +580,6 @@ void lsr_open_serpent(lua_State *L) {
                                  {"serpent_handshake_object", l_serpent_handshake_object},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
-  /* The JSON part (opened first) owns the array marker: decoded sequences
-   * carry the same one, so they encode back as lists in either codec. */
-  if (lua_getfield(L, -1, "json_array_mt") != LUA_TTABLE)
-    luaL_error(L, "springrun.core: the JSON part must be opened before serpent");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &tuple_mt_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushliteral(L, "springrun.serpent.tuple");
-    lua_setfield(L, -2, "__name");
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &tuple_mt_key);
-  }
+  lsr_push_tuple_mt(L);
   lua_setfield(L, -2, "serpent_tuple_mt");
 }
