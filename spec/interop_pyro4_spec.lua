@@ -420,6 +420,27 @@ describe("springrun interop: `springrun ns` as Python's name server #interop", f
   end)
 end)
 
+describe("springrun interop: broadcast discovery of `springrun ns` #interop", function()
+  setup(function() pyro4.require_python() end)
+
+  it("is found by Pyro4.locateNS() and a Python PYRONAME without a host", function()
+    local bcport = pyro4.free_udp_port()
+    local ns, nsport, uri = pyro4.start_springrun_ns({ "--broadcast", "--bcport", tostring(bcport) })
+    finally(function() proc.stop(ns) end)
+    local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
+    finally(function() proc.stop(srv) end)
+    -- Pyro4 first tries localhost:PYRO_NS_PORT (nobody there), then broadcasts
+    local env = { PYRO_NS_BCPORT = tostring(bcport), PYRO_NS_PORT = tostring(proc.free_port()) }
+    local out = pyro4.run_python({ proc.python, "-c", "import Pyro4; print(Pyro4.locateNS()._pyroUri)" }, env)
+    assert.are.equal(uri .. "\n", out)
+    env.PYRO_SERIALIZER = "json"
+    out = pyro4.run_python({ proc.python, pyro4.fixtures .. "/interop_client.py", "PYRONAME:interop.lua", "pyroname" }, env)
+    local r = json.decode(out)
+    assert.are.equal(url_of("interop.lua", port), r.resolved.ok)
+    assert.are.equal("You got remote data => by name", r.get_data.ok)
+  end)
+end)
+
 describe("springrun interop: PYROMETA through `springrun ns` #interop", function()
   setup(function() pyro4.require_python() end)
 

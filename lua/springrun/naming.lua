@@ -11,12 +11,14 @@
 --   naming.remove("example.greeting", { ns_host = "127.0.0.1", ns_port = 9090 })  --> 1
 --   local ns = naming.locate_ns("127.0.0.1", 9090)   -- a proxy: ns:list(), ns:count() ...
 --
--- Locating the name server (as Pyro4's locateNS with a given host):
+-- Locating the name server (as Pyro4's locateNS):
 --   the URL's @host[:port], else opts.ns_host/opts.ns_port, else the
 --   environment's PYRO_NS_HOST/PYRO_NS_PORT (as Pyro4 reads them), else
 --   localhost:9090. The name server is the object "Pyro.NameServer" on that
---   address. Pyro4's UDP broadcast discovery (port 9091) is not done: give
---   the host when the name server is not on this machine.
+--   address. When no host was given anywhere and localhost does not answer,
+--   a UDP broadcast asks for it (naming.broadcast_locate: "GET_NSURI" to
+--   port 9091, or opts.ns_bcport / PYRO_NS_BCPORT; opts.broadcast = false
+--   turns it off), which Pyro4 name servers and `springrun ns` answer.
 --
 -- Every call opens its own connection to the name server (a springrun proxy)
 -- and closes it afterwards, as Pyro4's resolve does. Inside a springrun task
@@ -26,7 +28,8 @@
 --   * the name server cannot be reached (refused, timeout, rejected, ...):
 --     class "Pyro4.errors.NamingError", kind of the cause ("refused",
 --     "timeout", ...), message "failed to locate the nameserver at
---     127.0.0.1:9090: <cause>", e.cause = the proxy's error;
+--     127.0.0.1:9090: <cause>" (plus "; no answer to a broadcast on UDP
+--     port 9091" when it broadcast), e.cause = the proxy's error;
 --   * an answer of the name server itself is raised as it came:
 --     "Pyro4.errors.NamingError: unknown name: X" (kind "remote"; for
 --     resolve, e.url is the PYRONAME URL and e.ns_url the name server's);
@@ -225,10 +228,19 @@ local function env_port()
   return nil
 end
 
--- opts (ns_host, ns_port) + explicit host/port -> host, port
+local function env_bcport()
+  local p = os.getenv("PYRO_NS_BCPORT")
+  if p and p:match("^%d+$") then return math.tointeger(tonumber(p)) end
+  return nil
+end
+
+-- explicit host/port, else opts (ns_host, ns_port), else PYRO_NS_HOST /
+-- PYRO_NS_PORT, else localhost:9090 -> host, port, host_given
 local function ns_address(host, port, opts)
   opts = opts or {}
-  host = host or opts.ns_host or os.getenv("PYRO_NS_HOST") or M.DEFAULT_HOST
+  local given = true
+  host = host or opts.ns_host or os.getenv("PYRO_NS_HOST")
+  if host == nil then host, given = M.DEFAULT_HOST, false end
   port = port or opts.ns_port or env_port() or M.DEFAULT_PORT
   if type(host) ~= "string" or host == "" then
     error(config_error("name server host must be a non-empty string, got " .. tostring(host)), 3)
@@ -236,7 +248,7 @@ local function ns_address(host, port, opts)
   if math.type(port) ~= "integer" or port < 1 or port > 65535 then
     error(config_error("name server port must be an integer 1..65535, got " .. tostring(port)), 3)
   end
-  return host, port
+  return host, port, given
 end
 
 local function ns_url(host, port)
@@ -247,37 +259,133 @@ local function ns_url(host, port)
 end
 
 -- Turns a communication failure into "failed to locate the nameserver".
-local function locate_error(e, host, port)
+local function locate_error(e, where, url, extra)
   if errors.is(e) and (errors.is(e, "communication") or e.kind == "attribute") then
     local ne = errors.new(e.kind == "attribute" and "rejected" or e.kind, string.format(
-      "failed to locate the nameserver at %s:%d: %s", host, port, e.message),
-      { class = "Pyro4.errors.NamingError", url = ns_url(host, port), cause = e, code = e.code })
+      "failed to locate the nameserver at %s: %s%s", where, e.message, extra or ""),
+      { class = "Pyro4.errors.NamingError", url = url, cause = e, code = e.code })
     return ne
   end
   return e
 end
 
--- naming.locate_ns([host [, port [, opts]]]) -> a springrun proxy for the
--- name server, connected (so a missing name server fails here). opts.timeout:
--- seconds for connect and each call. The caller may destroy() it when done.
-function M.locate_ns(host, port, opts)
-  host, port = ns_address(host, port, opts)
+-- Waits (yielding a springrun task, else turning luv's loop) until done().
+local function wait_until(uv, done, co, rt, state)
+  while not done() do
+    if co then
+      state.waiting = true
+      coroutine.yield()
+      state.waiting = false
+    else
+      uv.run("once")
+    end
+  end
+end
+
+-- naming.broadcast_locate([opts]) -> the name server URI text a
+-- broadcast responder answered, or nil and why. Sends the datagram
+-- "GET_NSURI" to 255.255.255.255 and 0.0.0.0 on opts.ns_bcport (else
+-- PYRO_NS_BCPORT, else 9091), up to 3 rounds of 0.7 s, as Pyro4's
+-- locateNS does. Inside a springrun task it yields; elsewhere it turns luv's
+-- loop while waiting.
+function M.broadcast_locate(opts)
+  opts = opts or {}
+  local uv = require "luv"
+  local bcport = opts.ns_bcport or env_bcport() or 9091
+  local rounds, wait_ms = opts.broadcast_rounds or 3, opts.broadcast_wait_ms or 700
+  local rok, rt = pcall(require, "springrun.runtime")
+  local co = rok and rt.current and rt.current() or nil
+  local state = { waiting = false }
+  local function wake()
+    if co and state.waiting then rt.resume(co) end
+  end
+  local udp = uv.new_udp()
+  local ok, err = udp:bind("0.0.0.0", 0)
+  if not ok then
+    udp:close()
+    return nil, "cannot open a UDP socket: " .. tostring(err)
+  end
+  udp:set_broadcast(true)
+  local reply
+  udp:recv_start(function(rerr, data)
+    if not rerr and data and data ~= "" and reply == nil then
+      reply = data
+      wake()
+    end
+  end)
+  local timer = uv.new_timer()
+  for _ = 1, rounds do
+    for _, dest in ipairs({ "255.255.255.255", "0.0.0.0" }) do
+      pcall(udp.send, udp, "GET_NSURI", dest, bcport, function() end)
+    end
+    local expired = false
+    timer:start(wait_ms, 0, function()
+      expired = true
+      wake()
+    end)
+    wait_until(uv, function() return reply ~= nil or expired end, co, rt, state)
+    timer:stop()
+    if reply then break end
+  end
+  udp:recv_stop()
+  udp:close()
+  timer:close()
+  if not co then uv.run("nowait") end
+  if reply == nil then
+    return nil, string.format("no answer to a broadcast on UDP port %d", bcport)
+  end
+  return reply
+end
+
+local function bind_ns(url, opts)
   local proxy = require "springrun.proxy"
-  local p = proxy.proxy(ns_url(host, port), { timeout = opts and opts.timeout or nil })
+  local p = proxy.proxy(url, { timeout = opts and opts.timeout or nil })
   local ok, e = pcall(p._pyro_bind, p)
   if not ok then
     p:destroy()
-    error(locate_error(e, host, port), 0)
+    return nil, e
   end
   return p
 end
 
--- Runs f(ns) with a fresh name server proxy and closes it afterwards.
+-- naming.locate_ns([host [, port [, opts]]]) -> a springrun proxy for the
+-- name server, connected (so a missing name server fails here). opts:
+-- ns_host, ns_port, timeout (seconds for connect and each call), broadcast
+-- (false: never broadcast), ns_bcport. Without any host (argument,
+-- opts.ns_host or PYRO_NS_HOST) it tries localhost:port, then a broadcast
+-- (naming.broadcast_locate), as Pyro4 does. The caller may destroy() the
+-- proxy when done.
+function M.locate_ns(host, port, opts)
+  opts = opts or {}
+  local given
+  host, port, given = ns_address(host, port, opts)
+  local url = ns_url(host, port)
+  local p, e = bind_ns(url, opts)
+  if p then return p end
+  if given or opts.broadcast == false or not (errors.is(e) and errors.is(e, "communication")) then
+    error(locate_error(e, string.format("%s:%d", host, port), url), 0)
+  end
+  local found, why = M.broadcast_locate(opts)
+  if found then
+    local burl = M.to_url(found)
+    if burl then
+      local bp, be = bind_ns(burl, opts)
+      if bp then return bp end
+      error(locate_error(be, burl:match("@(.*)$") or burl, burl, " (found by broadcast)"), 0)
+    end
+    why = "a broadcast answer that is no URI: " .. found
+  end
+  error(locate_error(e, string.format("%s:%d", host, port), url, "; " .. why), 0)
+end
+
+-- Runs f(ns) with a name server proxy (located as locate_ns does) and
+-- closes it afterwards.
 local function with_ns(host, port, opts, f)
   local ns = M.locate_ns(host, port, opts)
   local res = table.pack(pcall(f, ns))
+  local url = ns.service_url
   ns:destroy()
-  if not res[1] then error(locate_error(res[2], host or "?", port or 0), 0) end
+  if not res[1] then error(locate_error(res[2], url:match("@(.*)$") or url, url), 0) end
   return table.unpack(res, 2, res.n)
 end
 
@@ -294,7 +402,8 @@ end
 --   PYROMETA:m1,m2[@h[:p]] list(metadata_all = {m1, m2}); one match picked at
 --                         random; none -> NamingError "no registrations
 --                         available with desired metadata properties ..."
--- opts: ns_host, ns_port (when the URL has no location), timeout.
+-- opts: ns_host, ns_port (when the URL has no location), timeout,
+-- broadcast, ns_bcport (see locate_ns).
 function M.resolve(url, opts)
   local u, why = M.parse_uri(url)
   if not u then
@@ -305,8 +414,7 @@ function M.resolve(url, opts)
     error(config_error(string.format("invalid Pyro URL '%s': unix domain sockets are not supported", url),
       { url = url }), 2)
   end
-  local host, port = ns_address(u.host, (u.host and not u.default_port) and u.port or nil, opts)
-  local result = with_ns(host, port, opts, function(ns)
+  local result = with_ns(u.host, (u.host and not u.default_port) and u.port or nil, opts, function(ns)
     if u.protocol == "PYRONAME" then
       local ok, r = pcall(ns.lookup, ns, u.object)
       if not ok then
@@ -332,8 +440,8 @@ function M.resolve(url, opts)
   end)
   local s, bad = M.to_url(result)
   if not s then
-    error(errors.new("protocol", string.format("name server at %s:%d answered %s for '%s': %s",
-      host, port, tostring(result), url, bad), { url = url }), 0)
+    error(errors.new("protocol", string.format("the name server answered %s for '%s': %s",
+      tostring(result), url, bad), { url = url }), 0)
   end
   return s
 end
@@ -342,8 +450,7 @@ end
 -- name server given by opts (ns_host, ns_port, timeout).
 function M.lookup(name, opts)
   check_name(name, "naming.lookup")
-  local host, port = ns_address(nil, nil, opts)
-  local r = with_ns(host, port, opts, function(ns) return ns:lookup(name) end)
+  local r = with_ns(nil, nil, opts, function(ns) return ns:lookup(name) end)
   local s, bad = M.to_url(r)
   if not s then error(errors.new("protocol", "lookup of '" .. name .. "': " .. bad), 0) end
   return s
@@ -382,8 +489,7 @@ function M.register(name, url, opts)
   local s, why = M.to_url(url)
   if not s then error(config_error("naming.register '" .. name .. "': " .. why), 2) end
   local meta = metadata_list(opts.metadata, "naming.register '" .. name .. "'")
-  local host, port = ns_address(nil, nil, opts)
-  with_ns(host, port, opts, function(ns)
+  with_ns(nil, nil, opts, function(ns)
     ns:register(name, s, opts.safe and true or false, meta)
   end)
 end
@@ -392,8 +498,7 @@ end
 -- opts: ns_host, ns_port, timeout.
 function M.remove(name, opts)
   check_name(name, "naming.remove")
-  local host, port = ns_address(nil, nil, opts)
-  return with_ns(host, port, opts, function(ns) return ns:remove(name) end)
+  return with_ns(nil, nil, opts, function(ns) return ns:remove(name) end)
 end
 
 return M

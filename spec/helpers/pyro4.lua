@@ -80,6 +80,16 @@ function M.start_springrun_ns(extra)
   return p, port, uri
 end
 
+-- A UDP port on 127.0.0.1 that was free a moment ago (for broadcast responders).
+function M.free_udp_port()
+  local u = uv.new_udp()
+  assert(u:bind("127.0.0.1", 0))
+  local port = u:getsockname().port
+  u:close()
+  uv.run("nowait")
+  return port
+end
+
 -- spec/fixtures/interop_server.lua in a springrun process on a free port
 -- (args after the port: NS_HOST NS_PORT NAME to register with a name server).
 function M.start_lua_server(...)
