@@ -311,6 +311,28 @@ describe("name server registration of exporters, in this process #net", function
     assert.is_false(proc.port_open("127.0.0.1", port))
   end)
 
+  it("locates a name server of the same process by broadcast from inside a service task", function()
+    local nsex, _, nsuri, nsport = cmd_ns.start("127.0.0.1", 0)
+    finally(function() nsex:destroy() end)
+    local bcport = pyro4.free_udp_port()
+    local udp = assert(cmd_ns.start_broadcast(nsuri, "127.0.0.1", bcport))
+    finally(function() udp:close() end)
+    naming.register("bc.task", "PYRO:t@127.0.0.1:9", { ns_host = "127.0.0.1", ns_port = nsport })
+    local nobody = proc.free_port()
+    local Finder = {}
+    function Finder.find(_, name)
+      assert(require("springrun.runtime").current(), "not in a task")
+      return naming.resolve("PYRONAME:" .. name, { ns_port = nobody, ns_bcport = bcport })
+    end
+    local ex = springrun.PyroServiceExporter { service_name = "x.finder", service = Finder,
+      service_host = "127.0.0.1", service_port = 0 }
+    ex:after_properties_set()
+    finally(function() ex:destroy() end)
+    local p = springrun.proxy("PYRO:x.finder@127.0.0.1:" .. ex:bound_port(), { timeout = 10 })
+    finally(function() p:destroy() end)
+    assert.are.equal("PYRO:t@127.0.0.1:9", p:find("bc.task"))
+  end)
+
   it("lets a service method resolve a PYRONAME (inside a task) through a name server of the same process", function()
     local nsex, _, _, nsport = cmd_ns.start("127.0.0.1", 0)
     finally(function() nsex:destroy() end)
