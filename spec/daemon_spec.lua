@@ -445,6 +445,35 @@ for _, direct in ipairs({ true, false }) do
       c:close()
     end)
 
+    it("stops reading a client that pipelines too far ahead and resumes as replies leave", function()
+      local lines = {}
+      local log = require "springrun.log"
+      local prev = log.set_output(function(l) lines[#lines + 1] = l end)
+      local holder = log.get("springrun.remoting.pyro.PyroDaemonHolder")
+      holder:set_level("DEBUG")
+      finally(function()
+        holder:set_level(nil)
+        log.set_output(prev)
+      end)
+      local c = connect_ok(port)
+      local n = 3000
+      local frames = {}
+      for k = 1, n do
+        frames[k] = enc(core.MSG_INVOKE, 0, k % 65536, JSON,
+          wc.invoke_json("ServiceName", "echo", string.format('[%d]', k)))
+      end
+      c:send(table.concat(frames))
+      for k = 1, n do
+        local m, v = result(c, k % 65536)
+        assert.are.equal(k, v)
+        assert.are.equal(0, m.flags)
+      end
+      local text = table.concat(lines, "\n")
+      assert.truthy(text:find("pausing reads from 127.0.0.1:%d+: 1024 replies outstanding"), text)
+      assert.truthy(text:find("resuming reads from 127.0.0.1:%d+"), text)
+      c:close()
+    end)
+
     it("serves several connections at once, each in its own order", function()
       local conns = {}
       for i = 1, 4 do conns[i] = connect_ok(port) end

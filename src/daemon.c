@@ -42,11 +42,16 @@
 
 #define READ_CHUNK 65536
 #define GRACE_MS 2000
+/* Back-pressure: a connection with this many requests awaiting their reply
+ * is not read until it is down to RESUME_BELOW (bounds memory for clients
+ * that pipeline without reading). */
+#define MAX_OUTSTANDING 1024
+#define RESUME_BELOW 256
 
 /* ---- types --------------------------------------------------------------- */
 
 enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
-       CMD_REPLY, CMD_FLUSH, CMD_CLOSE };
+       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME };
 
 /* The common head of everything on h->cmds. */
 typedef struct sr_cmdhead_s {
@@ -102,6 +107,8 @@ typedef struct sr_wside_s {
   int closed;
   int queued;        /* replies in outq plus uv_writes in flight */
   uint32_t send_slot; /* slot whose reply goes out next */
+  int paused;         /* reading stopped for back-pressure ... */
+  uint32_t resume_at; /* ... until send_slot reaches this */
   sr_reply_t *pending;           /* replies ahead of their turn, by slot */
   sr_reply_t *outq, *outq_tail;  /* in order, for the holder to uv_write */
 } sr_wside_t;
@@ -127,6 +134,8 @@ typedef struct sr_conn_s {
   int state;
   int handshaken;
   int reading;
+  int paused;   /* back-pressure (mirror of w->paused, holder side) */
+  int quiesced; /* shutdown: never read again */
   uint32_t next_slot; /* slot of the next request */
   sr_wside_t *w;
   char peer[64];
@@ -400,7 +409,8 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
 
 /* Puts the reply for `slot` in order: emits it and the pending replies that
  * follow, or keeps a copy until its turn. data/len or owned r. Called with
- * w->mu held; returns -1 when the socket failed. */
+ * w->mu held; returns -1 when the socket failed, 1 when a connection paused
+ * for back-pressure may be read again, else 0. */
 static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size_t len,
                          sr_reply_t *r, int direct) {
   if (w->closed || (int32_t)(slot - w->send_slot) < 0) { /* gone, or answered twice */
@@ -423,6 +433,10 @@ static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size
     w->pending = n->next;
     if (emit_locked(w, NULL, 0, n, direct) < 0) return -1;
     w->send_slot++;
+  }
+  if (w->paused && (int32_t)(w->send_slot - w->resume_at) >= 0) {
+    w->paused = 0;
+    return 1;
   }
   return 0;
 }
@@ -447,6 +461,7 @@ static void on_conn_close(uv_handle_t *hd) {
 }
 
 static void conn_flush(sr_conn_t *c);
+static void conn_resume(sr_conn_t *c);
 
 /* Closes c now (pending writes are cancelled). Idempotent. */
 static void conn_close_now(sr_conn_t *c) {
@@ -546,7 +561,10 @@ static void conn_submit(sr_conn_t *c, sr_reply_t *r) {
   int rc = submit_locked(c->w, r->slot, NULL, 0, r, 0);
   uv_mutex_unlock(&c->w->mu);
   conn_flush(c);
-  if (rc < 0) conn_close_now(c);
+  if (rc < 0)
+    conn_close_now(c);
+  else if (rc == 1)
+    conn_resume(c);
 }
 
 /* Builds a frame into a new reply (slot given). NULL on OOM. */
@@ -762,22 +780,28 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)p, p ? (unsigned)got : 0);
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
-  sr_conn_t *c = s->data;
-  if (n < 0) {
-    if (n != UV_EOF)
-      hlog(c->h, LOG_DEBUG, "connection from %s: %s", c->peer, uv_strerror((int)n));
-    /* the peer is gone or half-closed: replies still owed are written first */
-    if (n == UV_EOF)
-      conn_close_graceful(c);
-    else
-      conn_close_now(c);
-    return;
+/* Stops reading c when too many replies are owed (back-pressure). */
+static void maybe_pause(sr_conn_t *c) {
+  sr_wside_t *w = c->w;
+  uv_mutex_lock(&w->mu);
+  uint32_t outstanding = c->next_slot - w->send_slot;
+  int pause = outstanding >= MAX_OUTSTANDING;
+  if (pause) {
+    w->paused = 1;
+    w->resume_at = c->next_slot - RESUME_BELOW;
   }
-  if (n == 0) return;
-  sr_framer_commit(&c->fr, (size_t)n);
-  while (c->state == C_OPEN && c->reading) {
+  uv_mutex_unlock(&w->mu);
+  if (!pause) return;
+  c->paused = 1;
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  hlog(c->h, LOG_DEBUG, "pausing reads from %s: %u replies outstanding", c->peer,
+       (unsigned)outstanding);
+}
+
+/* Handles every complete message buffered in c's framer. */
+static void conn_process(sr_conn_t *c) {
+  while (c->state == C_OPEN && !c->paused && !c->quiesced) {
     sr_wire_msg_t m;
     char err[300];
     long r = sr_framer_next(&c->fr, &m, err, sizeof err);
@@ -792,10 +816,45 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       }
       return;
     }
-    if (!c->handshaken)
+    if (!c->handshaken) {
       handle_connect(c, &m);
-    else
+    } else {
       handle_request(c, &m);
+      if (c->state == C_OPEN) maybe_pause(c);
+    }
+  }
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  sr_conn_t *c = s->data;
+  if (n < 0) {
+    if (n != UV_EOF)
+      hlog(c->h, LOG_DEBUG, "connection from %s: %s", c->peer, uv_strerror((int)n));
+    /* the peer is gone or half-closed */
+    if (n == UV_EOF)
+      conn_close_graceful(c);
+    else
+      conn_close_now(c);
+    return;
+  }
+  if (n == 0) return;
+  sr_framer_commit(&c->fr, (size_t)n);
+  conn_process(c);
+}
+
+/* Back-pressure released: handle what is buffered, then read again. */
+static void conn_resume(sr_conn_t *c) {
+  if (!c->paused) return;
+  c->paused = 0;
+  if (c->state != C_OPEN || c->quiesced) return;
+  hlog(c->h, LOG_DEBUG, "resuming reads from %s", c->peer);
+  conn_process(c);
+  if (c->state == C_OPEN && !c->paused && !c->quiesced && !c->reading) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+      c->reading = 1;
+    else
+      conn_close_now(c);
   }
 }
 
@@ -1026,6 +1085,7 @@ static void do_quiesce(sr_holder_t *h) {
   for (sr_daemon_t *d = h->daemons; d; d = d->next) close_listener(d);
   for (uint32_t i = 0; i < h->cap; i++) {
     sr_conn_t *c = h->conns[i];
+    if (c) c->quiesced = 1;
     if (c && c->reading) {
       uv_read_stop((uv_stream_t *)&c->tcp);
       c->reading = 0;
@@ -1064,10 +1124,11 @@ static void on_wake(uv_async_t *a) {
     sr_cmdhead_t *head = (sr_cmdhead_t *)n;
     if (head->kind == CMD_REPLY) {
       do_reply(h, (sr_reply_t *)head);
-    } else if (head->kind == CMD_FLUSH || head->kind == CMD_CLOSE) {
+    } else if (head->kind == CMD_FLUSH || head->kind == CMD_CLOSE || head->kind == CMD_RESUME) {
       sr_conncmd_t *cc = (sr_conncmd_t *)head;
       sr_conn_t *c = conn_lookup(h, cc->conn);
       if (c && head->kind == CMD_FLUSH) conn_flush(c);
+      if (c && head->kind == CMD_RESUME) conn_resume(c);
       if (c && head->kind == CMD_CLOSE && c->state != C_CLOSED) {
         hlog(h, LOG_INFO, "write to %s failed; closing the connection", c->peer);
         conn_close_now(c);
@@ -1172,7 +1233,7 @@ static void stop_thread(sr_holder_t *h) {
   while (n) {
     sr_qnode_t *next = n->next;
     int kind = ((sr_cmdhead_t *)n)->kind;
-    if (kind == CMD_REPLY || kind == CMD_FLUSH || kind == CMD_CLOSE) free(n);
+    if (kind == CMD_REPLY || kind == CMD_FLUSH || kind == CMD_CLOSE || kind == CMD_RESUME) free(n);
     n = next;
   }
 }
@@ -1346,7 +1407,11 @@ int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t 
   uv_mutex_unlock(&w->mu);
   wside_release(w);
   if (rc < 0) return push_conncmd(h, CMD_CLOSE, conn);
-  if (flush) return push_conncmd(h, CMD_FLUSH, conn);
+  if (flush) {
+    int frc = push_conncmd(h, CMD_FLUSH, conn);
+    if (frc < 0) return frc;
+  }
+  if (rc == 1) return push_conncmd(h, CMD_RESUME, conn);
   return 0;
 }
 
