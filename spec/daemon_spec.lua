@@ -528,6 +528,7 @@ describe("springrun.daemon in a server process #net #interop", function()
       "daemon: True ['Pyro.Daemon', 'ServiceName']",
       "floats: 0.30000000000000004 1234567890123456789",
       "serpent: You got remote data => serpent",
+      "compressed: True",
       "",
     }, "\n"), py:stdout())
   end)
@@ -556,6 +557,53 @@ describe("springrun.daemon in a server process #net #interop", function()
     assert.are.equal("destroyed", f:read("a"))
     f:close()
     assert.is_true(proc.wait_port_closed("127.0.0.1", port, 5))
+    c:close()
+  end)
+
+  it("keeps a script serving while it exports and exits 0 once nothing is exported", function()
+    local port = proc.free_port()
+    local script = proc.tmpfile(string.format([[
+      local springrun = require "springrun"
+      local uv = require "luv"
+      local ex = springrun.PyroServiceExporter{ service_name = "S", service_host = "127.0.0.1",
+        service_port = %d, service = { stop = function() return "stopping" end } }
+      ex:after_properties_set()
+      ex.service.stop = function()
+        local t = uv.new_timer()
+        t:start(10, 0, function() t:close() ex:destroy() end)
+        return "stopping"
+      end
+    ]], port))
+    finally(function() os.remove(script) end)
+    local p = proc.spawn({ proc.bin, script })
+    finally(function() proc.stop(p) end)
+    assert(proc.wait_port("127.0.0.1", port, 10, p))
+    assert.is_nil(p:status())
+    local c = connect_ok(port, "S")
+    invoke(c, 1, "stop", "[]", "{}", 0, "S")
+    local _, v = result(c, 1)
+    assert.are.equal("stopping", v)
+    assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
+    c:close()
+  end)
+
+  it("exits 0 on SIGINT, closing the context", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local p, port = start({ DESTROY_MARKER = marker })
+    finally(function()
+      proc.stop(p)
+      os.remove(marker)
+    end)
+    local c = connect_ok(port)
+    invoke(c, 1, "get_data", '["x"]')
+    result(c, 1)
+    proc.kill(p, "sigint")
+    assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
+    assert.is_true(c:wait_closed())
+    local f = assert(io.open(marker))
+    assert.are.equal("destroyed", f:read("a"))
+    f:close()
     c:close()
   end)
 end)
