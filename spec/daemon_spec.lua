@@ -587,6 +587,41 @@ describe("springrun.daemon in a server process #net #interop", function()
     c:close()
   end)
 
+  it("shuts down cleanly when the script's code calls springrun.stop()", function()
+    local port = proc.free_port()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local script = proc.tmpfile(string.format([[
+      local springrun = require "springrun"
+      local Svc = {}
+      function Svc.stop() springrun.stop() return "bye" end
+      function Svc.destroy()
+        local f = assert(io.open(%q, "w")) f:write("destroyed") f:close()
+      end
+      springrun.context {
+        svc = { class = function() return Svc end, destroy_method = "destroy" },
+        ex = { class = springrun.PyroServiceExporter, props = { service_name = "S",
+          service = springrun.ref "svc", service_host = "127.0.0.1", service_port = %d } },
+      }
+    ]], marker, port))
+    finally(function()
+      os.remove(script)
+      os.remove(marker)
+    end)
+    local p = proc.spawn({ proc.bin, script })
+    finally(function() proc.stop(p) end)
+    assert(proc.wait_port("127.0.0.1", port, 10, p))
+    local c = connect_ok(port, "S")
+    invoke(c, 1, "stop", "[]", "{}", 0, "S")
+    local _, v = result(c, 1)
+    assert.are.equal("bye", v)
+    assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
+    local f = assert(io.open(marker))
+    assert.are.equal("destroyed", f:read("a"))
+    f:close()
+    c:close()
+  end)
+
   it("exits 0 on SIGINT, closing the context", function()
     local marker = os.tmpname()
     os.remove(marker)

@@ -20,7 +20,8 @@
 -- default 10, settable as runtime.drain_timeout), close every open context
 -- (springrun.context.close_all: destroy methods run, exporters unexport),
 -- unexport whatever is left, return 0 (the CLI's exit status). A second
--- signal during the drain skips the rest of the drain.
+-- signal during the drain skips the rest of the drain. runtime.stop()
+-- called while the CLI serves shuts down the same way.
 local uv = require "luv"
 
 local M = {}
@@ -173,7 +174,7 @@ function M.serve_after_script()
   running = true
   local ok, err = pcall(function()
     while not requested and not stopped and exports > 0 do uv.run("once") end
-    if requested then
+    if requested or stopped then -- stop() from the script's code: the same clean shutdown
       local drained = false
       local core = require "springrun.core"
       core.daemon_quiesce()
