@@ -9,11 +9,15 @@
  * it runs (and by the owner only after joining it).
  *
  * A connection frames bytes with an sr_framer_t, answers CONNECT and PING
- * itself, and turns each INVOKE into an event for the owner. Replies come
- * back as commands carrying the whole frame and are written in slot order.
- * Protocol errors during the handshake get a CONNECTFAIL, afterwards the
- * connection is closed without a reply; both are logged (as events, since
- * only the owner may log).
+ * itself, and turns each INVOKE into an event for the owner. Replies are put
+ * in slot order in the connection's write side (sr_wside_t, shared under a
+ * mutex): the owner send()s a reply itself when it is next and nothing is
+ * queued, otherwise frames wait in `pending` (early) or `outq` (for the
+ * holder's uv_write), so bytes never interleave. Protocol errors during the
+ * handshake get a CONNECTFAIL, afterwards the connection is closed without a
+ * reply; both are logged (as events, since only the owner may log). A
+ * connection owing MAX_OUTSTANDING replies is not read until it owes
+ * RESUME_BELOW (back-pressure).
  */
 #include "daemon.h"
 
@@ -858,6 +862,8 @@ static void conn_resume(sr_conn_t *c) {
   }
 }
 
+static void free_handle(uv_handle_t *hd) { free(hd); }
+
 static void on_connection(uv_stream_t *server, int status) {
   sr_daemon_t *d = server->data;
   sr_holder_t *h = d->h;
@@ -868,11 +874,13 @@ static void on_connection(uv_stream_t *server, int status) {
   sr_conn_t *c = calloc(1, sizeof *c);
   if (c == NULL || conn_table_add(h, c) < 0) {
     free(c);
-    uv_tcp_t tmp; /* accept and drop, or the listener keeps firing */
-    if (uv_tcp_init(&h->loop, &tmp) == 0) {
-      (void)uv_accept(server, (uv_stream_t *)&tmp);
-      uv_close((uv_handle_t *)&tmp, NULL);
-      uv_run(&h->loop, UV_RUN_NOWAIT);
+    /* accept and drop, or the listener keeps firing */
+    uv_tcp_t *tmp = malloc(sizeof *tmp);
+    if (tmp != NULL && uv_tcp_init(&h->loop, tmp) == 0) {
+      (void)uv_accept(server, (uv_stream_t *)tmp);
+      uv_close((uv_handle_t *)tmp, free_handle);
+    } else {
+      free(tmp);
     }
     hlog(h, LOG_ERROR, "out of memory accepting on %s", d->where);
     return;

@@ -10,15 +10,17 @@
  * and a uv_async_t on its loop. listen/unlisten/register/unregister/quiesce
  * are synchronous (they return once the holder thread has done them, so
  * "address in use" is reported to the caller and a name is reachable as soon
- * as register returns). reply is asynchronous. Events (INVOKE requests, log
- * lines) go the other way through a second queue; after pushing to an empty
- * queue the holder calls the owner's notify callback (from the holder thread:
- * it must only wake the owner up, e.g. uv_async_send).
+ * as register returns). reply never waits for the holder (see
+ * sr_holder_set_direct_writes). Events (INVOKE requests, log lines) go the
+ * other way through a second queue; after pushing to an empty queue the
+ * holder calls the owner's notify callback (from the holder thread: it must
+ * only wake the owner up, e.g. uv_async_send).
  *
  * Ordering: each non-oneway INVOKE (and each wire PING) of a connection gets
  * the next reply slot of that connection. Replies may be handed over in any
- * order; the holder writes them in slot order. Every slot must be answered
- * exactly once (sr_holder_reply), or later replies of that connection wait.
+ * order; they leave in slot order. Every slot must be answered exactly once
+ * (sr_holder_reply), or later replies of that connection wait (and, past
+ * 1024 owed replies, the connection is no longer read).
  *
  * Lifetime: the thread starts on the first successful listen and is stopped
  * and joined when the last daemon is unlistened (or by sr_holder_free).
