@@ -381,6 +381,33 @@ describe("springrun.daemon #unit #net", function()
     other:close()
   end)
 
+  it("survives random bytes and clients that vanish with calls in flight", function()
+    math.randomseed(42)
+    for i = 1, 40 do
+      local c = assert(wc.connect("127.0.0.1", port))
+      if i % 2 == 0 then -- after a good handshake
+        c:send(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello"}'))
+        assert(c:recv())
+      end
+      local junk = {}
+      for k = 1, math.random(1, 200) do junk[k] = string.char(math.random(0, 255)) end
+      if i % 4 == 0 then junk[1] = "PYRO\0\48" end -- a plausible start
+      c:send(table.concat(junk))
+      c:close()
+    end
+    for _ = 1, 5 do -- calls in flight when the client goes away
+      local c = connect_ok(port)
+      invoke(c, 1, "slow", '[30, "gone"]')
+      c:close()
+    end
+    wc.run_until(function() return false end, 0.1) -- let the slow calls finish
+    local c = connect_ok(port)
+    invoke(c, 1, "get_data", '["alive"]')
+    local _, v = result(c, 1)
+    assert.are.equal("You got remote data => alive", v)
+    c:close()
+  end)
+
   it("closes a connection whose message is larger than the limit without replying", function()
     core.daemon_set_max_message(1024)
     local e2 = springrun.PyroServiceExporter{ service_name = "Small", service = setmetatable({}, Service),
