@@ -50,7 +50,10 @@
 --   attribute '_x'".
 -- Each call runs in its own task coroutine (springrun.runtime), so a service
 -- method may call remote services (even in this process) without blocking
--- other callers. Replies of one connection leave in request order.
+-- other callers. Replies of one connection leave in request order. Calls
+-- are served while luv's loop turns (the springrun CLI after the script,
+-- springrun.run(), or any uv.run); the daemon thread answers connects and
+-- pings even while it does not.
 -- Every daemon also serves Pyro.Daemon (ping, registered, info, get_metadata)
 -- and the "<batch>" method of Pyro4 batch proxies.
 local core = require "springrun.core"
@@ -205,6 +208,8 @@ local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
 
 local unpack, pack, select = table.unpack, table.pack, select
 
+local function index(t, k) return t[k] end -- normal indexing: __index chains apply
+
 -- The callable for `method` on entry's service, or nil and an exception.
 local function lookup(entry, method)
   if type(method) ~= "string" then
@@ -214,7 +219,7 @@ local function lookup(entry, method)
     return nil, exception("builtins.AttributeError",
       "attempt to access private attribute '" .. method .. "'")
   end
-  local ok, fn = pcall(function() return entry.service[method] end)
+  local ok, fn = pcall(index, entry.service, method)
   if not ok or type(fn) ~= "function" then
     return nil, exception("builtins.AttributeError",
       string.format("'%s' object has no attribute '%s'", entry.name, method))
