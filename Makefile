@@ -99,7 +99,8 @@ $(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) -luv -lz -lpthread -lm
 
 # Benchmarks (issue 7, not part of make test): springrun, Pyro4 and a C floor side by
-# side in one run; tables to stdout and bench/results/. BENCH_QUICK=1: short run.
+# side in one run; tables to stdout and bench/results/. BENCH_QUICK=1: short run;
+# BENCH_PIN=same|split: pin servers/clients with taskset (see bench/README.md).
 BENCH_FLOOR = $(BUILD)/bench/floor
 $(BENCH_FLOOR): bench/floor.c
 	@mkdir -p $(dir $@)
@@ -107,7 +108,7 @@ $(BENCH_FLOOR): bench/floor.c
 
 bench: deps all $(BENCH_FLOOR)
 	@command -v gnuplot >/dev/null 2>&1 || { echo "make bench: gnuplot is missing; install it with: apt-get install gnuplot-nox" >&2; exit 1; }
-	ulimit -n $$(ulimit -Hn) && BUILD=$(BUILD) /usr/bin/python3 bench/run.py $(if $(BENCH_QUICK),--quick)
+	ulimit -n $$(ulimit -Hn) && BUILD=$(BUILD) /usr/bin/python3 bench/run.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_PIN),--pin $(BENCH_PIN))
 
 clean:
 	rm -rf build build-san bin

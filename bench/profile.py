@@ -176,7 +176,8 @@ def main():
         cpu_per_call = base["server_cpu_s"] / base["calls"] * 1e6
         data = os.path.join(tmp, "perf.data")
         perf = run.spawn(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(a.freq), "-g",
-                          "-p", str(srv.pid), "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          "-p", str(srv.pid), "-o", data], role="tool", stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
         time.sleep(0.5)
         prof = run_scenario(srv, a.scenario, a.calls, client)
         perf.send_signal(signal.SIGINT)

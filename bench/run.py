@@ -100,7 +100,14 @@ def stop(p):
         PROCS.remove(p)
 
 
-def spawn(argv, **kw):
+PIN = None  # None (free scheduling), "same" (all on CPU 0), "split" (servers CPU 0, clients CPU 1)
+
+
+def spawn(argv, role="client", **kw):
+    """Start argv (stopped by pid at exit); with --pin, under taskset for its role."""
+    if PIN and role in ("server", "client"):
+        cpu = "0" if (role == "server" or PIN == "same") else "1"
+        argv = ["taskset", "-c", cpu] + list(argv)  # taskset execs: the pid stays the command's
     p = subprocess.Popen(argv, **kw)
     PROCS.append(p)
     return p
@@ -135,7 +142,7 @@ class Server(object):
         else:
             raise ValueError(kind)
         self.threads = threads
-        self.p = spawn(argv, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, cwd=ROOT)
+        self.p = spawn(argv, role="server", stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, cwd=ROOT)
         line = read_line(self.p, 20)
         if not line or not line.startswith("PORT "):
             stop(self.p)
@@ -401,9 +408,10 @@ def report(res):
            "Pyro4 %(pyro4)s, gcc %(gcc)s; commit %(commit)s." % dict(
                {k: "?" for k in ("cpu", "cpus", "mem_mb", "kernel", "python", "pyro4", "gcc", "commit")},
                **res["machine"]),
-           "Medians over %d runs (min–max in brackets); free scheduling (no CPU pinning). "
+           "Medians over %d runs (min–max in brackets); %s. "
            "Echo rows are MB/s of payload moved (request + reply); others are calls/s. "
-           "Pyro4 threadpool servers run with THREADPOOL_SIZE=%d." % (res["config"]["reps"], res["config"]["pyro_threads"])]
+           "Pyro4 threadpool servers run with THREADPOOL_SIZE=%d." % (
+               res["config"]["reps"], PIN_TEXT[res.get("pin")], res["config"]["pyro_threads"])]
     out.append(table(s, single, cols, "rate", "Throughput, one connection", unit))
     timed = [r for r in single if r != "oneway"]
     out.append(table(s, timed, cols, "p50", "Latency p50 (µs), one connection", lambda r: "", ratios=True))
@@ -420,19 +428,21 @@ def report(res):
     if res.get("idle"):
         out += ["", "**%d idle connections held open** (handshake done on each; server RSS "
                 "before/after; sequential get_data p50 without and with them)" % res["config"]["idle"], "",
-                "| server | RSS before (KB) | RSS with idle conns (KB) | KB per connection | p50 unloaded (µs) | p50 loaded (µs) | loaded / unloaded |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| server | RSS before (KB) | RSS with idle conns (KB) | KB per connection | p50 unloaded (µs) | p50 loaded (µs) | loaded / unloaded | server CPU/call unloaded → loaded (µs) |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, d in res["idle"].items():
             if "error" in d:
                 out.append("| %s | error: %s | | | | | |" % (name, d["error"][:120]))
                 continue
-            out.append("| %s | %s | %s | %.2f | %s | %s | %s |" % (
+            cpu = [metric(dict(d[k], row="seq"), "cpu_us") for k in ("seq_before", "seq_after")]
+            out.append("| %s | %s | %s | %.2f | %s | %s | %s | %s → %s |" % (
                 name, d["rss0_kb"], d["rss1_kb"], d["kb_per_conn"], fmt(d.get("p50_before")),
                 fmt(d.get("p50_after")),
-                "%.2f×" % (d["p50_after"] / d["p50_before"]) if d.get("p50_before") and d.get("p50_after") else "—"))
+                "%.2f×" % (d["p50_after"] / d["p50_before"]) if d.get("p50_before") and d.get("p50_after") else "—",
+                fmt(cpu[0]), fmt(cpu[1])))
     if res.get("soak"):
         out += ["", "**Server memory over a long run** (C load client, 8 connections)", "",
-                "| server | calls | RSS after first chunk (KB) | RSS at end (KB) | growth |", "| --- | --- | --- | --- | --- |"]
+                "| server | calls | RSS after the first second (KB) | RSS at end (KB) | growth |", "| --- | --- | --- | --- | --- |"]
         for name, d in res["soak"].items():
             if "error" in d:
                 out.append("| %s | error: %s | | | |" % (name, d["error"][:120]))
@@ -441,6 +451,11 @@ def report(res):
                 name, d["rss_first_kb"], d["rss_last_kb"], d["growth_pct"]))
     out.append(targets(res))
     return "\n".join(out) + "\n"
+
+
+PIN_TEXT = {None: "free scheduling (no CPU pinning)",
+            "same": "pinned: servers and clients all on CPU 0 (taskset)",
+            "split": "pinned: servers on CPU 0, clients on CPU 1 (taskset)"}
 
 
 def med(s, row, combo, key):
@@ -545,7 +560,11 @@ def main():
     ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,idle,soak")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-springrun", action="store_true")
+    ap.add_argument("--pin", choices=["same", "split"], default=os.environ.get("BENCH_PIN") or None,
+                    help="same: servers and clients on CPU 0; split: servers on CPU 0, clients on CPU 1")
     a = ap.parse_args()
+    global PIN
+    PIN = a.pin
     mode = "quick" if a.quick else "full"
     cfg = dict(MODES[mode])
     parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "idle", "soak"}
@@ -623,7 +642,7 @@ def main():
 
     res = {"mode": mode, "machine": machine(), "config": cfg, "combos": [c[0] for c in cmb],
            "scenarios": scen, "raw": raw, "summary": summarize(raw), "idle": idle, "soak": soak,
-           "seconds": round(time.time() - t_start, 1)}
+           "seconds": round(time.time() - t_start, 1), "pin": PIN}
     res["config"]["echo"] = [list(x) for x in cfg["echo"]]
     with open(os.path.join(a.out, "latest.json"), "w") as f:
         json.dump(res, f, indent=1, sort_keys=True)
