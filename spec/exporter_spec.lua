@@ -156,6 +156,36 @@ describe("springrun.exporter #unit #net", function()
     assert.are.equal(base, core.daemon_count())
   end)
 
+  it("listens on an IPv6 address and names it in brackets", function()
+    local probe = uv.new_tcp()
+    local can = probe:bind("::1", 0)
+    probe:close()
+    uv.run("nowait")
+    if not can then
+      pending("no IPv6 loopback here")
+      return
+    end
+    local e = exporter{ service_name = "Six", service_host = "::1" }
+    e:after_properties_set()
+    local c = assert(wc.connect("::1", e.service_port))
+    c:send(core.wire_encode(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 0, core.SER_JSON,
+      '{"handshake": "hello", "object": "Six"}'))
+    assert.are.equal(core.MSG_CONNECTOK, assert(c:recv()).type)
+    c:close()
+    local blocker = exporter{ service_name = "Other", service_host = "::1", service_port = e.service_port }
+    assert.is_true(pcall(blocker.after_properties_set, blocker)) -- same address: shared daemon
+    local busy = exporter{ service_name = "Busy" }
+    local t = uv.new_tcp()
+    assert(t:bind("::1", 0))
+    assert(t:listen(4, function() end))
+    local port = t:getsockname().port
+    finally(function() t:close() uv.run("nowait") end)
+    busy.service_host, busy.service_port = "::1", port
+    local ok, err = pcall(busy.after_properties_set, busy)
+    assert.is_false(ok)
+    assert.truthy(err:find("cannot listen on [::1]:" .. port .. ": address already in use", 1, true))
+  end)
+
   it("fails on an unknown host, naming it", function()
     local e = exporter{ service_name = "Nowhere", service_host = "no-such-host.invalid" }
     local ok, err = pcall(e.after_properties_set, e)

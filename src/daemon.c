@@ -992,7 +992,7 @@ static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
       uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
     }
   }
-  snprintf(d->where, sizeof d->where, "%s:%d", ip, port);
+  snprintf(d->where, sizeof d->where, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
   d->id = ++h->next_daemon_id;
   d->next = h->daemons;
   h->daemons = d;
@@ -1311,7 +1311,7 @@ int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_ma
   int rc = resolve(host, port, &cmd.addr, err, errlen);
   if (rc < 0) return rc;
   char where[300];
-  snprintf(where, sizeof where, "%s:%d", host, port);
+  snprintf(where, sizeof where, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
   if (!h->running && (rc = start_thread(h)) < 0)
     return sr_seterr(err, errlen, rc, "cannot listen on %s: cannot start the daemon thread",
                      where);

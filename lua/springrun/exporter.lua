@@ -363,6 +363,12 @@ end
 
 -- ---- daemons ---------------------------------------------------------------------
 
+-- "host:port", with an IPv6 address in brackets.
+local function address(host, port)
+  if host:find(":", 1, true) then return "[" .. host .. "]:" .. port end
+  return host .. ":" .. port
+end
+
 local function norm_host(host)
   if host == "localhost" then return "127.0.0.1" end
   return host
@@ -371,15 +377,15 @@ end
 local function acquire_daemon(name, host, port)
   local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and daemons_by_key[key] or nil
-  holder_log:debug("Registering %s at %s:%d with the Pyro server", name, host, port)
+  holder_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
   if d then return d end
-  holder_log:debug("Pyro thread needs to be started at %s:%d", host, port)
+  holder_log:debug("Pyro thread needs to be started at %s", address(host, port))
   ensure_handler()
-  thread_log:debug("Starting up Pyro server thread for %s:%d", host, port)
+  thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   local id, bound = core.daemon_listen(host, port)
   if not id then return nil, bound end
   d = { id = id, host = host, port = bound, key = norm_host(host) .. ":" .. bound,
-        where = host .. ":" .. bound, objects = {}, count = 0 }
+        where = address(host, bound), objects = {}, count = 0 }
   d.daemon_meta = metadata(DAEMON_METHODS, {})
   d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta }
   local ok, err = core.daemon_register(id, DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta })
@@ -477,7 +483,7 @@ function Exporter:after_properties_set()
   if #methods == 0 then
     conf_error(self, "the service exposes no methods (functions whose names do not start with '_')")
   end
-  exporter_log:debug("Exporting %s as a Pyro service at %s:%d", name, host, port)
+  exporter_log:debug("Exporting %s as a Pyro service at %s", name, address(host, port))
   local d, err = acquire_daemon(name, host, port)
   if not d then error(who(self) .. ": " .. tostring(err), 2) end
   if d.objects[name] then
