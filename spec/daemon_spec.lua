@@ -587,6 +587,27 @@ describe("springrun.daemon in a server process #net #interop", function()
     c:close()
   end)
 
+  it("has its services registered by the time the port accepts connections", function()
+    for _ = 1, 3 do
+      local port = proc.free_port()
+      local p = proc.spawn({ proc.bin, script, tostring(port) })
+      finally(function() proc.stop(p) end)
+      local c
+      local deadline = uv.hrtime() + 10e9
+      repeat -- connect as early as possible: the first accepted connection counts
+        c = wc.connect("127.0.0.1", port, 1)
+        if not c then uv.sleep(1) end
+      until c or uv.hrtime() > deadline or p:status()
+      assert(c, "the server never accepted: " .. p:stderr())
+      c:send(enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 0, JSON,
+        '{"handshake": "hello", "object": "ServiceName"}'))
+      local m = assert(c:recv())
+      assert.are.equal(core.MSG_CONNECTOK, m.type, m.data)
+      c:close()
+      proc.stop(p)
+    end
+  end)
+
   it("keeps a script serving while it exports and exits 0 once nothing is exported", function()
     local port = proc.free_port()
     local script = proc.tmpfile(string.format([[

@@ -79,6 +79,8 @@ typedef struct sr_cmd_s {
   const char *name;             /* REGISTER/UNREGISTER */
   const uint8_t *const *meta;   /* REGISTER */
   const size_t *meta_len;       /* REGISTER */
+  const sr_holder_obj_t *objs;  /* LISTEN: registered before accepting */
+  size_t nobjs;
 } sr_cmd_t;
 
 /* A reply frame (also used for frames the holder writes itself). */
@@ -930,6 +932,9 @@ static void on_connection(uv_stream_t *server, int status) {
 
 /* ---- daemons (holder thread) --------------------------------------------- */
 
+static int daemon_add_obj(sr_daemon_t *d, const char *name, const uint8_t *const *meta,
+                          const size_t *meta_len);
+
 static void free_daemon(sr_daemon_t *d) {
   while (d->objs) {
     sr_obj_t *o = d->objs;
@@ -971,6 +976,17 @@ static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
   d->listener.data = d;
   d->listener_open = 1;
   int r = uv_tcp_bind(&d->listener, (const struct sockaddr *)&cmd->addr, 0);
+  /* the first objects are registered before accepting: a client that sees
+   * the port open finds them */
+  for (size_t i = 0; r == 0 && i < cmd->nobjs; i++) {
+    if (daemon_add_obj(d, cmd->objs[i].name, cmd->objs[i].meta, cmd->objs[i].meta_len) < 0) {
+      cmd->rc = sr_seterr(cmd->err, cmd->errlen, SR_ENOMEM, "cannot listen on %s: out of memory",
+                          cmd->where);
+      d->removed = 1;
+      close_listener(d);
+      return;
+    }
+  }
   if (r == 0) r = uv_listen((uv_stream_t *)&d->listener, 128, on_connection);
   if (r != 0) {
     cmd->rc = sr_seterr(cmd->err, cmd->errlen, SR_EIO, "cannot listen on %s: %s (%s)",
@@ -1034,30 +1050,24 @@ static void on_grace(uv_timer_t *t) {
   }
 }
 
-static void do_register(sr_holder_t *h, sr_cmd_t *cmd) {
-  sr_daemon_t *d = find_daemon(h, cmd->daemon);
-  if (d == NULL) {
-    cmd->rc = SR_ENOTFOUND;
-    return;
-  }
-  size_t nl = strlen(cmd->name);
+/* Adds (or replaces) object `name` of d with copies of its CONNECTOK
+ * payloads. Returns 0 or SR_ENOMEM. */
+static int daemon_add_obj(sr_daemon_t *d, const char *name, const uint8_t *const *meta,
+                          const size_t *meta_len) {
+  size_t nl = strlen(name);
   sr_obj_t *o = calloc(1, sizeof *o + nl + 1);
-  if (o == NULL) {
-    cmd->rc = SR_ENOMEM;
-    return;
-  }
-  memcpy(o->name, cmd->name, nl + 1);
+  if (o == NULL) return SR_ENOMEM;
+  memcpy(o->name, name, nl + 1);
   for (int i = 0; i < SR_HOLDER_NSER; i++) {
-    if (cmd->meta[i] == NULL || !(d->ser_mask & (1u << i))) continue;
-    o->meta[i] = malloc(cmd->meta_len[i] ? cmd->meta_len[i] : 1);
+    if (meta[i] == NULL || !(d->ser_mask & (1u << i))) continue;
+    o->meta[i] = malloc(meta_len[i] ? meta_len[i] : 1);
     if (o->meta[i] == NULL) {
       for (int j = 0; j < i; j++) free(o->meta[j]);
       free(o);
-      cmd->rc = SR_ENOMEM;
-      return;
+      return SR_ENOMEM;
     }
-    memcpy(o->meta[i], cmd->meta[i], cmd->meta_len[i]);
-    o->meta_len[i] = cmd->meta_len[i];
+    memcpy(o->meta[i], meta[i], meta_len[i]);
+    o->meta_len[i] = meta_len[i];
   }
   for (sr_obj_t **pp = &d->objs; *pp; pp = &(*pp)->next) {
     if (strcmp((*pp)->name, o->name) == 0) {
@@ -1070,7 +1080,12 @@ static void do_register(sr_holder_t *h, sr_cmd_t *cmd) {
   }
   o->next = d->objs;
   d->objs = o;
-  cmd->rc = 0;
+  return 0;
+}
+
+static void do_register(sr_holder_t *h, sr_cmd_t *cmd) {
+  sr_daemon_t *d = find_daemon(h, cmd->daemon);
+  cmd->rc = d ? daemon_add_obj(d, cmd->name, cmd->meta, cmd->meta_len) : SR_ENOTFOUND;
 }
 
 static void do_unregister(sr_holder_t *h, sr_cmd_t *cmd) {
@@ -1302,7 +1317,8 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, char
 }
 
 int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_mask,
-                     uint32_t *daemon_id, int *bound_port, char *err, size_t errlen) {
+                     const sr_holder_obj_t *objs, size_t nobjs, uint32_t *daemon_id,
+                     int *bound_port, char *err, size_t errlen) {
   if (port < 0 || port > 65535)
     return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s:%d: port out of range", host,
                      port);
@@ -1315,9 +1331,14 @@ int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_ma
   if (!h->running && (rc = start_thread(h)) < 0)
     return sr_seterr(err, errlen, rc, "cannot listen on %s: cannot start the daemon thread",
                      where);
+  for (size_t i = 0; i < nobjs; i++)
+    if (strlen(objs[i].name) > SR_HOLDER_MAX_NAME)
+      return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s: object name too long", where);
   cmd.head.kind = CMD_LISTEN;
   cmd.where = where;
   cmd.ser_mask = ser_mask;
+  cmd.objs = objs;
+  cmd.nobjs = nobjs;
   cmd.err = err;
   cmd.errlen = errlen;
   rc = run_sync(h, &cmd);

@@ -75,15 +75,26 @@ int sr_holder_new(sr_holder_t **out, sr_holder_notify_cb notify, void *ud);
  * including undelivered events. NULL is fine. */
 void sr_holder_free(sr_holder_t *h);
 
+/* An object to register: its name and CONNECTOK payloads per serializer
+ * (meta[ser], meta_len[ser] bytes; NULL for one that is not accepted). */
+typedef struct sr_holder_obj_s {
+  const char *name;
+  const uint8_t *meta[SR_HOLDER_NSER];
+  size_t meta_len[SR_HOLDER_NSER];
+} sr_holder_obj_t;
+
 /* Starts listening on host:port (port 0: a free port). host: a numeric
  * address or a name ("localhost" means 127.0.0.1). ser_mask: bit (1 << id)
  * for every serializer accepted on connections (ids 1..SR_HOLDER_NSER-1).
+ * objs[0..nobjs) are registered before the first connection is accepted (a
+ * client that finds the port open finds them; payloads are copied).
  * Returns 0 and fills *daemon_id and *bound_port, or a negative code with a
  * message naming host:port in err (SR_EINVAL bad host/port, SR_EIO for
  * bind/listen failures such as "address already in use"). Starts the thread
  * when it is the first daemon. */
 int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_mask,
-                     uint32_t *daemon_id, int *bound_port, char *err, size_t errlen);
+                     const sr_holder_obj_t *objs, size_t nobjs, uint32_t *daemon_id,
+                     int *bound_port, char *err, size_t errlen);
 
 /* Stops daemon_id: closes its listener, shuts its connections down after
  * their queued replies, forgets its objects. The last one stops and joins the

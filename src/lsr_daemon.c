@@ -23,7 +23,9 @@
  * request whose handler raised. Log lines of the holder thread go to
  * log_fn(level, text).
  *
- *   core.daemon_listen(host, port) -> daemon_id, bound_port | nil, err
+ *   core.daemon_listen(host, port [, {{name, connectok_value}, ...}])
+ *       -> daemon_id, bound_port | nil, err   (objects registered before
+ *          the first connection is accepted)
  *   core.daemon_unlisten(daemon_id) -> true | nil, err
  *   core.daemon_register(daemon_id, name, connectok_value) -> true | nil, err
  *   core.daemon_unregister(daemon_id, name) -> true | nil, err
@@ -320,9 +322,36 @@ static uint32_t check_daemon(lua_State *L, int i) {
   return (uint32_t)v;
 }
 
+#define LSR_MAX_LISTEN_OBJS 16
+
+/* Encodes the CONNECTOK value at idx for every accepted serializer into
+ * bufs (the caller frees them) and points o's meta at them. */
+static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_HOLDER_NSER],
+                       sr_holder_obj_t *o, char *err, size_t errlen) {
+  for (int i = 0; i < SR_HOLDER_NSER; i++) {
+    o->meta[i] = NULL;
+    o->meta_len[i] = 0;
+    if (!(mask & (1u << i))) continue;
+    int rc = lsr_payload_encode(L, i, idx, &bufs[i], err, errlen);
+    if (rc < 0) return rc;
+    o->meta[i] = bufs[i].data ? bufs[i].data : (const uint8_t *)"";
+    o->meta_len[i] = bufs[i].len;
+  }
+  return 0;
+}
+
+/* daemon_listen(host, port [, objects]) -> id, port | nil, err, name
+ * objects: a list of {name, connectok_value} registered before the daemon
+ * accepts its first connection (at most 16). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
+  int nobjs = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    nobjs = (int)luaL_len(L, 3);
+    luaL_argcheck(L, nobjs >= 0 && nobjs <= LSR_MAX_LISTEN_OBJS, 3, "at most 16 objects");
+  }
   char err[400];
   uint32_t id;
   int bound;
@@ -332,13 +361,36 @@ static int l_listen(lua_State *L) {
              (long long)port);
     return fail(L, SR_EINVAL, err);
   }
-  int rc = open_async(L);
-  if (rc < 0) return fail(L, rc, "cannot listen: out of memory");
-  rc = sr_holder_listen(G.h, host, (int)port, mask, &id, &bound, err, sizeof err);
-  if (rc < 0) {
-    if (sr_holder_count(G.h) == 0) close_async();
-    return fail(L, rc, err);
+  sr_holder_obj_t objs[LSR_MAX_LISTEN_OBJS];
+  sr_buf_t bufs[LSR_MAX_LISTEN_OBJS][SR_HOLDER_NSER];
+  for (int i = 0; i < nobjs; i++)
+    for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_init(&bufs[i][k]);
+  int rc = 0;
+  for (int i = 0; i < nobjs && rc == 0; i++) {
+    lua_rawgeti(L, 3, i + 1);
+    if (!lua_istable(L, -1)) {
+      rc = sr_seterr(err, sizeof err, SR_EINVAL, "objects[%d] must be {name, value}", i + 1);
+    } else {
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      objs[i].name = lua_tostring(L, -2); /* kept alive by the objects table */
+      if (objs[i].name == NULL)
+        rc = sr_seterr(err, sizeof err, SR_EINVAL, "objects[%d][1] must be a name", i + 1);
+      else
+        rc = encode_meta(L, lua_gettop(L), mask, bufs[i], &objs[i], err, sizeof err);
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
   }
+  if (rc == 0) rc = open_async(L);
+  if (rc == 0) {
+    rc = sr_holder_listen(G.h, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
+                          sizeof err);
+    if (rc < 0 && sr_holder_count(G.h) == 0) close_async();
+  }
+  for (int i = 0; i < nobjs; i++)
+    for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_free(&bufs[i][k]);
+  if (rc < 0) return fail(L, rc, err);
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
   return 2;
@@ -365,19 +417,12 @@ static int l_register(lua_State *L) {
                 "object name too long or contains NUL");
   unsigned mask = probe_serializers(L);
   sr_buf_t bufs[SR_HOLDER_NSER];
-  const uint8_t *meta[SR_HOLDER_NSER] = { 0 };
-  size_t meta_len[SR_HOLDER_NSER] = { 0 };
+  sr_holder_obj_t o;
   char err[300];
-  int rc = 0;
   for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_init(&bufs[i]);
-  for (int i = 0; i < SR_HOLDER_NSER && rc == 0; i++) {
-    if (!(mask & (1u << i))) continue;
-    rc = lsr_payload_encode(L, i, 3, &bufs[i], err, sizeof err);
-    meta[i] = bufs[i].data ? bufs[i].data : (const uint8_t *)"";
-    meta_len[i] = bufs[i].len;
-  }
+  int rc = encode_meta(L, 3, mask, bufs, &o, err, sizeof err);
   if (rc == 0) {
-    rc = sr_holder_register(G.h, id, name, meta, meta_len);
+    rc = sr_holder_register(G.h, id, name, o.meta, o.meta_len);
     if (rc < 0) snprintf(err, sizeof err, "cannot register %s: %s", name, sr_strerror(rc));
   }
   for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_free(&bufs[i]);

@@ -374,28 +374,30 @@ local function norm_host(host)
   return host
 end
 
-local function acquire_daemon(name, host, port)
+-- The daemon serving host:port, started when there is none: returns d and
+-- true when it was started (then `name` with CONNECTOK value `connectok` is
+-- already registered: a new daemon registers its first objects before it
+-- accepts anyone), or nil and the error.
+local function acquire_daemon(name, host, port, connectok)
   local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and daemons_by_key[key] or nil
   holder_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
-  if d then return d end
+  if d then return d, false end
   holder_log:debug("Pyro thread needs to be started at %s", address(host, port))
   ensure_handler()
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
-  local id, bound = core.daemon_listen(host, port)
-  if not id then return nil, bound end
-  d = { id = id, host = host, port = bound, key = norm_host(host) .. ":" .. bound,
-        where = address(host, bound), objects = {}, count = 0 }
-  d.daemon_meta = metadata(DAEMON_METHODS, {})
+  d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
   d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta }
-  local ok, err = core.daemon_register(id, DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta })
-  if not ok then
-    core.daemon_unlisten(id)
-    return nil, err
-  end
+  local id, bound = core.daemon_listen(host, port, {
+    { DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta } },
+    { name, connectok },
+  })
+  if not id then return nil, bound end
+  d.id, d.port = id, bound
+  d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
   daemons_by_key[d.key] = d
   daemons_by_id[id] = d
-  return d
+  return d, true
 end
 
 local function release_daemon(d)
@@ -484,17 +486,17 @@ function Exporter:after_properties_set()
     conf_error(self, "the service exposes no methods (functions whose names do not start with '_')")
   end
   exporter_log:debug("Exporting %s as a Pyro service at %s", name, address(host, port))
-  local d, err = acquire_daemon(name, host, port)
-  if not d then error(who(self) .. ": " .. tostring(err), 2) end
-  if d.objects[name] then
-    conf_error(self, "service name '%s' is already exported at %s", name, d.where)
-  end
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
                   oneway = oneway_set }
-  local ok, rerr = core.daemon_register(d.id, name, { handshake = "hello", meta = entry.meta })
-  if not ok then
-    release_daemon(d)
-    error(who(self) .. ": cannot register: " .. tostring(rerr), 2)
+  local connectok = { handshake = "hello", meta = entry.meta }
+  local d, fresh = acquire_daemon(name, host, port, connectok)
+  if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
+  if not fresh then
+    if d.objects[name] then
+      conf_error(self, "service name '%s' is already exported at %s", name, d.where)
+    end
+    local ok, rerr = core.daemon_register(d.id, name, connectok)
+    if not ok then error(who(self) .. ": cannot register: " .. tostring(rerr), 2) end
   end
   d.objects[name] = entry
   d.count = d.count + 1
