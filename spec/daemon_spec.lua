@@ -526,20 +526,21 @@ end
 describe("springrun.daemon in a server process #net #interop", function()
   local script = proc.root .. "/spec/fixtures/daemon_server.lua"
 
-  local function start(extra_env)
+  local function start(cleanup, extra_env)
     local port = proc.free_port()
     local p = proc.spawn({ proc.bin, script, tostring(port) }, { env = extra_env })
+    cleanup(function() proc.stop(p) end)
     local ok, err = proc.wait_port("127.0.0.1", port, 10, p)
     assert(ok, err)
     return p, port
   end
 
   it("serves a real Python Pyro4 client (JSON): calls, kwargs, errors, oneway, batch, metadata", function()
-    local p, port = start()
-    finally(function() proc.stop(p) end)
+    local cleanup = proc.cleanups(finally)
+    local _, port = start(cleanup)
     local py = proc.spawn({ proc.python, proc.root .. "/spec/fixtures/pyro4_client.py", tostring(port) },
       { env = { PYRO_SERIALIZER = "json" } })
-    finally(function() proc.stop(py) end)
+    cleanup(function() proc.stop(py) end)
     assert.are.equal(0, proc.wait_exit(py, 30), py:stderr())
     assert.are.equal(table.concat({
       "get_data: You got remote data => Hello",
@@ -561,13 +562,11 @@ describe("springrun.daemon in a server process #net #interop", function()
   end)
 
   it("raw frames reach the server process; SIGTERM drains the call in flight, closes the context, exits 0", function()
+    local cleanup = proc.cleanups(finally)
     local marker = os.tmpname()
     os.remove(marker)
-    local p, port = start({ DESTROY_MARKER = marker })
-    finally(function()
-      proc.stop(p)
-      os.remove(marker)
-    end)
+    cleanup(function() os.remove(marker) end)
+    local p, port = start(cleanup, { DESTROY_MARKER = marker })
     local c = connect_ok(port)
     invoke(c, 1, "slow", '[300, "late"]')
     -- wait until the call is running in the server, then ask it to stop
@@ -588,10 +587,11 @@ describe("springrun.daemon in a server process #net #interop", function()
   end)
 
   it("has its services registered by the time the port accepts connections", function()
+    local cleanup = proc.cleanups(finally)
     for _ = 1, 3 do
       local port = proc.free_port()
       local p = proc.spawn({ proc.bin, script, tostring(port) })
-      finally(function() proc.stop(p) end)
+      cleanup(function() proc.stop(p) end)
       local c
       local deadline = uv.hrtime() + 10e9
       repeat -- connect as early as possible: the first accepted connection counts
@@ -622,9 +622,10 @@ describe("springrun.daemon in a server process #net #interop", function()
         return "stopping"
       end
     ]], port))
-    finally(function() os.remove(script) end)
+    local cleanup = proc.cleanups(finally)
+    cleanup(function() os.remove(script) end)
     local p = proc.spawn({ proc.bin, script })
-    finally(function() proc.stop(p) end)
+    cleanup(function() proc.stop(p) end)
     assert(proc.wait_port("127.0.0.1", port, 10, p))
     assert.is_nil(p:status())
     local c = connect_ok(port, "S")
@@ -652,12 +653,13 @@ describe("springrun.daemon in a server process #net #interop", function()
           service = springrun.ref "svc", service_host = "127.0.0.1", service_port = %d } },
       }
     ]], marker, port))
-    finally(function()
+    local cleanup = proc.cleanups(finally)
+    cleanup(function()
       os.remove(script)
       os.remove(marker)
     end)
     local p = proc.spawn({ proc.bin, script })
-    finally(function() proc.stop(p) end)
+    cleanup(function() proc.stop(p) end)
     assert(proc.wait_port("127.0.0.1", port, 10, p))
     local c = connect_ok(port, "S")
     invoke(c, 1, "stop", "[]", "{}", 0, "S")
@@ -671,13 +673,11 @@ describe("springrun.daemon in a server process #net #interop", function()
   end)
 
   it("exits 0 on SIGINT, closing the context", function()
+    local cleanup = proc.cleanups(finally)
     local marker = os.tmpname()
     os.remove(marker)
-    local p, port = start({ DESTROY_MARKER = marker })
-    finally(function()
-      proc.stop(p)
-      os.remove(marker)
-    end)
+    cleanup(function() os.remove(marker) end)
+    local p, port = start(cleanup, { DESTROY_MARKER = marker })
     local c = connect_ok(port)
     invoke(c, 1, "get_data", '["x"]')
     result(c, 1)

@@ -7,6 +7,9 @@
 --   local port = proc.free_port()
 --   local p = proc.spawn({ proc.bin, "server.lua", tostring(port) }, { env = { X = "1" } })
 --   finally(function() proc.stop(p) end)
+--   -- busted runs only the LAST finally() of a test; for several cleanups:
+--   local cleanup = proc.cleanups(finally)
+--   cleanup(function() proc.stop(p) end); cleanup(function() os.remove(path) end)
 --   assert(proc.wait_port("127.0.0.1", port, 10))
 --   ... proc.kill(p, "sigterm"); local code = proc.wait_exit(p, 10)
 --   p:stdout(), p:stderr()  -- what the process wrote so far
@@ -189,6 +192,17 @@ function M.free_port(host)
   tcp:close()
   uv.run("nowait")
   return port
+end
+
+-- busted keeps only the last finally() registered by a test. Registers one
+-- finally (finally_fn is busted's `finally`) and returns add(fn): every fn
+-- added runs at the end of the test, last added first, errors ignored.
+function M.cleanups(finally_fn)
+  local list = {}
+  finally_fn(function()
+    for i = #list, 1, -1 do pcall(list[i]) end
+  end)
+  return function(fn) list[#list + 1] = fn end
 end
 
 -- Writes text to a new temporary file and returns its path.
