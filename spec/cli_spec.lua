@@ -34,6 +34,15 @@ describe("springrun CLI #unit", function()
     assert.are.equal("0.1.0\t0.1.0\n", out)
   end)
 
+  it("exits 0 after a script that closed a luv handle without turning the loop", function()
+    local path = helpers.tmpfile("local uv = require 'luv'\nlocal t = uv.new_timer()\n"
+      .. "t:start(1000, 0, function() end)\nt:close()\nprint('closed')\n")
+    local out, ok, code = helpers.run(helpers.bin .. " " .. path)
+    assert.are.equal("closed\n", out)
+    assert.are.equal(0, code)
+    assert.is_true(ok)
+  end)
+
   it("prints its version", function()
     local out, ok = helpers.run(helpers.bin .. " --version")
     assert.is_true(ok)

@@ -121,6 +121,10 @@ function M.main(argv, root, argv0)
     if not served then err("%s", rc) return 1 end
     return rc or 0
   end
+  -- luv 1.44 crashes when the state closes with handles whose close has not
+  -- completed: give a script's closed handles one turn of the loop.
+  local uv = package.loaded["luv"]
+  if uv ~= nil then uv.run("nowait") end
   return 0
 end
 
