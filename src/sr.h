@@ -36,7 +36,8 @@
   X(IO, "input/output error")                                        \
   X(CLOSED, "connection closed")                                     \
   X(TIMEOUT, "timed out")                                            \
-  X(LIMIT, "resource limit reached")
+  X(LIMIT, "resource limit reached")                                 \
+  X(TLS, "TLS failure")
 
 enum sr_errno_e {
   SR_OK = 0,
