@@ -25,6 +25,8 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,11 +48,28 @@
 
 #define READ_CHUNK 65536
 #define GRACE_MS 2000
-/* Back-pressure: a connection with this many requests awaiting their reply
- * is not read until it is down to RESUME_BELOW (bounds memory for clients
- * that pipeline without reading). */
-#define MAX_OUTSTANDING 1024
-#define RESUME_BELOW 256
+/* Back-pressure: a connection with limits.max_queued_conn requests awaiting
+ * their reply is not read until it is down to a quarter of that (bounds
+ * memory for clients that pipeline without reading); a daemon with
+ * limits.max_queued INVOKEs not yet dispatched by the owner reads none of its
+ * connections until it is down to half (checked by the sweep timer). */
+
+/* The sweep timer (deadlines, idle connections, daemon back-pressure) runs
+ * every SWEEP_MIN_MS..SWEEP_MAX_MS depending on the shortest limit. */
+#define SWEEP_MIN_MS 10
+#define SWEEP_MAX_MS 1000
+
+/* A daemon's count of INVOKEs handed to the owner and not yet dispatched;
+ * shared by the daemon and its pending events (refcounted: a daemon may be
+ * gone before the owner dispatches what it queued). */
+typedef struct sr_dcount_s {
+  atomic_int refs;
+  atomic_uint queued;
+} sr_dcount_t;
+
+static void dcount_release(sr_dcount_t *dc) {
+  if (dc && atomic_fetch_sub(&dc->refs, 1) == 1) free(dc);
+}
 
 /* ---- types --------------------------------------------------------------- */
 
@@ -81,6 +100,7 @@ typedef struct sr_cmd_s {
   const size_t *meta_len;       /* REGISTER */
   const sr_holder_obj_t *objs;  /* LISTEN: registered before accepting */
   size_t nobjs;
+  sr_holder_limits_t lim;       /* LISTEN, defaults applied */
 } sr_cmd_t;
 
 /* A reply frame (also used for frames the holder writes itself). */
@@ -141,7 +161,13 @@ typedef struct sr_conn_s {
   int handshaken;
   int reading;
   int paused;   /* back-pressure (mirror of w->paused, holder side) */
+  int dpaused;  /* back-pressure of the daemon (max_queued) */
   int quiesced; /* shutdown: never read again */
+  int refused;  /* over max_connections: CONNECTFAIL to its first message */
+  int counted;  /* counted in d->nconns */
+  uint32_t max_owed, resume_below; /* max_queued_conn of its daemon */
+  uint64_t accepted_at, last_active; /* uv_now() ms */
+  uint64_t msg_start; /* uv_now() when the unfinished message began; 0: none */
   uint32_t next_slot; /* slot of the next request */
   sr_wside_t *w;
   char peer[64];
@@ -156,6 +182,9 @@ typedef struct sr_daemon_s {
   int listener_open; /* not yet handed to uv_close */
   int listener_closed; /* its close callback ran */
   int removed;       /* unlisten done: free when the listener is closed */
+  sr_holder_limits_t lim; /* every field set (defaults applied) */
+  uint32_t nconns;   /* open connections counted against max_connections */
+  sr_dcount_t *dc;   /* INVOKEs queued for the owner (max_queued) */
   sr_obj_t *objs;
   char where[300];
 } sr_daemon_t;
@@ -168,6 +197,7 @@ struct sr_holder_s {
   int ndaemons;
   uv_thread_t thread;
   size_t max_message;
+  sr_holder_limits_t next_lim; /* for the next listen (zero fields: defaults) */
   /* shared (locked inside) */
   sr_queue_t cmds;
   sr_queue_t events;
@@ -176,6 +206,8 @@ struct sr_holder_s {
   uv_async_t wake;
   uv_timer_t grace;
   int grace_closed;
+  uv_timer_t sweep; /* deadlines, idle connections, daemon back-pressure */
+  uint64_t sweep_ms;
   int stopping;
   sr_daemon_t *daemons;
   uint32_t next_daemon_id;
@@ -460,6 +492,7 @@ static void on_conn_close(uv_handle_t *hd) {
   sr_conn_t *c = hd->data;
   sr_holder_t *h = c->h;
   sr_framer_free(&c->fr);
+  if (c->counted && c->d) c->d->nconns--;
   conn_table_remove(h, c);
   if (c->w) wside_release(c->w);
   free(c);
@@ -468,6 +501,7 @@ static void on_conn_close(uv_handle_t *hd) {
 
 static void conn_flush(sr_conn_t *c);
 static void conn_resume(sr_conn_t *c);
+static void sweep_soon(sr_holder_t *h);
 
 /* Closes c now (pending writes are cancelled). Idempotent. */
 static void conn_close_now(sr_conn_t *c) {
@@ -775,7 +809,21 @@ static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
   if (len) memcpy(ev->data, data, len);
   ev->data[len] = 0;
   sr_buf_free(&plain);
+  sr_dcount_t *dc = c->d->dc;
+  atomic_fetch_add(&dc->refs, 1);
+  ev->dc = dc;
+  unsigned queued = atomic_fetch_add(&dc->queued, 1) + 1;
   push_event(h, ev);
+  if (queued >= c->d->lim.max_queued && !c->dpaused) {
+    /* the owner is behind: read no more from this connection until the
+     * sweep sees the daemon's queue down to half */
+    c->dpaused = 1;
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    hlog(h, LOG_DEBUG, "pausing reads from %s on %s: %u invocations queued (max_queued)",
+         c->peer, c->d->where, queued);
+    sweep_soon(h);
+  }
 }
 
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
@@ -791,10 +839,10 @@ static void maybe_pause(sr_conn_t *c) {
   sr_wside_t *w = c->w;
   uv_mutex_lock(&w->mu);
   uint32_t outstanding = c->next_slot - w->send_slot;
-  int pause = outstanding >= MAX_OUTSTANDING;
+  int pause = outstanding >= c->max_owed;
   if (pause) {
     w->paused = 1;
-    w->resume_at = c->next_slot - RESUME_BELOW;
+    w->resume_at = c->next_slot - c->resume_below;
   }
   uv_mutex_unlock(&w->mu);
   if (!pause) return;
@@ -805,13 +853,28 @@ static void maybe_pause(sr_conn_t *c) {
        (unsigned)outstanding);
 }
 
-/* Handles every complete message buffered in c's framer. */
-static void conn_process(sr_conn_t *c) {
-  while (c->state == C_OPEN && !c->paused && !c->quiesced) {
+/* Answers the first message of a connection refused for max_connections. */
+static void conn_refuse(sr_conn_t *c, const sr_wire_msg_t *m) {
+  char text[400];
+  uint16_t ser = m && ser_accepted(c->d, m->h.serializer) ? m->h.serializer : SR_SER_MARSHAL;
+  snprintf(text, sizeof text, "too many connections to %s (max_connections %u)",
+           c->d ? c->d->where : "?", c->d ? (unsigned)c->d->lim.max_connections : 0u);
+  conn_fail_handshake(c, ser, m ? m->h.seq : 0, text);
+}
+
+/* Handles every complete message buffered in c's framer; returns how many. */
+static int conn_process(sr_conn_t *c) {
+  int done = 0;
+  while (c->state == C_OPEN && !c->paused && !c->dpaused && !c->quiesced) {
     sr_wire_msg_t m;
     char err[300];
     long r = sr_framer_next(&c->fr, &m, err, sizeof err);
     if (r == 0) break;
+    done++;
+    if (c->refused) {
+      conn_refuse(c, r > 0 ? &m : NULL);
+      break;
+    }
     if (r < 0) {
       if (!c->handshaken && r != SR_ETOOBIG) {
         conn_fail_handshake(c, SR_SER_MARSHAL, 0, err);
@@ -820,7 +883,7 @@ static void conn_process(sr_conn_t *c) {
              c->d ? c->d->where : "?", err);
         conn_close_now(c);
       }
-      return;
+      return done;
     }
     if (!c->handshaken) {
       handle_connect(c, &m);
@@ -829,6 +892,16 @@ static void conn_process(sr_conn_t *c) {
       if (c->state == C_OPEN) maybe_pause(c);
     }
   }
+  return done;
+}
+
+/* After reading or processing: the send deadline runs from the first byte of
+ * an unfinished message; a complete message restarts it. */
+static void conn_track_partial(sr_conn_t *c, int progressed, uint64_t now) {
+  if (sr_framer_pending(&c->fr) == 0)
+    c->msg_start = 0;
+  else if (progressed || c->msg_start == 0)
+    c->msg_start = now;
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -845,23 +918,36 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (n == 0) return;
+  uint64_t now = uv_now(&c->h->loop);
+  c->last_active = now;
   sr_framer_commit(&c->fr, (size_t)n);
-  conn_process(c);
+  int progressed = conn_process(c);
+  if (c->state == C_OPEN) conn_track_partial(c, progressed, now);
 }
 
-/* Back-pressure released: handle what is buffered, then read again. */
-static void conn_resume(sr_conn_t *c) {
-  if (!c->paused) return;
-  c->paused = 0;
+/* Reading again after back-pressure: handle what is buffered, then read. */
+static void conn_unpause(sr_conn_t *c) {
   if (c->state != C_OPEN || c->quiesced) return;
   hlog(c->h, LOG_DEBUG, "resuming reads from %s", c->peer);
-  conn_process(c);
-  if (c->state == C_OPEN && !c->paused && !c->quiesced && !c->reading) {
+  uint64_t now = uv_now(&c->h->loop);
+  int progressed = conn_process(c);
+  if (c->state == C_OPEN) {
+    c->last_active = now; /* the pause was ours, not the client's */
+    conn_track_partial(c, progressed || c->msg_start != 0, now);
+  }
+  if (c->state == C_OPEN && !c->paused && !c->dpaused && !c->quiesced && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
       c->reading = 1;
     else
       conn_close_now(c);
   }
+}
+
+/* Back-pressure of the connection released (its replies left). */
+static void conn_resume(sr_conn_t *c) {
+  if (!c->paused) return;
+  c->paused = 0;
+  conn_unpause(c);
 }
 
 static void free_handle(uv_handle_t *hd) { free(hd); }
@@ -889,7 +975,12 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   c->h = h;
   c->d = d;
-  sr_framer_init(&c->fr, h->max_message);
+  sr_framer_init(&c->fr, d->lim.max_message);
+  c->max_owed = d->lim.max_queued_conn;
+  c->resume_below = c->max_owed / 4;
+  c->accepted_at = c->last_active = uv_now(&h->loop);
+  c->counted = 1;
+  if (++d->nconns > d->lim.max_connections) c->refused = 1;
   uv_tcp_init(&h->loop, &c->tcp);
   c->tcp.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
@@ -923,11 +1014,90 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
   }
+  if (c->refused)
+    hlog(h, LOG_WARNING,
+         "refusing connection from %s on %s: %u connections open (max_connections %u)",
+         c->peer, d->where, (unsigned)(d->nconns - 1), (unsigned)d->lim.max_connections);
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
     conn_close_now(c);
     return;
   }
   c->reading = 1;
+}
+
+/* ---- limits over time: the sweep timer (holder thread) -------------------- */
+
+/* Every SWEEP_*: closes connections past their send deadline (slow-loris)
+ * or idle timeout, drops refused ones that never sent a CONNECT, and reads
+ * again from connections paused for their daemon's max_queued once its
+ * queue is down to half. */
+static void on_sweep(uv_timer_t *t) {
+  sr_holder_t *h = t->data;
+  uint64_t now = uv_now(&h->loop);
+  int any_dpaused = 0;
+  for (uint32_t i = 0; i < h->cap; i++) {
+    sr_conn_t *c = h->conns[i];
+    if (c == NULL || c->state != C_OPEN || c->d == NULL) continue;
+    sr_daemon_t *d = c->d;
+    if (c->dpaused) {
+      if (atomic_load(&d->dc->queued) <= d->lim.max_queued / 2) {
+        c->dpaused = 0;
+        conn_unpause(c);
+      } else {
+        any_dpaused = 1;
+      }
+      continue;
+    }
+    if (c->refused) {
+      if (now - c->accepted_at >= SR_HOLDER_REFUSED_LINGER_MS) conn_close_now(c);
+      continue;
+    }
+    if (c->paused || c->quiesced) continue;
+    if (c->msg_start != 0 && d->lim.send_deadline_ms != UINT32_MAX &&
+        now - c->msg_start >= d->lim.send_deadline_ms) {
+      hlog(h, LOG_WARNING,
+           "closing connection from %s on %s: message not complete within %u ms "
+           "(send_deadline), %zu bytes received",
+           c->peer, d->where, (unsigned)d->lim.send_deadline_ms, sr_framer_pending(&c->fr));
+      conn_close_now(c);
+      continue;
+    }
+    if (d->lim.idle_timeout_ms != 0 && c->msg_start == 0 &&
+        now - c->last_active >= d->lim.idle_timeout_ms) {
+      uv_mutex_lock(&c->w->mu);
+      int owes = c->next_slot != c->w->send_slot || c->w->queued != 0;
+      uv_mutex_unlock(&c->w->mu);
+      if (owes) continue;
+      hlog(h, LOG_INFO, "closing connection from %s on %s: idle for %u ms (idle_timeout)",
+           c->peer, d->where, (unsigned)d->lim.idle_timeout_ms);
+      conn_close_graceful(c);
+    }
+  }
+  uint64_t want = any_dpaused ? SWEEP_MIN_MS : h->sweep_ms;
+  if (uv_timer_get_repeat(&h->sweep) != want) uv_timer_start(&h->sweep, on_sweep, want, want);
+}
+
+/* (Re)starts the sweep timer at a quarter of the shortest time limit of the
+ * daemons (SWEEP_MIN_MS..SWEEP_MAX_MS). */
+static void sweep_schedule(sr_holder_t *h) {
+  uint64_t ms = SWEEP_MAX_MS;
+  if (SR_HOLDER_REFUSED_LINGER_MS / 4 < ms) ms = SR_HOLDER_REFUSED_LINGER_MS / 4;
+  for (sr_daemon_t *d = h->daemons; d; d = d->next) {
+    if (d->lim.send_deadline_ms != UINT32_MAX && d->lim.send_deadline_ms / 4 < ms)
+      ms = d->lim.send_deadline_ms / 4;
+    if (d->lim.idle_timeout_ms != 0 && d->lim.idle_timeout_ms / 4 < ms)
+      ms = d->lim.idle_timeout_ms / 4;
+  }
+  if (ms < SWEEP_MIN_MS) ms = SWEEP_MIN_MS;
+  h->sweep_ms = ms;
+  if (h->stopping) return;
+  uv_timer_start(&h->sweep, on_sweep, ms, ms);
+}
+
+/* A connection just paused for its daemon: check again soon. */
+static void sweep_soon(sr_holder_t *h) {
+  if (!h->stopping && uv_timer_get_repeat(&h->sweep) != SWEEP_MIN_MS)
+    uv_timer_start(&h->sweep, on_sweep, SWEEP_MIN_MS, SWEEP_MIN_MS);
 }
 
 /* ---- daemons (holder thread) --------------------------------------------- */
@@ -936,6 +1106,7 @@ static int daemon_add_obj(sr_daemon_t *d, const char *name, const uint8_t *const
                           const size_t *meta_len);
 
 static void free_daemon(sr_daemon_t *d) {
+  dcount_release(d->dc);
   while (d->objs) {
     sr_obj_t *o = d->objs;
     d->objs = o->next;
@@ -972,6 +1143,16 @@ static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
   }
   d->h = h;
   d->ser_mask = cmd->ser_mask;
+  d->lim = cmd->lim;
+  d->dc = calloc(1, sizeof *d->dc);
+  if (d->dc == NULL) {
+    free(d);
+    cmd->rc = sr_seterr(cmd->err, cmd->errlen, SR_ENOMEM, "cannot listen on %s: out of memory",
+                        cmd->where);
+    return;
+  }
+  atomic_init(&d->dc->refs, 1);
+  atomic_init(&d->dc->queued, 0);
   uv_tcp_init(&h->loop, &d->listener);
   d->listener.data = d;
   d->listener_open = 1;
@@ -1012,6 +1193,7 @@ static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
   d->id = ++h->next_daemon_id;
   d->next = h->daemons;
   h->daemons = d;
+  sweep_schedule(h);
   cmd->daemon = d->id;
   cmd->port_out = port;
   cmd->rc = 0;
@@ -1118,6 +1300,7 @@ static void do_quiesce(sr_holder_t *h) {
 
 static void do_stop(sr_holder_t *h) {
   h->stopping = 1;
+  uv_close((uv_handle_t *)&h->sweep, NULL);
   while (h->daemons) remove_daemon(h, h->daemons);
   for (uint32_t i = 0; i < h->cap; i++)
     if (h->conns[i]) conn_close_graceful(h->conns[i]);
@@ -1218,11 +1401,14 @@ static int start_thread(sr_holder_t *h) {
   h->wake.data = h;
   uv_timer_init(&h->loop, &h->grace);
   h->grace.data = h;
+  uv_timer_init(&h->loop, &h->sweep);
+  h->sweep.data = h;
   h->grace_closed = 0;
   h->stopping = 0;
   if (uv_thread_create(&h->thread, thread_main, h) != 0) {
     uv_close((uv_handle_t *)&h->wake, NULL);
     uv_close((uv_handle_t *)&h->grace, NULL);
+    uv_close((uv_handle_t *)&h->sweep, NULL);
     uv_run(&h->loop, UV_RUN_DEFAULT);
     uv_loop_close(&h->loop);
     return SR_ENOMEM;
@@ -1277,6 +1463,7 @@ void sr_holder_free(sr_holder_t *h) {
   sr_qnode_t *n = sr_queue_take_all(&h->events);
   while (n) {
     sr_qnode_t *next = n->next;
+    sr_holder_event_done((sr_event_t *)n);
     free(n);
     n = next;
   }
@@ -1316,6 +1503,31 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, char
   return 0;
 }
 
+/* h->next_lim with the defaults filled in. */
+static void limits_resolve(const sr_holder_t *h, sr_holder_limits_t *out) {
+  *out = h->next_lim;
+  if (out->max_message == 0) out->max_message = h->max_message;
+  if (out->max_connections == 0) out->max_connections = SR_HOLDER_DEFAULT_MAX_CONNECTIONS;
+  if (out->send_deadline_ms == 0) out->send_deadline_ms = SR_HOLDER_DEFAULT_SEND_DEADLINE_MS;
+  if (out->max_queued_conn == 0) out->max_queued_conn = SR_HOLDER_DEFAULT_MAX_QUEUED_CONN;
+  if (out->max_queued_conn < 4) out->max_queued_conn = 4; /* resumes at a quarter */
+  if (out->max_queued == 0) out->max_queued = SR_HOLDER_DEFAULT_MAX_QUEUED;
+}
+
+void sr_holder_set_limits(sr_holder_t *h, const sr_holder_limits_t *lim) {
+  if (lim)
+    h->next_lim = *lim;
+  else
+    memset(&h->next_lim, 0, sizeof h->next_lim);
+}
+
+void sr_holder_event_done(sr_event_t *ev) {
+  if (ev == NULL || ev->kind != SR_EV_INVOKE || ev->dc == NULL) return;
+  atomic_fetch_sub(&ev->dc->queued, 1);
+  dcount_release(ev->dc);
+  ev->dc = NULL;
+}
+
 int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_mask,
                      const sr_holder_obj_t *objs, size_t nobjs, uint32_t *daemon_id,
                      int *bound_port, char *err, size_t errlen) {
@@ -1336,6 +1548,7 @@ int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_ma
       return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s: object name too long", where);
   cmd.head.kind = CMD_LISTEN;
   cmd.where = where;
+  limits_resolve(h, &cmd.lim);
   cmd.ser_mask = ser_mask;
   cmd.objs = objs;
   cmd.nobjs = nobjs;

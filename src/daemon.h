@@ -61,10 +61,43 @@ typedef struct sr_event_s {
   uint16_t flags;     /* request flags, COMPRESSED already removed */
   uint16_t serializer;
   size_t len;         /* bytes in data (without the NUL of a log line) */
+  struct sr_dcount_s *dc; /* SR_EV_INVOKE: the daemon's queue count (see
+                             sr_holder_event_done) */
   uint8_t data[];
 } sr_event_t;
 
+/* The owner calls this for every event taken before freeing it (any kind):
+ * an INVOKE stops counting against its daemon's max_queued. */
+void sr_holder_event_done(sr_event_t *ev);
+
 typedef void (*sr_holder_notify_cb)(void *ud);
+
+/* Resource limits of one daemon (see sr_holder_set_limits). A zero field
+ * means the default, except where "0: off" is said. */
+typedef struct sr_holder_limits_s {
+  size_t max_message;        /* data_len + ann_len of a request, checked from
+                                the header (default: sr_holder_set_max_message) */
+  uint32_t max_connections;  /* open connections; more get CONNECTFAIL (4096) */
+  uint32_t send_deadline_ms; /* a started message must be complete within this
+                                (slow-loris), else the connection is closed
+                                (30000; UINT32_MAX: off) */
+  uint32_t idle_timeout_ms;  /* close a connection silent this long that owes
+                                nothing (0: off, the default) */
+  uint32_t max_queued_conn;  /* replies a connection may owe before it is not
+                                read any more (1024; resumes at a quarter) */
+  uint32_t max_queued;       /* INVOKEs of the daemon handed to the owner and
+                                not yet dispatched (sr_holder_event_done);
+                                past it no connection of the daemon is read
+                                until it is down to half (16384) */
+} sr_holder_limits_t;
+
+#define SR_HOLDER_DEFAULT_MAX_CONNECTIONS 4096u
+#define SR_HOLDER_DEFAULT_SEND_DEADLINE_MS 30000u
+#define SR_HOLDER_DEFAULT_MAX_QUEUED_CONN 1024u
+#define SR_HOLDER_DEFAULT_MAX_QUEUED 16384u
+/* A connection refused for max_connections that sends no CONNECT is closed
+ * after this long. */
+#define SR_HOLDER_REFUSED_LINGER_MS 2000u
 
 /* Creates a holder (no thread yet). notify(ud) is called from the holder
  * thread when events become available. Returns 0 or SR_ENOMEM. */
@@ -143,6 +176,10 @@ int sr_holder_count(const sr_holder_t *h);
 /* Limit on data_len + ann_len of incoming messages (default
  * SR_WIRE_DEFAULT_MAX_MESSAGE); applies to connections accepted later. */
 void sr_holder_set_max_message(sr_holder_t *h, size_t max_message);
+
+/* Limits for the daemons listened from now on (copied; NULL: defaults).
+ * Zero fields take the defaults above. Owner thread, like listen. */
+void sr_holder_set_limits(sr_holder_t *h, const sr_holder_limits_t *lim);
 
 /* Payload text helpers (Lua-free, also used for CONNECTFAIL): append the
  * string s[0..n) as a complete payload of serializer ser: 1 serpent (with its

@@ -23,9 +23,14 @@
  * request whose handler raised. Log lines of the holder thread go to
  * log_fn(level, text).
  *
- *   core.daemon_listen(host, port [, {{name, connectok_value}, ...}])
+ *   core.daemon_listen(host, port [, {{name, connectok_value}, ...} [, limits]])
  *       -> daemon_id, bound_port | nil, err   (objects registered before
- *          the first connection is accepted)
+ *          the first connection is accepted). limits: a table with any of
+ *          max_message_size (bytes), max_connections, send_deadline and
+ *          idle_timeout (seconds, fractions allowed; send_deadline false:
+ *          off, idle_timeout 0/false: off), max_queued_per_connection,
+ *          max_queued, max_depth, max_elements (of decoded requests);
+ *          missing fields take the defaults (daemon.h, lsr_codec.h)
  *   core.daemon_unlisten(daemon_id) -> true | nil, err
  *   core.daemon_register(daemon_id, name, connectok_value) -> true | nil, err
  *   core.daemon_unregister(daemon_id, name) -> true | nil, err
@@ -58,7 +63,28 @@ static struct {
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
   sr_buf_t buf; /* reply frame scratch (Lua thread only) */
+  /* decode limits per listening daemon (few daemons: a small list) */
+  struct lsr_dlim_s {
+    uint32_t id;
+    sr_decode_limits_t lim;
+  } dlims[64];
+  int ndlims;
 } G = { .handler_ref = LUA_NOREF, .log_ref = LUA_NOREF };
+
+static sr_decode_limits_t decode_limits(uint32_t daemon) {
+  for (int i = 0; i < G.ndlims; i++)
+    if (G.dlims[i].id == daemon) return G.dlims[i].lim;
+  sr_decode_limits_t d = { SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS };
+  return d;
+}
+
+static void forget_decode_limits(uint32_t daemon) {
+  for (int i = 0; i < G.ndlims; i++)
+    if (G.dlims[i].id == daemon) {
+      G.dlims[i] = G.dlims[--G.ndlims];
+      return;
+    }
+}
 
 /* Called on the holder thread, which only runs while G.async exists (the
  * async is created before the first listen and closed after the thread of
@@ -250,7 +276,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
     return;
   }
-  sr_decode_limits_t lim = { SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS };
+  sr_decode_limits_t lim = decode_limits(ev->daemon);
   int rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
   if (rc < 0) {
     lua_settop(L, base);
@@ -302,6 +328,7 @@ static void on_events(uv_async_t *a) {
       dispatch_invoke(L, ev);
     else if (ev->kind == SR_EV_LOG)
       log_line(L, ev->level, (const char *)ev->data);
+    sr_holder_event_done(ev);
     free(ev);
     ev = next;
   }
@@ -340,7 +367,65 @@ static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_HO
   return 0;
 }
 
-/* daemon_listen(host, port [, objects]) -> id, port | nil, err, name
+/* Reads the number field `k` of the limits table at idx: nil leaves *out;
+ * false stores off_value; otherwise a number in [lo, hi] times scale
+ * (seconds -> ms). Raises naming the field on a bad value. */
+static void limit_field(lua_State *L, int idx, const char *k, double lo, double hi, double scale,
+                        double off_value, double *out) {
+  int t = lua_getfield(L, idx, k);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+    *out = off_value;
+    lua_pop(L, 1);
+    return;
+  }
+  int isnum = 0;
+  double v = (double)lua_tonumberx(L, -1, &isnum);
+  if (!isnum || t != LUA_TNUMBER || !(v >= lo && v <= hi))
+    luaL_error(L, "daemon limits: %s must be a number in %g..%g, got %s", k, lo, hi,
+               luaL_tolstring(L, -1, NULL));
+  *out = v * scale;
+  lua_pop(L, 1);
+}
+
+/* The limits table at idx (may be none/nil) into hl and dl. */
+static void read_limits(lua_State *L, int idx, sr_holder_limits_t *hl, sr_decode_limits_t *dl) {
+  memset(hl, 0, sizeof *hl);
+  dl->max_depth = SR_DECODE_DEFAULT_DEPTH;
+  dl->max_elements = SR_DECODE_DEFAULT_ELEMENTS;
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  double v;
+  v = 0;
+  limit_field(L, idx, "max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, 1, 0, &v);
+  hl->max_message = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_connections", 1, 1e6, 1, 0, &v);
+  hl->max_connections = (uint32_t)v;
+  v = 0;
+  limit_field(L, idx, "send_deadline", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
+  hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
+  limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 1000, 0, &v);
+  hl->idle_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
+  limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 0, &v);
+  hl->max_queued_conn = (uint32_t)v;
+  v = 0;
+  limit_field(L, idx, "max_queued", 1, 1e7, 1, 0, &v);
+  hl->max_queued = (uint32_t)v;
+  v = dl->max_depth;
+  limit_field(L, idx, "max_depth", 1, 10000, 1, SR_DECODE_DEFAULT_DEPTH, &v);
+  dl->max_depth = (int)v;
+  v = (double)dl->max_elements;
+  limit_field(L, idx, "max_elements", 1, 1e9, 1, SR_DECODE_DEFAULT_ELEMENTS, &v);
+  dl->max_elements = (size_t)v;
+}
+
+/* daemon_listen(host, port [, objects [, limits]]) -> id, port | nil, err, name
  * objects: a list of {name, connectok_value} registered before the daemon
  * accepts its first connection (at most 16). */
 static int l_listen(lua_State *L) {
@@ -355,6 +440,11 @@ static int l_listen(lua_State *L) {
   char err[400];
   uint32_t id;
   int bound;
+  sr_holder_limits_t hl;
+  sr_decode_limits_t dl;
+  read_limits(L, 4, &hl, &dl);
+  if (G.ndlims >= (int)(sizeof G.dlims / sizeof G.dlims[0]))
+    return fail(L, SR_EINVAL, "cannot listen: too many daemons in this process");
   unsigned mask = probe_serializers(L);
   if (port < 0 || port > 65535) {
     snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,
@@ -384,20 +474,27 @@ static int l_listen(lua_State *L) {
   }
   if (rc == 0) rc = open_async(L);
   if (rc == 0) {
+    sr_holder_set_limits(G.h, &hl);
     rc = sr_holder_listen(G.h, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
                           sizeof err);
+    sr_holder_set_limits(G.h, NULL);
     if (rc < 0 && sr_holder_count(G.h) == 0) close_async();
   }
   for (int i = 0; i < nobjs; i++)
     for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_free(&bufs[i][k]);
   if (rc < 0) return fail(L, rc, err);
+  G.dlims[G.ndlims].id = id;
+  G.dlims[G.ndlims].lim = dl;
+  G.ndlims++;
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
   return 2;
 }
 
 static int l_unlisten(lua_State *L) {
-  int rc = sr_holder_unlisten(G.h, check_daemon(L, 1));
+  uint32_t did = check_daemon(L, 1);
+  int rc = sr_holder_unlisten(G.h, did);
+  forget_decode_limits(did);
   if (sr_holder_count(G.h) == 0 && G.async) {
     /* the thread is joined: deliver what it queued last, then drop the async */
     on_events(G.async);
