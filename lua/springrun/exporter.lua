@@ -25,7 +25,43 @@
 -- What a client can call: every function reachable on the service by normal
 -- indexing (own fields, then the metatable's __index table chain), except
 -- names starting with "_". The metadata sent at connect time lists exactly
--- these (computed once, at export time), plus the exporter's oneway names.
+-- these (computed once, at export time), plus the exporter's oneway names;
+-- a call to any other name (a "_" name, a metatable field such as __index or
+-- __gc, a non-function field, a function added after export) is refused with
+-- AttributeError. Nothing in a request is ever evaluated as code: payloads
+-- are decoded as data (JSON or serpent literals only); other serializer ids
+-- (pickle 4, marshal 3, dill 5, msgpack 6, cloudpickle 7 as Pyro4 numbers
+-- them, unknown ids) get CONNECTFAIL naming the id at connect time, and the
+-- connection is closed when a request uses one after the handshake.
+--
+-- Limits (per daemon, i.e. per host:port; properties of the exporter):
+--   max_message_size           bytes of one request (data + annotations),
+--                              checked from the header before anything is
+--                              allocated; default 64 MiB. Larger: the
+--                              connection is closed (Pyro4 does the same).
+--   max_connections            open connections; default 4096. Beyond it a
+--                              client gets CONNECTFAIL "too many connections
+--                              to host:port (max_connections N)".
+--   send_deadline              seconds a client may take to finish a message
+--                              it started (slow-loris); default 30, false: off.
+--                              Past it the connection is closed.
+--   idle_timeout               seconds of silence after which a connection
+--                              that owes nothing is closed; default 0 (off).
+--   max_queued_per_connection  replies a connection may owe before the daemon
+--                              stops reading it (back-pressure, resumes at a
+--                              quarter); default 1024.
+--   max_queued                 requests of the daemon queued for the Lua
+--                              thread; past it no connection of the daemon is
+--                              read until half are dispatched; default 16384.
+--   max_depth, max_elements    nesting and total values of a decoded request;
+--                              default 200 and 1,000,000. Beyond: the caller
+--                              gets SerializeError, the connection stays.
+-- Every refusal is logged (logger springrun.remoting.pyro.PyroDaemonHolder)
+-- with the peer's address and the limit's name. Exporters on one host:port
+-- share a daemon: the first export of an address sets its limits; a later
+-- exporter on it that sets a limit to another value raises (configuration
+-- error naming the property and both values); one that leaves a limit unset
+-- gets the daemon's.
 --
 -- Call mapping (Pyro4 INVOKE -> Lua):
 --   service:method(p1, ..., pn [, kwargs])
@@ -148,6 +184,12 @@ end
 
 local function is_private(name) return name:sub(1, 1) == "_" end
 
+local function name_set(list)
+  local set = {}
+  for _, n in ipairs(list) do set[n] = true end
+  return set
+end
+
 -- Names of the functions reachable on obj (own fields, then the __index
 -- table chain of metatables), minus "_" names, sorted.
 local function exposed_methods(obj)
@@ -219,7 +261,9 @@ local function lookup(entry, method)
     return nil, exception("builtins.AttributeError",
       "attempt to access private attribute '" .. method .. "'")
   end
-  local ok, fn = pcall(index, entry.service, method)
+  -- only what the metadata lists (computed at export) is reachable
+  local ok, fn = false, nil
+  if entry.exposed[method] then ok, fn = pcall(index, entry.service, method) end
   if not ok or type(fn) ~= "function" then
     return nil, exception("builtins.AttributeError",
       string.format("'%s' object has no attribute '%s'", entry.name, method))
@@ -378,7 +422,7 @@ end
 -- true when it was started (then `name` with CONNECTOK value `connectok` is
 -- already registered: a new daemon registers its first objects before it
 -- accepts anyone), or nil and the error.
-local function acquire_daemon(name, host, port, connectok)
+local function acquire_daemon(name, host, port, connectok, limits)
   local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and daemons_by_key[key] or nil
   holder_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
@@ -387,11 +431,13 @@ local function acquire_daemon(name, host, port, connectok)
   ensure_handler()
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
-  d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta }
+  d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta,
+                     exposed = name_set(DAEMON_METHODS) }
+  d.limits = limits
   local id, bound = core.daemon_listen(host, port, {
     { DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta } },
     { name, connectok },
-  })
+  }, limits)
   if not id then return nil, bound end
   d.id, d.port = id, bound
   d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
@@ -410,8 +456,18 @@ end
 
 -- ---- PyroServiceExporter ---------------------------------------------------------
 
+-- Limit properties: name -> { kind, check } (see "Limits" above).
+local LIMITS = {
+  max_message_size = "count", max_connections = "count", send_deadline = "seconds",
+  idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
+  max_depth = "count", max_elements = "count",
+}
+local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
+                      "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
+
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port" }
+for _, n in ipairs(LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 
 local Exporter = {}
 Exporter.__index = Exporter
@@ -441,6 +497,31 @@ local function check_port(self, v)
     conf_error(self, "service_port must be an integer 0..65535, got %s", tostring(v))
   end
   return n
+end
+
+-- The limit properties set on self, checked: a table for daemon_listen.
+local function read_limits(self)
+  local out = {}
+  for _, k in ipairs(LIMIT_NAMES) do
+    local v = self[k]
+    if v ~= nil then
+      if type(v) == "string" then v = tonumber(v) or v end
+      if LIMITS[k] == "seconds" then
+        if v ~= false and (type(v) ~= "number" or v < 0 or v ~= v
+            or (k == "send_deadline" and v == 0)) then
+          conf_error(self, "%s must be a number of seconds%s, got %s", k,
+            k == "send_deadline" and " > 0 (or false: off)" or " >= 0 (0 or false: off)", tostring(v))
+        end
+        if k == "idle_timeout" and v == 0 then v = false end
+      elseif math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) or v < 1 then
+        conf_error(self, "%s must be a positive integer, got %s", k, tostring(v))
+      else
+        v = math.tointeger(v)
+      end
+      out[k] = v
+    end
+  end
+  return out
 end
 
 -- Starts exporting; raises on a configuration problem or when the address
@@ -486,12 +567,22 @@ function Exporter:after_properties_set()
     conf_error(self, "the service exposes no methods (functions whose names do not start with '_')")
   end
   exporter_log:debug("Exporting %s as a Pyro service at %s", name, address(host, port))
+  local limits = read_limits(self)
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
-                  oneway = oneway_set }
+                  oneway = oneway_set, exposed = is_method }
   local connectok = { handshake = "hello", meta = entry.meta }
-  local d, fresh = acquire_daemon(name, host, port, connectok)
+  local okl, d, fresh = pcall(acquire_daemon, name, host, port, connectok, limits)
+  if not okl then error(who(self) .. ": " .. tostring(d), 2) end
   if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
   if not fresh then
+    -- the first exporter of an address set its limits; a conflicting one is a mistake
+    for _, k in ipairs(LIMIT_NAMES) do
+      local v = limits[k]
+      if v ~= nil and d.limits[k] ~= v then
+        conf_error(self, "%s = %s conflicts with %s already set for the daemon at %s by the first exporter there (exporters on one address share its limits)",
+          k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
+      end
+    end
     if d.objects[name] then
       conf_error(self, "service name '%s' is already exported at %s", name, d.where)
     end
