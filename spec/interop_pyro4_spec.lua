@@ -58,7 +58,7 @@ describe("springrun interop: a Python Pyro4 client calls a Lua service #interop"
     describe("with PYRO_SERIALIZER=" .. ser, function()
       local function client(...)
         local p, port = pyro4.start_lua_server()
-        finally(function() proc.stop(p) end)
+        proc.cleanups(finally)(function() proc.stop(p) end)
         local out = pyro4.run_client(url_of("interop.Service", port), ser, ...)
         assert.are.equal(ser, out.serializer)
         return out, port
@@ -125,9 +125,10 @@ describe("springrun interop: a Python Pyro4 client calls a Lua service #interop"
       end)
 
       it("answers unknown methods, private names and unknown objects with a Pyro4 daemon's exception classes", function()
+        local cleanup = proc.cleanups(finally)
         local lua = client("errors")
         local py, pyport = pyro4.start_py_service("interop.Service")
-        finally(function() proc.stop(py) end)
+        cleanup(function() proc.stop(py) end)
         local pyout = pyro4.run_client(url_of("interop.Service", pyport), ser, "errors")
         for _, k in ipairs({ "unknown_method", "private_method", "unknown_method_local", "unknown_object",
           "unknown_object_invoke" }) do
@@ -234,10 +235,11 @@ describe("springrun interop: a springrun proxy calls a Python Pyro4 daemon #inte
   end
 
   local function with_service(f, serializer)
+    local cleanup = proc.cleanups(finally)
     local py, _, uri = pyro4.start_py_service("-")
-    finally(function() proc.stop(py) end)
+    cleanup(function() proc.stop(py) end)
     local svc = springrun.proxy(uri, { timeout = 10, serializer = serializer })
-    finally(function() svc:destroy() end)
+    cleanup(function() svc:destroy() end)
     return f(svc, uri)
   end
 
@@ -312,14 +314,15 @@ describe("springrun interop: PYRONAME with a real Pyro4 name server #interop", f
   setup(function() pyro4.require_python() end)
 
   it("resolves PYRONAME URLs of Python objects registered there, with and without the port", function()
+    local cleanup = proc.cleanups(finally)
     local ns, nsport = pyro4.start_pyro_ns()
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local py, _, uri = pyro4.start_py_service("-", "127.0.0.1", nsport, "interop.python")
-    finally(function() proc.stop(py) end)
+    cleanup(function() proc.stop(py) end)
     local url = string.format("PYRONAME:interop.python@127.0.0.1:%d", nsport)
     assert.are.equal(uri, naming.resolve(url))
     local svc = springrun.proxy(url, { timeout = 10 })
-    finally(function() svc:destroy() end)
+    cleanup(function() svc:destroy() end)
     assert.are.equal("You got remote data => by name", svc:get_data("by name"))
     -- no port in the URL: the ns_port option (else PYRO_NS_PORT, else 9090)
     assert.are.equal(uri, naming.resolve("PYRONAME:interop.python@127.0.0.1", { ns_port = nsport }))
@@ -332,27 +335,29 @@ describe("springrun interop: PYRONAME with a real Pyro4 name server #interop", f
   end)
 
   it("resolves the name again when a PYRONAME proxy reconnects (the service moved)", function()
+    local cleanup = proc.cleanups(finally)
     local ns, nsport = pyro4.start_pyro_ns()
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local py1, port1 = pyro4.start_py_service("interop.Service", "127.0.0.1", nsport, "interop.moving")
-    finally(function() proc.stop(py1) end)
+    cleanup(function() proc.stop(py1) end)
     local svc = springrun.proxy("PYRONAME:interop.moving@127.0.0.1:" .. nsport, { timeout = 10 })
-    finally(function() svc:destroy() end)
+    cleanup(function() svc:destroy() end)
     assert.are.equal("You got remote data => one", svc:get_data("one"))
     proc.stop(py1)
     assert(proc.wait_port_closed("127.0.0.1", port1, 10))
     local py2, port2 = pyro4.start_py_service("interop.Service", "127.0.0.1", nsport, "interop.moving")
-    finally(function() proc.stop(py2) end)
+    cleanup(function() proc.stop(py2) end)
     assert.are_not.equal(port1, port2)
     assert.are.equal("You got remote data => two", svc:get_data("two"))
     assert.are.equal(url_of("interop.Service", port2), naming.resolve("PYRONAME:interop.moving@127.0.0.1:" .. nsport))
   end)
 
   it("registers a springrun exporter (register_with_nameserver) for Python's PYRONAME, removing it on exit", function()
+    local cleanup = proc.cleanups(finally)
     local ns, nsport = pyro4.start_pyro_ns()
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
-    finally(function() proc.stop(srv) end)
+    cleanup(function() proc.stop(srv) end)
     local listed = pyro4.nsc(nsport, nil, "list")
     assert.truthy(listed:find("interop.lua --> " .. url_of("interop.lua", port), 1, true), listed)
     for _, ser in ipairs({ "json", "serpent" }) do
@@ -402,19 +407,20 @@ describe("springrun interop: `springrun ns` as Python's name server #interop", f
   end)
 
   it("resolves a Python client's PYRONAME to a springrun exporter registered there, and springrun's too", function()
+    local cleanup = proc.cleanups(finally)
     local ns, nsport = pyro4.start_springrun_ns()
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
-    finally(function() proc.stop(srv) end)
+    cleanup(function() proc.stop(srv) end)
     local py, _, pyuri = pyro4.start_py_service("-", "127.0.0.1", nsport, "interop.python")
-    finally(function() proc.stop(py) end)
+    cleanup(function() proc.stop(py) end)
     for _, ser in ipairs({ "json", "serpent" }) do
       local out = pyro4.run_client("PYRONAME:interop.lua@127.0.0.1:" .. nsport, ser, "pyroname")
       assert.are.equal(url_of("interop.lua", port), out.resolved.ok)
       assert.are.equal("You got remote data => by name", out.get_data.ok)
     end
     local svc = springrun.proxy("PYRONAME:interop.python@127.0.0.1:" .. nsport, { timeout = 10 })
-    finally(function() svc:destroy() end)
+    cleanup(function() svc:destroy() end)
     assert.are.equal("You got remote data => both", svc:get_data("both"))
     assert.are.equal(pyuri, naming.resolve("PYRONAME:interop.python@127.0.0.1:" .. nsport))
   end)
@@ -424,11 +430,12 @@ describe("springrun interop: broadcast discovery of `springrun ns` #interop", fu
   setup(function() pyro4.require_python() end)
 
   it("is found by Pyro4.locateNS() and a Python PYRONAME without a host", function()
+    local cleanup = proc.cleanups(finally)
     local bcport = pyro4.free_udp_port()
     local ns, nsport, uri = pyro4.start_springrun_ns({ "--broadcast", "--bcport", tostring(bcport) })
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
-    finally(function() proc.stop(srv) end)
+    cleanup(function() proc.stop(srv) end)
     -- Pyro4 first tries localhost:PYRO_NS_PORT (nobody there), then broadcasts
     local env = { PYRO_NS_BCPORT = tostring(bcport), PYRO_NS_PORT = tostring(proc.free_port()) }
     local out = pyro4.run_python({ proc.python, "-c", "import Pyro4; print(Pyro4.locateNS()._pyroUri)" }, env)
@@ -445,15 +452,16 @@ describe("springrun interop: PYROMETA through `springrun ns` #interop", function
   setup(function() pyro4.require_python() end)
 
   it("finds a Python object by metadata, from springrun and from Python (json and serpent)", function()
+    local cleanup = proc.cleanups(finally)
     local ns, nsport = pyro4.start_springrun_ns()
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local py, _, uri = pyro4.start_py_service("-", "127.0.0.1", nsport, "m.one")
-    finally(function() proc.stop(py) end)
+    cleanup(function() proc.stop(py) end)
     assert.are.equal("Metadata updated\n", pyro4.nsc(nsport, "json", "setmeta", "m.one", "blue", "round"))
     local url = "PYROMETA:blue,round@127.0.0.1:" .. nsport
     assert.are.equal(uri, naming.resolve(url))
     local svc = springrun.proxy(url, { timeout = 10 })
-    finally(function() svc:destroy() end)
+    cleanup(function() svc:destroy() end)
     assert.are.equal("You got remote data => meta", svc:get_data("meta"))
     for _, ser in ipairs({ "json", "serpent" }) do
       local out = pyro4.run_client("PYROMETA:round,blue@127.0.0.1:" .. nsport, ser, "pyroname")
@@ -469,10 +477,12 @@ describe("springrun interop: the README's commands (on free ports) #interop", fu
   setup(function() pyro4.require_python() end)
   local EX = proc.root .. "/examples/"
 
+  -- Runs argv to its end (stopped after 30 s) and returns its stdout.
   local function run_ok(argv, env)
     local p = proc.spawn(argv, { env = env })
-    finally(function() proc.stop(p) end)
-    assert.are.equal(0, proc.wait_exit(p, 30), p:stderr())
+    local st = proc.wait_exit(p, 30)
+    proc.stop(p)
+    assert.are.equal(0, st, p:stderr())
     return p:stdout()
   end
 
@@ -500,12 +510,13 @@ describe("springrun interop: the README's commands (on free ports) #interop", fu
   end)
 
   it("Name server: springrun ns, ns_server.lua, Pyro4.nsc, ns_client.lua and a Python PYRONAME client", function()
+    local cleanup = proc.cleanups(finally)
     local ns, nsport = pyro4.start_springrun_ns()
-    finally(function() proc.stop(ns) end)
+    cleanup(function() proc.stop(ns) end)
     local port = proc.free_port()
     local srv = proc.spawn({ proc.bin, EX .. "ns_server.lua", "127.0.0.1", tostring(port), "127.0.0.1",
       tostring(nsport) })
-    finally(function() proc.stop(srv) end)
+    cleanup(function() proc.stop(srv) end)
     assert(proc.wait_port("127.0.0.1", port, 10, srv))
     local listed = pyro4.nsc(nsport, nil, "list")
     assert.truthy(listed:find("ServiceName --> " .. url_of("ServiceName", port) .. "\n", 1, true), listed)

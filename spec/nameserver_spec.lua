@@ -23,7 +23,7 @@ end
 
 local function oracle(input)
   local path = proc.tmpfile(json.encode(input), ".json")
-  finally(function() os.remove(path) end)
+  proc.cleanups(finally)(function() os.remove(path) end)
   local out = pyro4.run_python({ "/bin/sh", "-c", proc.python .. " " .. pyro4.fixtures
     .. "/ns_oracle.py < " .. proc.shquote(path) })
   return json.decode(out)
@@ -245,18 +245,19 @@ end)
 
 describe("springrun.nameserver exported in this process #net", function()
   it("serves a springrun proxy: lookup returns the URI dict, errors keep Pyro4's classes", function()
+    local cleanup = proc.cleanups(finally)
     local ns = nameserver.new()
     local ex = springrun.PyroServiceExporter { service_name = "Pyro.NameServer", service = ns,
       service_host = "127.0.0.1", service_port = 0 }
     ex:after_properties_set()
-    finally(function() ex:destroy() end)
+    cleanup(function() ex:destroy() end)
     local port = ex:bound_port()
     nameserver.set_own_uri(ns, "PYRO:Pyro.NameServer@127.0.0.1:" .. port)
     local opts = { ns_host = "127.0.0.1", ns_port = port }
     naming.register("x.svc", "PYRO:svc@127.0.0.1:1", opts)
     assert.are.equal("PYRO:svc@127.0.0.1:1", naming.resolve("PYRONAME:x.svc@127.0.0.1:" .. port))
     local p = naming.locate_ns("127.0.0.1", port)
-    finally(function() p:destroy() end)
+    cleanup(function() p:destroy() end)
     assert.are.same({ __class__ = "Pyro4.core.URI", state = { "PYRO", "svc", null, "127.0.0.1", 1 } },
       p:lookup("x.svc"))
     assert.are.equal(2, p:count())
@@ -279,17 +280,19 @@ describe("name server registration of exporters, in this process #net", function
   function Echo.echo(_, v) return v end
 
   it("registers an exporter with register_with_nameserver and removes it on destroy", function()
+    local cleanup = proc.cleanups(finally)
     local nsex, _, nsuri, nsport = cmd_ns.start("127.0.0.1", 0)
-    finally(function() nsex:destroy() end)
+    cleanup(function() nsex:destroy() end)
     assert.are.equal("PYRO:Pyro.NameServer@127.0.0.1:" .. nsport, nsuri)
     local ex = springrun.PyroServiceExporter { service_name = "x.echo", service = setmetatable({}, Echo),
       service_host = "127.0.0.1", service_port = 0 }
     ex.register_with_nameserver, ex.ns_host, ex.ns_port = true, "127.0.0.1", nsport
     ex:after_properties_set()
+    cleanup(function() ex:destroy() end)
     local opts = { ns_host = "127.0.0.1", ns_port = nsport }
     assert.are.equal("PYRO:x.echo@127.0.0.1:" .. ex:bound_port(), naming.lookup("x.echo", opts))
     local p = springrun.proxy("PYRONAME:x.echo@127.0.0.1:" .. nsport, { timeout = 5 })
-    finally(function() p:destroy() end)
+    cleanup(function() p:destroy() end)
     assert.are.same({ 1, { a = "b" } }, p:echo({ 1, { a = "b" } }))
     ex:destroy()
     local e = err_of(naming.lookup, "x.echo", opts)
@@ -312,11 +315,12 @@ describe("name server registration of exporters, in this process #net", function
   end)
 
   it("locates a name server of the same process by broadcast from inside a service task", function()
+    local cleanup = proc.cleanups(finally)
     local nsex, _, nsuri, nsport = cmd_ns.start("127.0.0.1", 0)
-    finally(function() nsex:destroy() end)
+    cleanup(function() nsex:destroy() end)
     local bcport = pyro4.free_udp_port()
     local udp = assert(cmd_ns.start_broadcast(nsuri, "127.0.0.1", bcport))
-    finally(function() udp:close() end)
+    cleanup(function() udp:close() end)
     naming.register("bc.task", "PYRO:t@127.0.0.1:9", { ns_host = "127.0.0.1", ns_port = nsport })
     local nobody = proc.free_port()
     local Finder = {}
@@ -327,20 +331,21 @@ describe("name server registration of exporters, in this process #net", function
     local ex = springrun.PyroServiceExporter { service_name = "x.finder", service = Finder,
       service_host = "127.0.0.1", service_port = 0 }
     ex:after_properties_set()
-    finally(function() ex:destroy() end)
+    cleanup(function() ex:destroy() end)
     local p = springrun.proxy("PYRO:x.finder@127.0.0.1:" .. ex:bound_port(), { timeout = 10 })
-    finally(function() p:destroy() end)
+    cleanup(function() p:destroy() end)
     assert.are.equal("PYRO:t@127.0.0.1:9", p:find("bc.task"))
   end)
 
   it("lets a service method resolve a PYRONAME (inside a task) through a name server of the same process", function()
+    local cleanup = proc.cleanups(finally)
     local nsex, _, _, nsport = cmd_ns.start("127.0.0.1", 0)
-    finally(function() nsex:destroy() end)
+    cleanup(function() nsex:destroy() end)
     local inner = springrun.PyroServiceExporter { service_name = "x.inner", service = setmetatable({}, Echo),
       service_host = "127.0.0.1", service_port = 0, register_with_nameserver = true,
       ns_host = "127.0.0.1", ns_port = nsport }
     inner:after_properties_set()
-    finally(function() inner:destroy() end)
+    cleanup(function() inner:destroy() end)
     local Outer = {}
     function Outer.via_name(_, v)
       local p = springrun.proxy("PYRONAME:x.inner@127.0.0.1:" .. nsport, { timeout = 5 })
@@ -351,9 +356,9 @@ describe("name server registration of exporters, in this process #net", function
     local outer = springrun.PyroServiceExporter { service_name = "x.outer", service = Outer,
       service_host = "127.0.0.1", service_port = 0 }
     outer:after_properties_set()
-    finally(function() outer:destroy() end)
+    cleanup(function() outer:destroy() end)
     local p = springrun.proxy("PYRO:x.outer@127.0.0.1:" .. outer:bound_port(), { timeout = 5 })
-    finally(function() p:destroy() end)
+    cleanup(function() p:destroy() end)
     assert.are.same({ "outer(hi)", "PYRO:x.inner@127.0.0.1:" .. inner:bound_port() }, p:via_name("hi"))
   end)
 end)
@@ -386,9 +391,10 @@ describe("springrun ns (command line) #net", function()
   end)
 
   it("answers GET_NSURI broadcasts with its URI when asked to (--broadcast), none with -x", function()
+    local cleanup = proc.cleanups(finally)
     local bcport = pyro4.free_udp_port()
     local p, port, uri = pyro4.start_springrun_ns({ "--broadcast", "--bcport", tostring(bcport) })
-    finally(function() proc.stop(p) end)
+    cleanup(function() proc.stop(p) end)
     assert.are.equal(string.format("Broadcast server running on 127.0.0.1:%d\nNS running on 127.0.0.1:%d "
       .. "(127.0.0.1)\nURI = %s\n", bcport, port, uri), p:stdout())
     assert.are.equal(uri, naming.broadcast_locate({ ns_bcport = bcport }))
@@ -399,7 +405,7 @@ describe("springrun ns (command line) #net", function()
     local e = err_of(naming.resolve, "PYRONAME:bc.name", { ns_port = nobody, ns_bcport = bcport, broadcast = false })
     assert.are.equal("Pyro4.errors.NamingError", e.class)
     local quiet = proc.spawn({ proc.bin, "ns", "--port", "0", "-x" })
-    finally(function() proc.stop(quiet) end)
+    cleanup(function() proc.stop(quiet) end)
     pyro4.wait_output(quiet, "URI = ", 10, "springrun ns -x")
     assert.falsy(quiet:stdout():find("roadcast"))
     local bad = cli.run(proc.bin .. " ns --bcport x 2>&1")

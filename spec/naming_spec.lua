@@ -16,7 +16,7 @@ end
 -- Runs the Pyro4 oracle (spec/fixtures/ns_oracle.py) on input; returns its output.
 local function oracle(input)
   local path = proc.tmpfile(json.encode(input), ".json")
-  finally(function() os.remove(path) end)
+  proc.cleanups(finally)(function() os.remove(path) end)
   local out = pyro4.run_python({ "/bin/sh", "-c", proc.python .. " " .. pyro4.fixtures
     .. "/ns_oracle.py < " .. proc.shquote(path) })
   return json.decode(out)
@@ -128,7 +128,7 @@ describe("springrun.naming against a real Pyro4 name server #interop", function(
   local function start_ns()
     -- JSON only: springrun's naming speaks JSON to name servers
     local ns, port = pyro4.start_pyro_ns({ PYRO_SERIALIZERS_ACCEPTED = "json" })
-    finally(function() proc.stop(ns) end)
+    proc.cleanups(finally)(function() proc.stop(ns) end)
     return port, { ns_host = "127.0.0.1", ns_port = port }
   end
 
@@ -154,13 +154,14 @@ describe("springrun.naming against a real Pyro4 name server #interop", function(
   end)
 
   it("registers with metadata (list or set), replaces unless safe, and resolves PYROMETA", function()
+    local cleanup = proc.cleanups(finally)
     local port, opts = start_ns()
     naming.register("a.one", "PYRO:one@127.0.0.1:1", { ns_host = "127.0.0.1", ns_port = port,
       metadata = { "blue", "round" } })
     naming.register("a.two", "PYRO:two@127.0.0.1:2", { ns_host = "127.0.0.1", ns_port = port,
       metadata = { green = true, round = true } })
     local ns = naming.locate_ns("127.0.0.1", port)
-    finally(function() ns:destroy() end)
+    cleanup(function() ns:destroy() end)
     local r = ns:lookup("a.two", true)
     table.sort(r[2])
     assert.are.same({ "green", "round" }, r[2])
@@ -184,6 +185,7 @@ describe("springrun.naming against a real Pyro4 name server #interop", function(
   end)
 
   it("takes the name server from PYRO_NS_HOST/PYRO_NS_PORT when the URL has no location, as Pyro4 does", function()
+    local cleanup = proc.cleanups(finally)
     local port, opts = start_ns()
     naming.register("env.name", "PYRO:env@127.0.0.1:5", opts)
     local script = proc.tmpfile([[
@@ -191,17 +193,18 @@ describe("springrun.naming against a real Pyro4 name server #interop", function(
       print(naming.resolve("PYRONAME:env.name"))
       print(naming.lookup("env.name"))
     ]])
-    finally(function() os.remove(script) end)
+    cleanup(function() os.remove(script) end)
     local p = proc.spawn({ proc.bin, script }, { env = { PYRO_NS_HOST = "127.0.0.1", PYRO_NS_PORT = tostring(port) } })
-    finally(function() proc.stop(p) end)
+    cleanup(function() proc.stop(p) end)
     assert.are.equal(0, proc.wait_exit(p, 20), p:stderr())
     assert.are.equal("PYRO:env@127.0.0.1:5\nPYRO:env@127.0.0.1:5\n", p:stdout())
   end)
 
   it("locates the name server as a proxy with the whole Pyro.NameServer API", function()
+    local cleanup = proc.cleanups(finally)
     local port = start_ns()
     local ns = naming.locate_ns("127.0.0.1", port, { timeout = 5 })
-    finally(function() ns:destroy() end)
+    cleanup(function() ns:destroy() end)
     assert.is_nil(ns:ping())
     assert.are.equal(1, ns:count())
     local me = ns:lookup("Pyro.NameServer")

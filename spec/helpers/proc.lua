@@ -197,12 +197,21 @@ end
 -- busted keeps only the last finally() registered by a test. Registers one
 -- finally (finally_fn is busted's `finally`) and returns add(fn): every fn
 -- added runs at the end of the test, last added first, errors ignored.
+-- busted gives every test its own `finally`, so calling cleanups(finally)
+-- again in the same test (from a spec's helper function, say) returns the
+-- same add() instead of registering a second finally that would replace the
+-- first. A test that uses cleanups must not call finally() itself.
+local adders = setmetatable({}, { __mode = "k" })
 function M.cleanups(finally_fn)
+  local add = adders[finally_fn]
+  if add then return add end
   local list = {}
   finally_fn(function()
     for i = #list, 1, -1 do pcall(list[i]) end
   end)
-  return function(fn) list[#list + 1] = fn end
+  add = function(fn) list[#list + 1] = fn end
+  adders[finally_fn] = add
+  return add
 end
 
 -- Writes text to a new temporary file and returns its path.
