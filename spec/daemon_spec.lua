@@ -142,7 +142,7 @@ describe("springrun.daemon #unit #net", function()
     assert.are.equal(core.MSG_CONNECTFAIL, m.type)
     assert.are.equal(MARSHAL, m.serializer)
     assert.are.equal(9, m.seq)
-    local text = "message used serializer that is not accepted: 4"
+    local text = "message used serializer that is not accepted: 4 (pickle)"
     assert.are.equal("u" .. string.pack("<I4", #text) .. text, m.data)
     assert.is_true(c:wait_closed())
     c:close()

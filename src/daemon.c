@@ -34,6 +34,7 @@
 #include <uv.h>
 #include <zlib.h>
 
+#include "auth.h"
 #include "payload.h"
 #include "wire.h"
 
@@ -100,6 +101,9 @@ typedef struct sr_cmd_s {
   const size_t *meta_len;       /* REGISTER */
   const sr_holder_obj_t *objs;  /* LISTEN: registered before accepting */
   size_t nobjs;
+  sr_tls_ctx_t *tls;            /* LISTEN: server TLS context or NULL (borrowed) */
+  int has_secret;               /* LISTEN: handshake secret set */
+  sr_secret_t secret;
   sr_holder_limits_t lim;       /* LISTEN, defaults applied */
 } sr_cmd_t;
 
@@ -130,6 +134,7 @@ typedef struct sr_wside_s {
   uv_mutex_t mu;
   int refs;          /* the connection's, plus the owner's while it writes */
   int fd;            /* the socket; not written once closed is set */
+  int tls;           /* TLS connection: only the holder writes (it owns the SSL) */
   int closed;
   int queued;        /* replies in outq plus uv_writes in flight */
   uint32_t send_slot; /* slot whose reply goes out next */
@@ -170,6 +175,7 @@ typedef struct sr_conn_s {
   uint64_t msg_start; /* uv_now() when the unfinished message began; 0: none */
   uint32_t next_slot; /* slot of the next request */
   sr_wside_t *w;
+  sr_tls_t *tls; /* TLS session (holder thread only) or NULL */
   char peer[64];
 } sr_conn_t;
 
@@ -186,6 +192,9 @@ typedef struct sr_daemon_s {
   uint32_t nconns;   /* open connections counted against max_connections */
   sr_dcount_t *dc;   /* INVOKEs queued for the owner (max_queued) */
   sr_obj_t *objs;
+  sr_tls_ctx_t *tls; /* server TLS context (a reference) or NULL */
+  int has_secret;    /* CONNECT must carry this handshake secret */
+  sr_secret_t secret;
   char where[300];
 } sr_daemon_t;
 
@@ -197,6 +206,10 @@ struct sr_holder_s {
   int ndaemons;
   uv_thread_t thread;
   size_t max_message;
+  sr_tls_ctx_t *next_tls; /* security for the next listen (a reference) */
+  int next_has_secret;
+  sr_secret_t next_secret;
+  uint8_t *tls_rbuf;      /* holder thread: ciphertext read buffer (READ_CHUNK) */
   sr_holder_limits_t next_lim; /* for the next listen (zero fields: defaults) */
   /* shared (locked inside) */
   sr_queue_t cmds;
@@ -415,7 +428,7 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
     len = r->len;
   }
   size_t done = 0;
-  if (direct && w->queued == 0) {
+  if (direct && w->queued == 0 && !w->tls) {
     while (done < len) {
       ssize_t n = send(w->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
@@ -492,6 +505,7 @@ static void on_conn_close(uv_handle_t *hd) {
   sr_conn_t *c = hd->data;
   sr_holder_t *h = c->h;
   sr_framer_free(&c->fr);
+  sr_tls_free(c->tls);
   if (c->counted && c->d) c->d->nconns--;
   conn_table_remove(h, c);
   if (c->w) wside_release(c->w);
@@ -502,6 +516,38 @@ static void on_conn_close(uv_handle_t *hd) {
 static void conn_flush(sr_conn_t *c);
 static void conn_resume(sr_conn_t *c);
 static void sweep_soon(sr_holder_t *h);
+
+static void on_write(uv_write_t *req, int status);
+
+/* TLS: hands the ciphertext waiting in c's session (handshake records,
+ * encrypted replies, alerts) to uv_write, after everything written before.
+ * Returns 0, or -1 when it must be closed (the caller closes it). */
+static int conn_tls_send(sr_conn_t *c) {
+  size_t n = sr_tls_pending(c->tls);
+  if (n == 0) return 0;
+  if (c->state == C_CLOSED) return -1;
+  sr_reply_t *r = malloc(sizeof *r + n);
+  if (r == NULL) {
+    hlog(c->h, LOG_ERROR, "out of memory writing to %s; closing", c->peer);
+    return -1; /* the caller closes it */
+  }
+  memset(r, 0, sizeof *r);
+  r->len = sr_tls_take_raw(c->tls, r->data, n);
+  uv_mutex_lock(&c->w->mu);
+  c->w->queued++;
+  uv_mutex_unlock(&c->w->mu);
+  uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+  r->wr.data = r;
+  int rc = uv_write(&r->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+  if (rc != 0) {
+    uv_mutex_lock(&c->w->mu);
+    c->w->queued--;
+    uv_mutex_unlock(&c->w->mu);
+    free(r);
+    return -1;
+  }
+  return 0;
+}
 
 /* Closes c now (pending writes are cancelled). Idempotent. */
 static void conn_close_now(sr_conn_t *c) {
@@ -525,6 +571,10 @@ static void conn_close_graceful(sr_conn_t *c) {
   if (c->w) {
     wside_close(c->w); /* the owner writes no more; what it queued goes first */
     conn_flush(c);
+  }
+  if (c->tls && c->state == C_OPEN) { /* close_notify after the last reply */
+    sr_tls_close(c->tls);
+    if (conn_tls_send(c) < 0) conn_close_now(c);
   }
   if (c->state != C_OPEN) return; /* the flush failed and closed it */
   c->state = C_SHUTTING;
@@ -555,6 +605,25 @@ static void conn_flush(sr_conn_t *c) {
   sr_reply_t *r = w->outq;
   w->outq = w->outq_tail = NULL;
   uv_mutex_unlock(&w->mu);
+  while (r && c->tls) {
+    /* TLS: encrypt in order, then write the records in one go below */
+    sr_reply_t *next = r->next;
+    char err[300];
+    int trc = c->state == C_CLOSED ? 0 : sr_tls_write(c->tls, r->data, r->len, err, sizeof err);
+    uv_mutex_lock(&w->mu);
+    w->queued--;
+    uv_mutex_unlock(&w->mu);
+    free(r);
+    if (trc < 0) {
+      hlog(c->h, LOG_WARNING, "TLS to %s failed: %s; closing the connection", c->peer, err);
+      conn_close_now(c);
+    }
+    r = next;
+  }
+  if (c->tls) {
+    if (c->state != C_CLOSED && conn_tls_send(c) < 0) conn_close_now(c);
+    return;
+  }
   while (r) {
     sr_reply_t *next = r->next;
     int rc = UV_ECANCELED;
@@ -678,6 +747,13 @@ static sr_obj_t *find_obj(sr_daemon_t *d, const char *name) {
   return NULL;
 }
 
+/* Pyro4's name of a serializer id, for refusals. */
+static const char *ser_name(uint16_t ser) {
+  static const char *const names[] = { "?", "serpent", "json", "marshal", "pickle",
+                                       "dill", "msgpack", "cloudpickle" };
+  return ser < sizeof names / sizeof names[0] && ser > 0 ? names[ser] : "unknown";
+}
+
 static int ser_accepted(sr_daemon_t *d, uint16_t ser) {
   return d != NULL && ser < SR_HOLDER_NSER && (d->ser_mask & (1u << ser));
 }
@@ -691,7 +767,8 @@ static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
     return;
   }
   if (!ser_accepted(c->d, ser)) {
-    snprintf(text, sizeof text, "message used serializer that is not accepted: %u", ser);
+    snprintf(text, sizeof text, "message used serializer that is not accepted: %u (%s)", ser,
+             ser_name(ser));
     conn_fail_handshake(c, SR_SER_MARSHAL, m->h.seq, text);
     return;
   }
@@ -707,6 +784,26 @@ static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
     }
     data = plain.data;
     len = plain.len;
+  }
+  if (c->d && c->d->has_secret) {
+    /* Pyro4's validateHandshake with a shared secret: the handshake value
+     * must be that string (constant-time comparison) */
+    sr_buf_t hv;
+    sr_buf_init(&hv);
+    err[0] = '\0';
+    int hr = sr_handshake_value(ser, data, len, &hv, err, sizeof err);
+    int ok = hr == 1 && sr_secret_check(&c->d->secret, hv.data ? hv.data : (const uint8_t *)"",
+                                        hv.len);
+    sr_buf_free(&hv);
+    if (!ok) {
+      sr_buf_free(&plain);
+      if (hr < 0 && hr != SR_ENOTFOUND && err[0])
+        conn_fail_handshake(c, ser, m->h.seq, err);
+      else
+        conn_fail_handshake(c, ser, m->h.seq,
+                            "authentication failed: wrong or missing handshake secret");
+      return;
+    }
   }
   char name[SR_HOLDER_MAX_NAME + 1];
   int r;
@@ -771,8 +868,8 @@ static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
     return;
   }
   if (!ser_accepted(c->d, m->h.serializer)) {
-    hlog(h, LOG_WARNING, "closing connection from %s on %s: serializer %u is not accepted",
-         c->peer, c->d ? c->d->where : "?", m->h.serializer);
+    hlog(h, LOG_WARNING, "closing connection from %s on %s: serializer %u (%s) is not accepted",
+         c->peer, c->d ? c->d->where : "?", m->h.serializer, ser_name(m->h.serializer));
     conn_close_now(c);
     return;
   }
@@ -829,9 +926,77 @@ static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   sr_conn_t *c = hd->data;
+  if (c->tls) { /* ciphertext: one holder-wide buffer, consumed in on_read */
+    *buf = uv_buf_init((char *)c->h->tls_rbuf, c->h->tls_rbuf ? READ_CHUNK : 0);
+    return;
+  }
   size_t got = 0;
   uint8_t *p = sr_framer_space(&c->fr, READ_CHUNK, &got);
   *buf = uv_buf_init((char *)p, p ? (unsigned)got : 0);
+}
+
+/* TLS: feeds ciphertext p[0..n) to c's session, moves every byte of
+ * plaintext it yields into the framer and sends what the session has to say
+ * (handshake records, alerts). Returns 0, or -1 when c is being closed (a
+ * TLS failure is logged, with OpenSSL's reason). */
+static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
+  char err[300];
+  if (sr_tls_feed(c->tls, p, n) < 0) {
+    hlog(c->h, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
+    conn_close_now(c);
+    return -1;
+  }
+  int was = sr_tls_established(c->tls);
+  for (;;) {
+    size_t room = 0, got = 0;
+    uint8_t *dst = sr_framer_space(&c->fr, READ_CHUNK, &room);
+    if (dst == NULL) {
+      hlog(c->h, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
+      conn_close_now(c);
+      return -1;
+    }
+    int rc = sr_tls_read(c->tls, dst, room, &got, err, sizeof err);
+    if (rc == SR_ECLOSED) { /* close_notify: like EOF */
+      conn_close_graceful(c);
+      return -1;
+    }
+    if (rc < 0) {
+      hlog(c->h, LOG_WARNING, "TLS with %s on %s failed: %s; closing the connection", c->peer,
+           c->d ? c->d->where : "?", err);
+      if (conn_tls_send(c) < 0) { /* the alert, if any */
+        conn_close_now(c);
+        return -1;
+      }
+      uv_mutex_lock(&c->w->mu);
+      int writing = c->w->queued != 0;
+      uv_mutex_unlock(&c->w->mu);
+      if (writing && c->state == C_OPEN) {
+        /* let the alert leave, then close */
+        c->state = C_SHUTTING;
+        wside_close(c->w);
+        if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+        c->shut.data = c;
+        if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close_now(c);
+      } else {
+        conn_close_now(c);
+      }
+      return -1;
+    }
+    if (got == 0) break;
+    sr_framer_commit(&c->fr, got);
+  }
+  if (!was && sr_tls_established(c->tls)) {
+    char subject[256];
+    sr_tls_peer_subject(c->tls, subject, sizeof subject);
+    hlog(c->h, LOG_DEBUG, "TLS established with %s on %s%s%s", c->peer, c->d ? c->d->where : "?",
+         subject[0] ? ", client certificate " : "", subject);
+  }
+  if (conn_tls_send(c) < 0) {
+    conn_close_now(c);
+    return -1;
+  }
+  return 0;
 }
 
 /* Stops reading c when too many replies are owed (back-pressure). */
@@ -879,8 +1044,8 @@ static int conn_process(sr_conn_t *c) {
       if (!c->handshaken && r != SR_ETOOBIG) {
         conn_fail_handshake(c, SR_SER_MARSHAL, 0, err);
       } else {
-        hlog(c->h, LOG_WARNING, "closing connection from %s on %s: %s", c->peer,
-             c->d ? c->d->where : "?", err);
+        hlog(c->h, LOG_WARNING, "closing connection from %s on %s: %s%s", c->peer,
+             c->d ? c->d->where : "?", err, r == SR_ETOOBIG ? " (max_message_size)" : "");
         conn_close_now(c);
       }
       return done;
@@ -905,7 +1070,6 @@ static void conn_track_partial(sr_conn_t *c, int progressed, uint64_t now) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
   sr_conn_t *c = s->data;
   if (n < 0) {
     if (n != UV_EOF)
@@ -920,7 +1084,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n == 0) return;
   uint64_t now = uv_now(&c->h->loop);
   c->last_active = now;
-  sr_framer_commit(&c->fr, (size_t)n);
+  if (c->tls) {
+    if (conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n) < 0) return;
+  } else {
+    sr_framer_commit(&c->fr, (size_t)n);
+  }
   int progressed = conn_process(c);
   if (c->state == C_OPEN) conn_track_partial(c, progressed, now);
 }
@@ -996,6 +1164,17 @@ static void on_connection(uv_stream_t *server, int status) {
     hlog(h, LOG_ERROR, "out of memory accepting on %s", d->where);
     conn_close_now(c);
     return;
+  }
+  if (d->tls) {
+    char err[300];
+    if (h->tls_rbuf == NULL) h->tls_rbuf = malloc(READ_CHUNK);
+    if (h->tls_rbuf == NULL || sr_tls_new(&c->tls, d->tls, NULL, err, sizeof err) < 0) {
+      hlog(h, LOG_ERROR, "cannot start TLS on a connection to %s: %s", d->where,
+           h->tls_rbuf ? err : "out of memory");
+      conn_close_now(c);
+      return;
+    }
+    c->w->tls = 1; /* set before the owner can see the connection's first request */
   }
   struct sockaddr_storage ss;
   int sl = sizeof ss;
@@ -1106,6 +1285,7 @@ static int daemon_add_obj(sr_daemon_t *d, const char *name, const uint8_t *const
                           const size_t *meta_len);
 
 static void free_daemon(sr_daemon_t *d) {
+  sr_tls_ctx_unref(d->tls);
   dcount_release(d->dc);
   while (d->objs) {
     sr_obj_t *o = d->objs;
@@ -1153,6 +1333,9 @@ static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
   }
   atomic_init(&d->dc->refs, 1);
   atomic_init(&d->dc->queued, 0);
+  d->tls = sr_tls_ctx_ref(cmd->tls);
+  d->has_secret = cmd->has_secret;
+  d->secret = cmd->secret;
   uv_tcp_init(&h->loop, &d->listener);
   d->listener.data = d;
   d->listener_open = 1;
@@ -1432,6 +1615,8 @@ static void stop_thread(sr_holder_t *h) {
   free(h->conns);
   free(h->gens);
   free(h->freelist);
+  free(h->tls_rbuf);
+  h->tls_rbuf = NULL;
   h->conns = NULL;
   h->gens = NULL;
   h->freelist = NULL;
@@ -1470,6 +1655,7 @@ void sr_holder_free(sr_holder_t *h) {
   sr_queue_destroy(&h->cmds);
   sr_queue_destroy(&h->events);
   uv_mutex_destroy(&h->tab_mu);
+  sr_tls_ctx_unref(h->next_tls);
   free(h);
 }
 
@@ -1552,6 +1738,9 @@ int sr_holder_listen(sr_holder_t *h, const char *host, int port, unsigned ser_ma
   cmd.ser_mask = ser_mask;
   cmd.objs = objs;
   cmd.nobjs = nobjs;
+  cmd.tls = h->next_tls;
+  cmd.has_secret = h->next_has_secret;
+  cmd.secret = h->next_secret;
   cmd.err = err;
   cmd.errlen = errlen;
   rc = run_sync(h, &cmd);
@@ -1655,6 +1844,13 @@ int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t 
   }
   if (rc == 1) return push_conncmd(h, CMD_RESUME, conn);
   return 0;
+}
+
+void sr_holder_set_security(sr_holder_t *h, const sr_holder_security_t *sec) {
+  sr_tls_ctx_unref(h->next_tls);
+  h->next_tls = sec ? sr_tls_ctx_ref(sec->tls) : NULL;
+  h->next_has_secret = sec != NULL && sec->secret != NULL;
+  if (h->next_has_secret) sr_secret_init(&h->next_secret, sec->secret, sec->secret_len);
 }
 
 void sr_holder_set_direct_writes(sr_holder_t *h, int on) { h->direct_writes = on != 0; }
