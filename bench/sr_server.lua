@@ -27,6 +27,9 @@ local exporter = springrun.PyroServiceExporter {
   service_host = "127.0.0.1",
   service_port = port,
   oneway = { "ping" },
+  -- the default (4096) would refuse part of the 10,000 idle connections
+  -- (the Pyro4 threadpool server gets THREADPOOL_SIZE raised the same way)
+  max_connections = 16384,
 }
 exporter:after_properties_set()
 io.stdout:write("PORT ", exporter.service_port, "\n")
