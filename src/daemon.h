@@ -35,6 +35,7 @@
 
 #include "queue.h"
 #include "sr.h"
+#include "tls.h"
 
 typedef struct sr_holder_s sr_holder_t;
 
@@ -180,6 +181,26 @@ void sr_holder_set_max_message(sr_holder_t *h, size_t max_message);
 /* Limits for the daemons listened from now on (copied; NULL: defaults).
  * Zero fields take the defaults above. Owner thread, like listen. */
 void sr_holder_set_limits(sr_holder_t *h, const sr_holder_limits_t *lim);
+
+/* Security of the daemons listened from now on (owner thread, like
+ * listen; NULL: none). tls: a server context (tls.h) -- every connection is
+ * TLS, the daemon keeps a reference; NULL: plain TCP. secret/secret_len:
+ * the CONNECT handshake value must be this string (Pyro4's _pyroHandshake;
+ * compared in constant time on the holder thread), otherwise the client
+ * gets CONNECTFAIL "authentication failed: wrong or missing handshake
+ * secret" and is closed; NULL: any handshake is accepted (Pyro4's default).
+ *
+ * TLS and who writes replies: one SSL object is only ever used by the
+ * holder thread. Replies of a TLS connection are never written by the owner
+ * (direct writes are skipped for it): sr_holder_reply puts them in order in
+ * the connection's queue and the holder encrypts and writes them. Reading
+ * is read -> decrypt -> framer, all on the holder thread. */
+typedef struct sr_holder_security_s {
+  sr_tls_ctx_t *tls;
+  const char *secret;
+  size_t secret_len;
+} sr_holder_security_t;
+void sr_holder_set_security(sr_holder_t *h, const sr_holder_security_t *sec);
 
 /* Payload text helpers (Lua-free, also used for CONNECTFAIL): append the
  * string s[0..n) as a complete payload of serializer ser: 1 serpent (with its

@@ -22,5 +22,6 @@ int luaopen_springrun_core(lua_State *L) {
   lsr_open_container(L);
   lsr_open_daemon(L);
   lsr_open_client(L);
+  lsr_open_tls(L);
   return 1;
 }

@@ -306,6 +306,12 @@ int sr_tls_take(sr_tls_t *t, sr_buf_t *out) {
   return 0;
 }
 
+size_t sr_tls_take_raw(sr_tls_t *t, uint8_t *dst, size_t cap) {
+  size_t n = 0;
+  if (cap == 0 || BIO_read_ex(t->out, dst, cap, &n) != 1) return 0;
+  return n;
+}
+
 void sr_tls_peer_subject(const sr_tls_t *t, char *out, size_t cap) {
   if (cap == 0) return;
   out[0] = '\0';

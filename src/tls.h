@@ -84,6 +84,9 @@ size_t sr_tls_pending(const sr_tls_t *t);
 /* Moves all waiting ciphertext to the end of out. Returns 0 or SR_ENOMEM. */
 int sr_tls_take(sr_tls_t *t, sr_buf_t *out);
 
+/* Moves at most cap bytes of waiting ciphertext to dst; returns how many. */
+size_t sr_tls_take_raw(sr_tls_t *t, uint8_t *dst, size_t cap);
+
 /* The verified peer certificate's subject as text into out (empty when
  * there is none). */
 void sr_tls_peer_subject(const sr_tls_t *t, char *out, size_t cap);
