@@ -23,7 +23,9 @@
  * request whose handler raised. Log lines of the holder thread go to
  * log_fn(level, text).
  *
- *   core.daemon_listen(host, port [, {{name, connectok_value}, ...} [, limits]])
+ *   core.daemon_listen(host, port [, {{name, connectok_value}, ...} [, limits
+ *                      [, security]]])   security: {tls = core.tls_context{server =
+ *                      true, ...}, handshake_secret = "..."} (daemon.h)
  *       -> daemon_id, bound_port | nil, err   (objects registered before
  *          the first connection is accepted). limits: a table with any of
  *          max_message_size (bytes), max_connections, send_deadline and
@@ -48,6 +50,7 @@
 #include "daemon.h"
 #include "lsr.h"
 #include "lsr_codec.h"
+#include "lsr_tls.h"
 #include "luv.h"
 #include "wire.h"
 
@@ -281,7 +284,8 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   if (rc < 0) {
     lua_settop(L, base);
     char text[600];
-    snprintf(text, sizeof text, "cannot decode the request: %s", err);
+    snprintf(text, sizeof text, "cannot decode the request: %s%s", err,
+             rc == SR_EDEPTH ? " (max_depth)" : rc == SR_EELEMENTS ? " (max_elements)" : "");
     log_line(L, 30, text);
     if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", text);
     return;
@@ -425,7 +429,28 @@ static void read_limits(lua_State *L, int idx, sr_holder_limits_t *hl, sr_decode
   dl->max_elements = (size_t)v;
 }
 
-/* daemon_listen(host, port [, objects [, limits]]) -> id, port | nil, err, name
+/* The security table at idx (none/nil: none): { tls = core.tls_context{server
+ * = true, ...}, handshake_secret = "string" }. Borrowed pointers: valid while
+ * the table is on the stack. */
+static void read_security(lua_State *L, int idx, sr_holder_security_t *sec) {
+  memset(sec, 0, sizeof *sec);
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_getfield(L, idx, "tls");
+  sec->tls = lsr_tls_optctx(L, -1);
+  if (sec->tls && !sr_tls_ctx_is_server(sec->tls))
+    luaL_error(L, "daemon_listen: security.tls must be a server context (server = true)");
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "handshake_secret");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "daemon_listen: security.handshake_secret must be a string");
+    sec->secret = lua_tolstring(L, -1, &sec->secret_len);
+  }
+  lua_pop(L, 1);
+}
+
+/* daemon_listen(host, port [, objects [, limits [, security]]]) -> id, port | nil, err, name
  * objects: a list of {name, connectok_value} registered before the daemon
  * accepts its first connection (at most 16). */
 static int l_listen(lua_State *L) {
@@ -443,6 +468,8 @@ static int l_listen(lua_State *L) {
   sr_holder_limits_t hl;
   sr_decode_limits_t dl;
   read_limits(L, 4, &hl, &dl);
+  sr_holder_security_t sec;
+  read_security(L, 5, &sec);
   if (G.ndlims >= (int)(sizeof G.dlims / sizeof G.dlims[0]))
     return fail(L, SR_EINVAL, "cannot listen: too many daemons in this process");
   unsigned mask = probe_serializers(L);
@@ -475,9 +502,11 @@ static int l_listen(lua_State *L) {
   if (rc == 0) rc = open_async(L);
   if (rc == 0) {
     sr_holder_set_limits(G.h, &hl);
+    sr_holder_set_security(G.h, &sec);
     rc = sr_holder_listen(G.h, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
                           sizeof err);
     sr_holder_set_limits(G.h, NULL);
+    sr_holder_set_security(G.h, NULL);
     if (rc < 0 && sr_holder_count(G.h) == 0) close_async();
   }
   for (int i = 0; i < nobjs; i++)

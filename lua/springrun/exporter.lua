@@ -63,6 +63,24 @@
 -- error naming the property and both values); one that leaves a limit unset
 -- gets the daemon's.
 --
+-- Security (see the README's "Security (TLS, handshake)"):
+--   ssl                      true: every connection is TLS (OpenSSL, TLS 1.2+)
+--   ssl_certfile, ssl_keyfile  the server certificate (chain) and its key,
+--                            PEM (the key may be in the certificate file)
+--   ssl_cacerts              CA file (or directory) that client certificates
+--                            are verified against
+--   ssl_require_client_cert  true: mutual TLS, a client without a certificate
+--                            signed by ssl_cacerts fails the TLS handshake
+--   handshake_secret         a string the client must send as its Pyro4
+--                            handshake (Proxy._pyroHandshake; the proxy's
+--                            handshake property); anything else gets
+--                            CONNECTFAIL "authentication failed: wrong or
+--                            missing handshake secret" and is closed.
+--                            Checked in C on the daemon thread, in constant
+--                            time.
+-- Exporters sharing a host:port must agree on these. service_host defaults
+-- to localhost; exporting on another address without ssl logs a warning.
+--
 -- Call mapping (Pyro4 INVOKE -> Lua):
 --   service:method(p1, ..., pn [, kwargs])
 --     params are passed positionally, null (Python None) becoming nil, with
@@ -418,11 +436,17 @@ local function norm_host(host)
   return host
 end
 
+local function is_loopback(host)
+  host = host:lower()
+  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "::1"
+    or host == "0:0:0:0:0:0:0:1"
+end
+
 -- The daemon serving host:port, started when there is none: returns d and
 -- true when it was started (then `name` with CONNECTOK value `connectok` is
 -- already registered: a new daemon registers its first objects before it
 -- accepts anyone), or nil and the error.
-local function acquire_daemon(name, host, port, connectok, limits)
+local function acquire_daemon(name, host, port, connectok, limits, security)
   local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and daemons_by_key[key] or nil
   holder_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
@@ -434,11 +458,16 @@ local function acquire_daemon(name, host, port, connectok, limits)
   d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta,
                      exposed = name_set(DAEMON_METHODS) }
   d.limits = limits
+  d.security = security
   local id, bound = core.daemon_listen(host, port, {
     { DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta } },
     { name, connectok },
-  }, limits)
+  }, limits, security.listen)
   if not id then return nil, bound end
+  if not security.ssl and not is_loopback(host) then
+    exporter_log:warning("%s is exported on %s without TLS: anyone who can reach that address can call it (set ssl = true with ssl_certfile and ssl_keyfile, or bind localhost)",
+      name, address(host, bound))
+  end
   d.id, d.port = id, bound
   d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
   daemons_by_key[d.key] = d
@@ -468,6 +497,10 @@ local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "i
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port" }
 for _, n in ipairs(LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
+-- Security properties (see "Security" above).
+local SECURITY_NAMES = { "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts",
+                         "ssl_require_client_cert", "handshake_secret" }
+for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
 
 local Exporter = {}
 Exporter.__index = Exporter
@@ -524,6 +557,52 @@ local function read_limits(self)
   return out
 end
 
+-- The security properties set on self, checked: { ssl =, key = (compares
+-- the settings of exporters sharing a daemon), listen = nil or the security
+-- table for daemon_listen (a TLS server context made now: a missing or bad
+-- file raises here, naming it) }.
+local function read_security(self)
+  local ssl = self.ssl
+  if ssl ~= nil and type(ssl) ~= "boolean" then
+    conf_error(self, "ssl must be true or false, got %s", tostring(ssl))
+  end
+  for _, k in ipairs({ "ssl_certfile", "ssl_keyfile", "ssl_cacerts" }) do
+    local v = self[k]
+    if v ~= nil then
+      if type(v) ~= "string" or v == "" then conf_error(self, "%s must be a file name, got %s", k, tostring(v)) end
+      if not ssl then conf_error(self, "%s is set but ssl is not true", k) end
+    end
+  end
+  local req = self.ssl_require_client_cert
+  if req ~= nil and type(req) ~= "boolean" then
+    conf_error(self, "ssl_require_client_cert must be true or false, got %s", tostring(req))
+  end
+  if req and not ssl then conf_error(self, "ssl_require_client_cert is set but ssl is not true") end
+  if ssl and not self.ssl_certfile then
+    conf_error(self, "ssl = true needs ssl_certfile (the server certificate, PEM)")
+  end
+  if req and not self.ssl_cacerts then
+    conf_error(self, "ssl_require_client_cert needs ssl_cacerts (the CA file that signed the client certificates)")
+  end
+  local secret = self.handshake_secret
+  if secret ~= nil and (type(secret) ~= "string" or secret == "") then
+    conf_error(self, "handshake_secret must be a non-empty string, got %s", type(secret))
+  end
+  local sec = { ssl = ssl == true,
+    key = table.concat({ tostring(ssl == true), self.ssl_certfile or "", self.ssl_keyfile or "",
+      self.ssl_cacerts or "", tostring(req == true), secret or "" }, "\0") }
+  if ssl or secret then
+    sec.listen = { handshake_secret = secret }
+    if ssl then
+      local ctx, cerr = core.tls_context({ server = true, certfile = self.ssl_certfile,
+        keyfile = self.ssl_keyfile, cafile = self.ssl_cacerts, verify = req == true })
+      if not ctx then conf_error(self, "ssl: %s", tostring(cerr)) end
+      sec.listen.tls = ctx
+    end
+  end
+  return sec
+end
+
 -- Starts exporting; raises on a configuration problem or when the address
 -- cannot be listened on (the message names host:port).
 function Exporter:after_properties_set()
@@ -568,10 +647,11 @@ function Exporter:after_properties_set()
   end
   exporter_log:debug("Exporting %s as a Pyro service at %s", name, address(host, port))
   local limits = read_limits(self)
+  local security = read_security(self)
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
                   oneway = oneway_set, exposed = is_method }
   local connectok = { handshake = "hello", meta = entry.meta }
-  local okl, d, fresh = pcall(acquire_daemon, name, host, port, connectok, limits)
+  local okl, d, fresh = pcall(acquire_daemon, name, host, port, connectok, limits, security)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
   if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
   if not fresh then
@@ -582,6 +662,10 @@ function Exporter:after_properties_set()
         conf_error(self, "%s = %s conflicts with %s already set for the daemon at %s by the first exporter there (exporters on one address share its limits)",
           k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
       end
+    end
+    if d.security.key ~= security.key then
+      conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a daemon)",
+        d.where)
     end
     if d.objects[name] then
       conf_error(self, "service name '%s' is already exported at %s", name, d.where)
