@@ -29,6 +29,51 @@ int lsr_serpent_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t e
 int lsr_serpent_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_limits_t *lim,
                        char *err, size_t errlen);
 
+/* The Lua-value walker under both encoders (lsr_encode.c). It owns what
+ * the formats share: which Lua values and tables encode and as what (null,
+ * list, tuple, map; the array marker and its `n`), the refusals and their
+ * texts with the path of the offending value (" at [2].cb"), the cycle and
+ * depth checks, integers (the same digits in JSON and Python) and the map
+ * braces. An emitter supplies only the format's own text. */
+typedef struct lsr_emitter_s {
+  const char *name;        /* in "out of memory while encoding <name>" */
+  const char *header;      /* written before the value, or NULL */
+  int max_depth;           /* deepest nesting written (SR_EDEPTH beyond) */
+  int tuples;              /* 1: tuple-marked tables reach seq_open/close as tuples */
+  const char *item_sep;    /* between list items and between map pairs */
+  size_t item_sep_len;
+  const char *key_sep;     /* between a map key and its value */
+  size_t key_sep_len;
+  const char *binary_hint; /* appended to the invalid UTF-8 string error */
+  int (*put_null)(sr_buf_t *out);
+  int (*put_bool)(sr_buf_t *out, int v);
+  int (*put_double)(sr_buf_t *out, double v);
+  /* SR_EUTF8 with *bad = 0-based offset of the first invalid byte */
+  int (*put_string)(sr_buf_t *out, const char *s, size_t n, size_t *bad);
+  int (*seq_open)(sr_buf_t *out, int tuple);
+  int (*seq_close)(sr_buf_t *out, int tuple, lua_Integer len);
+} lsr_emitter_t;
+
+/* Appends the value at idx to out in em's format. Returns 0 or a negative
+ * SR_E* code with the message in err; leaves the Lua stack as it found it;
+ * allocates nothing unless nesting exceeds 32 levels (frames, freed). */
+int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
+               size_t errlen);
+
+/* Shared binding bodies (lsr_encode.c). lsr_codec_fail pushes nil, err and
+ * the SR_E* name (the fail tuple) and returns 3. lsr_codec_l_encode is
+ * core.<fmt>_encode(v) -> bytes | fail; lsr_codec_l_decode is
+ * core.<fmt>_decode(bytes [, max_depth [, max_elements]]) -> v | fail;
+ * lsr_codec_l_handshake is core.<fmt>_handshake_object(payload [, cap]). */
+typedef int (*lsr_decode_fn)(lua_State *L, const uint8_t *p, size_t n,
+                             const sr_decode_limits_t *lim, char *err, size_t errlen);
+typedef int (*lsr_handshake_fn)(const uint8_t *p, size_t n, char *out, size_t cap, char *err,
+                                size_t errlen);
+int lsr_codec_fail(lua_State *L, int rc, const char *err);
+int lsr_codec_l_encode(lua_State *L, const lsr_emitter_t *em);
+int lsr_codec_l_decode(lua_State *L, lsr_decode_fn decode);
+int lsr_codec_l_handshake(lua_State *L, lsr_handshake_fn scan);
+
 /* Dispatch on the Pyro4 serializer id (lsr_payload.c); SR_ESERIALIZER for
  * ids springrun does not speak (pickle, marshal, ...), naming the id. */
 int lsr_payload_encode(lua_State *L, int ser, int idx, sr_buf_t *out, char *err, size_t errlen);

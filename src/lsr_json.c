@@ -20,297 +20,60 @@
 #include "lsr_codec.h"
 #include "payload.h"
 
+/* Deepest nesting written. */
 #define ENC_MAX_DEPTH 1000
 
-/* ---- encoder ---------------------------------------------------------- */
+/* ---- encoder: JSON's text for the shared walker (lsr_encode.c) -------- */
 
-typedef struct enc_frame_s {
-  const void *tbl;
-  int by_key;       /* 1: inside a map at the string key on stack slot keyidx */
-  int keyidx;
-  lua_Integer index; /* 0: inside an array at this (1-based) index */
-} enc_frame_t;
+static int put_null(sr_buf_t *out) { return sr_buf_append(out, "null", 4); }
 
-typedef struct enc_s {
-  lua_State *L;
-  sr_buf_t *out;
-  char *err;
-  size_t errlen;
-  int depth;
-  int cap;          /* frames available in fr */
-  enc_frame_t *fr;  /* inline[] until nesting needs more, then malloc'd */
-  enc_frame_t inline_fr[32];
-} enc_t;
-
-static int is_ident(const char *s, size_t n) {
-  if (n == 0 || (s[0] >= '0' && s[0] <= '9')) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
-      return 0;
-  }
-  return 1;
+static int put_bool(sr_buf_t *out, int v) {
+  return v ? sr_buf_append(out, "true", 4) : sr_buf_append(out, "false", 5);
 }
 
-/* Writes " at <path>" (e.g. " at [2].cb") for the current position. */
-static void enc_path(enc_t *e, char *buf, size_t cap) {
-  size_t o = 0;
-  buf[0] = '\0';
-  if (e->depth == 0) return;
-  o += (size_t)snprintf(buf, cap, " at ");
-  for (int i = 0; i < e->depth && o < cap; i++) {
-    enc_frame_t *f = &e->fr[i];
-    if (f->by_key) {
-      size_t kl;
-      const char *k = lua_tolstring(e->L, f->keyidx, &kl);
-      if (is_ident(k, kl))
-        o += (size_t)snprintf(buf + o, cap - o, "%s%.*s", o > 4 ? "." : "", (int)kl, k);
-      else
-        o += (size_t)snprintf(buf + o, cap - o, "[\"%.*s\"]", (int)(kl > 60 ? 60 : kl), k);
-    } else {
-      o += (size_t)snprintf(buf + o, cap - o, "[%lld]", (long long)f->index);
-    }
-  }
+static int put_double(sr_buf_t *out, double v) {
+  char num[SR_JSON_DOUBLE_BUFSZ];
+  size_t nl = sr_json_fmt_double(v, num);
+  return sr_buf_append(out, num, nl);
 }
 
-static int enc_fail_hint(enc_t *e, int code, const char *what, const char *hint) {
-  char path[256];
-  enc_path(e, path, sizeof path);
-  return sr_seterr(e->err, e->errlen, code, "%s%s%s", what, path, hint);
+static int put_string(sr_buf_t *out, const char *s, size_t n, size_t *bad) {
+  return sr_json_put_string(out, (const uint8_t *)s, n, bad);
 }
 
-static int enc_fail(enc_t *e, int code, const char *what) { return enc_fail_hint(e, code, what, ""); }
-
-static int enc_value(enc_t *e, int idx);
-
-static int enc_bad_key(enc_t *e, int keyidx, const char *why) {
-  lua_State *L = e->L;
-  char what[160];
-  if (lua_type(L, keyidx) == LUA_TNUMBER) {
-    if (lua_isinteger(L, keyidx))
-      snprintf(what, sizeof what, "%s (key %lld)", why, (long long)lua_tointeger(L, keyidx));
-    else
-      snprintf(what, sizeof what, "%s (key %.17g)", why, (double)lua_tonumber(L, keyidx));
-  } else if (lua_type(L, keyidx) == LUA_TSTRING) {
-    snprintf(what, sizeof what, "%s (key \"%.40s\")", why, lua_tostring(L, keyidx));
-  } else {
-    snprintf(what, sizeof what, "%s (key of type %s)", why, luaL_typename(L, keyidx));
-  }
-  return enc_fail(e, SR_ETYPE, what);
+/* JSON has no tuples: the walker sends them here as lists (tuples = 0). */
+static int seq_open(sr_buf_t *out, int tuple) {
+  (void)tuple;
+  return sr_buf_putc(out, '[');
 }
 
-static int enc_array(enc_t *e, int idx, lua_Integer len) {
-  lua_State *L = e->L;
-  int rc;
-  if (sr_buf_putc(e->out, '[')) return SR_ENOMEM;
-  enc_frame_t *f = &e->fr[e->depth++];
-  f->by_key = 0;
-  for (lua_Integer i = 1; i <= len; i++) {
-    if (i > 1 && sr_buf_append(e->out, ", ", 2)) return SR_ENOMEM;
-    f->index = i;
-    lua_rawgeti(L, idx, i);
-    rc = enc_value(e, lua_gettop(L));
-    lua_pop(L, 1);
-    if (rc) return rc;
-  }
-  e->depth--;
-  return sr_buf_putc(e->out, ']');
+static int seq_close(sr_buf_t *out, int tuple, lua_Integer len) {
+  (void)tuple;
+  (void)len;
+  return sr_buf_putc(out, ']');
 }
 
-/* Encodes the map whose first key/value pair is on the stack top (key at
- * -2, value at -1, from lua_next); consumes the iteration. */
-static int enc_map(enc_t *e, int idx) {
-  lua_State *L = e->L;
-  int rc;
-  if (sr_buf_putc(e->out, '{')) return SR_ENOMEM;
-  enc_frame_t *f = &e->fr[e->depth++];
-  f->by_key = 1;
-  int first = 1;
-  do {
-    int kidx = lua_gettop(L) - 1;
-    if (lua_type(L, kidx) != LUA_TSTRING) {
-      e->depth--;
-      rc = enc_bad_key(e, kidx,
-                       lua_isinteger(L, kidx) ? "cannot encode a table mixing array and map keys"
-                                              : "cannot encode a table key that is not a string");
-      lua_pop(L, 2);
-      return rc;
-    }
-    if (!first && sr_buf_append(e->out, ", ", 2)) return lua_pop(L, 2), SR_ENOMEM;
-    first = 0;
-    size_t kl, bad;
-    const char *k = lua_tolstring(L, kidx, &kl);
-    rc = sr_json_put_string(e->out, (const uint8_t *)k, kl, &bad);
-    if (rc) {
-      e->depth--;
-      if (rc == SR_EUTF8) {
-        char what[96];
-        snprintf(what, sizeof what, "invalid UTF-8 at byte %zu of a table key", bad + 1);
-        rc = enc_fail(e, SR_EUTF8, what);
-      }
-      lua_pop(L, 2);
-      return rc;
-    }
-    if (sr_buf_append(e->out, ": ", 2)) return lua_pop(L, 2), SR_ENOMEM;
-    f->keyidx = kidx;
-    rc = enc_value(e, kidx + 1);
-    lua_pop(L, 1);
-    if (rc) {
-      lua_pop(L, 1);
-      return rc;
-    }
-  } while (lua_next(L, idx));
-  e->depth--;
-  return sr_buf_putc(e->out, '}');
-}
-
-static int enc_table(enc_t *e, int idx) {
-  lua_State *L = e->L;
-  const void *ptr = lua_topointer(L, idx);
-  if (e->depth >= ENC_MAX_DEPTH) {
-    char what[64];
-    snprintf(what, sizeof what, "nesting too deep (more than %d levels)", ENC_MAX_DEPTH);
-    return enc_fail(e, SR_EDEPTH, what);
-  }
-  for (int i = 0; i < e->depth; i++)
-    if (e->fr[i].tbl == ptr) return enc_fail(e, SR_ECYCLE, "cannot encode a circular reference");
-  if (!lua_checkstack(L, 6)) return enc_fail(e, SR_ENOMEM, "out of Lua stack space");
-  if (e->depth >= e->cap) { /* deep document: room for every level at once */
-    enc_frame_t *fr = malloc(sizeof(enc_frame_t) * ENC_MAX_DEPTH);
-    if (fr == NULL) return SR_ENOMEM;
-    memcpy(fr, e->fr, sizeof(enc_frame_t) * (size_t)e->depth);
-    e->fr = fr;
-    e->cap = ENC_MAX_DEPTH;
-  }
-  e->fr[e->depth].tbl = ptr;
-
-  if (lsr_is_array_marked(L, idx)) {
-    lua_Integer len = 0, max = 0;
-    int has_n = 0;
-    lua_pushliteral(L, "n");
-    if (lua_rawget(L, idx) == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0) {
-      len = lua_tointeger(L, -1);
-      has_n = 1;
-    }
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      lua_pop(L, 1);
-      if (lua_isinteger(L, -1)) {
-        lua_Integer k = lua_tointeger(L, -1);
-        if (k >= 1 && (!has_n || k <= len)) {
-          if (k > max) max = k;
-          continue;
-        }
-        int rc = enc_bad_key(e, -1, has_n ? "cannot encode an array item beyond its n"
-                                          : "cannot encode an array index below 1");
-        lua_pop(L, 1);
-        return rc;
-      }
-      if (has_n && lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") == 0)
-        continue;
-      int rc = enc_bad_key(e, -1, "cannot encode a non-index key in an array");
-      lua_pop(L, 1);
-      return rc;
-    }
-    return enc_array(e, idx, has_n ? len : max);
-  }
-
-  lua_pushnil(L);
-  if (!lua_next(L, idx)) return sr_buf_append(e->out, "{}", 2); /* empty, unmarked */
-  if (lua_type(L, -2) == LUA_TSTRING) return enc_map(e, idx);
-  if (!lua_isinteger(L, -2)) {
-    int rc = enc_bad_key(e, -2, "cannot encode a table key that is not a string");
-    lua_pop(L, 2);
-    return rc;
-  }
-  /* array candidate: keys must be exactly 1..n */
-  lua_Integer count = 0, max = 0;
-  lua_pop(L, 1); /* the value: the key stays for lua_next */
-  for (;;) {
-    if (!lua_isinteger(L, -1)) {
-      int rc = enc_bad_key(e, -1, "cannot encode a table mixing array and map keys");
-      lua_pop(L, 1);
-      return rc;
-    }
-    lua_Integer k = lua_tointeger(L, -1);
-    if (k < 1) {
-      int rc = enc_bad_key(e, -1, "cannot encode an array index below 1");
-      lua_pop(L, 1);
-      return rc;
-    }
-    count++;
-    if (k > max) max = k;
-    if (!lua_next(L, idx)) break;
-    lua_pop(L, 1);
-  }
-  if (max != count) {
-    char what[160];
-    snprintf(what, sizeof what,
-             "cannot encode a sparse array (%lld items, highest index %lld; "
-             "mark it with json.array(t) and set t.n to send nils)",
-             (long long)count, (long long)max);
-    return enc_fail(e, SR_ETYPE, what);
-  }
-  return enc_array(e, idx, count);
-}
-
-static int enc_value(enc_t *e, int idx) {
-  lua_State *L = e->L;
-  char what[96];
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-      return sr_buf_append(e->out, "null", 4);
-    case LUA_TBOOLEAN:
-      return lua_toboolean(L, idx) ? sr_buf_append(e->out, "true", 4)
-                                   : sr_buf_append(e->out, "false", 5);
-    case LUA_TNUMBER: {
-      char num[SR_JSON_DOUBLE_BUFSZ];
-      size_t nl;
-      if (lua_isinteger(L, idx)) nl = sr_json_fmt_int((int64_t)lua_tointeger(L, idx), num);
-      else nl = sr_json_fmt_double((double)lua_tonumber(L, idx), num);
-      return sr_buf_append(e->out, num, nl);
-    }
-    case LUA_TSTRING: {
-      size_t sl, bad;
-      const char *s = lua_tolstring(L, idx, &sl);
-      int rc = sr_json_put_string(e->out, (const uint8_t *)s, sl, &bad);
-      if (rc == SR_EUTF8) {
-        snprintf(what, sizeof what, "invalid UTF-8 at byte %zu of the string", bad + 1);
-        return enc_fail_hint(e, SR_EUTF8, what, " (send raw bytes with json.binary(s))");
-      }
-      return rc;
-    }
-    case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) == NULL) return sr_buf_append(e->out, "null", 4);
-      break;
-    case LUA_TTABLE: {
-      int rc = enc_table(e, idx);
-      return rc;
-    }
-    default:
-      break;
-  }
-  snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(L, idx));
-  return enc_fail(e, SR_ETYPE, what);
-}
+/* Pyro4's layout: Python's json.dumps separators ", " and ": ". */
+static const lsr_emitter_t json_emitter = {
+    .name = "JSON",
+    .header = NULL,
+    .max_depth = ENC_MAX_DEPTH,
+    .tuples = 0,
+    .item_sep = ", ",
+    .item_sep_len = 2,
+    .key_sep = ": ",
+    .key_sep_len = 2,
+    .binary_hint = " (send raw bytes with json.binary(s))",
+    .put_null = put_null,
+    .put_bool = put_bool,
+    .put_double = put_double,
+    .put_string = put_string,
+    .seq_open = seq_open,
+    .seq_close = seq_close,
+};
 
 int lsr_json_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen) {
-  int top = lua_gettop(L);
-  idx = lua_absindex(L, idx);
-  enc_t enc, *e = &enc;
-  e->L = L;
-  e->out = out;
-  e->err = err;
-  e->errlen = errlen;
-  e->depth = 0;
-  e->cap = (int)(sizeof e->inline_fr / sizeof e->inline_fr[0]);
-  e->fr = e->inline_fr;
-  int rc = enc_value(e, idx);
-  if (rc == SR_ENOMEM) sr_seterr(err, errlen, rc, "out of memory while encoding JSON");
-  if (e->fr != e->inline_fr) free(e->fr);
-  lua_settop(L, top);
-  return rc;
+  return lsr_encode(L, idx, &json_emitter, out, err, errlen);
 }
 
 /* ---- decoder ---------------------------------------------------------- */
@@ -517,41 +280,9 @@ int lsr_json_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_li
 
 /* ---- bindings --------------------------------------------------------- */
 
-static int fail3(lua_State *L, int rc, const char *err) {
-  lua_pushnil(L);
-  lua_pushstring(L, err);
-  lua_pushstring(L, sr_err_name(rc));
-  return 3;
-}
+static int l_json_encode(lua_State *L) { return lsr_codec_l_encode(L, &json_emitter); }
 
-static int l_json_encode(lua_State *L) {
-  char err[512];
-  sr_buf_t b;
-  luaL_checkany(L, 1);
-  sr_buf_init(&b);
-  int rc = lsr_json_encode(L, 1, &b, err, sizeof err);
-  if (rc) {
-    sr_buf_free(&b);
-    return fail3(L, rc, err);
-  }
-  lua_pushlstring(L, (const char *)b.data, b.len); /* may raise on OOM: b leaks then */
-  sr_buf_free(&b);
-  return 1;
-}
-
-static int l_json_decode(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  sr_decode_limits_t lim = {0, 0};
-  lim.max_depth = (int)luaL_optinteger(L, 2, SR_DECODE_DEFAULT_DEPTH);
-  lim.max_elements = (size_t)luaL_optinteger(L, 3, SR_DECODE_DEFAULT_ELEMENTS);
-  luaL_argcheck(L, lim.max_depth > 0, 2, "max_depth must be positive");
-  luaL_argcheck(L, lim.max_elements > 0, 3, "max_elements must be positive");
-  char err[256];
-  int rc = lsr_json_decode(L, (const uint8_t *)s, n, &lim, err, sizeof err);
-  if (rc) return fail3(L, rc, err);
-  return 1;
-}
+static int l_json_decode(lua_State *L) { return lsr_codec_l_decode(L, lsr_json_decode); }
 
 static int l_json_array(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
@@ -597,7 +328,7 @@ static int l_base64_decode(lua_State *L) {
   int rc = sr_base64_decode(&b, (const uint8_t *)s, n, err, sizeof err);
   if (rc) {
     sr_buf_free(&b);
-    return fail3(L, rc, err);
+    return lsr_codec_fail(L, rc, err);
   }
   lua_pushlstring(L, b.data ? (const char *)b.data : "", b.len);
   sr_buf_free(&b);
@@ -607,16 +338,7 @@ static int l_base64_decode(lua_State *L) {
 /* core.json_handshake_object(payload [, cap]) -> id | nil, msg, errname:
  * the Lua-free CONNECT scan the daemon thread uses, exposed for specs. */
 static int l_json_handshake_object(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  lua_Integer cap = luaL_optinteger(L, 2, 1024);
-  luaL_argcheck(L, cap > 0 && cap <= 65536, 2, "cap must be in 1..65536");
-  char out[65536];
-  char err[256];
-  int rc = sr_json_handshake_object((const uint8_t *)s, n, out, (size_t)cap, err, sizeof err);
-  if (rc < 0) return fail3(L, rc, err);
-  lua_pushlstring(L, out, (size_t)rc);
-  return 1;
+  return lsr_codec_l_handshake(L, sr_json_handshake_object);
 }
 
 void lsr_open_json(lua_State *L) {
