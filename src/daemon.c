@@ -937,8 +937,9 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
 
 /* TLS: feeds ciphertext p[0..n) to c's session, moves every byte of
  * plaintext it yields into the framer and sends what the session has to say
- * (handshake records, alerts). Returns 0, or -1 when c is being closed (a
- * TLS failure is logged, with OpenSSL's reason). */
+ * (handshake records, alerts). Returns 0; 1 when the peer closed the session
+ * (close_notify: handle what is framed, then close like at EOF); or -1 when
+ * c is being closed (a TLS failure is logged, with OpenSSL's reason). */
 static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
   char err[300];
   if (sr_tls_feed(c->tls, p, n) < 0) {
@@ -956,10 +957,7 @@ static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
       return -1;
     }
     int rc = sr_tls_read(c->tls, dst, room, &got, err, sizeof err);
-    if (rc == SR_ECLOSED) { /* close_notify: like EOF */
-      conn_close_graceful(c);
-      return -1;
-    }
+    if (rc == SR_ECLOSED) return 1; /* close_notify: like EOF */
     if (rc < 0) {
       hlog(c->h, LOG_WARNING, "TLS with %s on %s failed: %s; closing the connection", c->peer,
            c->d ? c->d->where : "?", err);
@@ -1084,12 +1082,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n == 0) return;
   uint64_t now = uv_now(&c->h->loop);
   c->last_active = now;
+  int peer_done = 0; /* TLS close_notify */
   if (c->tls) {
-    if (conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n) < 0) return;
+    if ((peer_done = conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n)) < 0) return;
   } else {
     sr_framer_commit(&c->fr, (size_t)n);
   }
   int progressed = conn_process(c);
+  if (peer_done) {
+    conn_close_graceful(c);
+    return;
+  }
   if (c->state == C_OPEN) conn_track_partial(c, progressed, now);
 }
 

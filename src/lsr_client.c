@@ -9,7 +9,13 @@
  * exceptions) belong to lua/springrun/proxy.lua; this file moves bytes.
  *
  * Lua API (in springrun.core):
- *   client_connect(host, port [, timeout]) -> conn | nil, msg, code
+ *   client_connect(host, port [, timeout [, tls_ctx [, servername]]])
+ *       -> conn | nil, msg, code
+ *       tls_ctx: core.tls_context{...} (client): the connection is TLS, the
+ *       handshake done here within the timeout; servername (default host) is
+ *       the name/address the server certificate must carry. Every byte then
+ *       goes through the TLS engine (tls.c): request -> encrypt -> send,
+ *       recv -> decrypt -> framer.
  *   conn:request(type, flags, seq, ser, value [, timeout])
  *       -> msg | true (ONEWAY flag: nothing to wait for)
  *        | nil, msg, code, sent   (sent: some request bytes left; the
@@ -46,6 +52,7 @@
 
 #include "lsr.h"
 #include "lsr_codec.h"
+#include "lsr_tls.h"
 #include "sr.h"
 #include "wire.h"
 
@@ -58,6 +65,8 @@ typedef struct lsr_conn_s {
   sr_framer_t framer; /* reply bytes not yet returned as messages */
   sr_buf_t out;       /* the request being sent (reused) */
   sr_buf_t tmp;       /* inflated payload (reused) */
+  sr_tls_t *tls;      /* TLS session or NULL */
+  sr_buf_t cipher;    /* TLS: ciphertext being sent (reused) */
 } lsr_conn_t;
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -210,6 +219,9 @@ static void conn_release(lsr_conn_t *c) {
   sr_framer_free(&c->framer);
   sr_buf_free(&c->out);
   sr_buf_free(&c->tmp);
+  sr_buf_free(&c->cipher);
+  sr_tls_free(c->tls);
+  c->tls = NULL;
 }
 
 /* close(), __gc, __close: idempotent. */
@@ -244,9 +256,13 @@ static int fd_idle_ok(int fd) {
 
 /* conn:alive() -> false when closed, when the peer hung up, or when bytes
  * arrived that nobody asked for: all mean no new request can go out. */
+static int tls_idle_ok(lsr_conn_t *c);
+
 static int lsr_conn_alive(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
-  lua_pushboolean(L, c->fd >= 0 && sr_framer_pending(&c->framer) == 0 && fd_idle_ok(c->fd));
+  int ok = c->fd >= 0 && sr_framer_pending(&c->framer) == 0;
+  if (ok) ok = c->tls ? tls_idle_ok(c) : fd_idle_ok(c->fd);
+  lua_pushboolean(L, ok);
   return 1;
 }
 
@@ -288,12 +304,17 @@ static int connect_addr(const struct addrinfo *ai, double deadline) {
   return fd;
 }
 
-/* client_connect(host, port [, timeout]) -> conn | nil, msg, code */
+static int tls_handshake(lsr_conn_t *c, double deadline, char *msg, size_t msglen);
+
+/* client_connect(host, port [, timeout [, tls_ctx [, servername]]]) -> conn | nil, msg, code */
 static int lsr_client_connect(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   luaL_argcheck(L, port >= 1 && port <= 65535, 2, "port must be 1..65535");
   double timeout = opt_timeout(L, 3);
+  sr_tls_ctx_t *tctx = lsr_tls_optctx(L, 4);
+  luaL_argcheck(L, tctx == NULL || !sr_tls_ctx_is_server(tctx), 4, "a client TLS context is needed");
+  const char *servername = luaL_optstring(L, 5, host);
   double deadline = deadline_for(timeout);
 
   char portstr[16];
@@ -328,17 +349,33 @@ static int lsr_client_connect(lua_State *L) {
   sr_framer_init(&c->framer, SR_WIRE_DEFAULT_MAX_MESSAGE);
   sr_buf_init(&c->out);
   sr_buf_init(&c->tmp);
+  sr_buf_init(&c->cipher);
+  c->tls = NULL;
   luaL_setmetatable(L, LSR_CONN_MT);
+  if (tctx != NULL) {
+    char msg[400], full[600];
+    int rc = sr_tls_new(&c->tls, tctx, servername, msg, sizeof msg);
+    if (rc == 0) rc = tls_handshake(c, deadline, msg, sizeof msg);
+    if (rc < 0) {
+      conn_release(c);
+      if (rc == SR_ETIMEOUT)
+        snprintf(full, sizeof full, "TLS handshake with %s:%d timed out after %g s", host, (int)port,
+                 timeout);
+      else
+        snprintf(full, sizeof full, "%s:%d: %s", host, (int)port, msg);
+      return push_fail(L, full, rc == SR_ETIMEOUT ? "ETIMEDOUT" : sr_err_name(rc));
+    }
+  }
   return 1;
 }
 
-/* Writes c->out fully before the deadline. Returns 0, SR_ETIMEOUT, or SR_EIO
+/* Writes b fully before the deadline. Returns 0, SR_ETIMEOUT, or SR_EIO
  * with *oserr = errno. *sent counts bytes written. */
-static int send_all(lsr_conn_t *c, double deadline, size_t *sent, int *oserr) {
+static int send_buf(lsr_conn_t *c, const sr_buf_t *b, double deadline, size_t *sent, int *oserr) {
   size_t off = 0;
   *sent = 0;
-  while (off < c->out.len) {
-    ssize_t w = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
+  while (off < b->len) {
+    ssize_t w = send(c->fd, b->data + off, b->len - off, MSG_NOSIGNAL);
     if (w > 0) {
       off += (size_t)w;
       *sent = off;
@@ -361,6 +398,94 @@ static int send_all(lsr_conn_t *c, double deadline, size_t *sent, int *oserr) {
   return 0;
 }
 
+/* TLS: sends what the session has to send (handshake records, encrypted
+ * requests, alerts). Same returns as send_buf. */
+static int tls_flush(lsr_conn_t *c, double deadline, size_t *sent, int *oserr) {
+  c->cipher.len = 0;
+  if (sr_tls_take(c->tls, &c->cipher) < 0) {
+    *oserr = ENOMEM;
+    return SR_EIO;
+  }
+  int rc = send_buf(c, &c->cipher, deadline, sent, oserr);
+  c->cipher.len = 0;
+  return rc;
+}
+
+/* Writes c->out (encrypted first on a TLS connection) fully before the
+ * deadline. Returns 0, SR_ETIMEOUT, SR_ETLS, or SR_EIO with *oserr = errno.
+ * *sent counts bytes written. */
+static int send_all(lsr_conn_t *c, double deadline, size_t *sent, int *oserr) {
+  if (c->tls == NULL) return send_buf(c, &c->out, deadline, sent, oserr);
+  *sent = 0;
+  char err[256];
+  if (sr_tls_write(c->tls, c->out.data, c->out.len, err, sizeof err) < 0) return SR_ETLS;
+  return tls_flush(c, deadline, sent, oserr);
+}
+
+/* TLS: reads what the socket has (up to one chunk, waiting until the
+ * deadline when wait is set) and feeds it to the session. Returns 1 fed,
+ * 0 nothing available (no wait), or SR_ETIMEOUT, SR_ECLOSED (EOF), SR_EIO
+ * (*oserr). */
+static int tls_pull(lsr_conn_t *c, double deadline, int wait, int *oserr) {
+  uint8_t chunk[16384];
+  for (;;) {
+    ssize_t r = recv(c->fd, chunk, sizeof chunk, 0);
+    if (r > 0) return sr_tls_feed(c->tls, chunk, (size_t)r) < 0 ? (*oserr = ENOMEM, SR_EIO) : 1;
+    if (r == 0) return SR_ECLOSED;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      *oserr = errno;
+      return SR_EIO;
+    }
+    if (!wait) return 0;
+    short rev = 0;
+    int w = wait_fd(c->fd, POLLIN, deadline, &rev);
+    if (w == 0) return SR_ETIMEOUT;
+    if (w < 0) {
+      *oserr = -w;
+      return SR_EIO;
+    }
+  }
+}
+
+/* The TLS handshake of a new connection, within the deadline. Returns 0 or
+ * a code with msg set (SR_ETLS: OpenSSL's reason). */
+static int tls_handshake(lsr_conn_t *c, double deadline, char *msg, size_t msglen) {
+  for (;;) {
+    int h = sr_tls_handshake(c->tls, msg, msglen);
+    size_t sent = 0;
+    int oserr = 0;
+    int rc = tls_flush(c, deadline, &sent, &oserr); /* also the alert of a failure */
+    if (h < 0) return h;
+    if (rc == SR_ETIMEOUT) return sr_seterr(msg, msglen, SR_ETIMEOUT, "TLS handshake timed out");
+    if (rc < 0) return sr_seterr(msg, msglen, rc, "TLS handshake: sending failed: %s", strerror(oserr));
+    if (h == 1) return 0;
+    rc = tls_pull(c, deadline, 1, &oserr);
+    if (rc == SR_ETIMEOUT) return sr_seterr(msg, msglen, SR_ETIMEOUT, "TLS handshake timed out");
+    if (rc == SR_ECLOSED)
+      return sr_seterr(msg, msglen, SR_ETLS,
+                       "TLS handshake failed: the server closed the connection (does it use TLS?)");
+    if (rc < 0) return sr_seterr(msg, msglen, rc, "TLS handshake: receiving failed: %s", strerror(oserr));
+  }
+}
+
+/* alive() of an idle TLS connection: records that arrived since the last
+ * reply (TLS 1.3 session tickets) are consumed; plaintext, an alert, a
+ * close_notify or EOF mean it cannot carry a new request. */
+static int tls_idle_ok(lsr_conn_t *c) {
+  int oserr = 0;
+  for (;;) {
+    int r = tls_pull(c, 0, 0, &oserr);
+    if (r == 0) break;
+    if (r < 0) return 0;
+  }
+  uint8_t one;
+  size_t got = 0;
+  char err[128];
+  if (sr_tls_read(c->tls, &one, 1, &got, err, sizeof err) < 0 || got > 0) return 0;
+  return 1;
+}
+
 /* Reads until the framer yields one message or the deadline passes. Returns
  * the message size (> 0) with *msg filled, or a negative code: SR_ETIMEOUT,
  * SR_ECLOSED (EOF), a framer error (err set), or SR_EIO with *oserr = errno. */
@@ -372,6 +497,28 @@ static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, cha
     size_t room = 0;
     uint8_t *dst = sr_framer_space(&c->framer, LSR_READ_CHUNK, &room);
     if (dst == NULL) return sr_seterr(err, errlen, SR_ENOMEM, "out of memory reading a reply");
+    if (c->tls) {
+      size_t got = 0;
+      int tr = sr_tls_read(c->tls, dst, room, &got, err, errlen);
+      if (tr == SR_ECLOSED)
+        return sr_seterr(err, errlen, SR_ECLOSED, "connection closed by the server");
+      if (tr < 0) return tr;
+      if (got > 0) {
+        sr_framer_commit(&c->framer, got);
+        continue;
+      }
+      tr = tls_pull(c, deadline, 1, oserr);
+      if (tr == SR_ECLOSED)
+        return sr_seterr(err, errlen, SR_ECLOSED, "connection closed by the server");
+      if (tr < 0) return tr;
+      /* the session may have an answer to send (key update) */
+      if (sr_tls_pending(c->tls) > 0) {
+        size_t sent = 0;
+        int fr = tls_flush(c, deadline, &sent, oserr);
+        if (fr < 0) return fr;
+      }
+      continue;
+    }
     ssize_t r = recv(c->fd, dst, room, 0);
     if (r > 0) {
       sr_framer_commit(&c->framer, (size_t)r);
@@ -480,6 +627,8 @@ static int lsr_conn_request(lua_State *L) {
     if (rc == SR_ETIMEOUT) {
       snprintf(err, sizeof(err), "sending the request timed out after %g s", timeout);
       push_fail(L, err, "SR_ETIMEOUT");
+    } else if (rc == SR_ETLS) {
+      push_fail(L, "sending the request failed: TLS session broken", "SR_ETLS");
     } else {
       snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
       push_fail(L, err, errno_name(oserr));

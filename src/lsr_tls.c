@@ -13,8 +13,10 @@
  *       client certificate for mutual TLS.
  *   ctx:session([servername]) -> s | nil, msg, code   (client: servername is
  *       the host name or IP address the certificate must name)
- *   s:feed(ciphertext) -> plaintext ("" when none yet) | nil, msg, code
- *       (drives the handshake; code "SR_ECLOSED" on close_notify)
+ *   s:feed(ciphertext) -> plaintext ("" when none yet) [, msg, code]
+ *       (drives the handshake). msg/code when the session ended or failed
+ *       ("SR_ECLOSED" on close_notify, "SR_ETLS"): the plaintext that came
+ *       before is still returned first.
  *   s:handshake() -> true (complete) | false (needs peer bytes) | nil, msg, code
  *   s:write(plaintext) -> true | nil, msg, code
  *   s:take() -> ciphertext to send ("" when none)
@@ -130,7 +132,12 @@ static int sess_feed(lua_State *L) {
     size_t got = 0;
     char *dst = luaL_prepbuffer(&b);
     int rc = sr_tls_read(t, (uint8_t *)dst, LUAL_BUFFERSIZE, &got, err, sizeof err);
-    if (rc < 0) return fail(L, rc, err);
+    if (rc < 0) {
+      luaL_pushresult(&b);
+      lua_pushstring(L, err);
+      lua_pushstring(L, sr_err_name(rc));
+      return 3;
+    }
     if (got == 0) break;
     luaL_addsize(&b, got);
   }

@@ -18,6 +18,18 @@
 --   timeout      seconds (number > 0) bounding the connect + handshake and each
 --                call; nil/false/0 = no limit (the default, as in Pyro4)
 --   serializer   "json" (default) or "serpent"
+--   handshake    the value sent in the CONNECT handshake (Pyro4's
+--                _pyroHandshake; default "hello"): the shared secret of an
+--                exporter with handshake_secret, or whatever a Python
+--                daemon's validateHandshake expects (any serializable value)
+--   ssl          true: TLS (OpenSSL, 1.2+), as Pyro4's SSL=True
+--   ssl_cacerts  CA file (or directory) the server certificate must chain to
+--                (default: the system's CA store)
+--   ssl_certfile, ssl_keyfile  a client certificate and key (PEM) for
+--                mutual TLS (Pyro4's SSL_CLIENTCERT / SSL_CLIENTKEY)
+--   ssl_servername  the name or IP address the server certificate must
+--                carry (default: the URL's host); checked unless
+--                ssl_verify = false (tests only: no verification at all)
 -- Local names (never sent): the properties, set_service_url, set_timeout,
 -- set_serializer, after_properties_set (checks the URL; the connection is
 -- made lazily at the first call), destroy (closes the connection; a later
@@ -132,6 +144,7 @@ local function kind_of(code, connecting)
     or code == "EOF" then
     return connecting and "connect" or "closed"
   end
+  if code == "SR_ETLS" then return connecting and "connect" or "closed" end
   if code:match("^SR_E") and code ~= "SR_EIO" then return "protocol" end
   return connecting and "connect" or "closed"
 end
@@ -223,11 +236,53 @@ function AsyncConn:disarm()
   if self.timer and not self.timer:is_closing() then self.timer:stop() end
 end
 
-function AsyncConn:on_read(err, data)
+-- Writes the ciphertext the TLS session has to send.
+function AsyncConn:tls_pump()
+  local out = self.tls:take()
+  if #out > 0 and not self.closed then
+    self.tcp:write(out, function(err)
+      if err then
+        self.broken = self.broken or { msg = "sending failed: " .. tostring(err), code = err }
+        self:wake()
+      end
+    end)
+  end
+end
+
+function AsyncConn:on_read(err, data, plain)
+  if plain then
+    self.framer:feed(data)
+    while true do
+      local msg, emsg, ename = self.framer:next()
+      if msg == nil then
+        if emsg ~= nil then
+          self.broken = self.broken or { msg = emsg, code = ename or "SR_EPROTOCOL" }
+        end
+        break
+      end
+      self.inbox[#self.inbox + 1] = msg
+    end
+    self:wake()
+    return
+  end
   if err then
     self.broken = self.broken or { msg = "receiving failed: " .. tostring(err), code = err }
   elseif data == nil then
     self.broken = self.broken or { msg = "connection closed by the server", code = "SR_ECLOSED" }
+  elseif self.tls then
+    -- TLS: decrypt (this also drives the handshake), send what the session
+    -- answers, frame the plaintext
+    self.rx = (self.rx or 0) + 1
+    local plain, emsg, ecode = self.tls:feed(data)
+    self:tls_pump()
+    if emsg then
+      if ecode == "SR_ECLOSED" then emsg = "connection closed by the server" end
+      self.broken = self.broken or { msg = emsg, code = ecode }
+    end
+    if #plain > 0 then
+      self:on_read(nil, plain, true)
+      return
+    end
   else
     self.framer:feed(data)
     while true do
@@ -246,7 +301,7 @@ end
 
 -- Connects (resolving names through luv) with a deadline. Returns the
 -- connection or nil, msg, code.
-function AsyncConn.connect(host, port, timeout, co)
+function AsyncConn.connect(host, port, timeout, co, tls_ctx, servername)
   local u = get_uv()
   local self = setmetatable({ async = true, inbox = {}, timer = u.new_timer() }, AsyncConn)
   self:arm(timeout)
@@ -297,7 +352,43 @@ function AsyncConn.connect(host, port, timeout, co)
   end
   self.tcp:nodelay(true)
   self.framer = get_core().framer()
+  if tls_ctx then
+    local sess, serr, scode = tls_ctx:session(servername or host)
+    if not sess then
+      self:close()
+      return nil, string.format("%s:%d: %s", host, port, tostring(serr)), scode
+    end
+    self.tls = sess
+  end
   self.tcp:read_start(function(err, data) self:on_read(err, data) end)
+  if self.tls then
+    -- the TLS handshake, within the same timeout
+    self:arm(timeout)
+    local done, herr, hcode = self.tls:handshake()
+    self:tls_pump()
+    while done == false do
+      local rx = self.rx
+      self:wait(co, function() return self.rx ~= rx end)
+      if self.broken or self.timed_out or self.closed then break end
+      done, herr, hcode = self.tls:handshake()
+      self:tls_pump()
+    end
+    self:disarm()
+    if done ~= true then
+      local b = self.broken
+      local timed_out = self.timed_out
+      self:close()
+      if b then
+        local m = b.msg
+        if b.code == "SR_ECLOSED" then m = "TLS handshake failed: the server closed the connection (does it use TLS?)" end
+        return nil, string.format("%s:%d: %s", host, port, m), b.code == "SR_ECLOSED" and "SR_ETLS" or b.code
+      end
+      if timed_out and done == false then
+        return nil, string.format("TLS handshake with %s:%d timed out after %g s", host, port, timeout), "ETIMEDOUT"
+      end
+      return nil, string.format("%s:%d: %s", host, port, tostring(herr or "connection closed")), hcode or "SR_ETLS"
+    end
+  end
   self.tcp:unref()
   return self
 end
@@ -316,6 +407,7 @@ function AsyncConn:close()
   close_handle(self.tcp)
   close_handle(self.timer)
   if self.framer then self.framer:close() end
+  if self.tls then self.tls:free() end
   if co then runtime().resume(co) end
 end
 
@@ -327,6 +419,14 @@ function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
   local data, emsg, ecode = c.client_encode_payload(ser, value)
   if not data then return nil, emsg, ecode, false end
   local frame = c.wire_encode(mtype, flags, seq, ser, data)
+  if self.tls then
+    local ok, terr, tcode = self.tls:write(frame)
+    if not ok then
+      self:close()
+      return nil, "sending the request failed: " .. tostring(terr), tcode, false
+    end
+    frame = self.tls:take()
+  end
   local wrote
   local ok, werr = self.tcp:write(frame, function(err)
     wrote = err or true
@@ -418,10 +518,26 @@ local function invoke_payload(st, object, method, args)
   return { object = object, method = method, params = get_json().array(args), kwargs = {} }
 end
 
+-- The client TLS context of st (made once from its ssl_* properties; a
+-- missing or bad file raises a config error naming it), or nil without ssl.
+local function tls_context(st)
+  if not st.ssl then return nil end
+  if st.tls_ctx then return st.tls_ctx end
+  local ctx, err = get_core().tls_context({ server = false, cafile = st.ssl_cacerts,
+    certfile = st.ssl_certfile, keyfile = st.ssl_keyfile, verify = st.ssl_verify ~= false })
+  if not ctx then
+    error(errors.new("config", "PyroProxyFactory.ssl: " .. tostring(err), { url = st.url }), 0)
+  end
+  st.tls_ctx = ctx
+  return ctx
+end
+
 local function connect_transport(st, co)
   local host, port = st.uri.host, st.uri.port
-  if co then return AsyncConn.connect(host, port, st.timeout, co) end
-  return get_core().client_connect(host, port, st.timeout)
+  local ctx = tls_context(st)
+  local name = st.ssl_servername or host
+  if co then return AsyncConn.connect(host, port, st.timeout, co, ctx, name) end
+  return get_core().client_connect(host, port, st.timeout, ctx, name)
 end
 
 -- Sends one request on a fresh connection during the handshake phase, or
@@ -466,7 +582,7 @@ local function connection(st, co)
   end
   local ok, e = pcall(function()
     local msg = handshake_request(st, c, MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq,
-      { handshake = "hello", object = st.uri.object })
+      { handshake = st.handshake == nil and "hello" or st.handshake, object = st.uri.object })
     if msg.type == MSG_CONNECTFAIL then
       local text = msg.data and marshal_text(msg.data) or tostring(msg.value)
       error(errors.new("rejected", string.format("connection to %s rejected: %s", st.url, text),
@@ -647,7 +763,11 @@ end
 
 local STATE = setmetatable({}, { __mode = "k" }) -- proxy -> state
 
-local PROPS = { service_url = true, timeout = true, serializer = true }
+local PROPS = { service_url = true, timeout = true, serializer = true, handshake = true,
+  ssl = true, ssl_cacerts = true, ssl_certfile = true, ssl_keyfile = true, ssl_servername = true,
+  ssl_verify = true }
+local PROP_LIST = "service_url, timeout, serializer, handshake, ssl, ssl_cacerts, ssl_certfile, "
+  .. "ssl_keyfile, ssl_servername, ssl_verify"
 
 local function check_state(self, what)
   local st = STATE[self]
@@ -705,12 +825,63 @@ function setters.serializer(st, v)
   st.serializer, st.ser = v, id
 end
 
+function setters.handshake(st, v)
+  if type(v) == "function" or type(v) == "thread" or type(v) == "userdata" then
+    error(errors.new("config", string.format(
+      "PyroProxyFactory.handshake: expected a value that can be serialized, got %s", type(v))), 3)
+  end
+  st.handshake = v
+  close_conn(st)
+end
+
+local function bool_setter(name)
+  return function(st, v)
+    if v ~= nil and type(v) ~= "boolean" then
+      error(errors.new("config", string.format("PyroProxyFactory.%s: expected true or false, got %s",
+        name, tostring(v))), 3)
+    end
+    st[name] = v
+    st.tls_ctx = nil
+    close_conn(st)
+  end
+end
+
+local function file_setter(name)
+  return function(st, v)
+    if v ~= nil and (type(v) ~= "string" or v == "") then
+      error(errors.new("config", string.format("PyroProxyFactory.%s: expected a file name, got %s",
+        name, tostring(v))), 3)
+    end
+    st[name] = v
+    st.tls_ctx = nil
+    close_conn(st)
+  end
+end
+
+setters.ssl = bool_setter("ssl")
+setters.ssl_verify = bool_setter("ssl_verify")
+setters.ssl_cacerts = file_setter("ssl_cacerts")
+setters.ssl_certfile = file_setter("ssl_certfile")
+setters.ssl_keyfile = file_setter("ssl_keyfile")
+setters.ssl_servername = file_setter("ssl_servername")
+
 local methods = {}
 
 function methods.after_properties_set(self)
   local st = check_state(self, "after_properties_set")
   if st.uri == nil then
     error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2)
+  end
+  if not st.ssl then
+    for _, k in ipairs({ "ssl_cacerts", "ssl_certfile", "ssl_keyfile", "ssl_servername" }) do
+      if st[k] ~= nil then
+        error(errors.new("config", string.format("PyroProxyFactory.%s is set but ssl is not true", k)), 2)
+      end
+    end
+  end
+  if st.ssl then
+    local ok, e = pcall(tls_context, st)
+    if not ok then error(e, 2) end
   end
 end
 
@@ -723,6 +894,10 @@ end
 function methods.set_service_url(self, v) setters.service_url(check_state(self, "set_service_url"), v) end
 function methods.set_timeout(self, v) setters.timeout(check_state(self, "set_timeout"), v) end
 function methods.set_serializer(self, v) setters.serializer(check_state(self, "set_serializer"), v) end
+for _, k in ipairs({ "handshake", "ssl", "ssl_verify", "ssl_cacerts", "ssl_certfile", "ssl_keyfile",
+    "ssl_servername" }) do
+  methods["set_" .. k] = function(self, v) setters[k](check_state(self, "set_" .. k), v) end
+end
 
 function methods._pyro_call(self, name, ...)
   local st = check_state(self, "_pyro_call")
@@ -784,7 +959,7 @@ function Proxy.__newindex(self, name, v)
     return
   end
   error(errors.new("config", string.format(
-    "PyroProxyFactory: cannot set '%s' (properties: service_url, timeout, serializer)", tostring(name))), 2)
+    "PyroProxyFactory: cannot set '%s' (properties: %s)", tostring(name), PROP_LIST)), 2)
 end
 
 function Proxy.__tostring(self)
@@ -814,11 +989,12 @@ function PyroProxyFactory.new(props)
     for k, v in pairs(props) do
       if not PROPS[k] then
         error(errors.new("config", string.format(
-          "PyroProxyFactory: unknown property '%s' (properties: service_url, timeout, serializer)",
-          tostring(k))), 2)
+          "PyroProxyFactory: unknown property '%s' (properties: %s)",
+          tostring(k), PROP_LIST)), 2)
       end
     end
-    for _, k in ipairs({ "serializer", "timeout", "service_url" }) do
+    for _, k in ipairs({ "serializer", "timeout", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
+        "ssl_certfile", "ssl_keyfile", "ssl_servername", "service_url" }) do
       if props[k] ~= nil then setters[k](st, props[k]) end
     end
   end
