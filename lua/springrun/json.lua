@@ -38,6 +38,7 @@
 -- (serpent does; its JSON serializer refuses bytes). json.binary(s) builds that
 -- table and json.bytes(v) turns one back into the raw string.
 local core = require "springrun.core"
+local codec = require "springrun.codec"
 
 local M = {}
 
@@ -50,36 +51,15 @@ local type, error, tostring = type, error, tostring
 M.null = core.null
 
 --- Encodes value as JSON text; raises with the path of the offending value.
-function M.encode(value)
-  local s, err = c_encode(value)
-  if s == nil then error(err, 2) end
-  return s
-end
+M.encode = codec.encoder(c_encode)
 
 --- Decodes JSON text; raises naming the byte offset on bad input.
 -- opts (optional): { max_depth = 200, max_elements = 1000000 }.
-function M.decode(text, opts)
-  if type(text) ~= "string" then
-    error("json.decode: expected a string, got " .. type(text), 2)
-  end
-  local v, err
-  if opts ~= nil then
-    v, err = c_decode(text, opts.max_depth, opts.max_elements)
-  else
-    v, err = c_decode(text)
-  end
-  if v == nil then error(err, 2) end
-  return v
-end
+M.decode = codec.decoder("json", c_decode)
 
 --- Marks t (a new table when nil) as a JSON array and returns it.
 -- An integer field t.n fixes the length (nil holes encode as null).
-function M.array(t)
-  if t ~= nil and type(t) ~= "table" then
-    error("json.array: expected a table, got " .. type(t), 2)
-  end
-  return c_array(t)
-end
+M.array = codec.marker("json.array", c_array)
 
 --- True when t is marked as an array (json.array, or decoded from [...]).
 function M.is_array(t)

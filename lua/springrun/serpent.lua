@@ -47,12 +47,12 @@
 --   1,000,000), see decode(text, opts).
 local core = require "springrun.core"
 local json = require "springrun.json"
+local codec = require "springrun.codec"
 
 local M = {}
 
 local c_encode, c_decode = core.serpent_encode, core.serpent_decode
 local c_tuple, c_is_tuple = core.serpent_tuple, core.serpent_is_tuple
-local type, error = type, error
 
 --- Python's None (the same value as springrun.null and cjson.null).
 M.null = core.null
@@ -62,37 +62,16 @@ M.HEADER = "# serpent utf-8 python3.2\n"
 
 --- Encodes value as a serpent document (bytes); raises with the path of
 -- the offending value.
-function M.encode(value)
-  local s, err = c_encode(value)
-  if s == nil then error(err, 2) end
-  return s
-end
+M.encode = codec.encoder(c_encode)
 
 --- Decodes a serpent document; raises naming the byte offset on bad input.
 -- opts (optional): { max_depth = 200, max_elements = 1000000 }.
-function M.decode(text, opts)
-  if type(text) ~= "string" then
-    error("serpent.decode: expected a string, got " .. type(text), 2)
-  end
-  local v, err
-  if opts ~= nil then
-    v, err = c_decode(text, opts.max_depth, opts.max_elements)
-  else
-    v, err = c_decode(text)
-  end
-  if v == nil then error(err, 2) end
-  return v
-end
+M.decode = codec.decoder("serpent", c_decode)
 
 --- Marks t (a new table when nil) as a tuple and returns it: it encodes as
 -- "(a,b)" ("(a,)" with one item). An integer field t.n fixes the length.
 -- An array marked with json.array may be re-marked as a tuple.
-function M.tuple(t)
-  if t ~= nil and type(t) ~= "table" then
-    error("serpent.tuple: expected a table, got " .. type(t), 2)
-  end
-  return c_tuple(t)
-end
+M.tuple = codec.marker("serpent.tuple", c_tuple)
 
 --- True when t is marked with serpent.tuple.
 function M.is_tuple(t)
