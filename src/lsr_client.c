@@ -469,6 +469,22 @@ static int tls_handshake(lsr_conn_t *c, double deadline, char *msg, size_t msgle
   }
 }
 
+/* After a socket error on a TLS connection: the peer may have said why
+ * before it reset the connection (an alert such as "certificate required"
+ * is readable even after the reset). Returns 1 with err set to OpenSSL's
+ * reason when it did, else 0. */
+static int tls_diagnose(lsr_conn_t *c, char *err, size_t errlen) {
+  if (c->tls == NULL || c->fd < 0) return 0;
+  int oserr = 0;
+  for (int i = 0; i < 64; i++) {
+    int r = tls_pull(c, 0, 0, &oserr);
+    if (r <= 0) break;
+  }
+  uint8_t one;
+  size_t got = 0;
+  return sr_tls_read(c->tls, &one, 1, &got, err, errlen) == SR_ETLS;
+}
+
 /* alive() of an idle TLS connection: records that arrived since the last
  * reply (TLS 1.3 session tickets) are consumed; plaintext, an alert, a
  * close_notify or EOF mean it cannot carry a new request. */
@@ -629,6 +645,8 @@ static int lsr_conn_request(lua_State *L) {
       push_fail(L, err, "SR_ETIMEOUT");
     } else if (rc == SR_ETLS) {
       push_fail(L, "sending the request failed: TLS session broken", "SR_ETLS");
+    } else if (tls_diagnose(c, err, sizeof(err))) {
+      push_fail(L, err, "SR_ETLS");
     } else {
       snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
       push_fail(L, err, errno_name(oserr));
@@ -649,6 +667,8 @@ static int lsr_conn_request(lua_State *L) {
     if (code == SR_ETIMEOUT) {
       snprintf(err, sizeof(err), "no reply within %g s", timeout);
       push_fail(L, err, "SR_ETIMEOUT");
+    } else if (code == SR_EIO && tls_diagnose(c, err, sizeof(err))) {
+      push_fail(L, err, "SR_ETLS");
     } else if (code == SR_EIO) {
       snprintf(err, sizeof(err), "receiving the reply failed: %s", strerror(oserr));
       push_fail(L, err, errno_name(oserr));

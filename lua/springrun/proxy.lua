@@ -236,15 +236,28 @@ function AsyncConn:disarm()
   if self.timer and not self.timer:is_closing() then self.timer:stop() end
 end
 
+-- A write of a TLS connection failed: a reset peer may have sent an alert
+-- that says why, which the read side reports (as broken) as soon as the
+-- loop reads it; the write error is reported only when nothing better came
+-- within 100 ms.
+function AsyncConn:write_failed(b)
+  if self.broken or self.closed then return end
+  local t = get_uv().new_timer()
+  t:start(100, 0, function()
+    close_handle(t)
+    if not self.broken and not self.closed then
+      self.broken = b
+      self:wake()
+    end
+  end)
+end
+
 -- Writes the ciphertext the TLS session has to send.
 function AsyncConn:tls_pump()
   local out = self.tls:take()
   if #out > 0 and not self.closed then
     self.tcp:write(out, function(err)
-      if err then
-        self.broken = self.broken or { msg = "sending failed: " .. tostring(err), code = err }
-        self:wake()
-      end
+      if err then self:write_failed({ msg = "sending failed: " .. tostring(err), code = err }) end
     end)
   end
 end
@@ -429,6 +442,12 @@ function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
   end
   local wrote
   local ok, werr = self.tcp:write(frame, function(err)
+    if err and self.tls then
+      -- the peer may have said why (a TLS alert) before the reset: let the
+      -- read side report it
+      self:write_failed({ msg = "sending the request failed: " .. tostring(err), code = err })
+      return
+    end
     wrote = err or true
     if err then
       self.broken = self.broken or { msg = "sending the request failed: " .. tostring(err), code = err }
