@@ -13,19 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_NAME "fuzz_json"
+#include "fuzz.h"
 #include "json.h"
 #include "payload.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                         \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      fprintf(stderr, "fuzz_json: check failed at line %d: %s\n", __LINE__, \
-              #cond);                                                       \
-      abort();                                                              \
-    }                                                                       \
-  } while (0)
 
 static void check_strings(const uint8_t *p, size_t n) {
   sr_buf_t scratch, lit, scratch2;

@@ -8,6 +8,8 @@
  * the same bits from sr_serpent_put_float. Built and run by `make fuzz`;
  * seeds in spec/fixtures/fuzz/serpent/. Not linked into springrun.core.
  */
+#define FUZZ_NAME "fuzz_serpent"
+#include "fuzz.h"
 #include "json.h"
 #include "payload.h"
 #include "serpent.h"
@@ -16,17 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "fuzz_serpent: check failed at line %d: %s\n", __LINE__, \
-              #cond);                                                          \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 #define MAXD 64
 
