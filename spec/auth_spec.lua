@@ -1,0 +1,168 @@
+-- Connection authentication with Pyro4's handshake: an exporter's
+-- handshake_secret (checked in C on the daemon thread) against a real Python
+-- Pyro4 client setting proxy._pyroHandshake and against springrun proxies
+-- (handshake property); a springrun proxy against a Python daemon that
+-- overrides validateHandshake (spec/fixtures/secure_pyro.py).
+local springrun = require "springrun"
+local errors = require "springrun.errors"
+local json = require "springrun.json"
+local client = require "helpers.client"
+local proc = require "helpers.proc"
+local pyro4 = require "helpers.pyro4"
+
+local fixtures = proc.root .. "/spec/fixtures"
+local REFUSED = "authentication failed: wrong or missing handshake secret"
+
+local function url(port) return string.format("PYRO:secure.Echo@127.0.0.1:%d", port) end
+
+local function start_sr(cleanup, env)
+  local p = proc.spawn({ proc.bin, fixtures .. "/secure_server.lua" }, { env = env })
+  cleanup(function() proc.stop(p) end)
+  local port = tonumber(pyro4.wait_output(p, "PORT (%d+)", 15, "secure_server.lua"))
+  assert(proc.wait_port("127.0.0.1", port, 10, p))
+  return p, port
+end
+
+local function py_client(port, serializer, handshake, env)
+  pyro4.require_python()
+  local e = { PYRO_SERIALIZER = serializer or "json" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local argv = { proc.python, fixtures .. "/secure_client.py", url(port) }
+  if handshake then argv[#argv + 1] = handshake end
+  return json.decode(pyro4.run_python(argv, e, 60))
+end
+
+local function proxy(port, props)
+  local t = { timeout = 10 }
+  for k, v in pairs(props or {}) do t[k] = v end
+  return springrun.proxy(url(port), t)
+end
+
+local function call_error(p, task)
+  if task then
+    local ok, e = client.in_task(function() return p:echo("x") end)
+    assert(not ok, "expected an error")
+    return e
+  end
+  return client.error_of(p.echo, p, "x")
+end
+
+describe("springrun.auth #unit #net #interop", function()
+  it("a Python client with the exporter's secret as _pyroHandshake is served (json, serpent)", function()
+    local cleanup = proc.cleanups(finally)
+    local _, port = start_sr(cleanup, { SR_SECRET = "open sesame" })
+    for _, ser in ipairs({ "json", "serpent" }) do
+      local r = py_client(port, ser, "open sesame")
+      assert.is_true(r.ok, r.error)
+      assert.are.equal("ping", r.echo)
+      assert.are.equal("hello py", r.hello)
+    end
+  end)
+
+  it("a Python client with a wrong or no handshake gets CONNECTFAIL; the daemon logs it and keeps serving", function()
+    local cleanup = proc.cleanups(finally)
+    local srv, port = start_sr(cleanup, { SR_SECRET = "open sesame" })
+    for _, ser in ipairs({ "json", "serpent" }) do
+      for _, hs in ipairs({ "open sesame!", "", false }) do
+        local r = py_client(port, ser, hs or nil)
+        assert.is_false(r.ok)
+        assert.are.equal(string.format("CommunicationError: connection to ('127.0.0.1', %d) rejected: %s",
+          port, REFUSED), r.error)
+      end
+    end
+    local _, n = srv:stderr():gsub("WARNING %- handshake from 127%.0%.0%.1:%d+ on 127%.0%.0%.1:%d+ refused: "
+      .. REFUSED:gsub("%p", "%%%0"), "")
+    assert.are.equal(6, n, srv:stderr())
+    assert.is_true(py_client(port, "json", "open sesame").ok)
+  end)
+
+  it("a springrun proxy sends its handshake property, blocking and in a task", function()
+    local cleanup = proc.cleanups(finally)
+    local _, port = start_sr(cleanup, { SR_SECRET = "s3cret" })
+    local p = proxy(port, { handshake = "s3cret" })
+    cleanup(function() p:destroy() end)
+    assert.are.equal("a", p:echo("a"))
+    local ok, v = client.in_task(function() return p:hello("task") end)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal("hello task", v)
+    for _, task in ipairs({ false, true }) do
+      for _, hs in ipairs({ "S3CRET", 42, false }) do
+        local props = {}
+        if hs then props.handshake = hs end
+        local e = call_error(proxy(port, props), task)
+        assert.is_true(errors.is(e, "rejected"), tostring(e))
+        assert.are.equal(string.format("connection to %s rejected: %s", url(port), REFUSED), e.message)
+      end
+    end
+    assert.are.equal("still", p:echo("still"))
+  end)
+
+  it("a secret and TLS together: Python and springrun clients", function()
+    local certs_mod = require "helpers.certs"
+    local certs = certs_mod.make()
+    local cleanup = proc.cleanups(finally)
+    cleanup(function() certs_mod.remove(certs) end)
+    local _, port = start_sr(cleanup, { SR_SECRET = "both", SR_SSL_CERT = certs.server_cert,
+      SR_SSL_KEY = certs.server_key })
+    local tls = { PYRO_SSL = "true", PYRO_SSL_CACERTS = certs.ca }
+    assert.is_true(py_client(port, "serpent", "both", tls).ok)
+    local r = py_client(port, "json", "neither", tls)
+    assert.truthy(r.error:find(REFUSED, 1, true), r.error)
+    local p = proxy(port, { ssl = true, ssl_cacerts = certs.ca, handshake = "both" })
+    cleanup(function() p:destroy() end)
+    assert.are.equal(3, p:echo(3))
+    local e = call_error(proxy(port, { ssl = true, ssl_cacerts = certs.ca, handshake = "nope" }), true)
+    assert.is_true(errors.is(e, "rejected"), tostring(e))
+  end)
+
+  it("a springrun proxy passes a Python daemon's validateHandshake (a string or any value)", function()
+    pyro4.require_python()
+    local cleanup = proc.cleanups(finally)
+    local env = { PYRO_SERIALIZERS_ACCEPTED = "json,serpent" }
+    local py1, port = client.start_python("secure_pyro.py", { '"letmein"' }, nil, env)
+    cleanup(function() proc.stop(py1) end)
+    local py2, py_port = client.start_python("secure_pyro.py", { '{"user": "ann", "token": 7}' }, nil, env)
+    cleanup(function() proc.stop(py2) end)
+    local p = proxy(port, { handshake = "letmein" })
+    cleanup(function() p:destroy() end)
+    assert.are.equal("hello lua", p:hello("lua"))
+    local s = proxy(port, { handshake = "letmein", serializer = "serpent" })
+    local ok, v = client.in_task(function() return s:echo("task") end)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal("task", v)
+    for _, task in ipairs({ false, true }) do
+      local e = call_error(proxy(port, { handshake = "nope" }), task)
+      assert.is_true(errors.is(e, "rejected"), tostring(e))
+      assert.are.equal(string.format("connection to %s rejected: bad handshake: 'nope'", url(port)), e.message)
+      e = call_error(proxy(port), task) -- Pyro4's default "hello"
+      assert.are.equal(string.format("connection to %s rejected: bad handshake: 'hello'", url(port)), e.message)
+    end
+    local m = proxy(py_port, { handshake = { user = "ann", token = 7 } })
+    assert.are.equal("hello map", m:hello("map"))
+    local e = call_error(proxy(py_port, { handshake = { user = "ann", token = 8 } }))
+    assert.truthy(e.message:find("bad handshake: {", 1, true), e.message)
+  end)
+
+  it("checks the secret property and refuses sharing a daemon with other security settings", function()
+    local svc = { f = function() return 1 end }
+    local ex = springrun.PyroServiceExporter { service_name = "a.x", service = svc, service_port = 0,
+      handshake_secret = 42 }
+    local e = client.error_of(ex.after_properties_set, ex)
+    assert.truthy(tostring(e):find("handshake_secret must be a non-empty string, got number", 1, true), tostring(e))
+    local first = springrun.PyroServiceExporter { service_name = "a.one", service = svc, service_port = 0,
+      handshake_secret = "k1" }
+    first:after_properties_set()
+    finally(function() first:destroy() end)
+    local second = springrun.PyroServiceExporter { service_name = "a.two", service = svc,
+      service_port = first.service_port, handshake_secret = "k2" }
+    e = client.error_of(second.after_properties_set, second)
+    assert.truthy(tostring(e):find("security settings", 1, true), tostring(e))
+    assert.is_nil(tostring(e):find("k1", 1, true)) -- secrets are never shown
+    local third = springrun.PyroServiceExporter { service_name = "a.three", service = svc,
+      service_port = first.service_port, handshake_secret = "k1" }
+    third:after_properties_set()
+    third:destroy()
+    e = client.error_of(springrun.proxy, "PYRO:x@127.0.0.1:1", { handshake = function() end })
+    assert.truthy(e.message:find("PyroProxyFactory.handshake: expected a value that can be serialized", 1, true), e.message)
+  end)
+end)
