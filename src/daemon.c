@@ -485,8 +485,8 @@ static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size
     if (emit_locked(w, NULL, 0, n, direct) < 0) return -1;
     w->send_slot++;
   }
-  if (w->paused && (int32_t)(w->send_slot - w->resume_at) >= 0) {
-    w->paused = 0;
+  if (w->paused && (int32_t)(w->send_slot - w->resume_at) >= w->queued) {
+    w->paused = 0; /* owed + queued is down to resume_below (see maybe_pause) */
     return 1;
   }
   return 0;
@@ -588,8 +588,13 @@ static void on_write(uv_write_t *req, int status) {
   sr_reply_t *r = req->data;
   sr_conn_t *c = req->handle->data;
   uv_mutex_lock(&c->w->mu);
-  c->w->queued--;
+  sr_wside_t *w = c->w;
+  w->queued--;
+  /* replies that left the process count against back-pressure too */
+  int resume = w->paused && (int32_t)(w->send_slot - w->resume_at) >= w->queued;
+  if (resume) w->paused = 0;
   uv_mutex_unlock(&c->w->mu);
+  if (resume && c->state == C_OPEN) conn_resume(c);
   if (status < 0 && status != UV_ECANCELED && c->state != C_CLOSED) {
     hlog(c->h, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
          uv_strerror(status));
@@ -1001,7 +1006,9 @@ static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
 static void maybe_pause(sr_conn_t *c) {
   sr_wside_t *w = c->w;
   uv_mutex_lock(&w->mu);
-  uint32_t outstanding = c->next_slot - w->send_slot;
+  /* owed replies plus replies written but not yet taken by the socket (a
+   * client that does not read) */
+  uint32_t outstanding = c->next_slot - w->send_slot + (uint32_t)w->queued;
   int pause = outstanding >= c->max_owed;
   if (pause) {
     w->paused = 1;
