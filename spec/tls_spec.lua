@@ -235,16 +235,46 @@ describe("springrun.tls #unit #net #interop", function()
     local tls_srv, tls_port = start_sr(cleanup, tls_env())
     for _, task in ipairs({ false, true }) do
       local e = call_error(proxy(plain_port, { ssl = true, ssl_cacerts = certs.ca }), task)
-      assert.is_true(errors.is(e, "communication"), tostring(e))
-      assert.truthy(e.message:find("TLS", 1, true), e.message)
+      assert.is_true(errors.is(e, "connect"), tostring(e))
+      assert.truthy(e.message:find("TLS handshake failed: wrong version number (does the peer use TLS?)", 1, true),
+        e.message)
       e = call_error(proxy(tls_port), task)
-      assert.is_true(errors.is(e, "communication"), tostring(e))
+      assert.is_true(errors.is(e, "rejected"), tostring(e))
+      assert.are.equal(string.format("connection to %s rejected: this daemon requires TLS (SSL)", url(tls_port)),
+        e.message)
     end
-    assert.truthy(tls_srv:stderr():find("WARNING %- TLS with 127%.0%.0%.1:%d+ on 127%.0%.0%.1:%d+ failed"), tls_srv:stderr())
+    local r = py_client(tls_port, {})
+    assert.are.equal(string.format(
+      "CommunicationError: connection to ('127.0.0.1', %d) rejected: this daemon requires TLS (SSL)", tls_port), r.error)
+    assert.truthy(tls_srv:stderr():find("WARNING %- connection from 127%.0%.0%.1:%d+ on 127%.0%.0%.1:%d+ does not use TLS"),
+      tls_srv:stderr())
+
     -- both still serve
     assert.are.equal(1, proxy(plain_port):echo(1))
     assert.are.equal(2, proxy(tls_port, { ssl = true, ssl_cacerts = certs.ca }):echo(2))
     assert.is_nil(plain_srv:status())
+  end)
+
+  it("closes a connection whose TLS handshake stalls, after send_deadline", function()
+    local uv = require "luv"
+    local cleanup = proc.cleanups(finally)
+    local srv, port = start_sr(cleanup, tls_env({ SR_SEND_DEADLINE = "0.3" }))
+    local tcp = uv.new_tcp()
+    cleanup(function() if not tcp:is_closing() then tcp:close() end end)
+    local connected, closed_at
+    tcp:connect("127.0.0.1", port, function(err) connected = err or true end)
+    while connected == nil do uv.run("once") end
+    assert.is_true(connected)
+    local t0 = client.now()
+    -- the first bytes of a TLS record header (a ClientHello that never comes)
+    tcp:write(string.char(0x16, 0x03, 0x01, 0x02, 0x00))
+    tcp:read_start(function(err, data) if err or data == nil then closed_at = client.now() end end)
+    while closed_at == nil and client.now() - t0 < 10 do proc.poll_step(10) end
+    assert.truthy(closed_at, "the server did not close the stalled handshake")
+    assert.is_true(closed_at - t0 >= 0.25, tostring(closed_at - t0))
+    assert.truthy(srv:stderr():find("send_deadline", 1, true), srv:stderr())
+    -- a real client is still served
+    assert.are.equal("ok", proxy(port, { ssl = true, ssl_cacerts = certs.ca }):echo("ok"))
   end)
 
   it("calls a Python Pyro4 TLS daemon from a springrun proxy, blocking and in a task", function()

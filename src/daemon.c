@@ -176,6 +176,7 @@ typedef struct sr_conn_s {
   uint32_t next_slot; /* slot of the next request */
   sr_wside_t *w;
   sr_tls_t *tls; /* TLS session (holder thread only) or NULL */
+  int tls_fed;   /* bytes were fed to it */
   char peer[64];
 } sr_conn_t;
 
@@ -1068,7 +1069,9 @@ static int conn_process(sr_conn_t *c) {
 /* After reading or processing: the send deadline runs from the first byte of
  * an unfinished message; a complete message restarts it. */
 static void conn_track_partial(sr_conn_t *c, int progressed, uint64_t now) {
-  if (sr_framer_pending(&c->fr) == 0)
+  /* a TLS handshake that started counts as an unfinished message */
+  int tls_pending = c->tls != NULL && c->tls_fed && !sr_tls_established(c->tls);
+  if (sr_framer_pending(&c->fr) == 0 && !tls_pending)
     c->msg_start = 0;
   else if (progressed || c->msg_start == 0)
     c->msg_start = now;
@@ -1090,7 +1093,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   uint64_t now = uv_now(&c->h->loop);
   c->last_active = now;
   int peer_done = 0; /* TLS close_notify */
+  if (c->tls && !c->tls_fed && n >= 4 && memcmp(buf->base, "PYRO", 4) == 0) {
+    /* a Pyro client without TLS: tell it in its own terms */
+    sr_tls_free(c->tls);
+    c->tls = NULL;
+    hlog(c->h, LOG_WARNING, "connection from %s on %s does not use TLS; refusing it", c->peer,
+         c->d ? c->d->where : "?");
+    conn_fail_handshake(c, SR_SER_MARSHAL, 0, "this daemon requires TLS (SSL)");
+    return;
+  }
   if (c->tls) {
+    c->tls_fed = 1;
     if ((peer_done = conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n)) < 0) return;
   } else {
     sr_framer_commit(&c->fr, (size_t)n);

@@ -60,7 +60,12 @@ static int tls_error(char *err, size_t errlen, int code, const char *prefix, con
   }
   if (verify)
     return sr_seterr(err, errlen, code, "%s: %s (%s)", prefix, used ? reasons : "error", verify);
-  return sr_seterr(err, errlen, code, "%s: %s", prefix, used ? reasons : "unknown error");
+  /* what OpenSSL says when the peer does not speak TLS at all */
+  const char *hint = strstr(reasons, "wrong version number") || strstr(reasons, "http request") ||
+                             strstr(reasons, "packet length too long")
+                         ? " (does the peer use TLS?)"
+                         : "";
+  return sr_seterr(err, errlen, code, "%s: %s%s", prefix, used ? reasons : "unknown error", hint);
 }
 
 static int readable_file(const char *path, int dir_ok) {
