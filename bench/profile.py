@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """bench/profile.py -- where a springrun server's time goes per call.
 
-    /usr/bin/python3 bench/profile.py [--scenario seq|load32] [--calls N] [--freq HZ]
+    /usr/bin/python3 bench/profile.py [--scenario seq|load32|echo1m|connect] [--calls N] [--freq HZ]
                                       [--server springrun|pyro-thread|pyro-multiplex|floor]
 
 1. Starts the server (as bench/run.py does), runs the scenario once without perf and
    takes server CPU per call from /proc/<pid>/stat (utime+stime).
+   (echo1m: calls/100 echoes of a 1 MB string; connect: calls/10 connect+handshake+call.)
 2. Runs it again under `perf record -e cpu-clock -g -p <pid>` (software clock: this VM
    has no hardware counters), then classifies every sample by thread (the main thread
    is the Lua thread; others are the daemon holder thread) and by what it was doing:
@@ -148,6 +149,10 @@ def parse_script(text, pid):
 def run_scenario(srv, scenario, calls, client):
     if scenario == "seq":
         return run.run_client(run.client_argv(client, srv, "seq", n=calls))
+    if scenario == "echo1m":
+        return run.run_client(run.client_argv(client, srv, "echo", n=max(1, calls // 100), size=1048576))
+    if scenario == "connect":
+        return run.run_client(run.client_argv(client, srv, "connect", n=max(1, calls // 10)))
     if scenario.startswith("load"):
         return run.run_client(run.load_argv(srv, int(scenario[4:]), 2.0, WIRE))
     raise SystemExit("unknown scenario " + scenario)
