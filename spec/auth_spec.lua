@@ -48,6 +48,55 @@ local function call_error(p, task)
 end
 
 describe("springrun.auth #unit #net #interop", function()
+  it("finds the handshake string in JSON and serpent CONNECT payloads (what the daemon compares)", function()
+    local core = require "springrun.core"
+    local HDR = "# serpent utf-8 python3.2\n"
+    local cases = {
+      { 2, '{"handshake": "hello", "object": "x"}', "hello" },
+      { 2, '{"object": "x", "handshake": "s\\u00e9cr\\"et"}', 's\u{e9}cr"et' },
+      { 2, '{"handshake": ""}', "" },
+      { 2, '{"handshake": {"user": "ann"}}', false },
+      { 2, '{"handshake": 7}', false },
+      { 1, HDR .. "{'handshake':'hello','object':'x'}", "hello" },
+      { 1, HDR .. "{'object':'x','handshake':'a\\'b'}", "a'b" },
+      { 1, HDR .. "{'handshake':(1,2)}", false },
+    }
+    for _, c in ipairs(cases) do
+      assert.are.equal(c[3], core.handshake_value(c[1], c[2]), c[2])
+    end
+    local v, msg, code = core.handshake_value(2, '{"object": "x"}')
+    assert.is_nil(v)
+    assert.are.equal("SR_ENOTFOUND", code)
+    assert.are.equal('the handshake has no "handshake" key', msg)
+    v, msg, code = core.handshake_value(2, '{"handshake": "abc')
+    assert.is_nil(v)
+    assert.are.equal("SR_ESYNTAX", code)
+    assert.truthy(msg:find("offset", 1, true), msg)
+    v, msg, code = core.handshake_value(1, HDR .. "['handshake', 'x']")
+    assert.is_nil(v)
+    assert.are.equal("serpent: handshake payload is not a dict at offset 0", msg)
+  end)
+
+  it("replays the handshake fuzz corpus without crashing or raising", function()
+    local core = require "springrun.core"
+    local p = assert(io.popen("find spec/fixtures/fuzz/handshake -type f | sort"))
+    local n = 0
+    for path in p:lines() do
+      local f = assert(io.open(path, "rb"))
+      local data = f:read("a")
+      f:close()
+      if #data > 0 then
+        local ser = (data:byte(1) & 1) == 1 and 2 or 1
+        local ok, v, msg = pcall(core.handshake_value, ser, data:sub(2))
+        assert.is_true(ok, path .. ": " .. tostring(v))
+        assert.is_true(type(v) == "string" or v == false or (v == nil and type(msg) == "string"), path)
+        n = n + 1
+      end
+    end
+    p:close()
+    assert.is_true(n >= 9, "corpus files: " .. n)
+  end)
+
   it("a Python client with the exporter's secret as _pyroHandshake is served (json, serpent)", function()
     local cleanup = proc.cleanups(finally)
     local _, port = start_sr(cleanup, { SR_SECRET = "open sesame" })

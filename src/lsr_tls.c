@@ -21,9 +21,16 @@
  *   s:write(plaintext) -> true | nil, msg, code
  *   s:take() -> ciphertext to send ("" when none)
  *   s:established() -> boolean;  s:close_notify();  s:free() (also __gc)
+ *
+ * And the handshake-secret scan of the daemon thread (auth.c), for specs and
+ * the fuzz corpus replay:
+ *   core.handshake_value(ser, payload) -> string (the CONNECT payload's
+ *       "handshake" is that string) | false (present, not a string)
+ *       | nil, msg, code ("SR_ENOTFOUND": no "handshake" key; else unreadable)
  */
 #include <string.h>
 
+#include "auth.h"
 #include "lsr_tls.h"
 
 #define LSR_TLSCTX_MT "springrun.tls_context"
@@ -201,6 +208,25 @@ static const luaL_Reg sess_methods[] = {
   { NULL, NULL },
 };
 
+static int l_handshake_value(lua_State *L) {
+  lua_Integer ser = luaL_checkinteger(L, 1);
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  sr_buf_t out;
+  sr_buf_init(&out);
+  char err[256];
+  err[0] = '\0';
+  int rc = sr_handshake_value((int)ser, (const uint8_t *)p, n, &out, err, sizeof err);
+  if (rc == 1) lua_pushlstring(L, out.data ? (const char *)out.data : "", out.len);
+  sr_buf_free(&out);
+  if (rc == 1) return 1;
+  if (rc == 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  return fail(L, rc, rc == SR_ENOTFOUND ? "the handshake has no \"handshake\" key" : err);
+}
+
 void lsr_open_tls(lua_State *L) {
   if (luaL_newmetatable(L, LSR_TLSCTX_MT)) {
     luaL_newlib(L, ctx_methods);
@@ -220,4 +246,6 @@ void lsr_open_tls(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_context);
   lua_setfield(L, -2, "tls_context");
+  lua_pushcfunction(L, l_handshake_value);
+  lua_setfield(L, -2, "handshake_value");
 }
