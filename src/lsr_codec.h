@@ -34,24 +34,29 @@ int lsr_serpent_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode
  * list, tuple, map; the array marker and its `n`), the refusals and their
  * texts with the path of the offending value (" at [2].cb"), the cycle and
  * depth checks, integers (the same digits in JSON and Python) and the map
- * braces. An emitter supplies only the format's own text. */
+ * braces. An emitter supplies only the format's own text: fixed texts as
+ * data, floats and strings through its two writers. */
+typedef struct lsr_text_s {
+  const char *s;
+  size_t n;
+} lsr_text_t;
+#define LSR_TEXT(lit) {lit, sizeof lit - 1}
+
 typedef struct lsr_emitter_s {
-  const char *name;        /* in "out of memory while encoding <name>" */
-  const char *header;      /* written before the value, or NULL */
-  int max_depth;           /* deepest nesting written (SR_EDEPTH beyond) */
-  int tuples;              /* 1: tuple-marked tables reach seq_open/close as tuples */
-  const char *item_sep;    /* between list items and between map pairs */
-  size_t item_sep_len;
-  const char *key_sep;     /* between a map key and its value */
-  size_t key_sep_len;
+  const char *name;       /* in "out of memory while encoding <name>" */
+  int max_depth;          /* deepest nesting written (SR_EDEPTH beyond) */
+  lsr_text_t header;      /* written before the value (may be empty) */
+  lsr_text_t null_, true_, false_;
+  lsr_text_t list_open, list_close;
+  /* tuple_open.s NULL: the format has no tuples, tuple-marked tables are
+   * lists; tuple_close_one closes a tuple of one item ("(1,)") */
+  lsr_text_t tuple_open, tuple_close, tuple_close_one;
+  lsr_text_t item_sep;    /* between list items and between map pairs */
+  lsr_text_t key_sep;     /* between a map key and its value */
   const char *binary_hint; /* appended to the invalid UTF-8 string error */
-  int (*put_null)(sr_buf_t *out);
-  int (*put_bool)(sr_buf_t *out, int v);
   int (*put_double)(sr_buf_t *out, double v);
   /* SR_EUTF8 with *bad = 0-based offset of the first invalid byte */
   int (*put_string)(sr_buf_t *out, const char *s, size_t n, size_t *bad);
-  int (*seq_open)(sr_buf_t *out, int tuple);
-  int (*seq_close)(sr_buf_t *out, int tuple, lua_Integer len);
 } lsr_emitter_t;
 
 /* Appends the value at idx to out in em's format. Returns 0 or a negative

@@ -83,6 +83,11 @@ static int enc_fail(enc_t *e, int code, const char *what) { return enc_fail_hint
 
 static int enc_value(enc_t *e, int idx);
 
+/* Brackets and compact separators are one byte: putc skips a memcpy. */
+static int put(sr_buf_t *out, lsr_text_t t) {
+  return t.n == 1 ? sr_buf_putc(out, (uint8_t)t.s[0]) : sr_buf_append(out, t.s, t.n);
+}
+
 static int enc_bad_key(enc_t *e, int keyidx, const char *why) {
   lua_State *L = e->L;
   char what[160];
@@ -104,11 +109,11 @@ static int enc_seq(enc_t *e, int idx, lua_Integer len, int tuple) {
   lua_State *L = e->L;
   const lsr_emitter_t *em = e->em;
   int rc;
-  if ((rc = em->seq_open(e->out, tuple))) return rc;
+  if (put(e->out, tuple ? em->tuple_open : em->list_open)) return SR_ENOMEM;
   enc_frame_t *f = &e->fr[e->depth++];
   f->by_key = 0;
   for (lua_Integer i = 1; i <= len; i++) {
-    if (i > 1 && sr_buf_append(e->out, em->item_sep, em->item_sep_len)) return SR_ENOMEM;
+    if (i > 1 && put(e->out, em->item_sep)) return SR_ENOMEM;
     f->index = i;
     lua_rawgeti(L, idx, i);
     rc = enc_value(e, lua_gettop(L));
@@ -116,7 +121,8 @@ static int enc_seq(enc_t *e, int idx, lua_Integer len, int tuple) {
     if (rc) return rc;
   }
   e->depth--;
-  return em->seq_close(e->out, tuple, len);
+  if (!tuple) return put(e->out, em->list_close);
+  return put(e->out, len == 1 ? em->tuple_close_one : em->tuple_close);
 }
 
 /* Encodes the map whose first key/value pair is on the stack top (key at
@@ -139,8 +145,7 @@ static int enc_map(enc_t *e, int idx) {
       lua_pop(L, 2);
       return rc;
     }
-    if (!first && sr_buf_append(e->out, em->item_sep, em->item_sep_len))
-      return lua_pop(L, 2), SR_ENOMEM;
+    if (!first && put(e->out, em->item_sep)) return lua_pop(L, 2), SR_ENOMEM;
     first = 0;
     size_t kl, bad;
     const char *k = lua_tolstring(L, kidx, &kl);
@@ -155,7 +160,7 @@ static int enc_map(enc_t *e, int idx) {
       lua_pop(L, 2);
       return rc;
     }
-    if (sr_buf_append(e->out, em->key_sep, em->key_sep_len)) return lua_pop(L, 2), SR_ENOMEM;
+    if (put(e->out, em->key_sep)) return lua_pop(L, 2), SR_ENOMEM;
     f->keyidx = kidx;
     rc = enc_value(e, kidx + 1);
     lua_pop(L, 1);
@@ -226,7 +231,7 @@ static int enc_table(enc_t *e, int idx) {
 
   /* the tuple test first: a tuple is also array-marked, and each test costs
    * registry lookups (a serpent call payload is mostly tuples) */
-  int tuple = e->em->tuples && lsr_is_tuple_marked(L, idx);
+  int tuple = e->em->tuple_open.s != NULL && lsr_is_tuple_marked(L, idx);
   if (tuple || lsr_is_array_marked(L, idx)) return enc_marked(e, idx, tuple);
 
   lua_pushnil(L);
@@ -274,9 +279,9 @@ static int enc_value(enc_t *e, int idx) {
   char what[96];
   switch (lua_type(L, idx)) {
     case LUA_TNIL:
-      return em->put_null(e->out);
+      return put(e->out, em->null_);
     case LUA_TBOOLEAN:
-      return em->put_bool(e->out, lua_toboolean(L, idx));
+      return put(e->out, lua_toboolean(L, idx) ? em->true_ : em->false_);
     case LUA_TNUMBER: {
       if (lua_isinteger(L, idx)) { /* JSON and Python write integers alike */
         char num[SR_JSON_DOUBLE_BUFSZ];
@@ -296,7 +301,7 @@ static int enc_value(enc_t *e, int idx) {
       return rc;
     }
     case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) == NULL) return em->put_null(e->out);
+      if (lua_touserdata(L, idx) == NULL) return put(e->out, em->null_);
       break;
     case LUA_TTABLE:
       return enc_table(e, idx);
@@ -321,7 +326,7 @@ int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, ch
   e->cap = ENC_INLINE_FRAMES;
   e->fr = e->inline_fr;
   int rc = 0;
-  if (em->header) rc = sr_buf_append(out, em->header, strlen(em->header));
+  if (em->header.n) rc = put(out, em->header);
   if (rc == 0) rc = enc_value(e, idx);
   if (rc == SR_ENOMEM) sr_seterr(err, errlen, rc, "out of memory while encoding %s", em->name);
   if (e->fr != e->inline_fr) free(e->fr);

@@ -25,12 +25,6 @@
 
 /* ---- encoder: JSON's text for the shared walker (lsr_encode.c) -------- */
 
-static int put_null(sr_buf_t *out) { return sr_buf_append(out, "null", 4); }
-
-static int put_bool(sr_buf_t *out, int v) {
-  return v ? sr_buf_append(out, "true", 4) : sr_buf_append(out, "false", 5);
-}
-
 static int put_double(sr_buf_t *out, double v) {
   char num[SR_JSON_DOUBLE_BUFSZ];
   size_t nl = sr_json_fmt_double(v, num);
@@ -41,35 +35,21 @@ static int put_string(sr_buf_t *out, const char *s, size_t n, size_t *bad) {
   return sr_json_put_string(out, (const uint8_t *)s, n, bad);
 }
 
-/* JSON has no tuples: the walker sends them here as lists (tuples = 0). */
-static int seq_open(sr_buf_t *out, int tuple) {
-  (void)tuple;
-  return sr_buf_putc(out, '[');
-}
-
-static int seq_close(sr_buf_t *out, int tuple, lua_Integer len) {
-  (void)tuple;
-  (void)len;
-  return sr_buf_putc(out, ']');
-}
-
-/* Pyro4's layout: Python's json.dumps separators ", " and ": ". */
+/* Pyro4's layout: Python's json.dumps separators ", " and ": ". No tuples:
+ * tuple-marked tables are lists. */
 static const lsr_emitter_t json_emitter = {
     .name = "JSON",
-    .header = NULL,
     .max_depth = ENC_MAX_DEPTH,
-    .tuples = 0,
-    .item_sep = ", ",
-    .item_sep_len = 2,
-    .key_sep = ": ",
-    .key_sep_len = 2,
+    .null_ = LSR_TEXT("null"),
+    .true_ = LSR_TEXT("true"),
+    .false_ = LSR_TEXT("false"),
+    .list_open = LSR_TEXT("["),
+    .list_close = LSR_TEXT("]"),
+    .item_sep = LSR_TEXT(", "),
+    .key_sep = LSR_TEXT(": "),
     .binary_hint = " (send raw bytes with json.binary(s))",
-    .put_null = put_null,
-    .put_bool = put_bool,
     .put_double = put_double,
     .put_string = put_string,
-    .seq_open = seq_open,
-    .seq_close = seq_close,
 };
 
 int lsr_json_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen) {

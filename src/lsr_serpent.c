@@ -31,37 +31,25 @@
 
 /* ---- encoder: serpent's text for the shared walker (lsr_encode.c) ----- */
 
-static int put_null(sr_buf_t *out) { return sr_buf_append(out, "None", 4); }
-
-static int put_bool(sr_buf_t *out, int v) {
-  return v ? sr_buf_append(out, "True", 4) : sr_buf_append(out, "False", 5);
-}
-
-/* A list "[a,b]" or, for a tuple, "(a,b)" / "(a,)" / "()". */
-static int seq_open(sr_buf_t *out, int tuple) { return sr_buf_putc(out, tuple ? '(' : '['); }
-
-static int seq_close(sr_buf_t *out, int tuple, lua_Integer len) {
-  if (tuple && len == 1 && sr_buf_putc(out, ',')) return SR_ENOMEM;
-  return sr_buf_putc(out, tuple ? ')' : ']');
-}
-
-/* serpent's compact separators, after its header line. */
+/* serpent's header line, then Python literals with its compact
+ * separators: "[a,b]", "(a,b)", "(a,)", "()", "{'k':v}". */
 static const lsr_emitter_t serpent_emitter = {
     .name = "serpent",
-    .header = SR_SERPENT_HEADER,
     .max_depth = ENC_MAX_DEPTH,
-    .tuples = 1,
-    .item_sep = ",",
-    .item_sep_len = 1,
-    .key_sep = ":",
-    .key_sep_len = 1,
+    .header = LSR_TEXT(SR_SERPENT_HEADER),
+    .null_ = LSR_TEXT("None"),
+    .true_ = LSR_TEXT("True"),
+    .false_ = LSR_TEXT("False"),
+    .list_open = LSR_TEXT("["),
+    .list_close = LSR_TEXT("]"),
+    .tuple_open = LSR_TEXT("("),
+    .tuple_close = LSR_TEXT(")"),
+    .tuple_close_one = LSR_TEXT(",)"),
+    .item_sep = LSR_TEXT(","),
+    .key_sep = LSR_TEXT(":"),
     .binary_hint = " (send raw bytes with serpent.binary(s))",
-    .put_null = put_null,
-    .put_bool = put_bool,
     .put_double = sr_serpent_put_float,
     .put_string = sr_serpent_put_str,
-    .seq_open = seq_open,
-    .seq_close = seq_close,
 };
 
 int lsr_serpent_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen) {
