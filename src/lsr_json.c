@@ -11,6 +11,8 @@
  * integers <-> JSON integers (64-bit), floats <-> shortest repr text, nil and
  * null <-> null, tables with keys exactly 1..n or marked <-> arrays, tables
  * with string keys <-> objects; anything else is refused naming the path.
+ * The walk over Lua values is lsr_encode.c's (shared with serpent); this file
+ * gives JSON's texts, and decodes.
  */
 #include <stdio.h>
 #include <stdlib.h>

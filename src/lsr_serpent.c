@@ -6,8 +6,9 @@
  *   core.serpent_tuple(t) -> t marked as a tuple (new table when t is nil)
  *   core.serpent_is_tuple(t) -> bool;  core.serpent_tuple_mt (the marker)
  *   core.serpent_handshake_object(payload [, cap]) -> id | nil, msg, errname
- * The value mapping is the JSON codec's (lsr_json.c): same null, same array
- * marker and `n` holes, same refusals with the same path texts; serpent adds
+ * The value mapping is the JSON codec's, from the walker both encoders share
+ * (lsr_encode.c): same null, same array marker and `n` holes, same refusals
+ * with the same path texts; this file gives serpent's texts. serpent adds
  * tuples (written for tables marked with serpent_tuple, read as marked
  * arrays), sets (read as marked arrays), non-string dict keys on decode and
  * NaN/inf in serpent's own forms. Parsing itself is serpent.c (Lua-free).
