@@ -78,6 +78,13 @@ int lsr_codec_fail(lua_State *L, int rc, const char *err);
 int lsr_codec_l_encode(lua_State *L, const lsr_emitter_t *em);
 int lsr_codec_l_decode(lua_State *L, lsr_decode_fn decode);
 int lsr_codec_l_handshake(lua_State *L, lsr_handshake_fn scan);
+/* core.json_array(t) / core.serpent_tuple(t): puts the marker push_mt
+ * pushes on t (a new table when t is nil) and returns t. A t that already
+ * has it is returned as is, one marked by `convert` (NULL: none) is
+ * re-marked; any other metatable raises "<who>: the table already has a
+ * metatable". */
+int lsr_codec_l_mark(lua_State *L, void (*push_mt)(lua_State *L), void (*convert)(lua_State *L),
+                     const char *who);
 
 /* Dispatch on the Pyro4 serializer id (lsr_payload.c); SR_ESERIALIZER for
  * ids springrun does not speak (pickle, marshal, ...), naming the id. */

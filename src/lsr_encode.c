@@ -384,3 +384,27 @@ int lsr_codec_l_handshake(lua_State *L, lsr_handshake_fn scan) {
   lua_pushlstring(L, out, (size_t)rc);
   return 1;
 }
+
+int lsr_codec_l_mark(lua_State *L, void (*push_mt)(lua_State *L), void (*convert)(lua_State *L),
+                     const char *who) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  if (lua_getmetatable(L, 1)) {
+    push_mt(L);
+    if (lua_rawequal(L, -1, -2)) {
+      lua_settop(L, 1);
+      return 1;
+    }
+    if (convert == NULL) return luaL_error(L, "%s: the table already has a metatable", who);
+    convert(L);
+    if (!lua_rawequal(L, -1, -3)) return luaL_error(L, "%s: the table already has a metatable", who);
+    lua_settop(L, 1);
+  }
+  push_mt(L);
+  lua_setmetatable(L, 1);
+  return 1;
+}

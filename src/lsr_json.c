@@ -267,22 +267,7 @@ static int l_json_encode(lua_State *L) { return lsr_codec_l_encode(L, &json_emit
 static int l_json_decode(lua_State *L) { return lsr_codec_l_decode(L, lsr_json_decode); }
 
 static int l_json_array(lua_State *L) {
-  if (lua_isnoneornil(L, 1)) {
-    lua_settop(L, 0);
-    lua_newtable(L);
-  }
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  if (lua_getmetatable(L, 1)) {
-    lsr_push_array_mt(L);
-    if (!lua_rawequal(L, -1, -2))
-      return luaL_error(L, "json.array: the table already has a metatable");
-    lua_settop(L, 1);
-    return 1;
-  }
-  lsr_push_array_mt(L);
-  lua_setmetatable(L, 1);
-  return 1;
+  return lsr_codec_l_mark(L, lsr_push_array_mt, NULL, "json.array");
 }
 
 static int l_json_is_array(lua_State *L) {

@@ -236,27 +236,9 @@ static int l_serpent_encode(lua_State *L) { return lsr_codec_l_encode(L, &serpen
 
 static int l_serpent_decode(lua_State *L) { return lsr_codec_l_decode(L, lsr_serpent_decode); }
 
+/* An array (json.array) may become a tuple. */
 static int l_serpent_tuple(lua_State *L) {
-  if (lua_isnoneornil(L, 1)) {
-    lua_settop(L, 0);
-    lua_newtable(L);
-  }
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  if (lua_getmetatable(L, 1)) {
-    lsr_push_tuple_mt(L);
-    if (lua_rawequal(L, -1, -2)) {
-      lua_settop(L, 1);
-      return 1;
-    }
-    lsr_push_array_mt(L); /* an array may become a tuple */
-    if (!lua_rawequal(L, -1, -3))
-      return luaL_error(L, "serpent.tuple: the table already has a metatable");
-    lua_settop(L, 1);
-  }
-  lsr_push_tuple_mt(L);
-  lua_setmetatable(L, 1);
-  return 1;
+  return lsr_codec_l_mark(L, lsr_push_tuple_mt, lsr_push_array_mt, "serpent.tuple");
 }
 
 static int l_serpent_is_tuple(lua_State *L) {
