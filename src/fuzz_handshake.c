@@ -7,23 +7,11 @@
  * spec/fixtures/fuzz/handshake/ (replayed by spec/auth_spec.lua through
  * core.handshake_value). Not linked into springrun.core.
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define FUZZ_NAME "fuzz_handshake"
+#include "fuzz.h"
 
 #include "auth.h"
 #include "wire.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      fprintf(stderr, "fuzz_handshake: check failed at line %d: %s\n", __LINE__, \
-              #cond);                                                            \
-      abort();                                                                   \
-    }                                                                            \
-  } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0) return 0;
