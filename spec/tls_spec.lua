@@ -152,6 +152,13 @@ describe("springrun.tls #unit #net #interop", function()
     ok, msg = core.tls_context({ server = true, certfile = certs.server_cert, keyfile = certs.server_key,
       verify = true })
     assert.are.equal("requiring client certificates needs a CA file to verify them", msg)
+    -- an encrypted key fails (never a password prompt on the terminal)
+    local enc = certs.dir .. "/encrypted.key"
+    assert(os.execute(string.format("openssl rsa -in %s -aes256 -passout pass:x -out %s 2>/dev/null",
+      proc.shquote(certs.server_key), proc.shquote(enc))))
+    ok, msg = core.tls_context({ server = true, certfile = certs.server_cert, keyfile = enc })
+    assert.is_nil(ok)
+    assert.truthy(msg:find("cannot load private key " .. enc .. " (encrypted keys are not supported)", 1, true), msg)
     -- the same, through exporter and proxy properties (configuration errors)
     local ex = springrun.PyroServiceExporter { service_name = "x", service = { f = function() end },
       service_port = 0, ssl = true }

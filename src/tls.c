@@ -68,6 +68,16 @@ static int tls_error(char *err, size_t errlen, int code, const char *prefix, con
   return sr_seterr(err, errlen, code, "%s: %s%s", prefix, used ? reasons : "unknown error", hint);
 }
 
+/* Encrypted private keys are not supported: fail instead of OpenSSL's
+ * default of prompting on the terminal (a daemon would hang). */
+static int no_password_cb(char *buf, int size, int rwflag, void *ud) {
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  (void)ud;
+  return 0;
+}
+
 static int readable_file(const char *path, int dir_ok) {
   struct stat st;
   if (stat(path, &st) != 0) return 0;
@@ -100,6 +110,7 @@ int sr_tls_ctx_new(sr_tls_ctx_t **out, const sr_tls_config_t *cfg, char *err, si
     goto fail;
   }
   SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+  SSL_CTX_set_default_passwd_cb(c->ctx, no_password_cb);
   SSL_CTX_set_mode(c->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (cfg->certfile && cfg->certfile[0]) {
     const char *key = cfg->keyfile && cfg->keyfile[0] ? cfg->keyfile : cfg->certfile;
@@ -111,7 +122,8 @@ int sr_tls_ctx_new(sr_tls_ctx_t **out, const sr_tls_config_t *cfg, char *err, si
     }
     if (SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1) {
       char what[600];
-      snprintf(what, sizeof what, "cannot load private key %s", key);
+      snprintf(what, sizeof what, "cannot load private key %s (encrypted keys are not supported)",
+               key);
       rc = tls_error(err, errlen, SR_ETLS, what, NULL);
       goto fail;
     }
