@@ -4,6 +4,12 @@
  * builds `arg`, and hands the command line to springrun.cli.main, whose
  * return value is the exit status. Everything else happens in Lua.
  */
+/* The build directory of the checkout whose core this CLI loads (the
+ * Makefile passes build-san for the sanitizer build). */
+#ifndef SR_BUILD_DIR
+#define SR_BUILD_DIR "build"
+#endif
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -57,7 +63,7 @@ static int pmain(lua_State *L) {
     lua_getfield(L, -2, "path");
     lua_concat(L, 2);
     lua_setfield(L, -2, "path");
-    lua_pushfstring(L, "%s/build/?.so;", root);
+    lua_pushfstring(L, "%s/" SR_BUILD_DIR "/?.so;", root);
     lua_getfield(L, -2, "cpath");
     lua_concat(L, 2);
     lua_setfield(L, -2, "cpath");

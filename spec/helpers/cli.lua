@@ -2,7 +2,8 @@
 local M = {}
 
 M.root = assert(io.popen("pwd")):read("l")
-M.bin = M.root .. "/bin/springrun"
+-- SPRINGRUN_BIN: the CLI under test (make test SANITIZE=1 sets bin/springrun-san)
+M.bin = os.getenv("SPRINGRUN_BIN") or (M.root .. "/bin/springrun")
 
 -- Runs a shell command; returns its stdout, ok, exit code.
 function M.run(cmd)

@@ -6,4 +6,9 @@
 -- and the next file that makes a handle crashes in uv_tcp_init_ex
 -- (reproduced with: a spec requiring springrun.core + collectgarbage(), then
 -- spec/daemon_spec.lua).
-require "luv"
+local uv = require "luv"
+
+-- make test SANITIZE=1 preloads the ASan runtime into this interpreter;
+-- children (Python, sh, bin/springrun-san which links it itself) must not
+-- inherit it.
+if os.getenv("SPRINGRUN_SANITIZE") then uv.os_unsetenv("LD_PRELOAD") end

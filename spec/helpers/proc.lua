@@ -22,7 +22,8 @@ local uv = require "luv"
 local M = {}
 
 M.root = assert(io.popen("pwd")):read("l")
-M.bin = M.root .. "/bin/springrun"
+-- SPRINGRUN_BIN: the CLI under test (make test SANITIZE=1 sets bin/springrun-san)
+M.bin = os.getenv("SPRINGRUN_BIN") or (M.root .. "/bin/springrun")
 M.python = "/usr/bin/python3"
 
 -- Quotes s for /bin/sh.
