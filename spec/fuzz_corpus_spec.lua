@@ -1,0 +1,96 @@
+-- Replays every file of the fuzz corpora (spec/fixtures/fuzz/<target>/, the
+-- seeds of `make fuzz` plus any crash input found since) through the
+-- decoder its target exercises, via springrun.core: wire -> the framer (fed
+-- whole and byte by byte, with a small and the default limit) and
+-- wire_decode; json -> json_decode (with small limits) and the CONNECT
+-- handshake scan; serpent -> serpent_decode and its handshake scan. Each
+-- must return a value or fail with an error message: never crash, never
+-- raise. So a crash fixed once stays fixed.
+local core = require "springrun.core"
+
+local ROOT = "spec/fixtures/fuzz"
+
+local function files(dir)
+  local out = {}
+  local p = assert(io.popen("find " .. dir .. " -type f 2>/dev/null | sort"))
+  for line in p:lines() do out[#out + 1] = line end
+  p:close()
+  return out
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- A decoder result is fine when it is a value, or nil with a string message.
+local function clean(ok, v, msg)
+  if not ok then return false, "raised: " .. tostring(v) end
+  if v == nil and type(msg) ~= "string" then return false, "failed without a message" end
+  return true
+end
+
+-- Drains a framer: every outcome is a message, "need more" or an error.
+local function drain(f)
+  for _ = 1, 100000 do
+    local m, err = f:next()
+    if m == nil then return err == nil or type(err) == "string" end
+  end
+  return false
+end
+
+describe("springrun fuzz corpora replay #unit", function()
+  it("has corpora for the wire, json and serpent targets", function()
+    for _, t in ipairs({ "wire", "json", "serpent" }) do
+      assert.is_true(#files(ROOT .. "/" .. t) > 0, "no corpus files for " .. t)
+    end
+  end)
+
+  it("frames every wire corpus file whole, byte by byte and with a small limit", function()
+    for _, path in ipairs(files(ROOT .. "/wire")) do
+      local data = read(path)
+      for _, max in ipairs({ 4096, core.WIRE_DEFAULT_MAX_MESSAGE }) do
+        local ok, res = pcall(function()
+          local f = core.framer(max)
+          f:feed(data)
+          assert(drain(f))
+          local g = core.framer(max)
+          for i = 1, math.min(#data, 4096) do
+            g:feed(data:sub(i, i))
+            assert(drain(g))
+          end
+          return true
+        end)
+        assert.is_true(ok and res, path .. ": " .. tostring(res))
+        local fine, why = clean(pcall(core.wire_decode, data, max))
+        assert.is_true(fine, path .. ": " .. tostring(why))
+      end
+    end
+  end)
+
+  it("decodes or cleanly refuses every json corpus file", function()
+    for _, path in ipairs(files(ROOT .. "/json")) do
+      local data = read(path)
+      local fine, why = clean(pcall(core.json_decode, data))
+      assert.is_true(fine, path .. ": " .. tostring(why))
+      fine, why = clean(pcall(core.json_decode, data, 3, 10))
+      assert.is_true(fine, path .. ": " .. tostring(why))
+      local ok, err = pcall(core.json_handshake_object, data)
+      assert.is_true(ok, path .. ": handshake scan raised " .. tostring(err))
+    end
+  end)
+
+  it("decodes or cleanly refuses every serpent corpus file", function()
+    for _, path in ipairs(files(ROOT .. "/serpent")) do
+      local data = read(path)
+      local fine, why = clean(pcall(core.serpent_decode, data))
+      assert.is_true(fine, path .. ": " .. tostring(why))
+      fine, why = clean(pcall(core.serpent_decode, data, 3, 10))
+      assert.is_true(fine, path .. ": " .. tostring(why))
+      local ok, err = pcall(core.serpent_handshake_object, data)
+      assert.is_true(ok, path .. ": handshake scan raised " .. tostring(err))
+    end
+  end)
+end)
