@@ -210,6 +210,7 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     local cls, msg = exception_of(assert(c:recv()))
     assert.are.equal("Pyro4.errors.SerializeError", cls)
     assert.matches("nesting too deep %(more than 50 levels%).*%(max_depth%)", msg)
+    assert.is_true(wait_logged("request from 127.0.0.1:", "refused", "(max_depth)"))
     -- within the limit is fine
     local ok = string.rep("[", 40) .. string.rep("]", 40)
     local m = call(c, 2, NAME, "echo", "[" .. ok .. "]")

@@ -1723,6 +1723,22 @@ static void limits_resolve(const sr_holder_t *h, sr_holder_limits_t *out) {
   if (out->max_queued == 0) out->max_queued = SR_HOLDER_DEFAULT_MAX_QUEUED;
 }
 
+int sr_holder_peer(sr_holder_t *h, uint64_t conn, char *out, size_t n) {
+  int rc = SR_ENOTFOUND;
+  if (n == 0) return rc;
+  snprintf(out, n, "?");
+  if (!h->running) return rc;
+  uint32_t idx = (uint32_t)(conn & 0xffffffffu);
+  uv_mutex_lock(&h->tab_mu);
+  /* peer is written at accept, before any event of the connection exists */
+  if (idx < h->cap && h->conns[idx] != NULL && h->conns[idx]->id == conn) {
+    snprintf(out, n, "%s", h->conns[idx]->peer);
+    rc = 0;
+  }
+  uv_mutex_unlock(&h->tab_mu);
+  return rc;
+}
+
 void sr_holder_set_limits(sr_holder_t *h, const sr_holder_limits_t *lim) {
   if (lim)
     h->next_lim = *lim;

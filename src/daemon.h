@@ -178,6 +178,11 @@ int sr_holder_count(const sr_holder_t *h);
  * SR_WIRE_DEFAULT_MAX_MESSAGE); applies to connections accepted later. */
 void sr_holder_set_max_message(sr_holder_t *h, size_t max_message);
 
+/* Copies the peer address ("ip:port") of connection conn into out (n
+ * bytes, NUL-terminated). Returns 0, or SR_ENOTFOUND when it is gone (out
+ * is then "?"). For log lines of the owner. */
+int sr_holder_peer(sr_holder_t *h, uint64_t conn, char *out, size_t n);
+
 /* Limits for the daemons listened from now on (copied; NULL: defaults).
  * Zero fields take the defaults above. Owner thread, like listen. */
 void sr_holder_set_limits(sr_holder_t *h, const sr_holder_limits_t *lim);

@@ -283,10 +283,12 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   int rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
   if (rc < 0) {
     lua_settop(L, base);
-    char text[600];
+    char text[600], line[700], peer[64];
     snprintf(text, sizeof text, "cannot decode the request: %s%s", err,
              rc == SR_EDEPTH ? " (max_depth)" : rc == SR_EELEMENTS ? " (max_elements)" : "");
-    log_line(L, 30, text);
+    sr_holder_peer(G.h, ev->conn, peer, sizeof peer);
+    snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
+    log_line(L, 30, line);
     if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", text);
     return;
   }
