@@ -33,6 +33,7 @@ FLOOR = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bench", "floor")
 SR = os.path.join(ROOT, "bin", "springrun")
 CLK = os.sysconf("SC_CLK_TCK")
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ in the checkout
 sys.path.insert(0, BENCH)
 from pyro_client import nested_table  # noqa: E402  (the same table every client sends)
 
