@@ -15,9 +15,12 @@
  * queued, otherwise frames wait in `pending` (early) or `outq` (for the
  * holder's uv_write), so bytes never interleave. Protocol errors during the
  * handshake get a CONNECTFAIL, afterwards the connection is closed without a
- * reply; both are logged (as events, since only the owner may log). A
- * connection owing MAX_OUTSTANDING replies is not read until it owes
- * RESUME_BELOW (back-pressure).
+ * reply; both are logged (as events, since only the owner may log). Each
+ * daemon has its limits (sr_holder_limits_t): a connection owing
+ * max_queued_conn replies (computed or not yet taken by its socket) is not
+ * read until it owes a quarter of that, a daemon with max_queued INVOKEs
+ * not yet dispatched reads none of its connections until half are; a sweep
+ * timer closes connections past their send deadline or idle timeout.
  */
 #include "daemon.h"
 

@@ -20,7 +20,7 @@
  * the next reply slot of that connection. Replies may be handed over in any
  * order; they leave in slot order. Every slot must be answered exactly once
  * (sr_holder_reply), or later replies of that connection wait (and, past
- * 1024 owed replies, the connection is no longer read).
+ * max_queued_conn owed replies, the connection is no longer read).
  *
  * Lifetime: the thread starts on the first successful listen and is stopped
  * and joined when the last daemon is unlistened (or by sr_holder_free).
