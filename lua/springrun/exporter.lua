@@ -266,27 +266,24 @@ local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
 
 -- ---- dispatch (the Lua thread) ------------------------------------------------
 
-local unpack, pack, select = table.unpack, table.pack, select
+local unpack, select = table.unpack, select
 
 local function index(t, k) return t[k] end -- normal indexing: __index chains apply
 
 -- The callable for `method` on entry's service, or nil and an exception.
 local function lookup(entry, method)
-  if type(method) ~= "string" then
+  -- only what the metadata lists (computed at export) is reachable
+  if entry.exposed[method] then
+    local ok, fn = pcall(index, entry.service, method)
+    if ok and type(fn) == "function" then return fn end
+  elseif type(method) ~= "string" then
     return nil, exception("builtins.TypeError", "method name must be a string")
-  end
-  if is_private(method) then
+  elseif is_private(method) then
     return nil, exception("builtins.AttributeError",
       "attempt to access private attribute '" .. method .. "'")
   end
-  -- only what the metadata lists (computed at export) is reachable
-  local ok, fn = false, nil
-  if entry.exposed[method] then ok, fn = pcall(index, entry.service, method) end
-  if not ok or type(fn) ~= "function" then
-    return nil, exception("builtins.AttributeError",
-      string.format("'%s' object has no attribute '%s'", entry.name, method))
-  end
-  return fn
+  return nil, exception("builtins.AttributeError",
+    string.format("'%s' object has no attribute '%s'", entry.name, method))
 end
 
 local function traceback_handler(e)
@@ -316,37 +313,60 @@ local function build_args(service, params, kwargs)
   return args, n
 end
 
-local function result_value(res)
-  -- res = pack(true, ...)
-  local n = res.n - 1
-  if n == 0 then return NULL end
-  if n == 1 then
-    local v = res[2]
-    if v == nil then return NULL end
-    return v
-  end
+local function multi_result(...)
+  local n = select("#", ...)
   local out = { n = n }
   for i = 1, n do
-    local v = res[i + 1]
+    local v = select(i, ...)
     if v == nil then v = NULL end
     out[i] = v
   end
   return json.array(out)
 end
 
+-- xpcall's results -> true, value or false, exception dict (a single
+-- result travels as is, none or nil as null, several as a list).
+local function call_done(ok, ...)
+  if ok then
+    if select("#", ...) <= 1 then
+      local v = ...
+      if v == nil then return true, NULL end
+      return true, v
+    end
+    return true, multi_result(...)
+  end
+  local r = ...
+  if type(r) == "table" and r.tb then return false, to_exception(r.e, r.tb) end
+  return false, to_exception(r)
+end
+
 -- Runs one call; returns true, value or false, exception dict.
+-- Calls of up to 3 positional arguments and no keyword arguments (nearly
+-- all of them) build no table.
 local function call_one(entry, method, params, kwargs)
   local fn, exc = lookup(entry, method)
   if not fn then return false, exc, true end
+  if type(params) == "table" and (kwargs == nil or kwargs == NULL
+      or type(kwargs) == "table" and next(kwargs) == nil) then
+    local n = params.n
+    if type(n) ~= "number" then n = #params end
+    if n <= 3 then
+      local service = entry.service
+      if n == 0 then return call_done(xpcall(fn, traceback_handler, service)) end
+      local a1 = params[1]
+      if a1 == NULL then a1 = nil end
+      if n == 1 then return call_done(xpcall(fn, traceback_handler, service, a1)) end
+      local a2 = params[2]
+      if a2 == NULL then a2 = nil end
+      if n == 2 then return call_done(xpcall(fn, traceback_handler, service, a1, a2)) end
+      local a3 = params[3]
+      if a3 == NULL then a3 = nil end
+      return call_done(xpcall(fn, traceback_handler, service, a1, a2, a3))
+    end
+  end
   local args, n = build_args(entry.service, params, kwargs)
   if not args then return false, n end
-  local res = pack(xpcall(fn, traceback_handler, unpack(args, 1, n)))
-  if not res[1] then
-    local r = res[2]
-    if type(r) == "table" and r.tb then return false, to_exception(r.e, r.tb) end
-    return false, to_exception(r)
-  end
-  return true, result_value(res)
+  return call_done(xpcall(fn, traceback_handler, unpack(args, 1, n)))
 end
 
 local function call_batch(entry, calls)
@@ -370,18 +390,15 @@ local function call_batch(entry, calls)
   return true, json.array(results)
 end
 
-local function send(conn, tag, ser, flags, value, what)
-  local ok, err = core.daemon_reply(conn, tag, ser, flags, value)
-  if not ok then
-    holder_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
-    core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
-      exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
-  end
+-- The result could not be serialized: the client gets a SerializeError.
+local function send_failed(conn, tag, ser, flags, object, method, err)
+  local what = tostring(object) .. "." .. tostring(method)
+  holder_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
+  core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
+    exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
 
 local function serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local oneway = flags & FLAG_ONEWAY ~= 0
-  local batch = flags & FLAG_BATCH ~= 0
   local d = daemons_by_id[daemon_id]
   local entry = d and (object == DAEMON_NAME and d.daemon_entry or d.objects[object])
   local ok, value
@@ -392,16 +409,17 @@ local function serve(daemon_id, conn, tag, ser, flags, object, method, params, k
   else
     ok, value = call_one(entry, method, params, kwargs)
   end
-  if oneway then
+  if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
       holder_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
         tostring(value.args and value.args[1]))
     end
     return
   end
-  local rflags = batch and FLAG_BATCH or 0
+  local rflags = flags & FLAG_BATCH
   if not ok then rflags = rflags | FLAG_EXCEPTION end
-  send(conn, tag, ser, rflags, value, tostring(object) .. "." .. tostring(method))
+  local sent, err = core.daemon_reply(conn, tag, ser, rflags, value)
+  if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
 end
 
 local spawn = runtime.spawn

@@ -56,17 +56,41 @@ local function report(co, err)
   if l then l:error("task failed: %s", tb) else io.stderr:write("springrun: task failed: ", tb, "\n") end
 end
 
+-- Task coroutines are pooled: a coroutine whose function returned waits in
+-- the pool for the next spawn (creating a coroutine and its stack is a good
+-- share of a remote call's cost). Each task still has a coroutine of its
+-- own while it runs; one that fails dies and is not reused. A pooled
+-- coroutine runs worker: fn(...), then yields DONE and starts over with
+-- what the next spawn passes.
+local DONE = setmetatable({}, { __name = "springrun.runtime.DONE" })
+local POOL_MAX = 64
+local pool, npool = {}, 0
+local cocreate, coresume, coyield = coroutine.create, coroutine.resume, coroutine.yield
+
+local function worker(fn, ...)
+  fn(...)
+  return worker(coyield(DONE)) -- a tail call: the stack does not grow
+end
+
+-- Bookkeeping after a task ran until it yielded, returned or failed.
+-- Returns what resume returned, except that a finished task gives just true.
 local function finish(co, ok, ...)
-  if coroutine.status(co) == "dead" then
-    if tasks[co] then
-      tasks[co] = nil
-      ntasks = ntasks - 1
+  if ok then
+    if ... ~= DONE then return true, ... end -- yielded, waiting for I/O
+    tasks[co] = nil
+    ntasks = ntasks - 1
+    if npool < POOL_MAX then
+      npool = npool + 1
+      pool[npool] = co
     end
-    if not ok then report(co, (...)) end
-  elseif not ok then
-    report(co, (...))
+    return true
   end
-  return ok, ...
+  if tasks[co] then
+    tasks[co] = nil
+    ntasks = ntasks - 1
+  end
+  report(co, (...))
+  return false, ...
 end
 
 function M.current()
@@ -79,15 +103,22 @@ function M.resume(co, ...)
   if not tasks[co] then
     error("runtime.resume: not a springrun task (or it has finished)", 2)
   end
-  return finish(co, coroutine.resume(co, ...))
+  return finish(co, coresume(co, ...))
 end
 
 function M.spawn(fn, ...)
   if type(fn) ~= "function" then error("runtime.spawn: expected a function, got " .. type(fn), 2) end
-  local co = coroutine.create(fn)
+  local co
+  if npool > 0 then
+    co = pool[npool]
+    pool[npool] = nil
+    npool = npool - 1
+  else
+    co = cocreate(worker)
+  end
   tasks[co] = true
   ntasks = ntasks + 1
-  finish(co, coroutine.resume(co, ...))
+  finish(co, coresume(co, fn, ...))
   return co
 end
 
