@@ -51,6 +51,14 @@ size_t sr_utf8_check(const uint8_t *s, size_t len) {
   size_t i = 0;
   while (i < len) {
     if (s[i] < 0x80) {
+      /* ASCII: eight bytes at a time while no byte has its high bit set */
+      while (i + 8 <= len) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080u) break;
+        i += 8;
+      }
+      if (i >= len || s[i] >= 0x80) continue;
       i++;
       continue;
     }
@@ -218,6 +226,34 @@ size_t sr_json_fmt_double(double d, char *out) {
   return o;
 }
 
+/* ---- plain runs ------------------------------------------------------- */
+
+/* The index of the first byte at or after i (below n) that a JSON string
+ * cannot carry as is: '"', '\\', a control character (< 0x20) or a
+ * non-ASCII byte (>= 0x80, checked as UTF-8 by the caller); n if none.
+ * Eight bytes at a time: for a word w, (w - 0x01..01 * k) & ~w & 0x80..80
+ * is non-zero when some byte of w is below k (k <= 0x80), the XOR with a
+ * repeated byte turns that byte into zero (then below 1), and w & 0x80..80
+ * flags non-ASCII bytes; a flagged word is finished
+ * byte by byte, so the carries of the subtraction cannot mislead. */
+static size_t plain_run(const uint8_t *p, size_t i, size_t n) {
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+  while (i + 8 <= n) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    uint64_t m = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) | w;
+    if (m & high) break;
+    i += 8;
+  }
+  while (i < n) {
+    uint8_t c = p[i];
+    if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+    i++;
+  }
+  return i;
+}
+
 /* ---- strings out ------------------------------------------------------ */
 
 /* 0: copy as is; 1: two-char escape in esc2[]; 2: \u00XX */
@@ -228,11 +264,9 @@ int sr_json_put_string(sr_buf_t *b, const uint8_t *s, size_t len, size_t *bad) {
   b->data[b->len++] = '"';
   size_t i = 0, run = 0;
   while (i < len) {
+    i = plain_run(s, i, len);
+    if (i >= len) break;
     uint8_t c = s[i];
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-      i++;
-      continue;
-    }
     if (c >= 0x80) {
       size_t k = sr_utf8_seqlen(s + i, len - i);
       if (k == 0) {
@@ -316,6 +350,9 @@ int sr_json_read_string(const uint8_t *p, size_t n, size_t pos, sr_buf_t *scratc
   int copying = 0;
   char what[64];
   for (;;) {
+    size_t j = plain_run(p, i, n);
+    if (copying && j > i && sr_buf_append(scratch, p + i, j - i)) return SR_ENOMEM;
+    i = j;
     if (i >= n) return sr_json_err_at(err, errlen, SR_ESYNTAX, pos, n, "unterminated string starting");
     uint8_t c = p[i];
     if (c == '"') break;
