@@ -74,6 +74,9 @@ typedef struct dec_s {
 
 static int dec_value(dec_t *d, size_t pos, size_t *end);
 
+/* Slots a non-empty array or object is created with (see dec_array). */
+#define DEC_PREALLOC 4
+
 static int dec_enter(dec_t *d, size_t pos) {
   if (d->depth >= d->max_depth) {
     char what[64];
@@ -91,10 +94,12 @@ static int dec_array(dec_t *d, size_t pos, size_t *end) {
   const uint8_t *p = d->p;
   int rc;
   if ((rc = dec_enter(d, pos))) return rc;
-  lua_newtable(L);
+  pos = sr_json_skip_ws(p, d->n, pos + 1);
+  /* room for a few items up front: growing an empty table one item at a
+   * time rehashes it at 1, 2, 4 items (the cost of a small call's params) */
+  lua_createtable(L, pos < d->n && p[pos] == ']' ? 0 : DEC_PREALLOC, 0);
   lua_pushvalue(L, d->mt);
   lua_setmetatable(L, -2);
-  pos = sr_json_skip_ws(p, d->n, pos + 1);
   if (pos < d->n && p[pos] == ']') {
     *end = pos + 1;
     d->depth--;
@@ -122,8 +127,8 @@ static int dec_object(dec_t *d, size_t pos, size_t *end) {
   const uint8_t *p = d->p;
   int rc;
   if ((rc = dec_enter(d, pos))) return rc;
-  lua_newtable(L);
   pos = sr_json_skip_ws(p, d->n, pos + 1);
+  lua_createtable(L, 0, pos < d->n && p[pos] == '}' ? 0 : DEC_PREALLOC);
   if (pos < d->n && p[pos] == '}') {
     *end = pos + 1;
     d->depth--;
