@@ -264,6 +264,35 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     still_serves(port, NAME)
   end)
 
+  it("refuses params that are not a list without trusting a count from the request", function()
+    local c = connect_ok(port, NAME)
+    -- a params map with n = 1e15 once drove a loop of 1e15 steps on the Lua thread
+    for i, params in ipairs({ '{"n": 1e15}', '{"n": 3.5}', '{"1": "x"}', '"text"', "7" }) do
+      local cls, msg = exception_of(call(c, i, NAME, "echo", params))
+      assert.are.equal("builtins.TypeError", cls)
+      assert.is_truthy(msg:find("params must be a list", 1, true), msg)
+    end
+    -- an empty map is no arguments, as in Pyro4
+    local m, v = call(c, 9, NAME, "echo", "{}")
+    assert.are.equal(0, m.flags & core.FLAG_EXCEPTION)
+    assert.are.equal(json.null, v)
+    -- the connection still answers, in order
+    m, v = call(c, 10, NAME, "echo", '["after"]')
+    assert.are.equal("after", v)
+    c:close()
+    still_serves(port, NAME)
+  end)
+
+  it("refuses kwargs sent as a list with TypeError", function()
+    local c = connect_ok(port, NAME)
+    c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json(NAME, "echo", "[1]", "[2]")))
+    local m = assert(c:recv())
+    local cls, msg = exception_of(m)
+    assert.are.equal("builtins.TypeError", cls)
+    assert.is_truthy(msg:find("kwargs must be a map", 1, true), msg)
+    c:close()
+  end)
+
   it("does not reach a function added to the service after export", function()
     local svc = e.service
     rawset(svc, "late", function() return "late" end)

@@ -290,20 +290,38 @@ local function traceback_handler(e)
   return { e = e, tb = debug.traceback(err_text(e), 2) }
 end
 
+local is_list = core.json_is_array -- true for decoded lists and tuples too
+
+-- How many positional arguments a request's params carry: its length when it
+-- is a list (nulls are values, so # is exact); an empty map counts as no
+-- arguments (Pyro4 accepts "params": {}). A count is never read from the
+-- request itself (a params map {"n": 1e15} must not drive a loop).
+-- Returns n, or nil and a TypeError exception.
+local function param_count(params)
+  if type(params) == "table" then
+    if is_list(params) then return #params end
+    if next(params) == nil then return 0 end
+  elseif params == nil or params == NULL then
+    return 0
+  end
+  return nil, exception("builtins.TypeError", "params must be a list, got "
+    .. (type(params) == "table" and "a map" or type(params)))
+end
+
 -- Arguments for service:fn(...): returns args table and count.
 local function build_args(service, params, kwargs)
   local args = { service }
-  local n = 0
-  if type(params) == "table" then
-    n = params.n
-    if type(n) ~= "number" then n = #params end
+  local n, exc = param_count(params)
+  if not n then return nil, exc end
+  if type(kwargs) == "table" and is_list(kwargs) and next(kwargs) ~= nil then
+    return nil, exception("builtins.TypeError", "kwargs must be a map, got a list")
+  end
+  do
     for i = 1, n do
       local v = params[i]
       if v == NULL then v = nil end
       args[i + 1] = v
     end
-  elseif params ~= nil and params ~= NULL then
-    return nil, exception("builtins.TypeError", "params must be a list, got " .. type(params))
   end
   n = n + 1
   if type(kwargs) == "table" and next(kwargs) ~= nil then
@@ -346,10 +364,9 @@ end
 local function call_one(entry, method, params, kwargs)
   local fn, exc = lookup(entry, method)
   if not fn then return false, exc, true end
-  if type(params) == "table" and (kwargs == nil or kwargs == NULL
+  if type(params) == "table" and is_list(params) and (kwargs == nil or kwargs == NULL
       or type(kwargs) == "table" and next(kwargs) == nil) then
-    local n = params.n
-    if type(n) ~= "number" then n = #params end
+    local n = #params
     if n <= 3 then
       local service = entry.service
       if n == 0 then return call_done(xpcall(fn, traceback_handler, service)) end
@@ -422,9 +439,21 @@ local function serve(daemon_id, conn, tag, ser, flags, object, method, params, k
   if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
 end
 
+-- serve() under a guard: whatever goes wrong outside the service's own
+-- xpcall (a bug here, a memory error), the request is still answered, so the
+-- replies owed after it on the same connection are not held back forever.
+local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+  local ok, err = pcall(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+  if ok then return end
+  holder_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
+  if flags & FLAG_ONEWAY ~= 0 then return end
+  pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
+    exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
+end
+
 local spawn = runtime.spawn
 local function on_invoke(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  spawn(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+  spawn(serve_guarded, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
 end
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
