@@ -67,9 +67,16 @@ local POOL_MAX = 64
 local pool, npool = {}, 0
 local cocreate, coresume, coyield = coroutine.create, coroutine.resume, coroutine.yield
 
-local function worker(fn, ...)
-  fn(...)
+local worker
+-- Waits in the pool. Reached by a tail call, so the finished task's frame
+-- (its function and arguments: maybe a large decoded request) is gone before
+-- the coroutine parks and can be collected.
+local function next_task()
   return worker(coyield(DONE)) -- a tail call: the stack does not grow
+end
+worker = function(fn, ...)
+  fn(...)
+  return next_task()
 end
 
 -- Bookkeeping after a task ran until it yielded, returned or failed.
