@@ -162,6 +162,22 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     still_serves(port, NAME)
   end)
 
+  it("closes a connection that sends more than 64 KiB before its handshake, not after it", function()
+    local c = assert(wc.connect("127.0.0.1", port))
+    c:send(raw_header(core.MSG_CONNECT, 64 * 1024 + 1, JSON))
+    assert.is_true(c:wait_closed())
+    assert.are.equal(0, #c.inbox)
+    c:close()
+    assert.is_true(wait_logged("closing connection from 127.0.0.1:", "(before the handshake)"))
+    -- after the handshake the exporter's max_message_size applies again
+    local c2 = connect_ok(port, NAME)
+    local big = string.rep("y", 200 * 1024)
+    local m, v = call(c2, 1, NAME, "echo", '["' .. big .. '"]')
+    assert.are.equal(0, m.flags & core.FLAG_EXCEPTION)
+    assert.are.equal(big, v)
+    c2:close()
+  end)
+
   it("drops a truncated message whose client then closes", function()
     local c = connect_ok(port, NAME)
     local frame = enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json(NAME, "echo", '["x"]'))

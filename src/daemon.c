@@ -855,6 +855,7 @@ static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
   }
   conn_write(c, rep);
   c->handshaken = 1;
+  if (c->d) c->fr.max_message = c->d->lim.max_message; /* the handshake limit is lifted */
 }
 
 static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
@@ -1054,7 +1055,8 @@ static int conn_process(sr_conn_t *c) {
         conn_fail_handshake(c, SR_SER_MARSHAL, 0, err);
       } else {
         hlog(c->h, LOG_WARNING, "closing connection from %s on %s: %s%s", c->peer,
-             c->d ? c->d->where : "?", err, r == SR_ETOOBIG ? " (max_message_size)" : "");
+             c->d ? c->d->where : "?", err,
+             r != SR_ETOOBIG ? "" : c->handshaken ? " (max_message_size)" : " (before the handshake)");
         conn_close_now(c);
       }
       return done;
@@ -1169,7 +1171,9 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   c->h = h;
   c->d = d;
-  sr_framer_init(&c->fr, d->lim.max_message);
+  sr_framer_init(&c->fr, d->lim.max_message < SR_HOLDER_HANDSHAKE_MAX_MESSAGE
+                             ? d->lim.max_message
+                             : SR_HOLDER_HANDSHAKE_MAX_MESSAGE);
   c->max_owed = d->lim.max_queued_conn;
   c->resume_below = c->max_owed / 4;
   c->accepted_at = c->last_active = uv_now(&h->loop);

@@ -99,6 +99,10 @@ typedef struct sr_holder_limits_s {
 /* A connection refused for max_connections that sends no CONNECT is closed
  * after this long. */
 #define SR_HOLDER_REFUSED_LINGER_MS 2000u
+/* Largest message a connection may send before its handshake succeeded (a
+ * CONNECT is tens of bytes): unauthenticated and refused connections cannot
+ * make the daemon buffer up to max_message_size each. */
+#define SR_HOLDER_HANDSHAKE_MAX_MESSAGE (64u * 1024u)
 
 /* Creates a holder (no thread yet). notify(ud) is called from the holder
  * thread when events become available. Returns 0 or SR_ENOMEM. */
