@@ -382,6 +382,7 @@ for line in sys.stdin.read().split("\n")[:-1]:
       { '{"object": "x"} x', nil, "expected end of input at offset 16", "SR_ESYNTAX" },
       { '{"a": [1,], "object": "x"}', nil, "expected a value at offset 9", "SR_ESYNTAX" },
       { '{"object": "\xff"}', nil, "invalid UTF-8 in string at offset 12", "SR_EUTF8" },
+      { '{"object": "S\\u0000junk"}', nil, "handshake object id contains a NUL at offset 11", "SR_ETYPE" },
     }
     for _, c in ipairs(cases) do
       it("reads " .. shown(c[1]), function()

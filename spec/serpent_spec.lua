@@ -411,6 +411,8 @@ describe("springrun.serpent #unit", function()
         "serpent: handshake payload is not a dict at offset 0", "SR_ESYNTAX" },
       { "a malformed payload", "{'object':'x'", nil,
         "serpent: unexpected end of data (expected ',' or '}') at offset 13", "SR_ESYNTAX" },
+      { "an id with a NUL in it", "{'object':'S\\x00junk'}", nil,
+        "serpent: handshake object id contains a NUL at offset 10", "SR_ESYNTAX" },
       { "an id longer than the buffer", "{'object':'abc'}", 3,
         "serpent: handshake object id of 3 bytes is too long at offset 10", "SR_ETOOBIG" },
     }

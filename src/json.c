@@ -638,6 +638,10 @@ int sr_json_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, 
         rc = sr_json_err_at(err, errlen, SR_ETOOBIG, vpos, n, what);
         goto done;
       }
+      if (memchr(v, '\0', vl) != NULL) { /* "X\u0000junk" must not match object X */
+        rc = sr_json_err_at(err, errlen, SR_ETYPE, vpos, n, "handshake object id contains a NUL");
+        goto done;
+      }
       memcpy(out, v, vl);
       out[vl] = '\0';
       idlen = vl;

@@ -672,6 +672,9 @@ static int hs_value(hs_t *h, int is_str, const char *s, size_t len, size_t off) 
   if (len + 1 > h->cap)
     return sr_seterr(h->err, h->errlen, SR_ETOOBIG,
                      "serpent: handshake object id of %zu bytes is too long at offset %zu", len, off);
+  if (memchr(s, '\0', len) != NULL) /* 'X\x00junk' must not match object X */
+    return sr_seterr(h->err, h->errlen, SR_ESYNTAX,
+                     "serpent: handshake object id contains a NUL at offset %zu", off);
   memcpy(h->out, s, len);
   h->out[len] = 0;
   h->len = len;
