@@ -60,6 +60,10 @@ describe("springrun.auth #unit #net #interop", function()
       { 1, HDR .. "{'handshake':'hello','object':'x'}", "hello" },
       { 1, HDR .. "{'object':'x','handshake':'a\\'b'}", "a'b" },
       { 1, HDR .. "{'handshake':(1,2)}", false },
+      -- a duplicate key: the last one wins, as Python's dict (and Pyro4) sees it
+      { 2, '{"handshake": "first", "handshake": "last"}', "last" },
+      { 2, '{"handshake": "first", "handshake": 5}', false },
+      { 1, HDR .. "{'handshake':'first','handshake':'last'}", "last" },
     }
     for _, c in ipairs(cases) do
       assert.are.equal(c[3], core.handshake_value(c[1], c[2]), c[2])

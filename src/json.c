@@ -592,12 +592,12 @@ bad:
 
 /* ---- CONNECT handshake (payload.h) ----------------------------------- */
 
-int sr_json_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, char *err,
-                             size_t errlen) {
+int sr_json_top_string(const uint8_t *p, size_t n, const char *key, sr_buf_t *out,
+                       size_t *val_off, char *err, size_t errlen) {
   sr_buf_t scratch;
   sr_buf_init(&scratch);
-  int rc = 0, found = 0;
-  size_t idlen = 0;
+  size_t keylen = strlen(key);
+  int rc = 0, result = SR_ENOTFOUND;
   size_t pos = sr_json_skip_ws(p, n, 0);
   if (pos >= n || p[pos] != '{') {
     rc = sr_json_err_at(err, errlen, SR_ESYNTAX, pos, n, "expected '{' (a handshake map)");
@@ -616,39 +616,29 @@ int sr_json_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, 
       goto done;
     }
     if ((rc = sr_json_read_string(p, n, pos, &scratch, &k, &kl, &pos, err, errlen))) goto done;
-    int is_obj = kl == 6 && memcmp(k, "object", 6) == 0;
+    int is_key = kl == keylen && memcmp(k, key, keylen) == 0;
     pos = sr_json_skip_ws(p, n, pos);
     if (pos >= n || p[pos] != ':') {
       rc = sr_json_err_at(err, errlen, SR_ESYNTAX, pos, n, "expected ':'");
       goto done;
     }
     pos = sr_json_skip_ws(p, n, pos + 1);
-    if (is_obj) {
-      if (pos >= n || p[pos] != '"') {
-        rc = sr_json_err_at(err, errlen, SR_ETYPE, pos, n, "handshake \"object\" is not a string");
-        goto done;
-      }
+    if (is_key) *val_off = pos;
+    if (is_key && pos < n && p[pos] == '"') {
       const char *v;
-      size_t vl, vpos = pos;
+      size_t vl;
       if ((rc = sr_json_read_string(p, n, pos, &scratch, &v, &vl, &pos, err, errlen))) goto done;
-      if (vl + 1 > cap) {
-        char what[96];
-        snprintf(what, sizeof what, "handshake object id too long (%zu bytes, at most %zu)", vl,
-                 cap ? cap - 1 : 0);
-        rc = sr_json_err_at(err, errlen, SR_ETOOBIG, vpos, n, what);
+      out->len = 0; /* a later duplicate key wins, as in Python */
+      if (sr_buf_append(out, v, vl) < 0) {
+        rc = SR_ENOMEM;
         goto done;
       }
-      if (memchr(v, '\0', vl) != NULL) { /* "X\u0000junk" must not match object X */
-        rc = sr_json_err_at(err, errlen, SR_ETYPE, vpos, n, "handshake object id contains a NUL");
+      result = 1;
+    } else {
+      if (is_key) result = 0;
+      if ((rc = sr_json_skip_value(p, n, pos, SR_JSON_HANDSHAKE_DEPTH, &scratch, &pos, err,
+                                   errlen)))
         goto done;
-      }
-      memcpy(out, v, vl);
-      out[vl] = '\0';
-      idlen = vl;
-      found = 1;
-    } else if ((rc = sr_json_skip_value(p, n, pos, SR_JSON_HANDSHAKE_DEPTH, &scratch, &pos, err,
-                                         errlen))) {
-      goto done;
     }
     pos = sr_json_skip_ws(p, n, pos);
     if (pos < n && p[pos] == ',') {
@@ -668,13 +658,38 @@ tail:
     rc = sr_json_err_at(err, errlen, SR_ESYNTAX, pos, n, "expected end of input");
     goto done;
   }
-  if (!found) {
-    rc = sr_seterr(err, errlen, SR_ENOTFOUND, "handshake has no \"object\" key");
-    goto done;
-  }
-  rc = (int)idlen;
+  rc = result;
 done:
   sr_buf_free(&scratch);
+  return rc;
+}
+
+int sr_json_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, char *err,
+                             size_t errlen) {
+  sr_buf_t id;
+  sr_buf_init(&id);
+  size_t vpos = 0;
+  int rc = sr_json_top_string(p, n, "object", &id, &vpos, err, errlen);
+  if (rc == SR_ENOTFOUND) {
+    rc = sr_seterr(err, errlen, SR_ENOTFOUND, "handshake has no \"object\" key");
+  } else if (rc == 0) {
+    rc = sr_json_err_at(err, errlen, SR_ETYPE, vpos, n, "handshake \"object\" is not a string");
+  } else if (rc == 1) {
+    if (id.len + 1 > cap) {
+      char what[96];
+      snprintf(what, sizeof what, "handshake object id too long (%zu bytes, at most %zu)", id.len,
+               cap ? cap - 1 : 0);
+      rc = sr_json_err_at(err, errlen, SR_ETOOBIG, vpos, n, what);
+    } else if (id.len > 0 && memchr(id.data, '\0', id.len) != NULL) {
+      /* "X\u0000junk" must not match object X */
+      rc = sr_json_err_at(err, errlen, SR_ETYPE, vpos, n, "handshake object id contains a NUL");
+    } else {
+      if (id.len > 0) memcpy(out, id.data, id.len);
+      out[id.len] = '\0';
+      rc = (int)id.len;
+    }
+  }
+  sr_buf_free(&id);
   return rc;
 }
 

@@ -76,4 +76,13 @@ int sr_base64_decode(sr_buf_t *b, const uint8_t *s, size_t len, char *err, size_
  * when pos == n); returns code. */
 int sr_json_err_at(char *err, size_t errlen, int code, size_t pos, size_t n, const char *what);
 
+/* Reads a CONNECT-style payload: one top-level JSON object, validated whole.
+ * For the LAST occurrence of `key` (a later duplicate wins, as in Python):
+ * returns 1 with its decoded string value in out (replacing out's contents),
+ * 0 when that value is not a string; SR_ENOTFOUND when the key is absent;
+ * SR_ESYNTAX/SR_EUTF8/SR_EDEPTH/SR_ENOMEM (err names the offset) when the
+ * payload cannot be read. *val_off gets the value's offset when found. */
+int sr_json_top_string(const uint8_t *p, size_t n, const char *key, sr_buf_t *out,
+                       size_t *val_off, char *err, size_t errlen);
+
 #endif

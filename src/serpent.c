@@ -643,42 +643,32 @@ int sr_serpent_parse(const uint8_t *p, size_t n, int max_depth, size_t max_eleme
   return rc;
 }
 
-/* ---- handshake scan (daemon thread, no Lua) ------------------------------- */
+/* ---- top-level string scan (daemon thread, no Lua) ------------------------- */
 
 typedef struct hs_s {
   int depth;      /* containers open */
   int top_dict;   /* the document is a dict */
   size_t pos;     /* values seen directly in the top dict (keys and values) */
-  int key_object; /* the last top-level key was 'object' */
-  int found;
-  char *out;
-  size_t cap;
-  size_t len;
-  char *err;
-  size_t errlen;
+  const char *key;
+  size_t keylen;
+  int at_key;     /* the last top-level key was `key` */
+  int result;     /* SR_ENOTFOUND, 0 (not a string) or 1 */
+  size_t val_off;
+  sr_buf_t *out;
 } hs_t;
 
 /* Called for every value (scalar or container start) at the current depth. */
 static int hs_value(hs_t *h, int is_str, const char *s, size_t len, size_t off) {
   if (h->depth != 1 || !h->top_dict) return 0;
   if (h->pos++ % 2 == 0) {
-    h->key_object = is_str && len == 6 && memcmp(s, "object", 6) == 0;
+    h->at_key = is_str && len == h->keylen && memcmp(s, h->key, len) == 0;
     return 0;
   }
-  if (!h->key_object) return 0;
-  if (!is_str)
-    return sr_seterr(h->err, h->errlen, SR_ESYNTAX,
-                     "serpent: handshake 'object' is not a string at offset %zu", off);
-  if (len + 1 > h->cap)
-    return sr_seterr(h->err, h->errlen, SR_ETOOBIG,
-                     "serpent: handshake object id of %zu bytes is too long at offset %zu", len, off);
-  if (memchr(s, '\0', len) != NULL) /* 'X\x00junk' must not match object X */
-    return sr_seterr(h->err, h->errlen, SR_ESYNTAX,
-                     "serpent: handshake object id contains a NUL at offset %zu", off);
-  memcpy(h->out, s, len);
-  h->out[len] = 0;
-  h->len = len;
-  h->found = 1;
+  if (!h->at_key) return 0;
+  h->val_off = off; /* a later duplicate key wins, as in Python */
+  h->result = is_str;
+  h->out->len = 0;
+  if (is_str && sr_buf_append(h->out, s, len) < 0) return SR_ENOMEM;
   return 0;
 }
 
@@ -720,21 +710,50 @@ static const sr_serpent_visitor_t hs_visitor = {
     hs_none, hs_bool, hs_int, hs_num, hs_str, hs_seq_begin, hs_seq_item, hs_seq_end,
     hs_dict_begin, hs_dict_pair, hs_dict_end};
 
-int sr_serpent_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, char *err,
-                                size_t errlen) {
+int sr_serpent_top_string(const uint8_t *p, size_t n, const char *key, sr_buf_t *out,
+                          size_t *val_off, char *err, size_t errlen) {
   hs_t h;
   memset(&h, 0, sizeof h);
+  h.key = key;
+  h.keylen = strlen(key);
+  h.result = SR_ENOTFOUND;
   h.out = out;
-  h.cap = cap;
-  h.err = err;
-  h.errlen = errlen;
   int rc = sr_serpent_parse(p, n, 200, 1000000, &hs_visitor, &h, NULL, err, errlen);
   if (rc) return rc;
   if (!h.top_dict)
     return sr_seterr(err, errlen, SR_ESYNTAX, "serpent: handshake payload is not a dict at offset 0");
-  if (!h.found)
-    return sr_seterr(err, errlen, SR_ENOTFOUND, "serpent: handshake has no 'object' key");
-  return (int)h.len;
+  *val_off = h.val_off;
+  return h.result;
+}
+
+int sr_serpent_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, char *err,
+                                size_t errlen) {
+  sr_buf_t id;
+  sr_buf_init(&id);
+  size_t off = 0;
+  int rc = sr_serpent_top_string(p, n, "object", &id, &off, err, errlen);
+  if (rc == SR_ENOTFOUND) {
+    rc = sr_seterr(err, errlen, SR_ENOTFOUND, "serpent: handshake has no 'object' key");
+  } else if (rc == 0) {
+    rc = sr_seterr(err, errlen, SR_ESYNTAX,
+                   "serpent: handshake 'object' is not a string at offset %zu", off);
+  } else if (rc == 1) {
+    if (id.len + 1 > cap) {
+      rc = sr_seterr(err, errlen, SR_ETOOBIG,
+                     "serpent: handshake object id of %zu bytes is too long at offset %zu", id.len,
+                     off);
+    } else if (id.len > 0 && memchr(id.data, '\0', id.len) != NULL) {
+      /* 'X\x00junk' must not match object X */
+      rc = sr_seterr(err, errlen, SR_ESYNTAX,
+                     "serpent: handshake object id contains a NUL at offset %zu", off);
+    } else {
+      if (id.len > 0) memcpy(out, id.data, id.len);
+      out[id.len] = 0;
+      rc = (int)id.len;
+    }
+  }
+  sr_buf_free(&id);
+  return rc;
 }
 
 /* ---- writers --------------------------------------------------------------- */

@@ -85,4 +85,11 @@ int sr_serpent_put_str(sr_buf_t *out, const char *s, size_t n, size_t *bad);
  * (Digits from sr_json_fmt_double, json.h: the same repr text.) */
 int sr_serpent_put_float(sr_buf_t *out, double d);
 
+/* As sr_json_top_string (json.h), for a serpent CONNECT-style payload: the
+ * LAST top-level `key` of the document's dict: 1 with its string value in out,
+ * 0 when that value is not a string, SR_ENOTFOUND when absent, SR_ESYNTAX...
+ * when the payload cannot be read (or is not a dict). */
+int sr_serpent_top_string(const uint8_t *p, size_t n, const char *key, sr_buf_t *out,
+                          size_t *val_off, char *err, size_t errlen);
+
 #endif
