@@ -9,7 +9,7 @@
  * everything queued and, for each INVOKE, decodes the payload here (C, hot
  * path) and calls the Lua handler set with daemon_set_handler:
  *
- *   handler(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+ *   handler([first,] daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
  *
  * params/kwargs are the decoded values as they came (kwargs may be nil or
  * springrun.null). The handler must answer every request that is not oneway
@@ -62,6 +62,7 @@ static struct {
   uv_loop_t *loop;   /* luv's loop */
   lua_State *L; /* main thread of the state that opened the module */
   int handler_ref;
+  int handler_arg_ref; /* LUA_NOREF, or the handler's extra first argument */
   int log_ref;
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
@@ -72,7 +73,7 @@ static struct {
     sr_decode_limits_t lim;
   } dlims[64];
   int ndlims;
-} G = { .handler_ref = LUA_NOREF, .log_ref = LUA_NOREF };
+} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF };
 
 static sr_decode_limits_t decode_limits(uint32_t daemon) {
   for (int i = 0; i < G.ndlims; i++)
@@ -300,6 +301,11 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_ref);
+  int nargs = 9;
+  if (G.handler_arg_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_arg_ref);
+    nargs++;
+  }
   lua_pushinteger(L, ev->daemon);
   lua_pushinteger(L, (lua_Integer)ev->conn);
   lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
@@ -311,7 +317,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
     return;
   }
-  if (lua_pcall(L, 9, 0, base + 1) != LUA_OK) {
+  if (lua_pcall(L, nargs, 0, base + 1) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     snprintf(err, sizeof err, "%s", m ? m : "(error object)");
     lua_settop(L, base);
@@ -607,13 +613,23 @@ static int l_set_direct_writes(lua_State *L) {
   return 0;
 }
 
+/* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
+ * is called as handler(first, daemon_id, conn, ...) -- e.g. runtime.spawn
+ * and the function each call runs in a task, without a Lua function in
+ * between. */
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_unref(L, LUA_REGISTRYINDEX, G.handler_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, G.handler_arg_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, G.log_ref);
   lua_pushvalue(L, 1);
   G.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  G.handler_arg_ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 3)) {
+    lua_pushvalue(L, 3);
+    G.handler_arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_pushvalue(L, 2);
   G.log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;

@@ -451,10 +451,9 @@ local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, p
     exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
 end
 
-local spawn = runtime.spawn
-local function on_invoke(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  spawn(serve_guarded, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-end
+-- Each incoming call: runtime.spawn(serve_guarded, daemon_id, conn, ...),
+-- called by the daemon binding directly (daemon_set_handler's third
+-- argument: no Lua function in between).
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
 local function on_log(level, text)
@@ -465,7 +464,7 @@ end
 local handler_set = false
 local function ensure_handler()
   if not handler_set then
-    core.daemon_set_handler(on_invoke, on_log)
+    core.daemon_set_handler(runtime.spawn, on_log, serve_guarded)
     handler_set = true
   end
 end
