@@ -35,15 +35,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <uv.h>
-#include <zlib.h>
 
 #include "auth.h"
 #include "payload.h"
 #include "wire.h"
-
-/* serpent's handshake scanner arrives with the serpent serializer; until it
- * is linked in, serpent CONNECTs are answered as not decodable. */
-#pragma weak sr_serpent_handshake_object
 
 #define LOG_DEBUG 10
 #define LOG_INFO 20
@@ -719,35 +714,20 @@ static void conn_fail_handshake(sr_conn_t *c, uint16_t ser, uint16_t seq, const 
   conn_close_graceful(c);
 }
 
-/* Inflates a zlib payload into out, refusing more than limit bytes. */
-static int inflate_payload(const uint8_t *p, size_t n, size_t limit, sr_buf_t *out, char *err,
-                           size_t errlen) {
-  z_stream zs;
-  memset(&zs, 0, sizeof zs);
-  if (inflateInit(&zs) != Z_OK) return sr_seterr(err, errlen, SR_ENOMEM, "zlib: init failed");
-  zs.next_in = (Bytef *)p;
-  zs.avail_in = (uInt)n;
-  int zr = Z_OK, rc = 0;
-  while (zr != Z_STREAM_END) {
-    if ((rc = sr_buf_reserve(out, 65536)) < 0) break;
-    zs.next_out = out->data + out->len;
-    zs.avail_out = (uInt)(out->cap - out->len);
-    size_t before = zs.avail_out;
-    zr = inflate(&zs, Z_NO_FLUSH);
-    out->len += before - zs.avail_out;
-    if (out->len > limit) {
-      rc = sr_seterr(err, errlen, SR_ETOOBIG, "compressed payload inflates beyond %zu bytes",
-                     limit);
-      break;
-    }
-    if (zr == Z_STREAM_END) break;
-    if (zr != Z_OK || (zs.avail_in == 0 && zs.avail_out != 0)) {
-      rc = sr_seterr(err, errlen, SR_ESYNTAX, "zlib: %s", zs.msg ? zs.msg : "truncated data");
-      break;
-    }
-  }
-  inflateEnd(&zs);
-  return rc;
+/* The payload of m: its bytes, or when COMPRESSED the inflated bytes in
+ * *plain (initialised here; the caller frees it either way), bounded by the
+ * connection's current message limit. Returns 0 or an SR_E* code, err set. */
+static int msg_payload(const sr_conn_t *c, const sr_wire_msg_t *m, sr_buf_t *plain,
+                       const uint8_t **data, size_t *len, char *err, size_t errlen) {
+  sr_buf_init(plain);
+  *data = m->data;
+  *len = m->h.data_len;
+  if (!(m->h.flags & SR_FLAG_COMPRESSED)) return 0;
+  int rc = sr_wire_inflate(plain, m->data, m->h.data_len, c->fr.max_message, err, errlen);
+  if (rc < 0) return rc;
+  *data = plain->data;
+  *len = plain->len;
+  return 0;
 }
 
 static sr_obj_t *find_obj(sr_daemon_t *d, const char *name) {
@@ -781,18 +761,13 @@ static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
     conn_fail_handshake(c, SR_SER_MARSHAL, m->h.seq, text);
     return;
   }
-  const uint8_t *data = m->data;
-  size_t len = m->h.data_len;
+  const uint8_t *data;
+  size_t len;
   sr_buf_t plain;
-  sr_buf_init(&plain);
-  if (m->h.flags & SR_FLAG_COMPRESSED) {
-    if (inflate_payload(data, len, c->fr.max_message, &plain, err, sizeof err) < 0) {
-      sr_buf_free(&plain);
-      conn_fail_handshake(c, ser, m->h.seq, err);
-      return;
-    }
-    data = plain.data;
-    len = plain.len;
+  if (msg_payload(c, m, &plain, &data, &len, err, sizeof err) < 0) {
+    sr_buf_free(&plain);
+    conn_fail_handshake(c, ser, m->h.seq, err);
+    return;
   }
   if (c->d && c->d->has_secret) {
     /* Pyro4's validateHandshake with a shared secret: the handshake value
@@ -819,7 +794,7 @@ static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
   err[0] = '\0';
   if (ser == SR_SER_JSON)
     r = sr_json_handshake_object(data, len, name, sizeof name, err, sizeof err);
-  else if (ser == SR_SER_SERPENT && sr_serpent_handshake_object != NULL)
+  else if (ser == SR_SER_SERPENT)
     r = sr_serpent_handshake_object(data, len, name, sizeof name, err, sizeof err);
   else
     r = sr_seterr(err, sizeof err, SR_ESERIALIZER, "cannot read the handshake of serializer %u",
@@ -883,19 +858,14 @@ static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
     conn_close_now(c);
     return;
   }
-  const uint8_t *data = m->data;
-  size_t len = m->h.data_len;
+  const uint8_t *data;
+  size_t len;
   sr_buf_t plain;
-  sr_buf_init(&plain);
-  if (m->h.flags & SR_FLAG_COMPRESSED) {
-    if (inflate_payload(data, len, c->fr.max_message, &plain, err, sizeof err) < 0) {
-      sr_buf_free(&plain);
-      hlog(h, LOG_WARNING, "closing connection from %s: %s", c->peer, err);
-      conn_close_now(c);
-      return;
-    }
-    data = plain.data;
-    len = plain.len;
+  if (msg_payload(c, m, &plain, &data, &len, err, sizeof err) < 0) {
+    sr_buf_free(&plain);
+    hlog(h, LOG_WARNING, "closing connection from %s: %s", c->peer, err);
+    conn_close_now(c);
+    return;
   }
   sr_event_t *ev = malloc(sizeof *ev + len + 1);
   if (ev == NULL) {

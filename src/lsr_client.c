@@ -48,7 +48,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "lsr.h"
 #include "lsr_codec.h"
@@ -151,52 +150,12 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
-/* Inflates zlib data p[0..n) into out (reset first), at most `limit` bytes.
- * Returns 0, SR_ENOMEM, SR_ETOOBIG or SR_ESYNTAX (bad stream) with err set. */
-static int inflate_into(sr_buf_t *out, const uint8_t *p, size_t n, size_t limit, char *err,
-                        size_t errlen) {
-  z_stream zs;
-  memset(&zs, 0, sizeof(zs));
-  if (inflateInit(&zs) != Z_OK) return sr_seterr(err, errlen, SR_ENOMEM, "inflate: init failed");
-  out->len = 0;
-  zs.next_in = (Bytef *)p;
-  zs.avail_in = (uInt)n;
-  int rc = SR_OK;
-  for (;;) {
-    if (sr_buf_reserve(out, n * 2 + 1024) != 0) {
-      rc = sr_seterr(err, errlen, SR_ENOMEM, "inflate: out of memory");
-      break;
-    }
-    zs.next_out = out->data + out->len;
-    zs.avail_out = (uInt)(out->cap - out->len);
-    size_t before = zs.avail_out;
-    int z = inflate(&zs, Z_NO_FLUSH);
-    out->len += before - zs.avail_out;
-    if (out->len > limit) {
-      rc = sr_seterr(err, errlen, SR_ETOOBIG, "inflate: payload larger than %zu bytes", limit);
-      break;
-    }
-    if (z == Z_STREAM_END) break;
-    if (z != Z_OK && !(z == Z_BUF_ERROR && zs.avail_out == 0)) {
-      rc = sr_seterr(err, errlen, SR_ESYNTAX, "inflate: invalid compressed payload at byte %lu",
-                     (unsigned long)zs.total_in);
-      break;
-    }
-    if (zs.avail_in == 0 && zs.avail_out != 0) {
-      rc = sr_seterr(err, errlen, SR_ESYNTAX, "inflate: truncated compressed payload");
-      break;
-    }
-  }
-  inflateEnd(&zs);
-  return rc;
-}
-
 /* Decodes a payload (inflating through `tmp` when compressed) and pushes the
  * value. Returns 0 or an SR_E* code (nothing pushed). */
 static int decode_payload(lua_State *L, int ser, int flags, const uint8_t *p, size_t n,
                           sr_buf_t *tmp, char *err, size_t errlen) {
   if (flags & SR_FLAG_COMPRESSED) {
-    int rc = inflate_into(tmp, p, n, SR_WIRE_DEFAULT_MAX_MESSAGE, err, errlen);
+    int rc = sr_wire_inflate(tmp, p, n, SR_WIRE_DEFAULT_MAX_MESSAGE, err, errlen);
     if (rc != 0) return rc;
     p = tmp->data;
     n = tmp->len;

@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <zlib.h>
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 
@@ -263,3 +264,41 @@ long sr_framer_next(sr_framer_t *f, sr_wire_msg_t *msg, char *err, size_t errlen
 }
 
 size_t sr_framer_pending(const sr_framer_t *f) { return f->buf.len - f->start; }
+
+int sr_wire_inflate(sr_buf_t *out, const uint8_t *p, size_t n, size_t limit, char *err,
+                    size_t errlen) {
+  z_stream zs;
+  memset(&zs, 0, sizeof(zs));
+  if (inflateInit(&zs) != Z_OK) return sr_seterr(err, errlen, SR_ENOMEM, "inflate: init failed");
+  out->len = 0;
+  zs.next_in = (Bytef *)p;
+  zs.avail_in = (uInt)n;
+  int rc = SR_OK;
+  for (;;) {
+    if (sr_buf_reserve(out, n * 2 + 1024) != 0) {
+      rc = sr_seterr(err, errlen, SR_ENOMEM, "inflate: out of memory");
+      break;
+    }
+    zs.next_out = out->data + out->len;
+    zs.avail_out = (uInt)(out->cap - out->len);
+    size_t before = zs.avail_out;
+    int z = inflate(&zs, Z_NO_FLUSH);
+    out->len += before - zs.avail_out;
+    if (out->len > limit) {
+      rc = sr_seterr(err, errlen, SR_ETOOBIG, "inflate: payload larger than %zu bytes", limit);
+      break;
+    }
+    if (z == Z_STREAM_END) break;
+    if (z != Z_OK && !(z == Z_BUF_ERROR && zs.avail_out == 0)) {
+      rc = sr_seterr(err, errlen, SR_ESYNTAX, "inflate: invalid compressed payload at byte %lu",
+                     (unsigned long)zs.total_in);
+      break;
+    }
+    if (zs.avail_in == 0 && zs.avail_out != 0) {
+      rc = sr_seterr(err, errlen, SR_ESYNTAX, "inflate: truncated compressed payload");
+      break;
+    }
+  }
+  inflateEnd(&zs);
+  return rc;
+}

@@ -143,4 +143,11 @@ long sr_framer_next(sr_framer_t *f, sr_wire_msg_t *msg, char *err, size_t errlen
 /* Bytes buffered but not yet returned as messages. */
 size_t sr_framer_pending(const sr_framer_t *f);
 
+/* Inflates a COMPRESSED payload (zlib, RFC 1950) p[0..n) into out (reset
+ * first), refusing more than `limit` bytes of output (a zlib bomb stops one
+ * chunk past the limit). Returns 0, SR_ENOMEM, SR_ETOOBIG or SR_ESYNTAX
+ * (invalid or truncated stream) with err set. */
+int sr_wire_inflate(sr_buf_t *out, const uint8_t *p, size_t n, size_t limit, char *err,
+                    size_t errlen);
+
 #endif
