@@ -109,6 +109,13 @@ describe("springrun.daemon #unit #net", function()
     c:close()
   end)
 
+  it("refuses an object name that is not a string when listening", function()
+    local id, msg, code = core.daemon_listen("127.0.0.1", 0, { { 42, {} } })
+    assert.is_nil(id)
+    assert.are.equal("objects[1][1] must be a name", msg)
+    assert.are.equal("SR_EINVAL", code)
+  end)
+
   it("answers CONNECT without META with the bare handshake response", function()
     local c = assert(wc.connect("127.0.0.1", port))
     c:send(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello"}'))

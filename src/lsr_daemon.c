@@ -498,7 +498,9 @@ static int l_listen(lua_State *L) {
     } else {
       lua_rawgeti(L, -1, 1);
       lua_rawgeti(L, -2, 2);
-      objs[i].name = lua_tostring(L, -2); /* kept alive by the objects table */
+      /* a string only: lua_tostring would convert a number in place, on the
+       * stack slot popped below, and the name must outlive it */
+      objs[i].name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
       if (objs[i].name == NULL)
         rc = sr_seterr(err, sizeof err, SR_EINVAL, "objects[%d][1] must be a name", i + 1);
       else
