@@ -433,11 +433,11 @@ describe("springrun.proxy inside springrun tasks #net #interop", function()
     local marker = "task-event-" .. tostring(client.now())
     local ok, took = client.in_task(function()
       local t0 = client.now()
-      p:log_event(marker, 1.0)
+      p:log_event(marker, 2.0) -- the server takes 2 s over it
       return client.now() - t0
     end)
     assert.is_true(ok)
-    assert.is_true(took < 0.5, "took " .. tostring(took))
+    assert.is_true(took < 1.5, "took " .. tostring(took))
     local deadline, seen = client.now() + 10, false
     repeat
       for _, ev in ipairs(p:events()) do if ev == marker then seen = true end end
