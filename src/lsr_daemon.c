@@ -328,22 +328,55 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   lua_settop(L, base);
 }
 
+/* Finishes events from *cursor on: each is marked done (so the daemon's
+ * max_queued pause can lift) and freed. */
+static void finish_events(sr_event_t **cursor) {
+  while (*cursor) {
+    sr_event_t *next = (sr_event_t *)(*cursor)->node.next;
+    sr_holder_event_done(*cursor);
+    free(*cursor);
+    *cursor = next;
+  }
+}
+
+/* Runs under lua_pcall (on_events): dispatches the events from the cursor
+ * (light userdata) on, advancing it past each one it finished. */
+static int drain_events(lua_State *L) {
+  sr_event_t **cursor = lua_touserdata(L, 1);
+  luaL_checkstack(L, 32, "springrun daemon events");
+  while (*cursor) {
+    sr_event_t *ev = *cursor;
+    if (ev->kind == SR_EV_INVOKE)
+      dispatch_invoke(L, ev);
+    else if (ev->kind == SR_EV_LOG)
+      log_line(L, ev->level, (const char *)ev->data);
+    *cursor = (sr_event_t *)ev->node.next;
+    sr_holder_event_done(ev);
+    free(ev);
+  }
+  return 0;
+}
+
+/* The uv_async callback on luv's loop: one wake-up drains everything queued.
+ * The Lua work runs under a pcall so that a Lua error (out of memory) never
+ * unwinds through libuv; whatever was not dispatched is still finished. */
 static void on_events(uv_async_t *a) {
   (void)a;
   lua_State *L = G.L;
   if (G.h == NULL || L == NULL) return;
   sr_event_t *ev = sr_holder_take(G.h);
-  luaL_checkstack(L, 32, "springrun daemon events");
-  while (ev) {
-    sr_event_t *next = (sr_event_t *)ev->node.next;
-    if (ev->kind == SR_EV_INVOKE)
-      dispatch_invoke(L, ev);
-    else if (ev->kind == SR_EV_LOG)
-      log_line(L, ev->level, (const char *)ev->data);
-    sr_holder_event_done(ev);
-    free(ev);
-    ev = next;
+  if (ev == NULL) return;
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, drain_events);
+  lua_pushlightuserdata(L, &ev);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    const char *m = lua_tostring(L, -1);
+    fprintf(stderr, "springrun: dispatching requests failed: %s\n", m ? m : "?");
+    if (ev != NULL) { /* the event that failed mid-way: finish it with the rest */
+      finish_events(&ev);
+    }
   }
+  lua_settop(L, base);
 }
 
 /* ---- bindings ------------------------------------------------------------ */
