@@ -132,6 +132,13 @@ local function debug_log(fmt, ...)
   if l then l:debug(fmt, ...) end
 end
 
+-- True when debug lines of this logger are written (arguments that cost
+-- something to build are built only then).
+local function debug_on()
+  local l = log()
+  return l ~= nil and l:effective_level() <= 10
+end
+
 -- ---- error mapping -----------------------------------------------------------
 
 -- low-level code ("ECONNREFUSED", "SR_ETIMEOUT", luv's "ECONNRESET: ...") ->
@@ -527,6 +534,13 @@ local function close_conn(st)
   if conn then conn:close() end
 end
 
+local NO_KWARGS = {} -- shared by every INVOKE payload; never written
+local json_array_mt
+local function array_mt()
+  json_array_mt = json_array_mt or get_core().json_array_mt
+  return json_array_mt
+end
+
 -- The INVOKE payload: a map for JSON; for serpent the 4-tuple Pyro4 sends,
 -- (object, method, (params...), {kwargs}). args: a table.pack'ed list.
 local function invoke_payload(st, object, method, args)
@@ -534,7 +548,8 @@ local function invoke_payload(st, object, method, args)
     local tuple = require("springrun.serpent").tuple
     return tuple({ object, method, tuple(args), {} })
   end
-  return { object = object, method = method, params = get_json().array(args), kwargs = {} }
+  return { object = object, method = method, params = setmetatable(args, array_mt()),
+    kwargs = NO_KWARGS }
 end
 
 -- The client TLS context of st (made once from its ssl_* properties; a
@@ -593,7 +608,7 @@ local function connection(st, co)
     st.uri = u
     debug_log("%s resolved to %s", st.named, u.url)
   end
-  debug_log("connecting to %s (%s)", st.url, where(st))
+  if debug_on() then debug_log("connecting to %s (%s)", st.url, where(st)) end
   local c, emsg, code = connect_transport(st, co)
   if not c then
     local kind = kind_of(code, true)
@@ -774,7 +789,21 @@ local function dispatch(st, fn)
   return table.unpack(res, 2, res.n)
 end
 
+local function blocking_done(st, ok, ...)
+  st.busy = false
+  if not ok then error((...), 0) end
+  return ...
+end
+
+-- dispatch(st, invoke) for one call; the blocking mode (the common one in a
+-- plain script) without a closure or a packed result table.
 local function call(st, name, args)
+  local rt = runtime()
+  if not (rt and rt.current and rt.current()) and not (rt and rt.spawn
+      and ((rt.has_exports and rt.has_exports()) or st.busy or (st.conn and st.conn.async))) then
+    st.busy = true
+    return blocking_done(st, pcall(invoke, st, name, args, nil))
+  end
   return dispatch(st, function(co) return invoke(st, name, args, co) end)
 end
 
@@ -947,14 +976,15 @@ local Proxy = { __name = "springrun.PyroProxyFactory" }
 
 function Proxy.__index(self, name)
   local st = STATE[self]
+  local f = st.callers[name] -- only names that are no property or method get here
+  if f then return f end
   if PROPS[name] then return st[name] end
   local m = methods[name]
   if m then return m end
   if name == "_disposable" then return true end
   if name == "_pyro_seq" then return st.seq end
   if type(name) ~= "string" or name:sub(1, 1) == "_" then return nil end
-  local f = st.callers[name]
-  if f == nil then
+  do
     f = function(me, ...)
       if not rawequal(me, self) then
         error(errors.new("config", string.format(
@@ -995,6 +1025,10 @@ Proxy.__gc = Proxy.__close
 
 local PyroProxyFactory = { __name = "springrun.PyroProxyFactory (class)" }
 
+-- The order properties given to new() are applied in (service_url last).
+local PROP_ORDER = { "serializer", "timeout", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
+  "ssl_certfile", "ssl_keyfile", "ssl_servername", "service_url" }
+
 -- PyroProxyFactory([props]) / PyroProxyFactory.new([props]) -> proxy.
 -- props: service_url, timeout, serializer; other keys raise.
 function PyroProxyFactory.new(props)
@@ -1012,8 +1046,8 @@ function PyroProxyFactory.new(props)
           tostring(k), PROP_LIST)), 2)
       end
     end
-    for _, k in ipairs({ "serializer", "timeout", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
-        "ssl_certfile", "ssl_keyfile", "ssl_servername", "service_url" }) do
+    for i = 1, #PROP_ORDER do
+      local k = PROP_ORDER[i]
       if props[k] ~= nil then setters[k](st, props[k]) end
     end
   end
