@@ -5,47 +5,14 @@
 -- overrides validateHandshake (spec/fixtures/secure_pyro.py).
 local springrun = require "springrun"
 local errors = require "springrun.errors"
-local json = require "springrun.json"
 local client = require "helpers.client"
 local proc = require "helpers.proc"
-local pyro4 = require "helpers.pyro4"
+local secure = require "helpers.secure"
 
-local fixtures = proc.root .. "/spec/fixtures"
 local REFUSED = "authentication failed: wrong or missing handshake secret"
 
-local function url(port) return string.format("PYRO:secure.Echo@127.0.0.1:%d", port) end
-
-local function start_sr(cleanup, env)
-  local p = proc.spawn({ proc.bin, fixtures .. "/secure_server.lua" }, { env = env })
-  cleanup(function() proc.stop(p) end)
-  local port = tonumber(pyro4.wait_output(p, "PORT (%d+)", 15, "secure_server.lua"))
-  assert(proc.wait_port("127.0.0.1", port, 10, p))
-  return p, port
-end
-
-local function py_client(port, serializer, handshake, env)
-  pyro4.require_python()
-  local e = { PYRO_SERIALIZER = serializer or "json" }
-  for k, v in pairs(env or {}) do e[k] = v end
-  local argv = { proc.python, fixtures .. "/secure_client.py", url(port) }
-  if handshake then argv[#argv + 1] = handshake end
-  return json.decode(pyro4.run_python(argv, e, 60))
-end
-
-local function proxy(port, props)
-  local t = { timeout = 10 }
-  for k, v in pairs(props or {}) do t[k] = v end
-  return springrun.proxy(url(port), t)
-end
-
-local function call_error(p, task)
-  if task then
-    local ok, e = client.in_task(function() return p:echo("x") end)
-    assert(not ok, "expected an error")
-    return e
-  end
-  return client.error_of(p.echo, p, "x")
-end
+local url, start_sr, proxy, call_error = secure.url, secure.start_sr, secure.proxy, secure.call_error
+local py_client = secure.py_client -- (port, env, serializer, handshake)
 
 describe("springrun.auth #unit #net #interop", function()
   it("finds the handshake string in JSON and serpent CONNECT payloads (what the daemon compares)", function()
@@ -105,7 +72,7 @@ describe("springrun.auth #unit #net #interop", function()
     local cleanup = proc.cleanups(finally)
     local _, port = start_sr(cleanup, { SR_SECRET = "open sesame" })
     for _, ser in ipairs({ "json", "serpent" }) do
-      local r = py_client(port, ser, "open sesame")
+      local r = py_client(port, nil, ser, "open sesame")
       assert.is_true(r.ok, r.error)
       assert.are.equal("ping", r.echo)
       assert.are.equal("hello py", r.hello)
@@ -117,7 +84,7 @@ describe("springrun.auth #unit #net #interop", function()
     local srv, port = start_sr(cleanup, { SR_SECRET = "open sesame" })
     for _, ser in ipairs({ "json", "serpent" }) do
       for _, hs in ipairs({ "open sesame!", "", false }) do
-        local r = py_client(port, ser, hs or nil)
+        local r = py_client(port, nil, ser, hs or nil)
         assert.is_false(r.ok)
         assert.are.equal(string.format("CommunicationError: connection to ('127.0.0.1', %d) rejected: %s",
           port, REFUSED), r.error)
@@ -126,7 +93,7 @@ describe("springrun.auth #unit #net #interop", function()
     local _, n = srv:stderr():gsub("WARNING %- handshake from 127%.0%.0%.1:%d+ on 127%.0%.0%.1:%d+ refused: "
       .. REFUSED:gsub("%p", "%%%0"), "")
     assert.are.equal(6, n, srv:stderr())
-    assert.is_true(py_client(port, "json", "open sesame").ok)
+    assert.is_true(py_client(port, nil, "json", "open sesame").ok)
   end)
 
   it("a springrun proxy sends its handshake property, blocking and in a task", function()
@@ -158,8 +125,8 @@ describe("springrun.auth #unit #net #interop", function()
     local _, port = start_sr(cleanup, { SR_SECRET = "both", SR_SSL_CERT = certs.server_cert,
       SR_SSL_KEY = certs.server_key })
     local tls = { PYRO_SSL = "true", PYRO_SSL_CACERTS = certs.ca }
-    assert.is_true(py_client(port, "serpent", "both", tls).ok)
-    local r = py_client(port, "json", "neither", tls)
+    assert.is_true(py_client(port, tls, "serpent", "both").ok)
+    local r = py_client(port, tls, "json", "neither")
     assert.truthy(r.error:find(REFUSED, 1, true), r.error)
     local p = proxy(port, { ssl = true, ssl_cacerts = certs.ca, handshake = "both" })
     cleanup(function() p:destroy() end)
@@ -169,13 +136,9 @@ describe("springrun.auth #unit #net #interop", function()
   end)
 
   it("a springrun proxy passes a Python daemon's validateHandshake (a string or any value)", function()
-    pyro4.require_python()
     local cleanup = proc.cleanups(finally)
-    local env = { PYRO_SERIALIZERS_ACCEPTED = "json,serpent" }
-    local py1, port = client.start_python("secure_pyro.py", { '"letmein"' }, nil, env)
-    cleanup(function() proc.stop(py1) end)
-    local py2, py_port = client.start_python("secure_pyro.py", { '{"user": "ann", "token": 7}' }, nil, env)
-    cleanup(function() proc.stop(py2) end)
+    local _, port = secure.start_py(cleanup, nil, { '"letmein"' })
+    local _, py_port = secure.start_py(cleanup, nil, { '{"user": "ann", "token": 7}' })
     local p = proxy(port, { handshake = "letmein" })
     cleanup(function() p:destroy() end)
     assert.are.equal("hello lua", p:hello("lua"))

@@ -7,75 +7,35 @@
 local springrun = require "springrun"
 local core = require "springrun.core"
 local errors = require "springrun.errors"
-local json = require "springrun.json"
 local log = require "springrun.log"
 local certs_mod = require "helpers.certs"
 local client = require "helpers.client"
 local proc = require "helpers.proc"
-local pyro4 = require "helpers.pyro4"
+local secure = require "helpers.secure"
 
-local fixtures = proc.root .. "/spec/fixtures"
 local certs
 
-local function url(port) return string.format("PYRO:secure.Echo@127.0.0.1:%d", port) end
+local url, start_sr, start_py, proxy, call_error =
+  secure.url, secure.start_sr, secure.start_py, secure.proxy, secure.call_error
+local py_client = secure.py_client -- (port, env, serializer, handshake)
 
--- A springrun server process with env (SR_SSL_* etc.); returns it and its port.
-local function start_sr(cleanup, env)
-  local p = proc.spawn({ proc.bin, fixtures .. "/secure_server.lua" }, { env = env })
-  cleanup(function() proc.stop(p) end)
-  local port = tonumber(pyro4.wait_output(p, "PORT (%d+)", 15, "secure_server.lua"))
-  assert(proc.wait_port("127.0.0.1", port, 10, p))
-  return p, port
-end
-
+-- secure_server.lua's environment for TLS with the test server certificate.
 local function tls_env(extra)
-  local e = { SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
+  return secure.merged({ SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key }, extra)
 end
 
--- A Python Pyro4 daemon; env: Pyro4 settings.
-local function start_py(cleanup, env, args)
-  pyro4.require_python()
-  local e = { PYRO_SERIALIZERS_ACCEPTED = "json,serpent" }
-  for k, v in pairs(env or {}) do e[k] = v end
-  local p, port = client.start_python("secure_pyro.py", args, nil, e)
-  cleanup(function() proc.stop(p) end)
-  return p, port
-end
-
+-- secure_pyro.py's Pyro4 settings for TLS with the test server certificate.
 local function py_tls_server_env(extra)
-  local e = { PYRO_SSL = "true", PYRO_SSL_SERVERCERT = certs.server_cert,
-              PYRO_SSL_SERVERKEY = certs.server_key }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
+  return secure.merged({ PYRO_SSL = "true", PYRO_SSL_SERVERCERT = certs.server_cert,
+    PYRO_SSL_SERVERKEY = certs.server_key }, extra)
 end
 
--- Runs the Python client; returns its JSON report.
-local function py_client(port, env, serializer, handshake)
-  pyro4.require_python()
-  local e = { PYRO_SERIALIZER = serializer or "json" }
-  for k, v in pairs(env or {}) do e[k] = v end
-  local argv = { proc.python, fixtures .. "/secure_client.py", url(port) }
-  if handshake then argv[#argv + 1] = handshake end
-  local out = pyro4.run_python(argv, e, 60)
-  return json.decode(out)
-end
-
-local function proxy(port, props)
-  local t = { timeout = 10 }
-  for k, v in pairs(props or {}) do t[k] = v end
-  return springrun.proxy(url(port), t)
-end
-
--- The error of a call to p:echo(v), blocking (task == nil) or in a task.
-local function call_error(p, task)
-  if task then
-    local ok, e = client.in_task(function() return p:echo("x") end)
-    assert(not ok, "expected an error")
-    return e
-  end
-  return client.error_of(p.echo, p, "x")
+-- A proxy to port trusting the test CA (extra: more properties), destroyed
+-- by cleanup.
+local function tls_proxy(cleanup, port, extra)
+  local p = proxy(port, secure.merged({ ssl = true, ssl_cacerts = certs.ca }, extra))
+  cleanup(function() p:destroy() end)
+  return p
 end
 
 -- Drives two in-memory sessions until neither has bytes to send.
@@ -203,15 +163,13 @@ describe("springrun.tls #unit #net #interop", function()
   it("calls a springrun TLS server from a springrun proxy, blocking and in a task", function()
     local cleanup = proc.cleanups(finally)
     local _, port = start_sr(cleanup, tls_env())
-    local p = proxy(port, { ssl = true, ssl_cacerts = certs.ca })
-    cleanup(function() p:destroy() end)
+    local p = tls_proxy(cleanup, port)
     assert.are.equal("a", p:echo("a"))
     assert.are.same({ 1, { k = "v" } }, p:echo({ 1, { k = "v" } }))
     local big = string.rep("0123456789", 100000) -- many TLS records each way
     assert.are.equal(big, p:echo(big))
     assert.are.equal("hello lua", p:hello("lua"))
-    local q = proxy(port, { ssl = true, ssl_cacerts = certs.ca, ssl_servername = "localhost" })
-    cleanup(function() q:destroy() end)
+    local q = tls_proxy(cleanup, port, { ssl_servername = "localhost" })
     local ok, v = client.in_task(function()
       local a = q:echo("in a task")
       return a .. "|" .. q:echo(big):sub(1, 10)
@@ -287,12 +245,10 @@ describe("springrun.tls #unit #net #interop", function()
   it("calls a Python Pyro4 TLS daemon from a springrun proxy, blocking and in a task", function()
     local cleanup = proc.cleanups(finally)
     local _, port = start_py(cleanup, py_tls_server_env())
-    local p = proxy(port, { ssl = true, ssl_cacerts = certs.ca })
-    cleanup(function() p:destroy() end)
+    local p = tls_proxy(cleanup, port)
     assert.are.equal("hello lua", p:hello("lua"))
     assert.are.equal("again", p:echo("again"))
-    local q = proxy(port, { ssl = true, ssl_cacerts = certs.ca, serializer = "serpent" })
-    cleanup(function() q:destroy() end)
+    local q = tls_proxy(cleanup, port, { serializer = "serpent" })
     local ok, v = client.in_task(function() return q:hello("task") .. "|" .. q:echo("2") end)
     assert.is_true(ok, tostring(v))
     assert.are.equal("hello task|2", v)
@@ -313,9 +269,8 @@ describe("springrun.tls #unit #net #interop", function()
     r = py_client(port, base)
     assert.is_false(r.ok)
     -- springrun, both paths
-    local p = proxy(port, { ssl = true, ssl_cacerts = certs.ca, ssl_certfile = certs.client_cert,
+    local p = tls_proxy(cleanup, port, { ssl_certfile = certs.client_cert,
       ssl_keyfile = certs.client_key })
-    cleanup(function() p:destroy() end)
     assert.are.equal("mtls", p:echo("mtls"))
     local ok, v = client.in_task(function() return p:echo("mtls task") end)
     assert.is_true(ok, tostring(v))
@@ -339,9 +294,8 @@ describe("springrun.tls #unit #net #interop", function()
     local cleanup = proc.cleanups(finally)
     local _, port = start_py(cleanup, py_tls_server_env({ PYRO_SSL_REQUIRECLIENTCERT = "true",
       PYRO_SSL_CACERTS = certs.ca }))
-    local p = proxy(port, { ssl = true, ssl_cacerts = certs.ca, ssl_certfile = certs.client_cert,
+    local p = tls_proxy(cleanup, port, { ssl_certfile = certs.client_cert,
       ssl_keyfile = certs.client_key })
-    cleanup(function() p:destroy() end)
     assert.are.equal("hello mtls", p:hello("mtls"))
     local ok, v = client.in_task(function() return p:echo(7) end)
     assert.is_true(ok, tostring(v))
