@@ -1,5 +1,5 @@
 -- The springrun executable: runs a Lua file with `arg`, reports failures.
-local helpers = require "helpers.cli"
+local helpers = require "helpers.proc"
 
 describe("springrun CLI #unit", function()
   it("runs a script with its arguments in arg", function()

@@ -7,7 +7,7 @@ local json = require "springrun.json"
 local uv = require "luv"
 local wc = require "helpers.wireclient"
 local proc = require "helpers.proc"
-local runtime = require "springrun.runtime"
+local task = require "helpers.task"
 local springrun = require "springrun"
 
 local JSON, MARSHAL = core.SER_JSON, core.SER_MARSHAL
@@ -36,13 +36,7 @@ function Service:log_event(x) seen.event = x end
 function Service:_secret() return "never" end
 -- Answers after `ms` milliseconds (a luv timer resumes the task).
 function Service:slow(ms, tag)
-  local co = runtime.current()
-  local t = uv.new_timer()
-  t:start(ms, 0, function()
-    t:close()
-    runtime.resume(co)
-  end)
-  coroutine.yield()
+  task.sleep(ms)
   return tag
 end
 
@@ -542,6 +536,32 @@ describe("springrun.daemon in a server process #net #interop", function()
     return p, port
   end
 
+  -- Runs a Lua script (source) that is to export "S" on port; returns the
+  -- process once the port accepts. The script file and process go at cleanup.
+  local function start_script(cleanup, port, source)
+    local path = proc.tmpfile(source)
+    cleanup(function() os.remove(path) end)
+    local p = proc.spawn({ proc.bin, path })
+    cleanup(function() proc.stop(p) end)
+    assert(proc.wait_port("127.0.0.1", port, 10, p))
+    return p
+  end
+
+  -- Calls S.stop() on port; returns the connection and the result.
+  local function call_stop(port)
+    local c = connect_ok(port, "S")
+    invoke(c, 1, "stop", "[]", "{}", 0, "S")
+    local _, v = result(c, 1)
+    return c, v
+  end
+
+  -- The server's context destroy wrote "destroyed" to marker.
+  local function assert_destroyed(marker)
+    local f = assert(io.open(marker))
+    assert.are.equal("destroyed", f:read("a"))
+    f:close()
+  end
+
   it("serves a real Python Pyro4 client (JSON): calls, kwargs, errors, oneway, batch, metadata", function()
     local cleanup = proc.cleanups(finally)
     local _, port = start(cleanup)
@@ -570,9 +590,7 @@ describe("springrun.daemon in a server process #net #interop", function()
 
   it("raw frames reach the server process; SIGTERM drains the call in flight, closes the context, exits 0", function()
     local cleanup = proc.cleanups(finally)
-    local marker = os.tmpname()
-    os.remove(marker)
-    cleanup(function() os.remove(marker) end)
+    local marker = proc.tmppath(cleanup)
     local p, port = start(cleanup, { DESTROY_MARKER = marker })
     local c = connect_ok(port)
     invoke(c, 1, "slow", '[300, "late"]')
@@ -586,9 +604,7 @@ describe("springrun.daemon in a server process #net #interop", function()
     local _, v = result(c, 1)
     assert.are.equal("late", v)
     assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
-    local f = assert(io.open(marker))
-    assert.are.equal("destroyed", f:read("a"))
-    f:close()
+    assert_destroyed(marker)
     assert.is_true(proc.wait_port_closed("127.0.0.1", port, 5))
     c:close()
   end)
@@ -616,8 +632,9 @@ describe("springrun.daemon in a server process #net #interop", function()
   end)
 
   it("keeps a script serving while it exports and exits 0 once nothing is exported", function()
+    local cleanup = proc.cleanups(finally)
     local port = proc.free_port()
-    local script = proc.tmpfile(string.format([[
+    local p = start_script(cleanup, port, string.format([[
       local springrun = require "springrun"
       local uv = require "luv"
       local ex = springrun.PyroServiceExporter{ service_name = "S", service_host = "127.0.0.1",
@@ -629,25 +646,18 @@ describe("springrun.daemon in a server process #net #interop", function()
         return "stopping"
       end
     ]], port))
-    local cleanup = proc.cleanups(finally)
-    cleanup(function() os.remove(script) end)
-    local p = proc.spawn({ proc.bin, script })
-    cleanup(function() proc.stop(p) end)
-    assert(proc.wait_port("127.0.0.1", port, 10, p))
     assert.is_nil(p:status())
-    local c = connect_ok(port, "S")
-    invoke(c, 1, "stop", "[]", "{}", 0, "S")
-    local _, v = result(c, 1)
+    local c, v = call_stop(port)
     assert.are.equal("stopping", v)
     assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
     c:close()
   end)
 
   it("shuts down cleanly when the script's code calls springrun.stop()", function()
+    local cleanup = proc.cleanups(finally)
     local port = proc.free_port()
-    local marker = os.tmpname()
-    os.remove(marker)
-    local script = proc.tmpfile(string.format([[
+    local marker = proc.tmppath(cleanup)
+    local p = start_script(cleanup, port, string.format([[
       local springrun = require "springrun"
       local Svc = {}
       function Svc.stop() springrun.stop() return "bye" end
@@ -660,30 +670,16 @@ describe("springrun.daemon in a server process #net #interop", function()
           service = springrun.ref "svc", service_host = "127.0.0.1", service_port = %d } },
       }
     ]], marker, port))
-    local cleanup = proc.cleanups(finally)
-    cleanup(function()
-      os.remove(script)
-      os.remove(marker)
-    end)
-    local p = proc.spawn({ proc.bin, script })
-    cleanup(function() proc.stop(p) end)
-    assert(proc.wait_port("127.0.0.1", port, 10, p))
-    local c = connect_ok(port, "S")
-    invoke(c, 1, "stop", "[]", "{}", 0, "S")
-    local _, v = result(c, 1)
+    local c, v = call_stop(port)
     assert.are.equal("bye", v)
     assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
-    local f = assert(io.open(marker))
-    assert.are.equal("destroyed", f:read("a"))
-    f:close()
+    assert_destroyed(marker)
     c:close()
   end)
 
   it("exits 0 on SIGINT, closing the context", function()
     local cleanup = proc.cleanups(finally)
-    local marker = os.tmpname()
-    os.remove(marker)
-    cleanup(function() os.remove(marker) end)
+    local marker = proc.tmppath(cleanup)
     local p, port = start(cleanup, { DESTROY_MARKER = marker })
     local c = connect_ok(port)
     invoke(c, 1, "get_data", '["x"]')
@@ -691,9 +687,7 @@ describe("springrun.daemon in a server process #net #interop", function()
     proc.kill(p, "sigint")
     assert.are.equal(0, proc.wait_exit(p, 10), p:stderr())
     assert.is_true(c:wait_closed())
-    local f = assert(io.open(marker))
-    assert.are.equal("destroyed", f:read("a"))
-    f:close()
+    assert_destroyed(marker)
     c:close()
   end)
 end)

@@ -84,9 +84,7 @@ describe("springrun faults #net", function()
 
   it("gives the caller a clear error within its timeout when the server is killed mid-call", function()
     local cleanup = proc.cleanups(finally)
-    local marker = os.tmpname()
-    os.remove(marker)
-    cleanup(function() os.remove(marker) end)
+    local marker = proc.tmppath(cleanup)
     local server, port = start_server(cleanup, nil, { FAULT_MARKER = marker })
     -- kills the server as soon as the call has started there
     local killer = proc.spawn({ "sh", "-c", string.format(

@@ -1,6 +1,6 @@
 -- springrun.log: named loggers, levels and the Python-style line format.
 local log = require "springrun.log"
-local helpers = require "helpers.cli"
+local helpers = require "helpers.proc"
 
 local LINE = "^(%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d,%d%d%d) %- ([^ ]+) %- (%u+) %- (.*)$"
 

@@ -10,7 +10,6 @@ local nameserver = require "springrun.nameserver"
 local naming = require "springrun.naming"
 local proc = require "helpers.proc"
 local pyro4 = require "helpers.pyro4"
-local cli = require "helpers.cli"
 
 local null = json.null
 local A = json.array
@@ -365,15 +364,15 @@ end)
 
 describe("springrun ns (command line) #net", function()
   it("prints its usage with --help and refuses bad arguments with exit 2", function()
-    local out, ok = cli.run(proc.bin .. " ns --help")
+    local out, ok = proc.run(proc.bin .. " ns --help")
     assert.is_true(ok)
     assert.truthy(out:find("usage: springrun ns [--host HOST] [--port PORT]", 1, true))
-    local _, ok2, code = cli.run(proc.bin .. " ns --port nope 2>/dev/null")
+    local _, ok2, code = proc.run(proc.bin .. " ns --port nope 2>/dev/null")
     assert.is_falsy(ok2)
     assert.are.equal(2, code)
-    local err = cli.run(proc.bin .. " ns --bogus 2>&1")
+    local err = proc.run(proc.bin .. " ns --bogus 2>&1")
     assert.are.equal("springrun ns: unknown argument '--bogus' (see springrun ns --help)\n", err)
-    err = cli.run(proc.bin .. " ns --port 70000 2>&1")
+    err = proc.run(proc.bin .. " ns --port 70000 2>&1")
     assert.are.equal("springrun ns: --port must be an integer 0..65535, got '70000'\n", err)
   end)
 
@@ -408,7 +407,7 @@ describe("springrun ns (command line) #net", function()
     cleanup(function() proc.stop(quiet) end)
     pyro4.wait_output(quiet, "URI = ", 10, "springrun ns -x")
     assert.falsy(quiet:stdout():find("roadcast"))
-    local bad = cli.run(proc.bin .. " ns --bcport x 2>&1")
+    local bad = proc.run(proc.bin .. " ns --bcport x 2>&1")
     assert.are.equal("springrun ns: --bcport must be an integer 0..65535, got 'x'\n", bad)
   end)
 
@@ -432,7 +431,7 @@ describe("springrun ns (command line) #net", function()
   it("fails with exit 1 naming the address when the port is taken", function()
     local p, port = pyro4.start_springrun_ns()
     finally(function() proc.stop(p) end)
-    local out, ok, code = cli.run(proc.bin .. " ns --port " .. port .. " 2>&1")
+    local out, ok, code = proc.run(proc.bin .. " ns --port " .. port .. " 2>&1")
     assert.is_falsy(ok)
     assert.are.equal(1, code)
     assert.truthy(out:find("^springrun ns: cannot start the name server: "), out)

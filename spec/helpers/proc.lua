@@ -215,6 +215,23 @@ function M.cleanups(finally_fn)
   return add
 end
 
+-- A temporary path that does not exist yet (for a file the code under test
+-- is to write), removed again by add (a proc.cleanups adder) when given.
+function M.tmppath(add)
+  local path = os.tmpname()
+  os.remove(path)
+  if add then add(function() os.remove(path) end) end
+  return path
+end
+
+-- Runs a shell command; returns its stdout, ok, exit code.
+function M.run(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok, code
+end
+
 -- Writes text to a new temporary file and returns its path.
 function M.tmpfile(text, suffix)
   local path = os.tmpname() .. (suffix or ".lua")

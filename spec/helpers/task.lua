@@ -1,0 +1,23 @@
+-- Helpers for service code that runs as a springrun task (a method called by
+-- a daemon), shared by the specs and the fixture servers: the fixtures load
+-- it by putting spec/ on package.path, as in
+--   package.path = arg[0]:match("^(.-)[^/]*$") .. "../?.lua;" .. package.path
+--   local task = require "helpers.task"
+local uv = require "luv"
+local runtime = require "springrun.runtime"
+
+local M = {}
+
+-- Suspends the calling task for ms milliseconds (a luv timer resumes it); the
+-- daemon keeps serving other calls meanwhile. Call it only inside a task.
+function M.sleep(ms)
+  local co = runtime.current()
+  local t = uv.new_timer()
+  t:start(ms, 0, function()
+    t:close()
+    runtime.resume(co)
+  end)
+  coroutine.yield()
+end
+
+return M
