@@ -15,10 +15,13 @@ local pyro4 = require "helpers.pyro4"
 
 local function url_of(name, port) return string.format("PYRO:%s@127.0.0.1:%d", name, port) end
 
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert(not ok, "expected an error, got success")
-  return e
+local err_of = require("helpers.client").error_of
+
+-- A springrun proxy to url (timeout 10 s), destroyed by cleanup.
+local function proxy_of(cleanup, url)
+  local svc = springrun.proxy(url, { timeout = 10 })
+  cleanup(function() svc:destroy() end)
+  return svc
 end
 
 -- the line of Service:fail's error() in the fixture (for the traceback)
@@ -127,8 +130,7 @@ describe("springrun interop: a Python Pyro4 client calls a Lua service #interop"
       it("answers unknown methods, private names and unknown objects with a Pyro4 daemon's exception classes", function()
         local cleanup = proc.cleanups(finally)
         local lua = client("errors")
-        local py, pyport = pyro4.start_py_service("interop.Service")
-        cleanup(function() proc.stop(py) end)
+        local _, pyport = proc.stop_at(cleanup, pyro4.start_py_service("interop.Service"))
         local pyout = pyro4.run_client(url_of("interop.Service", pyport), ser, "errors")
         for _, k in ipairs({ "unknown_method", "private_method", "unknown_method_local", "unknown_object",
           "unknown_object_invoke" }) do
@@ -236,8 +238,7 @@ describe("springrun interop: a springrun proxy calls a Python Pyro4 daemon #inte
 
   local function with_service(f, serializer)
     local cleanup = proc.cleanups(finally)
-    local py, _, uri = pyro4.start_py_service("-")
-    cleanup(function() proc.stop(py) end)
+    local _, _, uri = proc.stop_at(cleanup, pyro4.start_py_service("-"))
     local svc = springrun.proxy(uri, { timeout = 10, serializer = serializer })
     cleanup(function() svc:destroy() end)
     return f(svc, uri)
@@ -315,14 +316,12 @@ describe("springrun interop: PYRONAME with a real Pyro4 name server #interop", f
 
   it("resolves PYRONAME URLs of Python objects registered there, with and without the port", function()
     local cleanup = proc.cleanups(finally)
-    local ns, nsport = pyro4.start_pyro_ns()
-    cleanup(function() proc.stop(ns) end)
-    local py, _, uri = pyro4.start_py_service("-", "127.0.0.1", nsport, "interop.python")
-    cleanup(function() proc.stop(py) end)
+    local _, nsport = proc.stop_at(cleanup, pyro4.start_pyro_ns())
+    local _, _, uri = proc.stop_at(cleanup,
+      pyro4.start_py_service("-", "127.0.0.1", nsport, "interop.python"))
     local url = string.format("PYRONAME:interop.python@127.0.0.1:%d", nsport)
     assert.are.equal(uri, naming.resolve(url))
-    local svc = springrun.proxy(url, { timeout = 10 })
-    cleanup(function() svc:destroy() end)
+    local svc = proxy_of(cleanup, url)
     assert.are.equal("You got remote data => by name", svc:get_data("by name"))
     -- no port in the URL: the ns_port option (else PYRO_NS_PORT, else 9090)
     assert.are.equal(uri, naming.resolve("PYRONAME:interop.python@127.0.0.1", { ns_port = nsport }))
@@ -336,17 +335,15 @@ describe("springrun interop: PYRONAME with a real Pyro4 name server #interop", f
 
   it("resolves the name again when a PYRONAME proxy reconnects (the service moved)", function()
     local cleanup = proc.cleanups(finally)
-    local ns, nsport = pyro4.start_pyro_ns()
-    cleanup(function() proc.stop(ns) end)
-    local py1, port1 = pyro4.start_py_service("interop.Service", "127.0.0.1", nsport, "interop.moving")
-    cleanup(function() proc.stop(py1) end)
-    local svc = springrun.proxy("PYRONAME:interop.moving@127.0.0.1:" .. nsport, { timeout = 10 })
-    cleanup(function() svc:destroy() end)
+    local _, nsport = proc.stop_at(cleanup, pyro4.start_pyro_ns())
+    local py1, port1 = proc.stop_at(cleanup,
+      pyro4.start_py_service("interop.Service", "127.0.0.1", nsport, "interop.moving"))
+    local svc = proxy_of(cleanup, "PYRONAME:interop.moving@127.0.0.1:" .. nsport)
     assert.are.equal("You got remote data => one", svc:get_data("one"))
     proc.stop(py1)
     assert(proc.wait_port_closed("127.0.0.1", port1, 10))
-    local py2, port2 = pyro4.start_py_service("interop.Service", "127.0.0.1", nsport, "interop.moving")
-    cleanup(function() proc.stop(py2) end)
+    local _, port2 = proc.stop_at(cleanup,
+      pyro4.start_py_service("interop.Service", "127.0.0.1", nsport, "interop.moving"))
     assert.are_not.equal(port1, port2)
     assert.are.equal("You got remote data => two", svc:get_data("two"))
     assert.are.equal(url_of("interop.Service", port2), naming.resolve("PYRONAME:interop.moving@127.0.0.1:" .. nsport))
@@ -354,10 +351,8 @@ describe("springrun interop: PYRONAME with a real Pyro4 name server #interop", f
 
   it("registers a springrun exporter (register_with_nameserver) for Python's PYRONAME, removing it on exit", function()
     local cleanup = proc.cleanups(finally)
-    local ns, nsport = pyro4.start_pyro_ns()
-    cleanup(function() proc.stop(ns) end)
-    local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
-    cleanup(function() proc.stop(srv) end)
+    local _, nsport = proc.stop_at(cleanup, pyro4.start_pyro_ns())
+    local srv, port = proc.stop_at(cleanup, pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua"))
     local listed = pyro4.nsc(nsport, nil, "list")
     assert.truthy(listed:find("interop.lua --> " .. url_of("interop.lua", port), 1, true), listed)
     for _, ser in ipairs({ "json", "serpent" }) do
@@ -408,19 +403,16 @@ describe("springrun interop: `springrun ns` as Python's name server #interop", f
 
   it("resolves a Python client's PYRONAME to a springrun exporter registered there, and springrun's too", function()
     local cleanup = proc.cleanups(finally)
-    local ns, nsport = pyro4.start_springrun_ns()
-    cleanup(function() proc.stop(ns) end)
-    local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
-    cleanup(function() proc.stop(srv) end)
-    local py, _, pyuri = pyro4.start_py_service("-", "127.0.0.1", nsport, "interop.python")
-    cleanup(function() proc.stop(py) end)
+    local _, nsport = proc.stop_at(cleanup, pyro4.start_springrun_ns())
+    local _, port = proc.stop_at(cleanup, pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua"))
+    local _, _, pyuri = proc.stop_at(cleanup,
+      pyro4.start_py_service("-", "127.0.0.1", nsport, "interop.python"))
     for _, ser in ipairs({ "json", "serpent" }) do
       local out = pyro4.run_client("PYRONAME:interop.lua@127.0.0.1:" .. nsport, ser, "pyroname")
       assert.are.equal(url_of("interop.lua", port), out.resolved.ok)
       assert.are.equal("You got remote data => by name", out.get_data.ok)
     end
-    local svc = springrun.proxy("PYRONAME:interop.python@127.0.0.1:" .. nsport, { timeout = 10 })
-    cleanup(function() svc:destroy() end)
+    local svc = proxy_of(cleanup, "PYRONAME:interop.python@127.0.0.1:" .. nsport)
     assert.are.equal("You got remote data => both", svc:get_data("both"))
     assert.are.equal(pyuri, naming.resolve("PYRONAME:interop.python@127.0.0.1:" .. nsport))
   end)
@@ -432,10 +424,9 @@ describe("springrun interop: broadcast discovery of `springrun ns` #interop", fu
   it("is found by Pyro4.locateNS() and a Python PYRONAME without a host", function()
     local cleanup = proc.cleanups(finally)
     local bcport = pyro4.free_udp_port()
-    local ns, nsport, uri = pyro4.start_springrun_ns({ "--broadcast", "--bcport", tostring(bcport) })
-    cleanup(function() proc.stop(ns) end)
-    local srv, port = pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua")
-    cleanup(function() proc.stop(srv) end)
+    local _, nsport, uri = proc.stop_at(cleanup,
+      pyro4.start_springrun_ns({ "--broadcast", "--bcport", tostring(bcport) }))
+    local _, port = proc.stop_at(cleanup, pyro4.start_lua_server("127.0.0.1", nsport, "interop.lua"))
     -- Pyro4 first tries localhost:PYRO_NS_PORT (nobody there), then broadcasts
     local env = { PYRO_NS_BCPORT = tostring(bcport), PYRO_NS_PORT = tostring(proc.free_port()) }
     local out = pyro4.run_python({ proc.python, "-c", "import Pyro4; print(Pyro4.locateNS()._pyroUri)" }, env)
@@ -453,15 +444,12 @@ describe("springrun interop: PYROMETA through `springrun ns` #interop", function
 
   it("finds a Python object by metadata, from springrun and from Python (json and serpent)", function()
     local cleanup = proc.cleanups(finally)
-    local ns, nsport = pyro4.start_springrun_ns()
-    cleanup(function() proc.stop(ns) end)
-    local py, _, uri = pyro4.start_py_service("-", "127.0.0.1", nsport, "m.one")
-    cleanup(function() proc.stop(py) end)
+    local _, nsport = proc.stop_at(cleanup, pyro4.start_springrun_ns())
+    local _, _, uri = proc.stop_at(cleanup, pyro4.start_py_service("-", "127.0.0.1", nsport, "m.one"))
     assert.are.equal("Metadata updated\n", pyro4.nsc(nsport, "json", "setmeta", "m.one", "blue", "round"))
     local url = "PYROMETA:blue,round@127.0.0.1:" .. nsport
     assert.are.equal(uri, naming.resolve(url))
-    local svc = springrun.proxy(url, { timeout = 10 })
-    cleanup(function() svc:destroy() end)
+    local svc = proxy_of(cleanup, url)
     assert.are.equal("You got remote data => meta", svc:get_data("meta"))
     for _, ser in ipairs({ "json", "serpent" }) do
       local out = pyro4.run_client("PYROMETA:round,blue@127.0.0.1:" .. nsport, ser, "pyroname")
@@ -511,8 +499,7 @@ describe("springrun interop: the README's commands (on free ports) #interop", fu
 
   it("Name server: springrun ns, ns_server.lua, Pyro4.nsc, ns_client.lua and a Python PYRONAME client", function()
     local cleanup = proc.cleanups(finally)
-    local ns, nsport = pyro4.start_springrun_ns()
-    cleanup(function() proc.stop(ns) end)
+    local _, nsport = proc.stop_at(cleanup, pyro4.start_springrun_ns())
     local port = proc.free_port()
     local srv = proc.spawn({ proc.bin, EX .. "ns_server.lua", "127.0.0.1", tostring(port), "127.0.0.1",
       tostring(nsport) })

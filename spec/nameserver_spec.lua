@@ -8,25 +8,15 @@ local errors = require "springrun.errors"
 local json = require "springrun.json"
 local nameserver = require "springrun.nameserver"
 local naming = require "springrun.naming"
+local client = require "helpers.client"
 local proc = require "helpers.proc"
 local pyro4 = require "helpers.pyro4"
 
 local null = json.null
 local A = json.array
 
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert(not ok, "expected an error, got success")
-  return e
-end
-
-local function oracle(input)
-  local path = proc.tmpfile(json.encode(input), ".json")
-  proc.cleanups(finally)(function() os.remove(path) end)
-  local out = pyro4.run_python({ "/bin/sh", "-c", proc.python .. " " .. pyro4.fixtures
-    .. "/ns_oracle.py < " .. proc.shquote(path) })
-  return json.decode(out)
-end
+local err_of = client.error_of
+local oracle = pyro4.ns_oracle
 
 -- Strict structural equality (integers vs floats, null vs nil-holes).
 local function same(a, b)

@@ -4,23 +4,12 @@
 local errors = require "springrun.errors"
 local json = require "springrun.json"
 local naming = require "springrun.naming"
+local client = require "helpers.client"
 local proc = require "helpers.proc"
 local pyro4 = require "helpers.pyro4"
 
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert(not ok, "expected an error, got success")
-  return e
-end
-
--- Runs the Pyro4 oracle (spec/fixtures/ns_oracle.py) on input; returns its output.
-local function oracle(input)
-  local path = proc.tmpfile(json.encode(input), ".json")
-  proc.cleanups(finally)(function() os.remove(path) end)
-  local out = pyro4.run_python({ "/bin/sh", "-c", proc.python .. " " .. pyro4.fixtures
-    .. "/ns_oracle.py < " .. proc.shquote(path) })
-  return json.decode(out)
-end
+local err_of = client.error_of
+local oracle = pyro4.ns_oracle -- Pyro4's own answers (spec/fixtures/ns_oracle.py)
 
 local URIS = {
   "PYRO:obj@127.0.0.1:9999", "pyro:obj@host:1", "PyRo:Obj_1@Host.Example.com:65535",

@@ -215,6 +215,13 @@ function M.cleanups(finally_fn)
   return add
 end
 
+-- Registers proc.stop(p) with add (a proc.cleanups adder) and returns p
+-- and the rest unchanged: local ns, port = proc.stop_at(cleanup, start_ns()).
+function M.stop_at(add, p, ...)
+  add(function() M.stop(p) end)
+  return p, ...
+end
+
 -- A temporary path that does not exist yet (for a file the code under test
 -- is to write), removed again by add (a proc.cleanups adder) when given.
 function M.tmppath(add)

@@ -122,10 +122,11 @@ function M.start_py_service(name, ns_host, ns_port, ns_name, env)
 end
 
 -- Runs argv (a Python command) to completion; returns stdout, or raises
--- with its stderr when it does not exit 0 within `timeout` s.
-function M.run_python(argv, env, timeout)
+-- with its stderr when it does not exit 0 within `timeout` s. stdin: a
+-- string fed to its standard input (default: none).
+function M.run_python(argv, env, timeout, stdin)
   M.require_python()
-  local p = proc.spawn(argv, { env = env })
+  local p = proc.spawn(argv, { env = env, stdin = stdin })
   local code = proc.wait_exit(p, timeout or 60)
   if code == nil then proc.stop(p) end
   if code ~= 0 then
@@ -133,6 +134,13 @@ function M.run_python(argv, env, timeout)
       tostring(code), p:stdout(), p:stderr()), 2)
   end
   return p:stdout(), p:stderr()
+end
+
+-- Runs the Pyro4 oracle (spec/fixtures/ns_oracle.py) on input (JSON on its
+-- stdin); returns its decoded JSON output.
+function M.ns_oracle(input)
+  return json.decode(M.run_python({ proc.python, M.fixtures .. "/ns_oracle.py" }, nil, nil,
+    json.encode(input)))
 end
 
 -- Runs spec/fixtures/interop_client.py against url with PYRO_SERIALIZER =
