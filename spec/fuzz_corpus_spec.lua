@@ -70,27 +70,23 @@ describe("springrun fuzz corpora replay #unit", function()
     end
   end)
 
-  it("decodes or cleanly refuses every json corpus file", function()
-    for _, path in ipairs(files(ROOT .. "/json")) do
-      local data = read(path)
-      local fine, why = clean(pcall(core.json_decode, data))
-      assert.is_true(fine, path .. ": " .. tostring(why))
-      fine, why = clean(pcall(core.json_decode, data, 3, 10))
-      assert.is_true(fine, path .. ": " .. tostring(why))
-      local ok, err = pcall(core.json_handshake_object, data)
-      assert.is_true(ok, path .. ": handshake scan raised " .. tostring(err))
-    end
-  end)
-
-  it("decodes or cleanly refuses every serpent corpus file", function()
-    for _, path in ipairs(files(ROOT .. "/serpent")) do
-      local data = read(path)
-      local fine, why = clean(pcall(core.serpent_decode, data))
-      assert.is_true(fine, path .. ": " .. tostring(why))
-      fine, why = clean(pcall(core.serpent_decode, data, 3, 10))
-      assert.is_true(fine, path .. ": " .. tostring(why))
-      local ok, err = pcall(core.serpent_handshake_object, data)
-      assert.is_true(ok, path .. ": handshake scan raised " .. tostring(err))
-    end
-  end)
+  -- json and serpent: the decoder with default and small limits (depth 3,
+  -- 10 elements), and the CONNECT handshake scan.
+  for _, t in ipairs({
+    { "json", core.json_decode, core.json_handshake_object },
+    { "serpent", core.serpent_decode, core.serpent_handshake_object },
+  }) do
+    local target, decode, handshake_object = t[1], t[2], t[3]
+    it("decodes or cleanly refuses every " .. target .. " corpus file", function()
+      for _, path in ipairs(files(ROOT .. "/" .. target)) do
+        local data = read(path)
+        local fine, why = clean(pcall(decode, data))
+        assert.is_true(fine, path .. ": " .. tostring(why))
+        fine, why = clean(pcall(decode, data, 3, 10))
+        assert.is_true(fine, path .. ": " .. tostring(why))
+        local ok, err = pcall(handshake_object, data)
+        assert.is_true(ok, path .. ": handshake scan raised " .. tostring(err))
+      end
+    end)
+  end
 end)
