@@ -65,6 +65,13 @@ end
 -- Seconds since an arbitrary point (monotonic).
 function M.now() return uv.hrtime() / 1e9 end
 
+-- Calls f(...); returns the seconds it took, then what f returned.
+function M.timed(f, ...)
+  local t0 = M.now()
+  local r = table.pack(f(...))
+  return M.now() - t0, table.unpack(r, 1, r.n)
+end
+
 -- pcall(f, ...) that must fail; returns the error object.
 function M.error_of(f, ...)
   local ok, e = pcall(f, ...)
