@@ -88,6 +88,22 @@ local function exception_of(m)
   return v.__class__, v.args and v.args[1]
 end
 
+-- Waits (up to 5 s, turning the loop) until one of lines mentions every
+-- pattern given (plain text); true or false.
+local function wait_line(lines, ...)
+  local pats = { ... }
+  return wc.run_until(function()
+    for _, l in ipairs(lines) do
+      local all = true
+      for _, p in ipairs(pats) do
+        if not l:find(p, 1, true) then all = false break end
+      end
+      if all then return true end
+    end
+    return false
+  end, 5)
+end
+
 -- A Pyro4 header with any data length (checksum correct).
 local function raw_header(msgtype, data_len, ser)
   local sum = (msgtype + 48 + data_len + 0 + ser + 0 + 1 + 0x34E9) & 0xffff
@@ -110,22 +126,19 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     log.set_output(prev)
   end)
 
-  -- true when a log line mentions every pattern (plain text)
-  local function logged(...)
-    local pats = { ... }
-    for _, l in ipairs(lines) do
-      local all = true
-      for _, p in ipairs(pats) do
-        if not l:find(p, 1, true) then all = false break end
-      end
-      if all then return true end
-    end
-    return false
+  local function wait_logged(...) return wait_line(lines, ...) end
+
+  -- Sends echo(params_json) as INVOKE 1 on c; returns the exception's class
+  -- and message.
+  local function echo_exception(c, params_json)
+    c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json(NAME, "echo", params_json)))
+    return exception_of(assert(c:recv()))
   end
 
-  local function wait_logged(...)
-    local args = { ... }
-    return wc.run_until(function() return logged(table.unpack(args)) end, 5)
+  -- Closes c and checks that the daemon still serves a new connection.
+  local function close_and_check(c)
+    c:close()
+    still_serves(port, NAME)
   end
 
   it("answers garbage bytes before the handshake with CONNECTFAIL, logs the peer, keeps serving", function()
@@ -198,8 +211,7 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     assert.matches("cannot decode", msg)
     local _, v = call(c, 2, NAME, "echo", '["same connection"]')
     assert.are.equal("same connection", v)
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("answers an invalid serpent body with SerializeError and evaluates nothing", function()
@@ -215,15 +227,13 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
       local cls = exception_of(m)
       assert.are.equal("Pyro4.errors.SerializeError", cls)
     end
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("refuses nesting deeper than max_depth with SerializeError naming the depth", function()
     local c = connect_ok(port, NAME)
     local deep = string.rep("[", 5000) .. string.rep("]", 5000)
-    c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json(NAME, "echo", "[" .. deep .. "]")))
-    local cls, msg = exception_of(assert(c:recv()))
+    local cls, msg = echo_exception(c, "[" .. deep .. "]")
     assert.are.equal("Pyro4.errors.SerializeError", cls)
     assert.matches("nesting too deep %(more than 50 levels%).*%(max_depth%)", msg)
     assert.is_true(wait_logged("request from 127.0.0.1:", "refused", "(max_depth)"))
@@ -231,31 +241,25 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     local ok = string.rep("[", 40) .. string.rep("]", 40)
     local m = call(c, 2, NAME, "echo", "[" .. ok .. "]")
     assert.are.equal(0, m.flags & core.FLAG_EXCEPTION)
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("refuses an array beyond max_elements with SerializeError", function()
     local c = connect_ok(port, NAME)
     local items = {}
     for i = 1, 20000 do items[i] = "0" end
-    c:send(enc(core.MSG_INVOKE, 0, 1, JSON,
-      wc.invoke_json(NAME, "echo", "[[" .. table.concat(items, ",") .. "]]")))
-    local cls, msg = exception_of(assert(c:recv()))
+    local cls, msg = echo_exception(c, "[[" .. table.concat(items, ",") .. "]]")
     assert.are.equal("Pyro4.errors.SerializeError", cls)
     assert.matches("too many elements.*%(max_elements%)", msg)
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("refuses invalid UTF-8 in a JSON string with SerializeError", function()
     local c = connect_ok(port, NAME)
-    c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json(NAME, "echo", '["\xff\xfe bad"]')))
-    local cls, msg = exception_of(assert(c:recv()))
+    local cls, msg = echo_exception(c, '["\xff\xfe bad"]')
     assert.are.equal("Pyro4.errors.SerializeError", cls)
     assert.matches("UTF%-8", msg)
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("answers unknown objects, unknown methods, private, metatable and data names with errors", function()
@@ -276,8 +280,7 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
       assert.are.equal("builtins.AttributeError", cls)
       assert.is_truthy(msg:find(case[2], 1, true), msg)
     end
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("refuses params that are not a list without trusting a count from the request", function()
@@ -295,8 +298,7 @@ describe("springrun reliability: hostile input against a live daemon #unit #net"
     -- the connection still answers, in order
     m, v = call(c, 10, NAME, "echo", '["after"]')
     assert.are.equal("after", v)
-    c:close()
-    still_serves(port, NAME)
+    close_and_check(c)
   end)
 
   it("refuses kwargs sent as a list with TypeError", function()
@@ -355,19 +357,7 @@ describe("springrun reliability: limits #unit #net", function()
     release_all()
   end)
 
-  local function wait_logged(...)
-    local pats = { ... }
-    return wc.run_until(function()
-      for _, l in ipairs(lines) do
-        local all = true
-        for _, p in ipairs(pats) do
-          if not l:find(p, 1, true) then all = false break end
-        end
-        if all then return true end
-      end
-      return false
-    end, 5)
-  end
+  local function wait_logged(...) return wait_line(lines, ...) end
 
   it("refuses connections beyond max_connections with CONNECTFAIL naming the limit", function()
     local e = export("Conns", { max_connections = 3 })
