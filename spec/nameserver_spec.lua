@@ -232,14 +232,22 @@ describe("springrun.nameserver #unit", function()
   end)
 end)
 
+-- Exports service as name on 127.0.0.1, a free port (props: more
+-- exporter properties); destroyed by cleanup.
+local function export(cleanup, name, service, props)
+  local t = { service_name = name, service = service, service_host = "127.0.0.1", service_port = 0 }
+  for k, v in pairs(props or {}) do t[k] = v end
+  local ex = springrun.PyroServiceExporter(t)
+  ex:after_properties_set()
+  cleanup(function() ex:destroy() end)
+  return ex
+end
+
 describe("springrun.nameserver exported in this process #net", function()
   it("serves a springrun proxy: lookup returns the URI dict, errors keep Pyro4's classes", function()
     local cleanup = proc.cleanups(finally)
     local ns = nameserver.new()
-    local ex = springrun.PyroServiceExporter { service_name = "Pyro.NameServer", service = ns,
-      service_host = "127.0.0.1", service_port = 0 }
-    ex:after_properties_set()
-    cleanup(function() ex:destroy() end)
+    local ex = export(cleanup, "Pyro.NameServer", ns)
     local port = ex:bound_port()
     nameserver.set_own_uri(ns, "PYRO:Pyro.NameServer@127.0.0.1:" .. port)
     local opts = { ns_host = "127.0.0.1", ns_port = port }
@@ -317,10 +325,7 @@ describe("name server registration of exporters, in this process #net", function
       assert(require("springrun.runtime").current(), "not in a task")
       return naming.resolve("PYRONAME:" .. name, { ns_port = nobody, ns_bcport = bcport })
     end
-    local ex = springrun.PyroServiceExporter { service_name = "x.finder", service = Finder,
-      service_host = "127.0.0.1", service_port = 0 }
-    ex:after_properties_set()
-    cleanup(function() ex:destroy() end)
+    local ex = export(cleanup, "x.finder", Finder)
     local p = springrun.proxy("PYRO:x.finder@127.0.0.1:" .. ex:bound_port(), { timeout = 10 })
     cleanup(function() p:destroy() end)
     assert.are.equal("PYRO:t@127.0.0.1:9", p:find("bc.task"))
@@ -330,11 +335,8 @@ describe("name server registration of exporters, in this process #net", function
     local cleanup = proc.cleanups(finally)
     local nsex, _, _, nsport = cmd_ns.start("127.0.0.1", 0)
     cleanup(function() nsex:destroy() end)
-    local inner = springrun.PyroServiceExporter { service_name = "x.inner", service = setmetatable({}, Echo),
-      service_host = "127.0.0.1", service_port = 0, register_with_nameserver = true,
-      ns_host = "127.0.0.1", ns_port = nsport }
-    inner:after_properties_set()
-    cleanup(function() inner:destroy() end)
+    local inner = export(cleanup, "x.inner", setmetatable({}, Echo),
+      { register_with_nameserver = true, ns_host = "127.0.0.1", ns_port = nsport })
     local Outer = {}
     function Outer.via_name(_, v)
       local p = springrun.proxy("PYRONAME:x.inner@127.0.0.1:" .. nsport, { timeout = 5 })
@@ -342,10 +344,7 @@ describe("name server registration of exporters, in this process #net", function
       p:destroy()
       return "outer(" .. r .. ")", naming.resolve("PYRONAME:x.inner@127.0.0.1:" .. nsport)
     end
-    local outer = springrun.PyroServiceExporter { service_name = "x.outer", service = Outer,
-      service_host = "127.0.0.1", service_port = 0 }
-    outer:after_properties_set()
-    cleanup(function() outer:destroy() end)
+    local outer = export(cleanup, "x.outer", Outer)
     local p = springrun.proxy("PYRO:x.outer@127.0.0.1:" .. outer:bound_port(), { timeout = 5 })
     cleanup(function() p:destroy() end)
     assert.are.same({ "outer(hi)", "PYRO:x.inner@127.0.0.1:" .. inner:bound_port() }, p:via_name("hi"))
