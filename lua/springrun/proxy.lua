@@ -129,7 +129,7 @@ end
 
 local function debug_log(fmt, ...)
   local l = log()
-  if l then l:debug(fmt, ...) end
+  if l and l:effective_level() <= 10 then l:debug(fmt, ...) end
 end
 
 -- True when debug lines of this logger are written (arguments that cost
@@ -827,6 +827,10 @@ end
 
 local setters = {}
 
+-- PYRO:/PYROLOC: URLs parsed before (a proxy per connection parses the same
+-- URL over and over); the parsed tables are shared and never modified.
+local parsed_urls, nparsed = {}, 0
+
 function setters.service_url(st, v)
   st.named = nil
   if v == nil then
@@ -844,8 +848,13 @@ function setters.service_url(st, v)
     st.uri = { protocol = nu.protocol, object = tostring(nu.object), host = nu.host or "localhost",
       port = nu.port or 9090, url = v, original = v }
   else
-    local u, why = uri.parse(v)
-    if not u then error(errors.new("config", "PyroProxyFactory.service_url: " .. why, { url = v }), 3) end
+    local u, why = parsed_urls[v], nil
+    if u == nil then
+      u, why = uri.parse(v)
+      if not u then error(errors.new("config", "PyroProxyFactory.service_url: " .. why, { url = v }), 3) end
+      if nparsed >= 64 then parsed_urls, nparsed = {}, 0 end
+      parsed_urls[v], nparsed = u, nparsed + 1
+    end
     st.service_url, st.url, st.uri = v, u.original, u
   end
   close_conn(st)
