@@ -23,6 +23,12 @@ typedef struct sr_decode_limits_s {
 int lsr_json_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen);
 int lsr_json_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_limits_t *lim,
                     char *err, size_t errlen); /* pushes 1 value on success */
+/* An INVOKE payload that is a JSON object: pushes its "object", "method",
+ * "params" and "kwargs" values (nil where absent) without building the map;
+ * 0, or 1 with nothing pushed when the text is not an object (use
+ * lsr_json_decode then), or the code and error lsr_json_decode would give. */
+int lsr_json_decode_invoke(lua_State *L, const uint8_t *p, size_t n,
+                           const sr_decode_limits_t *lim, char *err, size_t errlen);
 
 /* serpent (Pyro4 serializer id 1): lsr_serpent.c */
 int lsr_serpent_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen);

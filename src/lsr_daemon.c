@@ -270,6 +270,22 @@ static const char *push_invoke_fields(lua_State *L, int idx) {
   return NULL;
 }
 
+/* push_invoke_fields for the four values at stack slots at..at+3 (from
+ * lsr_json_decode_invoke): the same checks, in the same order. */
+static const char *push_fields_at(lua_State *L, int at) {
+  static const char *const keys[4] = { "object", "method", "params", "kwargs" };
+  for (int i = 0; i < 4; i++) {
+    int t = lua_type(L, at + i);
+    int ok = (i < 2) ? t == LUA_TSTRING : (i == 2 ? t != LUA_TNIL : 1);
+    if (!ok) {
+      lua_pop(L, i);
+      return keys[i];
+    }
+    lua_pushvalue(L, at + i);
+  }
+  return NULL;
+}
+
 static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   char err[300];
   int oneway = (ev->flags & SR_FLAG_ONEWAY) != 0;
@@ -281,7 +297,13 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   sr_decode_limits_t lim = decode_limits(ev->daemon);
-  int rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
+  /* JSON map (what every Pyro4 and springrun client sends): the four fields
+   * straight onto the stack, no table built for the map */
+  int rc = 1;
+  if (ev->serializer == SR_SER_JSON)
+    rc = lsr_json_decode_invoke(L, ev->data, ev->len, &lim, err, sizeof err);
+  if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
+  else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
   if (rc < 0) {
     lua_settop(L, base);
     char text[600], line[700], peer[64];
@@ -294,7 +316,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   int vidx = lua_gettop(L);
-  if (!lua_istable(L, vidx)) {
+  if (rc != 2 && !lua_istable(L, vidx)) {
     lua_settop(L, base);
     if (!oneway)
       send_exception(L, ev, "Pyro4.errors.ProtocolError", "invoke payload is not a map");
@@ -311,7 +333,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
   lua_pushinteger(L, ev->serializer);
   lua_pushinteger(L, ev->flags);
-  const char *missing = push_invoke_fields(L, vidx);
+  const char *missing = rc == 2 ? push_fields_at(L, base + 2) : push_invoke_fields(L, vidx);
   if (missing) {
     lua_settop(L, base);
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);

@@ -230,6 +230,95 @@ static int dec_value(dec_t *d, size_t pos, size_t *end) {
   return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, n, "expected a value");
 }
 
+/* The top-level map of an INVOKE (see lsr_json_decode_invoke): like
+ * dec_object, but the values of the four fields go to the stack slots
+ * d->mt + 1..4 and the others are decoded (checked, counted) and dropped. */
+static int dec_invoke_map(dec_t *d, size_t pos, size_t *end) {
+  static const char *const keys[4] = { "object", "method", "params", "kwargs" };
+  lua_State *L = d->L;
+  const uint8_t *p = d->p;
+  int rc;
+  if (++d->elems > d->max_elems) { /* as dec_value counts the map itself */
+    char what[80];
+    snprintf(what, sizeof what, "too many elements (more than %zu)", d->max_elems);
+    return sr_json_err_at(d->err, d->errlen, SR_EELEMENTS, pos, d->n, what);
+  }
+  if ((rc = dec_enter(d, pos))) return rc;
+  pos = sr_json_skip_ws(p, d->n, pos + 1);
+  if (pos < d->n && p[pos] == '}') {
+    *end = pos + 1;
+    d->depth--;
+    return 0;
+  }
+  for (;;) {
+    if (pos >= d->n || p[pos] != '"')
+      return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n,
+                            "expected a string key in double quotes");
+    const char *k;
+    size_t kl;
+    if ((rc = sr_json_read_string(p, d->n, pos, &d->scratch, &k, &kl, &pos, d->err, d->errlen)))
+      return rc;
+    int slot = -1;
+    for (int i = 0; i < 4; i++)
+      if (kl == 6 && memcmp(k, keys[i], 6) == 0) slot = i;
+    pos = sr_json_skip_ws(p, d->n, pos);
+    if (pos >= d->n || p[pos] != ':')
+      return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ':'");
+    if ((rc = dec_value(d, pos + 1, &pos))) return rc;
+    if (slot >= 0)
+      lua_replace(L, d->mt + 1 + slot); /* a repeated key: the last one wins */
+    else
+      lua_pop(L, 1);
+    pos = sr_json_skip_ws(p, d->n, pos);
+    if (pos < d->n && p[pos] == ',') {
+      pos = sr_json_skip_ws(p, d->n, pos + 1);
+      continue;
+    }
+    if (pos < d->n && p[pos] == '}') break;
+    return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ',' or '}'");
+  }
+  *end = pos + 1;
+  d->depth--;
+  return 0;
+}
+
+int lsr_json_decode_invoke(lua_State *L, const uint8_t *p, size_t n,
+                           const sr_decode_limits_t *lim, char *err, size_t errlen) {
+  size_t start = sr_json_skip_ws(p, n, 0);
+  if (start >= n || p[start] != '{') return 1;
+  int top = lua_gettop(L);
+  dec_t d;
+  d.L = L;
+  d.p = p;
+  d.n = n;
+  d.depth = 0;
+  d.max_depth = lim && lim->max_depth > 0 ? lim->max_depth : SR_DECODE_DEFAULT_DEPTH;
+  if (d.max_depth > SR_DECODE_MAX_DEPTH) d.max_depth = SR_DECODE_MAX_DEPTH;
+  d.elems = 0;
+  d.max_elems = lim && lim->max_elements > 0 ? lim->max_elements : SR_DECODE_DEFAULT_ELEMENTS;
+  d.err = err;
+  d.errlen = errlen;
+  sr_buf_init(&d.scratch);
+  if (!lua_checkstack(L, 12)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
+  lsr_push_array_mt(L);
+  d.mt = lua_gettop(L);
+  for (int i = 0; i < 4; i++) lua_pushnil(L);
+  size_t end = n;
+  int rc = dec_invoke_map(&d, start, &end);
+  if (rc == 0) {
+    end = sr_json_skip_ws(p, n, end);
+    if (end < n) rc = sr_json_err_at(err, errlen, SR_ESYNTAX, end, n, "expected end of input");
+  }
+  if (rc == SR_ENOMEM && d.scratch.cap == 0) sr_seterr(err, errlen, rc, "out of memory");
+  sr_buf_free(&d.scratch);
+  if (rc) {
+    lua_settop(L, top);
+    return rc;
+  }
+  lua_remove(L, d.mt); /* the four values from top + 1 */
+  return 0;
+}
+
 int lsr_json_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_limits_t *lim,
                     char *err, size_t errlen) {
   int top = lua_gettop(L);
