@@ -282,39 +282,55 @@ static int dec_invoke_map(dec_t *d, size_t pos, size_t *end) {
   return 0;
 }
 
+/* Sets up a decoder over p[0..n) and pushes the array marker (d->mt).
+ * Returns 0, or SR_ENOMEM when the Lua stack cannot grow by `slots`. */
+static int dec_begin(dec_t *d, lua_State *L, const uint8_t *p, size_t n,
+                     const sr_decode_limits_t *lim, int slots, char *err, size_t errlen) {
+  d->L = L;
+  d->p = p;
+  d->n = n;
+  d->depth = 0;
+  d->max_depth = lim && lim->max_depth > 0 ? lim->max_depth : SR_DECODE_DEFAULT_DEPTH;
+  if (d->max_depth > SR_DECODE_MAX_DEPTH) d->max_depth = SR_DECODE_MAX_DEPTH;
+  d->elems = 0;
+  d->max_elems = lim && lim->max_elements > 0 ? lim->max_elements : SR_DECODE_DEFAULT_ELEMENTS;
+  d->err = err;
+  d->errlen = errlen;
+  sr_buf_init(&d->scratch);
+  if (!lua_checkstack(L, slots)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
+  lsr_push_array_mt(L);
+  d->mt = lua_gettop(L);
+  return 0;
+}
+
+/* Finishes a parse that stopped at `end` with rc: checks that only white
+ * space follows, frees the scratch buffer, and on error restores the stack
+ * to `top`. Returns the final code. */
+static int dec_end(dec_t *d, int rc, size_t end, int top) {
+  if (rc == 0) {
+    end = sr_json_skip_ws(d->p, d->n, end);
+    if (end < d->n)
+      rc = sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, end, d->n, "expected end of input");
+  }
+  if (rc == SR_ENOMEM && d->scratch.cap == 0) sr_seterr(d->err, d->errlen, rc, "out of memory");
+  sr_buf_free(&d->scratch);
+  if (rc) lua_settop(d->L, top);
+  return rc;
+}
+
 int lsr_json_decode_invoke(lua_State *L, const uint8_t *p, size_t n,
                            const sr_decode_limits_t *lim, char *err, size_t errlen) {
   size_t start = sr_json_skip_ws(p, n, 0);
   if (start >= n || p[start] != '{') return 1;
   int top = lua_gettop(L);
   dec_t d;
-  d.L = L;
-  d.p = p;
-  d.n = n;
-  d.depth = 0;
-  d.max_depth = lim && lim->max_depth > 0 ? lim->max_depth : SR_DECODE_DEFAULT_DEPTH;
-  if (d.max_depth > SR_DECODE_MAX_DEPTH) d.max_depth = SR_DECODE_MAX_DEPTH;
-  d.elems = 0;
-  d.max_elems = lim && lim->max_elements > 0 ? lim->max_elements : SR_DECODE_DEFAULT_ELEMENTS;
-  d.err = err;
-  d.errlen = errlen;
-  sr_buf_init(&d.scratch);
-  if (!lua_checkstack(L, 12)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
-  lsr_push_array_mt(L);
-  d.mt = lua_gettop(L);
+  int rc = dec_begin(&d, L, p, n, lim, 12, err, errlen);
+  if (rc) return rc;
   for (int i = 0; i < 4; i++) lua_pushnil(L);
   size_t end = n;
-  int rc = dec_invoke_map(&d, start, &end);
-  if (rc == 0) {
-    end = sr_json_skip_ws(p, n, end);
-    if (end < n) rc = sr_json_err_at(err, errlen, SR_ESYNTAX, end, n, "expected end of input");
-  }
-  if (rc == SR_ENOMEM && d.scratch.cap == 0) sr_seterr(err, errlen, rc, "out of memory");
-  sr_buf_free(&d.scratch);
-  if (rc) {
-    lua_settop(L, top);
-    return rc;
-  }
+  rc = dec_invoke_map(&d, start, &end);
+  rc = dec_end(&d, rc, end, top);
+  if (rc) return rc;
   lua_remove(L, d.mt); /* the four values from top + 1 */
   return 0;
 }
@@ -323,32 +339,12 @@ int lsr_json_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_li
                     char *err, size_t errlen) {
   int top = lua_gettop(L);
   dec_t d;
-  d.L = L;
-  d.p = p;
-  d.n = n;
-  d.depth = 0;
-  d.max_depth = lim && lim->max_depth > 0 ? lim->max_depth : SR_DECODE_DEFAULT_DEPTH;
-  if (d.max_depth > SR_DECODE_MAX_DEPTH) d.max_depth = SR_DECODE_MAX_DEPTH;
-  d.elems = 0;
-  d.max_elems = lim && lim->max_elements > 0 ? lim->max_elements : SR_DECODE_DEFAULT_ELEMENTS;
-  d.err = err;
-  d.errlen = errlen;
-  sr_buf_init(&d.scratch);
-  if (!lua_checkstack(L, 8)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
-  lsr_push_array_mt(L);
-  d.mt = lua_gettop(L);
-  size_t end;
-  int rc = dec_value(&d, 0, &end);
-  if (rc == 0) {
-    end = sr_json_skip_ws(p, n, end);
-    if (end < n) rc = sr_json_err_at(err, errlen, SR_ESYNTAX, end, n, "expected end of input");
-  }
-  if (rc == SR_ENOMEM && d.scratch.cap == 0) sr_seterr(err, errlen, rc, "out of memory");
-  sr_buf_free(&d.scratch);
-  if (rc) {
-    lua_settop(L, top);
-    return rc;
-  }
+  int rc = dec_begin(&d, L, p, n, lim, 8, err, errlen);
+  if (rc) return rc;
+  size_t end = 0;
+  rc = dec_value(&d, 0, &end);
+  rc = dec_end(&d, rc, end, top);
+  if (rc) return rc;
   lua_replace(L, d.mt); /* value where the marker was */
   lua_settop(L, top + 1);
   return 0;
