@@ -269,22 +269,22 @@ function AsyncConn:tls_pump()
   end
 end
 
-function AsyncConn:on_read(err, data, plain)
-  if plain then
-    self.framer:feed(data)
-    while true do
-      local msg, emsg, ename = self.framer:next()
-      if msg == nil then
-        if emsg ~= nil then
-          self.broken = self.broken or { msg = emsg, code = ename or "SR_EPROTOCOL" }
-        end
-        break
+-- Frames plaintext bytes into the inbox; a broken stream marks the connection.
+function AsyncConn:frame(data)
+  self.framer:feed(data)
+  while true do
+    local msg, emsg, ename = self.framer:next()
+    if msg == nil then
+      if emsg ~= nil then
+        self.broken = self.broken or { msg = emsg, code = ename or "SR_EPROTOCOL" }
       end
-      self.inbox[#self.inbox + 1] = msg
+      return
     end
-    self:wake()
-    return
+    self.inbox[#self.inbox + 1] = msg
   end
+end
+
+function AsyncConn:on_read(err, data)
   if err then
     self.broken = self.broken or { msg = "receiving failed: " .. tostring(err), code = err }
   elseif data == nil then
@@ -299,22 +299,9 @@ function AsyncConn:on_read(err, data, plain)
       if ecode == "SR_ECLOSED" then emsg = "connection closed by the server" end
       self.broken = self.broken or { msg = emsg, code = ecode }
     end
-    if #plain > 0 then
-      self:on_read(nil, plain, true)
-      return
-    end
+    if #plain > 0 then self:frame(plain) end
   else
-    self.framer:feed(data)
-    while true do
-      local msg, emsg, ename = self.framer:next()
-      if msg == nil then
-        if emsg ~= nil then
-          self.broken = self.broken or { msg = emsg, code = ename or "SR_EPROTOCOL" }
-        end
-        break
-      end
-      self.inbox[#self.inbox + 1] = msg
-    end
+    self:frame(data)
   end
   self:wake()
 end
