@@ -202,16 +202,12 @@ end
 
 local function is_private(name) return name:sub(1, 1) == "_" end
 
-local function name_set(list)
-  local set = {}
-  for _, n in ipairs(list) do set[n] = true end
-  return set
-end
-
 -- Names of the functions reachable on obj (own fields, then the __index
--- table chain of metatables), minus "_" names, sorted.
+-- table chain of metatables), minus "_" names, sorted; and a map name ->
+-- the function normal indexing finds under it now (the first one along the
+-- chain).
 local function exposed_methods(obj)
-  local names, seen, visited = {}, {}, {}
+  local names, fns, seen, visited = {}, {}, {}, {}
   local function scan(t)
     if visited[t] then return end
     visited[t] = true
@@ -219,7 +215,10 @@ local function exposed_methods(obj)
       for k, v in next, t do
         if type(k) == "string" and not seen[k] then
           seen[k] = true
-          if type(v) == "function" and not is_private(k) then names[#names + 1] = k end
+          if type(v) == "function" and not is_private(k) then
+            names[#names + 1] = k
+            fns[k] = v
+          end
         end
       end
     end
@@ -231,7 +230,7 @@ local function exposed_methods(obj)
   end
   scan(obj)
   table.sort(names)
-  return names
+  return names, fns
 end
 
 local function metadata(methods, oneway)
@@ -268,23 +267,26 @@ local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
 
 local unpack, select = table.unpack, select
 
-local function index(t, k) return t[k] end -- normal indexing: __index chains apply
-
--- The callable for `method` on entry's service, or nil and an exception.
-local function lookup(entry, method)
-  -- only what the metadata lists (computed at export) is reachable
+-- The exception for a call of `method` that entry does not expose, or
+-- whose value on the service is no longer a function.
+local function lookup_error(entry, method)
   if entry.exposed[method] then
-    local ok, fn = pcall(index, entry.service, method)
-    if ok and type(fn) == "function" then return fn end
+    -- listed, but no longer a function (or indexing raised): as unknown
   elseif type(method) ~= "string" then
-    return nil, exception("builtins.TypeError", "method name must be a string")
+    return exception("builtins.TypeError", "method name must be a string")
   elseif is_private(method) then
-    return nil, exception("builtins.AttributeError",
+    return exception("builtins.AttributeError",
       "attempt to access private attribute '" .. method .. "'")
   end
-  return nil, exception("builtins.AttributeError",
+  return exception("builtins.AttributeError",
     string.format("'%s' object has no attribute '%s'", entry.name, method))
 end
+
+-- The entry and method whose lookup (service[method]) is running: set just
+-- around the indexing in call_one, so that when an __index function raises
+-- there, serve_guarded answers AttributeError as for a missing method,
+-- without a pcall around every lookup.
+local looking_up_entry, looking_up_method
 
 local function traceback_handler(e)
   return { e = e, tb = debug.traceback(err_text(e), 2) }
@@ -362,8 +364,19 @@ end
 -- Calls of up to 3 positional arguments and no keyword arguments (nearly
 -- all of them) build no table.
 local function call_one(entry, method, params, kwargs)
-  local fn, exc = lookup(entry, method)
-  if not fn then return false, exc, true end
+  -- only what the metadata lists (computed at export) is reachable;
+  -- entry.exposed maps each listed name to the function it named then, and
+  -- the service is indexed again (normal indexing: __index chains apply)
+  -- so that a method replaced since is called as it is now
+  local fn = entry.exposed[method]
+  if fn then
+    local cached = fn
+    looking_up_entry, looking_up_method = entry, method
+    fn = entry.service[method]
+    looking_up_entry, looking_up_method = nil, nil
+    if fn ~= cached and type(fn) ~= "function" then fn = nil end
+  end
+  if not fn then return false, lookup_error(entry, method), true end
   if type(params) == "table" and is_list(params) and (kwargs == nil or kwargs == NULL
       or type(kwargs) == "table" and next(kwargs) == nil) then
     local n = #params
@@ -415,6 +428,23 @@ local function send_failed(conn, tag, ser, flags, object, method, err)
     exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
 
+-- Sends a call's outcome (ok, value from call_one or call_batch), or logs
+-- it for a oneway call: serve_guarded's answer to a lookup that raised
+-- (serve does the same inline, one call less per request).
+local function answer(conn, tag, ser, flags, object, method, ok, value)
+  if flags & FLAG_ONEWAY ~= 0 then
+    if not ok then
+      holder_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
+        tostring(value.args and value.args[1]))
+    end
+    return
+  end
+  local rflags = flags & FLAG_BATCH
+  if not ok then rflags = rflags | FLAG_EXCEPTION end
+  local sent, err = core.daemon_reply(conn, tag, ser, rflags, value)
+  if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
+end
+
 local function serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
   local d = daemons_by_id[daemon_id]
   local entry = d and (object == DAEMON_NAME and d.daemon_entry or d.objects[object])
@@ -442,9 +472,16 @@ end
 -- serve() under a guard: whatever goes wrong outside the service's own
 -- xpcall (a bug here, a memory error), the request is still answered, so the
 -- replies owed after it on the same connection are not held back forever.
+-- A lookup that raised (an __index function) is answered as a missing method.
 local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
   local ok, err = pcall(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
   if ok then return end
+  local lentry, lmethod = looking_up_entry, looking_up_method
+  if lentry then
+    looking_up_entry, looking_up_method = nil, nil
+    ok, err = pcall(answer, conn, tag, ser, flags, object, method, false, lookup_error(lentry, lmethod))
+    if ok then return end
+  end
   holder_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
   if flags & FLAG_ONEWAY ~= 0 then return end
   pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
@@ -501,8 +538,11 @@ local function acquire_daemon(name, host, port, connectok, limits, security)
   ensure_handler()
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
-  d.daemon_entry = { name = DAEMON_NAME, service = daemon_object(d), meta = d.daemon_meta,
-                     exposed = name_set(DAEMON_METHODS) }
+  local dobj = daemon_object(d)
+  local dexposed = {}
+  for _, m in ipairs(DAEMON_METHODS) do dexposed[m] = dobj[m] end
+  d.daemon_entry = { name = DAEMON_NAME, service = dobj, meta = d.daemon_meta,
+                     exposed = dexposed }
   d.limits = limits
   d.security = security
   local id, bound = core.daemon_listen(host, port, {
@@ -671,9 +711,7 @@ function Exporter:after_properties_set()
     conf_error(self, "service_host must be a host name or address, got %s", tostring(host))
   end
   local port = check_port(self, self.service_port)
-  local methods = exposed_methods(service)
-  local is_method = {}
-  for _, m in ipairs(methods) do is_method[m] = true end
+  local methods, is_method = exposed_methods(service) -- is_method: name -> function
   local oneway, oneway_set = {}, {}
   local ow = self.oneway
   if ow ~= nil then
