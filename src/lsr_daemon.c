@@ -248,9 +248,24 @@ static void log_line(lua_State *L, int level, const char *text) {
   lua_settop(L, base);
 }
 
+/* Replaces the kwargs value on top of the stack by nil when it is an empty
+ * table (map or list: either means no keyword arguments), so the Lua side
+ * needs no next() to tell. */
+static void empty_kwargs_to_nil(lua_State *L) {
+  if (lua_type(L, -1) != LUA_TTABLE) return;
+  lua_pushnil(L);
+  if (lua_next(L, -2) != 0) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+}
+
 /* Pushes object, method, params, kwargs of the INVOKE table at idx (a map,
- * JSON shape, or a 4-item sequence, serpent's tuple). Returns NULL, or the
- * name of the missing/ill-typed field with nothing pushed. */
+ * JSON shape, or a 4-item sequence, serpent's tuple); an empty kwargs table
+ * is pushed as nil. Returns NULL, or the name of the missing/ill-typed field
+ * with nothing pushed. */
 static const char *push_invoke_fields(lua_State *L, int idx) {
   static const char *const keys[4] = { "object", "method", "params", "kwargs" };
   int seq_form = lua_rawgeti(L, idx, 1) != LUA_TNIL;
@@ -267,6 +282,7 @@ static const char *push_invoke_fields(lua_State *L, int idx) {
       return keys[i];
     }
   }
+  empty_kwargs_to_nil(L);
   return NULL;
 }
 
@@ -283,6 +299,7 @@ static const char *push_fields_at(lua_State *L, int at) {
     }
     lua_pushvalue(L, at + i);
   }
+  empty_kwargs_to_nil(L);
   return NULL;
 }
 
