@@ -377,7 +377,8 @@ local function call_one(entry, method, params, kwargs)
     if fn ~= cached and type(fn) ~= "function" then fn = nil end
   end
   if not fn then return false, lookup_error(entry, method), true end
-  if type(params) == "table" and is_list(params) and (kwargs == nil or kwargs == NULL
+  -- (is_list is false for a non-table; the daemon passes empty kwargs as nil)
+  if is_list(params) and (kwargs == nil or kwargs == NULL
       or type(kwargs) == "table" and next(kwargs) == nil) then
     local n = #params
     if n <= 3 then
