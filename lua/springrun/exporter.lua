@@ -489,7 +489,8 @@ local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, p
     exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
 end
 
--- Each incoming call: runtime.spawn(serve_guarded, daemon_id, conn, ...),
+-- Each incoming call: runtime._spawn_function(serve_guarded, daemon_id, conn, ...)
+-- (runtime.spawn without its argument check),
 -- called by the daemon binding directly (daemon_set_handler's third
 -- argument: no Lua function in between).
 
@@ -502,7 +503,7 @@ end
 local handler_set = false
 local function ensure_handler()
   if not handler_set then
-    core.daemon_set_handler(runtime.spawn, on_log, serve_guarded)
+    core.daemon_set_handler(runtime._spawn_function, on_log, serve_guarded)
     handler_set = true
   end
 end
