@@ -129,7 +129,19 @@ local function spawn_function(fn, ...)
   end
   tasks[co] = true
   ntasks = ntasks + 1
-  finish(co, coresume(co, fn, ...))
+  local ok, r = coresume(co, fn, ...)
+  if ok and r == DONE then
+    -- finish()'s bookkeeping for a task that returned, inline (most
+    -- incoming calls finish in the resume that starts them)
+    tasks[co] = nil
+    ntasks = ntasks - 1
+    if npool < POOL_MAX then
+      npool = npool + 1
+      pool[npool] = co
+    end
+  elseif not ok then
+    finish(co, ok, r)
+  end
   return co
 end
 M._spawn_function = spawn_function
