@@ -11,7 +11,8 @@
  *
  *   handler([first,] daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
  *
- * params/kwargs are the decoded values as they came (kwargs may be nil or
+ * params/kwargs are the decoded values as they came, except that an empty
+ * kwargs table (map or list) is passed as nil (kwargs may be nil or
  * springrun.null). The handler must answer every request that is not oneway
  * (flags & FLAG_ONEWAY) exactly once with
  *
