@@ -430,8 +430,7 @@ local function send_failed(conn, tag, ser, flags, object, method, err)
 end
 
 -- Sends a call's outcome (ok, value from call_one or call_batch), or logs
--- it for a oneway call: serve_guarded's answer to a lookup that raised
--- (serve does the same inline, one call less per request).
+-- it for a oneway call.
 local function answer(conn, tag, ser, flags, object, method, ok, value)
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
@@ -457,17 +456,7 @@ local function serve(daemon_id, conn, tag, ser, flags, object, method, params, k
   else
     ok, value = call_one(entry, method, params, kwargs)
   end
-  if flags & FLAG_ONEWAY ~= 0 then
-    if not ok then
-      holder_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
-        tostring(value.args and value.args[1]))
-    end
-    return
-  end
-  local rflags = flags & FLAG_BATCH
-  if not ok then rflags = rflags | FLAG_EXCEPTION end
-  local sent, err = core.daemon_reply(conn, tag, ser, rflags, value)
-  if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
+  return answer(conn, tag, ser, flags, object, method, ok, value)
 end
 
 -- serve() under a guard: whatever goes wrong outside the service's own
