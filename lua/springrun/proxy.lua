@@ -878,11 +878,13 @@ function setters.handshake(st, v)
   close_conn(st)
 end
 
-local function bool_setter(name)
+-- A setter for a TLS property: checks the value, drops the TLS context and
+-- the connection so the next call uses the new setting.
+local function tls_setter(name, valid, expected)
   return function(st, v)
-    if v ~= nil and type(v) ~= "boolean" then
-      error(errors.new("config", string.format("PyroProxyFactory.%s: expected true or false, got %s",
-        name, tostring(v))), 3)
+    if v ~= nil and not valid(v) then
+      error(errors.new("config", string.format("PyroProxyFactory.%s: expected %s, got %s",
+        name, expected, tostring(v))), 3)
     end
     st[name] = v
     st.tls_ctx = nil
@@ -890,17 +892,10 @@ local function bool_setter(name)
   end
 end
 
-local function file_setter(name)
-  return function(st, v)
-    if v ~= nil and (type(v) ~= "string" or v == "") then
-      error(errors.new("config", string.format("PyroProxyFactory.%s: expected a file name, got %s",
-        name, tostring(v))), 3)
-    end
-    st[name] = v
-    st.tls_ctx = nil
-    close_conn(st)
-  end
-end
+local function is_bool(v) return type(v) == "boolean" end
+local function is_file(v) return type(v) == "string" and v ~= "" end
+local function bool_setter(name) return tls_setter(name, is_bool, "true or false") end
+local function file_setter(name) return tls_setter(name, is_file, "a file name") end
 
 setters.ssl = bool_setter("ssl")
 setters.ssl_verify = bool_setter("ssl_verify")
