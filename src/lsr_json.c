@@ -122,14 +122,20 @@ static int dec_array(dec_t *d, size_t pos, size_t *end) {
   return 0;
 }
 
-static int dec_object(dec_t *d, size_t pos, size_t *end) {
+/* Decodes the map at pos. invoke == 0: pushes it as a table. invoke == 1
+ * (the top-level map of an INVOKE, see lsr_json_decode_invoke): the values of
+ * the four fields go to the stack slots d->mt + 1..4 (a repeated key: the
+ * last one wins) and the others are decoded (checked, counted) and dropped. */
+static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
+  static const char *const keys[4] = { "object", "method", "params", "kwargs" };
   lua_State *L = d->L;
   const uint8_t *p = d->p;
   int rc;
   if ((rc = dec_enter(d, pos))) return rc;
   pos = sr_json_skip_ws(p, d->n, pos + 1);
-  lua_createtable(L, 0, pos < d->n && p[pos] == '}' ? 0 : DEC_PREALLOC);
-  if (pos < d->n && p[pos] == '}') {
+  int empty = pos < d->n && p[pos] == '}';
+  if (!invoke) lua_createtable(L, 0, empty ? 0 : DEC_PREALLOC);
+  if (empty) {
     *end = pos + 1;
     d->depth--;
     return 0;
@@ -142,12 +148,22 @@ static int dec_object(dec_t *d, size_t pos, size_t *end) {
     size_t kl;
     if ((rc = sr_json_read_string(p, d->n, pos, &d->scratch, &k, &kl, &pos, d->err, d->errlen)))
       return rc;
-    lua_pushlstring(L, k, kl);
+    int slot = -1;
+    if (!invoke)
+      lua_pushlstring(L, k, kl);
+    else
+      for (int i = 0; i < 4; i++)
+        if (kl == 6 && memcmp(k, keys[i], 6) == 0) slot = i;
     pos = sr_json_skip_ws(p, d->n, pos);
     if (pos >= d->n || p[pos] != ':')
       return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ':'");
     if ((rc = dec_value(d, pos + 1, &pos))) return rc;
-    lua_rawset(L, -3);
+    if (!invoke)
+      lua_rawset(L, -3);
+    else if (slot >= 0)
+      lua_replace(L, d->mt + 1 + slot);
+    else
+      lua_pop(L, 1);
     pos = sr_json_skip_ws(p, d->n, pos);
     if (pos < d->n && p[pos] == ',') {
       pos = sr_json_skip_ws(p, d->n, pos + 1);
@@ -161,6 +177,14 @@ static int dec_object(dec_t *d, size_t pos, size_t *end) {
   return 0;
 }
 
+/* Counts one more value against max_elements. */
+static int dec_count(dec_t *d, size_t pos) {
+  if (++d->elems <= d->max_elems) return 0;
+  char what[80];
+  snprintf(what, sizeof what, "too many elements (more than %zu)", d->max_elems);
+  return sr_json_err_at(d->err, d->errlen, SR_EELEMENTS, pos, d->n, what);
+}
+
 static int match(const uint8_t *p, size_t n, size_t pos, const char *w, size_t wl) {
   return pos + wl <= n && memcmp(p + pos, w, wl) == 0;
 }
@@ -172,23 +196,20 @@ static int dec_value(dec_t *d, size_t pos, size_t *end) {
   size_t n = d->n;
   pos = sr_json_skip_ws(p, n, pos);
   if (pos >= n) return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, n, "expected a value");
-  if (++d->elems > d->max_elems) {
-    char what[80];
-    snprintf(what, sizeof what, "too many elements (more than %zu)", d->max_elems);
-    return sr_json_err_at(d->err, d->errlen, SR_EELEMENTS, pos, n, what);
-  }
+  int rc = dec_count(d, pos);
+  if (rc) return rc;
   uint8_t c = p[pos];
   switch (c) {
     case '"': {
       const char *s;
       size_t sl;
-      int rc = sr_json_read_string(p, n, pos, &d->scratch, &s, &sl, end, d->err, d->errlen);
+      rc = sr_json_read_string(p, n, pos, &d->scratch, &s, &sl, end, d->err, d->errlen);
       if (rc) return rc;
       lua_pushlstring(L, s, sl);
       return 0;
     }
     case '{':
-      return dec_object(d, pos, end);
+      return dec_map(d, pos, end, 0);
     case '[':
       return dec_array(d, pos, end);
     case 't':
@@ -228,58 +249,6 @@ static int dec_value(dec_t *d, size_t pos, size_t *end) {
       break;
   }
   return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, n, "expected a value");
-}
-
-/* The top-level map of an INVOKE (see lsr_json_decode_invoke): like
- * dec_object, but the values of the four fields go to the stack slots
- * d->mt + 1..4 and the others are decoded (checked, counted) and dropped. */
-static int dec_invoke_map(dec_t *d, size_t pos, size_t *end) {
-  static const char *const keys[4] = { "object", "method", "params", "kwargs" };
-  lua_State *L = d->L;
-  const uint8_t *p = d->p;
-  int rc;
-  if (++d->elems > d->max_elems) { /* as dec_value counts the map itself */
-    char what[80];
-    snprintf(what, sizeof what, "too many elements (more than %zu)", d->max_elems);
-    return sr_json_err_at(d->err, d->errlen, SR_EELEMENTS, pos, d->n, what);
-  }
-  if ((rc = dec_enter(d, pos))) return rc;
-  pos = sr_json_skip_ws(p, d->n, pos + 1);
-  if (pos < d->n && p[pos] == '}') {
-    *end = pos + 1;
-    d->depth--;
-    return 0;
-  }
-  for (;;) {
-    if (pos >= d->n || p[pos] != '"')
-      return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n,
-                            "expected a string key in double quotes");
-    const char *k;
-    size_t kl;
-    if ((rc = sr_json_read_string(p, d->n, pos, &d->scratch, &k, &kl, &pos, d->err, d->errlen)))
-      return rc;
-    int slot = -1;
-    for (int i = 0; i < 4; i++)
-      if (kl == 6 && memcmp(k, keys[i], 6) == 0) slot = i;
-    pos = sr_json_skip_ws(p, d->n, pos);
-    if (pos >= d->n || p[pos] != ':')
-      return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ':'");
-    if ((rc = dec_value(d, pos + 1, &pos))) return rc;
-    if (slot >= 0)
-      lua_replace(L, d->mt + 1 + slot); /* a repeated key: the last one wins */
-    else
-      lua_pop(L, 1);
-    pos = sr_json_skip_ws(p, d->n, pos);
-    if (pos < d->n && p[pos] == ',') {
-      pos = sr_json_skip_ws(p, d->n, pos + 1);
-      continue;
-    }
-    if (pos < d->n && p[pos] == '}') break;
-    return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ',' or '}'");
-  }
-  *end = pos + 1;
-  d->depth--;
-  return 0;
 }
 
 /* Sets up a decoder over p[0..n) and pushes the array marker (d->mt).
@@ -328,7 +297,8 @@ int lsr_json_decode_invoke(lua_State *L, const uint8_t *p, size_t n,
   if (rc) return rc;
   for (int i = 0; i < 4; i++) lua_pushnil(L);
   size_t end = n;
-  rc = dec_invoke_map(&d, start, &end);
+  rc = dec_count(&d, start); /* the map itself, as dec_value counts it */
+  if (rc == 0) rc = dec_map(&d, start, &end, 1);
   rc = dec_end(&d, rc, end, top);
   if (rc) return rc;
   lua_remove(L, d.mt); /* the four values from top + 1 */
