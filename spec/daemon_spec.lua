@@ -426,13 +426,18 @@ describe("springrun.daemon #unit #net", function()
   end)
 end)
 
-for _, direct in ipairs({ true, false }) do
-  local who = direct and "the Lua thread" or "the holder thread"
+local WRITERS = {
+  auto = "the Lua thread, or the holder thread in batches",
+  direct = "the Lua thread",
+  holder = "the holder thread",
+}
+for _, mode in ipairs({ "auto", "direct", "holder" }) do
+  local who = WRITERS[mode]
   describe("springrun.daemon replies written by " .. who .. " #unit #net", function()
     local exporter, port
 
     setup(function()
-      core.daemon_set_direct_writes(direct)
+      core.daemon_set_reply_writer(mode)
       exporter = springrun.PyroServiceExporter{
         service_name = "ServiceName", service = setmetatable({}, Service),
         service_host = "127.0.0.1", service_port = 0,
@@ -443,7 +448,49 @@ for _, direct in ipairs({ true, false }) do
 
     teardown(function()
       exporter:destroy()
-      core.daemon_set_direct_writes(true)
+      core.daemon_set_reply_writer("auto")
+    end)
+
+    it("writes replies the way the mode says, whole and in order on every connection", function()
+      local d0, b0, h0 = core.daemon_reply_counts()
+      -- one call at a time: each request is drained alone
+      local c = connect_ok(port)
+      for k = 1, 5 do
+        invoke(c, k, "get_data", '["x' .. k .. '"]')
+        local _, v = result(c, k)
+        assert.are.equal("You got remote data => x" .. k, v)
+      end
+      -- 8 connections, each pipelining 50 calls in one write: drained together
+      local conns = {}
+      for i = 1, 8 do conns[i] = connect_ok(port) end
+      for i, cc in ipairs(conns) do
+        local frames = {}
+        for k = 1, 50 do
+          frames[k] = enc(core.MSG_INVOKE, 0, k, JSON,
+            wc.invoke_json("ServiceName", "echo", string.format('["c%d-%d"]', i, k)))
+        end
+        cc:send(table.concat(frames))
+      end
+      for i, cc in ipairs(conns) do
+        for k = 1, 50 do
+          local _, v = result(cc, k)
+          assert.are.equal(string.format("c%d-%d", i, k), v)
+        end
+        cc:close()
+      end
+      c:close()
+      local d1, b1, h1 = core.daemon_reply_counts()
+      local direct, batched, holder = d1 - d0, b1 - b0, h1 - h0
+      assert.are.equal(405, direct + batched + holder)
+      if mode == "auto" then
+        assert.is_true(direct >= 5, "lone replies written directly: " .. direct)
+        assert.is_true(batched >= 200, "pipelined replies batched: " .. batched)
+        assert.are.equal(0, holder)
+      elseif mode == "direct" then
+        assert.are.same({ 405, 0, 0 }, { direct, batched, holder })
+      else
+        assert.are.same({ 0, 0, 405 }, { direct, batched, holder })
+      end
     end)
 
     it("keeps request order and whole frames when replies are larger than the socket takes at once", function()

@@ -2,7 +2,7 @@
  * daemon.c -- the daemon holder thread (see daemon.h for the contract).
  *
  * Owner side (the Lua thread): sr_holder_* functions build commands, push
- * them on h->cmds and wake the holder loop with uv_async_send; synchronous
+ * them on h->cmds and wake the holder loop with sr_async_wake (queue.h); synchronous
  * ones wait on a semaphore inside the command. Holder side: one uv loop with
  * the wake-up async, a listener per daemon and a uv_tcp_t per connection.
  * Everything below "holder thread" is touched only by the holder thread while
@@ -210,12 +210,21 @@ struct sr_holder_s {
   sr_secret_t next_secret;
   uint8_t *tls_rbuf;      /* holder thread: ciphertext read buffer (READ_CHUNK) */
   sr_holder_limits_t next_lim; /* for the next listen (zero fields: defaults) */
+  sr_qnode_t *rep_first, *rep_last; /* SR_REPLY_BATCH replies not handed over yet */
+  int nrep;
   /* shared (locked inside) */
   sr_queue_t cmds;
   sr_queue_t events;
   /* holder thread */
   uv_loop_t loop;
   uv_async_t wake;
+  /* events of this loop iteration, handed to the owner in one push and at
+   * most one wake-up when the iteration's callbacks are done (flush_check:
+   * right after the poll phase; flush_prep: before the loop blocks again,
+   * for what close callbacks queued) */
+  sr_qnode_t *ev_first, *ev_last;
+  uv_check_t flush_check;
+  uv_prepare_t flush_prep;
   uv_timer_t grace;
   int grace_closed;
   uv_timer_t sweep; /* deadlines, idle connections, daemon back-pressure */
@@ -276,7 +285,33 @@ int sr_holder_encode_string(sr_buf_t *out, int ser, const char *s, size_t n) {
 
 /* ---- events to the owner ------------------------------------------------- */
 
+/* The holder whose thread this is (NULL on any other thread). */
+static _Thread_local sr_holder_t *tl_holder;
+
+static void flush_events(sr_holder_t *h) {
+  if (h->ev_first == NULL) return;
+  sr_qnode_t *first = h->ev_first, *last = h->ev_last;
+  h->ev_first = h->ev_last = NULL;
+  if (sr_queue_push_chain(&h->events, first, last) && h->notify) h->notify(h->notify_ud);
+}
+
+static void on_flush_check(uv_check_t *c) { flush_events(c->data); }
+static void on_flush_prep(uv_prepare_t *p) { flush_events(p->data); }
+
+/* On the holder thread, while it serves, events wait for the end of the
+ * loop iteration (flush_events): everything read from the sockets that
+ * were ready together crosses in one go, with one wake-up of the owner
+ * instead of one per event the owner manages to take in between. */
 static void push_event(sr_holder_t *h, sr_event_t *ev) {
+  if (tl_holder == h && !h->stopping) {
+    ev->node.next = NULL;
+    if (h->ev_last)
+      h->ev_last->next = &ev->node;
+    else
+      h->ev_first = &ev->node;
+    h->ev_last = &ev->node;
+    return;
+  }
   if (sr_queue_push(&h->events, &ev->node) && h->notify) h->notify(h->notify_ud);
 }
 
@@ -671,9 +706,12 @@ static void conn_submit(sr_conn_t *c, sr_reply_t *r) {
     return;
   }
   uv_mutex_lock(&c->w->mu);
-  int rc = submit_locked(c->w, r->slot, NULL, 0, r, 0);
+  /* a plain socket with nothing queued: send() now, as the owner thread
+   * does (no uv_write request, callback or poll change per reply) */
+  int rc = submit_locked(c->w, r->slot, NULL, 0, r, 1);
+  int flush = c->w->outq != NULL;
   uv_mutex_unlock(&c->w->mu);
-  conn_flush(c);
+  if (flush) conn_flush(c);
   if (rc < 0)
     conn_close_now(c);
   else if (rc == 1)
@@ -1482,7 +1520,10 @@ static void do_quiesce(sr_holder_t *h) {
 }
 
 static void do_stop(sr_holder_t *h) {
-  h->stopping = 1;
+  flush_events(h);
+  h->stopping = 1; /* events go out at once from now on */
+  uv_close((uv_handle_t *)&h->flush_check, NULL);
+  uv_close((uv_handle_t *)&h->flush_prep, NULL);
   uv_close((uv_handle_t *)&h->sweep, NULL);
   while (h->daemons) remove_daemon(h, h->daemons);
   for (uint32_t i = 0; i < h->cap; i++)
@@ -1547,7 +1588,10 @@ static void on_wake(uv_async_t *a) {
 
 static void thread_main(void *arg) {
   sr_holder_t *h = arg;
+  tl_holder = h;
   uv_run(&h->loop, UV_RUN_DEFAULT);
+  flush_events(h);
+  tl_holder = NULL;
 }
 
 /* ---- owner side ---------------------------------------------------------- */
@@ -1586,9 +1630,20 @@ static int start_thread(sr_holder_t *h) {
   h->grace.data = h;
   uv_timer_init(&h->loop, &h->sweep);
   h->sweep.data = h;
+  h->ev_first = h->ev_last = NULL;
+  uv_check_init(&h->loop, &h->flush_check);
+  h->flush_check.data = h;
+  uv_check_start(&h->flush_check, on_flush_check);
+  uv_unref((uv_handle_t *)&h->flush_check);
+  uv_prepare_init(&h->loop, &h->flush_prep);
+  h->flush_prep.data = h;
+  uv_prepare_start(&h->flush_prep, on_flush_prep);
+  uv_unref((uv_handle_t *)&h->flush_prep);
   h->grace_closed = 0;
   h->stopping = 0;
   if (uv_thread_create(&h->thread, thread_main, h) != 0) {
+    uv_close((uv_handle_t *)&h->flush_check, NULL);
+    uv_close((uv_handle_t *)&h->flush_prep, NULL);
     uv_close((uv_handle_t *)&h->wake, NULL);
     uv_close((uv_handle_t *)&h->grace, NULL);
     uv_close((uv_handle_t *)&h->sweep, NULL);
@@ -1602,11 +1657,12 @@ static int start_thread(sr_holder_t *h) {
 
 static void stop_thread(sr_holder_t *h) {
   if (!h->running) return;
+  sr_holder_flush_replies(h); /* batched replies go out before the stop */
   sr_cmd_t cmd;
   memset(&cmd, 0, sizeof cmd);
   cmd.head.kind = CMD_STOP;
   sr_queue_push(&h->cmds, &cmd.head.node);
-  uv_async_send(&h->wake);
+  sr_async_wake(&h->wake);
   uv_thread_join(&h->thread);
   /* run close callbacks left, if any, then release the loop */
   uv_run(&h->loop, UV_RUN_NOWAIT);
@@ -1636,7 +1692,7 @@ static int run_sync(sr_holder_t *h, sr_cmd_t *cmd) {
   if (uv_sem_init(&cmd->done, 0) != 0) return SR_ENOMEM;
   cmd->sync = 1;
   sr_queue_push(&h->cmds, &cmd->head.node);
-  uv_async_send(&h->wake);
+  sr_async_wake(&h->wake);
   uv_sem_wait(&cmd->done);
   uv_sem_destroy(&cmd->done);
   return cmd->rc;
@@ -1819,19 +1875,46 @@ static int push_conncmd(sr_holder_t *h, int kind, uint64_t conn) {
   if (cc == NULL) return SR_ENOMEM;
   cc->head.kind = kind;
   cc->conn = conn;
-  if (sr_queue_push(&h->cmds, &cc->head.node)) uv_async_send(&h->wake);
+  if (sr_queue_push(&h->cmds, &cc->head.node)) sr_async_wake(&h->wake);
   return 0;
 }
 
 int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
                     size_t len) {
+  return sr_holder_reply_via(h, conn, slot, frame, len,
+                             h->direct_writes ? SR_REPLY_DIRECT : SR_REPLY_HOLDER);
+}
+
+#define REPLY_BATCH_MAX 32
+
+void sr_holder_flush_replies(sr_holder_t *h) {
+  if (h->rep_first == NULL) return;
+  sr_qnode_t *first = h->rep_first, *last = h->rep_last;
+  h->rep_first = h->rep_last = NULL;
+  h->nrep = 0;
+  if (sr_queue_push_chain(&h->cmds, first, last)) sr_async_wake(&h->wake);
+}
+
+int sr_holder_reply_via(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
+                        size_t len, int how) {
   if (!h->running) return 0;
-  if (!h->direct_writes) {
+  if (how != SR_REPLY_DIRECT) {
     sr_reply_t *r = copy_reply(frame, len, slot);
     if (r == NULL) return SR_ENOMEM;
     r->head.kind = CMD_REPLY;
     r->conn = conn;
-    if (sr_queue_push(&h->cmds, &r->head.node)) uv_async_send(&h->wake);
+    if (how == SR_REPLY_BATCH) {
+      r->head.node.next = NULL;
+      if (h->rep_last)
+        h->rep_last->next = &r->head.node;
+      else
+        h->rep_first = &r->head.node;
+      h->rep_last = &r->head.node;
+      /* a long batch starts going out before it is complete */
+      if (++h->nrep >= REPLY_BATCH_MAX) sr_holder_flush_replies(h);
+      return 0;
+    }
+    if (sr_queue_push(&h->cmds, &r->head.node)) sr_async_wake(&h->wake);
     return 0;
   }
   /* find the connection's write side and hold it while writing */

@@ -170,6 +170,22 @@ int sr_holder_reply(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t 
  * it. Either way one connection's bytes never interleave and replies keep
  * request order. Set it while no daemon listens. */
 void sr_holder_set_direct_writes(sr_holder_t *h, int on);
+/* sr_holder_reply with the writer chosen for this one reply (order is kept
+ * whichever writes it):
+ *   SR_REPLY_DIRECT  the owner sends it now when it is next and nothing is
+ *                    queued (as direct writes above)
+ *   SR_REPLY_HOLDER  handed to the holder thread now (a wake-up if its
+ *                    queue was empty)
+ *   SR_REPLY_BATCH   kept until sr_holder_flush_replies, which hands every
+ *                    batched reply over at once: one push, at most one
+ *                    wake-up. For replies to a batch of requests drained
+ *                    together: the holder thread writes them while the
+ *                    owner works on, instead of the owner paying a send()
+ *                    per reply. */
+enum { SR_REPLY_HOLDER = 0, SR_REPLY_DIRECT = 1, SR_REPLY_BATCH = 2 };
+int sr_holder_reply_via(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint8_t *frame,
+                        size_t len, int how);
+void sr_holder_flush_replies(sr_holder_t *h);
 
 /* Detaches every pending event, oldest first (a chain through node.next,
  * NULL when none). The caller free()s each event. */

@@ -41,8 +41,9 @@
  *   core.daemon_count()         -- daemons listening
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_max_message(n)
- *   core.daemon_set_direct_writes(bool)  -- replies written by the Lua thread
- *                               (default) or by the holder thread
+ *   core.daemon_set_reply_writer("auto" | "direct" | "holder")  -- who writes
+ *                               replies (set_reply_writer below)
+ *   core.daemon_reply_counts()  -- direct, batched, holder: replies so far
  */
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,18 @@ static struct {
     sr_decode_limits_t lim;
   } dlims[64];
   int ndlims;
-} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF };
+  /* Replies to requests that arrived together (one drain of two or more
+   * events) are handed to the holder thread in one go at the end of the
+   * drain (SR_REPLY_BATCH), which writes them while this thread works on;
+   * a lone request's reply is sent by this thread at once. Measured with
+   * the C load client, 32 connections: 105,000 -> 135,000 calls/s, server
+   * CPU 9.4 -> 7.3 us per call; one connection unchanged (bench/README). */
+  int batch_replies;
+  int in_batch; /* draining such a batch now */
+  int direct;   /* otherwise: as sr_holder_set_direct_writes */
+  uint64_t nreplies[3]; /* by SR_REPLY_* */
+} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
+        .batch_replies = 1, .direct = 1 };
 
 static sr_decode_limits_t decode_limits(uint32_t daemon) {
   for (int i = 0; i < G.ndlims; i++)
@@ -96,7 +108,7 @@ static void forget_decode_limits(uint32_t daemon) {
  * the last unlisten was joined). */
 static void notify_cb(void *ud) {
   (void)ud;
-  uv_async_send(G.async);
+  sr_async_wake(G.async);
 }
 
 static void on_events(uv_async_t *a);
@@ -180,7 +192,9 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
   hd.serializer = ser;
   hd.data_len = (uint32_t)dlen;
   sr_wire_header_encode(b->data, &hd);
-  rc = sr_holder_reply(G.h, conn, slot, b->data, b->len);
+  int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_HOLDER;
+  G.nreplies[how]++;
+  rc = sr_holder_reply_via(G.h, conn, slot, b->data, b->len, how);
   if (b->cap > (1u << 20)) sr_buf_free(b); /* don't keep a huge scratch around */
   b->len = 0;
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
@@ -406,6 +420,7 @@ static void on_events(uv_async_t *a) {
   if (G.h == NULL || L == NULL) return;
   sr_event_t *ev = sr_holder_take(G.h);
   if (ev == NULL) return;
+  G.in_batch = G.batch_replies && ev->node.next != NULL;
   int base = lua_gettop(L);
   lua_pushcfunction(L, drain_events);
   lua_pushlightuserdata(L, &ev);
@@ -416,6 +431,8 @@ static void on_events(uv_async_t *a) {
       finish_events(&ev);
     }
   }
+  G.in_batch = 0;
+  sr_holder_flush_replies(G.h);
   lua_settop(L, base);
 }
 
@@ -679,13 +696,33 @@ static int l_set_max_message(lua_State *L) {
   return 0;
 }
 
-/* daemon_set_direct_writes(bool): who writes replies (see daemon.h);
- * only while no daemon listens. */
-static int l_set_direct_writes(lua_State *L) {
-  luaL_checkany(L, 1);
-  if (sr_holder_count(G.h) > 0) return luaL_error(L, "daemon_set_direct_writes: a daemon is listening");
-  sr_holder_set_direct_writes(G.h, lua_toboolean(L, 1));
+/* Sets who writes replies (only while no daemon listens): "auto" (the
+ * default: a lone request's reply by the Lua thread, replies to requests
+ * drained together batched to the holder thread), "direct" (the Lua thread
+ * whenever it can) or "holder" (always the holder thread). */
+static void set_reply_writer(const char *mode) {
+  int holder = strcmp(mode, "holder") == 0;
+  sr_holder_set_direct_writes(G.h, !holder);
+  G.direct = !holder;
+  G.batch_replies = strcmp(mode, "auto") == 0;
+}
+
+/* daemon_set_reply_writer("auto" | "direct" | "holder") */
+static int l_set_reply_writer(lua_State *L) {
+  static const char *const modes[] = { "auto", "direct", "holder", NULL };
+  int i = luaL_checkoption(L, 1, NULL, modes);
+  if (sr_holder_count(G.h) > 0) return luaL_error(L, "daemon_set_reply_writer: a daemon is listening");
+  set_reply_writer(modes[i]);
   return 0;
+}
+
+/* daemon_reply_counts() -> direct, batched, holder: replies this process
+ * encoded, by who was to write them (see set_reply_writer). */
+static int l_reply_counts(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_DIRECT]);
+  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_BATCH]);
+  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_HOLDER]);
+  return 3;
 }
 
 /* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
@@ -753,7 +790,8 @@ static const luaL_Reg funcs[] = {
   { "daemon_serializers", l_serializers },
   { "daemon_set_max_message", l_set_max_message },
   { "daemon_set_handler", l_set_handler },
-  { "daemon_set_direct_writes", l_set_direct_writes },
+  { "daemon_set_reply_writer", l_set_reply_writer },
+  { "daemon_reply_counts", l_reply_counts },
   { "daemon_reply", l_reply },
   { NULL, NULL },
 };
@@ -765,10 +803,12 @@ void lsr_open_daemon(lua_State *L) {
   G.L = lua_tothread(L, -1);
   lua_pop(L, 1);
   if (sr_holder_new(&G.h, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
-  /* SPRINGRUN_REPLY_WRITER=holder: replies written by the holder thread
-   * (the default is the Lua thread, one wake-up less per call) */
+  /* SPRINGRUN_REPLY_WRITER (for measurements): holder = every reply written
+   * by the holder thread; direct = every reply the Lua thread can send, sent
+   * by it (no batches); unset = batches via the holder, lone replies direct */
   const char *writer = getenv("SPRINGRUN_REPLY_WRITER");
-  if (writer && strcmp(writer, "holder") == 0) sr_holder_set_direct_writes(G.h, 0);
+  if (writer && (strcmp(writer, "holder") == 0 || strcmp(writer, "direct") == 0))
+    set_reply_writer(writer);
   sr_buf_init(&G.buf);
   /* a sentinel whose finalizer stops the thread when the state closes;
    * created after luv's loop, so finalized before it */
