@@ -24,6 +24,17 @@
  *       msg = { type=, flags=, seq=, serializer=, ann = {KEY = bytes},
  *               value = <decoded payload> (JSON or serpent)
  *               | data = <raw bytes> (other serializers, e.g. marshal) }
+ *   conn:push(type, flags, seq, ser, value) -> true | nil, msg, code
+ *       encodes one message and queues it (nothing is sent yet; an
+ *       argument that cannot be encoded queues nothing). The next
+ *       receive() or request() sends everything queued in one write: a
+ *       pipelined CONNECT + INVOKE is push(CONNECT), push(INVOKE),
+ *       receive() (CONNECTOK), receive() (RESULT).
+ *   conn:receive([timeout [, noreply]])
+ *       -> msg | true (noreply: only the queued bytes are sent)
+ *        | nil, msg, code, sent   (as request; the connection is closed)
+ *       sends what push() queued, then reads the next message.
+ *       request(...) is push(...) then receive(timeout, flags & ONEWAY).
  *   conn:alive() -> boolean    (false when the peer closed or sent junk)
  *   conn:close()               (idempotent; also __gc and __close)
  *   conn:fileno() -> fd | -1
@@ -38,6 +49,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -57,6 +69,10 @@
 
 #define LSR_CONN_MT "springrun.client.conn"
 #define LSR_BOX_MT "springrun.client.buf"
+/* Replies are read in chunks that start small (a connection usually sees a
+ * few hundred bytes: allocating 64 KiB per connection and freeing it again
+ * costs more than the reads) and double while reads fill them. */
+#define LSR_READ_FIRST 4096
 #define LSR_READ_CHUNK 65536
 
 typedef struct lsr_conn_s {
@@ -66,6 +82,7 @@ typedef struct lsr_conn_s {
   sr_buf_t tmp;       /* inflated payload (reused) */
   sr_tls_t *tls;      /* TLS session or NULL */
   sr_buf_t cipher;    /* TLS: ciphertext being sent (reused) */
+  size_t chunk;       /* next read size, LSR_READ_FIRST..LSR_READ_CHUNK */
 } lsr_conn_t;
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -276,24 +293,44 @@ static int lsr_client_connect(lua_State *L) {
   const char *servername = luaL_optstring(L, 5, host);
   double deadline = deadline_for(timeout);
 
-  char portstr[16];
-  snprintf(portstr, sizeof(portstr), "%d", (int)port);
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  int g = getaddrinfo(host, portstr, &hints, &res);
-  if (g != 0) {
-    char msg[256];
-    snprintf(msg, sizeof(msg), "cannot resolve host '%s': %s", host, gai_strerror(g));
-    return push_fail(L, msg, "EAI_NONAME");
-  }
   int fd = -ECONNREFUSED;
-  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-    fd = connect_addr(ai, deadline);
-    if (fd >= 0 || fd == -ETIMEDOUT) break;
+  struct sockaddr_in sin;
+  struct sockaddr_in6 sin6;
+  memset(&sin, 0, sizeof sin);
+  memset(&sin6, 0, sizeof sin6);
+  if (inet_pton(AF_INET, host, &sin.sin_addr) == 1) {
+    /* an IPv4 or IPv6 literal: no resolver (getaddrinfo costs more than the
+     * rest of the connect) */
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    struct addrinfo ai = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
+                          .ai_addr = (struct sockaddr *)&sin, .ai_addrlen = sizeof sin};
+    fd = connect_addr(&ai, deadline);
+  } else if (inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1) {
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_port = htons((uint16_t)port);
+    struct addrinfo ai = {.ai_family = AF_INET6, .ai_socktype = SOCK_STREAM,
+                          .ai_addr = (struct sockaddr *)&sin6, .ai_addrlen = sizeof sin6};
+    fd = connect_addr(&ai, deadline);
+  } else {
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", (int)port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+      char msg[256];
+      snprintf(msg, sizeof(msg), "cannot resolve host '%s': %s", host, gai_strerror(g));
+      return push_fail(L, msg, "EAI_NONAME");
+    }
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+      fd = connect_addr(ai, deadline);
+      if (fd >= 0 || fd == -ETIMEDOUT) break;
+    }
+    freeaddrinfo(res);
   }
-  freeaddrinfo(res);
   if (fd < 0) {
     char msg[256];
     if (fd == -ETIMEDOUT)
@@ -310,6 +347,7 @@ static int lsr_client_connect(lua_State *L) {
   sr_buf_init(&c->tmp);
   sr_buf_init(&c->cipher);
   c->tls = NULL;
+  c->chunk = LSR_READ_FIRST;
   luaL_setmetatable(L, LSR_CONN_MT);
   if (tctx != NULL) {
     char msg[400], full[600];
@@ -470,7 +508,7 @@ static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, cha
     long m = sr_framer_next(&c->framer, msg, err, errlen);
     if (m != 0) return m;
     size_t room = 0;
-    uint8_t *dst = sr_framer_space(&c->framer, LSR_READ_CHUNK, &room);
+    uint8_t *dst = sr_framer_space(&c->framer, c->chunk, &room);
     if (dst == NULL) return sr_seterr(err, errlen, SR_ENOMEM, "out of memory reading a reply");
     if (c->tls) {
       size_t got = 0;
@@ -497,6 +535,7 @@ static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, cha
     ssize_t r = recv(c->fd, dst, room, 0);
     if (r > 0) {
       sr_framer_commit(&c->framer, (size_t)r);
+      if ((size_t)r == room && c->chunk < LSR_READ_CHUNK) c->chunk *= 2;
       continue;
     }
     if (r == 0) return sr_seterr(err, errlen, SR_ECLOSED, "connection closed by the server");
@@ -554,67 +593,78 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, char 
   return 0;
 }
 
-/* conn:request(type, flags, seq, ser, value [, timeout]) (see the header) */
-static int lsr_conn_request(lua_State *L) {
-  lsr_conn_t *c = check_conn(L);
+/* Encodes the message whose type, flags, seq and serializer are at stack
+ * slots 2..5 and value at slot 6, appending it to c->out (behind what is
+ * already queued). Returns 0, or an SR_E* code with err set and c->out as
+ * it was (an argument that cannot be encoded queues nothing). */
+static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, char *err,
+                         size_t errlen) {
   lua_Integer type = luaL_checkinteger(L, 2);
   lua_Integer flags = luaL_checkinteger(L, 3);
   lua_Integer seq = luaL_checkinteger(L, 4);
   lua_Integer ser = luaL_checkinteger(L, 5);
   luaL_checkany(L, 6);
-  double timeout = opt_timeout(L, 7);
   luaL_argcheck(L, type >= 0 && type <= 0xffff, 2, "message type out of range");
   luaL_argcheck(L, flags >= 0 && flags <= 0xffff, 3, "flags out of range");
   luaL_argcheck(L, seq >= 0 && seq <= 0xffff, 4, "seq out of range");
   luaL_argcheck(L, ser >= 0 && ser <= 0xffff, 5, "serializer out of range");
+  *flags_out = flags;
   if (c->fd < 0) {
+    snprintf(err, errlen, "connection is closed");
+    return SR_ECLOSED;
+  }
+  size_t queued = c->out.len;
+  c->tmp.len = 0;
+  int rc = lsr_payload_encode(L, (int)ser, 6, &c->tmp, err, errlen);
+  if (rc == 0) {
+    rc = sr_wire_encode(&c->out, (uint16_t)type, (uint16_t)flags, (uint16_t)seq, (uint16_t)ser,
+                        NULL, 0, c->tmp.data, c->tmp.len);
+    if (rc != 0) sr_seterr(err, errlen, rc, "request too large to send: %s", sr_strerror(rc));
+  }
+  c->tmp.len = 0;
+  if (rc != 0) {
+    c->out.len = queued;
+    if (err[0] == '\0') snprintf(err, errlen, "%s", sr_strerror(rc));
+  }
+  return rc;
+}
+
+/* Sends c->out (everything queued), then, unless noreply, reads and pushes
+ * the next message. Returns what conn:receive returns (see the header). */
+static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply) {
+  char err[256];
+  err[0] = '\0';
+  if (c->fd < 0) {
+    c->out.len = 0;
     push_fail(L, "connection is closed", "SR_ECLOSED");
     lua_pushboolean(L, 0);
     return 4;
   }
-  char err[256];
-  err[0] = '\0';
-
-  /* Encode first: an unencodable argument fails before any byte leaves and
-   * leaves the connection usable. */
-  sr_buf_t payload;
-  c->out.len = 0;
-  int rc = lsr_payload_encode(L, (int)ser, 6, &c->tmp, err, sizeof(err));
-  if (rc == 0) {
-    payload = c->tmp;
-    rc = sr_wire_encode(&c->out, (uint16_t)type, (uint16_t)flags, (uint16_t)seq, (uint16_t)ser,
-                        NULL, 0, payload.data, payload.len);
-    if (rc != 0) sr_seterr(err, sizeof(err), rc, "request too large to send: %s", sr_strerror(rc));
-  }
-  c->tmp.len = 0;
-  if (rc != 0) {
-    push_fail(L, err[0] ? err : sr_strerror(rc), sr_err_name(rc));
-    lua_pushboolean(L, 0);
-    return 4;
-  }
-
   double deadline = deadline_for(timeout);
-  size_t sent = 0;
   int oserr = 0;
-  rc = send_all(c, deadline, &sent, &oserr);
-  c->out.len = 0;
-  if (rc != 0) {
-    if (rc == SR_ETIMEOUT) {
-      snprintf(err, sizeof(err), "sending the request timed out after %g s", timeout);
-      push_fail(L, err, "SR_ETIMEOUT");
-    } else if (rc == SR_ETLS) {
-      push_fail(L, "sending the request failed: TLS session broken", "SR_ETLS");
-    } else if (tls_diagnose(c, err, sizeof(err))) {
-      push_fail(L, err, "SR_ETLS");
-    } else {
-      snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
-      push_fail(L, err, errno_name(oserr));
+  int rc = 0;
+  if (c->out.len > 0) {
+    size_t sent = 0;
+    rc = send_all(c, deadline, &sent, &oserr);
+    c->out.len = 0;
+    if (rc != 0) {
+      if (rc == SR_ETIMEOUT) {
+        snprintf(err, sizeof(err), "sending the request timed out after %g s", timeout);
+        push_fail(L, err, "SR_ETIMEOUT");
+      } else if (rc == SR_ETLS) {
+        push_fail(L, "sending the request failed: TLS session broken", "SR_ETLS");
+      } else if (tls_diagnose(c, err, sizeof(err))) {
+        push_fail(L, err, "SR_ETLS");
+      } else {
+        snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
+        push_fail(L, err, errno_name(oserr));
+      }
+      conn_release(c);
+      lua_pushboolean(L, sent > 0);
+      return 4;
     }
-    conn_release(c);
-    lua_pushboolean(L, sent > 0);
-    return 4;
   }
-  if (flags & SR_FLAG_ONEWAY) {
+  if (noreply) {
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -647,6 +697,43 @@ static int lsr_conn_request(lua_State *L) {
     return 4;
   }
   return 1;
+}
+
+/* conn:push(type, flags, seq, ser, value) (see the header) */
+static int lsr_conn_push(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  char err[256];
+  err[0] = '\0';
+  lua_Integer flags = 0;
+  int rc = queue_message(L, c, &flags, err, sizeof err);
+  if (rc != 0) return push_fail(L, err, sr_err_name(rc));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:receive([timeout [, noreply]]) (see the header) */
+static int lsr_conn_receive(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  double timeout = opt_timeout(L, 2);
+  return send_and_receive(L, c, timeout, lua_toboolean(L, 3));
+}
+
+/* conn:request(type, flags, seq, ser, value [, timeout]) (see the header) */
+static int lsr_conn_request(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  double timeout = opt_timeout(L, 7);
+  char err[256];
+  err[0] = '\0';
+  lua_Integer flags = 0;
+  /* Encode first: an unencodable argument fails before any byte leaves and
+   * leaves the connection usable. */
+  int rc = queue_message(L, c, &flags, err, sizeof err);
+  if (rc != 0) {
+    push_fail(L, err, sr_err_name(rc));
+    lua_pushboolean(L, 0);
+    return 4;
+  }
+  return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0);
 }
 
 /* client_encode_payload(ser, value) -> bytes | nil, msg, code */
@@ -682,6 +769,8 @@ static int lsr_client_decode_payload(lua_State *L) {
 
 static const luaL_Reg conn_methods[] = {
     {"request", lsr_conn_request},
+    {"push", lsr_conn_push},
+    {"receive", lsr_conn_receive},
     {"alive", lsr_conn_alive},
     {"close", lsr_conn_close},
     {"fileno", lsr_conn_fileno},
