@@ -572,9 +572,171 @@ local function handshake_request(st, conn, mtype, flags, seq, value)
   return msg
 end
 
+-- The metadata sets ({ methods =, oneway =, attrs = }) of the last handshake
+-- with each service (host, port, object) in this process; only metadata a
+-- CONNECTOK carried (META_ON_CONNECT) is kept. A new connection for a call
+-- whose method is in here sends CONNECT and the INVOKE in one write
+-- (pipelined: one round trip instead of two); otherwise it handshakes first.
+-- The sets are shared by the proxies of a service and never modified.
+local meta_cache, nmeta = {}, 0
+local meta_keys = setmetatable({}, { __mode = "k" }) -- parsed uri -> cache key
+
+-- Counters for tests and benchmarks: connections made, and how many of
+-- them sent their first INVOKE along with the CONNECT.
+local stats = { connections = 0, pipelined = 0 }
+
+local function meta_key(u)
+  local k = meta_keys[u]
+  if k == nil then
+    k = string.format("%s\0%d\0%s", u.host, u.port, u.object)
+    meta_keys[u] = k
+  end
+  return k
+end
+
+local function remember_meta(u, m)
+  local k = meta_key(u)
+  if meta_cache[k] == nil then
+    if nmeta >= 256 then meta_cache, nmeta = {}, 0 end
+    nmeta = nmeta + 1
+  end
+  meta_cache[k] = m
+end
+
+local function forget_meta(u)
+  local k = meta_key(u)
+  if meta_cache[k] ~= nil then
+    meta_cache[k] = nil
+    nmeta = nmeta - 1
+  end
+end
+
+-- True when the list holds exactly the names of the set (so the set can be
+-- reused instead of built again).
+local function same_set(list, set)
+  if type(list) ~= "table" then return next(set) == nil end
+  local n = #list
+  for i = 1, n do
+    local v = list[i]
+    if type(v) ~= "string" or not set[v] then return false end
+  end
+  for _ in pairs(set) do
+    n = n - 1
+    if n < 0 then return false end
+  end
+  return n == 0
+end
+
+-- The metadata sets for meta (the map a server sent), reusing `prev` (the
+-- cached sets of the service) when it says the same; raises when the
+-- object exposes nothing.
+local function meta_sets(st, meta, prev)
+  if type(meta) ~= "table" then
+    error(errors.new("protocol", string.format("%s: invalid metadata in the handshake reply", st.url),
+      { url = st.url }), 0)
+  end
+  local m
+  if prev and same_set(meta.methods, prev.methods) and same_set(meta.oneway, prev.oneway)
+      and same_set(meta.attrs, prev.attrs) then
+    m = prev
+  else
+    m = { methods = as_set(meta.methods), oneway = as_set(meta.oneway), attrs = as_set(meta.attrs) }
+  end
+  if next(m.methods) == nil and next(m.attrs) == nil then
+    error(errors.new("attribute", string.format(
+      "remote object '%s' doesn't expose any methods or attributes", st.url), { url = st.url }), 0)
+  end
+  return m
+end
+
+-- Checks the reply to CONNECT (rejected, or not a CONNECTOK, raise) and
+-- returns the metadata map it carries, or nil when it carries none.
+local function connect_reply(st, msg)
+  if msg.type == MSG_CONNECTFAIL then
+    forget_meta(st.uri)
+    local text = msg.data and marshal_text(msg.data) or tostring(msg.value)
+    error(errors.new("rejected", string.format("connection to %s rejected: %s", st.url, text),
+      { url = st.url, reason = text }), 0)
+  elseif msg.type ~= MSG_CONNECTOK then
+    error(errors.new("protocol", string.format("%s: invalid handshake reply (message type %d)",
+      st.url, msg.type), { url = st.url }), 0)
+  end
+  if msg.flags & FLAG_META_ON_CONNECT ~= 0 and type(msg.value) == "table" then
+    return msg.value.meta, true
+  end
+  return nil
+end
+
+local function connect_payload(st)
+  return { handshake = st.handshake == nil and "hello" or st.handshake, object = st.uri.object }
+end
+
+-- The handshake of a new connection (two round trips: CONNECT, then the
+-- metadata). Sets st.meta or raises.
+local function handshake(st, c)
+  local msg = handshake_request(st, c, MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, connect_payload(st))
+  local meta, on_connect = connect_reply(st, msg)
+  if not on_connect then
+    -- no metadata in CONNECTOK: ask the daemon object, as Pyro4 does
+    st.seq = (st.seq + 1) & 0xFFFF
+    local r = handshake_request(st, c, MSG_INVOKE, 0, st.seq,
+      invoke_payload(st, DAEMON_OBJECT, "get_metadata", { st.uri.object, n = 1 }))
+    if r.type ~= MSG_RESULT or r.flags & FLAG_EXCEPTION ~= 0 then
+      error(errors.new("protocol", string.format("%s: the server sent no metadata", st.url),
+        { url = st.url }), 0)
+    end
+    meta = r.value
+  end
+  local m = meta_sets(st, meta, meta_cache[meta_key(st.uri)])
+  if on_connect then remember_meta(st.uri, m) end
+  st.meta = m
+end
+
+-- The pipelined handshake (see meta_cache): CONNECT and the INVOKE of
+-- name(args) leave in one write; then CONNECTOK is read (a failed handshake
+-- raises exactly as handshake() does) and then the RESULT. Returns the
+-- reply (or true for a oneway call, or nil, msg, code when reading the
+-- RESULT failed: the request was sent) and the call's seq and oneway flag;
+-- or nothing when the arguments cannot be encoded (the handshake is then
+-- finished the usual way and the caller sends the call itself, failing as
+-- it would on any connection).
+local function pipelined(st, c, cached, name, args)
+  local oneway = cached.oneway[name] == true
+  local seq = (st.seq + 1) & 0xFFFF
+  local ok, emsg, code = c:push(MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, st.ser, connect_payload(st))
+  if not ok then
+    c:close()
+    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
+  end
+  local queued = c:push(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
+    invoke_payload(st, st.uri.object, name, args))
+  local msg
+  msg, emsg, code = c:receive(st.timeout)
+  if not msg then
+    c:close()
+    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
+  end
+  local meta, on_connect = connect_reply(st, msg)
+  local m = cached
+  if on_connect then
+    m = meta_sets(st, meta, cached)
+    remember_meta(st.uri, m)
+  end
+  st.meta = m
+  if not queued then return end
+  stats.pipelined = stats.pipelined + 1
+  st.seq = seq
+  local reply, rmsg, rcode = c:receive(st.timeout, oneway)
+  return reply, seq, oneway, rmsg, rcode
+end
+
 -- Returns a connected, handshaken connection for st (reusing an idle one that
--- is still alive), or raises.
-local function connection(st, co)
+-- is still alive), or raises. With name (a call about to be made, args its
+-- packed arguments) on a new blocking connection whose service's metadata
+-- is cached and has that method, the call is pipelined with the handshake
+-- and its outcome returned too: conn, reply|nil, seq, oneway, msg, code
+-- (see pipelined()).
+local function connection(st, co, name, args)
   local conn = st.conn
   if conn and ((conn.async == true) ~= (co ~= nil) or not conn:alive()) then
     debug_log("dropping the idle connection to %s (%s)", st.url,
@@ -601,48 +763,26 @@ local function connection(st, co)
     local kind = kind_of(code, true)
     error(comm_error(st, kind, "connecting to", emsg, code), 0)
   end
-  local ok, e = pcall(function()
-    local msg = handshake_request(st, c, MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq,
-      { handshake = st.handshake == nil and "hello" or st.handshake, object = st.uri.object })
-    if msg.type == MSG_CONNECTFAIL then
-      local text = msg.data and marshal_text(msg.data) or tostring(msg.value)
-      error(errors.new("rejected", string.format("connection to %s rejected: %s", st.url, text),
-        { url = st.url, reason = text }), 0)
-    elseif msg.type ~= MSG_CONNECTOK then
-      error(errors.new("protocol", string.format("%s: invalid handshake reply (message type %d)",
-        st.url, msg.type), { url = st.url }), 0)
+  stats.connections = stats.connections + 1
+  local cached = name and c.push and meta_cache[meta_key(st.uri)]
+  if cached and cached.methods[name] then
+    local ok, reply, seq, oneway, rmsg, rcode = pcall(pipelined, st, c, cached, name, args)
+    if not ok then
+      c:close()
+      error(reply, 0)
     end
-    local meta
-    if msg.flags & FLAG_META_ON_CONNECT ~= 0 and type(msg.value) == "table" then
-      meta = msg.value.meta
-    else
-      -- no metadata in CONNECTOK: ask the daemon object, as Pyro4 does
-      st.seq = (st.seq + 1) & 0xFFFF
-      local r = handshake_request(st, c, MSG_INVOKE, 0, st.seq,
-        invoke_payload(st, DAEMON_OBJECT, "get_metadata", { st.uri.object, n = 1 }))
-      if r.type ~= MSG_RESULT or r.flags & FLAG_EXCEPTION ~= 0 then
-        error(errors.new("protocol", string.format("%s: the server sent no metadata", st.url),
-          { url = st.url }), 0)
-      end
-      meta = r.value
-    end
-    if type(meta) ~= "table" then
-      error(errors.new("protocol", string.format("%s: invalid metadata in the handshake reply", st.url),
-        { url = st.url }), 0)
-    end
-    local m = { methods = as_set(meta.methods), oneway = as_set(meta.oneway), attrs = as_set(meta.attrs) }
-    if next(m.methods) == nil and next(m.attrs) == nil then
-      error(errors.new("attribute", string.format(
-        "remote object '%s' doesn't expose any methods or attributes", st.url), { url = st.url }), 0)
-    end
-    st.meta = m
-  end)
+    st.conn = c
+    if debug_on() then debug_log("connected to %s (first call pipelined)", st.url) end
+    if seq == nil then return c end
+    return c, reply, seq, oneway, rmsg, rcode
+  end
+  local ok, e = pcall(handshake, st, c)
   if not ok then
     c:close()
     error(e, 0)
   end
   st.conn = c
-  debug_log("connected to %s", st.url)
+  if debug_on() then debug_log("connected to %s", st.url) end
   return c
 end
 
@@ -666,15 +806,18 @@ local function invoke(st, name, args, co)
     error(errors.new("config", "PyroProxyFactory: service_url is not set (call to '" .. name .. "')"), 0)
   end
   for attempt = 1, 2 do
-    local conn = connection(st, co)
-    check_method(st, name)
-    -- after connection(): a PYRONAME URL gets its object id there
-    local payload = invoke_payload(st, st.uri.object, name, args)
-    local oneway = st.meta.oneway[name] == true
-    st.seq = (st.seq + 1) & 0xFFFF
-    local seq = st.seq
-    local msg, emsg, code, sent = conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
-      payload, st.timeout)
+    local conn, msg, seq, oneway, emsg, code = connection(st, co, name, args)
+    local sent = true
+    if seq == nil then
+      check_method(st, name)
+      -- after connection(): a PYRONAME URL gets its object id there
+      local payload = invoke_payload(st, st.uri.object, name, args)
+      oneway = st.meta.oneway[name] == true
+      st.seq = (st.seq + 1) & 0xFFFF
+      seq = st.seq
+      msg, emsg, code, sent = conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
+        payload, st.timeout)
+    end
     if not msg then
       local kind = kind_of(code)
       if not sent and tostring(code):match("^SR_E") and kind == "protocol" then
