@@ -624,3 +624,117 @@ describe("springrun.proxy and broken peers #net", function()
     assert.is_true(errors.is(e2, "closed"), tostring(e2))
   end)
 end)
+
+describe("springrun.proxy pipelines the first call with the handshake #net", function()
+  local proxy_mod = require "springrun.proxy"
+  local names = 0
+
+  -- A pipeline_pyro_server.py serving a fresh object name (so no metadata of
+  -- an earlier test is cached for it); returns its URL and a function that
+  -- reads the server's log of connections.
+  local function start()
+    names = names + 1
+    local name = string.format("Pipe%d_%d", names, os.time())
+    local server, port = client.start_python("pipeline_pyro_server.py", { name })
+    finally(function() proc.stop(server) end)
+    local function log()
+      local ctl = springrun.proxy(url_of(port, "Ctl"), { timeout = 10 })
+      local entries = ctl:log()
+      ctl:destroy()
+      return entries
+    end
+    return url_of(port, name), log, name, port
+  end
+
+  -- one proxy, one call, closed: the server serves one connection at a time
+  local function once(url, opts, method, ...)
+    local p = springrun.proxy(url, opts or { timeout = 10 })
+    local res = table.pack(pcall(p[method], p, ...))
+    p:destroy()
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+  end
+
+  it("handshakes first on the first connection, then sends CONNECT and the first call in one write", function()
+    local url = start()
+    local s0 = proxy_mod.stats()
+    local r = once(url, nil, "probe", "a")
+    assert.are.same({ false, 1, "a" }, r) -- INVOKE came after the CONNECTOK
+    local s1 = proxy_mod.stats()
+    assert.are.equal(s0.pipelined, s1.pipelined)
+    assert.are.equal(s0.connections + 1, s1.connections)
+    for i = 1, 3 do
+      r = once(url, nil, "probe", "b" .. i)
+      assert.are.same({ true, 1, "b" .. i }, r) -- INVOKE was there with the CONNECT
+    end
+    assert.are.equal(s1.pipelined + 3, proxy_mod.stats().pipelined)
+    -- later calls use the connection as usual
+    local p = springrun.proxy(url, { timeout = 10 })
+    assert.are.same({ true, 1, "c" }, p:probe("c"))
+    assert.are.same({ true, 2, "d" }, p:probe("d"))
+    assert.are.equal(2, p._pyro_seq)
+    assert.is_true(p:_pyro_metadata().oneway.ping)
+    p:destroy()
+    -- a oneway first call (oneway in the cached metadata) goes out with the
+    -- CONNECT too, returning nothing; the connection stays usable
+    p = springrun.proxy(url, { timeout = 10 })
+    local before = proxy_mod.stats().pipelined
+    assert.are.equal(0, select("#", p:ping()))
+    assert.are.equal(before + 1, proxy_mod.stats().pipelined)
+    assert.are.same({ true, 2, "e" }, p:probe("e"))
+    p:destroy()
+  end)
+
+  it("refuses a method missing from the cached metadata locally, after a plain handshake", function()
+    local url, log = start()
+    once(url, nil, "probe", "fill the cache")
+    local before = proxy_mod.stats()
+    local p = springrun.proxy(url, { timeout = 10 })
+    local e = client.error_of(p.nosuch, p, 1)
+    p:destroy()
+    assert.is_true(errors.is(e, "attribute"))
+    assert.are.equal(string.format("remote object '%s' has no exposed attribute or method 'nosuch'", url), e.message)
+    local after = proxy_mod.stats()
+    assert.are.equal(before.pipelined, after.pipelined)
+    assert.are.equal(before.connections + 1, after.connections)
+    local entries = log()
+    -- the refused call's connection: CONNECT alone
+    assert.are.same(false, entries[#entries - 1][2])
+  end)
+
+  it("reports a rejected handshake secret on a cached service exactly as on a first connection", function()
+    local url, log, name = start()
+    local wrong = { timeout = 10, handshake = "wrong" }
+    local first = client.error_of(once, url, wrong, "probe", "x") -- nothing cached: CONNECT alone
+    once(url, nil, "probe", "fill the cache")
+    local before = proxy_mod.stats().pipelined
+    local cached = client.error_of(once, url, wrong, "probe", "x") -- INVOKE sent along
+    assert.is_true(errors.is(first, "rejected"))
+    assert.are.equal(first.kind, cached.kind)
+    assert.are.equal(first.message, cached.message)
+    assert.are.equal(first.reason, cached.reason)
+    assert.are.equal(string.format("connection to %s rejected: handshake failure, reason: bad secret", url),
+      cached.message)
+    assert.are.equal(before, proxy_mod.stats().pipelined) -- the call was not counted as made
+    local entries = log()
+    assert.are.same({ name, false, "handshake" }, entries[1])
+    assert.are.same({ name, true, "handshake" }, entries[3])
+    -- the rejection dropped the cached metadata: the next connection handshakes first
+    assert.are.same({ false, 1, "y" }, once(url, nil, "probe", "y"))
+  end)
+
+  it("reports an object unexported since the metadata was cached as a first connection would", function()
+    local url, log, name, port = start()
+    once(url, nil, "probe", "fill the cache")
+    once(url, nil, "unexport")
+    local cached = client.error_of(once, url, nil, "probe", "x")
+    local never = client.error_of(once, url_of(port, "Never"), nil, "probe", "x")
+    assert.is_true(errors.is(cached, "rejected"))
+    assert.are.equal(string.format("connection to %s rejected: unknown object ID: %s", url, name), cached.message)
+    assert.are.equal(never.message:gsub("Never", name), cached.message)
+    assert.are.equal(never.kind, cached.kind)
+    local entries = log()
+    assert.are.same({ name, true, "unknown" }, entries[3])
+    assert.are.same({ "Never", false, "unknown" }, entries[4])
+  end)
+end)

@@ -1210,6 +1210,11 @@ function M.proxy(url, opts)
   return p
 end
 
+-- Counters of this process's blocking connections (tests, benchmarks):
+-- { connections = made, pipelined = those whose first call went out with
+-- the CONNECT }.
+function M.stats() return { connections = stats.connections, pipelined = stats.pipelined } end
+
 -- True when v is a proxy made here.
 function M.is_proxy(v) return STATE[v] ~= nil end
 
