@@ -309,6 +309,41 @@ describe("springrun interop: a springrun proxy calls a Python Pyro4 daemon #inte
       assert.are.equal("attribute", e.kind)
     end)
   end)
+  for _, servertype in ipairs({ "thread", "multiplex" }) do
+    it("sends the first call of later connections along with the handshake (" .. servertype .. " server)", function()
+      local proxy_mod = require "springrun.proxy"
+      local cleanup = proc.cleanups(finally)
+      local _, _, uri = proc.stop_at(cleanup,
+        pyro4.start_py_service("-", nil, nil, nil, { PYRO_SERVERTYPE = servertype }))
+      local first = springrun.proxy(uri, { timeout = 10 })
+      assert.are.equal("You got remote data => 0", first:get_data("0"))
+      first:destroy()
+      for i = 1, 3 do
+        local before = proxy_mod.stats().pipelined
+        local p = springrun.proxy(uri, { timeout = 10 })
+        assert.are.equal("You got remote data => " .. i, p:get_data(tostring(i)))
+        assert.are.equal(before + 1, proxy_mod.stats().pipelined)
+        assert.are.equal(0, select("#", p:log_event("e" .. i)))
+        p:destroy()
+      end
+      local p = springrun.proxy(uri, { timeout = 10 })
+      local before = proxy_mod.stats().pipelined
+      p:log_event("e4") -- a oneway first call, pipelined too
+      assert.are.equal(before + 1, proxy_mod.stats().pipelined)
+      p:destroy()
+      p = springrun.proxy(uri, { timeout = 10 })
+      cleanup(function() p:destroy() end)
+      local got
+      for _ = 1, 200 do
+        got = p:events()
+        if #got == 4 then break end
+        proc.poll_step(10)
+      end
+      table.sort(got)
+      assert.are.same({ "e1", "e2", "e3", "e4" }, got)
+      assert.are.equal("attribute", err_of(p.nosuch, p).kind)
+    end)
+  end
 end)
 
 describe("springrun interop: PYRONAME with a real Pyro4 name server #interop", function()
