@@ -869,7 +869,12 @@ end
 
 local function lock(st, co)
   while st.busy do
-    st.waiters[#st.waiters + 1] = co
+    local w = st.waiters
+    if w == nil then
+      w = {}
+      st.waiters = w
+    end
+    w[#w + 1] = co
     coroutine.yield()
   end
   st.busy = true
@@ -877,7 +882,8 @@ end
 
 local function unlock(st)
   st.busy = false
-  local co = table.remove(st.waiters, 1)
+  local w = st.waiters
+  local co = w and table.remove(w, 1)
   if co then runtime().resume(co) end
 end
 
@@ -963,7 +969,10 @@ local parsed_urls, nparsed = {}, 0
 
 function setters.service_url(st, v)
   st.named = nil
-  if v == nil then
+  local known = parsed_urls[v]
+  if known then
+    st.service_url, st.url, st.uri = v, known.original, known
+  elseif v == nil then
     st.service_url, st.url, st.uri = nil, nil, nil
   elseif type(v) == "string" and (v:match("^[Pp][Yy][Rr][Oo][Nn][Aa][Mm][Ee]:")
       or v:match("^[Pp][Yy][Rr][Oo][Mm][Ee][Tt][Aa]:")) then
@@ -1049,22 +1058,27 @@ setters.ssl_servername = file_setter("ssl_servername")
 
 local methods = {}
 
-function methods.after_properties_set(self)
-  local st = check_state(self, "after_properties_set")
+local SSL_FILES = { "ssl_cacerts", "ssl_certfile", "ssl_keyfile", "ssl_servername" }
+
+local function check_properties(st)
   if st.uri == nil then
-    error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2)
-  end
-  if not st.ssl then
-    for _, k in ipairs({ "ssl_cacerts", "ssl_certfile", "ssl_keyfile", "ssl_servername" }) do
-      if st[k] ~= nil then
-        error(errors.new("config", string.format("PyroProxyFactory.%s is set but ssl is not true", k)), 2)
-      end
-    end
+    error(errors.new("config", "PyroProxyFactory: service_url is not set"), 3)
   end
   if st.ssl then
     local ok, e = pcall(tls_context, st)
-    if not ok then error(e, 2) end
+    if not ok then error(e, 3) end
+  else
+    for i = 1, #SSL_FILES do
+      local k = SSL_FILES[i]
+      if st[k] ~= nil then
+        error(errors.new("config", string.format("PyroProxyFactory.%s is set but ssl is not true", k)), 3)
+      end
+    end
   end
+end
+
+function methods.after_properties_set(self)
+  check_properties(check_state(self, "after_properties_set"))
 end
 
 function methods.destroy(self)
@@ -1108,27 +1122,36 @@ end
 
 local Proxy = { __name = "springrun.PyroProxyFactory" }
 
+-- The function a proxy returns for a remote method name, one per name and
+-- shared by all proxies (only names that are no property or method are
+-- here): it finds the proxy's state from its first argument, so a call
+-- without ':' is refused.
+local callers, ncallers = {}, 0
+
+local function caller(name)
+  local f = function(me, ...)
+    local st = STATE[me]
+    if st == nil then
+      error(errors.new("config", string.format(
+        "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
+    end
+    return call(st, name, table.pack(...))
+  end
+  if ncallers >= 1024 then callers, ncallers = {}, 0 end
+  callers[name], ncallers = f, ncallers + 1
+  return f
+end
+
 function Proxy.__index(self, name)
-  local st = STATE[self]
-  local f = st.callers[name] -- only names that are no property or method get here
+  local f = callers[name]
   if f then return f end
-  if PROPS[name] then return st[name] end
+  if PROPS[name] then return STATE[self][name] end
   local m = methods[name]
   if m then return m end
   if name == "_disposable" then return true end
-  if name == "_pyro_seq" then return st.seq end
+  if name == "_pyro_seq" then return STATE[self].seq end
   if type(name) ~= "string" or name:sub(1, 1) == "_" then return nil end
-  do
-    f = function(me, ...)
-      if not rawequal(me, self) then
-        error(errors.new("config", string.format(
-          "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
-      end
-      return call(st, name, table.pack(...))
-    end
-    st.callers[name] = f
-  end
-  return f
+  return caller(name)
 end
 
 function Proxy.__newindex(self, name, v)
@@ -1163,27 +1186,46 @@ local PyroProxyFactory = { __name = "springrun.PyroProxyFactory (class)" }
 local PROP_ORDER = { "serializer", "timeout", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
   "ssl_certfile", "ssl_keyfile", "ssl_servername", "service_url" }
 
+local function new_proxy()
+  local st = { seq = 0, ser = SERIALIZERS.json, serializer = "json" }
+  local self = setmetatable({}, Proxy)
+  STATE[self] = st
+  return self, st
+end
+
+-- Applies the properties table props to a new proxy's state, in PROP_ORDER
+-- (an unknown key raises first); the service_url in props is skipped when
+-- skip_url is set (springrun.proxy's own argument wins).
+local function apply(st, props, skip_url)
+  local n, one = 0, nil
+  for k in pairs(props) do
+    if not PROPS[k] then
+      error(errors.new("config", string.format(
+        "PyroProxyFactory: unknown property '%s' (properties: %s)",
+        tostring(k), PROP_LIST)), 3)
+    end
+    n, one = n + 1, k
+  end
+  if n == 1 then
+    -- the common case (one option): no walk over every property
+    if not (skip_url and one == "service_url") then setters[one](st, props[one]) end
+  elseif n > 1 then
+    for i = 1, #PROP_ORDER do
+      local k = PROP_ORDER[i]
+      if props[k] ~= nil and not (skip_url and k == "service_url") then setters[k](st, props[k]) end
+    end
+  end
+end
+
 -- PyroProxyFactory([props]) / PyroProxyFactory.new([props]) -> proxy.
 -- props: service_url, timeout, serializer; other keys raise.
 function PyroProxyFactory.new(props)
-  local st = { callers = {}, waiters = {}, seq = 0, ser = SERIALIZERS.json, serializer = "json" }
-  local self = setmetatable({}, Proxy)
-  STATE[self] = st
+  local self, st = new_proxy()
   if props ~= nil then
     if type(props) ~= "table" then
       error(errors.new("config", "PyroProxyFactory: expected a table of properties, got " .. type(props)), 2)
     end
-    for k, v in pairs(props) do
-      if not PROPS[k] then
-        error(errors.new("config", string.format(
-          "PyroProxyFactory: unknown property '%s' (properties: %s)",
-          tostring(k), PROP_LIST)), 2)
-      end
-    end
-    for i = 1, #PROP_ORDER do
-      local k = PROP_ORDER[i]
-      if props[k] ~= nil then setters[k](st, props[k]) end
-    end
+    apply(st, props, false)
   end
   return self
 end
@@ -1196,17 +1238,14 @@ M.PyroProxyFactory = PyroProxyFactory
 
 -- springrun.proxy(url [, opts]) -> a ready proxy (opts: timeout, serializer).
 function M.proxy(url, opts)
-  local props = {}
-  if opts ~= nil then
-    if type(opts) ~= "table" then
-      error(errors.new("config", "springrun.proxy: opts must be a table, got " .. type(opts)), 2)
-    end
-    for k, v in pairs(opts) do props[k] = v end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(errors.new("config", "springrun.proxy: opts must be a table, got " .. type(opts)), 2)
   end
-  props.service_url = url
   if url == nil then error(errors.new("config", "springrun.proxy: a URL is needed"), 2) end
-  local p = PyroProxyFactory.new(props)
-  p:after_properties_set()
+  local p, st = new_proxy()
+  if opts ~= nil then apply(st, opts, true) end
+  setters.service_url(st, url)
+  check_properties(st)
   return p
 end
 
