@@ -426,6 +426,105 @@ describe("springrun.daemon #unit #net", function()
   end)
 end)
 
+describe("springrun.daemon's C fast path #unit #net", function()
+  -- The same requests answered by the C fast path and then by the Lua
+  -- dispatch alone (exporter._dispatch_in_lua): the replies must be equal.
+  local Methods = {}
+  Methods.__index = Methods
+  function Methods:get_data(p) return "You got remote data => " .. tostring(p) end
+  function Methods:none() end
+  function Methods:echo(...) return ... end
+  function Methods:count(...) return select("#", ...) end
+  function Methods:fail() error("boom") end
+  function Methods:fail_obj() error({ class = "builtins.ValueError", message = "bad value" }) end
+  function Methods:gives_function() return function() end end
+  function Methods:nils() return nil, nil end
+  function Methods:slow(ms, tag)
+    task.sleep(ms)
+    return tag
+  end
+  local exp, port, prev_output
+  local exporter_mod = require "springrun.exporter"
+
+  setup(function()
+    prev_output = require("springrun.log").set_output(function() end)
+    local Mid = setmetatable({}, Methods) -- a two-level __index chain of tables
+    Mid.__index = Mid
+    exp = springrun.PyroServiceExporter{
+      service_name = "S", service = setmetatable({}, Mid),
+      service_host = "127.0.0.1", service_port = 0,
+    }
+    exp:after_properties_set()
+    port = exp.service_port
+  end)
+
+  teardown(function()
+    exporter_mod._dispatch_in_lua(false)
+    exp:destroy()
+    require("springrun.log").set_output(prev_output)
+  end)
+
+  local CALLS = {
+    { "get_data", '["x"]' }, { "get_data", "[null]" }, { "none", "[]" }, { "echo", "[]" },
+    { "echo", '[1, null, "x"]' }, { "nils", "[]" }, { "count", "[1, 2, 3, 4, 5, 6, 7, 8]" },
+    { "count", "[1, 2, 3, 4, 5, 6, 7, 8, 9]" }, { "count", "[1]", '{"k": 2}' },
+    { "count", "{}" }, { "fail", "[]" }, { "fail_obj", "[]" }, { "gives_function", "[]" },
+    { "slow", '[5, "t"]' }, { "missing", "[]" }, { "_private", "[]" },
+  }
+
+  local function replies(port)
+    local c = connect_ok(port, "S")
+    local out = {}
+    for i, call in ipairs(CALLS) do
+      invoke(c, i, call[1], call[2], call[3], 0, "S")
+      local m = result(c, i)
+      -- a traceback names the line of the service: the same for both; the
+      -- line of the exporter it passed through may differ, so drop those
+      local data = m.data:gsub('"[^"]*exporter%.lua[^"]*",? ?', "")
+      out[i] = { m.flags, data }
+    end
+    c:close()
+    return out
+  end
+
+  it("answers every shape of call exactly as the Lua path does", function()
+    local _, _, _, f0 = core.daemon_reply_counts()
+    local fast = replies(port)
+    local _, _, _, f1 = core.daemon_reply_counts()
+    exporter_mod._dispatch_in_lua(true)
+    local slow = replies(port)
+    exporter_mod._dispatch_in_lua(false)
+    local _, _, _, f2 = core.daemon_reply_counts()
+    for i, call in ipairs(CALLS) do
+      assert.are.same(slow[i], fast[i], call[1] .. " " .. call[2])
+    end
+    -- answered in C: get_data x2, none, echo(), count(8 args), slow (after
+    -- its yield); several results, 9 arguments, kwargs, map params, failures,
+    -- an unserializable result and unknown names took the Lua path
+    assert.are.equal(6, f1 - f0)
+    assert.are.equal(0, f2 - f1)
+    assert.are.equal("8", fast[7][2])
+    assert.are.equal("9", fast[8][2])
+    assert.are.equal('"You got remote data => nil"', fast[2][2])
+    assert.are.equal('"t"', fast[14][2])
+    assert.are.equal(core.FLAG_EXCEPTION, fast[11][1])
+    assert.truthy(fast[11][2]:find("boom", 1, true))
+    assert.are.equal(core.FLAG_EXCEPTION, fast[13][1])
+    assert.truthy(fast[13][2]:find("SerializeError", 1, true))
+  end)
+
+  it("calls a method replaced after the export as it is now", function()
+    local old = Methods.get_data
+    Methods.get_data = function(_, p) return "new " .. tostring(p) end
+    finally(function() Methods.get_data = old end)
+    local c = connect_ok(port, "S")
+    invoke(c, 1, "get_data", '["x"]', nil, 0, "S")
+    local _, v = result(c, 1)
+    assert.are.equal("new x", v)
+    c:close()
+  end)
+end)
+
 local WRITERS = {
   auto = "the Lua thread, or the holder thread in batches",
   direct = "the Lua thread",

@@ -463,6 +463,15 @@ end
 -- xpcall (a bug here, a memory error), the request is still answered, so the
 -- replies owed after it on the same connection are not held back forever.
 -- A lookup that raised (an __index function) is answered as a missing method.
+-- The last resort when answering failed: log it, and answer with a
+-- RuntimeError unless the call was oneway.
+local function dispatch_failed(conn, tag, ser, flags, object, method, err)
+  holder_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
+  if flags & FLAG_ONEWAY ~= 0 then return end
+  pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
+    exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
+end
+
 local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
   local ok, err = pcall(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
   if ok then return end
@@ -472,16 +481,34 @@ local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, p
     ok, err = pcall(answer, conn, tag, ser, flags, object, method, false, lookup_error(lentry, lmethod))
     if ok then return end
   end
-  holder_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
-  if flags & FLAG_ONEWAY ~= 0 then return end
-  pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
-    exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
+  dispatch_failed(conn, tag, ser, flags, object, method, err)
 end
 
--- Each incoming call: runtime._spawn_function(serve_guarded, daemon_id, conn, ...)
--- (runtime.spawn without its argument check),
--- called by the daemon binding directly (daemon_set_handler's third
--- argument: no Lua function in between).
+-- The C fast path (core.daemon_fast_serve) runs the common call itself and
+-- hands these back: a method that failed (r from traceback_handler), and
+-- several results or one it could not encode.
+local function answer_done(conn, tag, ser, flags, object, method, ...)
+  local ok, err = pcall(function(...)
+    return answer(conn, tag, ser, flags, object, method, call_done(...))
+  end, ...)
+  if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
+end
+
+local function on_error(conn, tag, ser, flags, object, method, r)
+  return answer_done(conn, tag, ser, flags, object, method, false, r)
+end
+
+local function on_results(conn, tag, ser, flags, object, method, ...)
+  return answer_done(conn, tag, ser, flags, object, method, true, ...)
+end
+
+-- Each incoming call: runtime._spawn_function(serve, daemon_id, conn, ...)
+-- (runtime.spawn without its argument check), called by the daemon binding
+-- directly (daemon_set_handler's third argument: no Lua function in
+-- between); serve is the C fast path, which hands any other shape of call
+-- to serve_guarded.
+local serve_entry = core.daemon_fast_serve(daemons_by_id, xpcall, traceback_handler,
+  serve_guarded, on_error, on_results)
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
 local function on_log(level, text)
@@ -492,9 +519,16 @@ end
 local handler_set = false
 local function ensure_handler()
   if not handler_set then
-    core.daemon_set_handler(runtime._spawn_function, on_log, serve_guarded)
+    core.daemon_set_handler(runtime._spawn_function, on_log, serve_entry)
     handler_set = true
   end
+end
+
+-- For the specs: every call the Lua way (true) or the C fast path first
+-- (false, the default), so both can be checked to answer alike.
+function M._dispatch_in_lua(on)
+  core.daemon_set_handler(runtime._spawn_function, on_log, on and serve_guarded or serve_entry)
+  handler_set = true
 end
 
 -- ---- daemons ---------------------------------------------------------------------
