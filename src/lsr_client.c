@@ -83,7 +83,10 @@ typedef struct lsr_conn_s {
   sr_tls_t *tls;      /* TLS session or NULL */
   sr_buf_t cipher;    /* TLS: ciphertext being sent (reused) */
   size_t chunk;       /* next read size, LSR_READ_FIRST..LSR_READ_CHUNK */
+  int nodelay;        /* TCP_NODELAY set (want_nodelay) */
 } lsr_conn_t;
+
+static void want_nodelay(lsr_conn_t *c);
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -250,9 +253,15 @@ static int lsr_client_fd_alive(lua_State *L) {
 }
 
 /* Connects one address with a deadline. Returns the fd or -errno
- * (-ETIMEDOUT when the deadline passed). */
+ * (-ETIMEDOUT when the deadline passed). Without a deadline the socket is
+ * left in blocking mode and connect() itself waits (no poll and SO_ERROR
+ * round trip); every later send/recv passes MSG_DONTWAIT and waits in
+ * poll, so the mode of the fd never matters. TCP_NODELAY is set later,
+ * only when a write may follow a write the peer does not answer (see
+ * want_nodelay). */
 static int connect_addr(const struct addrinfo *ai, double deadline) {
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | (deadline > 0 ? SOCK_NONBLOCK : 0),
+                  ai->ai_protocol);
   if (fd < 0) return -errno;
   int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
   if (r < 0 && errno != EINPROGRESS && errno != EINTR) {
@@ -275,9 +284,19 @@ static int connect_addr(const struct addrinfo *ai, double deadline) {
       return -soerr;
     }
   }
-  int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
+}
+
+/* Sets TCP_NODELAY once. Nagle's algorithm holds a small write back only
+ * while earlier bytes are unacknowledged; a request answered by a reply is
+ * acknowledged by it, so the option matters only after a oneway message,
+ * a write the socket took in part, and for TLS (several records in a
+ * row). Setting it only then saves a system call per connection. */
+static void want_nodelay(lsr_conn_t *c) {
+  if (c->nodelay || c->fd < 0) return;
+  int one = 1;
+  (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  c->nodelay = 1;
 }
 
 static int tls_handshake(lsr_conn_t *c, double deadline, char *msg, size_t msglen);
@@ -348,8 +367,10 @@ static int lsr_client_connect(lua_State *L) {
   sr_buf_init(&c->cipher);
   c->tls = NULL;
   c->chunk = LSR_READ_FIRST;
+  c->nodelay = 0;
   luaL_setmetatable(L, LSR_CONN_MT);
   if (tctx != NULL) {
+    want_nodelay(c);
     char msg[400], full[600];
     int rc = sr_tls_new(&c->tls, tctx, servername, msg, sizeof msg);
     if (rc == 0) rc = tls_handshake(c, deadline, msg, sizeof msg);
@@ -372,7 +393,7 @@ static int send_buf(lsr_conn_t *c, const sr_buf_t *b, double deadline, size_t *s
   size_t off = 0;
   *sent = 0;
   while (off < b->len) {
-    ssize_t w = send(c->fd, b->data + off, b->len - off, MSG_NOSIGNAL);
+    ssize_t w = send(c->fd, b->data + off, b->len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0) {
       off += (size_t)w;
       *sent = off;
@@ -380,6 +401,7 @@ static int send_buf(lsr_conn_t *c, const sr_buf_t *b, double deadline, size_t *s
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      want_nodelay(c); /* the rest must not wait for an ACK */
       short rev = 0;
       int r = wait_fd(c->fd, POLLOUT, deadline, &rev);
       if (r == 0) return SR_ETIMEOUT;
@@ -426,7 +448,7 @@ static int send_all(lsr_conn_t *c, double deadline, size_t *sent, int *oserr) {
 static int tls_pull(lsr_conn_t *c, double deadline, int wait, int *oserr) {
   uint8_t chunk[16384];
   for (;;) {
-    ssize_t r = recv(c->fd, chunk, sizeof chunk, 0);
+    ssize_t r = recv(c->fd, chunk, sizeof chunk, MSG_DONTWAIT);
     if (r > 0) return sr_tls_feed(c->tls, chunk, (size_t)r) < 0 ? (*oserr = ENOMEM, SR_EIO) : 1;
     if (r == 0) return SR_ECLOSED;
     if (errno == EINTR) continue;
@@ -532,7 +554,7 @@ static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, cha
       }
       continue;
     }
-    ssize_t r = recv(c->fd, dst, room, 0);
+    ssize_t r = recv(c->fd, dst, room, MSG_DONTWAIT);
     if (r > 0) {
       sr_framer_commit(&c->framer, (size_t)r);
       if ((size_t)r == room && c->chunk < LSR_READ_CHUNK) c->chunk *= 2;
@@ -614,6 +636,7 @@ static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, ch
     return SR_ECLOSED;
   }
   size_t queued = c->out.len;
+  if (flags & SR_FLAG_ONEWAY) want_nodelay(c);
   c->tmp.len = 0;
   int rc = lsr_payload_encode(L, (int)ser, 6, &c->tmp, err, errlen);
   if (rc == 0) {
