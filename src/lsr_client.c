@@ -21,7 +21,8 @@
  *        | nil, msg, code, sent   (sent: some request bytes left; the
  *                                  connection is closed on any failure
  *                                  except an argument that cannot be encoded)
- *       msg = { type=, flags=, seq=, serializer=, ann = {KEY = bytes},
+ *       msg = { type=, flags=, seq=, serializer=,
+ *               ann = {KEY = bytes} (only when the message has annotations),
  *               value = <decoded payload> (JSON or serpent)
  *               | data = <raw bytes> (other serializers, e.g. marshal) }
  *   conn:push(type, flags, seq, ser, value) -> true | nil, msg, code
@@ -587,7 +588,7 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, char 
     int rc = decode_payload(L, ser, m->h.flags, m->data, m->h.data_len, &c->tmp, err, errlen);
     if (rc != 0) return rc;
   }
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 6);
   if (decodable) {
     lua_rotate(L, -2, 1); /* value above the table */
     lua_setfield(L, -2, "value");
@@ -603,15 +604,17 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, char 
   lua_setfield(L, -2, "seq");
   lua_pushinteger(L, ser);
   lua_setfield(L, -2, "serializer");
-  lua_newtable(L);
-  size_t off = 0;
-  sr_wire_ann_t a;
-  while (sr_wire_ann_next(m->ann, m->h.ann_len, &off, &a) == 1) {
-    lua_pushlstring(L, a.key, 4);
-    lua_pushlstring(L, (const char *)a.value, a.len);
-    lua_settable(L, -3);
+  if (m->h.ann_len > 0) {
+    lua_newtable(L);
+    size_t off = 0;
+    sr_wire_ann_t a;
+    while (sr_wire_ann_next(m->ann, m->h.ann_len, &off, &a) == 1) {
+      lua_pushlstring(L, a.key, 4);
+      lua_pushlstring(L, (const char *)a.value, a.len);
+      lua_settable(L, -3);
+    }
+    lua_setfield(L, -2, "ann");
   }
-  lua_setfield(L, -2, "ann");
   return 0;
 }
 

@@ -611,36 +611,37 @@ local function forget_meta(u)
   end
 end
 
--- True when the list holds exactly the names of the set (so the set can be
--- reused instead of built again).
-local function same_set(list, set)
-  if type(list) ~= "table" then return next(set) == nil end
-  local n = #list
+-- The metadata map each cached set table was built from (to tell whether
+-- a new handshake says the same).
+local meta_source = setmetatable({}, { __mode = "k" })
+
+-- True when a and b are the same list (or the same non-list value).
+local function same_list(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  local n = #a
+  if #b ~= n then return false end
   for i = 1, n do
-    local v = list[i]
-    if type(v) ~= "string" or not set[v] then return false end
+    if a[i] ~= b[i] then return false end
   end
-  for _ in pairs(set) do
-    n = n - 1
-    if n < 0 then return false end
-  end
-  return n == 0
+  return true
 end
 
 -- The metadata sets for meta (the map a server sent), reusing `prev` (the
--- cached sets of the service) when it says the same; raises when the
--- object exposes nothing.
+-- cached sets of the service) when the server sent the same lists as then;
+-- raises when the object exposes nothing.
 local function meta_sets(st, meta, prev)
   if type(meta) ~= "table" then
     error(errors.new("protocol", string.format("%s: invalid metadata in the handshake reply", st.url),
       { url = st.url }), 0)
   end
   local m
-  if prev and same_set(meta.methods, prev.methods) and same_set(meta.oneway, prev.oneway)
-      and same_set(meta.attrs, prev.attrs) then
+  local src = prev and meta_source[prev]
+  if src and same_list(meta.methods, src.methods) and same_list(meta.oneway, src.oneway)
+      and same_list(meta.attrs, src.attrs) then
     m = prev
   else
     m = { methods = as_set(meta.methods), oneway = as_set(meta.oneway), attrs = as_set(meta.attrs) }
+    meta_source[m] = meta
   end
   if next(m.methods) == nil and next(m.attrs) == nil then
     error(errors.new("attribute", string.format(
@@ -667,8 +668,21 @@ local function connect_reply(st, msg)
   return nil
 end
 
+-- CONNECT payloads with the default handshake, by parsed URL (shared,
+-- never modified)
+local hello_payloads = setmetatable({}, { __mode = "k" })
+
 local function connect_payload(st)
-  return { handshake = st.handshake == nil and "hello" or st.handshake, object = st.uri.object }
+  local u = st.uri
+  if st.handshake == nil then
+    local p = hello_payloads[u]
+    if p == nil then
+      p = { handshake = "hello", object = u.object }
+      hello_payloads[u] = p
+    end
+    return p
+  end
+  return { handshake = st.handshake, object = u.object }
 end
 
 -- The handshake of a new connection (two round trips: CONNECT, then the
@@ -757,7 +771,8 @@ local function connection(st, co, name, args)
     st.uri = u
     debug_log("%s resolved to %s", st.named, u.url)
   end
-  if debug_on() then debug_log("connecting to %s (%s)", st.url, where(st)) end
+  local debugging = debug_on()
+  if debugging then debug_log("connecting to %s (%s)", st.url, where(st)) end
   local c, emsg, code = connect_transport(st, co)
   if not c then
     local kind = kind_of(code, true)
@@ -772,7 +787,7 @@ local function connection(st, co, name, args)
       error(reply, 0)
     end
     st.conn = c
-    if debug_on() then debug_log("connected to %s (first call pipelined)", st.url) end
+    if debugging then debug_log("connected to %s (first call pipelined)", st.url) end
     if seq == nil then return c end
     return c, reply, seq, oneway, rmsg, rcode
   end
@@ -782,7 +797,7 @@ local function connection(st, co, name, args)
     error(e, 0)
   end
   st.conn = c
-  if debug_on() then debug_log("connected to %s", st.url) end
+  if debugging then debug_log("connected to %s", st.url) end
   return c
 end
 
@@ -1067,7 +1082,8 @@ local function check_properties(st)
   if st.ssl then
     local ok, e = pcall(tls_context, st)
     if not ok then error(e, 3) end
-  else
+  elseif st.ssl_cacerts ~= nil or st.ssl_certfile ~= nil or st.ssl_keyfile ~= nil
+      or st.ssl_servername ~= nil then
     for i = 1, #SSL_FILES do
       local k = SSL_FILES[i]
       if st[k] ~= nil then
