@@ -685,6 +685,29 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
     p:destroy()
   end)
 
+  it("pipelines inside a springrun task too (the luv connection)", function()
+    local url = start()
+    local ok, v = client.in_task(function()
+      local got = {}
+      for i = 1, 3 do
+        local p = springrun.proxy(url, { timeout = 10 })
+        got[i] = p:probe(i)
+        if i == 3 then
+          assert(p:ping() == nil)
+          got[4] = p:probe(4)
+        end
+        p:destroy()
+      end
+      local p = springrun.proxy(url, { timeout = 10 })
+      p:ping() -- a oneway first call
+      got[5] = p:probe(5)
+      p:destroy()
+      return got
+    end)
+    assert.is_true(ok, tostring(v))
+    assert.are.same({ { false, 1, 1 }, { true, 1, 2 }, { true, 1, 3 }, { true, 3, 4 }, { true, 2, 5 } }, v)
+  end)
+
   it("refuses a method missing from the cached metadata locally, after a plain handshake", function()
     local url, log = start()
     once(url, nil, "probe", "fill the cache")

@@ -47,6 +47,15 @@
 --     oneway. An unknown name fails locally (errors kind "attribute":
 --     "remote object 'PYRO:x@h:p' has no exposed attribute or method 'y'");
 --     a oneway method is sent with FLAGS_ONEWAY and returns nothing at once.
+--   * Pipelining: the metadata of each service (host, port, object) is
+--     remembered by the process. A later new connection whose first call
+--     is to a method in it sends the CONNECT and that INVOKE in one write
+--     and reads CONNECTOK then the RESULT (one round trip instead of two);
+--     a rejected handshake raises as it would otherwise (the call is not
+--     reported), and the new metadata replaces the remembered one. TLS and
+--     PYRONAME connections too; the first connection to a service, and a
+--     method not in the remembered metadata, handshake first.
+--     springrun.proxy.stats() -> { connections =, pipelined = } counts them.
 --   * The connection is kept. Before each request an idle connection is
 --     checked; when the server went away (restart) a new one is made, since
 --     the request was not sent yet. A connection that breaks once a request
@@ -418,43 +427,69 @@ function AsyncConn:close()
   if co then runtime().resume(co) end
 end
 
--- Same contract as the C conn:request (see src/lsr_client.c).
+-- Same contracts as the C conn:push, conn:receive and conn:request (see
+-- src/lsr_client.c): push queues an encoded message, receive writes what
+-- is queued (one write) and waits for the next reply.
+function AsyncConn:push(mtype, flags, seq, ser, value)
+  if self.closed then return nil, "connection is closed", "SR_ECLOSED" end
+  local c = get_core()
+  local data, emsg, ecode = c.client_encode_payload(ser, value)
+  if not data then return nil, emsg, ecode end
+  local q = self.outq
+  if q == nil then
+    q = {}
+    self.outq = q
+  end
+  q[#q + 1] = c.wire_encode(mtype, flags, seq, ser, data)
+  return true
+end
+
 function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
+  if self.closed then return nil, "connection is closed", "SR_ECLOSED", false end
+  local ok, emsg, ecode = self:push(mtype, flags, seq, ser, value)
+  if not ok then return nil, emsg, ecode, false end
+  return self:receive(timeout, flags & FLAG_ONEWAY ~= 0)
+end
+
+function AsyncConn:receive(timeout, noreply)
   local c = get_core()
   local co = runtime().current()
+  local q = self.outq
+  self.outq = nil
   if self.closed then return nil, "connection is closed", "SR_ECLOSED", false end
-  local data, emsg, ecode = c.client_encode_payload(ser, value)
-  if not data then return nil, emsg, ecode, false end
-  local frame = c.wire_encode(mtype, flags, seq, ser, data)
-  if self.tls then
-    local ok, terr, tcode = self.tls:write(frame)
+  local wrote = true
+  if q ~= nil then
+    wrote = nil
+    local frame = #q == 1 and q[1] or table.concat(q)
+    if self.tls then
+      local ok, terr, tcode = self.tls:write(frame)
+      if not ok then
+        self:close()
+        return nil, "sending the request failed: " .. tostring(terr), tcode, false
+      end
+      frame = self.tls:take()
+    end
+    local ok, werr = self.tcp:write(frame, function(err)
+      if err and self.tls then
+        -- the peer may have said why (a TLS alert) before the reset: let the
+        -- read side report it
+        self:write_failed({ msg = "sending the request failed: " .. tostring(err), code = err })
+        return
+      end
+      wrote = err or true
+      if err then
+        self.broken = self.broken or { msg = "sending the request failed: " .. tostring(err), code = err }
+      end
+      self:wake()
+    end)
     if not ok then
       self:close()
-      return nil, "sending the request failed: " .. tostring(terr), tcode, false
+      return nil, "sending the request failed: " .. tostring(werr), werr, false
     end
-    frame = self.tls:take()
-  end
-  local wrote
-  local ok, werr = self.tcp:write(frame, function(err)
-    if err and self.tls then
-      -- the peer may have said why (a TLS alert) before the reset: let the
-      -- read side report it
-      self:write_failed({ msg = "sending the request failed: " .. tostring(err), code = err })
-      return
-    end
-    wrote = err or true
-    if err then
-      self.broken = self.broken or { msg = "sending the request failed: " .. tostring(err), code = err }
-    end
-    self:wake()
-  end)
-  if not ok then
-    self:close()
-    return nil, "sending the request failed: " .. tostring(werr), werr, false
   end
   self.tcp:ref()
   self:arm(timeout)
-  local oneway = flags & FLAG_ONEWAY ~= 0
+  local oneway = noreply
   if oneway then
     self:wait(co, function() return wrote ~= nil end)
   else
@@ -746,7 +781,7 @@ end
 
 -- Returns a connected, handshaken connection for st (reusing an idle one that
 -- is still alive), or raises. With name (a call about to be made, args its
--- packed arguments) on a new blocking connection whose service's metadata
+-- packed arguments) on a new connection whose service's metadata
 -- is cached and has that method, the call is pipelined with the handshake
 -- and its outcome returned too: conn, reply|nil, seq, oneway, msg, code
 -- (see pipelined()).
@@ -1265,7 +1300,7 @@ function M.proxy(url, opts)
   return p
 end
 
--- Counters of this process's blocking connections (tests, benchmarks):
+-- Counters of this process's proxy connections (tests, benchmarks):
 -- { connections = made, pipelined = those whose first call went out with
 -- the CONNECT }.
 function M.stats() return { connections = stats.connections, pipelined = stats.pipelined } end
