@@ -85,6 +85,7 @@ typedef struct lsr_conn_s {
   sr_buf_t cipher;    /* TLS: ciphertext being sent (reused) */
   size_t chunk;       /* next read size, LSR_READ_FIRST..LSR_READ_CHUNK */
   int nodelay;        /* TCP_NODELAY set (want_nodelay) */
+  int blocking;       /* the fd is in blocking mode (connected without a timeout) */
 } lsr_conn_t;
 
 static void want_nodelay(lsr_conn_t *c);
@@ -369,6 +370,7 @@ static int lsr_client_connect(lua_State *L) {
   c->tls = NULL;
   c->chunk = LSR_READ_FIRST;
   c->nodelay = 0;
+  c->blocking = deadline <= 0;
   luaL_setmetatable(L, LSR_CONN_MT);
   if (tctx != NULL) {
     want_nodelay(c);
@@ -555,7 +557,9 @@ static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, cha
       }
       continue;
     }
-    ssize_t r = recv(c->fd, dst, room, MSG_DONTWAIT);
+    /* no deadline on a blocking fd: recv itself waits (one system call
+     * instead of recv, poll, recv) */
+    ssize_t r = recv(c->fd, dst, room, c->blocking && deadline <= 0 ? 0 : MSG_DONTWAIT);
     if (r > 0) {
       sr_framer_commit(&c->framer, (size_t)r);
       if ((size_t)r == room && c->chunk < LSR_READ_CHUNK) c->chunk *= 2;
