@@ -223,6 +223,16 @@ describe("springrun.proxy against Python Pyro4 #net #interop", function()
     p:destroy()
   end)
 
+  it("bounds a call by a timeout set after a connection made without one", function()
+    local p = springrun.proxy(url_of(port))
+    assert.are.equal("You got remote data => first", p:get_data("first")) -- connected, no timeout
+    p.timeout = 0.3
+    local took, e = client.timed(client.error_of, p.sleep, p, 2)
+    assert.is_true(errors.is(e, "timeout"), tostring(e))
+    assert.is_true(took >= 0.25 and took < 1.5, "took " .. took)
+    p:destroy()
+  end)
+
   it("works when Pyro4 proxies and springrun proxies share the daemon", function()
     local other = springrun.proxy(url_of(port))
     assert.are.equal(7, other:add(3, 4))
