@@ -748,12 +748,30 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
     assert.are.equal(first.reason, cached.reason)
     assert.are.equal(string.format("connection to %s rejected: handshake failure, reason: bad secret", url),
       cached.message)
-    assert.are.equal(before, proxy_mod.stats().pipelined) -- the call was not counted as made
+    assert.are.equal(before + 1, proxy_mod.stats().pipelined) -- sent along, and only reported as rejected
     local entries = log()
     assert.are.same({ name, false, "handshake" }, entries[1])
     assert.are.same({ name, true, "handshake" }, entries[3])
     -- the rejection dropped the cached metadata: the next connection handshakes first
     assert.are.same({ false, 1, "y" }, once(url, nil, "probe", "y"))
+  end)
+
+  it("reports a wrong secret to a springrun exporter the same way whether the call was pipelined or not", function()
+    local secure = require "helpers.secure"
+    local cleanup = proc.cleanups(finally)
+    local _, port = secure.start_sr(cleanup, { SR_SECRET = "s3cret" })
+    local function wrong() return client.error_of(once, secure.url(port), { timeout = 10, handshake = "nope" }, "echo", "x") end
+    local first = wrong() -- nothing cached for this service yet
+    assert.are.equal("ok", once(secure.url(port), { timeout = 10, handshake = "s3cret" }, "echo", "ok"))
+    local before = proxy_mod.stats().pipelined
+    local cached = wrong()
+    assert.are.equal(before + 1, proxy_mod.stats().pipelined)
+    assert.is_true(errors.is(first, "rejected"), tostring(first))
+    assert.are.equal(first.kind, cached.kind)
+    assert.are.equal(first.message, cached.message)
+    assert.are.equal(first.reason, cached.reason)
+    -- the exporter keeps serving
+    assert.are.equal("still", once(secure.url(port), { timeout = 10, handshake = "s3cret" }, "echo", "still"))
   end)
 
   it("reports an object unexported since the metadata was cached as a first connection would", function()

@@ -617,7 +617,7 @@ local meta_cache, nmeta = {}, 0
 local meta_keys = setmetatable({}, { __mode = "k" }) -- parsed uri -> cache key
 
 -- Counters for tests and benchmarks: connections made, and how many of
--- them sent their first INVOKE along with the CONNECT.
+-- them sent their first INVOKE along with the CONNECT (counted when sent).
 local stats = { connections = 0, pipelined = 0 }
 
 local function meta_key(u)
@@ -759,6 +759,7 @@ local function pipelined(st, c, cached, name, args)
   end
   local queued = c:push(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
     invoke_payload(st, st.uri.object, name, args))
+  if queued then stats.pipelined = stats.pipelined + 1 end
   local msg
   msg, emsg, code = c:receive(st.timeout)
   if not msg then
@@ -773,7 +774,6 @@ local function pipelined(st, c, cached, name, args)
   end
   st.meta = m
   if not queued then return end
-  stats.pipelined = stats.pipelined + 1
   st.seq = seq
   local reply, rmsg, rcode = c:receive(st.timeout, oneway)
   return reply, seq, oneway, rmsg, rcode
@@ -1305,7 +1305,7 @@ end
 
 -- Counters of this process's proxy connections (tests, benchmarks):
 -- { connections = made, pipelined = those whose first call went out with
--- the CONNECT }.
+-- the CONNECT (whether the handshake then succeeded or not) }.
 function M.stats() return { connections = stats.connections, pipelined = stats.pipelined } end
 
 -- True when v is a proxy made here.
