@@ -774,6 +774,23 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
     assert.are.equal("still", once(secure.url(port), { timeout = 10, handshake = "s3cret" }, "echo", "still"))
   end)
 
+  it("pipelines over TLS too, blocking and in a task", function()
+    local secure = require "helpers.secure"
+    local certs_mod = require "helpers.certs"
+    local certs = certs_mod.make()
+    local cleanup = proc.cleanups(finally)
+    cleanup(function() certs_mod.remove(certs) end)
+    local _, port = secure.start_sr(cleanup, { SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key })
+    local tls = { timeout = 10, ssl = true, ssl_cacerts = certs.ca }
+    assert.are.equal(0, once(secure.url(port), tls, "echo", 0))
+    local before = proxy_mod.stats().pipelined
+    assert.are.equal(1, once(secure.url(port), tls, "echo", 1))
+    local ok, v = client.in_task(function() return once(secure.url(port), tls, "echo", 2) end)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal(2, v)
+    assert.are.equal(before + 2, proxy_mod.stats().pipelined)
+  end)
+
   it("reports an object unexported since the metadata was cached as a first connection would", function()
     local url, log, name, port = start()
     once(url, nil, "probe", "fill the cache")
