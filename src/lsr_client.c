@@ -74,6 +74,9 @@
  * few hundred bytes: allocating 64 KiB per connection and freeing it again
  * costs more than the reads) and double while reads fill them. */
 #define LSR_READ_FIRST 4096
+/* Room reserved for the first request of a connection (a CONNECT and an
+ * INVOKE usually fit). */
+#define LSR_OUT_FIRST 488
 #define LSR_READ_CHUNK 65536
 
 typedef struct lsr_conn_s {
@@ -644,14 +647,28 @@ static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, ch
   }
   size_t queued = c->out.len;
   if (flags & SR_FLAG_ONEWAY) want_nodelay(c);
-  c->tmp.len = 0;
-  int rc = lsr_payload_encode(L, (int)ser, 6, &c->tmp, err, errlen);
+  /* the payload is encoded in place behind room for its header (no copy);
+   * the first message of a connection sizes the buffer once */
+  int rc = sr_buf_reserve(&c->out, SR_WIRE_HEADER_SIZE + (c->out.cap ? 0 : LSR_OUT_FIRST));
   if (rc == 0) {
-    rc = sr_wire_encode(&c->out, (uint16_t)type, (uint16_t)flags, (uint16_t)seq, (uint16_t)ser,
-                        NULL, 0, c->tmp.data, c->tmp.len);
-    if (rc != 0) sr_seterr(err, errlen, rc, "request too large to send: %s", sr_strerror(rc));
+    c->out.len += SR_WIRE_HEADER_SIZE;
+    rc = lsr_payload_encode(L, (int)ser, 6, &c->out, err, errlen);
   }
-  c->tmp.len = 0;
+  if (rc == 0) {
+    size_t len = c->out.len - queued - SR_WIRE_HEADER_SIZE;
+    if (len > 0x7FFFFFFFu) {
+      rc = sr_seterr(err, errlen, SR_ETOOBIG, "request too large to send: %s", sr_strerror(SR_ETOOBIG));
+    } else {
+      sr_wire_header_t h = {.type = (uint16_t)type,
+                            .flags = (uint16_t)flags,
+                            .seq = (uint16_t)seq,
+                            .serializer = (uint16_t)ser,
+                            .ann_len = 0,
+                            .checksum = 0,
+                            .data_len = (uint32_t)len};
+      sr_wire_header_encode(c->out.data + queued, &h);
+    }
+  }
   if (rc != 0) {
     c->out.len = queued;
     if (err[0] == '\0') snprintf(err, errlen, "%s", sr_strerror(rc));
