@@ -594,6 +594,12 @@ describe("springrun.proxy and Pyro4 settings #net #interop", function()
     local e = client.error_of(p.fail, p, "boom")
     assert.are.equal("builtins.ValueError", e.class)
     assert.are.equal("boom", e.message)
+    -- a second proxy pipelines its first call, in serpent too
+    local before = require("springrun.proxy").stats().pipelined
+    local q = springrun.proxy(url_of(port), { timeout = 10, serializer = "serpent" })
+    cleanup(function() q:destroy() end)
+    assert.are.equal(7, q:add(3, 4))
+    assert.are.equal(before + 1, require("springrun.proxy").stats().pipelined)
   end)
 
   it("reports a daemon that refuses the serializer (marshal CONNECTFAIL) as rejected", function()

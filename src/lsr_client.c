@@ -25,8 +25,9 @@
  *               ann = {KEY = bytes} (only when the message has annotations),
  *               value = <decoded payload> (JSON or serpent)
  *               | data = <raw bytes> (other serializers, e.g. marshal) }
- *   conn:push(type, flags, seq, ser, value) -> true | nil, msg, code
- *       encodes one message and queues it (nothing is sent yet; an
+ *   conn:push(type, flags, seq, ser, value [, raw]) -> true | nil, msg, code
+ *       encodes one message and queues it (raw: value is the payload
+ *       already encoded, a string, queued as is) (nothing is sent yet; an
  *       argument that cannot be encoded queues nothing). The next
  *       receive() or request() sends everything queued in one write: a
  *       pipelined CONNECT + INVOKE is push(CONNECT), push(INVOKE),
@@ -89,6 +90,7 @@ typedef struct lsr_conn_s {
   size_t chunk;       /* next read size, LSR_READ_FIRST..LSR_READ_CHUNK */
   int nodelay;        /* TCP_NODELAY set (want_nodelay) */
   int blocking;       /* the fd is in blocking mode (connected without a timeout) */
+  size_t queued;      /* bytes of whole messages in out (push) */
 } lsr_conn_t;
 
 static void want_nodelay(lsr_conn_t *c);
@@ -202,6 +204,7 @@ static void conn_release(lsr_conn_t *c) {
   }
   sr_framer_free(&c->framer);
   sr_buf_free(&c->out);
+  c->queued = 0;
   sr_buf_free(&c->tmp);
   sr_buf_free(&c->cipher);
   sr_tls_free(c->tls);
@@ -374,6 +377,7 @@ static int lsr_client_connect(lua_State *L) {
   c->chunk = LSR_READ_FIRST;
   c->nodelay = 0;
   c->blocking = deadline <= 0;
+  c->queued = 0;
   luaL_setmetatable(L, LSR_CONN_MT);
   if (tctx != NULL) {
     want_nodelay(c);
@@ -626,10 +630,13 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, char 
 }
 
 /* Encodes the message whose type, flags, seq and serializer are at stack
- * slots 2..5 and value at slot 6, appending it to c->out (behind what is
- * already queued). Returns 0, or an SR_E* code with err set and c->out as
- * it was (an argument that cannot be encoded queues nothing). */
-static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, char *err,
+ * slots 2..5 and value at slot 6 (raw: a string holding the encoded
+ * payload), appending it to c->out behind the c->queued bytes of whole
+ * messages already there (bytes beyond that, left by an encoder that
+ * raised a Lua error, are dropped first). Returns 0 (c->queued covers the
+ * new message), or an SR_E* code with err set and c->out as it was (an
+ * argument that cannot be encoded queues nothing). */
+static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flags_out, char *err,
                          size_t errlen) {
   lua_Integer type = luaL_checkinteger(L, 2);
   lua_Integer flags = luaL_checkinteger(L, 3);
@@ -645,14 +652,22 @@ static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, ch
     snprintf(err, errlen, "connection is closed");
     return SR_ECLOSED;
   }
-  size_t queued = c->out.len;
+  size_t queued = c->queued;
+  c->out.len = queued;
+  const char *bytes = NULL;
+  size_t nbytes = 0;
+  if (raw) bytes = luaL_checklstring(L, 6, &nbytes);
   if (flags & SR_FLAG_ONEWAY) want_nodelay(c);
   /* the payload is encoded in place behind room for its header (no copy);
    * the first message of a connection sizes the buffer once */
   int rc = sr_buf_reserve(&c->out, SR_WIRE_HEADER_SIZE + (c->out.cap ? 0 : LSR_OUT_FIRST));
   if (rc == 0) {
     c->out.len += SR_WIRE_HEADER_SIZE;
-    rc = lsr_payload_encode(L, (int)ser, 6, &c->out, err, errlen);
+    if (raw) {
+      rc = sr_buf_append(&c->out, bytes, nbytes);
+    } else {
+      rc = lsr_payload_encode(L, (int)ser, 6, &c->out, err, errlen);
+    }
   }
   if (rc == 0) {
     size_t len = c->out.len - queued - SR_WIRE_HEADER_SIZE;
@@ -672,6 +687,8 @@ static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, ch
   if (rc != 0) {
     c->out.len = queued;
     if (err[0] == '\0') snprintf(err, errlen, "%s", sr_strerror(rc));
+  } else {
+    c->queued = c->out.len;
   }
   return rc;
 }
@@ -681,6 +698,8 @@ static int queue_message(lua_State *L, lsr_conn_t *c, lua_Integer *flags_out, ch
 static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply) {
   char err[256];
   err[0] = '\0';
+  c->out.len = c->queued; /* whole messages only */
+  c->queued = 0;
   if (c->fd < 0) {
     c->out.len = 0;
     push_fail(L, "connection is closed", "SR_ECLOSED");
@@ -752,7 +771,7 @@ static int lsr_conn_push(lua_State *L) {
   char err[256];
   err[0] = '\0';
   lua_Integer flags = 0;
-  int rc = queue_message(L, c, &flags, err, sizeof err);
+  int rc = queue_message(L, c, lua_toboolean(L, 7), &flags, err, sizeof err);
   if (rc != 0) return push_fail(L, err, sr_err_name(rc));
   lua_pushboolean(L, 1);
   return 1;
@@ -774,7 +793,7 @@ static int lsr_conn_request(lua_State *L) {
   lua_Integer flags = 0;
   /* Encode first: an unencodable argument fails before any byte leaves and
    * leaves the connection usable. */
-  int rc = queue_message(L, c, &flags, err, sizeof err);
+  int rc = queue_message(L, c, 0, &flags, err, sizeof err);
   if (rc != 0) {
     push_fail(L, err, sr_err_name(rc));
     lua_pushboolean(L, 0);

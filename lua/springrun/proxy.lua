@@ -430,10 +430,11 @@ end
 -- Same contracts as the C conn:push, conn:receive and conn:request (see
 -- src/lsr_client.c): push queues an encoded message, receive writes what
 -- is queued (one write) and waits for the next reply.
-function AsyncConn:push(mtype, flags, seq, ser, value)
+function AsyncConn:push(mtype, flags, seq, ser, value, raw)
   if self.closed then return nil, "connection is closed", "SR_ECLOSED" end
   local c = get_core()
-  local data, emsg, ecode = c.client_encode_payload(ser, value)
+  local data, emsg, ecode = value, nil, nil
+  if not raw then data, emsg, ecode = c.client_encode_payload(ser, value) end
   if not data then return nil, emsg, ecode end
   local q = self.outq
   if q == nil then
@@ -704,8 +705,9 @@ local function connect_reply(st, msg)
 end
 
 -- CONNECT payloads with the default handshake, by parsed URL (shared,
--- never modified)
+-- never modified), and the same encoded, by parsed URL and serializer
 local hello_payloads = setmetatable({}, { __mode = "k" })
+local hello_bytes = setmetatable({}, { __mode = "k" })
 
 local function connect_payload(st)
   local u = st.uri
@@ -752,7 +754,23 @@ end
 local function pipelined(st, c, cached, name, args)
   local oneway = cached.oneway[name] == true
   local seq = (st.seq + 1) & 0xFFFF
-  local ok, emsg, code = c:push(MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, st.ser, connect_payload(st))
+  local payload, raw = nil, false
+  if st.handshake == nil then
+    -- the default CONNECT of this URL, encoded once
+    local by_ser = hello_bytes[st.uri]
+    payload = by_ser and by_ser[st.ser]
+    if payload == nil then
+      payload = get_core().client_encode_payload(st.ser, connect_payload(st))
+      if payload then
+        by_ser = by_ser or {}
+        by_ser[st.ser] = payload
+        hello_bytes[st.uri] = by_ser
+      end
+    end
+    raw = payload ~= nil
+  end
+  if not raw then payload = connect_payload(st) end
+  local ok, emsg, code = c:push(MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, st.ser, payload, raw)
   if not ok then
     c:close()
     error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
