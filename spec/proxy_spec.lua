@@ -724,6 +724,24 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
     assert.are.same({ { false, 1, 1 }, { true, 1, 2 }, { true, 1, 3 }, { true, 3, 4 }, { true, 2, 5 } }, v)
   end)
 
+  it("replaces the cached metadata with what a later handshake says", function()
+    local url = start()
+    once(url, nil, "probe", "fill the cache")
+    local e = client.error_of(once, url, nil, "extra")
+    assert.is_true(errors.is(e, "attribute")) -- not exposed yet: refused locally
+    once(url, nil, "grow")
+    local before = proxy_mod.stats().pipelined
+    -- pipelined on the old metadata; the CONNECTOK brings the new one
+    local p = springrun.proxy(url, { timeout = 10 })
+    assert.are.same({ true, 1, "x" }, p:probe("x"))
+    assert.is_true(p:_pyro_metadata().methods.extra)
+    assert.are.equal("extra", p:extra())
+    p:destroy()
+    -- the next connection can pipeline the new method
+    assert.are.equal("extra", once(url, nil, "extra"))
+    assert.are.equal(before + 2, proxy_mod.stats().pipelined)
+  end)
+
   it("refuses a method missing from the cached metadata locally, after a plain handshake", function()
     local url, log = start()
     once(url, nil, "probe", "fill the cache")

@@ -32,10 +32,13 @@
  *       receive() or request() sends everything queued in one write: a
  *       pipelined CONNECT + INVOKE is push(CONNECT), push(INVOKE),
  *       receive() (CONNECTOK), receive() (RESULT).
- *   conn:receive([timeout [, noreply]])
+ *   conn:receive([timeout [, noreply [, known]]])
  *       -> msg | true (noreply: only the queued bytes are sent)
  *        | nil, msg, code, sent   (as request; the connection is closed)
- *       sends what push() queued, then reads the next message.
+ *       sends what push() queued, then reads the next message. known: a
+ *       string: when the reply's payload is exactly these bytes, it is not
+ *       decoded and msg has same = true instead of value; true: msg also
+ *       has raw = the payload bytes (to pass as known later).
  *       request(...) is push(...) then receive(timeout, flags & ONEWAY).
  *   conn:alive() -> boolean    (false when the peer closed or sent junk)
  *   conn:close()               (idempotent; also __gc and __close)
@@ -591,18 +594,36 @@ static long recv_message(lsr_conn_t *c, double deadline, sr_wire_msg_t *msg, cha
 
 /* Pushes the msg table for a framed reply (decoding the payload). Returns 0
  * or an SR_E* decode error (err set, nothing pushed). */
-static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, char *err,
-                      size_t errlen) {
+static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int known_idx,
+                      char *err, size_t errlen) {
   int ser = m->h.serializer;
   int decodable = ser == SR_SER_JSON || ser == SR_SER_SERPENT;
+  int same = 0, keep = 0;
+  if (known_idx > 0) {
+    if (lua_type(L, known_idx) == LUA_TSTRING) {
+      size_t kn;
+      const char *k = lua_tolstring(L, known_idx, &kn);
+      same = kn == m->h.data_len && (kn == 0 || memcmp(k, m->data, kn) == 0);
+    } else {
+      keep = lua_toboolean(L, known_idx);
+    }
+  }
+  if (same) decodable = 0; /* the caller has the value already */
   if (decodable) {
     int rc = decode_payload(L, ser, m->h.flags, m->data, m->h.data_len, &c->tmp, err, errlen);
     if (rc != 0) return rc;
   }
   lua_createtable(L, 0, 6);
-  if (decodable) {
+  if (same) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "same");
+  } else if (decodable) {
     lua_rotate(L, -2, 1); /* value above the table */
     lua_setfield(L, -2, "value");
+    if (keep) {
+      lua_pushlstring(L, (const char *)m->data, m->h.data_len);
+      lua_setfield(L, -2, "raw");
+    }
   } else {
     lua_pushlstring(L, (const char *)m->data, m->h.data_len);
     lua_setfield(L, -2, "data");
@@ -695,7 +716,8 @@ static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flag
 
 /* Sends c->out (everything queued), then, unless noreply, reads and pushes
  * the next message. Returns what conn:receive returns (see the header). */
-static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply) {
+static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply,
+                            int known_idx) {
   char err[256];
   err[0] = '\0';
   c->out.len = c->queued; /* whole messages only */
@@ -754,7 +776,7 @@ static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int nor
     lua_pushboolean(L, 1);
     return 4;
   }
-  rc = push_reply(L, c, &m, err, sizeof(err));
+  rc = push_reply(L, c, &m, known_idx, err, sizeof(err));
   c->tmp.len = 0;
   if (rc != 0) {
     push_fail(L, err, sr_err_name(rc));
@@ -781,7 +803,7 @@ static int lsr_conn_push(lua_State *L) {
 static int lsr_conn_receive(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   double timeout = opt_timeout(L, 2);
-  return send_and_receive(L, c, timeout, lua_toboolean(L, 3));
+  return send_and_receive(L, c, timeout, lua_toboolean(L, 3), lua_isnoneornil(L, 4) ? 0 : 4);
 }
 
 /* conn:request(type, flags, seq, ser, value [, timeout]) (see the header) */
@@ -799,7 +821,7 @@ static int lsr_conn_request(lua_State *L) {
     lua_pushboolean(L, 0);
     return 4;
   }
-  return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0);
+  return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0, 0);
 }
 
 /* client_encode_payload(ser, value) -> bytes | nil, msg, code */

@@ -452,7 +452,7 @@ function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
   return self:receive(timeout, flags & FLAG_ONEWAY ~= 0)
 end
 
-function AsyncConn:receive(timeout, noreply)
+function AsyncConn:receive(timeout, noreply, known)
   local c = get_core()
   local co = runtime().current()
   local q = self.outq
@@ -508,8 +508,11 @@ function AsyncConn:receive(timeout, noreply)
   end
   local msg = table.remove(self.inbox, 1)
   local reply = { type = msg.type, flags = msg.flags, seq = msg.seq, serializer = msg.serializer,
-    ann = msg.ann or {} }
-  if msg.serializer == SERIALIZERS.json or msg.serializer == SERIALIZERS.serpent then
+    ann = msg.ann }
+  if known ~= nil and msg.data == known then
+    reply.same = true
+  elseif msg.serializer == SERIALIZERS.json or msg.serializer == SERIALIZERS.serpent then
+    if known == true then reply.raw = msg.data end
     local dok, v, dcode = c.client_decode_payload(msg.serializer, msg.flags, msg.data)
     if not dok then
       self:close()
@@ -648,8 +651,10 @@ local function forget_meta(u)
 end
 
 -- The metadata map each cached set table was built from (to tell whether
--- a new handshake says the same).
+-- a new handshake says the same), and the payload bytes of the CONNECTOK
+-- that carried it (a CONNECTOK with the same bytes is not decoded).
 local meta_source = setmetatable({}, { __mode = "k" })
+local meta_raw = setmetatable({}, { __mode = "k" })
 
 -- True when a and b are the same list (or the same non-list value).
 local function same_list(a, b)
@@ -698,8 +703,9 @@ local function connect_reply(st, msg)
     error(errors.new("protocol", string.format("%s: invalid handshake reply (message type %d)",
       st.url, msg.type), { url = st.url }), 0)
   end
-  if msg.flags & FLAG_META_ON_CONNECT ~= 0 and type(msg.value) == "table" then
-    return msg.value.meta, true
+  if msg.flags & FLAG_META_ON_CONNECT ~= 0 then
+    if msg.same then return nil, true end -- the payload of the cached metadata's handshake
+    if type(msg.value) == "table" then return msg.value.meta, true end
   end
   return nil
 end
@@ -725,7 +731,15 @@ end
 -- The handshake of a new connection (two round trips: CONNECT, then the
 -- metadata). Sets st.meta or raises.
 local function handshake(st, c)
-  local msg = handshake_request(st, c, MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, connect_payload(st))
+  -- CONNECT; the reply's payload bytes are kept with the metadata (see
+  -- pipelined)
+  local ok, emsg, code = c:push(MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, st.ser, connect_payload(st))
+  local msg
+  if ok then msg, emsg, code = c:receive(st.timeout, false, true) end
+  if not msg then
+    c:close()
+    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
+  end
   local meta, on_connect = connect_reply(st, msg)
   if not on_connect then
     -- no metadata in CONNECTOK: ask the daemon object, as Pyro4 does
@@ -739,7 +753,10 @@ local function handshake(st, c)
     meta = r.value
   end
   local m = meta_sets(st, meta, meta_cache[meta_key(st.uri)])
-  if on_connect then remember_meta(st.uri, m) end
+  if on_connect then
+    remember_meta(st.uri, m)
+    meta_raw[m] = msg.raw
+  end
   st.meta = m
 end
 
@@ -778,17 +795,20 @@ local function pipelined(st, c, cached, name, args)
   local queued = c:push(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
     invoke_payload(st, st.uri.object, name, args))
   if queued then stats.pipelined = stats.pipelined + 1 end
+  -- CONNECTOK: when its payload is byte for byte the one the cached
+  -- metadata came from, it is not even decoded
   local msg
-  msg, emsg, code = c:receive(st.timeout)
+  msg, emsg, code = c:receive(st.timeout, false, meta_raw[cached] or true)
   if not msg then
     c:close()
     error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
   end
   local meta, on_connect = connect_reply(st, msg)
   local m = cached
-  if on_connect then
+  if on_connect and not msg.same then
     m = meta_sets(st, meta, cached)
     remember_meta(st.uri, m)
+    meta_raw[m] = msg.raw
   end
   st.meta = m
   if not queued then return end
