@@ -762,7 +762,8 @@ end
 
 -- The pipelined handshake (see meta_cache): CONNECT and the INVOKE of
 -- name(args) leave in one write; then CONNECTOK is read (a failed handshake
--- raises exactly as handshake() does) and then the RESULT. Returns the
+-- raises exactly as handshake() does; one without metadata leaves the
+-- cached metadata in use) and then the RESULT. Returns the
 -- reply (or true for a oneway call, or nil, msg, code when reading the
 -- RESULT failed: the request was sent) and the call's seq and oneway flag;
 -- or nothing when the arguments cannot be encoded (the handshake is then
