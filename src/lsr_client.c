@@ -1,12 +1,17 @@
 /*
  * lsr_client.c -- the blocking client connection behind a proxy's fast path
  * (a plain script or the REPL: no event loop, one caller). It connects with a
- * timeout, sends one Pyro4 message whose payload is encoded straight from the
- * Lua stack (lsr_payload_encode), and frames and decodes the reply (wire.h,
- * lsr_payload_decode) with a deadline enforced by poll(2). The socket stays
- * non-blocking; every wait is a poll, so a silent peer cannot hang a caller
- * that asked for a timeout. Protocol decisions (sequence checks, handshake,
- * exceptions) belong to lua/springrun/proxy.lua; this file moves bytes.
+ * timeout, sends Pyro4 messages whose payloads are encoded straight from the
+ * Lua stack into the output buffer (lsr_payload_encode; several can be
+ * queued and leave in one write: a pipelined CONNECT + INVOKE), and frames
+ * and decodes replies (wire.h, lsr_payload_decode) with a deadline enforced
+ * by poll(2). Every send and recv passes MSG_DONTWAIT and waits in poll, so
+ * a silent peer cannot hang a caller that asked for a timeout; only a
+ * connection made without a timeout keeps a blocking fd, so that connect
+ * and a wait with no deadline are one system call each. Per connection it
+ * costs socket, connect, send, recv (per reply) and close. Protocol
+ * decisions (sequence checks, handshake, exceptions) belong to
+ * lua/springrun/proxy.lua; this file moves bytes.
  *
  * Lua API (in springrun.core):
  *   client_connect(host, port [, timeout [, tls_ctx [, servername]]])
