@@ -592,6 +592,46 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
       end
     end)
 
+    it("sends the CONNECTOK of a pipelined first call in one write with its reply, any other at once", function()
+      local function merged() return select(5, core.daemon_reply_counts()) end
+      local function connect_frame()
+        return enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 0, JSON,
+          '{"handshake": "hello", "object": "ServiceName"}')
+      end
+      local m0 = merged()
+      -- CONNECT and a call in one write: both answers, in order, in one write
+      local c = assert(wc.connect("127.0.0.1", port))
+      c:send(connect_frame() .. enc(core.MSG_INVOKE, 0, 1, JSON,
+        wc.invoke_json("ServiceName", "get_data", '["p"]')))
+      assert.are.equal(core.MSG_CONNECTOK, assert(c:recv()).type)
+      local _, v = result(c, 1)
+      assert.are.equal("You got remote data => p", v)
+      assert.are.equal(m0 + 1, merged())
+      -- a first call that takes a while: the CONNECTOK waits for its reply
+      local c2 = assert(wc.connect("127.0.0.1", port))
+      c2:send(connect_frame() .. enc(core.MSG_INVOKE, 0, 1, JSON,
+        wc.invoke_json("ServiceName", "slow", '[30, "late"]')))
+      assert.are.equal(core.MSG_CONNECTOK, assert(c2:recv()).type)
+      _, v = result(c2, 1)
+      assert.are.equal("late", v)
+      assert.are.equal(m0 + 2, merged())
+      -- a oneway first call gets no reply: the CONNECTOK leaves at once
+      local c3 = assert(wc.connect("127.0.0.1", port))
+      c3:send(connect_frame() .. enc(core.MSG_INVOKE, core.FLAG_ONEWAY, 1, JSON,
+        wc.invoke_json("ServiceName", "log_event", '["ow"]')))
+      assert.are.equal(core.MSG_CONNECTOK, assert(c3:recv()).type)
+      invoke(c3, 2, "add", "[1, 2]")
+      _, v = result(c3, 2)
+      assert.are.equal(3, v)
+      -- CONNECT alone (every Pyro4 client): answered at once
+      local c4 = connect_ok(port)
+      invoke(c4, 1, "add", "[2, 2]")
+      _, v = result(c4, 1)
+      assert.are.equal(4, v)
+      assert.are.equal(m0 + 2, merged())
+      for _, x in ipairs({ c, c2, c3, c4 }) do x:close() end
+    end)
+
     it("keeps request order and whole frames when replies are larger than the socket takes at once", function()
       local c = connect_ok(port)
       local big = string.rep("0123456789abcdef", 256 * 1024) -- 4 MiB

@@ -140,6 +140,10 @@ typedef struct sr_wside_s {
   uint32_t resume_at; /* ... until send_slot reaches this */
   sr_reply_t *pending;           /* replies ahead of their turn, by slot */
   sr_reply_t *outq, *outq_tail;  /* in order, for the holder to uv_write */
+  sr_reply_t *held; /* the CONNECTOK of a connection whose first call came with
+                       its CONNECT (a pipelining client): it leaves in one write
+                       with that call's reply (emit_locked), or first in outq
+                       when the holder flushes; counted in queued */
 } sr_wside_t;
 
 typedef struct sr_obj_s {
@@ -162,6 +166,7 @@ typedef struct sr_conn_s {
   sr_framer_t fr;
   int state;
   int handshaken;
+  sr_reply_t *connectok; /* within conn_process only: see place_connectok */
   int reading;
   int paused;   /* back-pressure (mirror of w->paused, holder side) */
   int dpaused;  /* back-pressure of the daemon (max_queued) */
@@ -393,6 +398,11 @@ static void conn_table_remove(sr_holder_t *h, sr_conn_t *c) {
 
 /* ---- write side (both threads) -------------------------------------------- */
 
+/* CONNECTOKs that left in one write with the first reply (for the specs). */
+static atomic_ulong merged_connectoks;
+
+unsigned long sr_holder_merged_connectoks(void) { return atomic_load(&merged_connectoks); }
+
 static sr_wside_t *wside_new(int fd) {
   sr_wside_t *w = calloc(1, sizeof *w);
   if (w == NULL) return NULL;
@@ -420,6 +430,7 @@ static void wside_release(sr_wside_t *w) {
   if (!last) return;
   free_chain(w->pending);
   free_chain(w->outq);
+  free(w->held);
   uv_mutex_destroy(&w->mu);
   free(w);
 }
@@ -462,7 +473,46 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
     len = r->len;
   }
   size_t done = 0;
-  if (direct && w->queued == 0 && !w->tls) {
+  if (direct && w->held && w->queued == 1 && !w->tls) {
+    /* the held CONNECTOK and this reply in one write */
+    sr_reply_t *hd = w->held;
+    struct iovec iov[2] = { { hd->data, hd->len }, { (void *)data, len } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t n;
+    do
+      n = sendmsg(w->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      free(r);
+      return -1;
+    }
+    if (n < 0) n = 0;
+    w->held = NULL;
+    w->queued--;
+    if ((size_t)n < hd->len) { /* the socket took less than the CONNECTOK */
+      sr_reply_t *rest = malloc(sizeof *rest + (hd->len - (size_t)n) + len);
+      if (rest == NULL) {
+        free(hd);
+        free(r);
+        return -1;
+      }
+      memset(rest, 0, sizeof *rest);
+      rest->len = hd->len - (size_t)n + len;
+      memcpy(rest->data, hd->data + n, hd->len - (size_t)n);
+      memcpy(rest->data + hd->len - (size_t)n, data, len);
+      free(hd);
+      free(r);
+      outq_push_locked(w, rest);
+      return 0;
+    }
+    done = (size_t)n - hd->len;
+    free(hd);
+    atomic_fetch_add(&merged_connectoks, 1);
+    if (done == len) {
+      free(r);
+      return 0;
+    }
+  } else if (direct && w->queued == 0 && !w->tls) {
     while (done < len) {
       ssize_t n = send(w->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
@@ -659,6 +709,12 @@ static void on_write(uv_write_t *req, int status) {
 static void conn_flush(sr_conn_t *c) {
   sr_wside_t *w = c->w;
   uv_mutex_lock(&w->mu);
+  if (w->held) { /* the held CONNECTOK leaves first (queued counts it already) */
+    w->held->next = w->outq;
+    w->outq = w->held;
+    if (w->outq_tail == NULL) w->outq_tail = w->held;
+    w->held = NULL;
+  }
   sr_reply_t *r = w->outq;
   w->outq = w->outq_tail = NULL;
   uv_mutex_unlock(&w->mu);
@@ -884,9 +940,33 @@ static void handle_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
     conn_close_now(c);
     return;
   }
-  conn_write(c, rep);
   c->handshaken = 1;
   if (c->d) c->fr.max_message = c->d->lim.max_message; /* the handshake limit is lifted */
+  if (c->tls == NULL)
+    c->connectok = rep; /* conn_process decides: hold it for the first reply, or write */
+  else
+    conn_write(c, rep);
+}
+
+/* The CONNECTOK handle_connect left in c->connectok: held for the reply of
+ * m when m (the message that came right behind the CONNECT) is an INVOKE
+ * that will be answered; otherwise (m NULL: nothing came behind it) written
+ * now. */
+static void place_connectok(sr_conn_t *c, const sr_wire_msg_t *m) {
+  sr_reply_t *rep = c->connectok;
+  c->connectok = NULL;
+  if (c->state != C_OPEN) {
+    free(rep);
+    return;
+  }
+  if (m && m->h.type == SR_MSG_INVOKE && !(m->h.flags & SR_FLAG_ONEWAY)) {
+    uv_mutex_lock(&c->w->mu);
+    c->w->held = rep;
+    c->w->queued++;
+    uv_mutex_unlock(&c->w->mu);
+    return;
+  }
+  conn_write(c, rep);
 }
 
 static void handle_request(sr_conn_t *c, const sr_wire_msg_t *m) {
@@ -1064,7 +1144,7 @@ static void conn_refuse(sr_conn_t *c, const sr_wire_msg_t *m) {
 }
 
 /* Handles every complete message buffered in c's framer; returns how many. */
-static int conn_process(sr_conn_t *c) {
+static int conn_process_msgs(sr_conn_t *c) {
   int done = 0;
   while (c->state == C_OPEN && !c->paused && !c->dpaused && !c->quiesced) {
     sr_wire_msg_t m;
@@ -1090,10 +1170,19 @@ static int conn_process(sr_conn_t *c) {
     if (!c->handshaken) {
       handle_connect(c, &m);
     } else {
+      if (c->connectok) place_connectok(c, &m);
       handle_request(c, &m);
       if (c->state == C_OPEN) maybe_pause(c);
     }
   }
+  return done;
+}
+
+/* Handles the complete messages read so far (conn_process_msgs); a
+ * CONNECTOK nothing came behind is written now. Returns how many. */
+static int conn_process(sr_conn_t *c) {
+  int done = conn_process_msgs(c);
+  if (c->connectok) place_connectok(c, NULL);
   return done;
 }
 

@@ -187,6 +187,12 @@ int sr_holder_reply_via(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint
                         size_t len, int how);
 void sr_holder_flush_replies(sr_holder_t *h);
 
+/* How many CONNECTOKs this process sent in one write with the reply to the
+ * INVOKE that came right behind their CONNECT (a client that pipelines its
+ * first call). Such a CONNECTOK waits for that reply; every other one is
+ * written at once. */
+unsigned long sr_holder_merged_connectoks(void);
+
 /* Detaches every pending event, oldest first (a chain through node.next,
  * NULL when none). The caller free()s each event. */
 sr_event_t *sr_holder_take(sr_holder_t *h);

@@ -43,7 +43,7 @@
  *   core.daemon_set_max_message(n)
  *   core.daemon_set_reply_writer("auto" | "direct" | "holder")  -- who writes
  *                               replies (set_reply_writer below)
- *   core.daemon_reply_counts()  -- direct, batched, holder, fast: replies so far
+ *   core.daemon_reply_counts()  -- direct, batched, holder, fast, merged (below)
  *   core.daemon_fast_serve(...) -- the common call in C (see below)
  */
 #include <stdlib.h>
@@ -718,15 +718,17 @@ static int l_set_reply_writer(lua_State *L) {
   return 0;
 }
 
-/* daemon_reply_counts() -> direct, batched, holder, fast: replies this
- * process encoded, by who was to write them (see set_reply_writer), and how
- * many calls the C fast path answered without Lua (daemon_fast_serve). */
+/* daemon_reply_counts() -> direct, batched, holder, fast, merged: replies
+ * this process encoded, by who was to write them (see set_reply_writer), how
+ * many calls the C fast path answered without Lua (daemon_fast_serve), and
+ * how many CONNECTOKs left with the first reply (daemon.h). */
 static int l_reply_counts(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_DIRECT]);
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_BATCH]);
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_HOLDER]);
   lua_pushinteger(L, (lua_Integer)G.nfast);
-  return 4;
+  lua_pushinteger(L, (lua_Integer)sr_holder_merged_connectoks());
+  return 5;
 }
 
 /* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
