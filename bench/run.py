@@ -102,6 +102,7 @@ def stop(p):
 
 
 PIN = None  # None (free scheduling), "same" (all on CPU 0), "split" (servers CPU 0, clients CPU 1)
+ONECPU_ROW = "seq, one CPU"  # the "onecpu" part: sequential calls, every process on CPU 0
 
 
 def spawn(argv, role="client", **kw):
@@ -426,6 +427,11 @@ def report(res):
                      "get_data call or a 64-byte floor message)", lambda r: ""))
     out.append(table(s, conc_rows, ccols, "p50", "Concurrent connections, latency p50 (µs)", lambda r: ""))
     out.append(table(s, conc_rows, ccols, "cpu_us", "Concurrent connections, server CPU per call (µs)", lambda r: ""))
+    if ONECPU_ROW in s:
+        for key, title in (("rate", "calls/s"), ("p50", "latency p50 (µs)"), ("cpu_us", "server CPU per call (µs)")):
+            out.append(table(s, [ONECPU_ROW], ccols, key,
+                             "Sequential calls with every process on CPU 0 (C load client, one connection), " + title,
+                             lambda r: ""))
     if res.get("idle"):
         out += ["", "**%d idle connections held open** (handshake done on each; server RSS "
                 "before/after; sequential get_data p50 without and with them: the lowest of five runs each)" % res["config"]["idle"], "",
@@ -482,6 +488,11 @@ def targets(res):
     add("sequential calls ≥ 0.75× floor", "%.2f×" % x if x else "—", x >= 0.75 if x else None)
     x = r(med(s, "seq", "springrun", "cpu_us"), med(s, "seq", "pyro4 json thread", "cpu_us"))
     add("server CPU per sequential call ≤ 0.5× Pyro4", "%.2f×" % x if x else "—", x <= 0.5 if x else None)
+    x = r(med(s, ONECPU_ROW, "springrun", "cpu_us"), med(s, ONECPU_ROW, "pyro4 json thread", "cpu_us"))
+    f = r(med(s, ONECPU_ROW, "floor", "cpu_us"), med(s, ONECPU_ROW, "pyro4 json thread", "cpu_us"))
+    if x:
+        add("server CPU per sequential call ≤ 0.5× Pyro4, all on one CPU (the floor: %s)" % (
+            "%.2f×" % f if f else "—"), "%.2f×" % x, x <= 0.5)
     for kind in ("load", "procs"):
         row = "%s 32" % kind
         x = r(med(s, row, "springrun", "rate"), med(s, row, "floor", "rate"))
@@ -558,7 +569,7 @@ def terminal_ok(name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,idle,soak")
+    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,onecpu,idle,soak")
     ap.add_argument("--out", default=None,
                     help="default bench/results (full run) or build/bench/quick (--quick: "
                          "development runs do not overwrite the committed results)")
@@ -573,7 +584,7 @@ def main():
         a.out = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bench", "quick") if a.quick \
             else os.path.join(BENCH, "results")
     cfg = dict(MODES[mode])
-    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "idle", "soak"}
+    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "onecpu", "idle", "soak"}
     os.makedirs(a.out, exist_ok=True)
     logdir = tempfile.mkdtemp(prefix="springrun-bench-")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -634,6 +645,28 @@ def main():
     finally:
         for srv in servers.values():
             srv.stop()
+
+    if "onecpu" in parts and not PIN:
+        # Sequential calls with every process on CPU 0 (server threads and the C load client,
+        # one connection): no cross-CPU wake-ups, so server CPU per call is the server's own
+        # work plus same-CPU context switches. Fresh servers, started pinned.
+        PIN = "same"
+        pinned = {}
+        try:
+            for kind in ("floor", "pyro-thread", "pyro-multiplex", "springrun"):
+                if kind == "springrun" and not have_sr:
+                    continue
+                pinned[kind] = Server(kind, logdir, cfg["pyro_threads"])
+            names = {"floor": "floor", "pyro-thread": "pyro4 json thread",
+                     "pyro-multiplex": "pyro4 json multiplex", "springrun": "springrun"}
+            for rep in range(cfg["load_reps"]):
+                log("one CPU, sequential calls, run %d/%d (%.0fs)" % (rep + 1, cfg["load_reps"], time.time() - t_start))
+                for kind, srv in pinned.items():
+                    record(names[kind], ONECPU_ROW, rep, run_client(load_argv(srv, 1, cfg["load_dur"], wire)))
+        finally:
+            for srv in pinned.values():
+                srv.stop()
+            PIN = None
 
     idle = {}
     if "idle" in parts:
