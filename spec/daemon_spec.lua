@@ -61,6 +61,35 @@ local function result(c, seq)
   return m, json.decode(m.data)
 end
 
+-- Exports service as name on 127.0.0.1 (a free port): the exporter, the port.
+local function export(name, service)
+  local e = springrun.PyroServiceExporter{
+    service_name = name, service = service, service_host = "127.0.0.1", service_port = 0,
+  }
+  e:after_properties_set()
+  return e, e.service_port
+end
+
+-- Sends n calls of method on each connection in one write (params(i, k) for
+-- call k on connection i, whose result must be "c<i>-<k>"), then checks
+-- every reply arrives in order on its own connection, and closes them.
+local function pipeline_tagged(conns, n, method, params)
+  for i, c in ipairs(conns) do
+    local frames = {}
+    for k = 1, n do
+      frames[k] = enc(core.MSG_INVOKE, 0, k, JSON, wc.invoke_json("ServiceName", method, params(i, k)))
+    end
+    c:send(table.concat(frames))
+  end
+  for i, c in ipairs(conns) do
+    for k = 1, n do
+      local _, v = result(c, k)
+      assert.are.equal(string.format("c%d-%d", i, k), v)
+    end
+    c:close()
+  end
+end
+
 describe("springrun.daemon #unit #net", function()
   local exporter, port
   local log_lines, prev_output = {}, nil
@@ -450,12 +479,7 @@ describe("springrun.daemon's C fast path #unit #net", function()
     prev_output = require("springrun.log").set_output(function() end)
     local Mid = setmetatable({}, Methods) -- a two-level __index chain of tables
     Mid.__index = Mid
-    exp = springrun.PyroServiceExporter{
-      service_name = "S", service = setmetatable({}, Mid),
-      service_host = "127.0.0.1", service_port = 0,
-    }
-    exp:after_properties_set()
-    port = exp.service_port
+    exp, port = export("S", setmetatable({}, Mid))
   end)
 
   teardown(function()
@@ -537,12 +561,7 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
 
     setup(function()
       core.daemon_set_reply_writer(mode)
-      exporter = springrun.PyroServiceExporter{
-        service_name = "ServiceName", service = setmetatable({}, Service),
-        service_host = "127.0.0.1", service_port = 0,
-      }
-      exporter:after_properties_set()
-      port = exporter.service_port
+      exporter, port = export("ServiceName", setmetatable({}, Service))
     end)
 
     teardown(function()
@@ -562,21 +581,7 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
       -- 8 connections, each pipelining 50 calls in one write: drained together
       local conns = {}
       for i = 1, 8 do conns[i] = connect_ok(port) end
-      for i, cc in ipairs(conns) do
-        local frames = {}
-        for k = 1, 50 do
-          frames[k] = enc(core.MSG_INVOKE, 0, k, JSON,
-            wc.invoke_json("ServiceName", "echo", string.format('["c%d-%d"]', i, k)))
-        end
-        cc:send(table.concat(frames))
-      end
-      for i, cc in ipairs(conns) do
-        for k = 1, 50 do
-          local _, v = result(cc, k)
-          assert.are.equal(string.format("c%d-%d", i, k), v)
-        end
-        cc:close()
-      end
+      pipeline_tagged(conns, 50, "echo", function(i, k) return string.format('["c%d-%d"]', i, k) end)
       c:close()
       local d1, b1, h1 = core.daemon_reply_counts()
       local direct, batched, holder = d1 - d0, b1 - b0, h1 - h0
@@ -691,21 +696,9 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
     it("serves several connections at once, each in its own order", function()
       local conns = {}
       for i = 1, 4 do conns[i] = connect_ok(port) end
-      for i, c in ipairs(conns) do
-        local frames = {}
-        for k = 1, 10 do
-          frames[k] = enc(core.MSG_INVOKE, 0, k, JSON,
-            wc.invoke_json("ServiceName", "slow", string.format('[%d, "c%d-%d"]', (k * 7 + i * 3) % 25, i, k)))
-        end
-        c:send(table.concat(frames))
-      end
-      for i, c in ipairs(conns) do
-        for k = 1, 10 do
-          local _, v = result(c, k)
-          assert.are.equal(string.format("c%d-%d", i, k), v)
-        end
-        c:close()
-      end
+      pipeline_tagged(conns, 10, "slow", function(i, k)
+        return string.format('[%d, "c%d-%d"]', (k * 7 + i * 3) % 25, i, k)
+      end)
     end)
   end)
 end
