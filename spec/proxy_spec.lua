@@ -830,3 +830,193 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
     assert.are.same({ "Never", false, "unknown" }, entries[4])
   end)
 end)
+
+describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function()
+  local proxy_mod = require "springrun.proxy"
+  local server, port
+
+  setup(function()
+    server, port = client.start_python("fast_pyro_server.py")
+  end)
+
+  teardown(function()
+    proc.stop(server)
+  end)
+
+  local function fast_count() return proxy_mod.stats().fast end
+
+  -- What a call returns or raises, comparable across paths (sequence
+  -- numbers in messages masked: the two paths use different ones).
+  local function outcome(p, method, ...)
+    local r = table.pack(pcall(p[method], p, ...))
+    if r[1] then return { ok = true, n = r.n - 1, value = r[2] } end
+    local e = r[2]
+    if not errors.is(e) then return { ok = false, raw = tostring(e) } end
+    return { ok = false, kind = e.kind, message = (e.message:gsub("sent %d+, got %d+", "sent N, got N")),
+      class = e.class, args = e.args, tb = e.remote_traceback and e.remote_traceback:match("[^\n]*\n$"),
+      method = e.method, code = e.code }
+  end
+
+  -- The same call made as the first call of a new proxy (the general path:
+  -- connect, handshake) and as a later call on a connected one (the one-step
+  -- path, or the general one when `general_only`: an argument the one-step
+  -- path leaves to it); returns both outcomes, checking which path each took.
+  local function both_paths(general_only, method, ...)
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    local f0 = fast_count()
+    local general = outcome(p, method, ...)
+    assert.are.equal(f0, fast_count(), "the first call took the one-step path")
+    p:destroy()
+    p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    assert.are.equal("warm", p:reply("ok", "warm"))
+    f0 = fast_count()
+    local fast = outcome(p, method, ...)
+    assert.are.equal(f0 + (general_only and 0 or 1), fast_count(), "the later call took the wrong path")
+    p:destroy()
+    return general, fast
+  end
+
+  local function both(method, ...) return both_paths(false, method, ...) end
+
+  it("takes one step for a plain call and counts it in stats().fast", function()
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    finally(function() p:destroy() end)
+    assert.are.equal("a", p:reply("ok", "a"))
+    local f0 = fast_count()
+    for i = 1, 5 do assert.are.equal(i, p:reply("ok", i)) end
+    assert.are.equal(f0 + 5, fast_count())
+    assert.are.equal(6, p:_pyro_call("reply", "ok", 6))
+    assert.are.equal(f0 + 6, fast_count())
+    -- seq numbers go on as before: INVOKEs 1..7 above, this is 8
+    assert.are.equal(8, p:echo()[4])
+    assert.are.equal(8, p._pyro_seq)
+    -- oneway calls and calls in a task take the general path
+    f0 = fast_count()
+    assert.are.equal(0, select("#", p:ping()))
+    local ok, v = client.in_task(function() return p:reply("ok", "task") end)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal("task", v)
+    assert.are.equal(f0, fast_count())
+    p:destroy()
+  end)
+
+  it("sends the same INVOKE as the general path for any arguments", function()
+    local deep = {}
+    local cases = {
+      table.pack(), table.pack(nil), table.pack(nil, 2, nil), table.pack(1, "x", nil, nil),
+      table.pack("héllo \"q\"\n", 1.5, -7, math.maxinteger, true, false),
+      table.pack({ a = 1, b = { c = { 1.5, "x", true } } }, json.array {}, {}, json.null),
+      table.pack({ 1, { 2, { 3 } } }, deep, deep),
+    }
+    for i, args in ipairs(cases) do
+      local general, fast = both("echo", table.unpack(args, 1, args.n))
+      assert.is_true(general.ok, tostring(general.message or general.raw))
+      general.value[4], fast.value[4] = nil, nil -- seq
+      assert.are.same(general, fast, "case " .. i)
+      assert.are.equal(json.encode(general.value[1]), json.encode(fast.value[1]), "case " .. i)
+    end
+  end)
+
+  it("refuses an argument that cannot be sent as the general path does, keeping the connection", function()
+    for _, bad in ipairs({ function() end, "\255bytes", { [true] = 1 } }) do
+      local general, fast = both_paths(true, "echo", 1, bad)
+      assert.are.equal("serialize", general.kind)
+      assert.are.same(general, fast)
+    end
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    assert.are.equal(1, p:echo()[4])
+    assert.are.equal("serialize", outcome(p, "echo", function() end).kind)
+    -- same connection; the refused call took seq 2 (as it always did, as Pyro4's does)
+    assert.are.equal(3, p:echo()[4])
+    p:destroy()
+  end)
+
+  it("refuses an argument nested too deep exactly where the general path does", function()
+    local function nest(d)
+      local t = {}
+      for _ = 2, d do t = { t } end
+      return t
+    end
+    local seen = {}
+    for d = 995, 1000 do
+      -- sendable or not (the general path says), the one-step path agrees:
+      -- it sends what is sendable and leaves the rest to the general path
+      local first = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+      local sendable = outcome(first, "echo", nest(d)).ok
+      first:destroy()
+      local general, fast = both_paths(not sendable, "echo", nest(d))
+      if sendable then
+        if type(general.value) == "table" then general.value[4], fast.value[4] = nil, nil end
+        seen.ok = true
+      else
+        seen.refused = true
+      end
+      assert.are.same(general, fast, "depth " .. d)
+    end
+    assert.is_true(seen.ok and seen.refused, "the depth limit is not between 995 and 1000")
+  end)
+
+  it("ends every unusual reply as the general path does", function()
+    local cases = {
+      { "ok", "v" }, { "ok", { 1, json.null, 3 } }, { "null" }, { "badseq", 1 }, { "badtype", 1 },
+      { "serpent", "from serpent" }, { "stream", 1 }, { "exception", "boom" }, { "badjson" },
+      { "compressed", { x = string.rep("z", 200) } },
+    }
+    for _, c in ipairs(cases) do
+      local general, fast = both("reply", c[1], c[2])
+      assert.are.same(general, fast, c[1])
+    end
+    local g, f = both("reply", "exception", "boom")
+    assert.are.equal("remote", f.kind)
+    assert.are.equal("builtins.ValueError", f.class)
+    assert.truthy(f.tb:find("ValueError: boom", 1, true), f.tb)
+    assert.are.same(g, f)
+    g = both("reply", "null")
+    assert.are.same({ ok = true, n = 1 }, g)
+    g, f = both("reply", "badseq", 1)
+    assert.are.equal("protocol", f.kind)
+  end)
+
+  it("raises closed without resending when the server hangs up on the request", function()
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    assert.are.equal(0, p:count("hangup"))
+    local f0 = fast_count()
+    local e = outcome(p, "reply", "hangup")
+    assert.are.equal(f0 + 1, fast_count())
+    assert.are.equal("closed", e.kind)
+    assert.are.equal(string.format("call reply on %s failed: connection closed by the server", url_of(port, "Obj")),
+      e.message)
+    assert.are.equal(1, p:count("hangup")) -- sent once, and a new connection afterwards
+    p:destroy()
+  end)
+
+  it("reconnects when the server closed the idle connection, as the general path does", function()
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    local q = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    finally(function() p:destroy(); q:destroy() end)
+    local closed = q:count("closed")
+    assert.are.equal("bye", p:reply("closeafter", "bye"))
+    -- the server closed p's connection once count("closed") went up
+    local deadline = client.now() + 10
+    while q:count("closed") == closed and client.now() < deadline do proc.poll_step(10) end
+    assert.are.equal(closed + 1, q:count("closed"))
+    local c0, f0 = proxy_mod.stats().connections, fast_count()
+    assert.are.equal("again", p:reply("ok", "again"))
+    assert.are.equal(c0 + 1, proxy_mod.stats().connections)
+    assert.are.equal(f0, fast_count()) -- nothing went out on the dead connection
+    assert.are.equal("more", p:reply("ok", "more"))
+    assert.are.equal(f0 + 1, fast_count())
+  end)
+
+  it("bounds the call by the timeout, discards the connection and recovers", function()
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 0.3 })
+    assert.are.equal(0, p:reply("ok", 0))
+    local took, e = client.timed(outcome, p, "reply", "sleep", 1)
+    assert.are.equal("timeout", e.kind)
+    assert.are.equal(string.format("call reply on %s timed out after 0.3 s", url_of(port, "Obj")), e.message)
+    assert.is_true(took >= 0.25 and took < 1.5, "took " .. took)
+    p.timeout = 10
+    assert.are.equal("next", p:reply("ok", "next"))
+    p:destroy()
+  end)
+end)

@@ -71,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "lsr.h"
 #include "lsr_codec.h"
 #include "lsr_tls.h"
@@ -720,9 +721,12 @@ static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flag
 }
 
 /* Sends c->out (everything queued), then, unless noreply, reads and pushes
- * the next message. Returns what conn:receive returns (see the header). */
+ * the next message. Returns what conn:receive returns (see the header);
+ * with fast_seq >= 0 (conn:invoke) a reply that is the plain result of
+ * that call (RESULT, that seq, JSON, neither EXCEPTION nor ITEMSTREAMRESULT)
+ * is returned as true, value, and any other reply as false, msg. */
 static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply,
-                            int known_idx) {
+                            int known_idx, long fast_seq) {
   char err[256];
   err[0] = '\0';
   c->out.len = c->queued; /* whole messages only */
@@ -781,7 +785,19 @@ static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int nor
     lua_pushboolean(L, 1);
     return 4;
   }
-  rc = push_reply(L, c, &m, known_idx, err, sizeof(err));
+  int plain = fast_seq >= 0 && m.h.type == SR_MSG_RESULT && m.h.seq == fast_seq &&
+              m.h.serializer == SR_SER_JSON &&
+              (m.h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0;
+  if (plain) {
+    lua_pushboolean(L, 1);
+    rc = decode_payload(L, SR_SER_JSON, m.h.flags, m.data, m.h.data_len, &c->tmp, err,
+                        sizeof(err));
+    if (rc != 0) lua_pop(L, 1);
+  } else {
+    if (fast_seq >= 0) lua_pushboolean(L, 0);
+    rc = push_reply(L, c, &m, known_idx, err, sizeof(err));
+    if (rc != 0 && fast_seq >= 0) lua_pop(L, 1);
+  }
   c->tmp.len = 0;
   if (rc != 0) {
     push_fail(L, err, sr_err_name(rc));
@@ -789,7 +805,7 @@ static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int nor
     lua_pushboolean(L, 1);
     return 4;
   }
-  return 1;
+  return fast_seq >= 0 ? 2 : 1;
 }
 
 /* conn:push(type, flags, seq, ser, value) (see the header) */
@@ -808,7 +824,7 @@ static int lsr_conn_push(lua_State *L) {
 static int lsr_conn_receive(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   double timeout = opt_timeout(L, 2);
-  return send_and_receive(L, c, timeout, lua_toboolean(L, 3), lua_isnoneornil(L, 4) ? 0 : 4);
+  return send_and_receive(L, c, timeout, lua_toboolean(L, 3), lua_isnoneornil(L, 4) ? 0 : 4, -1);
 }
 
 /* conn:request(type, flags, seq, ser, value [, timeout]) (see the header) */
@@ -826,7 +842,109 @@ static int lsr_conn_request(lua_State *L) {
     lua_pushboolean(L, 0);
     return 4;
   }
-  return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0, 0);
+  return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0, 0, -1);
+}
+
+/* JSON as the payload encoder writes it (lsr_json.c: Python's separators
+ * ", " and ": "), for the arguments conn:invoke writes one by one into the
+ * params list: two levels (the INVOKE map, the params list) less deep, so
+ * an argument is refused here exactly when the whole payload would be. */
+#define LSR_INVOKE_MAX_DEPTH (1000 - 2)
+
+static int invoke_put_double(sr_buf_t *out, double v) {
+  char num[SR_JSON_DOUBLE_BUFSZ];
+  size_t nl = sr_json_fmt_double(v, num);
+  return sr_buf_append(out, num, nl);
+}
+
+static int invoke_put_string(sr_buf_t *out, const char *s, size_t n, size_t *bad) {
+  return sr_json_put_string(out, (const uint8_t *)s, n, bad);
+}
+
+static const lsr_emitter_t invoke_emitter = {
+    .name = "JSON",
+    .max_depth = LSR_INVOKE_MAX_DEPTH,
+    .null_ = LSR_TEXT("null"),
+    .true_ = LSR_TEXT("true"),
+    .false_ = LSR_TEXT("false"),
+    .list_open = LSR_TEXT("["),
+    .list_close = LSR_TEXT("]"),
+    .item_sep = LSR_TEXT(", "),
+    .key_sep = LSR_TEXT(": "),
+    .binary_hint = "",
+    .put_double = invoke_put_double,
+    .put_string = invoke_put_string,
+};
+
+#define LSR_APPEND_LIT(b, lit) sr_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Appends the JSON INVOKE payload {"object": object, "method": method,
+ * "params": [args at stack slots first..last], "kwargs": {}} to out.
+ * Returns 0 or an SR_E* code (err set; out holds a partial payload). */
+static int encode_invoke(lua_State *L, sr_buf_t *out, const char *obj, size_t on, const char *meth,
+                         size_t mn, int first, int last, char *err, size_t errlen) {
+  size_t bad = 0;
+  int rc = LSR_APPEND_LIT(out, "{\"object\": ");
+  if (rc == 0) rc = sr_json_put_string(out, (const uint8_t *)obj, on, &bad);
+  if (rc == 0) rc = LSR_APPEND_LIT(out, ", \"method\": ");
+  if (rc == 0) rc = sr_json_put_string(out, (const uint8_t *)meth, mn, &bad);
+  if (rc == 0) rc = LSR_APPEND_LIT(out, ", \"params\": [");
+  for (int i = first; rc == 0 && i <= last; i++) {
+    if (i > first) rc = LSR_APPEND_LIT(out, ", ");
+    if (rc == 0) rc = lsr_encode(L, i, &invoke_emitter, out, err, errlen);
+  }
+  if (rc == 0) rc = LSR_APPEND_LIT(out, "], \"kwargs\": {}}");
+  return rc;
+}
+
+/* conn:invoke(seq, object, method, timeout, args...) -> the common remote
+ * call in one step: when the idle connection can carry a request (what
+ * conn:alive() checks), encodes the JSON INVOKE of method(args...) (flags
+ * 0, serializer JSON), sends it, reads the reply and returns
+ *   true, value      the reply is the plain RESULT of this call (value
+ *                    decoded; a top-level null is core.null)
+ *   false, msg       any other reply (msg as conn:request returns it: the
+ *                    caller checks it: wrong type/seq/serializer, remote
+ *                    exception, item stream)
+ *   nil, msg, code, sent   as conn:request (the connection is closed)
+ *   nothing          nothing was sent and the connection is as it was:
+ *                    it is closed, not idle (peer gone, junk, queued
+ *                    messages) or an argument cannot be encoded; the
+ *                    caller takes the general path, which reports it. */
+static int lsr_conn_invoke(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  lua_Integer seq = luaL_checkinteger(L, 2);
+  size_t on, mn;
+  const char *obj = luaL_checklstring(L, 3, &on);
+  const char *meth = luaL_checklstring(L, 4, &mn);
+  double timeout = opt_timeout(L, 5);
+  luaL_argcheck(L, seq >= 0 && seq <= 0xffff, 2, "seq out of range");
+  int top = lua_gettop(L);
+  if (c->fd < 0 || c->queued != 0 || sr_framer_pending(&c->framer) != 0) return 0;
+  if (!(c->tls ? tls_idle_ok(c) : fd_idle_ok(c->fd))) return 0;
+  char err[256];
+  err[0] = '\0';
+  c->out.len = 0;
+  int rc = sr_buf_reserve(&c->out, SR_WIRE_HEADER_SIZE + (c->out.cap ? 0 : LSR_OUT_FIRST));
+  if (rc == 0) {
+    c->out.len = SR_WIRE_HEADER_SIZE;
+    rc = encode_invoke(L, &c->out, obj, on, meth, mn, 6, top, err, sizeof err);
+  }
+  size_t len = c->out.len - SR_WIRE_HEADER_SIZE;
+  if (rc != 0 || len > 0x7FFFFFFFu) {
+    c->out.len = 0;
+    return 0;
+  }
+  sr_wire_header_t h = {.type = SR_MSG_INVOKE,
+                        .flags = 0,
+                        .seq = (uint16_t)seq,
+                        .serializer = SR_SER_JSON,
+                        .ann_len = 0,
+                        .checksum = 0,
+                        .data_len = (uint32_t)len};
+  sr_wire_header_encode(c->out.data, &h);
+  c->queued = c->out.len;
+  return send_and_receive(L, c, timeout, 0, 0, (long)seq);
 }
 
 /* client_encode_payload(ser, value) -> bytes | nil, msg, code */
@@ -862,6 +980,7 @@ static int lsr_client_decode_payload(lua_State *L) {
 
 static const luaL_Reg conn_methods[] = {
     {"request", lsr_conn_request},
+    {"invoke", lsr_conn_invoke},
     {"push", lsr_conn_push},
     {"receive", lsr_conn_receive},
     {"alive", lsr_conn_alive},

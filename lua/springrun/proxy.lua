@@ -55,7 +55,8 @@
 --     reported), and the new metadata replaces the remembered one. TLS and
 --     PYRONAME connections too; the first connection to a service, and a
 --     method not in the remembered metadata, handshake first.
---     springrun.proxy.stats() -> { connections =, pipelined = } counts them.
+--     springrun.proxy.stats() -> { connections =, pipelined =, fast = }
+--     counts them (fast: calls made in one step, see below).
 --   * The connection is kept. Before each request an idle connection is
 --     checked; when the server went away (restart) a new one is made, since
 --     the request was not sent yet. A connection that breaks once a request
@@ -67,7 +68,11 @@
 --     service method, a spawned task) it uses luv and yields to the loop.
 --     Outside a task while this process exports services, the call runs as a
 --     task and the loop is turned until it completes, so calling a service
---     exported by the same process cannot deadlock. Calls from several tasks
+--     exported by the same process cannot deadlock. The common blocking
+--     call (JSON, a known method that is not oneway, an idle connection)
+--     is one step in C (conn:invoke: encode, send, receive, decode);
+--     anything unusual it meets ends on the general path, with the same
+--     results and errors. Calls from several tasks
 --     on one proxy queue up: one request at a time per connection.
 --   * Errors are always springrun.errors objects (nil is a legal result):
 --     kind "remote" for an exception raised by the service (class, message,
@@ -622,7 +627,7 @@ local meta_keys = setmetatable({}, { __mode = "k" }) -- parsed uri -> cache key
 
 -- Counters for tests and benchmarks: connections made, and how many of
 -- them sent their first INVOKE along with the CONNECT (counted when sent).
-local stats = { connections = 0, pipelined = 0 }
+local stats = { connections = 0, pipelined = 0, fast = 0 }
 
 local function meta_key(u)
   local k = meta_keys[u]
@@ -888,13 +893,68 @@ local function check_method(st, name)
     { url = st.url, method = name }), 0)
 end
 
+-- The result of the reply msg to the INVOKE of name with sequence number
+-- seq (not oneway): the value, or raises (a reply of another type, seq or
+-- serializer is a protocol error and drops the connection; a remote
+-- exception raises as kind "remote").
+local function result_of(st, name, seq, msg)
+  if msg.type ~= MSG_RESULT then
+    close_conn(st)
+    error(errors.new("protocol", string.format("%s: invalid reply to %s (message type %d)",
+      st.url, name, msg.type), { url = st.url, method = name }), 0)
+  end
+  if msg.seq ~= seq then
+    close_conn(st)
+    error(errors.new("protocol", string.format(
+      "%s: invoke: reply sequence out of sync (sent %d, got %d)", st.url, seq, msg.seq),
+      { url = st.url, method = name }), 0)
+  end
+  if msg.serializer ~= st.ser then
+    close_conn(st)
+    error(errors.new("protocol", string.format("%s: reply used serializer %d, request used %d",
+      st.url, msg.serializer, st.ser), { url = st.url, method = name }), 0)
+  end
+  if msg.flags & FLAG_ITEMSTREAMRESULT ~= 0 then
+    error(errors.new("protocol", string.format(
+      "%s: %s returned an iterator (item streams are not supported)", st.url, name),
+      { url = st.url, method = name }), 0)
+  end
+  local v = msg.value
+  if msg.flags & FLAG_EXCEPTION ~= 0 then
+    local e = errors.from_remote(v, { url = st.url, method = name })
+    if errors.CONNECTION_DROPPING[e.class] then close_conn(st) end
+    error(e, 0)
+  end
+  if v == get_json().null then return nil end
+  return v
+end
+
+-- A request that failed (msg: nil): raises when the arguments could not be
+-- encoded, when some of it was sent or on the last attempt; otherwise (not
+-- sent: the server went away meanwhile) drops the connection and returns,
+-- and the caller tries again on a new one.
+local function request_failed(st, name, attempt, emsg, code, sent)
+  local kind = kind_of(code)
+  if not sent and tostring(code):match("^SR_E") and kind == "protocol" then
+    -- the arguments could not be encoded; nothing left, the connection is fine
+    error(errors.new("serialize", string.format("cannot send the arguments of %s to %s: %s",
+      name, st.url, emsg), { url = st.url, method = name, code = code }), 0)
+  end
+  close_conn(st)
+  if sent or attempt == 2 then
+    error(comm_error(st, kind, "call " .. name .. " on", emsg, code, name), 0)
+  end
+  debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
+end
+
 -- One remote call on st's connection (the caller holds st's lock). co: the
--- running task or nil (blocking mode). Returns the result or raises.
-local function invoke(st, name, args, co)
+-- running task or nil (blocking mode); from: the first attempt (2 when a
+-- first one already failed unsent). Returns the result or raises.
+local function invoke(st, name, args, co, from)
   if st.uri == nil then
     error(errors.new("config", "PyroProxyFactory: service_url is not set (call to '" .. name .. "')"), 0)
   end
-  for attempt = 1, 2 do
+  for attempt = from or 1, 2 do
     local conn, msg, seq, oneway, emsg, code = connection(st, co, name, args)
     local sent = true
     if seq == nil then
@@ -908,48 +968,10 @@ local function invoke(st, name, args, co)
         payload, st.timeout)
     end
     if not msg then
-      local kind = kind_of(code)
-      if not sent and tostring(code):match("^SR_E") and kind == "protocol" then
-        -- the arguments could not be encoded; nothing left, the connection is fine
-        error(errors.new("serialize", string.format("cannot send the arguments of %s to %s: %s",
-          name, st.url, emsg), { url = st.url, method = name, code = code }), 0)
-      end
-      close_conn(st)
-      if sent or attempt == 2 then
-        error(comm_error(st, kind, "call " .. name .. " on", emsg, code, name), 0)
-      end
-      debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
+      request_failed(st, name, attempt, emsg, code, sent)
     else
       if oneway then return end
-      if msg.type ~= MSG_RESULT then
-        close_conn(st)
-        error(errors.new("protocol", string.format("%s: invalid reply to %s (message type %d)",
-          st.url, name, msg.type), { url = st.url, method = name }), 0)
-      end
-      if msg.seq ~= seq then
-        close_conn(st)
-        error(errors.new("protocol", string.format(
-          "%s: invoke: reply sequence out of sync (sent %d, got %d)", st.url, seq, msg.seq),
-          { url = st.url, method = name }), 0)
-      end
-      if msg.serializer ~= st.ser then
-        close_conn(st)
-        error(errors.new("protocol", string.format("%s: reply used serializer %d, request used %d",
-          st.url, msg.serializer, st.ser), { url = st.url, method = name }), 0)
-      end
-      if msg.flags & FLAG_ITEMSTREAMRESULT ~= 0 then
-        error(errors.new("protocol", string.format(
-          "%s: %s returned an iterator (item streams are not supported)", st.url, name),
-          { url = st.url, method = name }), 0)
-      end
-      local v = msg.value
-      if msg.flags & FLAG_EXCEPTION ~= 0 then
-        local e = errors.from_remote(v, { url = st.url, method = name })
-        if errors.CONNECTION_DROPPING[e.class] then close_conn(st) end
-        error(e, 0)
-      end
-      if v == get_json().null then return nil end
-      return v
+      return result_of(st, name, seq, msg)
     end
   end
 end
@@ -1030,6 +1052,54 @@ local function call(st, name, args)
     return blocking_done(st, pcall(invoke, st, name, args, nil))
   end
   return dispatch(st, function(co) return invoke(st, name, args, co) end)
+end
+
+-- The general path of a call whose first attempt on the fast path failed
+-- before anything was sent (see call_v): drops the connection and tries
+-- once more on a new one, in blocking mode.
+local function retry_blocking(st, name, args)
+  st.busy = true
+  return blocking_done(st, pcall(invoke, st, name, args, nil, 2))
+end
+
+local co_running = coroutine.running
+
+-- call(st, name, table.pack(...)), the common case first: in a plain script
+-- (not in a coroutine, no service exported by this process) on an idle C
+-- connection with JSON, to a known method that is not oneway, the whole
+-- call is one conn:invoke (encode, send, receive, decode in C: no packed
+-- argument table, no request or reply tables). Every other case, and
+-- whatever the fast path cannot finish itself (a reply that is not a plain
+-- result, a failure), ends as the general path does.
+local function call_v(st, name, ...)
+  local conn, meta = st.conn, st.meta
+  if conn ~= nil and meta ~= nil and st.ser == 2 and not st.busy and meta.methods[name]
+      and not meta.oneway[name] then
+    local cinvoke = conn.invoke -- nil for a luv connection
+    local rt = runtime_mod
+    local _, main = co_running()
+    if cinvoke and main and (rt == false or (rt ~= nil and not rt.has_exports())) then
+      local seq = (st.seq + 1) & 0xFFFF
+      local ok, v, code, sent = cinvoke(conn, seq, st.uri.object, name, st.timeout, ...)
+      if ok then
+        st.seq = seq
+        stats.fast = stats.fast + 1
+        if v == core.null then return nil end
+        return v
+      elseif ok == false then
+        st.seq = seq
+        stats.fast = stats.fast + 1
+        return result_of(st, name, seq, v)
+      elseif v ~= nil then
+        st.seq = seq
+        stats.fast = stats.fast + 1
+        request_failed(st, name, 1, v, code, sent)
+        return retry_blocking(st, name, table.pack(...))
+      end
+      -- nothing sent: the general path (reconnects, or reports the argument)
+    end
+  end
+  return call(st, name, table.pack(...))
 end
 
 -- ---- the PyroProxyFactory class --------------------------------------------------------
@@ -1190,7 +1260,7 @@ function methods._pyro_call(self, name, ...)
   if type(name) ~= "string" then
     error(errors.new("config", "PyroProxyFactory:_pyro_call: the method name must be a string"), 2)
   end
-  return call(st, name, table.pack(...))
+  return call_v(st, name, ...)
 end
 
 function methods._pyro_bind(self)
@@ -1225,7 +1295,7 @@ local function caller(name)
       error(errors.new("config", string.format(
         "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
     end
-    return call(st, name, table.pack(...))
+    return call_v(st, name, ...)
   end
   if ncallers >= 1024 then callers, ncallers = {}, 0 end
   callers[name], ncallers = f, ncallers + 1
@@ -1345,7 +1415,9 @@ end
 -- Counters of this process's proxy connections (tests, benchmarks):
 -- { connections = made, pipelined = those whose first call went out with
 -- the CONNECT (whether the handshake then succeeded or not) }.
-function M.stats() return { connections = stats.connections, pipelined = stats.pipelined } end
+function M.stats()
+  return { connections = stats.connections, pipelined = stats.pipelined, fast = stats.fast }
+end
 
 -- True when v is a proxy made here.
 function M.is_proxy(v) return STATE[v] ~= nil end
