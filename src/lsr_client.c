@@ -100,6 +100,11 @@ typedef struct lsr_conn_s {
   int nodelay;        /* TCP_NODELAY set (want_nodelay) */
   int blocking;       /* the fd is in blocking mode (connected without a timeout) */
   size_t queued;      /* bytes of whole messages in out (push) */
+  /* conn:invoke's last payload head, {"object": .., "method": .., "params": [,
+   * for the object and method names in key (on + mn bytes) */
+  size_t key_on, key_mn, head_len;
+  char key[96];
+  char head[256];
 } lsr_conn_t;
 
 static void want_nodelay(lsr_conn_t *c);
@@ -387,6 +392,7 @@ static int lsr_client_connect(lua_State *L) {
   c->nodelay = 0;
   c->blocking = deadline <= 0;
   c->queued = 0;
+  c->key_on = c->key_mn = c->head_len = 0;
   luaL_setmetatable(L, LSR_CONN_MT);
   if (tctx != NULL) {
     want_nodelay(c);
@@ -720,6 +726,23 @@ static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flag
   return rc;
 }
 
+/* A reply whose JSON payload is one string (the commonest result) is
+ * pushed without the general decoder's set-up: returns 1 when it pushed
+ * it, 0 (nothing pushed) for anything else, a compressed payload or text
+ * the decoder would refuse included (it then reports that). */
+static int push_plain_string(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m) {
+  size_t n = m->h.data_len;
+  const uint8_t *p = m->data;
+  if ((m->h.flags & SR_FLAG_COMPRESSED) || n < 2 || p[0] != '"' || p[n - 1] != '"') return 0;
+  const char *s = NULL;
+  size_t slen = 0, end = 0;
+  char err[8];
+  if (sr_json_read_string(p, n, 0, &c->tmp, &s, &slen, &end, err, sizeof err) != 0 || end != n)
+    return 0;
+  lua_pushlstring(L, s, slen);
+  return 1;
+}
+
 /* Sends c->out (everything queued), then, unless noreply, reads and pushes
  * the next message. Returns what conn:receive returns (see the header);
  * with fast_seq >= 0 (conn:invoke) a reply that is the plain result of
@@ -790,8 +813,9 @@ static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int nor
               (m.h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0;
   if (plain) {
     lua_pushboolean(L, 1);
-    rc = decode_payload(L, SR_SER_JSON, m.h.flags, m.data, m.h.data_len, &c->tmp, err,
-                        sizeof(err));
+    if (!push_plain_string(L, c, &m))
+      rc = decode_payload(L, SR_SER_JSON, m.h.flags, m.data, m.h.data_len, &c->tmp, err,
+                          sizeof(err));
     if (rc != 0) lua_pop(L, 1);
   } else {
     if (fast_seq >= 0) lua_pushboolean(L, 0);
@@ -879,16 +903,35 @@ static const lsr_emitter_t invoke_emitter = {
 #define LSR_APPEND_LIT(b, lit) sr_buf_append((b), (lit), sizeof(lit) - 1)
 
 /* Appends the JSON INVOKE payload {"object": object, "method": method,
- * "params": [args at stack slots first..last], "kwargs": {}} to out.
- * Returns 0 or an SR_E* code (err set; out holds a partial payload). */
-static int encode_invoke(lua_State *L, sr_buf_t *out, const char *obj, size_t on, const char *meth,
+ * "params": [args at stack slots first..last], "kwargs": {}} to c->out
+ * (the head up to the params is remembered for the next call with the
+ * same names). Returns 0 or an SR_E* code (err set; c->out holds a partial
+ * payload). */
+static int encode_invoke(lua_State *L, lsr_conn_t *c, const char *obj, size_t on, const char *meth,
                          size_t mn, int first, int last, char *err, size_t errlen) {
-  size_t bad = 0;
-  int rc = LSR_APPEND_LIT(out, "{\"object\": ");
-  if (rc == 0) rc = sr_json_put_string(out, (const uint8_t *)obj, on, &bad);
-  if (rc == 0) rc = LSR_APPEND_LIT(out, ", \"method\": ");
-  if (rc == 0) rc = sr_json_put_string(out, (const uint8_t *)meth, mn, &bad);
-  if (rc == 0) rc = LSR_APPEND_LIT(out, ", \"params\": [");
+  sr_buf_t *out = &c->out;
+  int rc;
+  if (c->head_len > 0 && c->key_on == on && c->key_mn == mn && memcmp(c->key, obj, on) == 0 &&
+      memcmp(c->key + on, meth, mn) == 0) {
+    /* the same object and method as the last call: its head again */
+    rc = sr_buf_append(out, c->head, c->head_len);
+  } else {
+    size_t bad = 0, start = out->len;
+    rc = LSR_APPEND_LIT(out, "{\"object\": ");
+    if (rc == 0) rc = sr_json_put_string(out, (const uint8_t *)obj, on, &bad);
+    if (rc == 0) rc = LSR_APPEND_LIT(out, ", \"method\": ");
+    if (rc == 0) rc = sr_json_put_string(out, (const uint8_t *)meth, mn, &bad);
+    if (rc == 0) rc = LSR_APPEND_LIT(out, ", \"params\": [");
+    c->head_len = 0;
+    if (rc == 0 && on + mn <= sizeof c->key && out->len - start <= sizeof c->head) {
+      memcpy(c->key, obj, on);
+      memcpy(c->key + on, meth, mn);
+      c->key_on = on;
+      c->key_mn = mn;
+      c->head_len = out->len - start;
+      memcpy(c->head, out->data + start, c->head_len);
+    }
+  }
   for (int i = first; rc == 0 && i <= last; i++) {
     if (i > first) rc = LSR_APPEND_LIT(out, ", ");
     if (rc == 0) rc = lsr_encode(L, i, &invoke_emitter, out, err, errlen);
@@ -928,7 +971,7 @@ static int lsr_conn_invoke(lua_State *L) {
   int rc = sr_buf_reserve(&c->out, SR_WIRE_HEADER_SIZE + (c->out.cap ? 0 : LSR_OUT_FIRST));
   if (rc == 0) {
     c->out.len = SR_WIRE_HEADER_SIZE;
-    rc = encode_invoke(L, &c->out, obj, on, meth, mn, 6, top, err, sizeof err);
+    rc = encode_invoke(L, c, obj, on, meth, mn, 6, top, err, sizeof err);
   }
   size_t len = c->out.len - SR_WIRE_HEADER_SIZE;
   if (rc != 0 || len > 0x7FFFFFFFu) {
