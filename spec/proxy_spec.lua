@@ -1008,6 +1008,21 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     assert.are.equal(f0 + 1, fast_count())
   end)
 
+  it("takes one step over TLS too", function()
+    local secure = require "helpers.secure"
+    local certs_mod = require "helpers.certs"
+    local certs = certs_mod.make()
+    local cleanup = proc.cleanups(finally)
+    cleanup(function() certs_mod.remove(certs) end)
+    local _, sport = secure.start_sr(cleanup, { SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key })
+    local p = springrun.proxy(secure.url(sport), { timeout = 10, ssl = true, ssl_cacerts = certs.ca })
+    cleanup(function() p:destroy() end)
+    assert.are.equal(0, p:echo(0))
+    local f0 = fast_count()
+    for i = 1, 3 do assert.are.same({ i, "x" }, p:echo({ i, "x" })) end
+    assert.are.equal(f0 + 3, fast_count())
+  end)
+
   it("bounds the call by the timeout, discards the connection and recovers", function()
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 0.3 })
     assert.are.equal(0, p:reply("ok", 0))
