@@ -45,6 +45,15 @@
  *       decoded and msg has same = true instead of value; true: msg also
  *       has raw = the payload bytes (to pass as known later).
  *       request(...) is push(...) then receive(timeout, flags & ONEWAY).
+ *   conn:invoke(seq, object, method, timeout, args...)
+ *       -> true, value | false, msg | nil, msg, code, sent | nothing
+ *       the proxy's common blocking call in one step: checks the idle
+ *       connection as alive() does, encodes the JSON INVOKE of
+ *       method(args...) straight from the stack, sends it, reads the reply;
+ *       true, value for the plain RESULT of that call; false, msg (as
+ *       request's) for any other reply; request's failure tuple; nothing
+ *       when nothing was sent (not idle, or an argument the general path
+ *       must report) -- see lsr_conn_invoke.
  *   conn:alive() -> boolean    (false when the peer closed or sent junk)
  *   conn:close()               (idempotent; also __gc and __close)
  *   conn:fileno() -> fd | -1
