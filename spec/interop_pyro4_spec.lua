@@ -54,6 +54,19 @@ local DESCRIBED = {
   int_keys_as_str = "1: {1=str(3) one, 2=str(3) two}",
 }
 
+-- The events the Python service recorded (its events() method), sorted, once
+-- there are n of them (oneway calls land a little later), or after 2 s.
+local function events_after(svc, n)
+  local got
+  for _ = 1, 200 do
+    got = svc:events()
+    if #got == n then break end
+    proc.poll_step(10)
+  end
+  table.sort(got)
+  return got
+end
+
 describe("springrun interop: a Python Pyro4 client calls a Lua service #interop", function()
   setup(function() pyro4.require_python() end)
 
@@ -297,14 +310,7 @@ describe("springrun interop: a springrun proxy calls a Python Pyro4 daemon #inte
       assert.is_true(svc:_pyro_metadata().oneway.log_event)
       assert.are.equal(0, select("#", svc:log_event("e1")))
       svc:log_event("e2")
-      local got
-      for _ = 1, 200 do
-        got = svc:events()
-        if #got == 2 then break end
-        proc.poll_step(10)
-      end
-      table.sort(got)
-      assert.are.same({ "e1", "e2" }, got)
+      assert.are.same({ "e1", "e2" }, events_after(svc, 2))
       local e = err_of(svc.nosuch, svc)
       assert.are.equal("attribute", e.kind)
     end)
@@ -333,14 +339,7 @@ describe("springrun interop: a springrun proxy calls a Python Pyro4 daemon #inte
       p:destroy()
       p = springrun.proxy(uri, { timeout = 10 })
       cleanup(function() p:destroy() end)
-      local got
-      for _ = 1, 200 do
-        got = p:events()
-        if #got == 4 then break end
-        proc.poll_step(10)
-      end
-      table.sort(got)
-      assert.are.same({ "e1", "e2", "e3", "e4" }, got)
+      assert.are.same({ "e1", "e2", "e3", "e4" }, events_after(p, 4))
       assert.are.equal("attribute", err_of(p.nosuch, p).kind)
     end)
   end

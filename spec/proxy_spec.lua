@@ -9,6 +9,18 @@ local client = require "helpers.client"
 
 local function url_of(port, name) return string.format("PYRO:%s@127.0.0.1:%d", name or "ServiceName", port) end
 
+-- A springrun exporter over TLS (helpers.secure, its own process) with fresh
+-- certificates; cleanup stops it and removes them. Returns its port and the
+-- certificates (certs.ca for the proxy's ssl_cacerts).
+local function tls_service(cleanup)
+  local secure = require "helpers.secure"
+  local certs_mod = require "helpers.certs"
+  local certs = certs_mod.make()
+  cleanup(function() certs_mod.remove(certs) end)
+  local _, port = secure.start_sr(cleanup, { SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key })
+  return port, certs
+end
+
 describe("springrun.proxy #unit", function()
   it("is the PyroProxyFactory of the facade and of the class string's module", function()
     assert.are.equal(require("springrun.proxy").PyroProxyFactory, springrun.PyroProxyFactory)
@@ -800,11 +812,8 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
 
   it("pipelines over TLS too, blocking and in a task", function()
     local secure = require "helpers.secure"
-    local certs_mod = require "helpers.certs"
-    local certs = certs_mod.make()
     local cleanup = proc.cleanups(finally)
-    cleanup(function() certs_mod.remove(certs) end)
-    local _, port = secure.start_sr(cleanup, { SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key })
+    local port, certs = tls_service(cleanup)
     local tls = { timeout = 10, ssl = true, ssl_cacerts = certs.ca }
     assert.are.equal(0, once(secure.url(port), tls, "echo", 0))
     local before = proxy_mod.stats().pipelined
@@ -1010,11 +1019,8 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
 
   it("takes one step over TLS too", function()
     local secure = require "helpers.secure"
-    local certs_mod = require "helpers.certs"
-    local certs = certs_mod.make()
     local cleanup = proc.cleanups(finally)
-    cleanup(function() certs_mod.remove(certs) end)
-    local _, sport = secure.start_sr(cleanup, { SR_SSL_CERT = certs.server_cert, SR_SSL_KEY = certs.server_key })
+    local sport, certs = tls_service(cleanup)
     local p = springrun.proxy(secure.url(sport), { timeout = 10, ssl = true, ssl_cacerts = certs.ca })
     cleanup(function() p:destroy() end)
     assert.are.equal(0, p:echo(0))

@@ -878,36 +878,11 @@ static int lsr_conn_request(lua_State *L) {
   return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0, 0, -1);
 }
 
-/* JSON as the payload encoder writes it (lsr_json.c: Python's separators
- * ", " and ": "), for the arguments conn:invoke writes one by one into the
- * params list: two levels (the INVOKE map, the params list) less deep, so
- * an argument is refused here exactly when the whole payload would be. */
-#define LSR_INVOKE_MAX_DEPTH (1000 - 2)
-
-static int invoke_put_double(sr_buf_t *out, double v) {
-  char num[SR_JSON_DOUBLE_BUFSZ];
-  size_t nl = sr_json_fmt_double(v, num);
-  return sr_buf_append(out, num, nl);
-}
-
-static int invoke_put_string(sr_buf_t *out, const char *s, size_t n, size_t *bad) {
-  return sr_json_put_string(out, (const uint8_t *)s, n, bad);
-}
-
-static const lsr_emitter_t invoke_emitter = {
-    .name = "JSON",
-    .max_depth = LSR_INVOKE_MAX_DEPTH,
-    .null_ = LSR_TEXT("null"),
-    .true_ = LSR_TEXT("true"),
-    .false_ = LSR_TEXT("false"),
-    .list_open = LSR_TEXT("["),
-    .list_close = LSR_TEXT("]"),
-    .item_sep = LSR_TEXT(", "),
-    .key_sep = LSR_TEXT(": "),
-    .binary_hint = "",
-    .put_double = invoke_put_double,
-    .put_string = invoke_put_string,
-};
+/* JSON as the payload encoder writes it (lsr_json_emitter), for the
+ * arguments conn:invoke writes one by one into the params list: two levels
+ * (the INVOKE map, the params list) less deep, so an argument is refused
+ * here exactly when the whole payload would be. Set up by lsr_open_client. */
+static lsr_emitter_t invoke_emitter;
 
 #define LSR_APPEND_LIT(b, lit) sr_buf_append((b), (lit), sizeof(lit) - 1)
 
@@ -1050,6 +1025,8 @@ static const luaL_Reg client_funcs[] = {
 };
 
 void lsr_open_client(lua_State *L) {
+  invoke_emitter = lsr_json_emitter;
+  invoke_emitter.max_depth = lsr_json_emitter.max_depth - 2;
   if (luaL_newmetatable(L, LSR_CONN_MT)) {
     luaL_newlib(L, conn_methods);
     lua_setfield(L, -2, "__index");

@@ -65,6 +65,9 @@ typedef struct lsr_emitter_s {
   int (*put_string)(sr_buf_t *out, const char *s, size_t n, size_t *bad);
 } lsr_emitter_t;
 
+/* The JSON payload format (lsr_json.c): Python's separators, depth 1000. */
+extern const lsr_emitter_t lsr_json_emitter;
+
 /* Appends the value at idx to out in em's format. Returns 0 or a negative
  * SR_E* code with the message in err; leaves the Lua stack as it found it;
  * allocates nothing unless nesting exceeds 32 levels (frames, freed). */

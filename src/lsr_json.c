@@ -39,7 +39,7 @@ static int put_string(sr_buf_t *out, const char *s, size_t n, size_t *bad) {
 
 /* Pyro4's layout: Python's json.dumps separators ", " and ": ". No tuples:
  * tuple-marked tables are lists. */
-static const lsr_emitter_t json_emitter = {
+const lsr_emitter_t lsr_json_emitter = {
     .name = "JSON",
     .max_depth = ENC_MAX_DEPTH,
     .null_ = LSR_TEXT("null"),
@@ -55,7 +55,7 @@ static const lsr_emitter_t json_emitter = {
 };
 
 int lsr_json_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen) {
-  return lsr_encode(L, idx, &json_emitter, out, err, errlen);
+  return lsr_encode(L, idx, &lsr_json_emitter, out, err, errlen);
 }
 
 /* ---- decoder ---------------------------------------------------------- */
@@ -322,7 +322,7 @@ int lsr_json_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode_li
 
 /* ---- bindings --------------------------------------------------------- */
 
-static int l_json_encode(lua_State *L) { return lsr_codec_l_encode(L, &json_emitter); }
+static int l_json_encode(lua_State *L) { return lsr_codec_l_encode(L, &lsr_json_emitter); }
 
 static int l_json_decode(lua_State *L) { return lsr_codec_l_decode(L, lsr_json_decode); }
 

@@ -1303,26 +1303,7 @@ local function caller(name)
       error(errors.new("config", string.format(
         "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
     end
-    -- call_v's common case inline (one Lua call less per remote call)
-    local conn, meta = st.conn, st.meta
-    if conn ~= nil and meta ~= nil and st.ser == 2 and not st.busy and meta.methods[name]
-        and not meta.oneway[name] then
-      local cinvoke = conn.invoke
-      local rt = runtime_mod
-      local _, main = co_running()
-      if cinvoke and main and (rt == false or (rt ~= nil and not rt.has_exports())) then
-        local seq = (st.seq + 1) & 0xFFFF
-        local ok, v, code, sent = cinvoke(conn, seq, st.uri.object, name, st.timeout, ...)
-        if ok then
-          st.seq = seq
-          stats.fast = stats.fast + 1
-          if v == core.null then return nil end
-          return v
-        end
-        return fast_failed(st, name, seq, ok, v, code, sent, ...)
-      end
-    end
-    return call(st, name, table.pack(...))
+    return call_v(st, name, ...)
   end
   if ncallers >= 1024 then callers, ncallers = {}, 0 end
   callers[name], ncallers = f, ncallers + 1
