@@ -11,10 +11,11 @@
  * are synchronous (they return once the holder thread has done them, so
  * "address in use" is reported to the caller and a name is reachable as soon
  * as register returns). reply never waits for the holder (see
- * sr_holder_set_direct_writes). Events (INVOKE requests, log lines) go the
- * other way through a second queue; after pushing to an empty queue the
- * holder calls the owner's notify callback (from the holder thread: it must
- * only wake the owner up, e.g. uv_async_send).
+ * sr_holder_set_direct_writes, sr_holder_reply_via). Events (INVOKE
+ * requests, log lines) go the other way through a second queue: the holder
+ * thread collects what one loop iteration produced and pushes it in one go;
+ * after pushing to an empty queue it calls the owner's notify callback (from
+ * the holder thread: it must only wake the owner up, e.g. sr_async_wake).
  *
  * Ordering: each non-oneway INVOKE (and each wire PING) of a connection gets
  * the next reply slot of that connection. Replies may be handed over in any
