@@ -60,7 +60,7 @@ $(CORE_SO): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -o $@ $(CORE_OBJ) $(LIBS_CORE)
 
-$(CLI): src/main.c
+$(CLI): src/main.c src/lsr.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -DSR_BUILD_DIR='"$(BUILD)"' -Wl,-E $(LDFLAGS) -o $@ src/main.c $(LIBS_CLI)
 

@@ -799,13 +799,7 @@ static sr_reply_t *make_frame(uint16_t type, uint16_t flags, uint16_t seq, uint1
   sr_reply_t *r = malloc(sizeof *r + SR_WIRE_HEADER_SIZE + len);
   if (r == NULL) return NULL;
   memset(r, 0, sizeof *r);
-  sr_wire_header_t hd = { 0 };
-  hd.type = type;
-  hd.flags = flags;
-  hd.seq = seq;
-  hd.serializer = ser;
-  hd.data_len = (uint32_t)len;
-  sr_wire_header_encode(r->data, &hd);
+  sr_wire_put_header(r->data, type, flags, seq, ser, (uint32_t)len);
   if (len) memcpy(r->data + SR_WIRE_HEADER_SIZE, data, len);
   r->len = SR_WIRE_HEADER_SIZE + len;
   r->slot = slot;

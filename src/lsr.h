@@ -10,6 +10,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "wire.h"
+
 /* Each adds its functions/constants to the table at the top of the stack. */
 void lsr_open_wire(lua_State *L);      /* lsr_wire.c: Pyro4 frames */
 void lsr_open_json(lua_State *L);      /* lsr_json.c: JSON payloads */
@@ -18,5 +20,22 @@ void lsr_open_container(lua_State *L); /* lsr_container.c: IoC core */
 void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: daemon holder thread */
 void lsr_open_client(lua_State *L);    /* lsr_client.c: proxy connections */
 void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions */
+
+/* Sets type, flags, seq and serializer of h on the table at the top of the
+ * stack (the message tables of core.wire_decode and of proxy replies). */
+void lsr_set_msg_head(lua_State *L, const sr_wire_header_t *h); /* lsr_wire.c */
+
+/* A message handler for lua_pcall: the error as text (its __tostring, or
+ * "(error object is a <type> value)") with a traceback. Inline: the CLI
+ * (main.c, not linked with the module) uses it too. */
+static inline int lsr_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
 
 #endif

@@ -649,14 +649,7 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int k
     lua_pushlstring(L, (const char *)m->data, m->h.data_len);
     lua_setfield(L, -2, "data");
   }
-  lua_pushinteger(L, m->h.type);
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, m->h.flags);
-  lua_setfield(L, -2, "flags");
-  lua_pushinteger(L, m->h.seq);
-  lua_setfield(L, -2, "seq");
-  lua_pushinteger(L, ser);
-  lua_setfield(L, -2, "serializer");
+  lsr_set_msg_head(L, &m->h);
   if (m->h.ann_len > 0) {
     lua_newtable(L);
     size_t off = 0;
@@ -716,14 +709,8 @@ static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flag
     if (len > 0x7FFFFFFFu) {
       rc = sr_seterr(err, errlen, SR_ETOOBIG, "request too large to send: %s", sr_strerror(SR_ETOOBIG));
     } else {
-      sr_wire_header_t h = {.type = (uint16_t)type,
-                            .flags = (uint16_t)flags,
-                            .seq = (uint16_t)seq,
-                            .serializer = (uint16_t)ser,
-                            .ann_len = 0,
-                            .checksum = 0,
-                            .data_len = (uint32_t)len};
-      sr_wire_header_encode(c->out.data + queued, &h);
+      sr_wire_put_header(c->out.data + queued, (uint16_t)type, (uint16_t)flags, (uint16_t)seq,
+                         (uint16_t)ser, (uint32_t)len);
     }
   }
   if (rc != 0) {
@@ -962,14 +949,7 @@ static int lsr_conn_invoke(lua_State *L) {
     c->out.len = 0;
     return 0;
   }
-  sr_wire_header_t h = {.type = SR_MSG_INVOKE,
-                        .flags = 0,
-                        .seq = (uint16_t)seq,
-                        .serializer = SR_SER_JSON,
-                        .ann_len = 0,
-                        .checksum = 0,
-                        .data_len = (uint32_t)len};
-  sr_wire_header_encode(c->out.data, &h);
+  sr_wire_put_header(c->out.data, SR_MSG_INVOKE, 0, (uint16_t)seq, SR_SER_JSON, (uint32_t)len);
   c->queued = c->out.len;
   return send_and_receive(L, c, timeout, 0, 0, (long)seq);
 }

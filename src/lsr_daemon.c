@@ -140,16 +140,6 @@ static void close_async(void) {
   G.async = NULL;
 }
 
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
 static unsigned probe_serializers(lua_State *L) {
   if (G.probed) return G.ser_mask;
   unsigned mask = 0;
@@ -187,13 +177,7 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
     b->len = 0;
     return sr_seterr(err, errlen, SR_ETOOBIG, "result payload of %zu bytes is too large", dlen);
   }
-  sr_wire_header_t hd = { 0 };
-  hd.type = SR_MSG_RESULT;
-  hd.flags = flags;
-  hd.seq = seq;
-  hd.serializer = ser;
-  hd.data_len = (uint32_t)dlen;
-  sr_wire_header_encode(b->data, &hd);
+  sr_wire_put_header(b->data, SR_MSG_RESULT, flags, seq, ser, (uint32_t)dlen);
   int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_HOLDER;
   G.nreplies[how]++;
   rc = sr_holder_reply_via(G.h, conn, slot, b->data, b->len, how);
@@ -231,17 +215,10 @@ static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, 
     sr_buf_init(&b);
     const char *s = lua_tostring(L, -1);
     if (sr_holder_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
-      uint8_t hdr[SR_WIRE_HEADER_SIZE];
-      sr_wire_header_t hd = { 0 };
-      hd.type = SR_MSG_RESULT;
-      hd.flags = SR_FLAG_EXCEPTION;
-      hd.seq = ev->seq;
-      hd.serializer = ev->serializer;
-      hd.data_len = (uint32_t)b.len;
-      sr_wire_header_encode(hdr, &hd);
       sr_buf_t f;
       sr_buf_init(&f);
-      if (sr_buf_append(&f, hdr, sizeof hdr) == 0 && sr_buf_append(&f, b.data, b.len) == 0)
+      if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
+                         b.data, b.len) == 0)
         sr_holder_reply(G.h, ev->conn, ev->slot, f.data, f.len);
       sr_buf_free(&f);
     }
@@ -253,7 +230,7 @@ static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, 
 static void log_line(lua_State *L, int level, const char *text) {
   if (G.log_ref == LUA_NOREF) return;
   int base = lua_gettop(L);
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lsr_traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, G.log_ref);
   lua_pushinteger(L, level);
   lua_pushstring(L, text);
@@ -324,7 +301,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   char err[300];
   int oneway = (ev->flags & SR_FLAG_ONEWAY) != 0;
   int base = lua_gettop(L);
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lsr_traceback);
   if (G.handler_ref == LUA_NOREF) {
     lua_settop(L, base);
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");

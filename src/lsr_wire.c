@@ -53,17 +53,21 @@ static int push_fail(lua_State *L, int code, const char *msg) {
   return 3;
 }
 
+void lsr_set_msg_head(lua_State *L, const sr_wire_header_t *h) {
+  lua_pushinteger(L, h->type);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, h->flags);
+  lua_setfield(L, -2, "flags");
+  lua_pushinteger(L, h->seq);
+  lua_setfield(L, -2, "seq");
+  lua_pushinteger(L, h->serializer);
+  lua_setfield(L, -2, "serializer");
+}
+
 /* Pushes the message table for a framed (already validated) message. */
 static void push_msg(lua_State *L, const sr_wire_msg_t *m, size_t size) {
   lua_createtable(L, 0, 12);
-  lua_pushinteger(L, m->h.type);
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, m->h.flags);
-  lua_setfield(L, -2, "flags");
-  lua_pushinteger(L, m->h.seq);
-  lua_setfield(L, -2, "seq");
-  lua_pushinteger(L, m->h.serializer);
-  lua_setfield(L, -2, "serializer");
+  lsr_set_msg_head(L, &m->h);
   lua_pushinteger(L, (lua_Integer)m->h.data_len);
   lua_setfield(L, -2, "data_len");
   lua_pushinteger(L, m->h.ann_len);

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lsr.h"
+
 /* Fills root with the checkout's top directory when the executable lives in
  * <root>/bin and <root>/lua/springrun/init.lua exists; returns 1 if so. */
 static int find_checkout(char *root, size_t cap) {
@@ -36,16 +38,6 @@ static int find_checkout(char *root, size_t cap) {
   snprintf(top, sizeof top, "%s/..", bindir);
   if (realpath(top, root) == NULL) return 0;
   (void)cap;
-  return 1;
-}
-
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
   return 1;
 }
 
@@ -78,7 +70,7 @@ static int pmain(lua_State *L) {
   }
   lua_setglobal(L, "arg");
 
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lsr_traceback);
   int msgh = lua_gettop(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "springrun.cli");

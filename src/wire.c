@@ -173,6 +173,13 @@ long sr_wire_decode(const uint8_t *buf, size_t len, size_t max_message, sr_wire_
   return n;
 }
 
+void sr_wire_put_header(uint8_t out[SR_WIRE_HEADER_SIZE], uint16_t type, uint16_t flags,
+                        uint16_t seq, uint16_t serializer, uint32_t data_len) {
+  sr_wire_header_t h = {.type = type, .flags = flags, .seq = seq, .serializer = serializer,
+                        .data_len = data_len};
+  sr_wire_header_encode(out, &h);
+}
+
 int sr_wire_encode(sr_buf_t *out, uint16_t type, uint16_t flags, uint16_t seq,
                    uint16_t serializer, const sr_wire_ann_t *anns, size_t nanns,
                    const uint8_t *data, size_t len) {

@@ -86,6 +86,12 @@ uint16_t sr_wire_checksum(const sr_wire_header_t *h);
 /* Writes 24 header bytes for h, computing the checksum. */
 void sr_wire_header_encode(uint8_t out[SR_WIRE_HEADER_SIZE], const sr_wire_header_t *h);
 
+/* The header of a message without annotations (what replies and requests
+ * built in place behind their header need): sr_wire_header_encode of those
+ * fields. data_len must be <= 0x7fffffff (the caller checks). */
+void sr_wire_put_header(uint8_t out[SR_WIRE_HEADER_SIZE], uint16_t type, uint16_t flags,
+                        uint16_t seq, uint16_t serializer, uint32_t data_len);
+
 /* Decodes and validates 24 bytes at p: magic, version, checksum, data_len
  * sign, and data_len + ann_len <= max_message. Returns 0 or SR_EMAGIC,
  * SR_EVERSION, SR_ECHECKSUM, SR_ETOOBIG; err names the field and offset. */

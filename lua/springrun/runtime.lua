@@ -83,15 +83,20 @@ end
 
 -- Bookkeeping after a task ran until it yielded, returned or failed.
 -- Returns what resume returned, except that a finished task gives just true.
+-- A task whose function returned: forgotten, its coroutine pooled.
+local function retire(co)
+  tasks[co] = nil
+  ntasks = ntasks - 1
+  if npool < POOL_MAX then
+    npool = npool + 1
+    pool[npool] = co
+  end
+end
+
 local function finish(co, ok, ...)
   if ok then
     if ... ~= DONE then return true, ... end -- yielded, waiting for I/O
-    tasks[co] = nil
-    ntasks = ntasks - 1
-    if npool < POOL_MAX then
-      npool = npool + 1
-      pool[npool] = co
-    end
+    retire(co)
     return true
   end
   if tasks[co] then
@@ -131,14 +136,7 @@ local function spawn_function(fn, ...)
   ntasks = ntasks + 1
   local ok, r = coresume(co, fn, ...)
   if ok and r == DONE then
-    -- finish()'s bookkeeping for a task that returned, inline (most
-    -- incoming calls finish in the resume that starts them)
-    tasks[co] = nil
-    ntasks = ntasks - 1
-    if npool < POOL_MAX then
-      npool = npool + 1
-      pool[npool] = co
-    end
+    retire(co) -- most incoming calls finish in the resume that starts them
   elseif not ok then
     finish(co, ok, r)
   end
