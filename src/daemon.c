@@ -398,7 +398,7 @@ static void conn_table_remove(sr_holder_t *h, sr_conn_t *c) {
 
 /* ---- write side (both threads) -------------------------------------------- */
 
-/* CONNECTOKs that left in one write with the first reply (for the specs). */
+/* CONNECTOKs written in one write with the first reply (for the specs). */
 static atomic_ulong merged_connectoks;
 
 unsigned long sr_holder_merged_connectoks(void) { return atomic_load(&merged_connectoks); }
@@ -478,6 +478,9 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
     sr_reply_t *hd = w->held;
     struct iovec iov[2] = { { hd->data, hd->len }, { (void *)data, len } };
     struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    /* counted before the write: a peer that reads both answers may look at
+     * the count at once (the holder thread writes in batch/holder modes) */
+    atomic_fetch_add(&merged_connectoks, 1);
     ssize_t n;
     do
       n = sendmsg(w->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -507,7 +510,6 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
     }
     done = (size_t)n - hd->len;
     free(hd);
-    atomic_fetch_add(&merged_connectoks, 1);
     if (done == len) {
       free(r);
       return 0;
