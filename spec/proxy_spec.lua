@@ -540,6 +540,50 @@ describe("springrun.proxy with services exported by this process #net", function
     assert.are.equal("front(You got remote data => Hi)", front:relay("Hi"))
   end)
 
+  it("runs each call in a task the daemon binding starts, reuses its coroutine, reports one that fails", function()
+    local cleanup = proc.cleanups(finally)
+    local uv = require "luv"
+    local log = require "springrun.log"
+    local seen = {}
+    local Tasks = {
+      who = function() seen[#seen + 1] = runtime.current() end,
+      -- waits for a timer: ends through runtime.resume, not in its first resume
+      nap = function()
+        local co = runtime.current()
+        seen[#seen + 1] = co
+        local t = uv.new_timer()
+        t:start(20, 0, function() t:close() runtime.resume(co, "rested") end)
+        return coroutine.yield()
+      end,
+    }
+    local ex, port = export("Tasks", Tasks)
+    cleanup(function() ex:destroy() end)
+    local p = springrun.proxy(url_of(port, "Tasks"), { timeout = 10 })
+    cleanup(function() p:destroy() end)
+    p:who()
+    p:who()
+    assert.is_not_nil(seen[1])
+    assert.are.equal(seen[1], seen[2]) -- the first call's coroutine, pooled
+    assert.are.equal(0, runtime.tasks())
+    assert.are.equal("rested", p:nap())
+    assert.are.equal(0, runtime.tasks())
+    p:who() -- nap's coroutine, handed back by runtime.resume
+    assert.are.equal(seen[3], seen[4])
+    -- a task whose function fails (past the exporter's guards): reported, forgotten
+    local core = require "springrun.core"
+    core.daemon_set_handler(runtime._spawn_function, function() end, function() error("task kaboom") end)
+    cleanup(function() require("springrun.exporter")._dispatch_in_lua(false) end)
+    local lines = {}
+    local prev = log.set_output(function(l) lines[#lines + 1] = l end)
+    cleanup(function() log.set_output(prev) end)
+    local q = springrun.proxy(url_of(port, "Tasks"), { timeout = 0.3 })
+    cleanup(function() q:destroy() end)
+    local e = client.error_of(q.who, q)
+    assert.truthy(tostring(e):find("timed out", 1, true), tostring(e))
+    assert.truthy(table.concat(lines, "\n"):find("task failed: .*task kaboom"), table.concat(lines, "\n"))
+    assert.are.equal(0, runtime.tasks())
+  end)
+
   it("uses the springrun daemon's metadata: oneway without waiting, unknown names refused locally", function()
     local cleanup = proc.cleanups(finally)
     local seen = {}

@@ -15,7 +15,8 @@
 --
 -- A task that fails is reported through springrun.log (logger
 -- springrun.runtime) with its traceback; it never takes the loop down.
--- Every incoming remote call runs in its own task (see springrun.exporter).
+-- Every incoming remote call runs in its own task (see springrun.exporter),
+-- which the daemon binding starts in C (daemon_set_tasks below).
 --
 -- Shutdown on SIGINT/SIGTERM (serve_after_script): stop accepting and
 -- reading, let the calls in flight finish (at most `drain_timeout` seconds,
@@ -25,13 +26,18 @@
 -- signal during the drain skips the rest of the drain. runtime.stop()
 -- called while the CLI serves shuts down the same way.
 local uv = require "luv"
+local core = require "springrun.core"
 
 local M = {}
 
 M.drain_timeout = 10
 
-local tasks = setmetatable({}, { __mode = "k" }) -- co -> true while alive
-local ntasks = 0
+-- co -> true while alive (TASK_MARK: a task the daemon binding started for an
+-- incoming call, counted there: see daemon_set_tasks below)
+local tasks = setmetatable({}, { __mode = "k" })
+local ntasks = 0 -- tasks started here (spawn)
+local TASK_MARK = core.daemon_task_mark
+local task_done, ctasks = core.daemon_task_done, core.daemon_tasks
 local exports = 0 -- maintained by springrun.exporter through M._exported
 local stopped = false
 local running = false
@@ -93,15 +99,26 @@ local function retire(co)
   end
 end
 
+local costatus = coroutine.status
+
 local function finish(co, ok, ...)
   if ok then
-    if ... ~= DONE then return true, ... end -- yielded, waiting for I/O
+    if ... ~= DONE then
+      -- a task the daemon binding started ends by returning (no worker loop)
+      if tasks[co] == TASK_MARK and costatus(co) == "dead" then
+        tasks[co] = nil
+        task_done(co)
+        return true
+      end
+      return true, ... -- yielded, waiting for I/O
+    end
     retire(co)
     return true
   end
-  if tasks[co] then
+  local t = tasks[co]
+  if t then
     tasks[co] = nil
-    ntasks = ntasks - 1
+    if t == TASK_MARK then task_done(co) else ntasks = ntasks - 1 end
   end
   report(co, (...))
   return false, ...
@@ -144,12 +161,18 @@ local function spawn_function(fn, ...)
 end
 M._spawn_function = spawn_function
 
+-- Incoming calls: the daemon binding starts their tasks itself, in C, from a
+-- pool of its own (lsr_daemon.c, spawn_task): each is marked TASK_MARK in
+-- tasks, finished there when it returns in its first resume, else by
+-- resume/finish above; a failed one is reported with report.
+core.daemon_set_tasks(tasks, report)
+
 function M.spawn(fn, ...)
   if type(fn) ~= "function" then error("runtime.spawn: expected a function, got " .. type(fn), 2) end
   return spawn_function(fn, ...)
 end
 
-function M.tasks() return ntasks end
+function M.tasks() return ntasks + ctasks() end
 
 function M.has_exports() return exports > 0 end
 
@@ -194,7 +217,7 @@ function M.shutdown(skip_drain)
   local core = require "springrun.core"
   core.daemon_quiesce()
   if not skip_drain then
-    run_until(function() return ntasks == 0 end, M.drain_timeout)
+    run_until(function() return M.tasks() == 0 end, M.drain_timeout)
   end
   local ctxmod = package.loaded["springrun.context"]
   if type(ctxmod) == "table" and type(ctxmod.close_all) == "function" then
@@ -237,7 +260,7 @@ function M.serve_after_script()
       local core = require "springrun.core"
       core.daemon_quiesce()
       if not forced then
-        drained = run_until(function() return ntasks == 0 or forced end, M.drain_timeout)
+        drained = run_until(function() return M.tasks() == 0 or forced end, M.drain_timeout)
       end
       M.shutdown(true)
       return drained
