@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/callgrind.py -- instructions per call of a springrun server, by thread and library.
 
-    /usr/bin/python3 bench/callgrind.py [--calls 5000] [--scenario seq|table]
+    /usr/bin/python3 bench/callgrind.py [--calls 5000] [--scenario seq|table|connect]
 
 Runs bin/springrun bench/sr_server.lua under valgrind --tool=callgrind (one output per
 thread) twice: once serving 1 call, once serving 1 + CALLS calls from bench/sr_client.lua;
@@ -74,7 +74,7 @@ def measure(calls, scenario, tmp, tag):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=5000)
-    ap.add_argument("--scenario", default="seq", choices=["seq", "table"])
+    ap.add_argument("--scenario", default="seq", choices=["seq", "table", "connect"])
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="springrun-callgrind-")
     base = measure(1, a.scenario, tmp, "base")

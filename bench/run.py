@@ -46,7 +46,7 @@ MODES = {
                   conc=[1, 8, 32], conc_dur=0.5, conc_reps=1,
                   load=[1, 8, 32, 128], load_dur=0.5, load_reps=2,
                   idle=1000, soak=0, serpent=False, pyro_threads=200),
-    "full": dict(reps=5, seq_n=20000, oneway_n=20000, table_n=1000, connect_n=1000,
+    "full": dict(reps=5, seq_n=20000, oneway_n=20000, table_n=1000, connect_n=3000,
                  echo=[(1024, "1KB", 5000), (102400, "100KB", 1000), (1048576, "1MB", 50)],
                  conc=[1, 8, 32, 128], conc_dur=2.0, conc_reps=3,
                  load=[1, 8, 32, 128], load_dur=2.0, load_reps=3,
@@ -103,6 +103,7 @@ def stop(p):
 
 PIN = None  # None (free scheduling), "same" (all on CPU 0), "split" (servers CPU 0, clients CPU 1)
 ONECPU_ROW = "seq, one CPU"  # the "onecpu" part: sequential calls, every process on CPU 0
+ONECPU_CONNECT = "connect, one CPU"  # ... and connect + handshake + call, each system's own client
 
 
 def spawn(argv, role="client", **kw):
@@ -410,7 +411,8 @@ def report(res):
            "Pyro4 %(pyro4)s, gcc %(gcc)s; commit %(commit)s." % dict(
                {k: "?" for k in ("cpu", "cpus", "mem_mb", "kernel", "python", "pyro4", "gcc", "commit")},
                **res["machine"]),
-           "Medians over %d runs (min–max in brackets); %s. "
+           "Medians over %d runs (min–max in brackets; every run of the one-connection "
+           "scenarios against freshly started servers); %s. "
            "Echo rows are MB/s of payload moved (request + reply); others are calls/s. "
            "Pyro4 threadpool servers run with THREADPOOL_SIZE=%d." % (
                res["config"]["reps"], PIN_TEXT[res.get("pin")], res["config"]["pyro_threads"])]
@@ -428,9 +430,11 @@ def report(res):
     out.append(table(s, conc_rows, ccols, "p50", "Concurrent connections, latency p50 (µs)", lambda r: ""))
     out.append(table(s, conc_rows, ccols, "cpu_us", "Concurrent connections, server CPU per call (µs)", lambda r: ""))
     if ONECPU_ROW in s:
+        rows = [r for r in (ONECPU_ROW, ONECPU_CONNECT) if r in s]
         for key, title in (("rate", "calls/s"), ("p50", "latency p50 (µs)"), ("cpu_us", "server CPU per call (µs)")):
-            out.append(table(s, [ONECPU_ROW], ccols, key,
-                             "Sequential calls with every process on CPU 0 (C load client, one connection), " + title,
+            out.append(table(s, rows, ccols, key,
+                             "Every process on CPU 0 (seq: C load client, one connection; connect: "
+                             "each system's own client), " + title,
                              lambda r: ""))
     if res.get("idle"):
         out += ["", "**%d idle connections held open** (handshake done on each; server RSS "
@@ -505,6 +509,9 @@ def targets(res):
         (mb >= 1000 and y >= 6) if mb and y else None)
     x = r(med(s, "connect", "springrun", "rate"), med(s, "connect", "floor", "rate"))
     add("connect + handshake + call ≥ 0.7× floor", "%.2f×" % x if x else "—", x >= 0.7 if x else None)
+    x = r(med(s, ONECPU_CONNECT, "springrun", "rate"), med(s, ONECPU_CONNECT, "floor", "rate"))
+    if x:
+        add("connect + handshake + call ≥ 0.7× floor, all on one CPU", "%.2f×" % x, x >= 0.7)
     d = (res.get("idle") or {}).get("springrun")
     if d and "kb_per_conn" in d:
         lat = d["p50_after"] / d["p50_before"] if d.get("p50_before") and d.get("p50_after") else None
@@ -625,6 +632,14 @@ def main():
         if "single" in parts:
             for rep in range(cfg["reps"]):
                 log("single-connection scenarios, run %d/%d (%.0fs)" % (rep + 1, cfg["reps"], time.time() - t_start))
+                if rep > 0:
+                    # Fresh servers for every run: where the kernel puts a server's threads
+                    # relative to its client is mostly settled when they start and then
+                    # persists (a round trip is 3-5x faster with both on one CPU), so runs
+                    # against one long-lived server would repeat one placement, not sample it.
+                    for kind in list(servers):
+                        servers[kind].stop()
+                        servers[kind] = Server(kind, logdir, servers[kind].threads)
                 for row, sc, n, size in scen:
                     for name, client, skind, ser in cmb:
                         srv = servers[skind]
@@ -649,7 +664,10 @@ def main():
     if "onecpu" in parts and not PIN:
         # Sequential calls with every process on CPU 0 (server threads and the C load client,
         # one connection): no cross-CPU wake-ups, so server CPU per call is the server's own
-        # work plus same-CPU context switches. Fresh servers, started pinned.
+        # work plus same-CPU context switches. Fresh servers, started pinned. Then connect +
+        # handshake + call the same way, each system with its own client (as the connect row):
+        # the one comparison of that scenario that does not depend on where the kernel puts
+        # the client and the server's threads relative to each other.
         PIN = "same"
         pinned = {}
         try:
@@ -659,10 +677,14 @@ def main():
                 pinned[kind] = Server(kind, logdir, cfg["pyro_threads"])
             names = {"floor": "floor", "pyro-thread": "pyro4 json thread",
                      "pyro-multiplex": "pyro4 json multiplex", "springrun": "springrun"}
+            clients = {skind: client for name, client, skind, ser in main_combos}
             for rep in range(cfg["load_reps"]):
-                log("one CPU, sequential calls, run %d/%d (%.0fs)" % (rep + 1, cfg["load_reps"], time.time() - t_start))
+                log("one CPU, sequential calls and connects, run %d/%d (%.0fs)" % (
+                    rep + 1, cfg["load_reps"], time.time() - t_start))
                 for kind, srv in pinned.items():
                     record(names[kind], ONECPU_ROW, rep, run_client(load_argv(srv, 1, cfg["load_dur"], wire)))
+                    record(names[kind], ONECPU_CONNECT, rep,
+                           run_client(client_argv(clients[kind], srv, "connect", n=cfg["connect_n"])))
         finally:
             for srv in pinned.values():
                 srv.stop()
