@@ -803,21 +803,23 @@ static int l_reply_counts(lua_State *L) {
  * is called as handler(first, daemon_id, conn, ...) -- e.g. runtime.spawn
  * and the function each call runs in a task, without a Lua function in
  * between. */
+/* *ref becomes a registry reference to the value at idx (LUA_NOREF for
+ * none or nil); the one it held is dropped. */
+static void replace_ref(lua_State *L, int *ref, int idx) {
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, idx)) {
+    lua_pushvalue(L, idx);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  luaL_unref(L, LUA_REGISTRYINDEX, G.handler_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, G.handler_arg_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, G.log_ref);
-  lua_pushvalue(L, 1);
-  G.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  G.handler_arg_ref = LUA_NOREF;
-  if (!lua_isnoneornil(L, 3)) {
-    lua_pushvalue(L, 3);
-    G.handler_arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  lua_pushvalue(L, 2);
-  G.log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  replace_ref(L, &G.handler_ref, 1);
+  replace_ref(L, &G.handler_arg_ref, 3);
+  replace_ref(L, &G.log_ref, 2);
   return 0;
 }
 
@@ -831,12 +833,8 @@ static int l_set_tasks(lua_State *L) {
     lua_createtable(L, TASK_POOL_MAX, 0);
     G.pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  luaL_unref(L, LUA_REGISTRYINDEX, G.tasks_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, G.task_failed_ref);
-  lua_pushvalue(L, 2);
-  G.task_failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 1);
-  G.tasks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  replace_ref(L, &G.task_failed_ref, 2);
+  replace_ref(L, &G.tasks_ref, 1);
   return 0;
 }
 
