@@ -142,7 +142,7 @@ $(BENCH_FLOOR): bench/floor.c
 	$(CC) -std=c11 $(WARN) -O2 -g -o $@ bench/floor.c
 
 bench: deps all $(BENCH_FLOOR)
-	@command -v gnuplot >/dev/null 2>&1 || { echo "make bench: gnuplot is missing; install it with: apt-get install gnuplot-nox" >&2; exit 1; }
+	@sh .ci/deps gnuplot-nox
 	ulimit -n $$(ulimit -Hn) && BUILD=$(BUILD) /usr/bin/python3 bench/run.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_PIN),--pin $(BENCH_PIN))
 
 clean:
