@@ -910,16 +910,28 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
       method = e.method, code = e.code }
   end
 
-  -- The same call made as the first call of a new proxy (the general path:
-  -- connect, handshake) and as a later call on a connected one (the one-step
-  -- path, or the general one when `general_only`: an argument the one-step
-  -- path leaves to it); returns both outcomes, checking which path each took.
+  -- The same call made as the first call of a new proxy the general way
+  -- (connect, handshake, pipelined call), as a later call on a connected one
+  -- (conn:invoke, or the general path when `general_only`: an argument the
+  -- one-step paths leave to it), and as the first call of a new proxy in one
+  -- step (conn:connect_invoke: the metadata is cached by then); checks that
+  -- the third ends as the first and returns the first two outcomes.
   local function both_paths(general_only, method, ...)
+    proxy_mod._connect_one_step(false)
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     local f0 = fast_count()
     local general = outcome(p, method, ...)
+    proxy_mod._connect_one_step(true)
     assert.are.equal(f0, fast_count(), "the first call took the one-step path")
     p:destroy()
+    p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    f0 = fast_count()
+    local first = outcome(p, method, ...)
+    if general.ok and not general_only then
+      assert.are.equal(f0 + 1, fast_count(), "the first call did not take one step")
+    end
+    p:destroy()
+    assert.are.same(general, first, "the first call in one step")
     p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     assert.are.equal("warm", p:reply("ok", "warm"))
     f0 = fast_count()
@@ -1013,7 +1025,7 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     local cases = {
       { "ok", "v" }, { "ok", { 1, json.null, 3 } }, { "null" }, { "badseq", 1 }, { "badtype", 1 },
       { "serpent", "from serpent" }, { "stream", 1 }, { "exception", "boom" }, { "badjson" },
-      { "compressed", { x = string.rep("z", 200) } },
+      { "compressed", { x = string.rep("z", 200) } }, { "hangup" }, { "closeafter", "bye" },
     }
     for _, c in ipairs(cases) do
       local general, fast = both("reply", c[1], c[2])
@@ -1032,14 +1044,14 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
 
   it("raises closed without resending when the server hangs up on the request", function()
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
-    assert.are.equal(0, p:count("hangup"))
+    local h0 = p:count("hangup")
     local f0 = fast_count()
     local e = outcome(p, "reply", "hangup")
     assert.are.equal(f0 + 1, fast_count())
     assert.are.equal("closed", e.kind)
     assert.are.equal(string.format("call reply on %s failed: connection closed by the server", url_of(port, "Obj")),
       e.message)
-    assert.are.equal(1, p:count("hangup")) -- sent once, and a new connection afterwards
+    assert.are.equal(h0 + 1, p:count("hangup")) -- sent once, and a new connection afterwards
     p:destroy()
   end)
 
@@ -1059,6 +1071,42 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     assert.are.equal(f0, fast_count()) -- nothing went out on the dead connection
     assert.are.equal("more", p:reply("ok", "more"))
     assert.are.equal(f0 + 1, fast_count())
+  end)
+
+  it("takes one step for the first call of a new connection, with the handshake, once it knows the service", function()
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    assert.are.equal("warm", p:reply("ok", "warm")) -- metadata cached (or already)
+    p:destroy()
+    local s0 = proxy_mod.stats()
+    for i = 1, 3 do
+      p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+      assert.are.same({ { i }, {}, "Obj", 1, 0 }, p:echo(i))
+      assert.are.equal(1, p._pyro_seq)
+      assert.are.equal(i + 1, p:reply("ok", i + 1)) -- the connection goes on
+      assert.are.equal(2, p._pyro_seq)
+      p:destroy()
+    end
+    local s1 = proxy_mod.stats()
+    assert.are.equal(s0.connections + 3, s1.connections)
+    assert.are.equal(s0.pipelined + 3, s1.pipelined)
+    assert.are.equal(s0.fast + 6, s1.fast)
+    -- a oneway first call, a call in a task, a proxy with its own handshake
+    -- text: the general way
+    p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    assert.are.equal(0, select("#", p:ping()))
+    p:destroy()
+    local ok, v = client.in_task(function()
+      local q = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+      local r = q:reply("ok", "task")
+      q:destroy()
+      return r
+    end)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal("task", v)
+    p = springrun.proxy(url_of(port, "Obj"), { timeout = 10, handshake = "hello" })
+    assert.are.equal("own", p:reply("ok", "own"))
+    p:destroy()
+    assert.are.equal(s1.fast, proxy_mod.stats().fast)
   end)
 
   it("takes one step over TLS too", function()

@@ -54,6 +54,12 @@
  *       request's) for any other reply; request's failure tuple; nothing
  *       when nothing was sent (not idle, or an argument the general path
  *       must report) -- see lsr_conn_invoke.
+ *   conn:connect_invoke(cseq, cbytes, known, seq, object, method, timeout, args...)
+ *       -> true, value | false, "connect"|"result", msg
+ *        | nil, msg, code, sent, stage | nothing
+ *       the same for the first call of a new connection, sent with the
+ *       CONNECT (payload cbytes) in one write; the CONNECTOK must be `known`
+ *       byte for byte -- see lsr_conn_connect_invoke.
  *   conn:alive() -> boolean    (false when the peer closed or sent junk)
  *   conn:close()               (idempotent; also __gc and __close)
  *   conn:fileno() -> fd | -1
@@ -739,15 +745,11 @@ static int push_plain_string(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m
   return 1;
 }
 
-/* Sends c->out (everything queued), then, unless noreply, reads and pushes
- * the next message. Returns what conn:receive returns (see the header);
- * with fast_seq >= 0 (conn:invoke) a reply that is the plain result of
- * that call (RESULT, that seq, JSON, neither EXCEPTION nor ITEMSTREAMRESULT)
- * is returned as true, value, and any other reply as false, msg. */
-static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply,
-                            int known_idx, long fast_seq) {
+/* Sends c->out (everything queued) before the deadline. Returns 0, or
+ * pushes conn:request's failure tuple (nil, msg, code, sent) and returns 4
+ * (the connection is closed). */
+static int send_queued(lua_State *L, lsr_conn_t *c, double deadline, double timeout) {
   char err[256];
-  err[0] = '\0';
   c->out.len = c->queued; /* whole messages only */
   c->queued = 0;
   if (c->fd < 0) {
@@ -756,66 +758,77 @@ static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int nor
     lua_pushboolean(L, 0);
     return 4;
   }
-  double deadline = deadline_for(timeout);
+  if (c->out.len == 0) return 0;
+  size_t sent = 0;
   int oserr = 0;
-  int rc = 0;
-  if (c->out.len > 0) {
-    size_t sent = 0;
-    rc = send_all(c, deadline, &sent, &oserr);
-    c->out.len = 0;
-    if (rc != 0) {
-      if (rc == SR_ETIMEOUT) {
-        snprintf(err, sizeof(err), "sending the request timed out after %g s", timeout);
-        push_fail(L, err, "SR_ETIMEOUT");
-      } else if (rc == SR_ETLS) {
-        push_fail(L, "sending the request failed: TLS session broken", "SR_ETLS");
-      } else if (tls_diagnose(c, err, sizeof(err))) {
-        push_fail(L, err, "SR_ETLS");
-      } else {
-        snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
-        push_fail(L, err, errno_name(oserr));
-      }
-      conn_release(c);
-      lua_pushboolean(L, sent > 0);
-      return 4;
-    }
+  int rc = send_all(c, deadline, &sent, &oserr);
+  c->out.len = 0;
+  if (rc == 0) return 0;
+  if (rc == SR_ETIMEOUT) {
+    snprintf(err, sizeof(err), "sending the request timed out after %g s", timeout);
+    push_fail(L, err, "SR_ETIMEOUT");
+  } else if (rc == SR_ETLS) {
+    push_fail(L, "sending the request failed: TLS session broken", "SR_ETLS");
+  } else if (tls_diagnose(c, err, sizeof(err))) {
+    push_fail(L, err, "SR_ETLS");
+  } else {
+    snprintf(err, sizeof(err), "sending the request failed: %s", strerror(oserr));
+    push_fail(L, err, errno_name(oserr));
   }
-  if (noreply) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
+  conn_release(c);
+  lua_pushboolean(L, sent > 0);
+  return 4;
+}
 
-  sr_wire_msg_t m;
-  long got = recv_message(c, deadline, &m, err, sizeof(err), &oserr);
-  if (got < 0) {
-    int code = (int)got;
-    if (code == SR_ETIMEOUT) {
-      snprintf(err, sizeof(err), "no reply within %g s", timeout);
-      push_fail(L, err, "SR_ETIMEOUT");
-    } else if (code == SR_EIO && tls_diagnose(c, err, sizeof(err))) {
-      push_fail(L, err, "SR_ETLS");
-    } else if (code == SR_EIO) {
-      snprintf(err, sizeof(err), "receiving the reply failed: %s", strerror(oserr));
-      push_fail(L, err, errno_name(oserr));
-    } else {
-      push_fail(L, err[0] ? err : sr_strerror(code), sr_err_name(code));
-    }
-    conn_release(c);
-    lua_pushboolean(L, 1);
-    return 4;
+/* Reads the next message into *m before the deadline. Returns 0, or pushes
+ * the failure tuple (sent: true) and returns 4 (the connection is closed). */
+static int recv_reply(lua_State *L, lsr_conn_t *c, double deadline, double timeout,
+                      sr_wire_msg_t *m) {
+  char err[256];
+  err[0] = '\0';
+  int oserr = 0;
+  long got = recv_message(c, deadline, m, err, sizeof(err), &oserr);
+  if (got >= 0) return 0;
+  int code = (int)got;
+  if (code == SR_ETIMEOUT) {
+    snprintf(err, sizeof(err), "no reply within %g s", timeout);
+    push_fail(L, err, "SR_ETIMEOUT");
+  } else if (code == SR_EIO && tls_diagnose(c, err, sizeof(err))) {
+    push_fail(L, err, "SR_ETLS");
+  } else if (code == SR_EIO) {
+    snprintf(err, sizeof(err), "receiving the reply failed: %s", strerror(oserr));
+    push_fail(L, err, errno_name(oserr));
+  } else {
+    push_fail(L, err[0] ? err : sr_strerror(code), sr_err_name(code));
   }
-  int plain = fast_seq >= 0 && m.h.type == SR_MSG_RESULT && m.h.seq == fast_seq &&
-              m.h.serializer == SR_SER_JSON &&
-              (m.h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0;
+  conn_release(c);
+  lua_pushboolean(L, 1);
+  return 4;
+}
+
+/* Pushes the reply m: with fast_seq >= 0 (conn:invoke), the plain result of
+ * that call (RESULT, that seq, JSON, neither EXCEPTION nor ITEMSTREAMRESULT)
+ * as true, value, and any other reply as false, msg; else the msg table
+ * (push_reply, known_idx as conn:receive's). Returns the count pushed, or
+ * the failure tuple's 4 when the payload cannot be decoded (the connection
+ * is closed). */
+static int push_received(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int known_idx,
+                         long fast_seq) {
+  char err[256];
+  err[0] = '\0';
+  int rc = 0;
+  int plain = fast_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == fast_seq &&
+              m->h.serializer == SR_SER_JSON &&
+              (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0;
   if (plain) {
     lua_pushboolean(L, 1);
-    if (!push_plain_string(L, c, &m))
-      rc = decode_payload(L, SR_SER_JSON, m.h.flags, m.data, m.h.data_len, &c->tmp, err,
+    if (!push_plain_string(L, c, m))
+      rc = decode_payload(L, SR_SER_JSON, m->h.flags, m->data, m->h.data_len, &c->tmp, err,
                           sizeof(err));
     if (rc != 0) lua_pop(L, 1);
   } else {
     if (fast_seq >= 0) lua_pushboolean(L, 0);
-    rc = push_reply(L, c, &m, known_idx, err, sizeof(err));
+    rc = push_reply(L, c, m, known_idx, err, sizeof(err));
     if (rc != 0 && fast_seq >= 0) lua_pop(L, 1);
   }
   c->tmp.len = 0;
@@ -826,6 +839,23 @@ static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int nor
     return 4;
   }
   return fast_seq >= 0 ? 2 : 1;
+}
+
+/* Sends c->out (everything queued), then, unless noreply, reads and pushes
+ * the next message. Returns what conn:receive returns (see the header);
+ * with fast_seq >= 0 (conn:invoke) as push_received. */
+static int send_and_receive(lua_State *L, lsr_conn_t *c, double timeout, int noreply,
+                            int known_idx, long fast_seq) {
+  double deadline = deadline_for(timeout);
+  int n = send_queued(L, c, deadline, timeout);
+  if (n != 0) return n;
+  if (noreply) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  sr_wire_msg_t m;
+  if ((n = recv_reply(L, c, deadline, timeout, &m)) != 0) return n;
+  return push_received(L, c, &m, known_idx, fast_seq);
 }
 
 /* conn:push(type, flags, seq, ser, value) (see the header) */
@@ -911,6 +941,44 @@ static int encode_invoke(lua_State *L, lsr_conn_t *c, const char *obj, size_t on
   return rc;
 }
 
+/* The arguments seq, object, method, timeout at stack slots at..at + 3 of
+ * conn:invoke and conn:connect_invoke; the call's own arguments follow. */
+typedef struct invoke_args_s {
+  lua_Integer seq;
+  const char *obj, *meth;
+  size_t on, mn;
+  double timeout;
+} invoke_args_t;
+
+static void check_invoke_args(lua_State *L, int at, invoke_args_t *a) {
+  a->seq = luaL_checkinteger(L, at);
+  a->obj = luaL_checklstring(L, at + 1, &a->on);
+  a->meth = luaL_checklstring(L, at + 2, &a->mn);
+  a->timeout = opt_timeout(L, at + 3);
+  luaL_argcheck(L, a->seq >= 0 && a->seq <= 0xffff, at, "seq out of range");
+}
+
+/* Appends the JSON INVOKE of a's method with the arguments from stack slot
+ * at + 4 on to c->out (`before` bytes already there, room reserved by the
+ * caller) and queues everything. Returns 0, or -1 with nothing queued (an
+ * argument the general path must report). */
+static int queue_invoke(lua_State *L, lsr_conn_t *c, size_t before, const invoke_args_t *a,
+                        int at) {
+  char err[256];
+  err[0] = '\0';
+  c->out.len = before + SR_WIRE_HEADER_SIZE;
+  int rc = encode_invoke(L, c, a->obj, a->on, a->meth, a->mn, at + 4, lua_gettop(L), err, sizeof err);
+  size_t len = c->out.len - before - SR_WIRE_HEADER_SIZE;
+  if (rc != 0 || len > 0x7FFFFFFFu) {
+    c->out.len = 0;
+    return -1;
+  }
+  sr_wire_put_header(c->out.data + before, SR_MSG_INVOKE, 0, (uint16_t)a->seq, SR_SER_JSON,
+                     (uint32_t)len);
+  c->queued = c->out.len;
+  return 0;
+}
+
 /* conn:invoke(seq, object, method, timeout, args...) -> the common remote
  * call in one step: when the idle connection can carry a request (what
  * conn:alive() checks), encodes the JSON INVOKE of method(args...) (flags
@@ -927,31 +995,85 @@ static int encode_invoke(lua_State *L, lsr_conn_t *c, const char *obj, size_t on
  *                    caller takes the general path, which reports it. */
 static int lsr_conn_invoke(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
-  lua_Integer seq = luaL_checkinteger(L, 2);
-  size_t on, mn;
-  const char *obj = luaL_checklstring(L, 3, &on);
-  const char *meth = luaL_checklstring(L, 4, &mn);
-  double timeout = opt_timeout(L, 5);
-  luaL_argcheck(L, seq >= 0 && seq <= 0xffff, 2, "seq out of range");
-  int top = lua_gettop(L);
+  invoke_args_t a;
+  check_invoke_args(L, 2, &a);
   if (c->fd < 0 || c->queued != 0 || sr_framer_pending(&c->framer) != 0) return 0;
   if (!(c->tls ? tls_idle_ok(c) : fd_idle_ok(c->fd))) return 0;
-  char err[256];
-  err[0] = '\0';
   c->out.len = 0;
-  int rc = sr_buf_reserve(&c->out, SR_WIRE_HEADER_SIZE + (c->out.cap ? 0 : LSR_OUT_FIRST));
-  if (rc == 0) {
-    c->out.len = SR_WIRE_HEADER_SIZE;
-    rc = encode_invoke(L, c, obj, on, meth, mn, 6, top, err, sizeof err);
-  }
-  size_t len = c->out.len - SR_WIRE_HEADER_SIZE;
-  if (rc != 0 || len > 0x7FFFFFFFu) {
-    c->out.len = 0;
+  if (sr_buf_reserve(&c->out, SR_WIRE_HEADER_SIZE + (c->out.cap ? 0 : LSR_OUT_FIRST)) != 0 ||
+      queue_invoke(L, c, 0, &a, 2) != 0)
     return 0;
+  return send_and_receive(L, c, a.timeout, 0, 0, (long)a.seq);
+}
+
+/* conn:connect_invoke(cseq, cbytes, known, seq, object, method, timeout,
+ * args...) -> the first call of a new connection, pipelined with its
+ * handshake, in one step (the proxy's blocking path when it has the
+ * service's metadata from an earlier connection): queues the CONNECT
+ * (JSON, metadata asked for, sequence cseq; cbytes: its payload, already
+ * encoded) and the JSON INVOKE of method(args...) as conn:invoke encodes
+ * it, sends both in one write, reads the CONNECTOK, then the reply:
+ *   true, value           the CONNECTOK's payload is `known` byte for byte
+ *                         (the metadata is the cached one) and the reply
+ *                         the plain RESULT of the call
+ *   false, "connect", msg the first answer is anything else: msg as
+ *                         conn:receive(timeout, false, known) returns it;
+ *                         the reply is still to be read
+ *   false, "result", msg  the CONNECTOK was `known`; the reply is not a
+ *                         plain result (as conn:invoke's false, msg)
+ *   nil, msg, code, sent, stage  a failure: stage "connect" (sending, or
+ *                         reading the first answer) or "result" (reading
+ *                         the reply); the connection is closed
+ *   nothing               nothing was sent: not a fresh connection, or an
+ *                         argument the general path must report */
+static int lsr_conn_connect_invoke(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  lua_Integer cseq = luaL_checkinteger(L, 2);
+  size_t cn;
+  const char *cb = luaL_checklstring(L, 3, &cn);
+  invoke_args_t a;
+  check_invoke_args(L, 5, &a);
+  luaL_argcheck(L, cseq >= 0 && cseq <= 0xffff, 2, "seq out of range");
+  luaL_argcheck(L, cn <= 0x7FFFFFFFu, 3, "payload too large");
+  if (c->fd < 0 || c->queued != 0 || sr_framer_pending(&c->framer) != 0) return 0;
+  size_t at = SR_WIRE_HEADER_SIZE + cn; /* where the INVOKE starts */
+  c->out.len = 0;
+  if (sr_buf_reserve(&c->out, at + SR_WIRE_HEADER_SIZE + LSR_OUT_FIRST) != 0) return 0;
+  sr_wire_put_header(c->out.data, SR_MSG_CONNECT, SR_FLAG_META_ON_CONNECT, (uint16_t)cseq,
+                     SR_SER_JSON, (uint32_t)cn);
+  memcpy(c->out.data + SR_WIRE_HEADER_SIZE, cb, cn);
+  if (queue_invoke(L, c, at, &a, 5) != 0) return 0;
+  double timeout = a.timeout, deadline = deadline_for(timeout);
+  lua_Integer seq = a.seq;
+  sr_wire_msg_t m;
+  int n = send_queued(L, c, deadline, timeout);
+  if (n == 0) n = recv_reply(L, c, deadline, timeout, &m);
+  if (n != 0) {
+    lua_pushliteral(L, "connect");
+    return n + 1;
   }
-  sr_wire_put_header(c->out.data, SR_MSG_INVOKE, 0, (uint16_t)seq, SR_SER_JSON, (uint32_t)len);
-  c->queued = c->out.len;
-  return send_and_receive(L, c, timeout, 0, 0, (long)seq);
+  size_t kn;
+  const char *k = lua_tolstring(L, 4, &kn);
+  if (m.h.type != SR_MSG_CONNECTOK || !(m.h.flags & SR_FLAG_META_ON_CONNECT) || k == NULL ||
+      kn != m.h.data_len || (kn > 0 && memcmp(k, m.data, kn) != 0)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "connect");
+    if ((n = push_received(L, c, &m, 4, -1)) == 1) return 3;
+    lua_pushliteral(L, "connect"); /* a failure tuple */
+    return n + 1;
+  }
+  n = recv_reply(L, c, deadline, timeout, &m);
+  if (n == 0) n = push_received(L, c, &m, 0, (long)seq);
+  if (n != 2) {
+    lua_pushliteral(L, "result");
+    return n + 1;
+  }
+  if (!lua_toboolean(L, -2)) { /* false, msg -> false, "result", msg */
+    lua_pushliteral(L, "result");
+    lua_insert(L, -2);
+    return 3;
+  }
+  return 2;
 }
 
 /* client_encode_payload(ser, value) -> bytes | nil, msg, code */
@@ -988,6 +1110,7 @@ static int lsr_client_decode_payload(lua_State *L) {
 static const luaL_Reg conn_methods[] = {
     {"request", lsr_conn_request},
     {"invoke", lsr_conn_invoke},
+    {"connect_invoke", lsr_conn_connect_invoke},
     {"push", lsr_conn_push},
     {"receive", lsr_conn_receive},
     {"alive", lsr_conn_alive},

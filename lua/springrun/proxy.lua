@@ -70,8 +70,11 @@
 --     task and the loop is turned until it completes, so calling a service
 --     exported by the same process cannot deadlock. The common blocking
 --     call (JSON, a known method that is not oneway, an idle connection)
---     is one step in C (conn:invoke: encode, send, receive, decode);
---     anything unusual it meets ends on the general path, with the same
+--     is one step in C (conn:invoke: encode, send, receive, decode), and
+--     so is such a call as the first of a new connection to a service whose
+--     metadata is remembered (conn:connect_invoke: CONNECT and the call in
+--     one write, the CONNECTOK checked against the remembered one);
+--     anything unusual they meet ends on the general path, with the same
 --     results and errors. Calls from several tasks
 --     on one proxy queue up: one request at a time per connection.
 --   * Errors are always springrun.errors objects (nil is a legal result):
@@ -774,6 +777,23 @@ end
 -- or nothing when the arguments cannot be encoded (the handshake is then
 -- finished the usual way and the caller sends the call itself, failing as
 -- it would on any connection).
+-- The rest of a pipelined handshake once the first answer (msg) is read:
+-- the handshake's outcome, then (seq: the call was sent) the call's reply.
+local function pipelined_rest(st, c, cached, msg, seq, oneway)
+  local meta, on_connect = connect_reply(st, msg)
+  local m = cached
+  if on_connect and not msg.same then
+    m = meta_sets(st, meta, cached)
+    remember_meta(st.uri, m)
+    meta_raw[m] = msg.raw
+  end
+  st.meta = m
+  if not seq then return end
+  st.seq = seq
+  local reply, rmsg, rcode = c:receive(st.timeout, oneway)
+  return reply, seq, oneway, rmsg, rcode
+end
+
 local function pipelined(st, c, cached, name, args)
   local oneway = cached.oneway[name] == true
   local seq = (st.seq + 1) & 0xFFFF
@@ -809,18 +829,7 @@ local function pipelined(st, c, cached, name, args)
     c:close()
     error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
   end
-  local meta, on_connect = connect_reply(st, msg)
-  local m = cached
-  if on_connect and not msg.same then
-    m = meta_sets(st, meta, cached)
-    remember_meta(st.uri, m)
-    meta_raw[m] = msg.raw
-  end
-  st.meta = m
-  if not queued then return end
-  st.seq = seq
-  local reply, rmsg, rcode = c:receive(st.timeout, oneway)
-  return reply, seq, oneway, rmsg, rcode
+  return pipelined_rest(st, c, cached, msg, queued and seq, oneway)
 end
 
 -- Returns a connected, handshaken connection for st (reusing an idle one that
@@ -1081,6 +1090,55 @@ local function fast_failed(st, name, seq, ok, v, code, sent, ...)
   return call(st, name, table.pack(...))
 end
 
+-- The first call of a new connection in one step (see call_v), when the
+-- service's metadata and the encoded CONNECT are known from an earlier
+-- connection: connect, then conn:connect_invoke (CONNECT and the call in one
+-- write; the CONNECTOK checked against the cached one and a plain RESULT
+-- decoded in C). Whatever it cannot finish goes on where the general path
+-- (connection, pipelined, invoke) would, with the same results and errors.
+local connect_one_step = true -- for the specs: M._connect_one_step
+
+local function connect_v(st, name, cached, ...)
+  local known = meta_raw[cached]
+  local hello = hello_bytes[st.uri]
+  hello = hello and hello[st.ser]
+  if type(known) ~= "string" or hello == nil then return call(st, name, table.pack(...)) end
+  local c, emsg, code = connect_transport(st, nil)
+  if not c then error(comm_error(st, kind_of(code, true), "connecting to", emsg, code), 0) end
+  local seq = (st.seq + 1) & 0xFFFF
+  local ok, v, m, sent, stage = c:connect_invoke(st.seq, hello, known, seq, st.uri.object, name,
+    st.timeout, ...)
+  if ok == nil and v == nil then -- nothing sent: the general path, on a new connection
+    c:close()
+    return call(st, name, table.pack(...))
+  end
+  stats.connections = stats.connections + 1
+  stats.pipelined = stats.pipelined + 1
+  if ok == nil and stage == "connect" then
+    c:close()
+    error(comm_error(st, kind_of(m), "handshake with", v, m), 0)
+  end
+  st.conn = c
+  if ok == false and v == "connect" then -- not the cached CONNECTOK: as pipelined goes on
+    local fine, reply, rseq, _, rmsg, rcode = pcall(pipelined_rest, st, c, cached, m, seq, false)
+    if not fine then
+      st.conn = nil
+      c:close()
+      error(reply, 0)
+    end
+    if not reply then request_failed(st, name, 1, rmsg, rcode, true) end
+    return result_of(st, name, rseq, reply)
+  end
+  st.meta, st.seq = cached, seq
+  if ok then
+    stats.fast = stats.fast + 1
+    if v == get_core().null then return nil end
+    return v
+  end
+  if ok == nil then request_failed(st, name, 1, v, m, sent) end -- raises: the call was sent
+  return result_of(st, name, seq, m)
+end
+
 -- call(st, name, table.pack(...)), the common case first: in a plain script
 -- (not in a coroutine, no service exported by this process) on an idle C
 -- connection with JSON, to a known method that is not oneway, the whole
@@ -1105,6 +1163,17 @@ local function call_v(st, name, ...)
         return v
       end
       return fast_failed(st, name, seq, ok, v, code, sent, ...)
+    end
+  elseif conn == nil and connect_one_step and st.ser == 2 and not st.busy and st.handshake == nil
+      and st.named == nil and st.uri ~= nil then
+    -- a new connection: the first call goes with the handshake (connect_v)
+    local rt = runtime_mod
+    local _, main = co_running()
+    if main and (rt == false or (rt ~= nil and not rt.has_exports())) and not debug_on() then
+      local cached = meta_cache[meta_key(st.uri)]
+      if cached and cached.methods[name] and not cached.oneway[name] then
+        return connect_v(st, name, cached, ...)
+      end
     end
   end
   return call(st, name, table.pack(...))
@@ -1423,6 +1492,11 @@ end
 -- Counters of this process's proxy connections (tests, benchmarks):
 -- { connections = made, pipelined = those whose first call went out with
 -- the CONNECT (whether the handshake then succeeded or not) }.
+-- For the specs: the first call of a new connection in one step (connect_v,
+-- true: the default) or always the general way (false), so both can be
+-- checked to end alike.
+function M._connect_one_step(on) connect_one_step = on and true or false end
+
 function M.stats()
   return { connections = stats.connections, pipelined = stats.pipelined, fast = stats.fast }
 end
