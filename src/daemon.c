@@ -1297,7 +1297,9 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_close((uv_handle_t *)&c->tcp, on_conn_close);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
+#ifndef __linux__
+  uv_tcp_nodelay(&c->tcp, 1); /* on Linux: inherited from the listener (do_listen) */
+#endif
   uv_os_fd_t fd = -1;
   uv_fileno((uv_handle_t *)&c->tcp, &fd);
   c->w = wside_new(fd);
@@ -1481,6 +1483,11 @@ static void do_listen(sr_holder_t *h, sr_cmd_t *cmd) {
   d->listener.data = d;
   d->listener_open = 1;
   int r = uv_tcp_bind(&d->listener, (const struct sockaddr *)&cmd->addr, 0);
+#ifdef __linux__
+  /* Linux: accepted sockets inherit TCP_NODELAY from the listener, so it is
+   * set once here, not with a setsockopt per connection (on_connection) */
+  if (r == 0) r = uv_tcp_nodelay(&d->listener, 1);
+#endif
   /* the first objects are registered before accepting: a client that sees
    * the port open finds them */
   for (size_t i = 0; r == 0 && i < cmd->nobjs; i++) {
