@@ -540,6 +540,48 @@ describe("springrun.proxy with services exported by this process #net", function
     assert.are.equal("front(You got remote data => Hi)", front:relay("Hi"))
   end)
 
+  it("keeps its calls' tasks to itself when another state of the process (a luv thread) loads springrun", function()
+    local cleanup = proc.cleanups(finally)
+    local uv = require "luv"
+    local parked
+    local ex, port = export("Parking", {
+      park = function() parked = runtime.current(); coroutine.yield() end,
+      who = function() return runtime.current() ~= nil end,
+    })
+    cleanup(function() ex:destroy() end)
+    local p = springrun.PyroProxyFactory { service_url = url_of(port, "Parking"), timeout = 10 }
+    cleanup(function() p:destroy() end)
+    assert.is_true(p:who())
+    -- a call that stays alive in its task (parked until resumed below)
+    local q = springrun.proxy(url_of(port, "Parking"), { timeout = 10 })
+    cleanup(function() q:destroy() end)
+    local done = false
+    runtime.spawn(function() q:park() done = true end)
+    local deadline = client.now() + 10
+    while parked == nil and client.now() < deadline do proc.poll_step(5) end
+    assert.is_not_nil(parked)
+    assert.are.equal(2, runtime.tasks()) -- the caller's task and the parked call's
+    -- another Lua state loads springrun.runtime and counts its own tasks: none
+    local seen
+    local async = uv.new_async(function(n) seen = n end)
+    cleanup(function() async:close() end)
+    local thread = uv.new_thread(function(path, cpath, a)
+      package.path, package.cpath = path, cpath
+      a:send(require("springrun.runtime").tasks())
+    end, package.path, package.cpath, async)
+    thread:join()
+    deadline = client.now() + 10
+    while seen == nil and client.now() < deadline do proc.poll_step(5) end
+    assert.are.equal(0, seen)
+    assert.are.equal(2, runtime.tasks())
+    runtime.resume(parked)
+    deadline = client.now() + 10
+    while not done and client.now() < deadline do proc.poll_step(5) end
+    assert.is_true(done)
+    assert.are.equal(0, runtime.tasks())
+    assert.is_true(p:who())
+  end)
+
   it("runs each call in a task the daemon binding starts, reuses its coroutine, reports one that fails", function()
     local cleanup = proc.cleanups(finally)
     local uv = require "luv"

@@ -799,10 +799,6 @@ static int l_reply_counts(lua_State *L) {
   return 5;
 }
 
-/* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
- * is called as handler(first, daemon_id, conn, ...) -- e.g. runtime.spawn
- * and the function each call runs in a task, without a Lua function in
- * between. */
 /* *ref becomes a registry reference to the value at idx (LUA_NOREF for
  * none or nil); the one it held is dropped. */
 static void replace_ref(lua_State *L, int *ref, int idx) {
@@ -814,6 +810,10 @@ static void replace_ref(lua_State *L, int *ref, int idx) {
   }
 }
 
+/* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
+ * is called as handler(first, daemon_id, conn, ...) -- e.g. runtime.spawn
+ * and the function each call runs in a task, without a Lua function in
+ * between. */
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -823,12 +823,23 @@ static int l_set_handler(lua_State *L) {
   return 0;
 }
 
+/* True when L belongs to the state that opened the module first: the one
+ * whose thread serves incoming calls (G.L). Another state of the process
+ * (a luv thread's) shares the module's C side but has its own registry. */
+static int owner_state(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  int same = lua_tothread(L, -1) == G.L;
+  lua_pop(L, 1);
+  return same;
+}
+
 /* daemon_set_tasks(tasks, report): incoming calls run in coroutines
  * started here (spawn_task). tasks is runtime's table of live tasks;
  * report(co, err) is called for one that failed. */
 static int l_set_tasks(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!owner_state(L)) return 0; /* another state (a luv thread): its tasks stay in Lua */
   if (G.pool_ref == LUA_NOREF) {
     lua_createtable(L, TASK_POOL_MAX, 0);
     G.pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -843,6 +854,7 @@ static int l_set_tasks(lua_State *L) {
 static int l_task_done(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  if (!owner_state(L)) return 0;
   G.ctasks--;
   if (lua_status(co) == LUA_OK && lua_gettop(co) == 0 && G.pool_ref != LUA_NOREF)
     task_pool_push(L, 1);
@@ -851,7 +863,7 @@ static int l_task_done(lua_State *L) {
 
 /* daemon_tasks() -> the number of tasks started here and not finished. */
 static int l_tasks(lua_State *L) {
-  lua_pushinteger(L, G.ctasks);
+  lua_pushinteger(L, owner_state(L) ? G.ctasks : 0);
   return 1;
 }
 
@@ -1062,6 +1074,11 @@ static int l_gc(lua_State *L) {
   close_async();
   sr_buf_free(&G.buf);
   G.L = NULL;
+  /* the references lived in the closing state's registry */
+  G.handler_ref = G.handler_arg_ref = G.log_ref = LUA_NOREF;
+  G.tasks_ref = G.task_failed_ref = G.pool_ref = LUA_NOREF;
+  G.npool = 0;
+  G.ctasks = 0;
   return 0;
 }
 
