@@ -1062,7 +1062,8 @@ static int lsr_conn_connect_invoke(lua_State *L) {
     lua_pushliteral(L, "connect"); /* a failure tuple */
     return n + 1;
   }
-  n = recv_reply(L, c, deadline, timeout, &m);
+  /* the reply gets a timeout of its own, as conn:receive would give it */
+  n = recv_reply(L, c, deadline_for(timeout), timeout, &m);
   if (n == 0) n = push_received(L, c, &m, 0, (long)seq);
   if (n != 2) {
     lua_pushliteral(L, "result");

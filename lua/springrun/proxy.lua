@@ -768,15 +768,6 @@ local function handshake(st, c)
   st.meta = m
 end
 
--- The pipelined handshake (see meta_cache): CONNECT and the INVOKE of
--- name(args) leave in one write; then CONNECTOK is read (a failed handshake
--- raises exactly as handshake() does; one without metadata leaves the
--- cached metadata in use) and then the RESULT. Returns the
--- reply (or true for a oneway call, or nil, msg, code when reading the
--- RESULT failed: the request was sent) and the call's seq and oneway flag;
--- or nothing when the arguments cannot be encoded (the handshake is then
--- finished the usual way and the caller sends the call itself, failing as
--- it would on any connection).
 -- The rest of a pipelined handshake once the first answer (msg) is read:
 -- the handshake's outcome, then (seq: the call was sent) the call's reply.
 local function pipelined_rest(st, c, cached, msg, seq, oneway)
@@ -794,6 +785,15 @@ local function pipelined_rest(st, c, cached, msg, seq, oneway)
   return reply, seq, oneway, rmsg, rcode
 end
 
+-- The pipelined handshake (see meta_cache): CONNECT and the INVOKE of
+-- name(args) leave in one write; then CONNECTOK is read (a failed handshake
+-- raises exactly as handshake() does; one without metadata leaves the
+-- cached metadata in use) and then the RESULT. Returns the
+-- reply (or true for a oneway call, or nil, msg, code when reading the
+-- RESULT failed: the request was sent) and the call's seq and oneway flag;
+-- or nothing when the arguments cannot be encoded (the handshake is then
+-- finished the usual way and the caller sends the call itself, failing as
+-- it would on any connection).
 local function pipelined(st, c, cached, name, args)
   local oneway = cached.oneway[name] == true
   local seq = (st.seq + 1) & 0xFFFF
@@ -1105,6 +1105,7 @@ local function connect_v(st, name, cached, ...)
   if type(known) ~= "string" or hello == nil then return call(st, name, table.pack(...)) end
   local c, emsg, code = connect_transport(st, nil)
   if not c then error(comm_error(st, kind_of(code, true), "connecting to", emsg, code), 0) end
+  stats.connections = stats.connections + 1
   local seq = (st.seq + 1) & 0xFFFF
   local ok, v, m, sent, stage = c:connect_invoke(st.seq, hello, known, seq, st.uri.object, name,
     st.timeout, ...)
@@ -1112,7 +1113,6 @@ local function connect_v(st, name, cached, ...)
     c:close()
     return call(st, name, table.pack(...))
   end
-  stats.connections = stats.connections + 1
   stats.pipelined = stats.pipelined + 1
   if ok == nil and stage == "connect" then
     c:close()

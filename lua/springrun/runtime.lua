@@ -214,7 +214,6 @@ end
 
 -- Shutdown: see the header comment. Returns nothing.
 function M.shutdown(skip_drain)
-  local core = require "springrun.core"
   core.daemon_quiesce()
   if not skip_drain then
     run_until(function() return M.tasks() == 0 end, M.drain_timeout)
@@ -257,8 +256,7 @@ function M.serve_after_script()
     while not requested and not stopped and exports > 0 do uv.run("once") end
     if requested or stopped then -- stop() from the script's code: the same clean shutdown
       local drained = false
-      local core = require "springrun.core"
-      core.daemon_quiesce()
+          core.daemon_quiesce()
       if not forced then
         drained = run_until(function() return M.tasks() == 0 or forced end, M.drain_timeout)
       end
