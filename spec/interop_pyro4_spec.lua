@@ -15,7 +15,8 @@ local pyro4 = require "helpers.pyro4"
 
 local function url_of(name, port) return string.format("PYRO:%s@127.0.0.1:%d", name, port) end
 
-local err_of = require("helpers.client").error_of
+local client = require "helpers.client"
+local err_of = client.error_of
 
 -- A springrun proxy to url (timeout 10 s), destroyed by cleanup.
 local function proxy_of(cleanup, url)
@@ -282,6 +283,28 @@ describe("springrun interop: a springrun proxy calls a Python Pyro4 daemon #inte
         assert.are.same({ 1, "two", json.null }, svc:several())
         assert.is_nil(svc:nothing())
         assert.are.same({ json.null, 2 }, svc:echo_args(nil, 2))
+      end, ser)
+    end)
+  end
+
+  for _, ser in ipairs({ "json", "serpent" }) do
+    it("sends keyword arguments made with springrun.kwargs as Python's **kwargs (" .. ser .. ")", function()
+      with_service(function(svc, uri)
+        local want = "3: int 1 | a=str 'x' | b=list [1, None]"
+        local function kw() return springrun.kwargs { a = "x", b = json.array { 1, nil, n = 2 } } end
+        assert.are.equal(want, svc:describe(1, kw())) -- the first call: with the handshake
+        assert.are.equal(want, svc:describe(1, kw())) -- a later call on the connection
+        assert.are.equal("1: k=dict {}", svc:describe(springrun.kwargs { k = {} }))
+        assert.are.equal("1: int 2", svc:describe(2, springrun.kwargs {}))
+        -- a plain table as the last argument stays a positional dict
+        assert.are.equal("1: dict {'a': 'x'}", svc:describe({ a = "x" }))
+        -- a new proxy, the service's metadata known: its first call, kwargs and all
+        local again = springrun.proxy(uri, { timeout = 10, serializer = ser })
+        assert.are.equal(want, again:describe(1, kw()))
+        again:destroy()
+        local ok, v = client.in_task(function() return svc:describe(1, kw()) end)
+        assert.is_true(ok, tostring(v))
+        assert.are.equal(want, v)
       end, ser)
     end)
   end

@@ -540,6 +540,31 @@ describe("springrun.proxy with services exported by this process #net", function
     assert.are.equal("front(You got remote data => Hi)", front:relay("Hi"))
   end)
 
+  it("hands keyword arguments made with springrun.kwargs to a Lua service as one trailing table", function()
+    local cleanup = proc.cleanups(finally)
+    local ex, port = export("Greeter", {
+      greet = function(_, name, kw)
+        return (kw and kw.greeting or "Hello") .. " " .. name .. (kw and kw.times and (" x" .. kw.times) or "")
+      end,
+      count = function(_, ...) return select("#", ...) end,
+    })
+    cleanup(function() ex:destroy() end)
+    local p = springrun.proxy(url_of(port, "Greeter"), { timeout = 10 })
+    cleanup(function() p:destroy() end)
+    assert.are.equal("Hello Bob", p:greet("Bob"))
+    assert.are.equal("Hi Bob x2", p:greet("Bob", springrun.kwargs { greeting = "Hi", times = 2 }))
+    assert.are.equal(1, p:count("Bob", springrun.kwargs {})) -- no keywords: nothing extra
+    assert.are.equal(2, p:count("Bob", { greeting = "Hi" })) -- a plain table is an argument
+    local kw = { greeting = "Yo" }
+    local marked = springrun.kwargs(kw)
+    assert.is_nil(getmetatable(kw)) -- the caller's table is left alone
+    assert.are.equal("Yo Ann", p:greet("Ann", marked))
+    local e = tostring(client.error_of(springrun.kwargs, { "positional" }))
+    assert.truthy(e:find("springrun.kwargs: keyword names must be strings, got number 1", 1, true), e)
+    e = tostring(client.error_of(springrun.kwargs, "x"))
+    assert.truthy(e:find("springrun.kwargs: expected a table of keyword arguments, got string", 1, true), e)
+  end)
+
   it("keeps its calls' tasks to itself when another state of the process (a luv thread) loads springrun", function()
     local cleanup = proc.cleanups(finally)
     local uv = require "luv"

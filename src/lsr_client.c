@@ -95,6 +95,9 @@
 
 #define LSR_CONN_MT "springrun.client.conn"
 #define LSR_BOX_MT "springrun.client.buf"
+/* The metatable of springrun.kwargs{...} tables (core.kwargs_mt): a call's
+ * last argument carrying it is sent as the INVOKE's kwargs (proxy.lua). */
+#define LSR_KWARGS_MT "springrun.kwargs"
 /* Replies are read in chunks that start small (a connection usually sees a
  * few hundred bytes: allocating 64 KiB per connection and freeing it again
  * costs more than the reads) and double while reads fill them. */
@@ -933,6 +936,13 @@ static int encode_invoke(lua_State *L, lsr_conn_t *c, const char *obj, size_t on
       memcpy(c->head, out->data + start, c->head_len);
     }
   }
+  if (last >= first && lua_type(L, last) == LUA_TTABLE && lua_getmetatable(L, last)) {
+    /* keyword arguments: the general path (proxy.lua) sends them */
+    luaL_getmetatable(L, LSR_KWARGS_MT);
+    int kw = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (kw) return sr_seterr(err, errlen, SR_EINVAL, "keyword arguments");
+  }
   for (int i = first; rc == 0 && i <= last; i++) {
     if (i > first) rc = LSR_APPEND_LIT(out, ", ");
     if (rc == 0) rc = lsr_encode(L, i, &invoke_emitter, out, err, errlen);
@@ -1147,5 +1157,7 @@ void lsr_open_client(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  luaL_newmetatable(L, LSR_KWARGS_MT);
+  lua_setfield(L, -2, "kwargs_mt");
   luaL_setfuncs(L, client_funcs, 0);
 }

@@ -19,6 +19,7 @@ local exports = {
   PyroServiceExporter = { "springrun.remoting.pyro", "PyroServiceExporter" },
   PyroProxyFactory = { "springrun.remoting.pyro", "PyroProxyFactory" },
   proxy = { "springrun.remoting.pyro", "proxy" },
+  kwargs = { "springrun.proxy", "kwargs" },
   run = { "springrun.runtime", "run" },
   stop = { "springrun.runtime", "stop" },
   _serve_after_script = { "springrun.runtime", "serve_after_script" },

@@ -577,13 +577,25 @@ end
 
 -- The INVOKE payload: a map for JSON; for serpent the 4-tuple Pyro4 sends,
 -- (object, method, (params...), {kwargs}). args: a table.pack'ed list.
+-- The INVOKE payload of method(args) (args packed, .n set). A last argument
+-- made with springrun.kwargs is sent as the keyword arguments (a plain map,
+-- like Pyro4's **kwargs); args itself is left as it is (a retry encodes it
+-- again).
 local function invoke_payload(st, object, method, args)
+  local kwargs
+  local n = args.n or #args
+  local last = args[n]
+  if n > 0 and type(last) == "table" and getmetatable(last) == get_core().kwargs_mt then
+    kwargs = {}
+    for k, v in pairs(last) do kwargs[k] = v end
+    args = table.move(args, 1, n - 1, 1, { n = n - 1 })
+  end
   if st.ser == SERIALIZERS.serpent then
     local tuple = require("springrun.serpent").tuple
-    return tuple({ object, method, tuple(args), {} })
+    return tuple({ object, method, tuple(args), kwargs or {} })
   end
   return { object = object, method = method, params = setmetatable(args, array_mt()),
-    kwargs = NO_KWARGS }
+    kwargs = kwargs or NO_KWARGS }
 end
 
 -- The client TLS context of st (made once from its ssl_* properties; a
@@ -1492,6 +1504,25 @@ end
 -- Counters of this process's proxy connections (tests, benchmarks):
 -- { connections = made, pipelined = those whose first call went out with
 -- the CONNECT (whether the handshake then succeeded or not) }.
+-- springrun.kwargs(t): t's fields, as a new table, to pass as the last
+-- argument of a proxy call: they are sent as the call's keyword arguments
+-- (Pyro4's **kwargs; a springrun service gets them as one trailing table).
+-- Names must be strings.
+function M.kwargs(t)
+  if type(t) ~= "table" then
+    error("springrun.kwargs: expected a table of keyword arguments, got " .. type(t), 2)
+  end
+  local kw = {}
+  for k, v in pairs(t) do
+    if type(k) ~= "string" then
+      error(string.format("springrun.kwargs: keyword names must be strings, got %s %s", type(k),
+        tostring(k)), 2)
+    end
+    kw[k] = v
+  end
+  return setmetatable(kw, get_core().kwargs_mt)
+end
+
 -- For the specs: the first call of a new connection in one step (connect_v,
 -- true: the default) or always the general way (false), so both can be
 -- checked to end alike.
