@@ -126,6 +126,7 @@ fuzz: $(FUZZ_BINS)
 	  echo "fuzz: $$n ran clean for $(FUZZ_SECONDS)s"; done
 
 fuzz-clang:
+	@sh .ci/deps clang
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "make fuzz needs clang with libFuzzer" \
 	  "($(FUZZ_CC) not found): apt-get install clang"; exit 1; }
 
