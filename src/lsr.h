@@ -21,6 +21,13 @@ void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: daemon holder thread */
 void lsr_open_client(lua_State *L);    /* lsr_client.c: proxy connections */
 void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions */
 
+/* Pushes a userdata owning one (empty) sr_buf_t and returns the buffer: a
+ * function that fills a buffer and then pushes its bytes (lua_pushlstring,
+ * which raises when memory runs out) keeps it there, so the error cannot
+ * leak it; the userdata's __gc frees it (sr_buf_free right after the push
+ * gives the memory back at once). lsrun.c. */
+sr_buf_t *lsr_push_buf(lua_State *L);
+
 /* Sets type, flags, seq and serializer of h on the table at the top of the
  * stack (the message tables of core.wire_decode and of proxy replies). */
 void lsr_set_msg_head(lua_State *L, const sr_wire_header_t *h); /* lsr_wire.c */

@@ -94,7 +94,6 @@
 #include "wire.h"
 
 #define LSR_CONN_MT "springrun.client.conn"
-#define LSR_BOX_MT "springrun.client.buf"
 /* The metatable of springrun.kwargs{...} tables (core.kwargs_mt): a call's
  * last argument carrying it is sent as the INVOKE's kwargs (proxy.lua). */
 #define LSR_KWARGS_MT "springrun.kwargs"
@@ -193,20 +192,6 @@ static int push_fail(lua_State *L, const char *msg, const char *code) {
   lua_pushstring(L, msg);
   lua_pushstring(L, code);
   return 3;
-}
-
-/* A userdata owning one sr_buf_t, so a Lua error raised inside an encoder
- * (out of memory) cannot leak the buffer. */
-static sr_buf_t *push_box(lua_State *L) {
-  sr_buf_t *b = (sr_buf_t *)lua_newuserdatauv(L, sizeof(*b), 0);
-  sr_buf_init(b);
-  luaL_setmetatable(L, LSR_BOX_MT);
-  return b;
-}
-
-static int box_gc(lua_State *L) {
-  sr_buf_free((sr_buf_t *)luaL_checkudata(L, 1, LSR_BOX_MT));
-  return 0;
 }
 
 /* Decodes a payload (inflating through `tmp` when compressed) and pushes the
@@ -1091,7 +1076,7 @@ static int lsr_conn_connect_invoke(lua_State *L) {
 static int lsr_client_encode_payload(lua_State *L) {
   int ser = (int)luaL_checkinteger(L, 1);
   luaL_checkany(L, 2);
-  sr_buf_t *b = push_box(L);
+  sr_buf_t *b = lsr_push_buf(L);
   char err[256];
   err[0] = '\0';
   int rc = lsr_payload_encode(L, ser, 2, b, err, sizeof(err));
@@ -1107,7 +1092,7 @@ static int lsr_client_decode_payload(lua_State *L) {
   int flags = (int)luaL_checkinteger(L, 2);
   size_t n;
   const char *p = luaL_checklstring(L, 3, &n);
-  sr_buf_t *b = push_box(L);
+  sr_buf_t *b = lsr_push_buf(L);
   char err[256];
   err[0] = '\0';
   int rc = decode_payload(L, ser, flags, (const uint8_t *)p, n, b, err, sizeof(err));
@@ -1150,11 +1135,6 @@ void lsr_open_client(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, lsr_conn_tostring);
     lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, LSR_BOX_MT)) {
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
   luaL_newmetatable(L, LSR_KWARGS_MT);

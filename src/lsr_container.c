@@ -122,20 +122,16 @@ static int lsr_container_validate(lua_State *L) {
 static int lsr_container_eager_order(lua_State *L) {
   lsr_container_t *u = check_open(L);
   size_t n = sr_container_count(u->c), got = 0;
-  const char **ids = malloc((n ? n : 1) * sizeof(*ids));
-  if (ids == NULL) return luaL_error(L, "out of memory");
+  /* a userdata, not malloc: lua_pushstring below may raise (out of memory) */
+  const char **ids = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*ids), 0);
   char err[1024] = "";
   int rc = sr_container_eager_order(u->c, ids, &got, err, sizeof err);
-  if (rc < 0) {
-    free(ids);
-    return fail(L, rc, err);
-  }
+  if (rc < 0) return fail(L, rc, err);
   lua_createtable(L, (int)got, 0);
   for (size_t i = 0; i < got; i++) {
     lua_pushstring(L, ids[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  free(ids);
   return 1;
 }
 

@@ -345,16 +345,15 @@ int lsr_codec_fail(lua_State *L, int rc, const char *err) {
 
 int lsr_codec_l_encode(lua_State *L, const lsr_emitter_t *em) {
   char err[512];
-  sr_buf_t b;
   luaL_checkany(L, 1);
-  sr_buf_init(&b);
-  int rc = lsr_encode(L, 1, em, &b, err, sizeof err);
+  sr_buf_t *b = lsr_push_buf(L);
+  int rc = lsr_encode(L, 1, em, b, err, sizeof err);
   if (rc) {
-    sr_buf_free(&b);
+    sr_buf_free(b);
     return lsr_codec_fail(L, rc, err);
   }
-  lua_pushlstring(L, (const char *)b.data, b.len); /* may raise on OOM: b leaks then */
-  sr_buf_free(&b);
+  lua_pushlstring(L, b->data ? (const char *)b->data : "", b->len);
+  sr_buf_free(b);
   return 1;
 }
 

@@ -338,27 +338,25 @@ static int l_json_is_array(lua_State *L) {
 static int l_base64_encode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  sr_buf_t b;
-  sr_buf_init(&b);
-  if (sr_base64_encode(&b, (const uint8_t *)s, n)) return luaL_error(L, "out of memory");
-  lua_pushlstring(L, b.data ? (const char *)b.data : "", b.len);
-  sr_buf_free(&b);
+  sr_buf_t *b = lsr_push_buf(L);
+  if (sr_base64_encode(b, (const uint8_t *)s, n)) return luaL_error(L, "out of memory");
+  lua_pushlstring(L, b->data ? (const char *)b->data : "", b->len);
+  sr_buf_free(b);
   return 1;
 }
 
 static int l_base64_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  sr_buf_t b;
   char err[128];
-  sr_buf_init(&b);
-  int rc = sr_base64_decode(&b, (const uint8_t *)s, n, err, sizeof err);
+  sr_buf_t *b = lsr_push_buf(L);
+  int rc = sr_base64_decode(b, (const uint8_t *)s, n, err, sizeof err);
   if (rc) {
-    sr_buf_free(&b);
+    sr_buf_free(b);
     return lsr_codec_fail(L, rc, err);
   }
-  lua_pushlstring(L, b.data ? (const char *)b.data : "", b.len);
-  sr_buf_free(&b);
+  lua_pushlstring(L, b->data ? (const char *)b->data : "", b->len);
+  sr_buf_free(b);
   return 1;
 }
 

@@ -212,13 +212,12 @@ static int l_handshake_value(lua_State *L) {
   lua_Integer ser = luaL_checkinteger(L, 1);
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
-  sr_buf_t out;
-  sr_buf_init(&out);
+  sr_buf_t *out = lsr_push_buf(L);
   char err[256];
   err[0] = '\0';
-  int rc = sr_handshake_value((int)ser, (const uint8_t *)p, n, &out, err, sizeof err);
-  if (rc == 1) lua_pushlstring(L, out.data ? (const char *)out.data : "", out.len);
-  sr_buf_free(&out);
+  int rc = sr_handshake_value((int)ser, (const uint8_t *)p, n, out, err, sizeof err);
+  if (rc == 1) lua_pushlstring(L, out->data ? (const char *)out->data : "", out->len);
+  sr_buf_free(out);
   if (rc == 1) return 1;
   if (rc == 0) {
     lua_pushboolean(L, 0);

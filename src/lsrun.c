@@ -6,9 +6,28 @@
 #include "lsr.h"
 #include "sr.h"
 
+#define LSR_BUF_MT "springrun.buf"
+
+static int buf_gc(lua_State *L) {
+  sr_buf_free((sr_buf_t *)luaL_checkudata(L, 1, LSR_BUF_MT));
+  return 0;
+}
+
+sr_buf_t *lsr_push_buf(lua_State *L) {
+  sr_buf_t *b = (sr_buf_t *)lua_newuserdatauv(L, sizeof(*b), 0);
+  sr_buf_init(b);
+  luaL_setmetatable(L, LSR_BUF_MT);
+  return b;
+}
+
 int luaopen_springrun_core(lua_State *L);
 
 int luaopen_springrun_core(lua_State *L) {
+  if (luaL_newmetatable(L, LSR_BUF_MT)) {
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "luv");
   lua_call(L, 1, 0);
