@@ -66,8 +66,11 @@ typedef struct dec_s {
   size_t n;
   int depth, max_depth;
   size_t elems, max_elems;
-  int mt; /* stack slot of the array marker */
-  sr_buf_t scratch;
+  int mt;     /* stack slot of the array marker */
+  int fields; /* lsr_json_decode_invoke: the slot of the first of its four values */
+  int boxed;  /* the scratch buffer is a userdata's, at slot mt + 1 (dec_begin) */
+  sr_buf_t *scratch;
+  sr_buf_t local;
   char *err;
   size_t errlen;
 } dec_t;
@@ -124,7 +127,7 @@ static int dec_array(dec_t *d, size_t pos, size_t *end) {
 
 /* Decodes the map at pos. invoke == 0: pushes it as a table. invoke == 1
  * (the top-level map of an INVOKE, see lsr_json_decode_invoke): the values of
- * the four fields go to the stack slots d->mt + 1..4 (a repeated key: the
+ * the four fields go to the stack slots d->fields + 0..3 (a repeated key: the
  * last one wins) and the others are decoded (checked, counted) and dropped. */
 static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
   static const char *const keys[4] = { "object", "method", "params", "kwargs" };
@@ -146,7 +149,7 @@ static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
                             "expected a string key in double quotes");
     const char *k;
     size_t kl;
-    if ((rc = sr_json_read_string(p, d->n, pos, &d->scratch, &k, &kl, &pos, d->err, d->errlen)))
+    if ((rc = sr_json_read_string(p, d->n, pos, d->scratch, &k, &kl, &pos, d->err, d->errlen)))
       return rc;
     int slot = -1;
     if (!invoke)
@@ -161,7 +164,7 @@ static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
     if (!invoke)
       lua_rawset(L, -3);
     else if (slot >= 0)
-      lua_replace(L, d->mt + 1 + slot);
+      lua_replace(L, d->fields + slot);
     else
       lua_pop(L, 1);
     pos = sr_json_skip_ws(p, d->n, pos);
@@ -203,7 +206,7 @@ static int dec_value(dec_t *d, size_t pos, size_t *end) {
     case '"': {
       const char *s;
       size_t sl;
-      rc = sr_json_read_string(p, n, pos, &d->scratch, &s, &sl, end, d->err, d->errlen);
+      rc = sr_json_read_string(p, n, pos, d->scratch, &s, &sl, end, d->err, d->errlen);
       if (rc) return rc;
       lua_pushlstring(L, s, sl);
       return 0;
@@ -265,10 +268,21 @@ static int dec_begin(dec_t *d, lua_State *L, const uint8_t *p, size_t n,
   d->max_elems = lim && lim->max_elements > 0 ? lim->max_elements : SR_DECODE_DEFAULT_ELEMENTS;
   d->err = err;
   d->errlen = errlen;
-  sr_buf_init(&d->scratch);
-  if (!lua_checkstack(L, slots)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
+  sr_buf_init(&d->local);
+  d->scratch = &d->local;
+  d->boxed = 0;
+  if (!lua_checkstack(L, slots + 1)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
   lsr_push_array_mt(L);
   d->mt = lua_gettop(L);
+  /* A string with escapes is copied into the scratch buffer: with a
+   * backslash anywhere, the buffer is a userdata's on the stack, so a Lua
+   * error (out of memory) raised while values are pushed cannot leak it.
+   * Without one, as in most payloads, nothing is allocated for it. */
+  if (memchr(p, '\\', n) != NULL) {
+    d->scratch = lsr_push_buf(L);
+    d->boxed = 1;
+  }
+  d->fields = lua_gettop(L) + 1;
   return 0;
 }
 
@@ -281,8 +295,8 @@ static int dec_end(dec_t *d, int rc, size_t end, int top) {
     if (end < d->n)
       rc = sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, end, d->n, "expected end of input");
   }
-  if (rc == SR_ENOMEM && d->scratch.cap == 0) sr_seterr(d->err, d->errlen, rc, "out of memory");
-  sr_buf_free(&d->scratch);
+  if (rc == SR_ENOMEM && d->scratch->cap == 0) sr_seterr(d->err, d->errlen, rc, "out of memory");
+  sr_buf_free(d->scratch);
   if (rc) lua_settop(d->L, top);
   return rc;
 }
@@ -302,6 +316,7 @@ int lsr_json_decode_invoke(lua_State *L, const uint8_t *p, size_t n,
   rc = dec_end(&d, rc, end, top);
   if (rc) return rc;
   lua_remove(L, d.mt); /* the four values from top + 1 */
+  if (d.boxed) lua_remove(L, d.mt); /* the scratch buffer's userdata */
   return 0;
 }
 
