@@ -457,9 +457,16 @@ static int cmd_oneway(opts_t *o) {
   return 0;
 }
 
+#define CONNECT_WARM 50 /* connect: warm-up connections (as in the bench's other clients) */
+
 static int cmd_connect(opts_t *o) {
   char *msg = make_msg(SMALL - 4, 0);
   char rbuf[SMALL];
+  for (int i = 0; i < (o->warm < CONNECT_WARM ? o->warm : CONNECT_WARM); i++) {
+    int fd = dial(o->port);
+    roundtrip(fd, msg, SMALL, rbuf);
+    close(fd);
+  }
   double *lat = malloc((size_t)o->n * sizeof *lat);
   if (!lat) die("malloc");
   double cpu0 = proc_cpu(o->pid), t0 = now_mono();

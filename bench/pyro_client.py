@@ -24,7 +24,7 @@ import Pyro4.message
 import Pyro4.util
 
 CLK = os.sysconf("SC_CLK_TCK")
-
+CONNECT_WARM = 50  # connect: warm-up connections (as in bench/sr_client.lua, floor.c)
 
 def proc_cpu(pid):
     if not pid:
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--serializer", default="json")
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--warm", type=int, default=200)
+    ap.add_argument("--warm", type=int, default=200)  # connect: at most CONNECT_WARM
     ap.add_argument("--pid", type=int, default=0)
     ap.add_argument("--start", type=float, default=0)
     ap.add_argument("--dur", type=float, default=1.0)
@@ -105,6 +105,10 @@ def main():
         write_wire(a.serializer, a.out)
         return
     if a.scenario == "connect":
+        for _ in range(min(a.warm, CONNECT_WARM)):
+            p = Pyro4.Proxy(a.uri)
+            p.get_data("Hello")
+            p._pyroRelease()
         lat = []
         clock = time.perf_counter
         cpu0 = proc_cpu(a.pid)

@@ -20,6 +20,7 @@ end
 if not opts.scenario then error("sr_client.lua: --scenario is required") end
 
 local CLK = 100 -- sysconf(_SC_CLK_TCK) on Linux
+local CONNECT_WARM = 50 -- connect: warm-up connections (as in bench/pyro_client.py, floor.c)
 
 local function proc_cpu(pid)
   if not pid or pid == 0 then return nil end
@@ -102,6 +103,11 @@ end
 
 local sc = opts.scenario
 if sc == "connect" then
+  for _ = 1, math.min(opts.warm, CONNECT_WARM) do
+    local p = new_proxy()
+    p:get_data("Hello")
+    release(p)
+  end
   local lat = {}
   local cpu0 = proc_cpu(opts.pid)
   local t0 = now()
