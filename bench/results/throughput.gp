@@ -8,7 +8,7 @@ set xlabel 'concurrent connections'
 set ylabel 'calls per second'
 set grid
 set key below
-set title 'Throughput vs concurrent connections (full, 2026-11-26 00:35:26 UTC)'
+set title 'Throughput vs concurrent connections (full, 2026-11-26 01:06:05 UTC)'
 plot '/work/main/bench/results/throughput.dat' using 1:2 with linespoints lw 2 dt 1 lc rgb '#555555' title 'floor (C load client)', \
      '/work/main/bench/results/throughput.dat' using 1:3 with linespoints lw 2 dt 1 lc rgb '#d95f02' title 'pyro4 json thread (C load client)', \
      '/work/main/bench/results/throughput.dat' using 1:4 with linespoints lw 2 dt 1 lc rgb '#e6ab02' title 'pyro4 json multiplex (C load client)', \
