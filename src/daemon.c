@@ -290,6 +290,17 @@ int sr_holder_encode_string(sr_buf_t *out, int ser, const char *s, size_t n) {
 
 /* ---- events to the owner ------------------------------------------------- */
 
+/* Appends n to the chain *first..*last (linked through next) that is
+ * handed to a queue later in one sr_queue_push_chain. */
+static void chain_append(sr_qnode_t **first, sr_qnode_t **last, sr_qnode_t *n) {
+  n->next = NULL;
+  if (*last)
+    (*last)->next = n;
+  else
+    *first = n;
+  *last = n;
+}
+
 /* The holder whose thread this is (NULL on any other thread). */
 static _Thread_local sr_holder_t *tl_holder;
 
@@ -309,12 +320,7 @@ static void on_flush_prep(uv_prepare_t *p) { flush_events(p->data); }
  * instead of one per event the owner manages to take in between. */
 static void push_event(sr_holder_t *h, sr_event_t *ev) {
   if (tl_holder == h && !h->stopping) {
-    ev->node.next = NULL;
-    if (h->ev_last)
-      h->ev_last->next = &ev->node;
-    else
-      h->ev_first = &ev->node;
-    h->ev_last = &ev->node;
+    chain_append(&h->ev_first, &h->ev_last, &ev->node);
     return;
   }
   if (sr_queue_push(&h->events, &ev->node) && h->notify) h->notify(h->notify_ud);
@@ -462,85 +468,96 @@ static sr_reply_t *copy_reply(const uint8_t *data, size_t len, uint32_t slot) {
   return r;
 }
 
-/* Sends data (or owned reply r) now. direct: the owner thread, which writes
- * with send() while nothing is queued and queues what the socket did not
- * take; otherwise (the holder) queue for uv_write. Called with w->mu held.
- * Returns 0, or -1 when the socket failed (the connection must be closed). */
+/* Writes the parts of iov (one or two) to fd without blocking. Returns the
+ * bytes the socket took (fewer than all when it is full), or -1 when it
+ * failed. */
+static ssize_t send_parts(int fd, const struct iovec *iov, int cnt) {
+  size_t total = 0, done = 0;
+  for (int i = 0; i < cnt; i++) total += iov[i].iov_len;
+  while (done < total) {
+    struct iovec v[2];
+    int k = 0;
+    size_t skip = done;
+    for (int i = 0; i < cnt; i++) {
+      if (skip >= iov[i].iov_len) {
+        skip -= iov[i].iov_len;
+        continue;
+      }
+      v[k].iov_base = (char *)iov[i].iov_base + skip;
+      v[k++].iov_len = iov[i].iov_len - skip;
+      skip = 0;
+    }
+    struct msghdr mh = { .msg_iov = v, .msg_iovlen = (size_t)k };
+    ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0)
+      done += (size_t)n;
+    else if (n < 0 && errno == EINTR)
+      continue;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    else
+      return -1;
+  }
+  return (ssize_t)done;
+}
+
+/* Sends data (or owned reply r) now. direct: with sendmsg() while nothing
+ * is queued -- the held CONNECTOK of a pipelining client going in the same
+ * write -- queueing what the socket did not take; otherwise (or with TLS)
+ * queue it for the holder's uv_write. Called with w->mu held. Returns 0, or
+ * -1 when the socket failed (the connection must be closed). */
 static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_t *r,
                        int direct) {
   if (r) {
     data = r->data;
     len = r->len;
   }
-  size_t done = 0;
-  if (direct && w->held && w->queued == 1 && !w->tls) {
-    /* the held CONNECTOK and this reply in one write */
-    sr_reply_t *hd = w->held;
-    struct iovec iov[2] = { { hd->data, hd->len }, { (void *)data, len } };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-    /* counted before the write: a peer that reads both answers may look at
-     * the count at once (the holder thread writes in batch/holder modes) */
-    atomic_fetch_add(&merged_connectoks, 1);
-    ssize_t n;
-    do
-      n = sendmsg(w->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+  int merge = w->held != NULL && w->queued == 1;
+  struct iovec iov[2];
+  int cnt = 0;
+  sr_reply_t *hd = NULL;
+  ssize_t sent = 0;
+  if (direct && !w->tls && (w->queued == 0 || merge)) {
+    if (merge) { /* the held CONNECTOK and this reply in one write */
+      hd = w->held;
+      w->held = NULL;
+      w->queued--;
+      iov[cnt++] = (struct iovec){ hd->data, hd->len };
+      /* counted before the write: a peer that reads both answers may look
+       * at the count at once (the holder thread writes in batch/holder modes) */
+      atomic_fetch_add(&merged_connectoks, 1);
+    }
+    iov[cnt++] = (struct iovec){ (void *)data, len };
+    sent = send_parts(w->fd, iov, cnt);
+    if (sent < 0) {
+      free(hd);
       free(r);
       return -1;
     }
-    if (n < 0) n = 0;
-    w->held = NULL;
-    w->queued--;
-    if ((size_t)n < hd->len) { /* the socket took less than the CONNECTOK */
-      sr_reply_t *rest = malloc(sizeof *rest + (hd->len - (size_t)n) + len);
-      if (rest == NULL) {
-        free(hd);
-        free(r);
-        return -1;
-      }
-      memset(rest, 0, sizeof *rest);
-      rest->len = hd->len - (size_t)n + len;
-      memcpy(rest->data, hd->data + n, hd->len - (size_t)n);
-      memcpy(rest->data + hd->len - (size_t)n, data, len);
-      free(hd);
-      free(r);
-      outq_push_locked(w, rest);
-      return 0;
-    }
-    done = (size_t)n - hd->len;
-    free(hd);
-    if (done == len) {
-      free(r);
-      return 0;
-    }
-  } else if (direct && w->queued == 0 && !w->tls) {
-    while (done < len) {
-      ssize_t n = send(w->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        done += (size_t)n;
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        break;
-      } else {
-        free(r);
-        return -1;
-      }
-    }
-    if (done == len) {
-      free(r);
-      return 0;
+  } else {
+    iov[cnt++] = (struct iovec){ (void *)data, len };
+  }
+  size_t total = (hd ? hd->len : 0) + len, done = (size_t)sent;
+  sr_reply_t *rest = NULL;
+  if (done == total) {
+    /* all of it left */
+  } else if (r && hd == NULL && done == 0) {
+    rest = r; /* nothing of it left: queued as it is */
+    r = NULL;
+  } else if ((rest = malloc(sizeof *rest + (total - done))) != NULL) {
+    memset(rest, 0, sizeof *rest);
+    for (int i = 0; i < cnt; i++) { /* what the socket did not take, in order */
+      size_t skip = done < iov[i].iov_len ? done : iov[i].iov_len;
+      done -= skip;
+      memcpy(rest->data + rest->len, (char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+      rest->len += iov[i].iov_len - skip;
     }
   }
-  if (r && done == 0) {
-    outq_push_locked(w, r);
-    return 0;
-  }
-  sr_reply_t *rest = copy_reply(data + done, len - done, 0);
+  int failed = sent < (ssize_t)total && rest == NULL;
+  free(hd);
   free(r);
-  if (rest == NULL) return -1;
-  outq_push_locked(w, rest);
+  if (failed) return -1;
+  if (rest) outq_push_locked(w, rest);
   return 0;
 }
 
@@ -2014,12 +2031,7 @@ int sr_holder_reply_via(sr_holder_t *h, uint64_t conn, uint32_t slot, const uint
     r->head.kind = CMD_REPLY;
     r->conn = conn;
     if (how == SR_REPLY_BATCH) {
-      r->head.node.next = NULL;
-      if (h->rep_last)
-        h->rep_last->next = &r->head.node;
-      else
-        h->rep_first = &r->head.node;
-      h->rep_last = &r->head.node;
+      chain_append(&h->rep_first, &h->rep_last, &r->head.node);
       /* a long batch starts going out before it is complete */
       if (++h->nrep >= REPLY_BATCH_MAX) sr_holder_flush_replies(h);
       return 0;
