@@ -10,6 +10,7 @@ LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 
 CC ?= cc
+CXX ?= c++
 OPT ?= -O2
 SANITIZE ?=
 ifeq ($(SANITIZE),1)
@@ -36,11 +37,14 @@ endif
 WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
              -I$(LUA_INCDIR) -I$(LUA_INCDIR)/luv $(SANFLAGS) $(CFLAGS)
-LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lssl -lcrypto -lpthread
+LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lssl -lcrypto -ldouble-conversion -lpthread
 LIBS_CLI = -llua$(LUA_VERSION) -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
-CORE_OBJ = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(CORE_SRC))
+# dconv.cc: the C face of libdouble-conversion, the core's only C++ file
+CORE_OBJ = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(CORE_SRC)) $(BUILD)/obj/dconv.o
+CXXFLAGS_ALL = -std=c++11 -Wall -Wextra -Werror $(OPT) -g -fPIC -fno-exceptions -fno-rtti \
+               $(SANFLAGS) $(CXXFLAGS)
 HEADERS = $(wildcard src/*.h)
 CORE_SO = $(BUILD)/springrun/core.so
 CLI = bin/$(CLI_NAME)
@@ -55,6 +59,10 @@ all: $(CORE_SO) $(CLI)
 $(BUILD)/obj/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(BUILD)/obj/dconv.o: src/dconv.cc src/dconv.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_ALL) -c -o $@ $<
 
 $(CORE_SO): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -111,6 +119,7 @@ soak: deps all
 # build/fuzz/corpus/<name>/, crashes to build/fuzz/<name>-crash-*).
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
+FUZZ_CXX ?= clang++
 FUZZ_BUILD = build/fuzz
 FUZZ_LIBSRC = $(filter-out src/lsr%.c src/main.c src/fuzz_%.c,$(wildcard src/*.c))
 FUZZ_BINS = $(patsubst src/fuzz_%.c,$(FUZZ_BUILD)/fuzz_%,$(wildcard src/fuzz_*.c))
@@ -132,7 +141,10 @@ fuzz-clang:
 
 $(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) -luv -lz -lssl -lcrypto -lpthread -lm
+	$(FUZZ_CXX) -std=c++11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+	  -c -o $@-dconv.o src/dconv.cc
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) $@-dconv.o -luv -lz -lssl -lcrypto \
+	  -ldouble-conversion -lstdc++ -lpthread -lm
 
 # Benchmarks (issue 7, not part of make test): springrun, Pyro4 and a C floor side by
 # side in one run; tables to stdout and bench/results/. BENCH_QUICK=1: short run;

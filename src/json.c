@@ -9,13 +9,12 @@
 #include "json.h"
 
 #include <float.h>
-#include <locale.h>
-#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dconv.h"
 #include "payload.h"
 
 #if defined(__SSE2__)
@@ -75,19 +74,6 @@ size_t sr_utf8_check(const uint8_t *s, size_t len) {
 
 /* ---- numbers out ------------------------------------------------------ */
 
-/* printf/strtod must use '.' whatever LC_NUMERIC a script picked with
- * os.setlocale: both run under a per-thread "C" locale (uselocale). */
-static locale_t c_locale;
-static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
-static void c_locale_init(void) { c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0); }
-static locale_t c_locale_push(void) {
-  pthread_once(&c_locale_once, c_locale_init);
-  return c_locale ? uselocale(c_locale) : (locale_t)0;
-}
-static void c_locale_pop(locale_t old) {
-  if (old) uselocale(old);
-}
-
 size_t sr_json_fmt_int(int64_t v, char *out) {
   char tmp[24];
   size_t k = 0, n = 0;
@@ -101,89 +87,6 @@ size_t sr_json_fmt_int(int64_t v, char *out) {
   return n;
 }
 
-/* Rounds the 17 correctly rounded significant digits dig17 to p (15 or 16)
- * digits into r, adding a carry to *e; -1 when dig17 sits exactly on the
- * rounding boundary, where only a direct conversion of the double can tell. */
-static int round_digits(const char *dig17, int p, char *r, int *e) {
-  if (dig17[p] == '5' && (p == 16 || dig17[16] == '0')) return -1;
-  memcpy(r, dig17, (size_t)p);
-  if (dig17[p] >= '5') {
-    int i = p - 1;
-    while (i >= 0 && r[i] == '9') r[i--] = '0';
-    if (i < 0) {
-      r[0] = '1';
-      (*e)++;
-    } else {
-      r[i]++;
-    }
-  }
-  return 0;
-}
-
-/* Writes "D.DDDDe<exp>" for nd digits into out; returns out. */
-static char *e_text(char *out, const char *dig, int nd, int e) {
-  size_t o = 0;
-  out[o++] = dig[0];
-  out[o++] = '.';
-  memcpy(out + o, dig + 1, (size_t)nd - 1);
-  o += (size_t)nd - 1;
-  out[o++] = 'e';
-  o += sr_json_fmt_int(e, out + o);
-  out[o] = '\0';
-  return out;
-}
-
-/* Shortest significant digits of a (finite, > 0) that strtod reads back as
- * a, into dig[*nd] with decimal exponent *e (a = D.DDD x 10^e). For normal
- * doubles any text of <= 15 digits that round-trips is what the 15-digit
- * rounding gives (DBL_DIG), so trying 15, 16, 17 finds the shortest and, at
- * 16, the closest of the shortest, as Python's repr picks. One correctly
- * rounded 17-digit conversion gives the 15- and 16-digit roundings except
- * on an exact boundary. Subnormals have less precision: every length. */
-static void shortest_digits(double a, char *dig, int *nd, int *e) {
-  char tmp[40], cand[40];
-  if (a < 9007199254740992.0 && a == floor(a)) { /* integral below 2^53: exact digits */
-    *nd = (int)sr_json_fmt_int((int64_t)a, dig);
-    *e = *nd - 1;
-    return;
-  }
-  if (a < DBL_MIN) {
-    for (int prec = 1; prec <= 17; prec++) {
-      snprintf(tmp, sizeof tmp, "%.*e", prec - 1, a);
-      if (prec == 17 || strtod(tmp, NULL) == a) break;
-    }
-  } else {
-    snprintf(tmp, sizeof tmp, "%.16e", a);
-  }
-  /* tmp = D[.DDDD]e(+|-)XX */
-  const char *q = tmp;
-  int n = 0;
-  for (; *q && *q != 'e'; q++)
-    if (*q != '.') dig[n++] = *q;
-  *e = atoi(q + 1);
-  *nd = n;
-  if (a < DBL_MIN) return;
-  for (int p = 15; p <= 16; p++) {
-    char r[17];
-    int re = *e;
-    if (round_digits(dig, p, r, &re) == 0) {
-      if (strtod(e_text(cand, r, p, re), NULL) != a) continue;
-    } else {
-      snprintf(cand, sizeof cand, "%.*e", p - 1, a);
-      if (strtod(cand, NULL) != a) continue;
-      /* re-read the exact p-digit conversion */
-      int k = 0;
-      for (q = cand; *q && *q != 'e'; q++)
-        if (*q != '.') r[k++] = *q;
-      re = atoi(q + 1);
-    }
-    memcpy(dig, r, (size_t)p);
-    *nd = p;
-    *e = re;
-    return;
-  }
-}
-
 size_t sr_json_fmt_double(double d, char *out) {
   if (isnan(d)) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, "NaN");
   if (isinf(d)) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, d < 0 ? "-Infinity" : "Infinity");
@@ -191,12 +94,9 @@ size_t sr_json_fmt_double(double d, char *out) {
 
   size_t o = 0;
   if (d < 0) out[o++] = '-';
-  char dig[20];
-  int nd, e;
-  locale_t old = c_locale_push();
-  shortest_digits(fabs(d), dig, &nd, &e);
-  c_locale_pop(old);
-  while (nd > 1 && dig[nd - 1] == '0') nd--;
+  char dig[SR_DCONV_DIGITS_BUFSZ];
+  int e;
+  int nd = sr_dconv_shortest(fabs(d), dig, &e);
 
   if (e < -4 || e >= 16) { /* Python repr switches to exponent form here */
     out[o++] = dig[0];
@@ -536,9 +436,7 @@ int sr_json_read_number(const uint8_t *p, size_t n, size_t pos, int *is_int, int
   if (tmp == NULL) return SR_ENOMEM;
   memcpy(tmp, p + pos, len);
   tmp[len] = '\0';
-  locale_t old = c_locale_push();
-  *dv = strtod(tmp, NULL);
-  c_locale_pop(old);
+  *dv = sr_dconv_strtod(tmp);
   if (tmp != sbuf) free(tmp);
   *is_int = 0;
   return 0;

@@ -9,29 +9,13 @@
 #include "serpent.h"
 
 #include "json.h"
+#include "dconv.h"
 #include "payload.h"
 
-#include <locale.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- C-locale strtod ---------------------------------------------------- */
-
-static locale_t c_locale;
-static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
-
-static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
-
-/* strtod that always reads '.' as the decimal point, whatever the process
- * locale (LC_NUMERIC may be set by a host program). */
-static double c_strtod(const char *s, char **end) {
-  pthread_once(&c_locale_once, c_locale_init);
-  if (c_locale != (locale_t)0) return strtod_l(s, end, c_locale);
-  return strtod(s, end);
-}
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
 
@@ -453,7 +437,7 @@ static int parse_number(parser_t *P, int neg, size_t start) {
       return VISIT(P, integer, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag, start);
     /* beyond 64 bits: a float, as the JSON codec does */
   }
-  double d = c_strtod(text, NULL);
+  double d = sr_dconv_strtod(text);
   return VISIT(P, number, d, start);
 }
 
