@@ -1,6 +1,6 @@
--- The daemon holder seen from the wire: raw Pyro4 frames against a live
--- daemon served by this process (handshake, ping, invoke, errors, oneway,
--- batch, reply order, protocol errors), then the same daemon in a separate
+-- The daemon seen from the wire: raw Pyro4 frames against a live
+-- listener served by this process (handshake, ping, invoke, errors, oneway,
+-- batch, reply order, protocol errors), then the same listener in a separate
 -- springrun process called by a real Python Pyro4 client.
 local core = require "springrun.core"
 local json = require "springrun.json"
@@ -550,11 +550,11 @@ describe("springrun.daemon's C fast path #unit #net", function()
 end)
 
 local WRITERS = {
-  auto = "the Lua thread, or the holder thread in batches",
+  auto = "the Lua thread, or the daemon thread in batches",
   direct = "the Lua thread",
-  holder = "the holder thread",
+  thread = "the daemon thread",
 }
-for _, mode in ipairs({ "auto", "direct", "holder" }) do
+for _, mode in ipairs({ "auto", "direct", "thread" }) do
   local who = WRITERS[mode]
   describe("springrun.daemon replies written by " .. who .. " #unit #net", function()
     local exporter, port
@@ -584,16 +584,16 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
       pipeline_tagged(conns, 50, "echo", function(i, k) return string.format('["c%d-%d"]', i, k) end)
       c:close()
       local d1, b1, h1 = core.daemon_reply_counts()
-      local direct, batched, holder = d1 - d0, b1 - b0, h1 - h0
-      assert.are.equal(405, direct + batched + holder)
+      local direct, batched, thread = d1 - d0, b1 - b0, h1 - h0
+      assert.are.equal(405, direct + batched + thread)
       if mode == "auto" then
         assert.is_true(direct >= 5, "lone replies written directly: " .. direct)
         assert.is_true(batched >= 200, "pipelined replies batched: " .. batched)
-        assert.are.equal(0, holder)
+        assert.are.equal(0, thread)
       elseif mode == "direct" then
-        assert.are.same({ 405, 0, 0 }, { direct, batched, holder })
+        assert.are.same({ 405, 0, 0 }, { direct, batched, thread })
       else
-        assert.are.same({ 0, 0, 405 }, { direct, batched, holder })
+        assert.are.same({ 0, 0, 405 }, { direct, batched, thread })
       end
     end)
 
@@ -668,10 +668,10 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
       local lines = {}
       local log = require "springrun.log"
       local prev = log.set_output(function(l) lines[#lines + 1] = l end)
-      local holder = log.get("springrun.remoting.pyro.PyroDaemonHolder")
-      holder:set_level("DEBUG")
+      local daemon_log = log.get("springrun.remoting.pyro.PyroDaemonHolder")
+      daemon_log:set_level("DEBUG")
       finally(function()
-        holder:set_level(nil)
+        daemon_log:set_level(nil)
         log.set_output(prev)
       end)
       local c = connect_ok(port)

@@ -17,7 +17,7 @@ void lsr_open_wire(lua_State *L);      /* lsr_wire.c: Pyro4 frames */
 void lsr_open_json(lua_State *L);      /* lsr_json.c: JSON payloads */
 void lsr_open_serpent(lua_State *L);   /* lsr_serpent.c: serpent payloads */
 void lsr_open_container(lua_State *L); /* lsr_container.c: IoC core */
-void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: daemon holder thread */
+void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: the daemon thread */
 void lsr_open_client(lua_State *L);    /* lsr_client.c: proxy connections */
 void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions */
 

@@ -1,15 +1,15 @@
 /*
- * lsr_daemon.c -- the Lua face of the daemon holder (daemon.c) in
- * springrun.core, and the Lua-thread end of its event queue.
+ * lsr_daemon.c -- the Lua face of the daemon (daemon.c) in springrun.core,
+ * and the Lua-thread end of its event queue.
  *
- * One holder per process, created when springrun.core is opened; its thread
- * starts with the first listen. Events from the holder thread wake luv's loop
- * through ONE uv_async_t (referenced only while a daemon listens, so luv's
+ * One daemon per process, created when springrun.core is opened; its thread
+ * starts with the first listen. Events from the daemon thread wake luv's loop
+ * through ONE uv_async_t (referenced only while a listener is open, so luv's
  * loop stays alive exactly while something is exported); its callback drains
  * everything queued and, for each INVOKE, decodes the payload here (C, hot
  * path) and calls the Lua handler set with daemon_set_handler:
  *
- *   handler([first,] daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+ *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs)
  *
  * params/kwargs are the decoded values as they came, except that an empty
  * kwargs table (map or list) is passed as nil (kwargs may be nil or
@@ -21,29 +21,29 @@
  * (encodes a RESULT with the request's seq and serializer). Requests whose
  * payload cannot be decoded, or lacks object/method/params/kwargs, are
  * answered here with an exception and never reach the handler; so is a
- * request whose handler raised. Log lines of the holder thread go to
+ * request whose handler raised. Log lines of the daemon thread go to
  * log_fn(level, text).
  *
  *   core.daemon_listen(host, port [, {{name, connectok_value}, ...} [, limits
  *                      [, security]]])   security: {tls = core.tls_context{server =
  *                      true, ...}, handshake_secret = "..."} (daemon.h)
- *       -> daemon_id, bound_port | nil, err   (objects registered before
+ *       -> listener_id, bound_port | nil, err   (objects registered before
  *          the first connection is accepted). limits: a table with any of
  *          max_message_size (bytes), max_connections, send_deadline and
  *          idle_timeout (seconds, fractions allowed; send_deadline false:
  *          off, idle_timeout 0/false: off), max_queued_per_connection,
  *          max_queued, max_depth, max_elements (of decoded requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
- *   core.daemon_unlisten(daemon_id) -> true | nil, err
- *   core.daemon_register(daemon_id, name, connectok_value) -> true | nil, err
- *   core.daemon_unregister(daemon_id, name) -> true | nil, err
+ *   core.daemon_unlisten(listener_id) -> true | nil, err
+ *   core.daemon_register(listener_id, name, connectok_value) -> true | nil, err
+ *   core.daemon_unregister(listener_id, name) -> true | nil, err
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
- *   core.daemon_count()         -- daemons listening
+ *   core.daemon_count()         -- listeners open
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_max_message(n)
- *   core.daemon_set_reply_writer("auto" | "direct" | "holder")  -- who writes
+ *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
- *   core.daemon_reply_counts()  -- direct, batched, holder, fast, merged (below)
+ *   core.daemon_reply_counts()  -- direct, batched, thread, fast, merged (below)
  *   core.daemon_fast_serve(...) -- the common call in C (see below)
  */
 #include <stdlib.h>
@@ -57,11 +57,11 @@
 #include "luv.h"
 #include "wire.h"
 
-#define LSR_DAEMON_GC "springrun.daemon_holder"
+#define LSR_DAEMON_GC "springrun.daemon"
 
 static struct {
-  sr_holder_t *h;
-  uv_async_t *async; /* on luv's loop while a daemon listens, else NULL */
+  sr_daemon_t *d;
+  uv_async_t *async; /* on luv's loop while a listener is open, else NULL */
   uv_loop_t *loop;   /* luv's loop */
   lua_State *L; /* main thread of the state that opened the module */
   int handler_ref;
@@ -70,21 +70,21 @@ static struct {
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
   sr_buf_t buf; /* reply frame scratch (Lua thread only) */
-  /* decode limits per listening daemon (few daemons: a small list) */
+  /* decode limits per listener (few listeners: a small list) */
   struct lsr_dlim_s {
     uint32_t id;
     sr_decode_limits_t lim;
   } dlims[64];
   int ndlims;
   /* Replies to requests that arrived together (one drain of two or more
-   * events) are handed to the holder thread in one go at the end of the
+   * events) are handed to the daemon thread in one go at the end of the
    * drain (SR_REPLY_BATCH), which writes them while this thread works on;
    * a lone request's reply is sent by this thread at once. Measured with
    * the C load client, 32 connections: 105,000 -> 135,000 calls/s, server
    * CPU 9.4 -> 7.3 us per call; one connection unchanged (bench/README). */
   int batch_replies;
   int in_batch; /* draining such a batch now */
-  int direct;   /* otherwise: as sr_holder_set_direct_writes */
+  int direct;   /* otherwise: as sr_daemon_set_direct_writes */
   uint64_t nreplies[3]; /* by SR_REPLY_* */
   uint64_t nfast;       /* calls answered entirely by serve_fast */
   /* task coroutines started here (see spawn_task) */
@@ -97,22 +97,22 @@ static struct {
         .batch_replies = 1, .direct = 1, .tasks_ref = LUA_NOREF, .task_failed_ref = LUA_NOREF,
         .pool_ref = LUA_NOREF };
 
-static sr_decode_limits_t decode_limits(uint32_t daemon) {
+static sr_decode_limits_t decode_limits(uint32_t listener) {
   for (int i = 0; i < G.ndlims; i++)
-    if (G.dlims[i].id == daemon) return G.dlims[i].lim;
+    if (G.dlims[i].id == listener) return G.dlims[i].lim;
   sr_decode_limits_t d = { SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS };
   return d;
 }
 
-static void forget_decode_limits(uint32_t daemon) {
+static void forget_decode_limits(uint32_t listener) {
   for (int i = 0; i < G.ndlims; i++)
-    if (G.dlims[i].id == daemon) {
+    if (G.dlims[i].id == listener) {
       G.dlims[i] = G.dlims[--G.ndlims];
       return;
     }
 }
 
-/* Called on the holder thread, which only runs while G.async exists (the
+/* Called on the daemon thread, which only runs while G.async exists (the
  * async is created before the first listen and closed after the thread of
  * the last unlisten was joined). */
 static void notify_cb(void *ud) {
@@ -124,7 +124,7 @@ static void on_events(uv_async_t *a);
 
 static void free_handle_cb(uv_handle_t *h) { free(h); }
 
-/* The async lives exactly while a daemon listens: it keeps luv's loop alive
+/* The async lives exactly while a listener is open: it keeps luv's loop alive
  * while something is exported, and no foreign handle is left on luv's loop
  * otherwise (luv's loop finalizer closes every handle it finds with its own
  * callback). */
@@ -151,7 +151,7 @@ static unsigned probe_serializers(lua_State *L) {
   if (G.probed) return G.ser_mask;
   unsigned mask = 0;
   char err[256];
-  for (int ser = 1; ser < SR_HOLDER_NSER; ser++) {
+  for (int ser = 1; ser < SR_DAEMON_NSER; ser++) {
     sr_buf_t b;
     sr_buf_init(&b);
     lua_pushliteral(L, "hello");
@@ -185,9 +185,9 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
     return sr_seterr(err, errlen, SR_ETOOBIG, "result payload of %zu bytes is too large", dlen);
   }
   sr_wire_put_header(b->data, SR_MSG_RESULT, flags, seq, ser, (uint32_t)dlen);
-  int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_HOLDER;
+  int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_THREAD;
   G.nreplies[how]++;
-  rc = sr_holder_reply_via(G.h, conn, slot, b->data, b->len, how);
+  rc = sr_daemon_reply_via(G.d, conn, slot, b->data, b->len, how);
   if (b->cap > (1u << 20)) sr_buf_free(b); /* don't keep a huge scratch around */
   b->len = 0;
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
@@ -221,12 +221,12 @@ static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, 
     sr_buf_t b;
     sr_buf_init(&b);
     const char *s = lua_tostring(L, -1);
-    if (sr_holder_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
+    if (sr_daemon_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
       sr_buf_t f;
       sr_buf_init(&f);
       if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
                          b.data, b.len) == 0)
-        sr_holder_reply(G.h, ev->conn, ev->slot, f.data, f.len);
+        sr_daemon_reply(G.d, ev->conn, ev->slot, f.data, f.len);
       sr_buf_free(&f);
     }
     sr_buf_free(&b);
@@ -395,7 +395,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
     return;
   }
-  sr_decode_limits_t lim = decode_limits(ev->daemon);
+  sr_decode_limits_t lim = decode_limits(ev->listener);
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
@@ -408,7 +408,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     char text[600], line[700], peer[64];
     snprintf(text, sizeof text, "cannot decode the request: %s%s", err,
              rc == SR_EDEPTH ? " (max_depth)" : rc == SR_EELEMENTS ? " (max_elements)" : "");
-    sr_holder_peer(G.h, ev->conn, peer, sizeof peer);
+    sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
     snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
     log_line(L, 30, line);
     if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", text);
@@ -430,7 +430,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_arg_ref);
     nargs++;
   }
-  lua_pushinteger(L, ev->daemon);
+  lua_pushinteger(L, ev->listener);
   lua_pushinteger(L, (lua_Integer)ev->conn);
   lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
   lua_pushinteger(L, ev->serializer);
@@ -452,12 +452,12 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   lua_settop(L, base);
 }
 
-/* Finishes events from *cursor on: each is marked done (so the daemon's
+/* Finishes events from *cursor on: each is marked done (so the listener's
  * max_queued pause can lift) and freed. */
 static void finish_events(sr_event_t **cursor) {
   while (*cursor) {
     sr_event_t *next = (sr_event_t *)(*cursor)->node.next;
-    sr_holder_event_done(*cursor);
+    sr_daemon_event_done(*cursor);
     free(*cursor);
     *cursor = next;
   }
@@ -475,7 +475,7 @@ static int drain_events(lua_State *L) {
     else if (ev->kind == SR_EV_LOG)
       log_line(L, ev->level, (const char *)ev->data);
     *cursor = (sr_event_t *)ev->node.next;
-    sr_holder_event_done(ev);
+    sr_daemon_event_done(ev);
     free(ev);
   }
   return 0;
@@ -487,8 +487,8 @@ static int drain_events(lua_State *L) {
 static void on_events(uv_async_t *a) {
   (void)a;
   lua_State *L = G.L;
-  if (G.h == NULL || L == NULL) return;
-  sr_event_t *ev = sr_holder_take(G.h);
+  if (G.d == NULL || L == NULL) return;
+  sr_event_t *ev = sr_daemon_take(G.d);
   if (ev == NULL) return;
   G.in_batch = G.batch_replies && ev->node.next != NULL;
   int base = lua_gettop(L);
@@ -502,7 +502,7 @@ static void on_events(uv_async_t *a) {
     }
   }
   G.in_batch = 0;
-  sr_holder_flush_replies(G.h);
+  sr_daemon_flush_replies(G.d);
   lua_settop(L, base);
 }
 
@@ -515,9 +515,9 @@ static int fail(lua_State *L, int code, const char *msg) {
   return 3;
 }
 
-static uint32_t check_daemon(lua_State *L, int i) {
+static uint32_t check_listener(lua_State *L, int i) {
   lua_Integer v = luaL_checkinteger(L, i);
-  luaL_argcheck(L, v > 0 && v <= 0xffffffff, i, "not a daemon id");
+  luaL_argcheck(L, v > 0 && v <= 0xffffffff, i, "not a listener id");
   return (uint32_t)v;
 }
 
@@ -525,9 +525,9 @@ static uint32_t check_daemon(lua_State *L, int i) {
 
 /* Encodes the CONNECTOK value at idx for every accepted serializer into
  * bufs (the caller frees them) and points o's meta at them. */
-static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_HOLDER_NSER],
-                       sr_holder_obj_t *o, char *err, size_t errlen) {
-  for (int i = 0; i < SR_HOLDER_NSER; i++) {
+static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_DAEMON_NSER],
+                       sr_listener_obj_t *o, char *err, size_t errlen) {
+  for (int i = 0; i < SR_DAEMON_NSER; i++) {
     o->meta[i] = NULL;
     o->meta_len[i] = 0;
     if (!(mask & (1u << i))) continue;
@@ -564,7 +564,7 @@ static void limit_field(lua_State *L, int idx, const char *k, double lo, double 
 }
 
 /* The limits table at idx (may be none/nil) into hl and dl. */
-static void read_limits(lua_State *L, int idx, sr_holder_limits_t *hl, sr_decode_limits_t *dl) {
+static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_decode_limits_t *dl) {
   memset(hl, 0, sizeof *hl);
   dl->max_depth = SR_DECODE_DEFAULT_DEPTH;
   dl->max_elements = SR_DECODE_DEFAULT_ELEMENTS;
@@ -600,7 +600,7 @@ static void read_limits(lua_State *L, int idx, sr_holder_limits_t *hl, sr_decode
 /* The security table at idx (none/nil: none): { tls = core.tls_context{server
  * = true, ...}, handshake_secret = "string" }. Borrowed pointers: valid while
  * the table is on the stack. */
-static void read_security(lua_State *L, int idx, sr_holder_security_t *sec) {
+static void read_security(lua_State *L, int idx, sr_listener_security_t *sec) {
   memset(sec, 0, sizeof *sec);
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -619,7 +619,7 @@ static void read_security(lua_State *L, int idx, sr_holder_security_t *sec) {
 }
 
 /* daemon_listen(host, port [, objects [, limits [, security]]]) -> id, port | nil, err, name
- * objects: a list of {name, connectok_value} registered before the daemon
+ * objects: a list of {name, connectok_value} registered before the listener
  * accepts its first connection (at most 16). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
@@ -633,23 +633,23 @@ static int l_listen(lua_State *L) {
   char err[400];
   uint32_t id;
   int bound;
-  sr_holder_limits_t hl;
+  sr_listener_limits_t hl;
   sr_decode_limits_t dl;
   read_limits(L, 4, &hl, &dl);
-  sr_holder_security_t sec;
+  sr_listener_security_t sec;
   read_security(L, 5, &sec);
   if (G.ndlims >= (int)(sizeof G.dlims / sizeof G.dlims[0]))
-    return fail(L, SR_EINVAL, "cannot listen: too many daemons in this process");
+    return fail(L, SR_EINVAL, "cannot listen: too many listeners in this process");
   unsigned mask = probe_serializers(L);
   if (port < 0 || port > 65535) {
     snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,
              (long long)port);
     return fail(L, SR_EINVAL, err);
   }
-  sr_holder_obj_t objs[LSR_MAX_LISTEN_OBJS];
-  sr_buf_t bufs[LSR_MAX_LISTEN_OBJS][SR_HOLDER_NSER];
+  sr_listener_obj_t objs[LSR_MAX_LISTEN_OBJS];
+  sr_buf_t bufs[LSR_MAX_LISTEN_OBJS][SR_DAEMON_NSER];
   for (int i = 0; i < nobjs; i++)
-    for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_init(&bufs[i][k]);
+    for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_init(&bufs[i][k]);
   int rc = 0;
   for (int i = 0; i < nobjs && rc == 0; i++) {
     lua_rawgeti(L, 3, i + 1);
@@ -671,16 +671,16 @@ static int l_listen(lua_State *L) {
   }
   if (rc == 0) rc = open_async(L);
   if (rc == 0) {
-    sr_holder_set_limits(G.h, &hl);
-    sr_holder_set_security(G.h, &sec);
-    rc = sr_holder_listen(G.h, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
+    sr_daemon_set_limits(G.d, &hl);
+    sr_daemon_set_security(G.d, &sec);
+    rc = sr_daemon_listen(G.d, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
                           sizeof err);
-    sr_holder_set_limits(G.h, NULL);
-    sr_holder_set_security(G.h, NULL);
-    if (rc < 0 && sr_holder_count(G.h) == 0) close_async();
+    sr_daemon_set_limits(G.d, NULL);
+    sr_daemon_set_security(G.d, NULL);
+    if (rc < 0 && sr_daemon_count(G.d) == 0) close_async();
   }
   for (int i = 0; i < nobjs; i++)
-    for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_free(&bufs[i][k]);
+    for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_free(&bufs[i][k]);
   if (rc < 0) return fail(L, rc, err);
   G.dlims[G.ndlims].id = id;
   G.dlims[G.ndlims].lim = dl;
@@ -691,59 +691,59 @@ static int l_listen(lua_State *L) {
 }
 
 static int l_unlisten(lua_State *L) {
-  uint32_t did = check_daemon(L, 1);
-  int rc = sr_holder_unlisten(G.h, did);
+  uint32_t did = check_listener(L, 1);
+  int rc = sr_daemon_unlisten(G.d, did);
   forget_decode_limits(did);
-  if (sr_holder_count(G.h) == 0 && G.async) {
+  if (sr_daemon_count(G.d) == 0 && G.async) {
     /* the thread is joined: deliver what it queued last, then drop the async */
     on_events(G.async);
     close_async();
   }
-  if (rc < 0) return fail(L, rc, "no such daemon");
+  if (rc < 0) return fail(L, rc, "no such listener");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_register(lua_State *L) {
-  uint32_t id = check_daemon(L, 1);
+  uint32_t id = check_listener(L, 1);
   size_t nl;
   const char *name = luaL_checklstring(L, 2, &nl);
   luaL_checkany(L, 3);
-  luaL_argcheck(L, nl <= SR_HOLDER_MAX_NAME && strlen(name) == nl, 2,
+  luaL_argcheck(L, nl <= SR_DAEMON_MAX_NAME && strlen(name) == nl, 2,
                 "object name too long or contains NUL");
   unsigned mask = probe_serializers(L);
-  sr_buf_t bufs[SR_HOLDER_NSER];
-  sr_holder_obj_t o;
+  sr_buf_t bufs[SR_DAEMON_NSER];
+  sr_listener_obj_t o;
   char err[300];
-  for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_init(&bufs[i]);
+  for (int i = 0; i < SR_DAEMON_NSER; i++) sr_buf_init(&bufs[i]);
   int rc = encode_meta(L, 3, mask, bufs, &o, err, sizeof err);
   if (rc == 0) {
-    rc = sr_holder_register(G.h, id, name, o.meta, o.meta_len);
+    rc = sr_daemon_register(G.d, id, name, o.meta, o.meta_len);
     if (rc < 0) snprintf(err, sizeof err, "cannot register %s: %s", name, sr_strerror(rc));
   }
-  for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_free(&bufs[i]);
+  for (int i = 0; i < SR_DAEMON_NSER; i++) sr_buf_free(&bufs[i]);
   if (rc < 0) return fail(L, rc, err);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_unregister(lua_State *L) {
-  uint32_t id = check_daemon(L, 1);
+  uint32_t id = check_listener(L, 1);
   const char *name = luaL_checkstring(L, 2);
-  int rc = sr_holder_unregister(G.h, id, name);
+  int rc = sr_daemon_unregister(G.d, id, name);
   if (rc < 0) return fail(L, rc, "no such object");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_quiesce(lua_State *L) {
-  sr_holder_quiesce(G.h);
+  sr_daemon_quiesce(G.d);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_count(lua_State *L) {
-  lua_pushinteger(L, sr_holder_count(G.h));
+  lua_pushinteger(L, sr_daemon_count(G.d));
   return 1;
 }
 
@@ -751,7 +751,7 @@ static int l_serializers(lua_State *L) {
   unsigned mask = probe_serializers(L);
   lua_newtable(L);
   int n = 0;
-  for (int i = 1; i < SR_HOLDER_NSER; i++)
+  for (int i = 1; i < SR_DAEMON_NSER; i++)
     if (mask & (1u << i)) {
       lua_pushinteger(L, i);
       lua_rawseti(L, -2, ++n);
@@ -762,40 +762,40 @@ static int l_serializers(lua_State *L) {
 static int l_set_max_message(lua_State *L) {
   lua_Integer v = luaL_checkinteger(L, 1);
   luaL_argcheck(L, v > 0 && (lua_Unsigned)v <= SR_WIRE_MAX_MESSAGE_CAP, 1, "out of range");
-  sr_holder_set_max_message(G.h, (size_t)v);
+  sr_daemon_set_max_message(G.d, (size_t)v);
   return 0;
 }
 
-/* Sets who writes replies (only while no daemon listens): "auto" (the
+/* Sets who writes replies (only while no listener is open): "auto" (the
  * default: a lone request's reply by the Lua thread, replies to requests
- * drained together batched to the holder thread), "direct" (the Lua thread
- * whenever it can) or "holder" (always the holder thread). */
+ * drained together batched to the daemon thread), "direct" (the Lua thread
+ * whenever it can) or "thread" (always the daemon thread). */
 static void set_reply_writer(const char *mode) {
-  int holder = strcmp(mode, "holder") == 0;
-  sr_holder_set_direct_writes(G.h, !holder);
-  G.direct = !holder;
+  int thread = strcmp(mode, "thread") == 0;
+  sr_daemon_set_direct_writes(G.d, !thread);
+  G.direct = !thread;
   G.batch_replies = strcmp(mode, "auto") == 0;
 }
 
-/* daemon_set_reply_writer("auto" | "direct" | "holder") */
+/* daemon_set_reply_writer("auto" | "direct" | "thread") */
 static int l_set_reply_writer(lua_State *L) {
-  static const char *const modes[] = { "auto", "direct", "holder", NULL };
+  static const char *const modes[] = { "auto", "direct", "thread", NULL };
   int i = luaL_checkoption(L, 1, NULL, modes);
-  if (sr_holder_count(G.h) > 0) return luaL_error(L, "daemon_set_reply_writer: a daemon is listening");
+  if (sr_daemon_count(G.d) > 0) return luaL_error(L, "daemon_set_reply_writer: a listener is open");
   set_reply_writer(modes[i]);
   return 0;
 }
 
-/* daemon_reply_counts() -> direct, batched, holder, fast, merged: replies
+/* daemon_reply_counts() -> direct, batched, thread, fast, merged: replies
  * this process encoded, by who was to write them (see set_reply_writer), how
  * many calls the C fast path answered without Lua (daemon_fast_serve), and
  * how many CONNECTOKs left with the first reply (daemon.h). */
 static int l_reply_counts(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_DIRECT]);
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_BATCH]);
-  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_HOLDER]);
+  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_THREAD]);
   lua_pushinteger(L, (lua_Integer)G.nfast);
-  lua_pushinteger(L, (lua_Integer)sr_holder_merged_connectoks());
+  lua_pushinteger(L, (lua_Integer)sr_daemon_merged_connectoks());
   return 5;
 }
 
@@ -811,7 +811,7 @@ static void replace_ref(lua_State *L, int *ref, int idx) {
 }
 
 /* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
- * is called as handler(first, daemon_id, conn, ...) -- e.g. runtime.spawn
+ * is called as handler(first, listener_id, conn, ...) -- e.g. runtime.spawn
  * and the function each call runs in a task, without a Lua function in
  * between. */
 static int l_set_handler(lua_State *L) {
@@ -869,10 +869,10 @@ static int l_tasks(lua_State *L) {
 
 /* ---- the common call, in C --------------------------------------------------
  *
- * core.daemon_fast_serve(daemons, xpcall, msgh, slow, on_error, on_results)
+ * core.daemon_fast_serve(listeners, xpcall, msgh, slow, on_error, on_results)
  *   -> serve
  *
- * serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs) does
+ * serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs) does
  * what the exporter's Lua dispatch does, in C, for the shape nearly every call
  * has: a registered object, an exposed method found on the service by plain
  * indexing (tables and __index tables only: no function runs to find it), a
@@ -882,13 +882,13 @@ static int l_tasks(lua_State *L) {
  * and nil as null). Everything else goes to Lua: any other shape to slow(...)
  * with the nine arguments; a failure to on_error(conn, tag, ser, flags,
  * object, method, err); several results, or a result that cannot be encoded,
- * to on_results(conn, tag, ser, flags, object, method, ...). daemons is the
- * exporter's table daemon id -> { objects = { name -> entry } }, entry =
+ * to on_results(conn, tag, ser, flags, object, method, ...). listeners is the
+ * exporter's table listener id -> { objects = { name -> entry } }, entry =
  * { service = t, exposed = { method -> function } }. serve runs inside a task
  * coroutine and may yield (a method calling a proxy): every call into Lua is
  * a lua_callk with a continuation. */
 #define SERVE_MAX_ARGS 8
-enum { UP_DAEMONS = 1, UP_XPCALL, UP_MSGH, UP_SLOW, UP_ON_ERROR, UP_ON_RESULTS };
+enum { UP_LISTENERS = 1, UP_XPCALL, UP_MSGH, UP_SLOW, UP_ON_ERROR, UP_ON_RESULTS };
 
 static int serve_k_done(lua_State *L, int status, lua_KContext ctx) {
   (void)L;
@@ -987,12 +987,12 @@ static int serve_fast(lua_State *L) {
   lua_settop(L, 9);
   if (!lua_isnil(L, 9) || lua_type(L, 6) != LUA_TSTRING || lua_type(L, 7) != LUA_TSTRING ||
       lua_type(L, 8) != LUA_TTABLE || !lsr_is_array_marked(L, 8))
-    return serve_slow(L);
+      return serve_slow(L);
   lua_Unsigned n = lua_rawlen(L, 8);
   if (n > SERVE_MAX_ARGS) return serve_slow(L);
   luaL_checkstack(L, SERVE_MAX_ARGS + 16, "springrun serve");
-  /* entry = daemons[daemon_id].objects[object] */
-  if (lua_rawgeti(L, lua_upvalueindex(UP_DAEMONS), lua_tointeger(L, 1)) != LUA_TTABLE ||
+  /* entry = listeners[listener_id].objects[object] */
+  if (lua_rawgeti(L, lua_upvalueindex(UP_LISTENERS), lua_tointeger(L, 1)) != LUA_TTABLE ||
       raw_field(L, "objects") != LUA_TTABLE) {
     lua_settop(L, 9);
     return serve_slow(L);
@@ -1063,9 +1063,9 @@ static int l_reply(lua_State *L) {
 
 static int l_gc(lua_State *L) {
   (void)L;
-  if (G.h) {
-    sr_holder_free(G.h); /* joins the holder thread */
-    G.h = NULL;
+  if (G.d) {
+    sr_daemon_free(G.d); /* joins the daemon thread */
+    G.d = NULL;
   }
   /* still exported while the state closes: luv's loop finalizer completes
    * the close (or already closed it with its own callback: then the few
@@ -1106,16 +1106,16 @@ void lsr_open_daemon(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
   lua_pushlightuserdata(L, &task_mark);
   lua_setfield(L, -2, "daemon_task_mark");
-  if (G.h != NULL) return; /* opened twice in one process: keep the first */
+  if (G.d != NULL) return; /* opened twice in one process: keep the first */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   G.L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  if (sr_holder_new(&G.h, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
-  /* SPRINGRUN_REPLY_WRITER (for measurements): holder = every reply written
-   * by the holder thread; direct = every reply the Lua thread can send, sent
-   * by it (no batches); unset = batches via the holder, lone replies direct */
+  if (sr_daemon_new(&G.d, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
+  /* SPRINGRUN_REPLY_WRITER (for measurements): thread = every reply written
+   * by the daemon thread; direct = every reply the Lua thread can send, sent
+   * by it (no batches); unset = batches via the daemon thread, lone replies direct */
   const char *writer = getenv("SPRINGRUN_REPLY_WRITER");
-  if (writer && (strcmp(writer, "holder") == 0 || strcmp(writer, "direct") == 0))
+  if (writer && (strcmp(writer, "thread") == 0 || strcmp(writer, "direct") == 0))
     set_reply_writer(writer);
   sr_buf_init(&G.buf);
   /* a sentinel whose finalizer stops the thread when the state closes;

@@ -1,6 +1,6 @@
 /*
  * payload.h -- Lua-free helpers of the payload serializers that the daemon
- * holder thread needs (it never touches Lua): finding the object id in a
+ * daemon thread needs (it never touches Lua): finding the object id in a
  * CONNECT handshake payload. Implemented in json.c and serpent.c.
  */
 #ifndef SR_PAYLOAD_H

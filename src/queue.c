@@ -1,5 +1,5 @@
 /*
- * queue.c -- the FIFO between the Lua thread and the daemon holder thread
+ * queue.c -- the FIFO between the Lua thread and the daemon thread
  * (see queue.h): push under a mutex, take the whole chain in one go.
  */
 #include "queue.h"

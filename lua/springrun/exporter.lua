@@ -1,6 +1,6 @@
 -- springrun.exporter: PyroServiceExporter (Spring Python's name) and the
--- Lua half of the daemon holder: which daemon (host:port) serves which
--- service names, and the dispatch of incoming calls.
+-- Lua half of the daemon: which listener (host:port, what Pyro4 calls a
+-- daemon) serves which service names, and the dispatch of incoming calls.
 --
 --   local exporter = springrun.PyroServiceExporter{
 --     service_name = "ServiceName", service = Service.new(),
@@ -18,7 +18,7 @@
 -- exporter.service_port holds the port actually bound (also
 -- exporter:bound_port(), nil while not exported).
 --
--- Exporters on the same host:port share one daemon; the first export on an
+-- Exporters on the same host:port share one listener; the first export on an
 -- address starts listening (synchronously: "address in use" raises here), the
 -- last destroy stops it. "localhost" means 127.0.0.1.
 --
@@ -34,7 +34,7 @@
 -- them, unknown ids) get CONNECTFAIL naming the id at connect time, and the
 -- connection is closed when a request uses one after the handshake.
 --
--- Limits (per daemon, i.e. per host:port; properties of the exporter):
+-- Limits (per listener, i.e. per host:port; properties of the exporter):
 --   max_message_size           bytes of one request (data + annotations),
 --                              checked from the header before anything is
 --                              allocated; default 64 MiB. Larger: the
@@ -50,18 +50,18 @@
 --   max_queued_per_connection  replies a connection may owe before the daemon
 --                              stops reading it (back-pressure, resumes at a
 --                              quarter); default 1024.
---   max_queued                 requests of the daemon queued for the Lua
---                              thread; past it no connection of the daemon is
+--   max_queued                 requests of the listener queued for the Lua
+--                              thread; past it no connection of the listener is
 --                              read until half are dispatched; default 16384.
 --   max_depth, max_elements    nesting and total values of a decoded request;
 --                              default 200 and 1,000,000. Beyond: the caller
 --                              gets SerializeError, the connection stays.
 -- Every refusal is logged (logger springrun.remoting.pyro.PyroDaemonHolder)
 -- with the peer's address and the limit's name. Exporters on one host:port
--- share a daemon: the first export of an address sets its limits; a later
+-- share a listener: the first export of an address sets its limits; a later
 -- exporter on it that sets a limit to another value raises (configuration
 -- error naming the property and both values); one that leaves a limit unset
--- gets the daemon's.
+-- gets the listener's.
 --
 -- Security (see the README's "Security (TLS, handshake)"):
 --   ssl                      true: every connection is TLS (OpenSSL, TLS 1.2+)
@@ -108,7 +108,7 @@
 -- are served while luv's loop turns (the springrun CLI after the script,
 -- springrun.run(), or any uv.run); the daemon thread answers connects and
 -- pings even while it does not.
--- Every daemon also serves Pyro.Daemon (ping, registered, info, get_metadata)
+-- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata)
 -- and the "<batch>" method of Pyro4 batch proxies.
 local core = require "springrun.core"
 local runtime = require "springrun.runtime"
@@ -122,12 +122,13 @@ local DAEMON_NAME = "Pyro.Daemon"
 
 local log_mod = require "springrun.log"
 local exporter_log = log_mod.get("springrun.remoting.pyro.PyroServiceExporter")
-local holder_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
+-- the loggers keep Spring Python's names (PyroDaemonHolder was its daemon)
+local daemon_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
 local thread_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder._PyroThread")
 
-local daemons_by_key = {} -- "127.0.0.1:7000" -> daemon
-local daemons_by_id = {}  -- daemon id -> daemon
--- daemon = { id, key, host, port, where, objects = { name -> entry }, count }
+local listeners_by_key = {} -- "127.0.0.1:7000" -> listener
+local listeners_by_id = {}  -- listener id -> listener
+-- listener = { id, key, host, port, where, objects = { name -> entry }, count }
 -- entry  = { name, service, exporter, meta, oneway = { name -> true } }
 
 -- ---- errors raised by built-in objects --------------------------------------
@@ -377,7 +378,7 @@ local function call_one(entry, method, params, kwargs)
     if fn ~= cached and type(fn) ~= "function" then fn = nil end
   end
   if not fn then return false, lookup_error(entry, method), true end
-  -- (is_list is false for a non-table; the daemon passes empty kwargs as nil)
+  -- (is_list is false for a non-table; the binding passes empty kwargs as nil)
   if is_list(params) and (kwargs == nil or kwargs == NULL
       or type(kwargs) == "table" and next(kwargs) == nil) then
     local n = #params
@@ -424,7 +425,7 @@ end
 -- The result could not be serialized: the client gets a SerializeError.
 local function send_failed(conn, tag, ser, flags, object, method, err)
   local what = tostring(object) .. "." .. tostring(method)
-  holder_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
+  daemon_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
   core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
     exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
@@ -434,7 +435,7 @@ end
 local function answer(conn, tag, ser, flags, object, method, ok, value)
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
-      holder_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
+      daemon_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
         tostring(value.args and value.args[1]))
     end
     return
@@ -445,8 +446,8 @@ local function answer(conn, tag, ser, flags, object, method, ok, value)
   if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
 end
 
-local function serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local d = daemons_by_id[daemon_id]
+local function serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs)
+  local d = listeners_by_id[listener_id]
   local entry = d and (object == DAEMON_NAME and d.daemon_entry or d.objects[object])
   local ok, value
   if entry == nil then
@@ -466,14 +467,14 @@ end
 -- The last resort when answering failed: log it, and answer with a
 -- RuntimeError unless the call was oneway.
 local function dispatch_failed(conn, tag, ser, flags, object, method, err)
-  holder_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
+  daemon_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
   if flags & FLAG_ONEWAY ~= 0 then return end
   pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
     exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
 end
 
-local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local ok, err = pcall(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+local function serve_guarded(listener_id, conn, tag, ser, flags, object, method, params, kwargs)
+  local ok, err = pcall(serve, listener_id, conn, tag, ser, flags, object, method, params, kwargs)
   if ok then return end
   local lentry, lmethod = looking_up_entry, looking_up_method
   if lentry then
@@ -502,18 +503,18 @@ local function on_results(conn, tag, ser, flags, object, method, ...)
   return answer_done(conn, tag, ser, flags, object, method, true, ...)
 end
 
--- Each incoming call: runtime._spawn_function(serve, daemon_id, conn, ...)
+-- Each incoming call: runtime._spawn_function(serve, listener_id, conn, ...)
 -- (runtime.spawn without its argument check), called by the daemon binding
 -- directly (daemon_set_handler's third argument: no Lua function in
 -- between); serve is the C fast path, which hands any other shape of call
 -- to serve_guarded.
-local serve_entry = core.daemon_fast_serve(daemons_by_id, xpcall, traceback_handler,
+local serve_entry = core.daemon_fast_serve(listeners_by_id, xpcall, traceback_handler,
   serve_guarded, on_error, on_results)
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
 local function on_log(level, text)
   local f = LEVELS[level] or "warning"
-  holder_log[f](holder_log, "%s", text)
+  daemon_log[f](daemon_log, "%s", text)
 end
 
 local handler_set = false
@@ -531,7 +532,7 @@ function M._dispatch_in_lua(on)
   handler_set = true
 end
 
--- ---- daemons ---------------------------------------------------------------------
+-- ---- listeners -------------------------------------------------------------------
 
 -- "host:port", with an IPv6 address in brackets.
 local function address(host, port)
@@ -550,16 +551,16 @@ local function is_loopback(host)
     or host == "0:0:0:0:0:0:0:1"
 end
 
--- The daemon serving host:port, started when there is none: returns d and
--- true when it was started (then `name` with CONNECTOK value `connectok` is
--- already registered: a new daemon registers its first objects before it
+-- The listener serving host:port, opened when there is none: returns d and
+-- true when it was opened (then `name` with CONNECTOK value `connectok` is
+-- already registered: a new listener registers its first objects before it
 -- accepts anyone), or nil and the error.
-local function acquire_daemon(name, host, port, connectok, limits, security)
+local function acquire_listener(name, host, port, connectok, limits, security)
   local key = norm_host(host) .. ":" .. port
-  local d = port ~= 0 and daemons_by_key[key] or nil
-  holder_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
+  local d = port ~= 0 and listeners_by_key[key] or nil
+  daemon_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
   if d then return d, false end
-  holder_log:debug("Pyro thread needs to be started at %s", address(host, port))
+  daemon_log:debug("Pyro thread needs to be started at %s", address(host, port))
   ensure_handler()
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
@@ -581,16 +582,16 @@ local function acquire_daemon(name, host, port, connectok, limits, security)
   end
   d.id, d.port = id, bound
   d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
-  daemons_by_key[d.key] = d
-  daemons_by_id[id] = d
+  listeners_by_key[d.key] = d
+  listeners_by_id[id] = d
   return d, true
 end
 
-local function release_daemon(d)
+local function release_listener(d)
   if d.count > 0 then return end
-  daemons_by_key[d.key] = nil
-  daemons_by_id[d.id] = nil
-  holder_log:debug("Stopping the Pyro server at %s", d.where)
+  listeners_by_key[d.key] = nil
+  listeners_by_id[d.id] = nil
+  daemon_log:debug("Stopping the Pyro server at %s", d.where)
   core.daemon_unlisten(d.id)
 end
 
@@ -669,7 +670,7 @@ local function read_limits(self)
 end
 
 -- The security properties set on self, checked: { ssl =, key = (compares
--- the settings of exporters sharing a daemon), listen = nil or the security
+-- the settings of exporters sharing a listener), listen = nil or the security
 -- table for daemon_listen (a TLS server context made now: a missing or bad
 -- file raises here, naming it) }.
 local function read_security(self)
@@ -760,7 +761,7 @@ function Exporter:after_properties_set()
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
                   oneway = oneway_set, exposed = is_method }
   local connectok = { handshake = "hello", meta = entry.meta }
-  local okl, d, fresh = pcall(acquire_daemon, name, host, port, connectok, limits, security)
+  local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
   if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
   if not fresh then
@@ -768,12 +769,12 @@ function Exporter:after_properties_set()
     for _, k in ipairs(LIMIT_NAMES) do
       local v = limits[k]
       if v ~= nil and d.limits[k] ~= v then
-        conf_error(self, "%s = %s conflicts with %s already set for the daemon at %s by the first exporter there (exporters on one address share its limits)",
+        conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
           k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
       end
     end
     if d.security.key ~= security.key then
-      conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a daemon)",
+      conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a listener)",
         d.where)
     end
     if d.objects[name] then
@@ -784,7 +785,7 @@ function Exporter:after_properties_set()
   end
   d.objects[name] = entry
   d.count = d.count + 1
-  entry.daemon = d
+  entry.listener = d
   rawset(self, "_export", entry)
   self.service_port = d.port
   runtime._exported(1)
@@ -805,8 +806,8 @@ function Exporter:after_properties_set()
   end
 end
 
--- Stops exporting this service (the daemon stops when it was the last one on
--- its address). Idempotent.
+-- Stops exporting this service (the listener closes when it was the last one
+-- on its address). Idempotent.
 function Exporter:destroy()
   local entry = rawget(self, "_export")
   if not entry then return end
@@ -817,21 +818,21 @@ function Exporter:destroy()
       exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
     end
   end
-  local d = entry.daemon
+  local d = entry.listener
   exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
   if d.objects[entry.name] == entry then
     d.objects[entry.name] = nil
     d.count = d.count - 1
-    if daemons_by_id[d.id] then core.daemon_unregister(d.id, entry.name) end
+    if listeners_by_id[d.id] then core.daemon_unregister(d.id, entry.name) end
   end
   runtime._exported(-1)
-  release_daemon(d)
+  release_listener(d)
 end
 
 -- The port actually listened on, or nil while not exported.
 function Exporter:bound_port()
   local entry = rawget(self, "_export")
-  return entry and entry.daemon.port or nil
+  return entry and entry.listener.port or nil
 end
 
 -- True while exported.
@@ -870,7 +871,7 @@ M.PyroServiceExporter = Exporter
 -- Stops every export of this process (runtime shutdown).
 function M.unexport_all()
   local list = {}
-  for _, d in pairs(daemons_by_id) do
+  for _, d in pairs(listeners_by_id) do
     for _, e in pairs(d.objects) do list[#list + 1] = e.exporter end
   end
   for _, ex in ipairs(list) do ex:destroy() end
@@ -879,7 +880,7 @@ end
 -- Addresses being served: list of "host:port".
 function M.addresses()
   local out = {}
-  for _, d in pairs(daemons_by_id) do out[#out + 1] = d.where end
+  for _, d in pairs(listeners_by_id) do out[#out + 1] = d.where end
   table.sort(out)
   return out
 end
