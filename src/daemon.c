@@ -6,9 +6,9 @@
  * listeners and their registered objects, and the events to the owner.
  *
  * Owner side (the Lua thread): sr_daemon_* functions build commands, push
- * them on d->cmds and wake the daemon loop with sr_async_wake (queue.h);
+ * them on d->cmds and wake the daemon loop with sr_wake_send (queue.h);
  * synchronous ones wait on a semaphore inside the command. Daemon side: one
- * uv loop with the wake-up async, a uv_tcp_t per listener and per
+ * uv loop with the wake-up (sr_wake_t), a uv_tcp_t per listener and per
  * connection (daemon_conn.c), the protocol (daemon_proto.c) and the write
  * side both threads share (daemon_write.c). Everything under "daemon
  * thread" is touched only by the daemon thread while it runs (and by the
@@ -301,7 +301,7 @@ static void do_stop(sr_daemon_t *d) {
   while (d->listeners) remove_listener(d, d->listeners);
   for (uint32_t i = 0; i < d->cap; i++)
     if (d->conns[i]) sr_conn_close_graceful(d->conns[i]);
-  uv_close((uv_handle_t *)&d->wake, NULL);
+  sr_wake_close(&d->wake, NULL);
   if (d->nconns > 0) {
     d->grace.data = d;
     uv_timer_start(&d->grace, on_grace, GRACE_MS, 0);
@@ -319,8 +319,8 @@ static void do_reply(sr_daemon_t *d, sr_reply_t *r) {
   sr_conn_submit(c, r);
 }
 
-static void on_wake(uv_async_t *a) {
-  sr_daemon_t *d = a->data;
+static void on_wake(sr_wake_t *w) {
+  sr_daemon_t *d = w->data;
   sr_qnode_t *n = sr_queue_take_all(&d->cmds);
   while (n) {
     sr_qnode_t *next = n->next;
@@ -397,8 +397,10 @@ int sr_daemon_new(sr_daemon_t **out, sr_daemon_notify_cb notify, void *ud) {
 
 static int start_thread(sr_daemon_t *d) {
   if (uv_loop_init(&d->loop) != 0) return SR_ENOMEM;
-  uv_async_init(&d->loop, &d->wake, on_wake);
-  d->wake.data = d;
+  if (sr_wake_init(&d->loop, &d->wake, on_wake, d) < 0) {
+    uv_loop_close(&d->loop);
+    return SR_EIO;
+  }
   uv_timer_init(&d->loop, &d->grace);
   d->grace.data = d;
   uv_timer_init(&d->loop, &d->sweep);
@@ -417,7 +419,7 @@ static int start_thread(sr_daemon_t *d) {
   if (uv_thread_create(&d->thread, thread_main, d) != 0) {
     uv_close((uv_handle_t *)&d->flush_check, NULL);
     uv_close((uv_handle_t *)&d->flush_prep, NULL);
-    uv_close((uv_handle_t *)&d->wake, NULL);
+    sr_wake_close(&d->wake, NULL);
     uv_close((uv_handle_t *)&d->grace, NULL);
     uv_close((uv_handle_t *)&d->sweep, NULL);
     uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -435,7 +437,7 @@ static void stop_thread(sr_daemon_t *d) {
   memset(&cmd, 0, sizeof cmd);
   cmd.head.kind = CMD_STOP;
   sr_queue_push(&d->cmds, &cmd.head.node);
-  sr_async_wake(&d->wake);
+  sr_wake_send(&d->wake);
   uv_thread_join(&d->thread);
   /* run close callbacks left, if any, then release the loop */
   uv_run(&d->loop, UV_RUN_NOWAIT);
@@ -465,7 +467,7 @@ static int run_sync(sr_daemon_t *d, sr_cmd_t *cmd) {
   if (uv_sem_init(&cmd->done, 0) != 0) return SR_ENOMEM;
   cmd->sync = 1;
   sr_queue_push(&d->cmds, &cmd->head.node);
-  sr_async_wake(&d->wake);
+  sr_wake_send(&d->wake);
   uv_sem_wait(&cmd->done);
   uv_sem_destroy(&cmd->done);
   return cmd->rc;

@@ -9,7 +9,7 @@
  *
  * Threads: every sr_daemon_* function below is called from ONE thread (the
  * Lua thread, "the owner"). Commands reach the daemon thread through a queue
- * and a uv_async_t on its loop. listen/unlisten/register/unregister/quiesce
+ * and a wake-up (sr_wake_t, queue.h) on its loop. listen/unlisten/register/unregister/quiesce
  * are synchronous (they return once the daemon thread has done them, so
  * "address in use" is reported to the caller and a name is reachable as soon
  * as register returns). reply never waits for the daemon thread (see
@@ -17,7 +17,7 @@
  * requests, log lines) go the other way through a second queue: the daemon
  * thread collects what one loop iteration produced and pushes it in one go;
  * after pushing to an empty queue it calls the owner's notify callback (from
- * the daemon thread: it must only wake the owner up, e.g. sr_async_wake).
+ * the daemon thread: it must only wake the owner up, e.g. sr_wake_send).
  *
  * Ordering: each non-oneway INVOKE (and each wire PING) of a connection gets
  * the next reply slot of that connection. Replies may be handed over in any

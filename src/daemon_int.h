@@ -204,7 +204,7 @@ struct sr_daemon_s {
   sr_queue_t events;
   /* daemon thread */
   uv_loop_t loop;
-  uv_async_t wake;
+  sr_wake_t wake;   /* the owner wakes the loop for d->cmds */
   /* events of this loop iteration, handed to the owner in one push and at
    * most one wake-up when the iteration's callbacks are done (flush_check:
    * right after the poll phase; flush_prep: before the loop blocks again,

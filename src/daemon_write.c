@@ -467,7 +467,7 @@ static int push_conncmd(sr_daemon_t *d, int kind, uint64_t conn) {
   if (cc == NULL) return SR_ENOMEM;
   cc->head.kind = kind;
   cc->conn = conn;
-  if (sr_queue_push(&d->cmds, &cc->head.node)) sr_async_wake(&d->wake);
+  if (sr_queue_push(&d->cmds, &cc->head.node)) sr_wake_send(&d->wake);
   return 0;
 }
 
@@ -484,7 +484,7 @@ void sr_daemon_flush_replies(sr_daemon_t *d) {
   sr_qnode_t *first = d->rep_first, *last = d->rep_last;
   d->rep_first = d->rep_last = NULL;
   d->nrep = 0;
-  if (sr_queue_push_chain(&d->cmds, first, last)) sr_async_wake(&d->wake);
+  if (sr_queue_push_chain(&d->cmds, first, last)) sr_wake_send(&d->wake);
 }
 
 int sr_daemon_reply_via(sr_daemon_t *d, uint64_t conn, uint32_t slot, const uint8_t *frame,
@@ -501,7 +501,7 @@ int sr_daemon_reply_via(sr_daemon_t *d, uint64_t conn, uint32_t slot, const uint
       if (++d->nrep >= REPLY_BATCH_MAX) sr_daemon_flush_replies(d);
       return 0;
     }
-    if (sr_queue_push(&d->cmds, &r->head.node)) sr_async_wake(&d->wake);
+    if (sr_queue_push(&d->cmds, &r->head.node)) sr_wake_send(&d->wake);
     return 0;
   }
   /* find the connection's write side and hold it while writing */

@@ -4,10 +4,10 @@
  *
  * One daemon per process, created when springrun.core is opened; its thread
  * starts with the first listen. Events from the daemon thread wake luv's loop
- * through ONE uv_async_t (referenced only while a listener is open, so luv's
- * loop stays alive exactly while something is exported); its callback drains
- * everything queued and, for each INVOKE, decodes the payload here (C, hot
- * path) and calls the Lua handler set with daemon_set_handler:
+ * through ONE wake-up (sr_wake_t, queue.h; open only while a listener is, so
+ * luv's loop stays alive exactly while something is exported); its callback
+ * drains everything queued and, for each INVOKE, decodes the payload here
+ * (C, hot path) and calls the Lua handler set with daemon_set_handler:
  *
  *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs)
  *
@@ -61,7 +61,7 @@
 
 static struct {
   sr_daemon_t *d;
-  uv_async_t *async; /* on luv's loop while a listener is open, else NULL */
+  sr_wake_t *wake; /* on luv's loop while a listener is open, else NULL */
   uv_loop_t *loop;   /* luv's loop */
   lua_State *L; /* main thread of the state that opened the module */
   int handler_ref;
@@ -112,39 +112,40 @@ static void forget_decode_limits(uint32_t listener) {
     }
 }
 
-/* Called on the daemon thread, which only runs while G.async exists (the
- * async is created before the first listen and closed after the thread of
+/* Called on the daemon thread, which only runs while G.wake exists (the
+ * wake-up is opened before the first listen and closed after the thread of
  * the last unlisten was joined). */
 static void notify_cb(void *ud) {
   (void)ud;
-  sr_async_wake(G.async);
+  sr_wake_send(G.wake);
 }
 
-static void on_events(uv_async_t *a);
+static void on_events(sr_wake_t *w);
 
-static void free_handle_cb(uv_handle_t *h) { free(h); }
+static void free_wake_cb(sr_wake_t *w) { free(w); }
 
-/* The async lives exactly while a listener is open: it keeps luv's loop alive
- * while something is exported, and no foreign handle is left on luv's loop
- * otherwise (luv's loop finalizer closes every handle it finds with its own
- * callback). */
-static int open_async(lua_State *L) {
-  if (G.async) return 0;
-  uv_async_t *a = malloc(sizeof *a);
-  if (a == NULL) return SR_ENOMEM;
+/* The wake-up lives exactly while a listener is open: it keeps luv's loop
+ * alive while something is exported, and no foreign handle is left on luv's
+ * loop otherwise (luv's loop finalizer closes every handle it finds with its
+ * own callback). */
+static int open_wake(lua_State *L) {
+  if (G.wake) return 0;
+  sr_wake_t *w = malloc(sizeof *w);
+  if (w == NULL) return SR_ENOMEM;
   G.loop = luv_loop(L);
-  if (uv_async_init(G.loop, a, on_events) != 0) {
-    free(a);
-    return SR_ENOMEM;
+  int rc = sr_wake_init(G.loop, w, on_events, NULL);
+  if (rc < 0) {
+    free(w);
+    return rc;
   }
-  G.async = a;
+  G.wake = w;
   return 0;
 }
 
-static void close_async(void) {
-  if (G.async == NULL) return;
-  if (!uv_is_closing((uv_handle_t *)G.async)) uv_close((uv_handle_t *)G.async, free_handle_cb);
-  G.async = NULL;
+static void close_wake(void) {
+  if (G.wake == NULL) return;
+  if (!uv_is_closing((uv_handle_t *)&G.wake->poll)) sr_wake_close(G.wake, free_wake_cb);
+  G.wake = NULL;
 }
 
 static unsigned probe_serializers(lua_State *L) {
@@ -481,11 +482,11 @@ static int drain_events(lua_State *L) {
   return 0;
 }
 
-/* The uv_async callback on luv's loop: one wake-up drains everything queued.
+/* The wake-up's callback on luv's loop: one wake-up drains everything queued.
  * The Lua work runs under a pcall so that a Lua error (out of memory) never
  * unwinds through libuv; whatever was not dispatched is still finished. */
-static void on_events(uv_async_t *a) {
-  (void)a;
+static void on_events(sr_wake_t *w) {
+  (void)w;
   lua_State *L = G.L;
   if (G.d == NULL || L == NULL) return;
   sr_event_t *ev = sr_daemon_take(G.d);
@@ -669,7 +670,7 @@ static int l_listen(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  if (rc == 0) rc = open_async(L);
+  if (rc == 0) rc = open_wake(L);
   if (rc == 0) {
     sr_daemon_set_limits(G.d, &hl);
     sr_daemon_set_security(G.d, &sec);
@@ -677,7 +678,7 @@ static int l_listen(lua_State *L) {
                           sizeof err);
     sr_daemon_set_limits(G.d, NULL);
     sr_daemon_set_security(G.d, NULL);
-    if (rc < 0 && sr_daemon_count(G.d) == 0) close_async();
+    if (rc < 0 && sr_daemon_count(G.d) == 0) close_wake();
   }
   for (int i = 0; i < nobjs; i++)
     for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_free(&bufs[i][k]);
@@ -694,10 +695,10 @@ static int l_unlisten(lua_State *L) {
   uint32_t did = check_listener(L, 1);
   int rc = sr_daemon_unlisten(G.d, did);
   forget_decode_limits(did);
-  if (sr_daemon_count(G.d) == 0 && G.async) {
-    /* the thread is joined: deliver what it queued last, then drop the async */
-    on_events(G.async);
-    close_async();
+  if (sr_daemon_count(G.d) == 0 && G.wake) {
+    /* the thread is joined: deliver what it queued last, then drop the wake-up */
+    on_events(G.wake);
+    close_wake();
   }
   if (rc < 0) return fail(L, rc, "no such listener");
   lua_pushboolean(L, 1);
@@ -1070,8 +1071,8 @@ static int l_gc(lua_State *L) {
   /* still exported while the state closes: luv's loop finalizer completes
    * the close (or already closed it with its own callback: then the few
    * bytes of the handle are left to the exiting process) */
-  if (G.async && uv_is_closing((uv_handle_t *)G.async)) G.async = NULL;
-  close_async();
+  if (G.wake && uv_is_closing((uv_handle_t *)&G.wake->poll)) G.wake = NULL;
+  close_wake();
   sr_buf_free(&G.buf);
   G.L = NULL;
   /* the references lived in the closing state's registry */
