@@ -1112,12 +1112,6 @@ void lsr_open_daemon(lua_State *L) {
   G.L = lua_tothread(L, -1);
   lua_pop(L, 1);
   if (sr_daemon_new(&G.d, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
-  /* SPRINGRUN_REPLY_WRITER (for measurements): thread = every reply written
-   * by the daemon thread; direct = every reply the Lua thread can send, sent
-   * by it (no batches); unset = batches via the daemon thread, lone replies direct */
-  const char *writer = getenv("SPRINGRUN_REPLY_WRITER");
-  if (writer && (strcmp(writer, "thread") == 0 || strcmp(writer, "direct") == 0))
-    set_reply_writer(writer);
   sr_buf_init(&G.buf);
   /* a sentinel whose finalizer stops the thread when the state closes;
    * created after luv's loop, so finalized before it */
