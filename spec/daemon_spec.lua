@@ -439,14 +439,10 @@ describe("springrun.daemon #unit #net", function()
   end)
 
   it("closes a connection whose message is larger than the limit without replying", function()
-    core.daemon_set_max_message(1024)
     local e2 = springrun.PyroServiceExporter{ service_name = "Small", service = setmetatable({}, Service),
-      service_host = "127.0.0.1", service_port = 0 }
+      service_host = "127.0.0.1", service_port = 0, max_message_size = 1024 }
     e2:after_properties_set()
-    finally(function()
-      e2:destroy()
-      core.daemon_set_max_message(core.WIRE_DEFAULT_MAX_MESSAGE)
-    end)
+    finally(function() e2:destroy() end)
     local c = connect_ok(e2.service_port, "Small")
     invoke(c, 1, "get_data", '["' .. string.rep("x", 2000) .. '"]', "{}", 0, "Small")
     assert.is_true(c:wait_closed())

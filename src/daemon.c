@@ -389,7 +389,6 @@ int sr_daemon_new(sr_daemon_t **out, sr_daemon_notify_cb notify, void *ud) {
   }
   d->notify = notify;
   d->notify_ud = ud;
-  d->max_message = SR_WIRE_DEFAULT_MAX_MESSAGE;
   d->direct_writes = 1;
   *out = d;
   return 0;
@@ -486,7 +485,6 @@ void sr_daemon_free(sr_daemon_t *d) {
   sr_queue_destroy(&d->cmds);
   sr_queue_destroy(&d->events);
   uv_mutex_destroy(&d->tab_mu);
-  sr_tls_ctx_unref(d->next_tls);
   free(d);
 }
 
@@ -520,22 +518,15 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, char
   return 0;
 }
 
-/* d->next_lim with the defaults filled in. */
-static void limits_resolve(const sr_daemon_t *d, sr_listener_limits_t *out) {
-  *out = d->next_lim;
-  if (out->max_message == 0) out->max_message = d->max_message;
+/* lim with the defaults filled in. */
+static void limits_resolve(const sr_listener_limits_t *lim, sr_listener_limits_t *out) {
+  *out = *lim;
+  if (out->max_message == 0) out->max_message = SR_WIRE_DEFAULT_MAX_MESSAGE;
   if (out->max_connections == 0) out->max_connections = SR_DAEMON_DEFAULT_MAX_CONNECTIONS;
   if (out->send_deadline_ms == 0) out->send_deadline_ms = SR_DAEMON_DEFAULT_SEND_DEADLINE_MS;
   if (out->max_queued_conn == 0) out->max_queued_conn = SR_DAEMON_DEFAULT_MAX_QUEUED_CONN;
   if (out->max_queued_conn < 4) out->max_queued_conn = 4; /* resumes at a quarter */
   if (out->max_queued == 0) out->max_queued = SR_DAEMON_DEFAULT_MAX_QUEUED;
-}
-
-void sr_daemon_set_limits(sr_daemon_t *d, const sr_listener_limits_t *lim) {
-  if (lim)
-    d->next_lim = *lim;
-  else
-    memset(&d->next_lim, 0, sizeof d->next_lim);
 }
 
 void sr_daemon_event_done(sr_event_t *ev) {
@@ -545,9 +536,8 @@ void sr_daemon_event_done(sr_event_t *ev) {
   ev->dc = NULL;
 }
 
-int sr_daemon_listen(sr_daemon_t *d, const char *host, int port, unsigned ser_mask,
-                     const sr_listener_obj_t *objs, size_t nobjs, uint32_t *listener_id,
-                     int *bound_port, char *err, size_t errlen) {
+int sr_daemon_listen(sr_daemon_t *d, const char *host, int port, const sr_listen_opts_t *opts,
+                     uint32_t *listener_id, int *bound_port, char *err, size_t errlen) {
   if (port < 0 || port > 65535)
     return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s:%d: port out of range", host,
                      port);
@@ -560,18 +550,19 @@ int sr_daemon_listen(sr_daemon_t *d, const char *host, int port, unsigned ser_ma
   if (!d->running && (rc = start_thread(d)) < 0)
     return sr_seterr(err, errlen, rc, "cannot listen on %s: cannot start the daemon thread",
                      where);
-  for (size_t i = 0; i < nobjs; i++)
-    if (strlen(objs[i].name) > SR_DAEMON_MAX_NAME)
+  for (size_t i = 0; i < opts->nobjs; i++)
+    if (strlen(opts->objs[i].name) > SR_DAEMON_MAX_NAME)
       return sr_seterr(err, errlen, SR_EINVAL, "cannot listen on %s: object name too long", where);
   cmd.head.kind = CMD_LISTEN;
   cmd.where = where;
-  limits_resolve(d, &cmd.lim);
-  cmd.ser_mask = ser_mask;
-  cmd.objs = objs;
-  cmd.nobjs = nobjs;
-  cmd.tls = d->next_tls;
-  cmd.has_secret = d->next_has_secret;
-  cmd.secret = d->next_secret;
+  limits_resolve(&opts->limits, &cmd.lim);
+  cmd.ser_mask = opts->ser_mask;
+  cmd.objs = opts->objs;
+  cmd.nobjs = opts->nobjs;
+  cmd.tls = opts->security.tls;
+  cmd.has_secret = opts->security.secret != NULL;
+  if (cmd.has_secret)
+    sr_secret_init(&cmd.secret, opts->security.secret, opts->security.secret_len);
   cmd.err = err;
   cmd.errlen = errlen;
   rc = run_sync(d, &cmd);
@@ -629,19 +620,9 @@ int sr_daemon_quiesce(sr_daemon_t *d) {
   return run_sync(d, &cmd);
 }
 
-void sr_daemon_set_security(sr_daemon_t *d, const sr_listener_security_t *sec) {
-  sr_tls_ctx_unref(d->next_tls);
-  d->next_tls = sec ? sr_tls_ctx_ref(sec->tls) : NULL;
-  d->next_has_secret = sec != NULL && sec->secret != NULL;
-  if (d->next_has_secret) sr_secret_init(&d->next_secret, sec->secret, sec->secret_len);
-}
-
 void sr_daemon_set_direct_writes(sr_daemon_t *d, int on) { d->direct_writes = on != 0; }
 
 sr_event_t *sr_daemon_take(sr_daemon_t *d) { return (sr_event_t *)sr_queue_take_all(&d->events); }
 
 int sr_daemon_count(const sr_daemon_t *d) { return d->nlisteners; }
 
-void sr_daemon_set_max_message(sr_daemon_t *d, size_t max_message) {
-  d->max_message = max_message;
-}

@@ -65,6 +65,8 @@ typedef struct sr_event_s {
   uint16_t flags;     /* request flags, COMPRESSED already removed */
   uint16_t serializer;
   size_t len;         /* bytes in data (without the NUL of a log line) */
+  uint32_t max_depth;    /* SR_EV_INVOKE: the decode limits of its listener */
+  uint32_t max_elements; /* (sr_listener_limits_t), for the owner's decoder */
   struct sr_dcount_s *dc; /* SR_EV_INVOKE: the listener's queue count (see
                              sr_daemon_event_done) */
   uint8_t data[];
@@ -76,11 +78,11 @@ void sr_daemon_event_done(sr_event_t *ev);
 
 typedef void (*sr_daemon_notify_cb)(void *ud);
 
-/* Resource limits of one listener (see sr_daemon_set_limits). A zero field
+/* Resource limits of one listener (part of sr_listen_opts_t). A zero field
  * means the default, except where "0: off" is said. */
 typedef struct sr_listener_limits_s {
   size_t max_message;        /* data_len + ann_len of a request, checked from
-                                the header (default: sr_daemon_set_max_message) */
+                                the header (SR_WIRE_DEFAULT_MAX_MESSAGE) */
   uint32_t max_connections;  /* open connections; more get CONNECTFAIL (4096) */
   uint32_t send_deadline_ms; /* a started message must be complete within this
                                 (slow-loris), else the connection is closed
@@ -93,6 +95,10 @@ typedef struct sr_listener_limits_s {
                                 not yet dispatched (sr_daemon_event_done);
                                 past it no connection of the listener is read
                                 until it is down to half (16384) */
+  uint32_t max_depth;        /* nesting and total values of a decoded request: */
+  uint32_t max_elements;     /* not used by the daemon thread, they travel on
+                                each INVOKE event to the owner's decoder
+                                (0: the decoder's defaults) */
 } sr_listener_limits_t;
 
 #define SR_DAEMON_DEFAULT_MAX_CONNECTIONS 4096u
@@ -124,18 +130,46 @@ typedef struct sr_listener_obj_s {
   size_t meta_len[SR_DAEMON_NSER];
 } sr_listener_obj_t;
 
-/* Starts listening on host:port (port 0: a free port). host: a numeric
- * address or a name ("localhost" means 127.0.0.1). ser_mask: bit (1 << id)
- * for every serializer accepted on connections (ids 1..SR_DAEMON_NSER-1).
- * objs[0..nobjs) are registered before the first connection is accepted (a
- * client that finds the port open finds them; payloads are copied).
- * Returns 0 and fills *listener_id and *bound_port, or a negative code with a
- * message naming host:port in err (SR_EINVAL bad host/port, SR_EIO for
- * bind/listen failures such as "address already in use"). Starts the thread
- * when it is the first listener. */
-int sr_daemon_listen(sr_daemon_t *d, const char *host, int port, unsigned ser_mask,
-                     const sr_listener_obj_t *objs, size_t nobjs, uint32_t *listener_id,
-                     int *bound_port, char *err, size_t errlen);
+/* Security of a listener (part of sr_listen_opts_t). tls: a server context
+ * (tls.h) -- every connection is TLS, the listener keeps a reference; NULL:
+ * plain TCP. secret/secret_len: the CONNECT handshake value must be this
+ * string (Pyro4's _pyroHandshake; compared in constant time on the daemon
+ * thread), otherwise the client gets CONNECTFAIL "authentication failed:
+ * wrong or missing handshake secret" and is closed; NULL: any handshake is
+ * accepted (Pyro4's default).
+ *
+ * TLS and who writes replies: one SSL object is only ever used by the
+ * daemon thread. Replies of a TLS connection are never written by the owner
+ * (direct writes are skipped for it): sr_daemon_reply puts them in order in
+ * the connection's queue and the daemon thread encrypts and writes them.
+ * Reading is read -> decrypt -> framer, all on the daemon thread. */
+typedef struct sr_listener_security_s {
+  sr_tls_ctx_t *tls;
+  const char *secret;
+  size_t secret_len;
+} sr_listener_security_t;
+
+/* What a listener is opened with; everything is copied by sr_daemon_listen.
+ * ser_mask: bit (1 << id) for every serializer accepted on connections (ids
+ * 1..SR_DAEMON_NSER-1). objs[0..nobjs) are registered before the first
+ * connection is accepted (a client that finds the port open finds them).
+ * limits: zero fields take the defaults; security: zeroed for none. */
+typedef struct sr_listen_opts_s {
+  unsigned ser_mask;
+  const sr_listener_obj_t *objs;
+  size_t nobjs;
+  sr_listener_limits_t limits;
+  sr_listener_security_t security;
+} sr_listen_opts_t;
+
+/* Starts listening on host:port (port 0: a free port) with opts. host: a
+ * numeric address or a name ("localhost" means 127.0.0.1). Returns 0 and
+ * fills *listener_id and *bound_port, or a negative code with a message
+ * naming host:port in err (SR_EINVAL bad host/port, SR_EIO for bind/listen
+ * failures such as "address already in use"). Starts the thread when it is
+ * the first listener. */
+int sr_daemon_listen(sr_daemon_t *d, const char *host, int port, const sr_listen_opts_t *opts,
+                     uint32_t *listener_id, int *bound_port, char *err, size_t errlen);
 
 /* Stops listener_id: closes its socket, shuts its connections down after
  * their queued replies, forgets its objects. The last one stops and joins the
@@ -203,38 +237,10 @@ sr_event_t *sr_daemon_take(sr_daemon_t *d);
 /* Number of listeners open (owner's view). */
 int sr_daemon_count(const sr_daemon_t *d);
 
-/* Limit on data_len + ann_len of incoming messages (default
- * SR_WIRE_DEFAULT_MAX_MESSAGE); applies to connections accepted later. */
-void sr_daemon_set_max_message(sr_daemon_t *d, size_t max_message);
-
 /* Copies the peer address ("ip:port") of connection conn into out (n
  * bytes, NUL-terminated). Returns 0, or SR_ENOTFOUND when it is gone (out
  * is then "?"). For log lines of the owner. */
 int sr_daemon_peer(sr_daemon_t *d, uint64_t conn, char *out, size_t n);
-
-/* Limits for the listeners opened from now on (copied; NULL: defaults).
- * Zero fields take the defaults above. Owner thread, like listen. */
-void sr_daemon_set_limits(sr_daemon_t *d, const sr_listener_limits_t *lim);
-
-/* Security of the listeners opened from now on (owner thread, like
- * listen; NULL: none). tls: a server context (tls.h) -- every connection is
- * TLS, the listener keeps a reference; NULL: plain TCP. secret/secret_len:
- * the CONNECT handshake value must be this string (Pyro4's _pyroHandshake;
- * compared in constant time on the daemon thread), otherwise the client
- * gets CONNECTFAIL "authentication failed: wrong or missing handshake
- * secret" and is closed; NULL: any handshake is accepted (Pyro4's default).
- *
- * TLS and who writes replies: one SSL object is only ever used by the
- * daemon thread. Replies of a TLS connection are never written by the owner
- * (direct writes are skipped for it): sr_daemon_reply puts them in order in
- * the connection's queue and the daemon thread encrypts and writes them.
- * Reading is read -> decrypt -> framer, all on the daemon thread. */
-typedef struct sr_listener_security_s {
-  sr_tls_ctx_t *tls;
-  const char *secret;
-  size_t secret_len;
-} sr_listener_security_t;
-void sr_daemon_set_security(sr_daemon_t *d, const sr_listener_security_t *sec);
 
 /* Payload text helpers (Lua-free, also used for CONNECTFAIL): append the
  * string s[0..n) as a complete payload of serializer ser: 1 serpent (with its

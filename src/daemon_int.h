@@ -191,12 +191,7 @@ struct sr_daemon_s {
   int running;
   int nlisteners;
   uv_thread_t thread;
-  size_t max_message;
-  sr_tls_ctx_t *next_tls; /* security for the next listen (a reference) */
-  int next_has_secret;
-  sr_secret_t next_secret;
   uint8_t *tls_rbuf;      /* daemon thread: ciphertext read buffer (READ_CHUNK) */
-  sr_listener_limits_t next_lim; /* for the next listen (zero fields: defaults) */
   sr_qnode_t *rep_first, *rep_last; /* SR_REPLY_BATCH replies not handed over yet */
   int nrep;
   /* shared (locked inside) */

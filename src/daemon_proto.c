@@ -284,6 +284,8 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
   ev->serializer = m->h.serializer;
   ev->slot = (m->h.flags & SR_FLAG_ONEWAY) ? 0 : c->next_slot++;
   ev->len = len;
+  ev->max_depth = c->lis->lim.max_depth;
+  ev->max_elements = c->lis->lim.max_elements;
   if (len) memcpy(ev->data, data, len);
   ev->data[len] = 0;
   sr_buf_free(&plain);

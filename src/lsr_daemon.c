@@ -40,7 +40,6 @@
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
  *   core.daemon_count()         -- listeners open
  *   core.daemon_serializers()   -- list of accepted serializer ids
- *   core.daemon_set_max_message(n)
  *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
  *   core.daemon_reply_counts()  -- direct, batched, thread, fast, merged (below)
@@ -70,12 +69,6 @@ static struct {
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
   sr_buf_t buf; /* reply frame scratch (Lua thread only) */
-  /* decode limits per listener (few listeners: a small list) */
-  struct lsr_dlim_s {
-    uint32_t id;
-    sr_decode_limits_t lim;
-  } dlims[64];
-  int ndlims;
   /* Replies to requests that arrived together (one drain of two or more
    * events) are handed to the daemon thread in one go at the end of the
    * drain (SR_REPLY_BATCH), which writes them while this thread works on;
@@ -96,21 +89,6 @@ static struct {
 } G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
         .batch_replies = 1, .direct = 1, .tasks_ref = LUA_NOREF, .task_failed_ref = LUA_NOREF,
         .pool_ref = LUA_NOREF };
-
-static sr_decode_limits_t decode_limits(uint32_t listener) {
-  for (int i = 0; i < G.ndlims; i++)
-    if (G.dlims[i].id == listener) return G.dlims[i].lim;
-  sr_decode_limits_t d = { SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS };
-  return d;
-}
-
-static void forget_decode_limits(uint32_t listener) {
-  for (int i = 0; i < G.ndlims; i++)
-    if (G.dlims[i].id == listener) {
-      G.dlims[i] = G.dlims[--G.ndlims];
-      return;
-    }
-}
 
 /* Called on the daemon thread, which only runs while G.wake exists (the
  * wake-up is opened before the first listen and closed after the thread of
@@ -396,7 +374,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
     return;
   }
-  sr_decode_limits_t lim = decode_limits(ev->listener);
+  sr_decode_limits_t lim = { (int)ev->max_depth, ev->max_elements }; /* 0: defaults */
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
@@ -564,11 +542,10 @@ static void limit_field(lua_State *L, int idx, const char *k, double lo, double 
   lua_pop(L, 1);
 }
 
-/* The limits table at idx (may be none/nil) into hl and dl. */
-static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_decode_limits_t *dl) {
+/* The limits table at idx (may be none/nil) into hl (zero fields: the
+ * defaults). */
+static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl) {
   memset(hl, 0, sizeof *hl);
-  dl->max_depth = SR_DECODE_DEFAULT_DEPTH;
-  dl->max_elements = SR_DECODE_DEFAULT_ELEMENTS;
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   double v;
@@ -590,12 +567,12 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_deco
   v = 0;
   limit_field(L, idx, "max_queued", 1, 1e7, 1, 0, &v);
   hl->max_queued = (uint32_t)v;
-  v = dl->max_depth;
-  limit_field(L, idx, "max_depth", 1, 10000, 1, SR_DECODE_DEFAULT_DEPTH, &v);
-  dl->max_depth = (int)v;
-  v = (double)dl->max_elements;
-  limit_field(L, idx, "max_elements", 1, 1e9, 1, SR_DECODE_DEFAULT_ELEMENTS, &v);
-  dl->max_elements = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_depth", 1, 10000, 1, 0, &v);
+  hl->max_depth = (uint32_t)v;
+  v = 0;
+  limit_field(L, idx, "max_elements", 1, 1e9, 1, 0, &v);
+  hl->max_elements = (uint32_t)v;
 }
 
 /* The security table at idx (none/nil: none): { tls = core.tls_context{server
@@ -634,13 +611,10 @@ static int l_listen(lua_State *L) {
   char err[400];
   uint32_t id;
   int bound;
-  sr_listener_limits_t hl;
-  sr_decode_limits_t dl;
-  read_limits(L, 4, &hl, &dl);
-  sr_listener_security_t sec;
-  read_security(L, 5, &sec);
-  if (G.ndlims >= (int)(sizeof G.dlims / sizeof G.dlims[0]))
-    return fail(L, SR_EINVAL, "cannot listen: too many listeners in this process");
+  sr_listen_opts_t opts;
+  memset(&opts, 0, sizeof opts);
+  read_limits(L, 4, &opts.limits);
+  read_security(L, 5, &opts.security);
   unsigned mask = probe_serializers(L);
   if (port < 0 || port > 65535) {
     snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,
@@ -672,20 +646,15 @@ static int l_listen(lua_State *L) {
   }
   if (rc == 0) rc = open_wake(L);
   if (rc == 0) {
-    sr_daemon_set_limits(G.d, &hl);
-    sr_daemon_set_security(G.d, &sec);
-    rc = sr_daemon_listen(G.d, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
-                          sizeof err);
-    sr_daemon_set_limits(G.d, NULL);
-    sr_daemon_set_security(G.d, NULL);
+    opts.ser_mask = mask;
+    opts.objs = objs;
+    opts.nobjs = (size_t)nobjs;
+    rc = sr_daemon_listen(G.d, host, (int)port, &opts, &id, &bound, err, sizeof err);
     if (rc < 0 && sr_daemon_count(G.d) == 0) close_wake();
   }
   for (int i = 0; i < nobjs; i++)
     for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_free(&bufs[i][k]);
   if (rc < 0) return fail(L, rc, err);
-  G.dlims[G.ndlims].id = id;
-  G.dlims[G.ndlims].lim = dl;
-  G.ndlims++;
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
   return 2;
@@ -694,7 +663,6 @@ static int l_listen(lua_State *L) {
 static int l_unlisten(lua_State *L) {
   uint32_t did = check_listener(L, 1);
   int rc = sr_daemon_unlisten(G.d, did);
-  forget_decode_limits(did);
   if (sr_daemon_count(G.d) == 0 && G.wake) {
     /* the thread is joined: deliver what it queued last, then drop the wake-up */
     on_events(G.wake);
@@ -758,13 +726,6 @@ static int l_serializers(lua_State *L) {
       lua_rawseti(L, -2, ++n);
     }
   return 1;
-}
-
-static int l_set_max_message(lua_State *L) {
-  lua_Integer v = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, v > 0 && (lua_Unsigned)v <= SR_WIRE_MAX_MESSAGE_CAP, 1, "out of range");
-  sr_daemon_set_max_message(G.d, (size_t)v);
-  return 0;
 }
 
 /* Sets who writes replies (only while no listener is open): "auto" (the
@@ -1091,7 +1052,6 @@ static const luaL_Reg funcs[] = {
   { "daemon_quiesce", l_quiesce },
   { "daemon_count", l_count },
   { "daemon_serializers", l_serializers },
-  { "daemon_set_max_message", l_set_max_message },
   { "daemon_set_handler", l_set_handler },
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
