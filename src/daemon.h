@@ -242,9 +242,4 @@ int sr_daemon_count(const sr_daemon_t *d);
  * is then "?"). For log lines of the owner. */
 int sr_daemon_peer(sr_daemon_t *d, uint64_t conn, char *out, size_t n);
 
-/* Payload text helpers (Lua-free, also used for CONNECTFAIL): append the
- * string s[0..n) as a complete payload of serializer ser: 1 serpent (with its
- * header line), 2 JSON, 3 marshal. Returns 0, SR_ENOMEM or SR_ESERIALIZER. */
-int sr_daemon_encode_string(sr_buf_t *out, int ser, const char *s, size_t n);
-
 #endif

@@ -22,48 +22,6 @@
 #include "daemon_int.h"
 #include "payload.h"
 
-/* ---- payload text helpers (also the owner's, for exceptions) ------------ */
-
-static int put_hex_escape(sr_buf_t *b, const char *fmt, unsigned v) {
-  char tmp[8];
-  int n = snprintf(tmp, sizeof tmp, fmt, v);
-  return sr_buf_append(b, tmp, (size_t)n);
-}
-
-int sr_daemon_encode_string(sr_buf_t *out, int ser, const char *s, size_t n) {
-  int rc = 0;
-  if (ser == SR_SER_MARSHAL) {
-    uint8_t hdr[5] = { 'u', (uint8_t)(n & 0xff), (uint8_t)((n >> 8) & 0xff),
-                       (uint8_t)((n >> 16) & 0xff), (uint8_t)((n >> 24) & 0xff) };
-    if ((rc = sr_buf_append(out, hdr, 5)) < 0) return rc;
-    return sr_buf_append(out, s, n);
-  }
-  if (ser != SR_SER_JSON && ser != SR_SER_SERPENT) return SR_ESERIALIZER;
-  int json = ser == SR_SER_JSON;
-  if (!json && (rc = sr_buf_puts(out, "# serpent utf-8 python3.2\n")) < 0) return rc;
-  char q = json ? '"' : '\'';
-  if ((rc = sr_buf_putc(out, (uint8_t)q)) < 0) return rc;
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == (unsigned char)q || c == '\\') {
-      rc = sr_buf_putc(out, '\\');
-      if (rc == 0) rc = sr_buf_putc(out, c);
-    } else if (c == '\n') {
-      rc = sr_buf_puts(out, "\\n");
-    } else if (c == '\r') {
-      rc = sr_buf_puts(out, "\\r");
-    } else if (c == '\t') {
-      rc = sr_buf_puts(out, "\\t");
-    } else if (c < 0x20 || c == 0x7f) {
-      rc = put_hex_escape(out, json ? "\\u%04x" : "\\x%02x", c);
-    } else {
-      rc = sr_buf_putc(out, c);
-    }
-  }
-  if (rc == 0) rc = sr_buf_putc(out, (uint8_t)q);
-  return rc;
-}
-
 /* ---- handshake and requests --------------------------------------------- */
 
 /* Builds a frame into a new reply (slot given). NULL on OOM. */
@@ -86,7 +44,7 @@ void sr_proto_fail_handshake(sr_conn_t *c, uint16_t ser, uint16_t seq, const cha
   sr_buf_init(&b);
   sr_dlog(c->d, LOG_WARNING, "handshake from %s on %s refused: %s", c->peer,
           c->lis ? c->lis->where : "?", text);
-  if (sr_daemon_encode_string(&b, ser, text, strlen(text)) == 0) {
+  if (sr_payload_encode_string(&b, ser, text, strlen(text)) == 0) {
     sr_reply_t *r = make_frame(SR_MSG_CONNECTFAIL, 0, seq, ser, b.data, b.len, 0);
     if (r) sr_conn_write(c, r);
   }
@@ -199,7 +157,7 @@ void sr_proto_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
     sr_buf_t b;
     sr_buf_init(&b);
     rep = NULL;
-    if (sr_daemon_encode_string(&b, ser, "hello", 5) == 0)
+    if (sr_payload_encode_string(&b, ser, "hello", 5) == 0)
       rep = make_frame(SR_MSG_CONNECTOK, 0, m->h.seq, ser, b.data, b.len, 0);
     sr_buf_free(&b);
   }

@@ -54,6 +54,7 @@
 #include "lsr_codec.h"
 #include "lsr_tls.h"
 #include "luv.h"
+#include "payload.h"
 #include "wire.h"
 
 #define LSR_DAEMON_GC "springrun.daemon"
@@ -200,7 +201,7 @@ static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, 
     sr_buf_t b;
     sr_buf_init(&b);
     const char *s = lua_tostring(L, -1);
-    if (sr_daemon_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
+    if (sr_payload_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
       sr_buf_t f;
       sr_buf_init(&f);
       if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
