@@ -81,15 +81,8 @@ static struct {
   int direct;   /* otherwise: as sr_daemon_set_direct_writes */
   uint64_t nreplies[3]; /* by SR_REPLY_* */
   uint64_t nfast;       /* calls answered entirely by serve_fast */
-  /* task coroutines started here (see spawn_task) */
-  int tasks_ref;       /* runtime's table co -> true | task marker, or LUA_NOREF */
-  int task_failed_ref; /* runtime's report(co, err) */
-  int pool_ref;        /* finished coroutines ready for the next call: 1..npool */
-  int npool;
-  lua_Integer ctasks; /* started here and not finished */
 } G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
-        .batch_replies = 1, .direct = 1, .tasks_ref = LUA_NOREF, .task_failed_ref = LUA_NOREF,
-        .pool_ref = LUA_NOREF };
+        .batch_replies = 1, .direct = 1 };
 
 /* Called on the daemon thread, which only runs while G.wake exists (the
  * wake-up is opened before the first listen and closed after the thread of
@@ -284,87 +277,6 @@ static const char *push_fields_at(lua_State *L, int at) {
   return NULL;
 }
 
-/* ---- task coroutines, started in C ---------------------------------------
- *
- * Every incoming call runs in a coroutine of its own (the threading
- * contract, rule 4). With core.daemon_set_tasks(tasks, report) -- done by
- * springrun.runtime when it loads -- dispatch_invoke starts that coroutine
- * here instead of through runtime's Lua spawn: a pooled coroutine (or a new
- * one) gets the call's function and arguments and is resumed with
- * lua_resume, with no Lua function, coroutine.resume, worker loop or
- * end-of-task yield in between (about 3,000 instructions of the Lua thread's
- * ~17,000 per call; bench/README). runtime's table `tasks` marks it with
- * TASK_MARK (runtime.current() sees a task; runtime.resume resumes it as
- * any task); a call that returns in its first resume -- nearly every one --
- * is forgotten and its coroutine pooled at once; one that yielded is
- * finished by runtime.resume, which hands the coroutine back with
- * core.daemon_task_done. A task that fails is reported with report(co, err)
- * and its coroutine dropped. */
-#define TASK_POOL_MAX 64
-static char task_mark; /* tasks[co] of a task started here: its address */
-
-static void task_forget(lua_State *L, int co_idx) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.tasks_ref);
-  lua_pushvalue(L, co_idx);
-  lua_pushnil(L);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  G.ctasks--;
-}
-
-/* The coroutine at co_idx, finished (status OK, empty stack), into the pool
- * (preallocated: rawseti in its array part allocates nothing). */
-static void task_pool_push(lua_State *L, int co_idx) {
-  if (G.npool >= TASK_POOL_MAX) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.pool_ref);
-  lua_pushvalue(L, co_idx);
-  lua_rawseti(L, -2, ++G.npool);
-  lua_pop(L, 1);
-}
-
-/* spawn_task(fn, args...): runs fn(args...) as a task (above). Called
- * under dispatch_invoke's lua_pcall: an error before the task starts (out
- * of memory) is answered as a failed dispatch. */
-static int spawn_task(lua_State *L) {
-  int nargs = lua_gettop(L) - 1;
-  lua_State *co;
-  if (G.npool > 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, G.pool_ref);
-    lua_rawgeti(L, -1, G.npool);
-    lua_pushnil(L);
-    lua_rawseti(L, -3, G.npool--); /* the pool does not keep a running task alive */
-    lua_remove(L, -2);
-    co = lua_tothread(L, -1);
-  } else {
-    co = lua_newthread(L);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.tasks_ref);
-  lua_pushvalue(L, -2);
-  lua_pushlightuserdata(L, &task_mark);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  lua_insert(L, 1); /* co, fn, args */
-  G.ctasks++;
-  lua_xmove(L, co, nargs + 1);
-  int nres = 0;
-  int st = lua_resume(co, L, nargs, &nres);
-  if (st == LUA_YIELD) { /* waiting for I/O: runtime.resume goes on with it */
-    lua_pop(co, nres);
-    return 0;
-  }
-  task_forget(L, 1);
-  if (st == LUA_OK) {
-    lua_settop(co, 0);
-    task_pool_push(L, 1);
-    return 0;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.task_failed_ref);
-  lua_pushvalue(L, 1);
-  lua_xmove(co, L, 1); /* the error */
-  lua_call(L, 2, 0);
-  return 0;
-}
-
 static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   char err[300];
   int oneway = (ev->flags & SR_FLAG_ONEWAY) != 0;
@@ -402,10 +314,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   int nargs = 9;
-  if (G.tasks_ref != LUA_NOREF && G.handler_arg_ref != LUA_NOREF)
-    lua_pushcfunction(L, spawn_task); /* spawn_task(fn, ...) for handler(fn, ...) */
-  else
-    lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_ref);
   if (G.handler_arg_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_arg_ref);
     nargs++;
@@ -786,50 +695,6 @@ static int l_set_handler(lua_State *L) {
   return 0;
 }
 
-/* True when L belongs to the state that opened the module first: the one
- * whose thread serves incoming calls (G.L). Another state of the process
- * (a luv thread's) shares the module's C side but has its own registry. */
-static int owner_state(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  int same = lua_tothread(L, -1) == G.L;
-  lua_pop(L, 1);
-  return same;
-}
-
-/* daemon_set_tasks(tasks, report): incoming calls run in coroutines
- * started here (spawn_task). tasks is runtime's table of live tasks;
- * report(co, err) is called for one that failed. */
-static int l_set_tasks(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (!owner_state(L)) return 0; /* another state (a luv thread): its tasks stay in Lua */
-  if (G.pool_ref == LUA_NOREF) {
-    lua_createtable(L, TASK_POOL_MAX, 0);
-    G.pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  replace_ref(L, &G.task_failed_ref, 2);
-  replace_ref(L, &G.tasks_ref, 1);
-  return 0;
-}
-
-/* daemon_task_done(co): runtime.resume saw a task started here end (its
- * entry in tasks already cleared); a coroutine that returned is pooled. */
-static int l_task_done(lua_State *L) {
-  lua_State *co = lua_tothread(L, 1);
-  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
-  if (!owner_state(L)) return 0;
-  G.ctasks--;
-  if (lua_status(co) == LUA_OK && lua_gettop(co) == 0 && G.pool_ref != LUA_NOREF)
-    task_pool_push(L, 1);
-  return 0;
-}
-
-/* daemon_tasks() -> the number of tasks started here and not finished. */
-static int l_tasks(lua_State *L) {
-  lua_pushinteger(L, owner_state(L) ? G.ctasks : 0);
-  return 1;
-}
-
 /* ---- the common call, in C --------------------------------------------------
  *
  * core.daemon_fast_serve(listeners, xpcall, msgh, slow, on_error, on_results)
@@ -1039,9 +904,6 @@ static int l_gc(lua_State *L) {
   G.L = NULL;
   /* the references lived in the closing state's registry */
   G.handler_ref = G.handler_arg_ref = G.log_ref = LUA_NOREF;
-  G.tasks_ref = G.task_failed_ref = G.pool_ref = LUA_NOREF;
-  G.npool = 0;
-  G.ctasks = 0;
   return 0;
 }
 
@@ -1058,16 +920,11 @@ static const luaL_Reg funcs[] = {
   { "daemon_reply_counts", l_reply_counts },
   { "daemon_reply", l_reply },
   { "daemon_fast_serve", l_fast_serve },
-  { "daemon_set_tasks", l_set_tasks },
-  { "daemon_task_done", l_task_done },
-  { "daemon_tasks", l_tasks },
   { NULL, NULL },
 };
 
 void lsr_open_daemon(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
-  lua_pushlightuserdata(L, &task_mark);
-  lua_setfield(L, -2, "daemon_task_mark");
   if (G.d != NULL) return; /* opened twice in one process: keep the first */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   G.L = lua_tothread(L, -1);
