@@ -43,7 +43,7 @@
  *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
  *   core.daemon_reply_counts()  -- direct, batched, thread, fast, merged (below)
- *   core.daemon_fast_serve(...) -- the common call in C (see below)
+ *   (the dispatch of a call: lsr_serve.c; its tasks: lsr_task.c)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +66,7 @@ static struct {
   lua_State *L; /* main thread of the state that opened the module */
   int handler_ref;
   int handler_arg_ref; /* LUA_NOREF, or the handler's extra first argument */
+  int refuse_ref;      /* refuse(conn, tag, ser, flags, class, message), or LUA_NOREF */
   int log_ref;
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
@@ -80,8 +81,9 @@ static struct {
   int in_batch; /* draining such a batch now */
   int direct;   /* otherwise: as sr_daemon_set_direct_writes */
   uint64_t nreplies[3]; /* by SR_REPLY_* */
-  uint64_t nfast;       /* calls answered entirely by serve_fast */
-} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
+  uint64_t nfast;       /* calls answered without a Lua function (lsr_serve.c) */
+} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .refuse_ref = LUA_NOREF,
+        .log_ref = LUA_NOREF,
         .batch_replies = 1, .direct = 1 };
 
 /* Called on the daemon thread, which only runs while G.wake exists (the
@@ -167,44 +169,47 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
   return 0;
 }
 
-/* Sends an exception RESULT {__class__=cls, args={msg}, ...} for a request. */
+int lsr_daemon_result(lua_State *L, int idx, uint64_t conn, lua_Integer tag, uint16_t ser,
+                      uint16_t flags, int plain, char *err, size_t errlen) {
+  int rc = send_result(L, idx, conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff), ser, flags,
+                       err, errlen);
+  if (rc == 0 && plain) G.nfast++;
+  return rc;
+}
+
+/* Answers a request refused before the handler ran with the exception cls:
+ * msg, built by the exporter's refuse (daemon_set_handler): the exception
+ * dict is made in one place. Without a refuse, or when it failed, the text
+ * alone travels as the exception payload: the connection would otherwise
+ * wait forever for this slot. */
 static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, const char *msg) {
-  char err[256];
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, cls);
-  lua_setfield(L, -2, "__class__");
-  lua_pushboolean(L, 1);
-  lua_setfield(L, -2, "__exception__");
-  lua_createtable(L, 1, 0);
-  lua_pushstring(L, msg);
-  lua_rawseti(L, -2, 1);
-  lua_setfield(L, -2, "args");
-  lua_createtable(L, 0, 1);
-  lua_createtable(L, 1, 0);
-  lua_pushfstring(L, "%s: %s\n", cls, msg);
-  lua_rawseti(L, -2, 1);
-  lua_setfield(L, -2, "_pyroTraceback");
-  lua_setfield(L, -2, "attributes");
-  if (send_result(L, -1, ev->conn, ev->slot, ev->seq, ev->serializer,
-                  (uint16_t)(SR_FLAG_EXCEPTION | (ev->flags & SR_FLAG_BATCH)), err,
-                  sizeof err) < 0) {
-    /* last resort: the connection would wait forever for this slot */
-    lua_pop(L, 1);
-    lua_pushfstring(L, "%s: %s", cls, msg);
-    sr_buf_t b;
-    sr_buf_init(&b);
-    const char *s = lua_tostring(L, -1);
-    if (sr_payload_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
-      sr_buf_t f;
-      sr_buf_init(&f);
-      if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
-                         b.data, b.len) == 0)
-        sr_daemon_reply(G.d, ev->conn, ev->slot, f.data, f.len);
-      sr_buf_free(&f);
-    }
-    sr_buf_free(&b);
+  int base = lua_gettop(L);
+  if (G.refuse_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, G.refuse_ref);
+    lua_pushinteger(L, (lua_Integer)ev->conn);
+    lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
+    lua_pushinteger(L, ev->serializer);
+    lua_pushinteger(L, ev->flags);
+    lua_pushstring(L, cls);
+    lua_pushstring(L, msg);
+    int st = lua_pcall(L, 6, 0, 0);
+    lua_settop(L, base);
+    if (st == LUA_OK) return;
   }
-  lua_pop(L, 1);
+  lua_pushfstring(L, "%s: %s", cls, msg);
+  sr_buf_t b;
+  sr_buf_init(&b);
+  const char *s = lua_tostring(L, -1);
+  if (sr_payload_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
+    sr_buf_t f;
+    sr_buf_init(&f);
+    if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
+                       b.data, b.len) == 0)
+      sr_daemon_reply(G.d, ev->conn, ev->slot, f.data, f.len);
+    sr_buf_free(&f);
+  }
+  sr_buf_free(&b);
+  lua_settop(L, base);
 }
 
 static void log_line(lua_State *L, int level, const char *text) {
@@ -660,7 +665,7 @@ static int l_set_reply_writer(lua_State *L) {
 
 /* daemon_reply_counts() -> direct, batched, thread, fast, merged: replies
  * this process encoded, by who was to write them (see set_reply_writer), how
- * many calls the C fast path answered without Lua (daemon_fast_serve), and
+ * many calls were answered without a Lua function (lsr_serve.c's plain case), and
  * how many CONNECTOKs left with the first reply (daemon.h). */
 static int l_reply_counts(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_DIRECT]);
@@ -682,194 +687,21 @@ static void replace_ref(lua_State *L, int *ref, int idx) {
   }
 }
 
-/* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
- * is called as handler(first, listener_id, conn, ...) -- e.g. runtime.spawn
- * and the function each call runs in a task, without a Lua function in
- * between. */
+/* daemon_set_handler(handler, log_fn [, first [, refuse]]): with `first`,
+ * the handler is called as handler(first, listener_id, conn, ...) -- e.g.
+ * runtime's task spawn and the function each call runs in a task, without
+ * a Lua function in between. refuse(conn, tag, ser, flags, class, message)
+ * answers a request refused before the handler (undecodable, fields
+ * missing, the handler raised) with the exception it builds. */
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
   replace_ref(L, &G.handler_ref, 1);
   replace_ref(L, &G.handler_arg_ref, 3);
+  replace_ref(L, &G.refuse_ref, 4);
   replace_ref(L, &G.log_ref, 2);
   return 0;
-}
-
-/* ---- the common call, in C --------------------------------------------------
- *
- * core.daemon_fast_serve(listeners, xpcall, msgh, slow, on_error, on_results)
- *   -> serve
- *
- * serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs) does
- * what the exporter's Lua dispatch does, in C, for the shape nearly every call
- * has: a registered object, an exposed method found on the service by plain
- * indexing (tables and __index tables only: no function runs to find it), a
- * params list of at most SERVE_MAX_ARGS values and no kwargs. It calls
- * xpcall(fn, msgh, service, args...) -- the Lua xpcall, so a failing method's
- * traceback reads as on the Lua path -- and answers with its one result (none
- * and nil as null). Everything else goes to Lua: any other shape to slow(...)
- * with the nine arguments; a failure to on_error(conn, tag, ser, flags,
- * object, method, err); several results, or a result that cannot be encoded,
- * to on_results(conn, tag, ser, flags, object, method, ...). listeners is the
- * exporter's table listener id -> { objects = { name -> entry } }, entry =
- * { service = t, exposed = { method -> function } }. serve runs inside a task
- * coroutine and may yield (a method calling a proxy): every call into Lua is
- * a lua_callk with a continuation. */
-#define SERVE_MAX_ARGS 8
-enum { UP_LISTENERS = 1, UP_XPCALL, UP_MSGH, UP_SLOW, UP_ON_ERROR, UP_ON_RESULTS };
-
-static int serve_k_done(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
-  return 0;
-}
-
-/* Calls the Lua upvalue `up` with the arguments 2..7 of serve (conn, tag,
- * ser, flags, object, method) followed by the values from `from` to the top. */
-static int serve_to_lua(lua_State *L, int up, int from) {
-  int n = lua_gettop(L) - from + 1;
-  luaL_checkstack(L, 8, "springrun serve");
-  lua_pushvalue(L, lua_upvalueindex(up));
-  for (int i = 2; i <= 7; i++) lua_pushvalue(L, i);
-  lua_rotate(L, from, 7); /* the function and the six in front of the values */
-  lua_callk(L, n + 6, 0, 0, serve_k_done);
-  return 0;
-}
-
-/* t[k] as normal indexing would find it when that needs no function: pushes
- * the value and returns its type, or pushes nothing and returns -1 (an
- * __index function, or a chain deeper than 16). */
-static int plain_index(lua_State *L, int t, int k) {
-  lua_pushvalue(L, t);
-  for (int depth = 0; depth < 16; depth++) {
-    lua_pushvalue(L, k);
-    int ty = lua_rawget(L, -2);
-    if (ty != LUA_TNIL) {
-      lua_remove(L, -2);
-      return ty;
-    }
-    lua_pop(L, 1);
-    if (!lua_getmetatable(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      return LUA_TNIL;
-    }
-    lua_pushliteral(L, "__index");
-    int it = lua_rawget(L, -2);
-    lua_remove(L, -2); /* the metatable */
-    lua_remove(L, -2); /* the table it belonged to */
-    if (it == LUA_TNIL) {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      return LUA_TNIL;
-    }
-    if (it != LUA_TTABLE) break;
-  }
-  lua_pop(L, 1);
-  return -1;
-}
-
-/* Raw t[name] for the table at the top, replacing it; its type. */
-static int raw_field(lua_State *L, const char *name) {
-  lua_pushstring(L, name);
-  int ty = lua_rawget(L, -2);
-  lua_remove(L, -2);
-  return ty;
-}
-
-/* After xpcall returned (or resumed and returned): ok, results... from
- * base + 1 (ctx = base) to the top. */
-static int serve_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status; /* xpcall catches every error */
-  int base = (int)ctx;
-  int oneway = (lua_tointeger(L, 5) & SR_FLAG_ONEWAY) != 0;
-  if (!lua_toboolean(L, base + 1)) {
-    lua_settop(L, base + 2);
-    return serve_to_lua(L, UP_ON_ERROR, base + 2);
-  }
-  if (oneway) return 0;
-  int nres = lua_gettop(L) - base - 1;
-  if (nres > 1) return serve_to_lua(L, UP_ON_RESULTS, base + 2);
-  if (nres == 0) lua_pushnil(L);
-  lua_Integer tag = lua_tointeger(L, 3);
-  char err[300];
-  uint16_t flags = (uint16_t)(lua_tointeger(L, 5) & SR_FLAG_BATCH);
-  if (send_result(L, -1, (uint64_t)lua_tointeger(L, 2), (uint32_t)(tag >> 16),
-                  (uint16_t)(tag & 0xffff), (uint16_t)lua_tointeger(L, 4), flags, err,
-                  sizeof err) < 0) /* Lua tells the client why */
-    return serve_to_lua(L, UP_ON_RESULTS, lua_gettop(L));
-  G.nfast++;
-  return 0;
-}
-
-static int serve_slow(lua_State *L) {
-  lua_settop(L, 9);
-  lua_pushvalue(L, lua_upvalueindex(UP_SLOW));
-  lua_insert(L, 1);
-  lua_callk(L, 9, 0, 0, serve_k_done);
-  return 0;
-}
-
-static int serve_fast(lua_State *L) {
-  lua_settop(L, 9);
-  if (!lua_isnil(L, 9) || lua_type(L, 6) != LUA_TSTRING || lua_type(L, 7) != LUA_TSTRING ||
-      lua_type(L, 8) != LUA_TTABLE || !lsr_is_array_marked(L, 8))
-      return serve_slow(L);
-  lua_Unsigned n = lua_rawlen(L, 8);
-  if (n > SERVE_MAX_ARGS) return serve_slow(L);
-  luaL_checkstack(L, SERVE_MAX_ARGS + 16, "springrun serve");
-  /* entry = listeners[listener_id].objects[object] */
-  if (lua_rawgeti(L, lua_upvalueindex(UP_LISTENERS), lua_tointeger(L, 1)) != LUA_TTABLE ||
-      raw_field(L, "objects") != LUA_TTABLE) {
-    lua_settop(L, 9);
-    return serve_slow(L);
-  }
-  lua_pushvalue(L, 6);
-  if (lua_rawget(L, -2) != LUA_TTABLE) {
-    lua_settop(L, 9);
-    return serve_slow(L);
-  }
-  int entry = lua_gettop(L); /* 11 */
-  lua_pushvalue(L, entry);
-  int ok = raw_field(L, "exposed") == LUA_TTABLE;
-  if (ok) {
-    lua_pushvalue(L, 7);
-    ok = lua_rawget(L, -2) == LUA_TFUNCTION; /* the function listed at export */
-  }
-  int cached = lua_gettop(L);
-  lua_pushvalue(L, entry);
-  ok = ok && raw_field(L, "service") == LUA_TTABLE;
-  int service = lua_gettop(L);
-  /* the service indexed again, so a method replaced since is called as it is */
-  if (!ok || plain_index(L, service, 7) != LUA_TFUNCTION) {
-    lua_settop(L, 9);
-    return serve_slow(L);
-  }
-  (void)cached;
-  int base = lua_gettop(L); /* fn here: becomes xpcall's first argument */
-  lua_pushvalue(L, lua_upvalueindex(UP_XPCALL));
-  lua_insert(L, base);
-  lua_pushvalue(L, lua_upvalueindex(UP_MSGH));
-  lua_pushvalue(L, service);
-  for (lua_Unsigned i = 1; i <= n; i++) {
-    lua_rawgeti(L, 8, (lua_Integer)i);
-    if (lua_type(L, -1) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) { /* null */
-      lua_pop(L, 1);
-      lua_pushnil(L);
-    }
-  }
-  /* [base - 1] = xpcall, then fn, msgh, service, args: results from base on */
-  lua_callk(L, (int)n + 3, LUA_MULTRET, base - 1, serve_k);
-  return serve_k(L, LUA_OK, base - 1);
-}
-
-static int l_fast_serve(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  for (int i = 2; i <= 6; i++) luaL_checktype(L, i, LUA_TFUNCTION);
-  lua_settop(L, 6);
-  lua_pushcclosure(L, serve_fast, 6);
-  return 1;
 }
 
 /* daemon_reply(conn, tag, ser, flags, value) -> true | nil, err, name */
@@ -903,7 +735,7 @@ static int l_gc(lua_State *L) {
   sr_buf_free(&G.buf);
   G.L = NULL;
   /* the references lived in the closing state's registry */
-  G.handler_ref = G.handler_arg_ref = G.log_ref = LUA_NOREF;
+  G.handler_ref = G.handler_arg_ref = G.refuse_ref = G.log_ref = LUA_NOREF;
   return 0;
 }
 
@@ -919,7 +751,6 @@ static const luaL_Reg funcs[] = {
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
   { "daemon_reply", l_reply },
-  { "daemon_fast_serve", l_fast_serve },
   { NULL, NULL },
 };
 

@@ -130,6 +130,8 @@ local listeners_by_key = {} -- "127.0.0.1:7000" -> listener
 local listeners_by_id = {}  -- listener id -> listener
 -- listener = { id, key, host, port, where, objects = { name -> entry }, count }
 -- entry  = { name, service, exporter, meta, oneway = { name -> true } }
+-- (the exporter's bookkeeping; what the core calls is declared to it with
+-- core.serve_register)
 
 -- ---- errors raised by built-in objects --------------------------------------
 
@@ -264,7 +266,14 @@ end
 
 local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
 
--- ---- dispatch (the Lua thread) ------------------------------------------------
+-- ---- dispatch: the policy of the core's one dispatch path ------------------------
+--
+-- core.serve_new (src/lsr_serve.c) finds the object registered with
+-- core.serve_register, calls the method and answers; these functions are
+-- what it asks Lua for: the lookup and arguments of any call its plain case
+-- does not cover (prepare), "<batch>" (batch), and the building of every
+-- answer that is not a plain encodable result (finish, answer, unknown,
+-- refuse), with the one exception builder above.
 
 local unpack, select = table.unpack, select
 
@@ -282,12 +291,6 @@ local function lookup_error(entry, method)
   return exception("builtins.AttributeError",
     string.format("'%s' object has no attribute '%s'", entry.name, method))
 end
-
--- The entry and method whose lookup (service[method]) is running: set just
--- around the indexing in call_one, so that when an __index function raises
--- there, serve_guarded answers AttributeError as for a missing method,
--- without a pcall around every lookup.
-local looking_up_entry, looking_up_method
 
 local function traceback_handler(e)
   return { e = e, tb = debug.traceback(err_text(e), 2) }
@@ -319,12 +322,10 @@ local function build_args(service, params, kwargs)
   if type(kwargs) == "table" and is_list(kwargs) and next(kwargs) ~= nil then
     return nil, exception("builtins.TypeError", "kwargs must be a map, got a list")
   end
-  do
-    for i = 1, n do
-      local v = params[i]
-      if v == NULL then v = nil end
-      args[i + 1] = v
-    end
+  for i = 1, n do
+    local v = params[i]
+    if v == NULL then v = nil end
+    args[i + 1] = v
   end
   n = n + 1
   if type(kwargs) == "table" and next(kwargs) ~= nil then
@@ -332,6 +333,29 @@ local function build_args(service, params, kwargs)
     args[n] = kwargs
   end
   return args, n
+end
+
+local function index(t, k) return t[k] end
+
+-- The function a call of `method` runs and its arguments (the service
+-- first), or nil and the exception of a lookup or argument error. Only what
+-- the metadata lists (computed at export) is reachable: entry.exposed maps
+-- each listed name to the function it named then, and the service is
+-- indexed again (normal indexing: __index functions run here) so that a
+-- method replaced since is called as it is now; an indexing that raises is
+-- answered as a missing method.
+local function prepare(entry, method, params, kwargs)
+  local fn = entry.exposed[method]
+  if fn then
+    local cached = fn
+    local ok
+    ok, fn = pcall(index, entry.service, method)
+    if not ok or (fn ~= cached and type(fn) ~= "function") then fn = nil end
+  end
+  if not fn then return nil, lookup_error(entry, method) end
+  local args, n = build_args(entry.service, params, kwargs)
+  if not args then return nil, n end
+  return fn, unpack(args, 1, n)
 end
 
 local function multi_result(...)
@@ -361,44 +385,12 @@ local function call_done(ok, ...)
   return false, to_exception(r)
 end
 
--- Runs one call; returns true, value or false, exception dict.
--- Calls of up to 3 positional arguments and no keyword arguments (nearly
--- all of them) build no table.
-local function call_one(entry, method, params, kwargs)
-  -- only what the metadata lists (computed at export) is reachable;
-  -- entry.exposed maps each listed name to the function it named then, and
-  -- the service is indexed again (normal indexing: __index chains apply)
-  -- so that a method replaced since is called as it is now
-  local fn = entry.exposed[method]
-  if fn then
-    local cached = fn
-    looking_up_entry, looking_up_method = entry, method
-    fn = entry.service[method]
-    looking_up_entry, looking_up_method = nil, nil
-    if fn ~= cached and type(fn) ~= "function" then fn = nil end
-  end
-  if not fn then return false, lookup_error(entry, method), true end
-  -- (is_list is false for a non-table; the binding passes empty kwargs as nil)
-  if is_list(params) and (kwargs == nil or kwargs == NULL
-      or type(kwargs) == "table" and next(kwargs) == nil) then
-    local n = #params
-    if n <= 3 then
-      local service = entry.service
-      if n == 0 then return call_done(xpcall(fn, traceback_handler, service)) end
-      local a1 = params[1]
-      if a1 == NULL then a1 = nil end
-      if n == 1 then return call_done(xpcall(fn, traceback_handler, service, a1)) end
-      local a2 = params[2]
-      if a2 == NULL then a2 = nil end
-      if n == 2 then return call_done(xpcall(fn, traceback_handler, service, a1, a2)) end
-      local a3 = params[3]
-      if a3 == NULL then a3 = nil end
-      return call_done(xpcall(fn, traceback_handler, service, a1, a2, a3))
-    end
-  end
-  local args, n = build_args(entry.service, params, kwargs)
-  if not args then return false, n end
-  return call_done(xpcall(fn, traceback_handler, unpack(args, 1, n)))
+local serve_call -- core's call step (set below, from core.serve_new)
+
+-- serve_call's outcome as call_done's, plus true when the lookup failed.
+local function batch_item(ok, ...)
+  if ok == nil then return false, (...), true end
+  return call_done(ok, ...)
 end
 
 local function call_batch(entry, calls)
@@ -411,7 +403,7 @@ local function call_batch(entry, calls)
     if type(c) ~= "table" then
       return false, exception("builtins.TypeError", "batch item must be a list")
     end
-    local ok, v, lookup_failed = call_one(entry, c[1], c[2], c[3])
+    local ok, v, lookup_failed = batch_item(serve_call(entry, c[1], c[2], c[3]))
     if not ok then
       if lookup_failed then return false, v end
       results[#results + 1] = { __class__ = "Pyro4.futures._ExceptionWrapper", exception = v }
@@ -430,8 +422,7 @@ local function send_failed(conn, tag, ser, flags, object, method, err)
     exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
 
--- Sends a call's outcome (ok, value from call_one or call_batch), or logs
--- it for a oneway call.
+-- Sends a call's outcome (ok, value), or logs it for a oneway call.
 local function answer(conn, tag, ser, flags, object, method, ok, value)
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
@@ -446,26 +437,9 @@ local function answer(conn, tag, ser, flags, object, method, ok, value)
   if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
 end
 
-local function serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local d = listeners_by_id[listener_id]
-  local entry = d and (object == DAEMON_NAME and d.daemon_entry or d.objects[object])
-  local ok, value
-  if entry == nil then
-    ok, value = false, exception("Pyro4.errors.DaemonError", "unknown object")
-  elseif method == "<batch>" then
-    ok, value = call_batch(entry, params)
-  else
-    ok, value = call_one(entry, method, params, kwargs)
-  end
-  return answer(conn, tag, ser, flags, object, method, ok, value)
-end
-
--- serve() under a guard: whatever goes wrong outside the service's own
--- xpcall (a bug here, a memory error), the request is still answered, so the
+-- The last resort when answering failed (a bug here, a memory error): log
+-- it, and answer with a RuntimeError unless the call was oneway, so the
 -- replies owed after it on the same connection are not held back forever.
--- A lookup that raised (an __index function) is answered as a missing method.
--- The last resort when answering failed: log it, and answer with a
--- RuntimeError unless the call was oneway.
 local function dispatch_failed(conn, tag, ser, flags, object, method, err)
   daemon_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
   if flags & FLAG_ONEWAY ~= 0 then return end
@@ -473,43 +447,39 @@ local function dispatch_failed(conn, tag, ser, flags, object, method, err)
     exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
 end
 
-local function serve_guarded(listener_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local ok, err = pcall(serve, listener_id, conn, tag, ser, flags, object, method, params, kwargs)
-  if ok then return end
-  local lentry, lmethod = looking_up_entry, looking_up_method
-  if lentry then
-    looking_up_entry, looking_up_method = nil, nil
-    ok, err = pcall(answer, conn, tag, ser, flags, object, method, false, lookup_error(lentry, lmethod))
-    if ok then return end
+-- f(conn, tag, ser, flags, object, method, ...) under that guard.
+local function guarded(f)
+  return function(conn, tag, ser, flags, object, method, ...)
+    local ok, err = pcall(f, conn, tag, ser, flags, object, method, ...)
+    if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
   end
-  dispatch_failed(conn, tag, ser, flags, object, method, err)
 end
 
--- The C fast path (core.daemon_fast_serve) runs the common call itself and
--- hands these back: a method that failed (r from traceback_handler), and
--- several results or one it could not encode.
-local function answer_done(conn, tag, ser, flags, object, method, ...)
-  local ok, err = pcall(function(...)
+local serve
+serve, serve_call = core.serve_new({
+  msgh = traceback_handler,
+  prepare = prepare,
+  finish = guarded(function(conn, tag, ser, flags, object, method, ...)
     return answer(conn, tag, ser, flags, object, method, call_done(...))
-  end, ...)
-  if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
-end
+  end),
+  answer = guarded(answer),
+  unknown = guarded(function(conn, tag, ser, flags, object, method)
+    return answer(conn, tag, ser, flags, object, method, false,
+      exception("Pyro4.errors.DaemonError", "unknown object"))
+  end),
+  batch = function(entry, conn, tag, ser, flags, object, method, params)
+    local ok, err = pcall(function()
+      return answer(conn, tag, ser, flags, object, method, call_batch(entry, params))
+    end)
+    if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
+  end,
+})
 
-local function on_error(conn, tag, ser, flags, object, method, r)
-  return answer_done(conn, tag, ser, flags, object, method, false, r)
+-- A request refused by the binding before dispatch (undecodable, fields
+-- missing): answered with the exception class: message.
+local function refuse(conn, tag, ser, flags, class, message)
+  return answer(conn, tag, ser, flags, nil, nil, false, exception(class, message))
 end
-
-local function on_results(conn, tag, ser, flags, object, method, ...)
-  return answer_done(conn, tag, ser, flags, object, method, true, ...)
-end
-
--- Each incoming call: runtime._spawn_function(serve, listener_id, conn, ...)
--- (runtime.spawn without its argument check), called by the daemon binding
--- directly (daemon_set_handler's third argument: no Lua function in
--- between); serve is the C fast path, which hands any other shape of call
--- to serve_guarded.
-local serve_entry = core.daemon_fast_serve(listeners_by_id, xpcall, traceback_handler,
-  serve_guarded, on_error, on_results)
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
 local function on_log(level, text)
@@ -517,19 +487,14 @@ local function on_log(level, text)
   daemon_log[f](daemon_log, "%s", text)
 end
 
+-- Each incoming call: runtime._spawn_function(serve, listener_id, conn, ...)
+-- (the task pool's spawn), called by the daemon binding directly.
 local handler_set = false
 local function ensure_handler()
   if not handler_set then
-    core.daemon_set_handler(runtime._spawn_function, on_log, serve_entry)
+    core.daemon_set_handler(runtime._spawn_function, on_log, serve, refuse)
     handler_set = true
   end
-end
-
--- For the specs: every call the Lua way (true) or the C fast path first
--- (false, the default), so both can be checked to answer alike.
-function M._dispatch_in_lua(on)
-  core.daemon_set_handler(runtime._spawn_function, on_log, on and serve_guarded or serve_entry)
-  handler_set = true
 end
 
 -- ---- listeners -------------------------------------------------------------------
@@ -564,11 +529,6 @@ local function acquire_listener(name, host, port, connectok, limits, security)
   ensure_handler()
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
-  local dobj = daemon_object(d)
-  local dexposed = {}
-  for _, m in ipairs(DAEMON_METHODS) do dexposed[m] = dobj[m] end
-  d.daemon_entry = { name = DAEMON_NAME, service = dobj, meta = d.daemon_meta,
-                     exposed = dexposed }
   d.limits = limits
   d.security = security
   local id, bound = core.daemon_listen(host, port, {
@@ -584,6 +544,12 @@ local function acquire_listener(name, host, port, connectok, limits, security)
   d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
   listeners_by_key[d.key] = d
   listeners_by_id[id] = d
+  local dobj = daemon_object(d)
+  local dexposed = {}
+  for _, m in ipairs(DAEMON_METHODS) do dexposed[m] = dobj[m] end
+  -- served from the same Lua turn as the listen: no request is dispatched
+  -- before (events are handled when the loop runs)
+  core.serve_register(id, DAEMON_NAME, dobj, dexposed)
   return d, true
 end
 
@@ -593,6 +559,7 @@ local function release_listener(d)
   listeners_by_id[d.id] = nil
   daemon_log:debug("Stopping the Pyro server at %s", d.where)
   core.daemon_unlisten(d.id)
+  core.serve_unregister(d.id)
 end
 
 -- ---- PyroServiceExporter ---------------------------------------------------------
@@ -785,6 +752,7 @@ function Exporter:after_properties_set()
   end
   d.objects[name] = entry
   d.count = d.count + 1
+  core.serve_register(d.id, name, service, is_method)
   entry.listener = d
   rawset(self, "_export", entry)
   self.service_port = d.port
@@ -823,7 +791,10 @@ function Exporter:destroy()
   if d.objects[entry.name] == entry then
     d.objects[entry.name] = nil
     d.count = d.count - 1
-    if listeners_by_id[d.id] then core.daemon_unregister(d.id, entry.name) end
+    if listeners_by_id[d.id] then
+      core.daemon_unregister(d.id, entry.name)
+      core.serve_unregister(d.id, entry.name)
+    end
   end
   runtime._exported(-1)
   release_listener(d)
