@@ -433,26 +433,31 @@ static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_DA
   return 0;
 }
 
-/* Reads the number field `k` of the limits table at idx: nil leaves *out;
- * false stores off_value; otherwise a number in [lo, hi] times scale
- * (seconds -> ms). Raises naming the field on a bad value. */
-static void limit_field(lua_State *L, int idx, const char *k, double lo, double hi, double scale,
-                        double off_value, double *out) {
+/* Reads field `k` of the limits table at idx: nil leaves *out; false
+ * stores off_value (off < 0: false is not accepted); otherwise a number in
+ * [lo, hi] (an integer when integer is set) times scale (seconds -> ms).
+ * Raises naming the field and its range: the one place limits are checked
+ * (the exporter passes its properties through). */
+static void limit_field(lua_State *L, int idx, const char *k, double lo, double hi, int integer,
+                        double scale, double off, double *out) {
   int t = lua_getfield(L, idx, k);
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
-  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-    *out = off_value;
+  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1) && off >= 0) {
+    *out = off;
     lua_pop(L, 1);
     return;
   }
-  int isnum = 0;
-  double v = (double)lua_tonumberx(L, -1, &isnum);
-  if (!isnum || t != LUA_TNUMBER || !(v >= lo && v <= hi))
-    luaL_error(L, "daemon limits: %s must be a number in %g..%g, got %s", k, lo, hi,
-               luaL_tolstring(L, -1, NULL));
+  double v = t == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
+  if (t != LUA_TNUMBER || !(v >= lo && v <= hi) || (integer && v != (double)(int64_t)v)) {
+    if (integer)
+      luaL_error(L, "%s must be an integer in %I..%I, got %s", k, (lua_Integer)lo,
+                 (lua_Integer)hi, luaL_tolstring(L, -1, NULL));
+    luaL_error(L, "%s must be a number of seconds in %f..%f%s, got %s", k, lo, hi,
+               off >= 0 ? " (false: off)" : "", luaL_tolstring(L, -1, NULL));
+  }
   *out = v * scale;
   lua_pop(L, 1);
 }
@@ -465,28 +470,28 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl) {
   luaL_checktype(L, idx, LUA_TTABLE);
   double v;
   v = 0;
-  limit_field(L, idx, "max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, 1, 0, &v);
+  limit_field(L, idx, "max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, 1, 1, -1, &v);
   hl->max_message = (size_t)v;
   v = 0;
-  limit_field(L, idx, "max_connections", 1, 1e6, 1, 0, &v);
+  limit_field(L, idx, "max_connections", 1, 1e6, 1, 1, -1, &v);
   hl->max_connections = (uint32_t)v;
   v = 0;
-  limit_field(L, idx, "send_deadline", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
+  limit_field(L, idx, "send_deadline", 0.001, 86400, 0, 1000, (double)UINT32_MAX, &v);
   hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
-  limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 1000, 0, &v);
+  limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 0, 1000, 0, &v);
   hl->idle_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
-  limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 0, &v);
+  limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 1, -1, &v);
   hl->max_queued_conn = (uint32_t)v;
   v = 0;
-  limit_field(L, idx, "max_queued", 1, 1e7, 1, 0, &v);
+  limit_field(L, idx, "max_queued", 1, 1e7, 1, 1, -1, &v);
   hl->max_queued = (uint32_t)v;
   v = 0;
-  limit_field(L, idx, "max_depth", 1, 10000, 1, 0, &v);
+  limit_field(L, idx, "max_depth", 1, 10000, 1, 1, -1, &v);
   hl->max_depth = (uint32_t)v;
   v = 0;
-  limit_field(L, idx, "max_elements", 1, 1e9, 1, 0, &v);
+  limit_field(L, idx, "max_elements", 1, 1e9, 1, 1, -1, &v);
   hl->max_elements = (uint32_t)v;
 }
 

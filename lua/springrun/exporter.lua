@@ -564,12 +564,7 @@ end
 
 -- ---- PyroServiceExporter ---------------------------------------------------------
 
--- Limit properties: name -> { kind, check } (see "Limits" above).
-local LIMITS = {
-  max_message_size = "count", max_connections = "count", send_deadline = "seconds",
-  idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
-  max_depth = "count", max_elements = "count",
-}
+-- Limit properties (see "Limits" above).
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
 
@@ -611,27 +606,15 @@ local function check_port(self, v)
   return n
 end
 
--- The limit properties set on self, checked: a table for daemon_listen.
+-- The limit properties set on self (numbers given as strings, as a context
+-- file may, converted): a table for core.daemon_listen, which checks them,
+-- raising with the property's name and range (see acquire_listener's caller).
 local function read_limits(self)
   local out = {}
   for _, k in ipairs(LIMIT_NAMES) do
     local v = self[k]
-    if v ~= nil then
-      if type(v) == "string" then v = tonumber(v) or v end
-      if LIMITS[k] == "seconds" then
-        if v ~= false and (type(v) ~= "number" or v < 0 or v ~= v
-            or (k == "send_deadline" and v == 0)) then
-          conf_error(self, "%s must be a number of seconds%s, got %s", k,
-            k == "send_deadline" and " > 0 (or false: off)" or " >= 0 (0 or false: off)", tostring(v))
-        end
-        if k == "idle_timeout" and v == 0 then v = false end
-      elseif math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) or v < 1 then
-        conf_error(self, "%s must be a positive integer, got %s", k, tostring(v))
-      else
-        v = math.tointeger(v)
-      end
-      out[k] = v
-    end
+    if type(v) == "string" then v = tonumber(v) or v end
+    out[k] = v
   end
   return out
 end
