@@ -76,8 +76,9 @@ void sr_conn_close_graceful(sr_conn_t *c) {
 /* The peer closed its side (EOF read: nothing is left unread). With no
  * reply waiting to be written and no TLS close_notify to send, close()
  * alone sends the FIN after whatever the kernel still holds, so the
- * shutdown() round (a POLLOUT wake-up and a syscall: ~15 us of a
- * connect + call + close) is skipped; otherwise as sr_conn_close_graceful. */
+ * shutdown() round (a POLLOUT wake-up and a syscall, a good share of a
+ * short connection's cost: bench/README.md) is skipped; otherwise as
+ * sr_conn_close_graceful. */
 static void conn_close_at_eof(sr_conn_t *c) {
   int idle = c->state == C_OPEN && c->tls == NULL;
   if (idle && c->w) idle = !sr_wside_busy(c->w);

@@ -73,10 +73,10 @@ static struct {
   sr_buf_t buf; /* reply frame scratch (Lua thread only) */
   /* Replies to requests that arrived together (one drain of two or more
    * events) are handed to the daemon thread in one go at the end of the
-   * drain (SR_REPLY_BATCH), which writes them while this thread works on;
-   * a lone request's reply is sent by this thread at once. Measured with
-   * the C load client, 32 connections: 105,000 -> 135,000 calls/s, server
-   * CPU 9.4 -> 7.3 us per call; one connection unchanged (bench/README). */
+   * drain (SR_REPLY_BATCH), which writes them while this thread works on
+   * (cheaper than a send() per reply on this thread when many connections
+   * are busy: bench/README.md has the figures); a lone request's reply is
+   * sent by this thread at once, saving the daemon thread's wake-up. */
   int batch_replies;
   int in_batch; /* draining such a batch now */
   int direct;   /* otherwise: as sr_daemon_set_direct_writes */
