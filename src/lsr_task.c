@@ -89,6 +89,7 @@ static int l_spawn(lua_State *L) {
     co = lua_newthread(L);
   }
   lua_insert(L, 1); /* co, fn, args */
+  if (!lua_checkstack(co, nargs + 1)) return luaL_error(L, "task spawn: too many arguments");
   mark(L, 1, 1);
   s->count++;
   lua_xmove(L, co, nargs + 1);
