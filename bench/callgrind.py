@@ -79,7 +79,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="springrun-callgrind-")
     base = measure(1, a.scenario, tmp, "base")
     full = measure(1 + a.calls, a.scenario, tmp, "full")
-    names = {"01": "Lua thread", "02": "holder thread"}
+    names = {"01": "Lua thread", "02": "daemon thread"}
     print("### Instructions per call (callgrind, scenario %s, %d calls)" % (a.scenario, a.calls))
     print("")
     print("| thread | where | instructions per call | share |")

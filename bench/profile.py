@@ -9,7 +9,7 @@
    (echo1m: calls/100 echoes of a 1 MB string; connect: calls/10 connect+handshake+call.)
 2. Runs it again under `perf record -e cpu-clock -g -p <pid>` (software clock: this VM
    has no hardware counters), then classifies every sample by thread (the main thread
-   is the Lua thread; others are the daemon holder thread) and by what it was doing:
+   is the Lua thread; others are the daemon thread) and by what it was doing:
    the syscall it was in (socket send/receive, eventfd = uv_async wake-ups, epoll_wait,
    sched_yield), preemption at syscall exit, libuv's async hand-off spin, the Lua VM,
    springrun's C core (codec, daemon, queue), malloc/free, other user code.
@@ -124,7 +124,7 @@ def parse_script(text, pid):
             frames.append((addr, sym, dso))
         if not frames:
             return
-        who = "Lua thread" if tid == pid else "holder thread"
+        who = "Lua thread" if tid == pid else "daemon thread"
         counts[(who, classify(frames, tid, pid))] += 1
         threads[who] += 1
 

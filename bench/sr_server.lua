@@ -1,11 +1,17 @@
 -- bench/sr_server.lua -- the springrun side of the benchmark: exports the bench
 -- service (get_data, echo, oneway ping) as "bench" on 127.0.0.1:PORT.
---   bin/springrun bench/sr_server.lua [PORT]     (0 or none: a free port)
+--   bin/springrun bench/sr_server.lua [PORT [WRITER]]   (0 or none: a free port)
+-- WRITER (for comparisons; default auto) says who writes replies: auto (the
+-- Lua thread, or the daemon thread for requests drained together), direct
+-- (the Lua thread whenever it can) or thread (always the daemon thread); see
+-- core.daemon_set_reply_writer.
 -- Prints "PORT <n>" once exported; the CLI then serves until SIGTERM.
 local springrun = require "springrun"
 
 local port = tonumber(arg and arg[1] or "0")
-if not port then error("usage: springrun bench/sr_server.lua [PORT]") end
+if not port then error("usage: springrun bench/sr_server.lua [PORT [auto|direct|thread]]") end
+local writer = arg and arg[2]
+if writer then require("springrun.core").daemon_set_reply_writer(writer) end
 
 local Bench = {}
 Bench.__index = Bench

@@ -1,6 +1,6 @@
--- The daemon holder seen from the wire: raw Pyro4 frames against a live
--- daemon served by this process (handshake, ping, invoke, errors, oneway,
--- batch, reply order, protocol errors), then the same daemon in a separate
+-- The daemon seen from the wire: raw Pyro4 frames against a live
+-- listener served by this process (handshake, ping, invoke, errors, oneway,
+-- batch, reply order, protocol errors), then the same listener in a separate
 -- springrun process called by a real Python Pyro4 client.
 local core = require "springrun.core"
 local json = require "springrun.json"
@@ -439,14 +439,10 @@ describe("springrun.daemon #unit #net", function()
   end)
 
   it("closes a connection whose message is larger than the limit without replying", function()
-    core.daemon_set_max_message(1024)
     local e2 = springrun.PyroServiceExporter{ service_name = "Small", service = setmetatable({}, Service),
-      service_host = "127.0.0.1", service_port = 0 }
+      service_host = "127.0.0.1", service_port = 0, max_message_size = 1024 }
     e2:after_properties_set()
-    finally(function()
-      e2:destroy()
-      core.daemon_set_max_message(core.WIRE_DEFAULT_MAX_MESSAGE)
-    end)
+    finally(function() e2:destroy() end)
     local c = connect_ok(e2.service_port, "Small")
     invoke(c, 1, "get_data", '["' .. string.rep("x", 2000) .. '"]', "{}", 0, "Small")
     assert.is_true(c:wait_closed())
@@ -455,9 +451,10 @@ describe("springrun.daemon #unit #net", function()
   end)
 end)
 
-describe("springrun.daemon's C fast path #unit #net", function()
-  -- The same requests answered by the C fast path and then by the Lua
-  -- dispatch alone (exporter._dispatch_in_lua): the replies must be equal.
+describe("springrun.daemon's dispatch #unit #net", function()
+  -- One path answers every shape of call (src/lsr_serve.c with the
+  -- exporter's policy): each shape below, with what the client must get,
+  -- and which were answered without a Lua function besides the method.
   local Methods = {}
   Methods.__index = Methods
   function Methods:get_data(p) return "You got remote data => " .. tostring(p) end
@@ -473,7 +470,6 @@ describe("springrun.daemon's C fast path #unit #net", function()
     return tag
   end
   local exp, port, prev_output
-  local exporter_mod = require "springrun.exporter"
 
   setup(function()
     prev_output = require("springrun.log").set_output(function() end)
@@ -483,78 +479,95 @@ describe("springrun.daemon's C fast path #unit #net", function()
   end)
 
   teardown(function()
-    exporter_mod._dispatch_in_lua(false)
     exp:destroy()
     require("springrun.log").set_output(prev_output)
   end)
 
+  local null = json.null
+  -- method, params, kwargs, then the value, or the exception class and a
+  -- piece of its message
   local CALLS = {
-    { "get_data", '["x"]' }, { "get_data", "[null]" }, { "none", "[]" }, { "echo", "[]" },
-    { "echo", '[1, null, "x"]' }, { "nils", "[]" }, { "count", "[1, 2, 3, 4, 5, 6, 7, 8]" },
-    { "count", "[1, 2, 3, 4, 5, 6, 7, 8, 9]" }, { "count", "[1]", '{"k": 2}' },
-    { "count", "{}" }, { "fail", "[]" }, { "fail_obj", "[]" }, { "gives_function", "[]" },
-    { "slow", '[5, "t"]' }, { "missing", "[]" }, { "_private", "[]" },
+    { "get_data", '["x"]', nil, "You got remote data => x" },
+    { "get_data", "[null]", nil, "You got remote data => nil" },
+    { "none", "[]", nil, null },
+    { "echo", "[]", nil, null },
+    { "echo", '[1, null, "x"]', nil, { 1, null, "x" } },
+    { "nils", "[]", nil, { null, null } },
+    { "count", "[1, 2, 3, 4, 5, 6, 7, 8]", nil, 8 },
+    { "count", "[1, 2, 3, 4, 5, 6, 7, 8, 9]", nil, 9 },
+    { "count", "[1]", '{"k": 2}', 2 },
+    { "count", "{}", nil, 0 },
+    { "fail", "[]", nil, nil, "builtins.RuntimeError", "boom" },
+    { "fail_obj", "[]", nil, nil, "builtins.ValueError", "bad value" },
+    { "gives_function", "[]", nil, nil, "Pyro4.errors.SerializeError",
+      "cannot serialize the result of S.gives_function" },
+    { "slow", '[5, "t"]', nil, "t" },
+    { "missing", "[]", nil, nil, "builtins.AttributeError", "'S' object has no attribute 'missing'" },
+    { "_private", "[]", nil, nil, "builtins.AttributeError",
+      "attempt to access private attribute '_private'" },
   }
 
-  local function replies(port)
+  it("answers every shape of call as the call mapping says", function()
+    local _, _, _, f0 = core.daemon_reply_counts()
     local c = connect_ok(port, "S")
-    local out = {}
     for i, call in ipairs(CALLS) do
       invoke(c, i, call[1], call[2], call[3], 0, "S")
-      local m = result(c, i)
-      -- a traceback names the line of the service: the same for both; the
-      -- line of the exporter it passed through may differ, so drop those
-      local data = m.data:gsub('"[^"]*exporter%.lua[^"]*",? ?', "")
-      out[i] = { m.flags, data }
+      local m, v = result(c, i)
+      local what = call[1] .. " " .. call[2]
+      if call[5] then
+        assert.are.equal(core.FLAG_EXCEPTION, m.flags & core.FLAG_EXCEPTION, what)
+        assert.are.equal(call[5], v.__class__, what)
+        assert.truthy(tostring(v.args[1]):find(call[6], 1, true), what .. ": " .. tostring(v.args[1]))
+      else
+        assert.are.equal(0, m.flags & core.FLAG_EXCEPTION, what)
+        if type(call[4]) == "table" then
+          assert.are.same(call[4], { table.unpack(v, 1, #call[4]) }, what)
+          assert.are.equal(#call[4], #v, what)
+        else
+          assert.are.equal(call[4], v, what)
+        end
+      end
     end
     c:close()
-    return out
-  end
-
-  it("answers every shape of call exactly as the Lua path does", function()
-    local _, _, _, f0 = core.daemon_reply_counts()
-    local fast = replies(port)
     local _, _, _, f1 = core.daemon_reply_counts()
-    exporter_mod._dispatch_in_lua(true)
-    local slow = replies(port)
-    exporter_mod._dispatch_in_lua(false)
-    local _, _, _, f2 = core.daemon_reply_counts()
-    for i, call in ipairs(CALLS) do
-      assert.are.same(slow[i], fast[i], call[1] .. " " .. call[2])
-    end
-    -- answered in C: get_data x2, none, echo(), count(8 args), slow (after
-    -- its yield); several results, 9 arguments, kwargs, map params, failures,
-    -- an unserializable result and unknown names took the Lua path
+    -- without a Lua function: get_data x2, none, echo(), count(8 args) and
+    -- slow (after its yield); several results, 9 arguments, kwargs, map
+    -- params, failures, an unserializable result and unknown names went
+    -- through the policy
     assert.are.equal(6, f1 - f0)
-    assert.are.equal(0, f2 - f1)
-    assert.are.equal("8", fast[7][2])
-    assert.are.equal("9", fast[8][2])
-    assert.are.equal('"You got remote data => nil"', fast[2][2])
-    assert.are.equal('"t"', fast[14][2])
-    assert.are.equal(core.FLAG_EXCEPTION, fast[11][1])
-    assert.truthy(fast[11][2]:find("boom", 1, true))
-    assert.are.equal(core.FLAG_EXCEPTION, fast[13][1])
-    assert.truthy(fast[13][2]:find("SerializeError", 1, true))
   end)
 
-  it("calls a method replaced after the export as it is now", function()
-    local old = Methods.get_data
-    Methods.get_data = function(_, p) return "new " .. tostring(p) end
-    finally(function() Methods.get_data = old end)
+  it("keeps a failing method's traceback, naming the service's own line", function()
     local c = connect_ok(port, "S")
-    invoke(c, 1, "get_data", '["x"]', nil, 0, "S")
+    invoke(c, 1, "fail", "[]", nil, 0, "S")
     local _, v = result(c, 1)
-    assert.are.equal("new x", v)
     c:close()
+    local tb = table.concat(v.attributes._pyroTraceback)
+    assert.truthy(tb:find("daemon_spec%.lua:%d+:"), tb)
+    assert.truthy(tb:find("RuntimeError: .*boom"), tb)
+  end)
+
+  it("answers a batch item by item through the same call, stopping at the first failure", function()
+    local c = connect_ok(port, "S")
+    invoke(c, 1, "<batch>", '[["get_data", ["a"], {}], ["count", [1, 2], {}], ["fail", [], {}], ["none", [], {}]]',
+      nil, core.FLAG_BATCH, "S")
+    local m, v = result(c, 1)
+    c:close()
+    assert.are.equal(0, m.flags & core.FLAG_EXCEPTION)
+    assert.are.equal(3, #v)
+    assert.are.equal("You got remote data => a", v[1])
+    assert.are.equal(2, v[2])
+    assert.are.equal("Pyro4.futures._ExceptionWrapper", v[3].__class__)
+    assert.are.equal("builtins.RuntimeError", v[3].exception.__class__)
   end)
 end)
 
 local WRITERS = {
-  auto = "the Lua thread, or the holder thread in batches",
+  auto = "the Lua thread, or the daemon thread in batches",
   direct = "the Lua thread",
-  holder = "the holder thread",
+  thread = "the daemon thread",
 }
-for _, mode in ipairs({ "auto", "direct", "holder" }) do
+for _, mode in ipairs({ "auto", "direct", "thread" }) do
   local who = WRITERS[mode]
   describe("springrun.daemon replies written by " .. who .. " #unit #net", function()
     local exporter, port
@@ -584,16 +597,16 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
       pipeline_tagged(conns, 50, "echo", function(i, k) return string.format('["c%d-%d"]', i, k) end)
       c:close()
       local d1, b1, h1 = core.daemon_reply_counts()
-      local direct, batched, holder = d1 - d0, b1 - b0, h1 - h0
-      assert.are.equal(405, direct + batched + holder)
+      local direct, batched, thread = d1 - d0, b1 - b0, h1 - h0
+      assert.are.equal(405, direct + batched + thread)
       if mode == "auto" then
         assert.is_true(direct >= 5, "lone replies written directly: " .. direct)
         assert.is_true(batched >= 200, "pipelined replies batched: " .. batched)
-        assert.are.equal(0, holder)
+        assert.are.equal(0, thread)
       elseif mode == "direct" then
-        assert.are.same({ 405, 0, 0 }, { direct, batched, holder })
+        assert.are.same({ 405, 0, 0 }, { direct, batched, thread })
       else
-        assert.are.same({ 0, 0, 405 }, { direct, batched, holder })
+        assert.are.same({ 0, 0, 405 }, { direct, batched, thread })
       end
     end)
 
@@ -668,10 +681,10 @@ for _, mode in ipairs({ "auto", "direct", "holder" }) do
       local lines = {}
       local log = require "springrun.log"
       local prev = log.set_output(function(l) lines[#lines + 1] = l end)
-      local holder = log.get("springrun.remoting.pyro.PyroDaemonHolder")
-      holder:set_level("DEBUG")
+      local daemon_log = log.get("springrun.remoting.pyro.PyroDaemonHolder")
+      daemon_log:set_level("DEBUG")
       finally(function()
-        holder:set_level(nil)
+        daemon_log:set_level(nil)
         log.set_output(prev)
       end)
       local c = connect_ok(port)

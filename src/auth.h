@@ -1,9 +1,9 @@
 /*
  * auth.h -- connection authentication with Pyro4's handshake (Lua-free; the
- * daemon holder thread uses it). A Pyro4 client sends a handshake value in
+ * daemon thread uses it). A Pyro4 client sends a handshake value in
  * its CONNECT ({"handshake": <value>, "object": ...}; Proxy._pyroHandshake,
  * "hello" by default) and the daemon's validateHandshake accepts or refuses
- * it. springrun checks a fixed shared secret here, in C, on the holder
+ * it. springrun checks a fixed shared secret here, in C, on the daemon
  * thread: the handshake must be a string equal to the secret, compared in
  * constant time (SHA-256 digests compared with CRYPTO_memcmp).
  */

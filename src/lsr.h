@@ -17,9 +17,18 @@ void lsr_open_wire(lua_State *L);      /* lsr_wire.c: Pyro4 frames */
 void lsr_open_json(lua_State *L);      /* lsr_json.c: JSON payloads */
 void lsr_open_serpent(lua_State *L);   /* lsr_serpent.c: serpent payloads */
 void lsr_open_container(lua_State *L); /* lsr_container.c: IoC core */
-void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: daemon holder thread */
+void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: the daemon thread */
 void lsr_open_client(lua_State *L);    /* lsr_client.c: proxy connections */
 void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions */
+void lsr_open_task(lua_State *L);      /* lsr_task.c: task coroutines */
+void lsr_open_serve(lua_State *L);     /* lsr_serve.c: the server's dispatch */
+
+/* lsr_daemon.c: encodes the value at idx as the RESULT of request `tag`
+ * (slot << 16 | seq, as the handler got it) on connection conn and hands it
+ * to the daemon; plain: counted as answered without a Lua function. Returns
+ * 0 or an SR_E* code with err set (nothing sent then). */
+int lsr_daemon_result(lua_State *L, int idx, uint64_t conn, lua_Integer tag, uint16_t ser,
+                      uint16_t flags, int plain, char *err, size_t errlen);
 
 /* Pushes a userdata owning one (empty) sr_buf_t and returns the buffer: a
  * function that fills a buffer and then pushes its bytes (lua_pushlstring,

@@ -1,15 +1,15 @@
 /*
- * lsr_daemon.c -- the Lua face of the daemon holder (daemon.c) in
- * springrun.core, and the Lua-thread end of its event queue.
+ * lsr_daemon.c -- the Lua face of the daemon (daemon.c) in springrun.core,
+ * and the Lua-thread end of its event queue.
  *
- * One holder per process, created when springrun.core is opened; its thread
- * starts with the first listen. Events from the holder thread wake luv's loop
- * through ONE uv_async_t (referenced only while a daemon listens, so luv's
- * loop stays alive exactly while something is exported); its callback drains
- * everything queued and, for each INVOKE, decodes the payload here (C, hot
- * path) and calls the Lua handler set with daemon_set_handler:
+ * One daemon per process, created when springrun.core is opened; its thread
+ * starts with the first listen. Events from the daemon thread wake luv's loop
+ * through ONE wake-up (sr_wake_t, queue.h; open only while a listener is, so
+ * luv's loop stays alive exactly while something is exported); its callback
+ * drains everything queued and, for each INVOKE, decodes the payload here
+ * (C, hot path) and calls the Lua handler set with daemon_set_handler:
  *
- *   handler([first,] daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
+ *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs)
  *
  * params/kwargs are the decoded values as they came, except that an empty
  * kwargs table (map or list) is passed as nil (kwargs may be nil or
@@ -21,30 +21,29 @@
  * (encodes a RESULT with the request's seq and serializer). Requests whose
  * payload cannot be decoded, or lacks object/method/params/kwargs, are
  * answered here with an exception and never reach the handler; so is a
- * request whose handler raised. Log lines of the holder thread go to
+ * request whose handler raised. Log lines of the daemon thread go to
  * log_fn(level, text).
  *
  *   core.daemon_listen(host, port [, {{name, connectok_value}, ...} [, limits
  *                      [, security]]])   security: {tls = core.tls_context{server =
  *                      true, ...}, handshake_secret = "..."} (daemon.h)
- *       -> daemon_id, bound_port | nil, err   (objects registered before
+ *       -> listener_id, bound_port | nil, err   (objects registered before
  *          the first connection is accepted). limits: a table with any of
  *          max_message_size (bytes), max_connections, send_deadline and
  *          idle_timeout (seconds, fractions allowed; send_deadline false:
  *          off, idle_timeout 0/false: off), max_queued_per_connection,
  *          max_queued, max_depth, max_elements (of decoded requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
- *   core.daemon_unlisten(daemon_id) -> true | nil, err
- *   core.daemon_register(daemon_id, name, connectok_value) -> true | nil, err
- *   core.daemon_unregister(daemon_id, name) -> true | nil, err
+ *   core.daemon_unlisten(listener_id) -> true | nil, err
+ *   core.daemon_register(listener_id, name, connectok_value) -> true | nil, err
+ *   core.daemon_unregister(listener_id, name) -> true | nil, err
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
- *   core.daemon_count()         -- daemons listening
+ *   core.daemon_count()         -- listeners open
  *   core.daemon_serializers()   -- list of accepted serializer ids
- *   core.daemon_set_max_message(n)
- *   core.daemon_set_reply_writer("auto" | "direct" | "holder")  -- who writes
+ *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
- *   core.daemon_reply_counts()  -- direct, batched, holder, fast, merged (below)
- *   core.daemon_fast_serve(...) -- the common call in C (see below)
+ *   core.daemon_reply_counts()  -- direct, batched, thread, fast, merged (below)
+ *   (the dispatch of a call: lsr_serve.c; its tasks: lsr_task.c)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -55,103 +54,79 @@
 #include "lsr_codec.h"
 #include "lsr_tls.h"
 #include "luv.h"
+#include "payload.h"
 #include "wire.h"
 
-#define LSR_DAEMON_GC "springrun.daemon_holder"
+#define LSR_DAEMON_GC "springrun.daemon"
 
 static struct {
-  sr_holder_t *h;
-  uv_async_t *async; /* on luv's loop while a daemon listens, else NULL */
+  sr_daemon_t *d;
+  sr_wake_t *wake; /* on luv's loop while a listener is open, else NULL */
   uv_loop_t *loop;   /* luv's loop */
   lua_State *L; /* main thread of the state that opened the module */
   int handler_ref;
   int handler_arg_ref; /* LUA_NOREF, or the handler's extra first argument */
+  int refuse_ref;      /* refuse(conn, tag, ser, flags, class, message), or LUA_NOREF */
   int log_ref;
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
   sr_buf_t buf; /* reply frame scratch (Lua thread only) */
-  /* decode limits per listening daemon (few daemons: a small list) */
-  struct lsr_dlim_s {
-    uint32_t id;
-    sr_decode_limits_t lim;
-  } dlims[64];
-  int ndlims;
   /* Replies to requests that arrived together (one drain of two or more
-   * events) are handed to the holder thread in one go at the end of the
-   * drain (SR_REPLY_BATCH), which writes them while this thread works on;
-   * a lone request's reply is sent by this thread at once. Measured with
-   * the C load client, 32 connections: 105,000 -> 135,000 calls/s, server
-   * CPU 9.4 -> 7.3 us per call; one connection unchanged (bench/README). */
+   * events) are handed to the daemon thread in one go at the end of the
+   * drain (SR_REPLY_BATCH), which writes them while this thread works on
+   * (cheaper than a send() per reply on this thread when many connections
+   * are busy: bench/README.md has the figures); a lone request's reply is
+   * sent by this thread at once, saving the daemon thread's wake-up. */
   int batch_replies;
   int in_batch; /* draining such a batch now */
-  int direct;   /* otherwise: as sr_holder_set_direct_writes */
+  int direct;   /* otherwise: as sr_daemon_set_direct_writes */
   uint64_t nreplies[3]; /* by SR_REPLY_* */
-  uint64_t nfast;       /* calls answered entirely by serve_fast */
-  /* task coroutines started here (see spawn_task) */
-  int tasks_ref;       /* runtime's table co -> true | task marker, or LUA_NOREF */
-  int task_failed_ref; /* runtime's report(co, err) */
-  int pool_ref;        /* finished coroutines ready for the next call: 1..npool */
-  int npool;
-  lua_Integer ctasks; /* started here and not finished */
-} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
-        .batch_replies = 1, .direct = 1, .tasks_ref = LUA_NOREF, .task_failed_ref = LUA_NOREF,
-        .pool_ref = LUA_NOREF };
+  uint64_t nfast;       /* calls answered without a Lua function (lsr_serve.c) */
+} G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .refuse_ref = LUA_NOREF,
+        .log_ref = LUA_NOREF,
+        .batch_replies = 1, .direct = 1 };
 
-static sr_decode_limits_t decode_limits(uint32_t daemon) {
-  for (int i = 0; i < G.ndlims; i++)
-    if (G.dlims[i].id == daemon) return G.dlims[i].lim;
-  sr_decode_limits_t d = { SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS };
-  return d;
-}
-
-static void forget_decode_limits(uint32_t daemon) {
-  for (int i = 0; i < G.ndlims; i++)
-    if (G.dlims[i].id == daemon) {
-      G.dlims[i] = G.dlims[--G.ndlims];
-      return;
-    }
-}
-
-/* Called on the holder thread, which only runs while G.async exists (the
- * async is created before the first listen and closed after the thread of
+/* Called on the daemon thread, which only runs while G.wake exists (the
+ * wake-up is opened before the first listen and closed after the thread of
  * the last unlisten was joined). */
 static void notify_cb(void *ud) {
   (void)ud;
-  sr_async_wake(G.async);
+  sr_wake_send(G.wake);
 }
 
-static void on_events(uv_async_t *a);
+static void on_events(sr_wake_t *w);
 
-static void free_handle_cb(uv_handle_t *h) { free(h); }
+static void free_wake_cb(sr_wake_t *w) { free(w); }
 
-/* The async lives exactly while a daemon listens: it keeps luv's loop alive
- * while something is exported, and no foreign handle is left on luv's loop
- * otherwise (luv's loop finalizer closes every handle it finds with its own
- * callback). */
-static int open_async(lua_State *L) {
-  if (G.async) return 0;
-  uv_async_t *a = malloc(sizeof *a);
-  if (a == NULL) return SR_ENOMEM;
+/* The wake-up lives exactly while a listener is open: it keeps luv's loop
+ * alive while something is exported, and no foreign handle is left on luv's
+ * loop otherwise (luv's loop finalizer closes every handle it finds with its
+ * own callback). */
+static int open_wake(lua_State *L) {
+  if (G.wake) return 0;
+  sr_wake_t *w = malloc(sizeof *w);
+  if (w == NULL) return SR_ENOMEM;
   G.loop = luv_loop(L);
-  if (uv_async_init(G.loop, a, on_events) != 0) {
-    free(a);
-    return SR_ENOMEM;
+  int rc = sr_wake_init(G.loop, w, on_events, NULL);
+  if (rc < 0) {
+    free(w);
+    return rc;
   }
-  G.async = a;
+  G.wake = w;
   return 0;
 }
 
-static void close_async(void) {
-  if (G.async == NULL) return;
-  if (!uv_is_closing((uv_handle_t *)G.async)) uv_close((uv_handle_t *)G.async, free_handle_cb);
-  G.async = NULL;
+static void close_wake(void) {
+  if (G.wake == NULL) return;
+  if (!uv_is_closing((uv_handle_t *)&G.wake->poll)) sr_wake_close(G.wake, free_wake_cb);
+  G.wake = NULL;
 }
 
 static unsigned probe_serializers(lua_State *L) {
   if (G.probed) return G.ser_mask;
   unsigned mask = 0;
   char err[256];
-  for (int ser = 1; ser < SR_HOLDER_NSER; ser++) {
+  for (int ser = 1; ser < SR_DAEMON_NSER; ser++) {
     sr_buf_t b;
     sr_buf_init(&b);
     lua_pushliteral(L, "hello");
@@ -185,53 +160,56 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
     return sr_seterr(err, errlen, SR_ETOOBIG, "result payload of %zu bytes is too large", dlen);
   }
   sr_wire_put_header(b->data, SR_MSG_RESULT, flags, seq, ser, (uint32_t)dlen);
-  int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_HOLDER;
+  int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_THREAD;
   G.nreplies[how]++;
-  rc = sr_holder_reply_via(G.h, conn, slot, b->data, b->len, how);
+  rc = sr_daemon_reply_via(G.d, conn, slot, b->data, b->len, how);
   if (b->cap > (1u << 20)) sr_buf_free(b); /* don't keep a huge scratch around */
   b->len = 0;
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
   return 0;
 }
 
-/* Sends an exception RESULT {__class__=cls, args={msg}, ...} for a request. */
+int lsr_daemon_result(lua_State *L, int idx, uint64_t conn, lua_Integer tag, uint16_t ser,
+                      uint16_t flags, int plain, char *err, size_t errlen) {
+  int rc = send_result(L, idx, conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff), ser, flags,
+                       err, errlen);
+  if (rc == 0 && plain) G.nfast++;
+  return rc;
+}
+
+/* Answers a request refused before the handler ran with the exception cls:
+ * msg, built by the exporter's refuse (daemon_set_handler): the exception
+ * dict is made in one place. Without a refuse, or when it failed, the text
+ * alone travels as the exception payload: the connection would otherwise
+ * wait forever for this slot. */
 static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, const char *msg) {
-  char err[256];
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, cls);
-  lua_setfield(L, -2, "__class__");
-  lua_pushboolean(L, 1);
-  lua_setfield(L, -2, "__exception__");
-  lua_createtable(L, 1, 0);
-  lua_pushstring(L, msg);
-  lua_rawseti(L, -2, 1);
-  lua_setfield(L, -2, "args");
-  lua_createtable(L, 0, 1);
-  lua_createtable(L, 1, 0);
-  lua_pushfstring(L, "%s: %s\n", cls, msg);
-  lua_rawseti(L, -2, 1);
-  lua_setfield(L, -2, "_pyroTraceback");
-  lua_setfield(L, -2, "attributes");
-  if (send_result(L, -1, ev->conn, ev->slot, ev->seq, ev->serializer,
-                  (uint16_t)(SR_FLAG_EXCEPTION | (ev->flags & SR_FLAG_BATCH)), err,
-                  sizeof err) < 0) {
-    /* last resort: the connection would wait forever for this slot */
-    lua_pop(L, 1);
-    lua_pushfstring(L, "%s: %s", cls, msg);
-    sr_buf_t b;
-    sr_buf_init(&b);
-    const char *s = lua_tostring(L, -1);
-    if (sr_holder_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
-      sr_buf_t f;
-      sr_buf_init(&f);
-      if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
-                         b.data, b.len) == 0)
-        sr_holder_reply(G.h, ev->conn, ev->slot, f.data, f.len);
-      sr_buf_free(&f);
-    }
-    sr_buf_free(&b);
+  int base = lua_gettop(L);
+  if (G.refuse_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, G.refuse_ref);
+    lua_pushinteger(L, (lua_Integer)ev->conn);
+    lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
+    lua_pushinteger(L, ev->serializer);
+    lua_pushinteger(L, ev->flags);
+    lua_pushstring(L, cls);
+    lua_pushstring(L, msg);
+    int st = lua_pcall(L, 6, 0, 0);
+    lua_settop(L, base);
+    if (st == LUA_OK) return;
   }
-  lua_pop(L, 1);
+  lua_pushfstring(L, "%s: %s", cls, msg);
+  sr_buf_t b;
+  sr_buf_init(&b);
+  const char *s = lua_tostring(L, -1);
+  if (sr_payload_encode_string(&b, ev->serializer, s, strlen(s)) == 0) {
+    sr_buf_t f;
+    sr_buf_init(&f);
+    if (sr_wire_encode(&f, SR_MSG_RESULT, SR_FLAG_EXCEPTION, ev->seq, ev->serializer, NULL, 0,
+                       b.data, b.len) == 0)
+      sr_daemon_reply(G.d, ev->conn, ev->slot, f.data, f.len);
+    sr_buf_free(&f);
+  }
+  sr_buf_free(&b);
+  lua_settop(L, base);
 }
 
 static void log_line(lua_State *L, int level, const char *text) {
@@ -304,87 +282,6 @@ static const char *push_fields_at(lua_State *L, int at) {
   return NULL;
 }
 
-/* ---- task coroutines, started in C ---------------------------------------
- *
- * Every incoming call runs in a coroutine of its own (the threading
- * contract, rule 4). With core.daemon_set_tasks(tasks, report) -- done by
- * springrun.runtime when it loads -- dispatch_invoke starts that coroutine
- * here instead of through runtime's Lua spawn: a pooled coroutine (or a new
- * one) gets the call's function and arguments and is resumed with
- * lua_resume, with no Lua function, coroutine.resume, worker loop or
- * end-of-task yield in between (about 3,000 instructions of the Lua thread's
- * ~17,000 per call; bench/README). runtime's table `tasks` marks it with
- * TASK_MARK (runtime.current() sees a task; runtime.resume resumes it as
- * any task); a call that returns in its first resume -- nearly every one --
- * is forgotten and its coroutine pooled at once; one that yielded is
- * finished by runtime.resume, which hands the coroutine back with
- * core.daemon_task_done. A task that fails is reported with report(co, err)
- * and its coroutine dropped. */
-#define TASK_POOL_MAX 64
-static char task_mark; /* tasks[co] of a task started here: its address */
-
-static void task_forget(lua_State *L, int co_idx) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.tasks_ref);
-  lua_pushvalue(L, co_idx);
-  lua_pushnil(L);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  G.ctasks--;
-}
-
-/* The coroutine at co_idx, finished (status OK, empty stack), into the pool
- * (preallocated: rawseti in its array part allocates nothing). */
-static void task_pool_push(lua_State *L, int co_idx) {
-  if (G.npool >= TASK_POOL_MAX) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.pool_ref);
-  lua_pushvalue(L, co_idx);
-  lua_rawseti(L, -2, ++G.npool);
-  lua_pop(L, 1);
-}
-
-/* spawn_task(fn, args...): runs fn(args...) as a task (above). Called
- * under dispatch_invoke's lua_pcall: an error before the task starts (out
- * of memory) is answered as a failed dispatch. */
-static int spawn_task(lua_State *L) {
-  int nargs = lua_gettop(L) - 1;
-  lua_State *co;
-  if (G.npool > 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, G.pool_ref);
-    lua_rawgeti(L, -1, G.npool);
-    lua_pushnil(L);
-    lua_rawseti(L, -3, G.npool--); /* the pool does not keep a running task alive */
-    lua_remove(L, -2);
-    co = lua_tothread(L, -1);
-  } else {
-    co = lua_newthread(L);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.tasks_ref);
-  lua_pushvalue(L, -2);
-  lua_pushlightuserdata(L, &task_mark);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  lua_insert(L, 1); /* co, fn, args */
-  G.ctasks++;
-  lua_xmove(L, co, nargs + 1);
-  int nres = 0;
-  int st = lua_resume(co, L, nargs, &nres);
-  if (st == LUA_YIELD) { /* waiting for I/O: runtime.resume goes on with it */
-    lua_pop(co, nres);
-    return 0;
-  }
-  task_forget(L, 1);
-  if (st == LUA_OK) {
-    lua_settop(co, 0);
-    task_pool_push(L, 1);
-    return 0;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, G.task_failed_ref);
-  lua_pushvalue(L, 1);
-  lua_xmove(co, L, 1); /* the error */
-  lua_call(L, 2, 0);
-  return 0;
-}
-
 static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   char err[300];
   int oneway = (ev->flags & SR_FLAG_ONEWAY) != 0;
@@ -395,7 +292,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
     return;
   }
-  sr_decode_limits_t lim = decode_limits(ev->daemon);
+  sr_decode_limits_t lim = { (int)ev->max_depth, ev->max_elements }; /* 0: defaults */
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
@@ -408,7 +305,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     char text[600], line[700], peer[64];
     snprintf(text, sizeof text, "cannot decode the request: %s%s", err,
              rc == SR_EDEPTH ? " (max_depth)" : rc == SR_EELEMENTS ? " (max_elements)" : "");
-    sr_holder_peer(G.h, ev->conn, peer, sizeof peer);
+    sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
     snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
     log_line(L, 30, line);
     if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", text);
@@ -422,15 +319,12 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   int nargs = 9;
-  if (G.tasks_ref != LUA_NOREF && G.handler_arg_ref != LUA_NOREF)
-    lua_pushcfunction(L, spawn_task); /* spawn_task(fn, ...) for handler(fn, ...) */
-  else
-    lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_ref);
   if (G.handler_arg_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, G.handler_arg_ref);
     nargs++;
   }
-  lua_pushinteger(L, ev->daemon);
+  lua_pushinteger(L, ev->listener);
   lua_pushinteger(L, (lua_Integer)ev->conn);
   lua_pushinteger(L, ((lua_Integer)ev->slot << 16) | ev->seq);
   lua_pushinteger(L, ev->serializer);
@@ -452,12 +346,12 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   lua_settop(L, base);
 }
 
-/* Finishes events from *cursor on: each is marked done (so the daemon's
+/* Finishes events from *cursor on: each is marked done (so the listener's
  * max_queued pause can lift) and freed. */
 static void finish_events(sr_event_t **cursor) {
   while (*cursor) {
     sr_event_t *next = (sr_event_t *)(*cursor)->node.next;
-    sr_holder_event_done(*cursor);
+    sr_daemon_event_done(*cursor);
     free(*cursor);
     *cursor = next;
   }
@@ -475,20 +369,20 @@ static int drain_events(lua_State *L) {
     else if (ev->kind == SR_EV_LOG)
       log_line(L, ev->level, (const char *)ev->data);
     *cursor = (sr_event_t *)ev->node.next;
-    sr_holder_event_done(ev);
+    sr_daemon_event_done(ev);
     free(ev);
   }
   return 0;
 }
 
-/* The uv_async callback on luv's loop: one wake-up drains everything queued.
+/* The wake-up's callback on luv's loop: one wake-up drains everything queued.
  * The Lua work runs under a pcall so that a Lua error (out of memory) never
  * unwinds through libuv; whatever was not dispatched is still finished. */
-static void on_events(uv_async_t *a) {
-  (void)a;
+static void on_events(sr_wake_t *w) {
+  (void)w;
   lua_State *L = G.L;
-  if (G.h == NULL || L == NULL) return;
-  sr_event_t *ev = sr_holder_take(G.h);
+  if (G.d == NULL || L == NULL) return;
+  sr_event_t *ev = sr_daemon_take(G.d);
   if (ev == NULL) return;
   G.in_batch = G.batch_replies && ev->node.next != NULL;
   int base = lua_gettop(L);
@@ -502,7 +396,7 @@ static void on_events(uv_async_t *a) {
     }
   }
   G.in_batch = 0;
-  sr_holder_flush_replies(G.h);
+  sr_daemon_flush_replies(G.d);
   lua_settop(L, base);
 }
 
@@ -515,9 +409,9 @@ static int fail(lua_State *L, int code, const char *msg) {
   return 3;
 }
 
-static uint32_t check_daemon(lua_State *L, int i) {
+static uint32_t check_listener(lua_State *L, int i) {
   lua_Integer v = luaL_checkinteger(L, i);
-  luaL_argcheck(L, v > 0 && v <= 0xffffffff, i, "not a daemon id");
+  luaL_argcheck(L, v > 0 && v <= 0xffffffff, i, "not a listener id");
   return (uint32_t)v;
 }
 
@@ -525,9 +419,9 @@ static uint32_t check_daemon(lua_State *L, int i) {
 
 /* Encodes the CONNECTOK value at idx for every accepted serializer into
  * bufs (the caller frees them) and points o's meta at them. */
-static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_HOLDER_NSER],
-                       sr_holder_obj_t *o, char *err, size_t errlen) {
-  for (int i = 0; i < SR_HOLDER_NSER; i++) {
+static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_DAEMON_NSER],
+                       sr_listener_obj_t *o, char *err, size_t errlen) {
+  for (int i = 0; i < SR_DAEMON_NSER; i++) {
     o->meta[i] = NULL;
     o->meta_len[i] = 0;
     if (!(mask & (1u << i))) continue;
@@ -539,68 +433,72 @@ static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_HO
   return 0;
 }
 
-/* Reads the number field `k` of the limits table at idx: nil leaves *out;
- * false stores off_value; otherwise a number in [lo, hi] times scale
- * (seconds -> ms). Raises naming the field on a bad value. */
-static void limit_field(lua_State *L, int idx, const char *k, double lo, double hi, double scale,
-                        double off_value, double *out) {
+/* Reads field `k` of the limits table at idx: nil leaves *out; false
+ * stores off_value (off < 0: false is not accepted); otherwise a number in
+ * [lo, hi] (an integer when integer is set) times scale (seconds -> ms).
+ * Raises naming the field and its range: the one place limits are checked
+ * (the exporter passes its properties through). */
+static void limit_field(lua_State *L, int idx, const char *k, double lo, double hi, int integer,
+                        double scale, double off, double *out) {
   int t = lua_getfield(L, idx, k);
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
-  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-    *out = off_value;
+  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1) && off >= 0) {
+    *out = off;
     lua_pop(L, 1);
     return;
   }
-  int isnum = 0;
-  double v = (double)lua_tonumberx(L, -1, &isnum);
-  if (!isnum || t != LUA_TNUMBER || !(v >= lo && v <= hi))
-    luaL_error(L, "daemon limits: %s must be a number in %g..%g, got %s", k, lo, hi,
-               luaL_tolstring(L, -1, NULL));
+  double v = t == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
+  if (t != LUA_TNUMBER || !(v >= lo && v <= hi) || (integer && v != (double)(int64_t)v)) {
+    if (integer)
+      luaL_error(L, "%s must be an integer in %I..%I, got %s", k, (lua_Integer)lo,
+                 (lua_Integer)hi, luaL_tolstring(L, -1, NULL));
+    luaL_error(L, "%s must be a number of seconds in %f..%f%s, got %s", k, lo, hi,
+               off >= 0 ? " (false: off)" : "", luaL_tolstring(L, -1, NULL));
+  }
   *out = v * scale;
   lua_pop(L, 1);
 }
 
-/* The limits table at idx (may be none/nil) into hl and dl. */
-static void read_limits(lua_State *L, int idx, sr_holder_limits_t *hl, sr_decode_limits_t *dl) {
+/* The limits table at idx (may be none/nil) into hl (zero fields: the
+ * defaults). */
+static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl) {
   memset(hl, 0, sizeof *hl);
-  dl->max_depth = SR_DECODE_DEFAULT_DEPTH;
-  dl->max_elements = SR_DECODE_DEFAULT_ELEMENTS;
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   double v;
   v = 0;
-  limit_field(L, idx, "max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, 1, 0, &v);
+  limit_field(L, idx, "max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, 1, 1, -1, &v);
   hl->max_message = (size_t)v;
   v = 0;
-  limit_field(L, idx, "max_connections", 1, 1e6, 1, 0, &v);
+  limit_field(L, idx, "max_connections", 1, 1e6, 1, 1, -1, &v);
   hl->max_connections = (uint32_t)v;
   v = 0;
-  limit_field(L, idx, "send_deadline", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
+  limit_field(L, idx, "send_deadline", 0.001, 86400, 0, 1000, (double)UINT32_MAX, &v);
   hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
-  limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 1000, 0, &v);
+  limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 0, 1000, 0, &v);
   hl->idle_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
-  limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 0, &v);
+  limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 1, -1, &v);
   hl->max_queued_conn = (uint32_t)v;
   v = 0;
-  limit_field(L, idx, "max_queued", 1, 1e7, 1, 0, &v);
+  limit_field(L, idx, "max_queued", 1, 1e7, 1, 1, -1, &v);
   hl->max_queued = (uint32_t)v;
-  v = dl->max_depth;
-  limit_field(L, idx, "max_depth", 1, 10000, 1, SR_DECODE_DEFAULT_DEPTH, &v);
-  dl->max_depth = (int)v;
-  v = (double)dl->max_elements;
-  limit_field(L, idx, "max_elements", 1, 1e9, 1, SR_DECODE_DEFAULT_ELEMENTS, &v);
-  dl->max_elements = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_depth", 1, 10000, 1, 1, -1, &v);
+  hl->max_depth = (uint32_t)v;
+  v = 0;
+  limit_field(L, idx, "max_elements", 1, 1e9, 1, 1, -1, &v);
+  hl->max_elements = (uint32_t)v;
 }
 
 /* The security table at idx (none/nil: none): { tls = core.tls_context{server
  * = true, ...}, handshake_secret = "string" }. Borrowed pointers: valid while
  * the table is on the stack. */
-static void read_security(lua_State *L, int idx, sr_holder_security_t *sec) {
+static void read_security(lua_State *L, int idx, sr_listener_security_t *sec) {
   memset(sec, 0, sizeof *sec);
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -619,7 +517,7 @@ static void read_security(lua_State *L, int idx, sr_holder_security_t *sec) {
 }
 
 /* daemon_listen(host, port [, objects [, limits [, security]]]) -> id, port | nil, err, name
- * objects: a list of {name, connectok_value} registered before the daemon
+ * objects: a list of {name, connectok_value} registered before the listener
  * accepts its first connection (at most 16). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
@@ -633,23 +531,20 @@ static int l_listen(lua_State *L) {
   char err[400];
   uint32_t id;
   int bound;
-  sr_holder_limits_t hl;
-  sr_decode_limits_t dl;
-  read_limits(L, 4, &hl, &dl);
-  sr_holder_security_t sec;
-  read_security(L, 5, &sec);
-  if (G.ndlims >= (int)(sizeof G.dlims / sizeof G.dlims[0]))
-    return fail(L, SR_EINVAL, "cannot listen: too many daemons in this process");
+  sr_listen_opts_t opts;
+  memset(&opts, 0, sizeof opts);
+  read_limits(L, 4, &opts.limits);
+  read_security(L, 5, &opts.security);
   unsigned mask = probe_serializers(L);
   if (port < 0 || port > 65535) {
     snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,
              (long long)port);
     return fail(L, SR_EINVAL, err);
   }
-  sr_holder_obj_t objs[LSR_MAX_LISTEN_OBJS];
-  sr_buf_t bufs[LSR_MAX_LISTEN_OBJS][SR_HOLDER_NSER];
+  sr_listener_obj_t objs[LSR_MAX_LISTEN_OBJS];
+  sr_buf_t bufs[LSR_MAX_LISTEN_OBJS][SR_DAEMON_NSER];
   for (int i = 0; i < nobjs; i++)
-    for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_init(&bufs[i][k]);
+    for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_init(&bufs[i][k]);
   int rc = 0;
   for (int i = 0; i < nobjs && rc == 0; i++) {
     lua_rawgeti(L, 3, i + 1);
@@ -669,81 +564,75 @@ static int l_listen(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  if (rc == 0) rc = open_async(L);
+  if (rc == 0) rc = open_wake(L);
   if (rc == 0) {
-    sr_holder_set_limits(G.h, &hl);
-    sr_holder_set_security(G.h, &sec);
-    rc = sr_holder_listen(G.h, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,
-                          sizeof err);
-    sr_holder_set_limits(G.h, NULL);
-    sr_holder_set_security(G.h, NULL);
-    if (rc < 0 && sr_holder_count(G.h) == 0) close_async();
+    opts.ser_mask = mask;
+    opts.objs = objs;
+    opts.nobjs = (size_t)nobjs;
+    rc = sr_daemon_listen(G.d, host, (int)port, &opts, &id, &bound, err, sizeof err);
+    if (rc < 0 && sr_daemon_count(G.d) == 0) close_wake();
   }
   for (int i = 0; i < nobjs; i++)
-    for (int k = 0; k < SR_HOLDER_NSER; k++) sr_buf_free(&bufs[i][k]);
+    for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_free(&bufs[i][k]);
   if (rc < 0) return fail(L, rc, err);
-  G.dlims[G.ndlims].id = id;
-  G.dlims[G.ndlims].lim = dl;
-  G.ndlims++;
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
   return 2;
 }
 
 static int l_unlisten(lua_State *L) {
-  uint32_t did = check_daemon(L, 1);
-  int rc = sr_holder_unlisten(G.h, did);
-  forget_decode_limits(did);
-  if (sr_holder_count(G.h) == 0 && G.async) {
-    /* the thread is joined: deliver what it queued last, then drop the async */
-    on_events(G.async);
-    close_async();
+  uint32_t did = check_listener(L, 1);
+  int rc = sr_daemon_unlisten(G.d, did);
+  if (sr_daemon_count(G.d) == 0 && G.wake) {
+    /* the thread is joined: deliver what it queued last, then drop the wake-up */
+    on_events(G.wake);
+    close_wake();
   }
-  if (rc < 0) return fail(L, rc, "no such daemon");
+  if (rc < 0) return fail(L, rc, "no such listener");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_register(lua_State *L) {
-  uint32_t id = check_daemon(L, 1);
+  uint32_t id = check_listener(L, 1);
   size_t nl;
   const char *name = luaL_checklstring(L, 2, &nl);
   luaL_checkany(L, 3);
-  luaL_argcheck(L, nl <= SR_HOLDER_MAX_NAME && strlen(name) == nl, 2,
+  luaL_argcheck(L, nl <= SR_DAEMON_MAX_NAME && strlen(name) == nl, 2,
                 "object name too long or contains NUL");
   unsigned mask = probe_serializers(L);
-  sr_buf_t bufs[SR_HOLDER_NSER];
-  sr_holder_obj_t o;
+  sr_buf_t bufs[SR_DAEMON_NSER];
+  sr_listener_obj_t o;
   char err[300];
-  for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_init(&bufs[i]);
+  for (int i = 0; i < SR_DAEMON_NSER; i++) sr_buf_init(&bufs[i]);
   int rc = encode_meta(L, 3, mask, bufs, &o, err, sizeof err);
   if (rc == 0) {
-    rc = sr_holder_register(G.h, id, name, o.meta, o.meta_len);
+    rc = sr_daemon_register(G.d, id, name, o.meta, o.meta_len);
     if (rc < 0) snprintf(err, sizeof err, "cannot register %s: %s", name, sr_strerror(rc));
   }
-  for (int i = 0; i < SR_HOLDER_NSER; i++) sr_buf_free(&bufs[i]);
+  for (int i = 0; i < SR_DAEMON_NSER; i++) sr_buf_free(&bufs[i]);
   if (rc < 0) return fail(L, rc, err);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_unregister(lua_State *L) {
-  uint32_t id = check_daemon(L, 1);
+  uint32_t id = check_listener(L, 1);
   const char *name = luaL_checkstring(L, 2);
-  int rc = sr_holder_unregister(G.h, id, name);
+  int rc = sr_daemon_unregister(G.d, id, name);
   if (rc < 0) return fail(L, rc, "no such object");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_quiesce(lua_State *L) {
-  sr_holder_quiesce(G.h);
+  sr_daemon_quiesce(G.d);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_count(lua_State *L) {
-  lua_pushinteger(L, sr_holder_count(G.h));
+  lua_pushinteger(L, sr_daemon_count(G.d));
   return 1;
 }
 
@@ -751,7 +640,7 @@ static int l_serializers(lua_State *L) {
   unsigned mask = probe_serializers(L);
   lua_newtable(L);
   int n = 0;
-  for (int i = 1; i < SR_HOLDER_NSER; i++)
+  for (int i = 1; i < SR_DAEMON_NSER; i++)
     if (mask & (1u << i)) {
       lua_pushinteger(L, i);
       lua_rawseti(L, -2, ++n);
@@ -759,43 +648,36 @@ static int l_serializers(lua_State *L) {
   return 1;
 }
 
-static int l_set_max_message(lua_State *L) {
-  lua_Integer v = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, v > 0 && (lua_Unsigned)v <= SR_WIRE_MAX_MESSAGE_CAP, 1, "out of range");
-  sr_holder_set_max_message(G.h, (size_t)v);
-  return 0;
-}
-
-/* Sets who writes replies (only while no daemon listens): "auto" (the
+/* Sets who writes replies (only while no listener is open): "auto" (the
  * default: a lone request's reply by the Lua thread, replies to requests
- * drained together batched to the holder thread), "direct" (the Lua thread
- * whenever it can) or "holder" (always the holder thread). */
+ * drained together batched to the daemon thread), "direct" (the Lua thread
+ * whenever it can) or "thread" (always the daemon thread). */
 static void set_reply_writer(const char *mode) {
-  int holder = strcmp(mode, "holder") == 0;
-  sr_holder_set_direct_writes(G.h, !holder);
-  G.direct = !holder;
+  int thread = strcmp(mode, "thread") == 0;
+  sr_daemon_set_direct_writes(G.d, !thread);
+  G.direct = !thread;
   G.batch_replies = strcmp(mode, "auto") == 0;
 }
 
-/* daemon_set_reply_writer("auto" | "direct" | "holder") */
+/* daemon_set_reply_writer("auto" | "direct" | "thread") */
 static int l_set_reply_writer(lua_State *L) {
-  static const char *const modes[] = { "auto", "direct", "holder", NULL };
+  static const char *const modes[] = { "auto", "direct", "thread", NULL };
   int i = luaL_checkoption(L, 1, NULL, modes);
-  if (sr_holder_count(G.h) > 0) return luaL_error(L, "daemon_set_reply_writer: a daemon is listening");
+  if (sr_daemon_count(G.d) > 0) return luaL_error(L, "daemon_set_reply_writer: a listener is open");
   set_reply_writer(modes[i]);
   return 0;
 }
 
-/* daemon_reply_counts() -> direct, batched, holder, fast, merged: replies
+/* daemon_reply_counts() -> direct, batched, thread, fast, merged: replies
  * this process encoded, by who was to write them (see set_reply_writer), how
- * many calls the C fast path answered without Lua (daemon_fast_serve), and
+ * many calls were answered without a Lua function (lsr_serve.c's plain case), and
  * how many CONNECTOKs left with the first reply (daemon.h). */
 static int l_reply_counts(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_DIRECT]);
   lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_BATCH]);
-  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_HOLDER]);
+  lua_pushinteger(L, (lua_Integer)G.nreplies[SR_REPLY_THREAD]);
   lua_pushinteger(L, (lua_Integer)G.nfast);
-  lua_pushinteger(L, (lua_Integer)sr_holder_merged_connectoks());
+  lua_pushinteger(L, (lua_Integer)sr_daemon_merged_connectoks());
   return 5;
 }
 
@@ -810,238 +692,21 @@ static void replace_ref(lua_State *L, int *ref, int idx) {
   }
 }
 
-/* daemon_set_handler(handler, log_fn [, first]): with `first`, the handler
- * is called as handler(first, daemon_id, conn, ...) -- e.g. runtime.spawn
- * and the function each call runs in a task, without a Lua function in
- * between. */
+/* daemon_set_handler(handler, log_fn [, first [, refuse]]): with `first`,
+ * the handler is called as handler(first, listener_id, conn, ...) -- e.g.
+ * runtime's task spawn and the function each call runs in a task, without
+ * a Lua function in between. refuse(conn, tag, ser, flags, class, message)
+ * answers a request refused before the handler (undecodable, fields
+ * missing, the handler raised) with the exception it builds. */
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
   replace_ref(L, &G.handler_ref, 1);
   replace_ref(L, &G.handler_arg_ref, 3);
+  replace_ref(L, &G.refuse_ref, 4);
   replace_ref(L, &G.log_ref, 2);
   return 0;
-}
-
-/* True when L belongs to the state that opened the module first: the one
- * whose thread serves incoming calls (G.L). Another state of the process
- * (a luv thread's) shares the module's C side but has its own registry. */
-static int owner_state(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  int same = lua_tothread(L, -1) == G.L;
-  lua_pop(L, 1);
-  return same;
-}
-
-/* daemon_set_tasks(tasks, report): incoming calls run in coroutines
- * started here (spawn_task). tasks is runtime's table of live tasks;
- * report(co, err) is called for one that failed. */
-static int l_set_tasks(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (!owner_state(L)) return 0; /* another state (a luv thread): its tasks stay in Lua */
-  if (G.pool_ref == LUA_NOREF) {
-    lua_createtable(L, TASK_POOL_MAX, 0);
-    G.pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  replace_ref(L, &G.task_failed_ref, 2);
-  replace_ref(L, &G.tasks_ref, 1);
-  return 0;
-}
-
-/* daemon_task_done(co): runtime.resume saw a task started here end (its
- * entry in tasks already cleared); a coroutine that returned is pooled. */
-static int l_task_done(lua_State *L) {
-  lua_State *co = lua_tothread(L, 1);
-  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
-  if (!owner_state(L)) return 0;
-  G.ctasks--;
-  if (lua_status(co) == LUA_OK && lua_gettop(co) == 0 && G.pool_ref != LUA_NOREF)
-    task_pool_push(L, 1);
-  return 0;
-}
-
-/* daemon_tasks() -> the number of tasks started here and not finished. */
-static int l_tasks(lua_State *L) {
-  lua_pushinteger(L, owner_state(L) ? G.ctasks : 0);
-  return 1;
-}
-
-/* ---- the common call, in C --------------------------------------------------
- *
- * core.daemon_fast_serve(daemons, xpcall, msgh, slow, on_error, on_results)
- *   -> serve
- *
- * serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs) does
- * what the exporter's Lua dispatch does, in C, for the shape nearly every call
- * has: a registered object, an exposed method found on the service by plain
- * indexing (tables and __index tables only: no function runs to find it), a
- * params list of at most SERVE_MAX_ARGS values and no kwargs. It calls
- * xpcall(fn, msgh, service, args...) -- the Lua xpcall, so a failing method's
- * traceback reads as on the Lua path -- and answers with its one result (none
- * and nil as null). Everything else goes to Lua: any other shape to slow(...)
- * with the nine arguments; a failure to on_error(conn, tag, ser, flags,
- * object, method, err); several results, or a result that cannot be encoded,
- * to on_results(conn, tag, ser, flags, object, method, ...). daemons is the
- * exporter's table daemon id -> { objects = { name -> entry } }, entry =
- * { service = t, exposed = { method -> function } }. serve runs inside a task
- * coroutine and may yield (a method calling a proxy): every call into Lua is
- * a lua_callk with a continuation. */
-#define SERVE_MAX_ARGS 8
-enum { UP_DAEMONS = 1, UP_XPCALL, UP_MSGH, UP_SLOW, UP_ON_ERROR, UP_ON_RESULTS };
-
-static int serve_k_done(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
-  return 0;
-}
-
-/* Calls the Lua upvalue `up` with the arguments 2..7 of serve (conn, tag,
- * ser, flags, object, method) followed by the values from `from` to the top. */
-static int serve_to_lua(lua_State *L, int up, int from) {
-  int n = lua_gettop(L) - from + 1;
-  luaL_checkstack(L, 8, "springrun serve");
-  lua_pushvalue(L, lua_upvalueindex(up));
-  for (int i = 2; i <= 7; i++) lua_pushvalue(L, i);
-  lua_rotate(L, from, 7); /* the function and the six in front of the values */
-  lua_callk(L, n + 6, 0, 0, serve_k_done);
-  return 0;
-}
-
-/* t[k] as normal indexing would find it when that needs no function: pushes
- * the value and returns its type, or pushes nothing and returns -1 (an
- * __index function, or a chain deeper than 16). */
-static int plain_index(lua_State *L, int t, int k) {
-  lua_pushvalue(L, t);
-  for (int depth = 0; depth < 16; depth++) {
-    lua_pushvalue(L, k);
-    int ty = lua_rawget(L, -2);
-    if (ty != LUA_TNIL) {
-      lua_remove(L, -2);
-      return ty;
-    }
-    lua_pop(L, 1);
-    if (!lua_getmetatable(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      return LUA_TNIL;
-    }
-    lua_pushliteral(L, "__index");
-    int it = lua_rawget(L, -2);
-    lua_remove(L, -2); /* the metatable */
-    lua_remove(L, -2); /* the table it belonged to */
-    if (it == LUA_TNIL) {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      return LUA_TNIL;
-    }
-    if (it != LUA_TTABLE) break;
-  }
-  lua_pop(L, 1);
-  return -1;
-}
-
-/* Raw t[name] for the table at the top, replacing it; its type. */
-static int raw_field(lua_State *L, const char *name) {
-  lua_pushstring(L, name);
-  int ty = lua_rawget(L, -2);
-  lua_remove(L, -2);
-  return ty;
-}
-
-/* After xpcall returned (or resumed and returned): ok, results... from
- * base + 1 (ctx = base) to the top. */
-static int serve_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status; /* xpcall catches every error */
-  int base = (int)ctx;
-  int oneway = (lua_tointeger(L, 5) & SR_FLAG_ONEWAY) != 0;
-  if (!lua_toboolean(L, base + 1)) {
-    lua_settop(L, base + 2);
-    return serve_to_lua(L, UP_ON_ERROR, base + 2);
-  }
-  if (oneway) return 0;
-  int nres = lua_gettop(L) - base - 1;
-  if (nres > 1) return serve_to_lua(L, UP_ON_RESULTS, base + 2);
-  if (nres == 0) lua_pushnil(L);
-  lua_Integer tag = lua_tointeger(L, 3);
-  char err[300];
-  uint16_t flags = (uint16_t)(lua_tointeger(L, 5) & SR_FLAG_BATCH);
-  if (send_result(L, -1, (uint64_t)lua_tointeger(L, 2), (uint32_t)(tag >> 16),
-                  (uint16_t)(tag & 0xffff), (uint16_t)lua_tointeger(L, 4), flags, err,
-                  sizeof err) < 0) /* Lua tells the client why */
-    return serve_to_lua(L, UP_ON_RESULTS, lua_gettop(L));
-  G.nfast++;
-  return 0;
-}
-
-static int serve_slow(lua_State *L) {
-  lua_settop(L, 9);
-  lua_pushvalue(L, lua_upvalueindex(UP_SLOW));
-  lua_insert(L, 1);
-  lua_callk(L, 9, 0, 0, serve_k_done);
-  return 0;
-}
-
-static int serve_fast(lua_State *L) {
-  lua_settop(L, 9);
-  if (!lua_isnil(L, 9) || lua_type(L, 6) != LUA_TSTRING || lua_type(L, 7) != LUA_TSTRING ||
-      lua_type(L, 8) != LUA_TTABLE || !lsr_is_array_marked(L, 8))
-    return serve_slow(L);
-  lua_Unsigned n = lua_rawlen(L, 8);
-  if (n > SERVE_MAX_ARGS) return serve_slow(L);
-  luaL_checkstack(L, SERVE_MAX_ARGS + 16, "springrun serve");
-  /* entry = daemons[daemon_id].objects[object] */
-  if (lua_rawgeti(L, lua_upvalueindex(UP_DAEMONS), lua_tointeger(L, 1)) != LUA_TTABLE ||
-      raw_field(L, "objects") != LUA_TTABLE) {
-    lua_settop(L, 9);
-    return serve_slow(L);
-  }
-  lua_pushvalue(L, 6);
-  if (lua_rawget(L, -2) != LUA_TTABLE) {
-    lua_settop(L, 9);
-    return serve_slow(L);
-  }
-  int entry = lua_gettop(L); /* 11 */
-  lua_pushvalue(L, entry);
-  int ok = raw_field(L, "exposed") == LUA_TTABLE;
-  if (ok) {
-    lua_pushvalue(L, 7);
-    ok = lua_rawget(L, -2) == LUA_TFUNCTION; /* the function listed at export */
-  }
-  int cached = lua_gettop(L);
-  lua_pushvalue(L, entry);
-  ok = ok && raw_field(L, "service") == LUA_TTABLE;
-  int service = lua_gettop(L);
-  /* the service indexed again, so a method replaced since is called as it is */
-  if (!ok || plain_index(L, service, 7) != LUA_TFUNCTION) {
-    lua_settop(L, 9);
-    return serve_slow(L);
-  }
-  (void)cached;
-  int base = lua_gettop(L); /* fn here: becomes xpcall's first argument */
-  lua_pushvalue(L, lua_upvalueindex(UP_XPCALL));
-  lua_insert(L, base);
-  lua_pushvalue(L, lua_upvalueindex(UP_MSGH));
-  lua_pushvalue(L, service);
-  for (lua_Unsigned i = 1; i <= n; i++) {
-    lua_rawgeti(L, 8, (lua_Integer)i);
-    if (lua_type(L, -1) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) { /* null */
-      lua_pop(L, 1);
-      lua_pushnil(L);
-    }
-  }
-  /* [base - 1] = xpcall, then fn, msgh, service, args: results from base on */
-  lua_callk(L, (int)n + 3, LUA_MULTRET, base - 1, serve_k);
-  return serve_k(L, LUA_OK, base - 1);
-}
-
-static int l_fast_serve(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  for (int i = 2; i <= 6; i++) luaL_checktype(L, i, LUA_TFUNCTION);
-  lua_settop(L, 6);
-  lua_pushcclosure(L, serve_fast, 6);
-  return 1;
 }
 
 /* daemon_reply(conn, tag, ser, flags, value) -> true | nil, err, name */
@@ -1063,22 +728,19 @@ static int l_reply(lua_State *L) {
 
 static int l_gc(lua_State *L) {
   (void)L;
-  if (G.h) {
-    sr_holder_free(G.h); /* joins the holder thread */
-    G.h = NULL;
+  if (G.d) {
+    sr_daemon_free(G.d); /* joins the daemon thread */
+    G.d = NULL;
   }
   /* still exported while the state closes: luv's loop finalizer completes
    * the close (or already closed it with its own callback: then the few
    * bytes of the handle are left to the exiting process) */
-  if (G.async && uv_is_closing((uv_handle_t *)G.async)) G.async = NULL;
-  close_async();
+  if (G.wake && uv_is_closing((uv_handle_t *)&G.wake->poll)) G.wake = NULL;
+  close_wake();
   sr_buf_free(&G.buf);
   G.L = NULL;
   /* the references lived in the closing state's registry */
-  G.handler_ref = G.handler_arg_ref = G.log_ref = LUA_NOREF;
-  G.tasks_ref = G.task_failed_ref = G.pool_ref = LUA_NOREF;
-  G.npool = 0;
-  G.ctasks = 0;
+  G.handler_ref = G.handler_arg_ref = G.refuse_ref = G.log_ref = LUA_NOREF;
   return 0;
 }
 
@@ -1090,33 +752,20 @@ static const luaL_Reg funcs[] = {
   { "daemon_quiesce", l_quiesce },
   { "daemon_count", l_count },
   { "daemon_serializers", l_serializers },
-  { "daemon_set_max_message", l_set_max_message },
   { "daemon_set_handler", l_set_handler },
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
   { "daemon_reply", l_reply },
-  { "daemon_fast_serve", l_fast_serve },
-  { "daemon_set_tasks", l_set_tasks },
-  { "daemon_task_done", l_task_done },
-  { "daemon_tasks", l_tasks },
   { NULL, NULL },
 };
 
 void lsr_open_daemon(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
-  lua_pushlightuserdata(L, &task_mark);
-  lua_setfield(L, -2, "daemon_task_mark");
-  if (G.h != NULL) return; /* opened twice in one process: keep the first */
+  if (G.d != NULL) return; /* opened twice in one process: keep the first */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   G.L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  if (sr_holder_new(&G.h, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
-  /* SPRINGRUN_REPLY_WRITER (for measurements): holder = every reply written
-   * by the holder thread; direct = every reply the Lua thread can send, sent
-   * by it (no batches); unset = batches via the holder, lone replies direct */
-  const char *writer = getenv("SPRINGRUN_REPLY_WRITER");
-  if (writer && (strcmp(writer, "holder") == 0 || strcmp(writer, "direct") == 0))
-    set_reply_writer(writer);
+  if (sr_daemon_new(&G.d, notify_cb, NULL) < 0) luaL_error(L, "springrun.core: out of memory");
   sr_buf_init(&G.buf);
   /* a sentinel whose finalizer stops the thread when the state closes;
    * created after luv's loop, so finalized before it */

@@ -1,10 +1,13 @@
 /*
  * payload.h -- Lua-free helpers of the payload serializers that the daemon
- * holder thread needs (it never touches Lua): finding the object id in a
- * CONNECT handshake payload. Implemented in json.c and serpent.c.
+ * thread needs (it never touches Lua): finding the object id in a CONNECT
+ * handshake payload (json.c, serpent.c) and a string as a whole payload
+ * (payload.c).
  */
 #ifndef SR_PAYLOAD_H
 #define SR_PAYLOAD_H
+
+#include <stddef.h>
 
 #include "sr.h"
 
@@ -19,5 +22,11 @@ int sr_json_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap, 
                              size_t errlen);
 int sr_serpent_handshake_object(const uint8_t *p, size_t n, char *out, size_t cap,
                                 char *err, size_t errlen);
+
+/* Appends the string s[0..n) as a complete payload of serializer ser: 1
+ * serpent (with its header line), 2 JSON (escaped by the codecs' own string
+ * writers), 3 marshal. Bytes that are not UTF-8 become '?' (JSON, serpent).
+ * Returns 0, SR_ENOMEM or SR_ESERIALIZER. */
+int sr_payload_encode_string(sr_buf_t *out, int ser, const char *s, size_t n);
 
 #endif

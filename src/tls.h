@@ -3,7 +3,7 @@
  * an SSL object over two memory BIOs. The caller moves bytes: ciphertext read
  * from the peer goes in with sr_tls_feed, plaintext comes out of sr_tls_read,
  * plaintext to send goes in with sr_tls_write and the ciphertext to put on
- * the wire comes out of sr_tls_take. The daemon holder thread (libuv), the
+ * the wire comes out of sr_tls_take. The daemon thread (libuv), the
  * blocking C client (poll + send/recv) and the luv task path (through the
  * springrun.core binding in lsr_tls.c) all drive this same engine.
  *

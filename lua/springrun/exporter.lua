@@ -1,6 +1,6 @@
 -- springrun.exporter: PyroServiceExporter (Spring Python's name) and the
--- Lua half of the daemon holder: which daemon (host:port) serves which
--- service names, and the dispatch of incoming calls.
+-- Lua half of the daemon: which listener (host:port, what Pyro4 calls a
+-- daemon) serves which service names, and the dispatch of incoming calls.
 --
 --   local exporter = springrun.PyroServiceExporter{
 --     service_name = "ServiceName", service = Service.new(),
@@ -18,7 +18,7 @@
 -- exporter.service_port holds the port actually bound (also
 -- exporter:bound_port(), nil while not exported).
 --
--- Exporters on the same host:port share one daemon; the first export on an
+-- Exporters on the same host:port share one listener; the first export on an
 -- address starts listening (synchronously: "address in use" raises here), the
 -- last destroy stops it. "localhost" means 127.0.0.1.
 --
@@ -34,7 +34,7 @@
 -- them, unknown ids) get CONNECTFAIL naming the id at connect time, and the
 -- connection is closed when a request uses one after the handshake.
 --
--- Limits (per daemon, i.e. per host:port; properties of the exporter):
+-- Limits (per listener, i.e. per host:port; properties of the exporter):
 --   max_message_size           bytes of one request (data + annotations),
 --                              checked from the header before anything is
 --                              allocated; default 64 MiB. Larger: the
@@ -50,18 +50,18 @@
 --   max_queued_per_connection  replies a connection may owe before the daemon
 --                              stops reading it (back-pressure, resumes at a
 --                              quarter); default 1024.
---   max_queued                 requests of the daemon queued for the Lua
---                              thread; past it no connection of the daemon is
+--   max_queued                 requests of the listener queued for the Lua
+--                              thread; past it no connection of the listener is
 --                              read until half are dispatched; default 16384.
 --   max_depth, max_elements    nesting and total values of a decoded request;
 --                              default 200 and 1,000,000. Beyond: the caller
 --                              gets SerializeError, the connection stays.
 -- Every refusal is logged (logger springrun.remoting.pyro.PyroDaemonHolder)
 -- with the peer's address and the limit's name. Exporters on one host:port
--- share a daemon: the first export of an address sets its limits; a later
+-- share a listener: the first export of an address sets its limits; a later
 -- exporter on it that sets a limit to another value raises (configuration
 -- error naming the property and both values); one that leaves a limit unset
--- gets the daemon's.
+-- gets the listener's.
 --
 -- Security (see the README's "Security (TLS, handshake)"):
 --   ssl                      true: every connection is TLS (OpenSSL, TLS 1.2+)
@@ -108,7 +108,7 @@
 -- are served while luv's loop turns (the springrun CLI after the script,
 -- springrun.run(), or any uv.run); the daemon thread answers connects and
 -- pings even while it does not.
--- Every daemon also serves Pyro.Daemon (ping, registered, info, get_metadata)
+-- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata)
 -- and the "<batch>" method of Pyro4 batch proxies.
 local core = require "springrun.core"
 local runtime = require "springrun.runtime"
@@ -122,13 +122,16 @@ local DAEMON_NAME = "Pyro.Daemon"
 
 local log_mod = require "springrun.log"
 local exporter_log = log_mod.get("springrun.remoting.pyro.PyroServiceExporter")
-local holder_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
+-- the loggers keep Spring Python's names (PyroDaemonHolder was its daemon)
+local daemon_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
 local thread_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder._PyroThread")
 
-local daemons_by_key = {} -- "127.0.0.1:7000" -> daemon
-local daemons_by_id = {}  -- daemon id -> daemon
--- daemon = { id, key, host, port, where, objects = { name -> entry }, count }
+local listeners_by_key = {} -- "127.0.0.1:7000" -> listener
+local listeners_by_id = {}  -- listener id -> listener
+-- listener = { id, key, host, port, where, objects = { name -> entry }, count }
 -- entry  = { name, service, exporter, meta, oneway = { name -> true } }
+-- (the exporter's bookkeeping; what the core calls is declared to it with
+-- core.serve_register)
 
 -- ---- errors raised by built-in objects --------------------------------------
 
@@ -263,7 +266,14 @@ end
 
 local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
 
--- ---- dispatch (the Lua thread) ------------------------------------------------
+-- ---- dispatch: the policy of the core's one dispatch path ------------------------
+--
+-- core.serve_new (src/lsr_serve.c) finds the object registered with
+-- core.serve_register, calls the method and answers; these functions are
+-- what it asks Lua for: the lookup and arguments of any call its plain case
+-- does not cover (prepare), "<batch>" (batch), and the building of every
+-- answer that is not a plain encodable result (finish, answer, unknown,
+-- refuse), with the one exception builder above.
 
 local unpack, select = table.unpack, select
 
@@ -281,12 +291,6 @@ local function lookup_error(entry, method)
   return exception("builtins.AttributeError",
     string.format("'%s' object has no attribute '%s'", entry.name, method))
 end
-
--- The entry and method whose lookup (service[method]) is running: set just
--- around the indexing in call_one, so that when an __index function raises
--- there, serve_guarded answers AttributeError as for a missing method,
--- without a pcall around every lookup.
-local looking_up_entry, looking_up_method
 
 local function traceback_handler(e)
   return { e = e, tb = debug.traceback(err_text(e), 2) }
@@ -318,12 +322,10 @@ local function build_args(service, params, kwargs)
   if type(kwargs) == "table" and is_list(kwargs) and next(kwargs) ~= nil then
     return nil, exception("builtins.TypeError", "kwargs must be a map, got a list")
   end
-  do
-    for i = 1, n do
-      local v = params[i]
-      if v == NULL then v = nil end
-      args[i + 1] = v
-    end
+  for i = 1, n do
+    local v = params[i]
+    if v == NULL then v = nil end
+    args[i + 1] = v
   end
   n = n + 1
   if type(kwargs) == "table" and next(kwargs) ~= nil then
@@ -331,6 +333,29 @@ local function build_args(service, params, kwargs)
     args[n] = kwargs
   end
   return args, n
+end
+
+local function index(t, k) return t[k] end
+
+-- The function a call of `method` runs and its arguments (the service
+-- first), or nil and the exception of a lookup or argument error. Only what
+-- the metadata lists (computed at export) is reachable: entry.exposed maps
+-- each listed name to the function it named then, and the service is
+-- indexed again (normal indexing: __index functions run here) so that a
+-- method replaced since is called as it is now; an indexing that raises is
+-- answered as a missing method.
+local function prepare(entry, method, params, kwargs)
+  local fn = entry.exposed[method]
+  if fn then
+    local cached = fn
+    local ok
+    ok, fn = pcall(index, entry.service, method)
+    if not ok or (fn ~= cached and type(fn) ~= "function") then fn = nil end
+  end
+  if not fn then return nil, lookup_error(entry, method) end
+  local args, n = build_args(entry.service, params, kwargs)
+  if not args then return nil, n end
+  return fn, unpack(args, 1, n)
 end
 
 local function multi_result(...)
@@ -360,44 +385,12 @@ local function call_done(ok, ...)
   return false, to_exception(r)
 end
 
--- Runs one call; returns true, value or false, exception dict.
--- Calls of up to 3 positional arguments and no keyword arguments (nearly
--- all of them) build no table.
-local function call_one(entry, method, params, kwargs)
-  -- only what the metadata lists (computed at export) is reachable;
-  -- entry.exposed maps each listed name to the function it named then, and
-  -- the service is indexed again (normal indexing: __index chains apply)
-  -- so that a method replaced since is called as it is now
-  local fn = entry.exposed[method]
-  if fn then
-    local cached = fn
-    looking_up_entry, looking_up_method = entry, method
-    fn = entry.service[method]
-    looking_up_entry, looking_up_method = nil, nil
-    if fn ~= cached and type(fn) ~= "function" then fn = nil end
-  end
-  if not fn then return false, lookup_error(entry, method), true end
-  -- (is_list is false for a non-table; the daemon passes empty kwargs as nil)
-  if is_list(params) and (kwargs == nil or kwargs == NULL
-      or type(kwargs) == "table" and next(kwargs) == nil) then
-    local n = #params
-    if n <= 3 then
-      local service = entry.service
-      if n == 0 then return call_done(xpcall(fn, traceback_handler, service)) end
-      local a1 = params[1]
-      if a1 == NULL then a1 = nil end
-      if n == 1 then return call_done(xpcall(fn, traceback_handler, service, a1)) end
-      local a2 = params[2]
-      if a2 == NULL then a2 = nil end
-      if n == 2 then return call_done(xpcall(fn, traceback_handler, service, a1, a2)) end
-      local a3 = params[3]
-      if a3 == NULL then a3 = nil end
-      return call_done(xpcall(fn, traceback_handler, service, a1, a2, a3))
-    end
-  end
-  local args, n = build_args(entry.service, params, kwargs)
-  if not args then return false, n end
-  return call_done(xpcall(fn, traceback_handler, unpack(args, 1, n)))
+local serve_call -- core's call step (set below, from core.serve_new)
+
+-- serve_call's outcome as call_done's, plus true when the lookup failed.
+local function batch_item(ok, ...)
+  if ok == nil then return false, (...), true end
+  return call_done(ok, ...)
 end
 
 local function call_batch(entry, calls)
@@ -410,7 +403,7 @@ local function call_batch(entry, calls)
     if type(c) ~= "table" then
       return false, exception("builtins.TypeError", "batch item must be a list")
     end
-    local ok, v, lookup_failed = call_one(entry, c[1], c[2], c[3])
+    local ok, v, lookup_failed = batch_item(serve_call(entry, c[1], c[2], c[3]))
     if not ok then
       if lookup_failed then return false, v end
       results[#results + 1] = { __class__ = "Pyro4.futures._ExceptionWrapper", exception = v }
@@ -424,17 +417,16 @@ end
 -- The result could not be serialized: the client gets a SerializeError.
 local function send_failed(conn, tag, ser, flags, object, method, err)
   local what = tostring(object) .. "." .. tostring(method)
-  holder_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
+  daemon_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
   core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
     exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
 
--- Sends a call's outcome (ok, value from call_one or call_batch), or logs
--- it for a oneway call.
+-- Sends a call's outcome (ok, value), or logs it for a oneway call.
 local function answer(conn, tag, ser, flags, object, method, ok, value)
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
-      holder_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
+      daemon_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
         tostring(value.args and value.args[1]))
     end
     return
@@ -445,93 +437,67 @@ local function answer(conn, tag, ser, flags, object, method, ok, value)
   if not sent then send_failed(conn, tag, ser, rflags, object, method, err) end
 end
 
-local function serve(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local d = daemons_by_id[daemon_id]
-  local entry = d and (object == DAEMON_NAME and d.daemon_entry or d.objects[object])
-  local ok, value
-  if entry == nil then
-    ok, value = false, exception("Pyro4.errors.DaemonError", "unknown object")
-  elseif method == "<batch>" then
-    ok, value = call_batch(entry, params)
-  else
-    ok, value = call_one(entry, method, params, kwargs)
-  end
-  return answer(conn, tag, ser, flags, object, method, ok, value)
-end
-
--- serve() under a guard: whatever goes wrong outside the service's own
--- xpcall (a bug here, a memory error), the request is still answered, so the
+-- The last resort when answering failed (a bug here, a memory error): log
+-- it, and answer with a RuntimeError unless the call was oneway, so the
 -- replies owed after it on the same connection are not held back forever.
--- A lookup that raised (an __index function) is answered as a missing method.
--- The last resort when answering failed: log it, and answer with a
--- RuntimeError unless the call was oneway.
 local function dispatch_failed(conn, tag, ser, flags, object, method, err)
-  holder_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
+  daemon_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
   if flags & FLAG_ONEWAY ~= 0 then return end
   pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
     exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
 end
 
-local function serve_guarded(daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  local ok, err = pcall(serve, daemon_id, conn, tag, ser, flags, object, method, params, kwargs)
-  if ok then return end
-  local lentry, lmethod = looking_up_entry, looking_up_method
-  if lentry then
-    looking_up_entry, looking_up_method = nil, nil
-    ok, err = pcall(answer, conn, tag, ser, flags, object, method, false, lookup_error(lentry, lmethod))
-    if ok then return end
+-- f(conn, tag, ser, flags, object, method, ...) under that guard.
+local function guarded(f)
+  return function(conn, tag, ser, flags, object, method, ...)
+    local ok, err = pcall(f, conn, tag, ser, flags, object, method, ...)
+    if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
   end
-  dispatch_failed(conn, tag, ser, flags, object, method, err)
 end
 
--- The C fast path (core.daemon_fast_serve) runs the common call itself and
--- hands these back: a method that failed (r from traceback_handler), and
--- several results or one it could not encode.
-local function answer_done(conn, tag, ser, flags, object, method, ...)
-  local ok, err = pcall(function(...)
+local serve
+serve, serve_call = core.serve_new({
+  msgh = traceback_handler,
+  prepare = prepare,
+  finish = guarded(function(conn, tag, ser, flags, object, method, ...)
     return answer(conn, tag, ser, flags, object, method, call_done(...))
-  end, ...)
-  if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
-end
+  end),
+  answer = guarded(answer),
+  unknown = guarded(function(conn, tag, ser, flags, object, method)
+    return answer(conn, tag, ser, flags, object, method, false,
+      exception("Pyro4.errors.DaemonError", "unknown object"))
+  end),
+  batch = function(entry, conn, tag, ser, flags, object, method, params)
+    local ok, err = pcall(function()
+      return answer(conn, tag, ser, flags, object, method, call_batch(entry, params))
+    end)
+    if not ok then dispatch_failed(conn, tag, ser, flags, object, method, err) end
+  end,
+})
 
-local function on_error(conn, tag, ser, flags, object, method, r)
-  return answer_done(conn, tag, ser, flags, object, method, false, r)
+-- A request refused by the binding before dispatch (undecodable, fields
+-- missing): answered with the exception class: message.
+local function refuse(conn, tag, ser, flags, class, message)
+  return answer(conn, tag, ser, flags, nil, nil, false, exception(class, message))
 end
-
-local function on_results(conn, tag, ser, flags, object, method, ...)
-  return answer_done(conn, tag, ser, flags, object, method, true, ...)
-end
-
--- Each incoming call: runtime._spawn_function(serve, daemon_id, conn, ...)
--- (runtime.spawn without its argument check), called by the daemon binding
--- directly (daemon_set_handler's third argument: no Lua function in
--- between); serve is the C fast path, which hands any other shape of call
--- to serve_guarded.
-local serve_entry = core.daemon_fast_serve(daemons_by_id, xpcall, traceback_handler,
-  serve_guarded, on_error, on_results)
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
 local function on_log(level, text)
   local f = LEVELS[level] or "warning"
-  holder_log[f](holder_log, "%s", text)
+  daemon_log[f](daemon_log, "%s", text)
 end
 
+-- Each incoming call: runtime._spawn_function(serve, listener_id, conn, ...)
+-- (the task pool's spawn), called by the daemon binding directly.
 local handler_set = false
 local function ensure_handler()
   if not handler_set then
-    core.daemon_set_handler(runtime._spawn_function, on_log, serve_entry)
+    core.daemon_set_handler(runtime._spawn_function, on_log, serve, refuse)
     handler_set = true
   end
 end
 
--- For the specs: every call the Lua way (true) or the C fast path first
--- (false, the default), so both can be checked to answer alike.
-function M._dispatch_in_lua(on)
-  core.daemon_set_handler(runtime._spawn_function, on_log, on and serve_guarded or serve_entry)
-  handler_set = true
-end
-
--- ---- daemons ---------------------------------------------------------------------
+-- ---- listeners -------------------------------------------------------------------
 
 -- "host:port", with an IPv6 address in brackets.
 local function address(host, port)
@@ -550,24 +516,19 @@ local function is_loopback(host)
     or host == "0:0:0:0:0:0:0:1"
 end
 
--- The daemon serving host:port, started when there is none: returns d and
--- true when it was started (then `name` with CONNECTOK value `connectok` is
--- already registered: a new daemon registers its first objects before it
+-- The listener serving host:port, opened when there is none: returns d and
+-- true when it was opened (then `name` with CONNECTOK value `connectok` is
+-- already registered: a new listener registers its first objects before it
 -- accepts anyone), or nil and the error.
-local function acquire_daemon(name, host, port, connectok, limits, security)
+local function acquire_listener(name, host, port, connectok, limits, security)
   local key = norm_host(host) .. ":" .. port
-  local d = port ~= 0 and daemons_by_key[key] or nil
-  holder_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
+  local d = port ~= 0 and listeners_by_key[key] or nil
+  daemon_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
   if d then return d, false end
-  holder_log:debug("Pyro thread needs to be started at %s", address(host, port))
+  daemon_log:debug("Pyro thread needs to be started at %s", address(host, port))
   ensure_handler()
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
-  local dobj = daemon_object(d)
-  local dexposed = {}
-  for _, m in ipairs(DAEMON_METHODS) do dexposed[m] = dobj[m] end
-  d.daemon_entry = { name = DAEMON_NAME, service = dobj, meta = d.daemon_meta,
-                     exposed = dexposed }
   d.limits = limits
   d.security = security
   local id, bound = core.daemon_listen(host, port, {
@@ -581,27 +542,29 @@ local function acquire_daemon(name, host, port, connectok, limits, security)
   end
   d.id, d.port = id, bound
   d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
-  daemons_by_key[d.key] = d
-  daemons_by_id[id] = d
+  listeners_by_key[d.key] = d
+  listeners_by_id[id] = d
+  local dobj = daemon_object(d)
+  local dexposed = {}
+  for _, m in ipairs(DAEMON_METHODS) do dexposed[m] = dobj[m] end
+  -- served from the same Lua turn as the listen: no request is dispatched
+  -- before (events are handled when the loop runs)
+  core.serve_register(id, DAEMON_NAME, dobj, dexposed)
   return d, true
 end
 
-local function release_daemon(d)
+local function release_listener(d)
   if d.count > 0 then return end
-  daemons_by_key[d.key] = nil
-  daemons_by_id[d.id] = nil
-  holder_log:debug("Stopping the Pyro server at %s", d.where)
+  listeners_by_key[d.key] = nil
+  listeners_by_id[d.id] = nil
+  daemon_log:debug("Stopping the Pyro server at %s", d.where)
   core.daemon_unlisten(d.id)
+  core.serve_unregister(d.id)
 end
 
 -- ---- PyroServiceExporter ---------------------------------------------------------
 
--- Limit properties: name -> { kind, check } (see "Limits" above).
-local LIMITS = {
-  max_message_size = "count", max_connections = "count", send_deadline = "seconds",
-  idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
-  max_depth = "count", max_elements = "count",
-}
+-- Limit properties (see "Limits" above).
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
 
@@ -643,33 +606,21 @@ local function check_port(self, v)
   return n
 end
 
--- The limit properties set on self, checked: a table for daemon_listen.
+-- The limit properties set on self (numbers given as strings, as a context
+-- file may, converted): a table for core.daemon_listen, which checks them,
+-- raising with the property's name and range (see acquire_listener's caller).
 local function read_limits(self)
   local out = {}
   for _, k in ipairs(LIMIT_NAMES) do
     local v = self[k]
-    if v ~= nil then
-      if type(v) == "string" then v = tonumber(v) or v end
-      if LIMITS[k] == "seconds" then
-        if v ~= false and (type(v) ~= "number" or v < 0 or v ~= v
-            or (k == "send_deadline" and v == 0)) then
-          conf_error(self, "%s must be a number of seconds%s, got %s", k,
-            k == "send_deadline" and " > 0 (or false: off)" or " >= 0 (0 or false: off)", tostring(v))
-        end
-        if k == "idle_timeout" and v == 0 then v = false end
-      elseif math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) or v < 1 then
-        conf_error(self, "%s must be a positive integer, got %s", k, tostring(v))
-      else
-        v = math.tointeger(v)
-      end
-      out[k] = v
-    end
+    if type(v) == "string" then v = tonumber(v) or v end
+    out[k] = v
   end
   return out
 end
 
 -- The security properties set on self, checked: { ssl =, key = (compares
--- the settings of exporters sharing a daemon), listen = nil or the security
+-- the settings of exporters sharing a listener), listen = nil or the security
 -- table for daemon_listen (a TLS server context made now: a missing or bad
 -- file raises here, naming it) }.
 local function read_security(self)
@@ -760,7 +711,7 @@ function Exporter:after_properties_set()
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
                   oneway = oneway_set, exposed = is_method }
   local connectok = { handshake = "hello", meta = entry.meta }
-  local okl, d, fresh = pcall(acquire_daemon, name, host, port, connectok, limits, security)
+  local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
   if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
   if not fresh then
@@ -768,12 +719,12 @@ function Exporter:after_properties_set()
     for _, k in ipairs(LIMIT_NAMES) do
       local v = limits[k]
       if v ~= nil and d.limits[k] ~= v then
-        conf_error(self, "%s = %s conflicts with %s already set for the daemon at %s by the first exporter there (exporters on one address share its limits)",
+        conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
           k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
       end
     end
     if d.security.key ~= security.key then
-      conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a daemon)",
+      conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a listener)",
         d.where)
     end
     if d.objects[name] then
@@ -784,7 +735,8 @@ function Exporter:after_properties_set()
   end
   d.objects[name] = entry
   d.count = d.count + 1
-  entry.daemon = d
+  core.serve_register(d.id, name, service, is_method)
+  entry.listener = d
   rawset(self, "_export", entry)
   self.service_port = d.port
   runtime._exported(1)
@@ -805,8 +757,8 @@ function Exporter:after_properties_set()
   end
 end
 
--- Stops exporting this service (the daemon stops when it was the last one on
--- its address). Idempotent.
+-- Stops exporting this service (the listener closes when it was the last one
+-- on its address). Idempotent.
 function Exporter:destroy()
   local entry = rawget(self, "_export")
   if not entry then return end
@@ -817,21 +769,24 @@ function Exporter:destroy()
       exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
     end
   end
-  local d = entry.daemon
+  local d = entry.listener
   exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
   if d.objects[entry.name] == entry then
     d.objects[entry.name] = nil
     d.count = d.count - 1
-    if daemons_by_id[d.id] then core.daemon_unregister(d.id, entry.name) end
+    if listeners_by_id[d.id] then
+      core.daemon_unregister(d.id, entry.name)
+      core.serve_unregister(d.id, entry.name)
+    end
   end
   runtime._exported(-1)
-  release_daemon(d)
+  release_listener(d)
 end
 
 -- The port actually listened on, or nil while not exported.
 function Exporter:bound_port()
   local entry = rawget(self, "_export")
-  return entry and entry.daemon.port or nil
+  return entry and entry.listener.port or nil
 end
 
 -- True while exported.
@@ -870,7 +825,7 @@ M.PyroServiceExporter = Exporter
 -- Stops every export of this process (runtime shutdown).
 function M.unexport_all()
   local list = {}
-  for _, d in pairs(daemons_by_id) do
+  for _, d in pairs(listeners_by_id) do
     for _, e in pairs(d.objects) do list[#list + 1] = e.exporter end
   end
   for _, ex in ipairs(list) do ex:destroy() end
@@ -879,7 +834,7 @@ end
 -- Addresses being served: list of "host:port".
 function M.addresses()
   local out = {}
-  for _, d in pairs(daemons_by_id) do out[#out + 1] = d.where end
+  for _, d in pairs(listeners_by_id) do out[#out + 1] = d.where end
   table.sort(out)
   return out
 end

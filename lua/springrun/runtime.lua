@@ -2,7 +2,7 @@
 --
 --   runtime.spawn(fn, ...)     run fn(...) as a new task coroutine now; returns co
 --   runtime._spawn_function(fn, ...)  the same without checking fn (internal:
---                              the daemon binding's per-call entry)
+--                              the daemon binding's handler for incoming calls)
 --   runtime.resume(co, ...)    resume a task that yielded waiting for I/O it
 --                              arranged itself (a luv callback calls this)
 --   runtime.current()          the running task coroutine, or nil outside one
@@ -15,8 +15,8 @@
 --
 -- A task that fails is reported through springrun.log (logger
 -- springrun.runtime) with its traceback; it never takes the loop down.
--- Every incoming remote call runs in its own task (see springrun.exporter),
--- which the daemon binding starts in C (daemon_set_tasks below).
+-- Every incoming remote call runs in its own task (see springrun.exporter);
+-- tasks are started, resumed and pooled in C (core.task_new).
 --
 -- Shutdown on SIGINT/SIGTERM (serve_after_script): stop accepting and
 -- reading, let the calls in flight finish (at most `drain_timeout` seconds,
@@ -32,12 +32,10 @@ local M = {}
 
 M.drain_timeout = 10
 
--- co -> true while alive (TASK_MARK: a task the daemon binding started for an
--- incoming call, counted there: see daemon_set_tasks below)
+-- co -> true while alive: the live tasks, kept by the task pool in C
+-- (core.task_new, src/lsr_task.c), which starts, resumes, pools and counts
+-- them (weak keys: the table alone does not keep a task alive)
 local tasks = setmetatable({}, { __mode = "k" })
-local ntasks = 0 -- tasks started here (spawn)
-local TASK_MARK = core.daemon_task_mark
-local task_done, ctasks = core.daemon_task_done, core.daemon_tasks
 local exports = 0 -- maintained by springrun.exporter through M._exported
 local stopped = false
 local running = false
@@ -64,65 +62,7 @@ local function report(co, err)
   if l then l:error("task failed: %s", tb) else io.stderr:write("springrun: task failed: ", tb, "\n") end
 end
 
--- Task coroutines are pooled: a coroutine whose function returned waits in
--- the pool for the next spawn (creating a coroutine and its stack is a good
--- share of a remote call's cost). Each task still has a coroutine of its
--- own while it runs; one that fails dies and is not reused. A pooled
--- coroutine runs worker: fn(...), then yields DONE and starts over with
--- what the next spawn passes.
-local DONE = setmetatable({}, { __name = "springrun.runtime.DONE" })
-local POOL_MAX = 64
-local pool, npool = {}, 0
-local cocreate, coresume, coyield = coroutine.create, coroutine.resume, coroutine.yield
-
-local worker
--- Waits in the pool. Reached by a tail call, so the finished task's frame
--- (its function and arguments: maybe a large decoded request) is gone before
--- the coroutine parks and can be collected.
-local function next_task()
-  return worker(coyield(DONE)) -- a tail call: the stack does not grow
-end
-worker = function(fn, ...)
-  fn(...)
-  return next_task()
-end
-
--- Bookkeeping after a task ran until it yielded, returned or failed.
--- Returns what resume returned, except that a finished task gives just true.
--- A task whose function returned: forgotten, its coroutine pooled.
-local function retire(co)
-  tasks[co] = nil
-  ntasks = ntasks - 1
-  if npool < POOL_MAX then
-    npool = npool + 1
-    pool[npool] = co
-  end
-end
-
-local costatus = coroutine.status
-
-local function finish(co, ok, ...)
-  if ok then
-    if ... ~= DONE then
-      -- a task the daemon binding started ends by returning (no worker loop)
-      if tasks[co] == TASK_MARK and costatus(co) == "dead" then
-        tasks[co] = nil
-        task_done(co)
-        return true
-      end
-      return true, ... -- yielded, waiting for I/O
-    end
-    retire(co)
-    return true
-  end
-  local t = tasks[co]
-  if t then
-    tasks[co] = nil
-    if t == TASK_MARK then task_done(co) else ntasks = ntasks - 1 end
-  end
-  report(co, (...))
-  return false, ...
-end
+local spawn, resume, count = core.task_new(tasks, report)
 
 function M.current()
   local co, main = coroutine.running()
@@ -134,45 +74,19 @@ function M.resume(co, ...)
   if not tasks[co] then
     error("runtime.resume: not a springrun task (or it has finished)", 2)
   end
-  return finish(co, coresume(co, ...))
+  return resume(co, ...)
 end
 
--- runtime.spawn without the check of fn: for a caller that always passes a
--- function of its own (the daemon binding, with exporter's serve_guarded, on
--- every incoming call: one C call less each).
-local function spawn_function(fn, ...)
-  local co
-  if npool > 0 then
-    co = pool[npool]
-    pool[npool] = nil
-    npool = npool - 1
-  else
-    co = cocreate(worker)
-  end
-  tasks[co] = true
-  ntasks = ntasks + 1
-  local ok, r = coresume(co, fn, ...)
-  if ok and r == DONE then
-    retire(co) -- most incoming calls finish in the resume that starts them
-  elseif not ok then
-    finish(co, ok, r)
-  end
-  return co
-end
-M._spawn_function = spawn_function
-
--- Incoming calls: the daemon binding starts their tasks itself, in C, from a
--- pool of its own (lsr_daemon.c, spawn_task): each is marked TASK_MARK in
--- tasks, finished there when it returns in its first resume, else by
--- resume/finish above; a failed one is reported with report.
-core.daemon_set_tasks(tasks, report)
+-- runtime.spawn without the check of fn: the daemon binding's handler, which
+-- starts every incoming call's task with the exporter's serve function.
+M._spawn_function = spawn
 
 function M.spawn(fn, ...)
   if type(fn) ~= "function" then error("runtime.spawn: expected a function, got " .. type(fn), 2) end
-  return spawn_function(fn, ...)
+  return spawn(fn, ...)
 end
 
-function M.tasks() return ntasks + ctasks() end
+function M.tasks() return count() end
 
 function M.has_exports() return exports > 0 end
 

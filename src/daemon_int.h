@@ -1,0 +1,326 @@
+/*
+ * daemon_int.h -- the daemon's private structures, shared by its four files:
+ *
+ *   daemon.c        the daemon object: its thread and command loop, the
+ *                   owner API (listen/unlisten/register/quiesce), listeners,
+ *                   events to the owner
+ *   daemon_write.c  the write side of a connection and the connection table:
+ *                   the only code both threads run, so every lock on a
+ *                   connection's state (w->mu, d->tab_mu) is taken there
+ *   daemon_proto.c  the Pyro protocol: CONNECT and its answers (CONNECTOK,
+ *                   CONNECTFAIL), PING, INVOKE -> event
+ *   daemon_conn.c   a connection on the daemon thread: accept, read, frame,
+ *                   close, back-pressure, and the sweep timer (deadlines)
+ *
+ * Nothing here is C API (daemon.h is). A field belongs to the daemon thread
+ * unless its comment says otherwise.
+ */
+#ifndef SR_DAEMON_INT_H
+#define SR_DAEMON_INT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "auth.h"
+#include "daemon.h"
+#include "wire.h"
+
+/* Levels of the log lines sent to the owner (SR_EV_LOG). */
+#define LOG_DEBUG 10
+#define LOG_INFO 20
+#define LOG_WARNING 30
+#define LOG_ERROR 40
+
+#define READ_CHUNK 65536
+#define GRACE_MS 2000
+/* Back-pressure: a connection with limits.max_queued_conn requests awaiting
+ * their reply is not read until it is down to a quarter of that (bounds
+ * memory for clients that pipeline without reading); a listener with
+ * limits.max_queued INVOKEs not yet dispatched by the owner reads none of its
+ * connections until it is down to half (checked by the sweep timer). */
+
+/* The sweep timer (deadlines, idle connections, listener back-pressure) runs
+ * every SWEEP_MIN_MS..SWEEP_MAX_MS depending on the shortest limit. */
+#define SWEEP_MIN_MS 10
+#define SWEEP_MAX_MS 1000
+
+/* A listener's count of INVOKEs handed to the owner and not yet dispatched;
+ * shared by the listener and its pending events (refcounted: a listener may
+ * be gone before the owner dispatches what it queued). */
+typedef struct sr_dcount_s {
+  atomic_int refs;
+  atomic_uint queued;
+} sr_dcount_t;
+
+enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
+       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME };
+
+/* The common head of everything on d->cmds. */
+typedef struct sr_cmdhead_s {
+  sr_qnode_t node;
+  int kind;
+} sr_cmdhead_t;
+
+/* A synchronous command: lives on the owner's stack while it waits. */
+typedef struct sr_cmd_s {
+  sr_cmdhead_t head;
+  uv_sem_t done;
+  int sync;
+  int rc;
+  char *err;
+  size_t errlen;
+  struct sockaddr_storage addr; /* LISTEN */
+  const char *where;            /* LISTEN: "host:port" for messages */
+  unsigned ser_mask;            /* LISTEN */
+  int port_out;                 /* LISTEN */
+  uint32_t listener;            /* everything but STOP/QUIESCE; LISTEN: out */
+  const char *name;             /* REGISTER/UNREGISTER */
+  const uint8_t *const *meta;   /* REGISTER */
+  const size_t *meta_len;       /* REGISTER */
+  const sr_listener_obj_t *objs; /* LISTEN: registered before accepting */
+  size_t nobjs;
+  sr_tls_ctx_t *tls;            /* LISTEN: server TLS context or NULL (borrowed) */
+  int has_secret;               /* LISTEN: handshake secret set */
+  sr_secret_t secret;
+  sr_listener_limits_t lim;     /* LISTEN, defaults applied */
+} sr_cmd_t;
+
+/* A reply frame (also used for frames the daemon thread writes itself). */
+typedef struct sr_reply_s {
+  sr_cmdhead_t head;
+  uv_write_t wr;
+  struct sr_reply_s *next; /* pending list (sorted by slot) or outq */
+  uint64_t conn;
+  uint32_t slot;
+  size_t len;
+  uint8_t data[];
+} sr_reply_t;
+
+/* CMD_FLUSH / CMD_CLOSE: the owner asks the daemon thread to write a connection's
+ * queued bytes, or to close it after a failed write. */
+typedef struct sr_conncmd_s {
+  sr_cmdhead_t head;
+  uint64_t conn;
+} sr_conncmd_t;
+
+/* The write side of a connection, shared by the daemon thread and the owner
+ * (which may write replies itself, see sr_daemon_reply). Everything but fd
+ * is guarded by mu. Bytes never interleave: the owner writes directly only
+ * while nothing is queued for the daemon thread (queued == 0), and every write of
+ * the daemon thread goes through outq in order. */
+typedef struct sr_wside_s {
+  uv_mutex_t mu;
+  int refs;          /* the connection's, plus the owner's while it writes */
+  int fd;            /* the socket; not written once closed is set */
+  int tls;           /* TLS connection: only the daemon thread writes (owns SSL) */
+  int closed;
+  int queued;        /* replies in outq plus uv_writes in flight */
+  uint32_t send_slot; /* slot whose reply goes out next */
+  int paused;         /* reading stopped for back-pressure ... */
+  uint32_t resume_at; /* ... until send_slot reaches this */
+  sr_reply_t *pending;           /* replies ahead of their turn, by slot */
+  sr_reply_t *outq, *outq_tail;  /* in order, for the daemon thread to uv_write */
+  sr_reply_t *held; /* the CONNECTOK of a connection whose first call came with
+                       its CONNECT (a pipelining client): it leaves in one write
+                       with that call's reply (emit_locked), or first in outq
+                       when the daemon thread flushes; counted in queued */
+} sr_wside_t;
+
+typedef struct sr_obj_s {
+  struct sr_obj_s *next;
+  uint8_t *meta[SR_DAEMON_NSER];
+  size_t meta_len[SR_DAEMON_NSER];
+  char name[];
+} sr_obj_t;
+
+struct sr_listener_s;
+
+enum { C_OPEN = 0, C_SHUTTING, C_CLOSED };
+
+typedef struct sr_conn_s {
+  uv_tcp_t tcp;
+  uv_shutdown_t shut;
+  sr_daemon_t *d;
+  struct sr_listener_s *lis; /* NULL once its listener is gone */
+  uint64_t id;
+  sr_framer_t fr;
+  int state;
+  int handshaken;
+  sr_reply_t *connectok; /* within conn_process only: see sr_proto_place_connectok */
+  int reading;
+  int paused;   /* back-pressure (mirror of w->paused, daemon thread side) */
+  int dpaused;  /* back-pressure of the listener (max_queued) */
+  int quiesced; /* shutdown: never read again */
+  int refused;  /* over max_connections: CONNECTFAIL to its first message */
+  int counted;  /* counted in lis->nconns */
+  uint32_t max_owed, resume_below; /* max_queued_conn of its listener */
+  uint64_t accepted_at, last_active; /* uv_now() ms */
+  uint64_t msg_start; /* uv_now() when the unfinished message began; 0: none */
+  uint32_t next_slot; /* slot of the next request */
+  sr_wside_t *w;
+  sr_tls_t *tls; /* TLS session (daemon thread only) or NULL */
+  int tls_fed;   /* bytes were fed to it */
+  char peer[64];
+} sr_conn_t;
+
+typedef struct sr_listener_s {
+  uv_tcp_t tcp;
+  sr_daemon_t *d;
+  struct sr_listener_s *next;
+  uint32_t id;
+  unsigned ser_mask;
+  int tcp_open; /* not yet handed to uv_close */
+  int tcp_closed; /* its close callback ran */
+  int removed;       /* unlisten done: free when the listener is closed */
+  sr_listener_limits_t lim; /* every field set (defaults applied) */
+  uint32_t nconns;   /* open connections counted against max_connections */
+  sr_dcount_t *dc;   /* INVOKEs queued for the owner (max_queued) */
+  sr_obj_t *objs;
+  sr_tls_ctx_t *tls; /* server TLS context (a reference) or NULL */
+  int has_secret;    /* CONNECT must carry this handshake secret */
+  sr_secret_t secret;
+  char where[300];
+} sr_listener_t;
+
+struct sr_daemon_s {
+  /* owner side */
+  sr_daemon_notify_cb notify;
+  void *notify_ud;
+  int running;
+  int nlisteners;
+  uv_thread_t thread;
+  uint8_t *tls_rbuf;      /* daemon thread: ciphertext read buffer (READ_CHUNK) */
+  sr_qnode_t *rep_first, *rep_last; /* SR_REPLY_BATCH replies not handed over yet */
+  int nrep;
+  /* shared (locked inside) */
+  sr_queue_t cmds;
+  sr_queue_t events;
+  /* daemon thread */
+  uv_loop_t loop;
+  sr_wake_t wake;   /* the owner wakes the loop for d->cmds */
+  /* events of this loop iteration, handed to the owner in one push and at
+   * most one wake-up when the iteration's callbacks are done (flush_check:
+   * right after the poll phase; flush_prep: before the loop blocks again,
+   * for what close callbacks queued) */
+  sr_qnode_t *ev_first, *ev_last;
+  uv_check_t flush_check;
+  uv_prepare_t flush_prep;
+  uv_timer_t grace;
+  int grace_closed;
+  uv_timer_t sweep; /* deadlines, idle connections, listener back-pressure */
+  uint64_t sweep_ms;
+  int stopping;
+  sr_listener_t *listeners;
+  uint32_t next_listener_id;
+  uv_mutex_t tab_mu;  /* guards the table below against the owner's lookups */
+  int direct_writes;  /* the owner writes replies itself (default) */
+  sr_conn_t **conns; /* table indexed by the low 32 bits of a conn id */
+  uint32_t *gens;
+  uint32_t *freelist;
+  uint32_t cap, nfree;
+  size_t nconns;
+};
+
+/* Appends n to the chain *first..*last (linked through next) that is
+ * handed to a queue later in one sr_queue_push_chain. */
+static inline void sr_chain_append(sr_qnode_t **first, sr_qnode_t **last, sr_qnode_t *n) {
+  n->next = NULL;
+  if (*last)
+    (*last)->next = n;
+  else
+    *first = n;
+  *last = n;
+}
+
+/* ---- daemon.c ------------------------------------------------------------ */
+
+/* Hands ev (owned) to the owner: batched until the end of the loop
+ * iteration on the daemon thread, at once from any other thread. */
+void sr_daemon_push_event(sr_daemon_t *d, sr_event_t *ev);
+/* A log line for the owner (an SR_EV_LOG event; dropped under OOM). */
+void sr_dlog(sr_daemon_t *d, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Stopping and the last connection is gone: closes the grace timer, which
+ * lets the loop end. */
+void sr_daemon_maybe_finish_stop(sr_daemon_t *d);
+
+/* ---- daemon_write.c (both threads) --------------------------------------- */
+
+/* The connection table: an id carries a generation in its high 32 bits, so
+ * a late reply cannot reach a reused slot. add/remove run on the daemon
+ * thread under d->tab_mu; lookup runs on the daemon thread without it. */
+int sr_conn_table_add(sr_daemon_t *d, sr_conn_t *c);
+void sr_conn_table_remove(sr_daemon_t *d, sr_conn_t *c);
+sr_conn_t *sr_conn_lookup(sr_daemon_t *d, uint64_t id);
+
+sr_wside_t *sr_wside_new(int fd);
+void sr_wside_release(sr_wside_t *w);
+/* The owner writes nothing more on w (the connection is closing). */
+void sr_wside_close(sr_wside_t *w);
+/* Nonzero while bytes are queued or being written (or a CONNECTOK held). */
+int sr_wside_busy(sr_wside_t *w);
+/* Nonzero when the connection owes a reply (next_slot: the slot of its next
+ * request) or has bytes left to write. */
+int sr_wside_owes(sr_wside_t *w, uint32_t next_slot);
+/* Keeps rep (owned), the CONNECTOK of a pipelining client, to leave with
+ * the reply to the request that came with it. */
+void sr_wside_hold(sr_wside_t *w, sr_reply_t *rep);
+/* Back-pressure: when the replies owed plus those not yet taken by the
+ * socket reach max_owed, marks w paused until the connection owes
+ * resume_below and returns 1 (else 0); *outstanding gets the count. */
+int sr_wside_pause(sr_wside_t *w, uint32_t next_slot, uint32_t max_owed, uint32_t resume_below,
+                   uint32_t *outstanding);
+
+/* Daemon thread: hands c's queued bytes to uv_write in order (TLS: encrypts
+ * them first). */
+void sr_conn_flush(sr_conn_t *c);
+/* Writes r (owned) after everything queued before it (no slot: the
+ * handshake answers). */
+void sr_conn_write(sr_conn_t *c, sr_reply_t *r);
+/* Puts reply r (owned) in its slot's order and writes what is due. */
+void sr_conn_submit(sr_conn_t *c, sr_reply_t *r);
+/* TLS: queues the ciphertext waiting in c's session. Returns 0, or -1 when
+ * c must be closed (the caller closes it). */
+int sr_conn_tls_send(sr_conn_t *c);
+
+/* ---- daemon_proto.c (daemon thread) -------------------------------------- */
+
+/* The first message of a connection (must be CONNECT): answers CONNECTOK
+ * (left in c->connectok without TLS, see sr_proto_place_connectok) or
+ * CONNECTFAIL and a graceful close. */
+void sr_proto_connect(sr_conn_t *c, const sr_wire_msg_t *m);
+/* Places the CONNECTOK left in c->connectok: held for the reply to m when m
+ * is an INVOKE that will be answered, else (m NULL too) written now. */
+void sr_proto_place_connectok(sr_conn_t *c, const sr_wire_msg_t *m);
+/* A message after the handshake: PING is answered, INVOKE becomes an event
+ * for the owner, anything else closes the connection. */
+void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m);
+/* The first message (m, or NULL for a bad one) of a connection refused for
+ * max_connections: CONNECTFAIL naming the limit. */
+void sr_proto_refuse(sr_conn_t *c, const sr_wire_msg_t *m);
+/* Sends CONNECTFAIL with text encoded by ser, then closes gracefully. */
+void sr_proto_fail_handshake(sr_conn_t *c, uint16_t ser, uint16_t seq, const char *text);
+
+/* ---- daemon_conn.c (daemon thread) --------------------------------------- */
+
+/* uv_connection_cb of a listener's socket (server->data: the listener). */
+void sr_conn_accept_cb(uv_stream_t *server, int status);
+/* Closes c now (pending writes are cancelled). Idempotent. */
+void sr_conn_close_now(sr_conn_t *c);
+/* Stops reading, lets queued writes finish, then closes. Idempotent. */
+void sr_conn_close_graceful(sr_conn_t *c);
+/* Back-pressure of the connection released (its replies left): reads
+ * again. */
+void sr_conn_resume(sr_conn_t *c);
+/* (Re)starts the sweep timer at a quarter of the shortest time limit of
+ * the listeners. */
+void sr_sweep_schedule(sr_daemon_t *d);
+/* A connection just paused for its listener: sweep again soon. */
+void sr_sweep_soon(sr_daemon_t *d);
+
+#endif

@@ -1,0 +1,317 @@
+/*
+ * lsr_serve.c -- the server's dispatch: one path from a decoded INVOKE to
+ * its reply. The exporter declares what is served and supplies the policy;
+ * this file finds the object, calls the method and answers.
+ *
+ *   core.serve_register(listener_id, name, service, exposed)
+ *       serves `service` as object `name` on the listener; exposed maps
+ *       each callable method name to the function it named at export (the
+ *       metadata the client got). Entries are the binding's own tables:
+ *       { name = name, service = service, exposed = exposed }.
+ *   core.serve_unregister(listener_id [, name])   (no name: all of them)
+ *   core.serve_new(policy) -> serve, serve_call
+ *       serve(listener_id, conn, tag, ser, flags, object, method, params,
+ *       kwargs) is what the daemon binding's handler runs in each call's
+ *       task (daemon_set_handler's `first`). policy (Lua, exporter.lua):
+ *         msgh(e)        xpcall's handler around the method (traceback)
+ *         prepare(entry, method, params, kwargs) -> fn, service, args...
+ *                        | nil, exc
+ *                        lookup and arguments for every call the plain
+ *                        case below does not cover (kwargs, a params map or
+ *                        long list, an __index function, a name not exposed)
+ *         finish(conn, tag, ser, flags, object, method, ok, ...)
+ *                        answers with xpcall's outcome (an error, several
+ *                        results, a result that cannot be encoded)
+ *         answer(conn, tag, ser, flags, object, method, ok, value)
+ *                        answers with a value or exception as it is
+ *         unknown(conn, tag, ser, flags, object, method)   no such object
+ *         batch(entry, conn, tag, ser, flags, object, method, params)
+ *                        Pyro4's "<batch>": each item through serve_call
+ *   serve_call(entry, method, params, kwargs)
+ *       -> true, results... | false, err (xpcall's) | nil, exception (lookup)
+ *
+ * The plain case -- an exposed method found on the service by plain
+ * indexing (tables and __index tables only: no function runs to find it),
+ * params a list of at most SERVE_MAX_ARGS values, no kwargs -- takes no Lua
+ * function but the method itself: the method runs as xpcall(fn, msgh,
+ * service, args...) (the Lua xpcall, so a failure's traceback reads the
+ * same whatever prepared the call), and one result is encoded and sent from
+ * here. Everything is called with lua_callk and a continuation: a method
+ * may yield (a proxy call inside it) and the task resumes here.
+ */
+#include <string.h>
+
+#include "lsr.h"
+#include "lsr_codec.h"
+
+#define SERVE_MAX_ARGS 8
+enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH };
+#define NUP 8
+
+static char reg_key; /* registry[&reg_key]: listener id -> { name -> entry } */
+
+static void push_reg(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &reg_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &reg_key);
+}
+
+/* serve_register(listener_id, name, service, exposed) */
+static int l_register(lua_State *L) {
+  lua_Integer lid = luaL_checkinteger(L, 1);
+  luaL_checkstring(L, 2);
+  luaL_argcheck(L, !lua_isnoneornil(L, 3), 3, "service expected");
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  push_reg(L);
+  if (lua_rawgeti(L, -1, lid) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, lid);
+  }
+  lua_pushvalue(L, 2);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "name");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "service");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "exposed");
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* serve_unregister(listener_id [, name]) */
+static int l_unregister(lua_State *L) {
+  lua_Integer lid = luaL_checkinteger(L, 1);
+  lua_settop(L, 2);
+  push_reg(L);
+  if (lua_isnoneornil(L, 2)) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, lid);
+    return 0;
+  }
+  luaL_checkstring(L, 2);
+  if (lua_rawgeti(L, -1, lid) == LUA_TTABLE) {
+    lua_pushvalue(L, 2);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  return 0;
+}
+
+/* t[k] as normal indexing would find it when that needs no function: pushes
+ * the value and returns its type, or pushes nothing and returns -1 (an
+ * __index function, or a chain deeper than 16). */
+static int plain_index(lua_State *L, int t, int k) {
+  lua_pushvalue(L, t);
+  for (int depth = 0; depth < 16; depth++) {
+    lua_pushvalue(L, k);
+    int ty = lua_rawget(L, -2);
+    if (ty != LUA_TNIL) {
+      lua_remove(L, -2);
+      return ty;
+    }
+    lua_pop(L, 1);
+    if (!lua_getmetatable(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      return LUA_TNIL;
+    }
+    lua_pushliteral(L, "__index");
+    int it = lua_rawget(L, -2);
+    lua_remove(L, -2); /* the metatable */
+    lua_remove(L, -2); /* the table it belonged to */
+    if (it == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      return LUA_TNIL;
+    }
+    if (it != LUA_TTABLE) break;
+  }
+  lua_pop(L, 1);
+  return -1;
+}
+
+static int done_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 0;
+}
+
+/* Calls the policy upvalue `up` with serve's arguments 2..7 (conn, tag,
+ * ser, flags, object, method) followed by the values from `from` to the
+ * top; serve ends with it. */
+static int to_policy(lua_State *L, int up, int from) {
+  int n = lua_gettop(L) - from + 1;
+  luaL_checkstack(L, 8, "springrun serve");
+  lua_pushvalue(L, lua_upvalueindex(up));
+  for (int i = 2; i <= 7; i++) lua_pushvalue(L, i);
+  lua_rotate(L, from, 7); /* the function and the six in front of the values */
+  lua_callk(L, n + 6, 0, 0, done_k);
+  return 0;
+}
+
+/* The call step, shared by serve and serve_call. ctx = base << 2 | flags:
+ * MODE_CALL returns the outcome to serve_call's caller, otherwise serve_k
+ * answers; PLAIN: the call needed no Lua function to be prepared (counted).
+ * Stack from base + 1: xpcall's results. */
+enum { MODE_SERVE = 0, MODE_CALL = 1, PLAIN = 2 };
+#define CTX_BASE(ctx) ((int)((ctx) >> 2))
+
+static int serve_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; /* xpcall catches every error */
+  int base = CTX_BASE(ctx);
+  if (ctx & MODE_CALL) return lua_gettop(L) - base;
+  int oneway = (lua_tointeger(L, 5) & SR_FLAG_ONEWAY) != 0;
+  int nres = lua_gettop(L) - base - 1;
+  if (!lua_toboolean(L, base + 1) || (!oneway && nres > 1))
+    return to_policy(L, UP_FINISH, base + 1); /* an exception, or several results */
+  if (oneway) return 0;
+  if (nres == 0) lua_pushnil(L);
+  char err[300];
+  uint16_t flags = (uint16_t)(lua_tointeger(L, 5) & SR_FLAG_BATCH);
+  if (lsr_daemon_result(L, -1, (uint64_t)lua_tointeger(L, 2), lua_tointeger(L, 3),
+                        (uint16_t)lua_tointeger(L, 4), flags, (ctx & PLAIN) != 0, err,
+                        sizeof err) < 0)
+    return to_policy(L, UP_FINISH, base + 1); /* the policy tells the client why */
+  return 0;
+}
+
+/* xpcall(fn, msgh, args...) with fn, args from `fn` to the top (fn's
+ * arguments include the service). */
+static int invoke(lua_State *L, int fn, lua_KContext ctx) {
+  int nargs = lua_gettop(L) - fn; /* without fn */
+  lua_pushvalue(L, lua_upvalueindex(UP_XPCALL));
+  lua_insert(L, fn);
+  lua_pushvalue(L, lua_upvalueindex(UP_MSGH));
+  lua_insert(L, fn + 2);
+  lua_callk(L, nargs + 2, LUA_MULTRET, ctx, serve_k);
+  return serve_k(L, LUA_OK, ctx);
+}
+
+/* After policy.prepare returned fn, args... (from base + 1) or nil, exc. */
+static int prepare_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  int base = CTX_BASE(ctx);
+  if (lua_isnil(L, base + 1)) { /* a lookup or argument error: exc as it is */
+    if (ctx & MODE_CALL) {
+      lua_settop(L, base + 2);
+      return 2;
+    }
+    lua_settop(L, base + 2);
+    lua_pushboolean(L, 0);
+    lua_replace(L, base + 1);
+    return to_policy(L, UP_ANSWER, base + 1);
+  }
+  return invoke(L, base + 1, ctx); /* fn, the service, args... */
+}
+
+/* The call of `method` on entry (at entry, with params, kwargs at the next
+ * two slots after method): the plain case here, any other through
+ * policy.prepare. Results from base + 1 on, handled as ctx's mode says. */
+static int call(lua_State *L, int entry, int method, int params, int kwargs, int mode) {
+  luaL_checkstack(L, SERVE_MAX_ARGS + 16, "springrun serve");
+  int base = lua_gettop(L);
+  lua_KContext ctx = ((lua_KContext)base << 2) | mode;
+  lua_Unsigned n = 0;
+  int plain = lua_isnil(L, kwargs) && lua_type(L, method) == LUA_TSTRING &&
+              lua_type(L, params) == LUA_TTABLE && lsr_is_array_marked(L, params) &&
+              (n = lua_rawlen(L, params)) <= SERVE_MAX_ARGS;
+  if (plain) {
+    /* exposed[method] is a function (listed at export), and the service
+     * indexed again finds a function (a method replaced since is called as
+     * it is now) */
+    lua_getfield(L, entry, "exposed");
+    lua_pushvalue(L, method);
+    plain = lua_type(L, -2) == LUA_TTABLE && lua_rawget(L, -2) == LUA_TFUNCTION;
+    lua_settop(L, base);
+  }
+  if (plain) {
+    lua_getfield(L, entry, "service");
+    int service = base + 1;
+    if (plain_index(L, service, method) == LUA_TFUNCTION) {
+      lua_pushvalue(L, service);
+      lua_remove(L, service); /* fn, service from base + 1 */
+      int fn = base + 1;
+      for (lua_Unsigned i = 1; i <= n; i++) {
+        lua_rawgeti(L, params, (lua_Integer)i);
+        if (lua_type(L, -1) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) { /* null */
+          lua_pop(L, 1);
+          lua_pushnil(L);
+        }
+      }
+      return invoke(L, fn, ctx | PLAIN);
+    }
+    lua_settop(L, base);
+  }
+  lua_pushvalue(L, lua_upvalueindex(UP_PREPARE));
+  lua_pushvalue(L, entry);
+  lua_pushvalue(L, method);
+  lua_pushvalue(L, params);
+  lua_pushvalue(L, kwargs);
+  lua_callk(L, 4, LUA_MULTRET, ctx, prepare_k);
+  return prepare_k(L, LUA_OK, ctx);
+}
+
+/* serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs) */
+static int l_serve(lua_State *L) {
+  lua_settop(L, 9);
+  /* entry = registry[listener_id][object] */
+  if (lua_rawgeti(L, lua_upvalueindex(UP_REG), lua_tointeger(L, 1)) != LUA_TTABLE ||
+      (lua_pushvalue(L, 6), lua_rawget(L, -2)) != LUA_TTABLE) {
+    lua_settop(L, 9);
+    return to_policy(L, UP_UNKNOWN, 10);
+  }
+  lua_remove(L, 10); /* entry at 10 */
+  if (lua_type(L, 7) == LUA_TSTRING && strcmp(lua_tostring(L, 7), "<batch>") == 0) {
+    lua_pushvalue(L, lua_upvalueindex(UP_BATCH));
+    lua_pushvalue(L, 10);
+    for (int i = 2; i <= 8; i++) lua_pushvalue(L, i);
+    lua_callk(L, 8, 0, 0, done_k);
+    return 0;
+  }
+  return call(L, 10, 7, 8, 9, MODE_SERVE);
+}
+
+/* serve_call(entry, method, params, kwargs) */
+static int l_serve_call(lua_State *L) {
+  lua_settop(L, 4);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  return call(L, 1, 2, 3, 4, MODE_CALL);
+}
+
+/* serve_new(policy) -> serve, serve_call: closures over the registry and
+ * the policy functions. */
+static int l_serve_new(lua_State *L) {
+  static const char *const names[] = { "msgh", "prepare", "finish", "answer", "unknown",
+                                       "batch" };
+  luaL_checktype(L, 1, LUA_TTABLE);
+  push_reg(L);
+  lua_getglobal(L, "xpcall");
+  luaL_argcheck(L, lua_isfunction(L, -1), 1, "xpcall is not available");
+  for (int i = 0; i < 6; i++) {
+    if (lua_getfield(L, 1, names[i]) != LUA_TFUNCTION)
+      return luaL_error(L, "serve_new: policy.%s must be a function", names[i]);
+  }
+  int first = lua_gettop(L) - NUP + 1;
+  for (int i = 0; i < NUP; i++) lua_pushvalue(L, first + i);
+  lua_pushcclosure(L, l_serve, NUP);
+  lua_insert(L, first);
+  lua_pushcclosure(L, l_serve_call, NUP);
+  return 2;
+}
+
+void lsr_open_serve(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    { "serve_register", l_register },
+    { "serve_unregister", l_unregister },
+    { "serve_new", l_serve_new },
+    { NULL, NULL },
+  };
+  luaL_setfuncs(L, funcs, 0);
+}
