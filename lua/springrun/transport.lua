@@ -30,6 +30,13 @@ local function runtime()
   return runtime_mod
 end
 
+-- The transport error text `name` of the C connection's table
+-- (core.client_texts, src/client.h) with its arguments: both kinds say
+-- the same about the same failure.
+local function text(name, ...)
+  return string.format(get_core().client_texts[name], ...)
+end
+
 -- ---- the luv connection, used inside springrun tasks ------------------------------
 --
 -- One request at a time (the proxy serialises).
@@ -120,7 +127,7 @@ function AsyncConn:tls_pump()
   local out = self.tls:take()
   if #out > 0 and not self.closed then
     self.tcp:write(out, function(err)
-      if err then self:write_failed({ msg = "sending failed: " .. tostring(err), code = err }) end
+      if err then self:write_failed({ msg = text("send_failed", tostring(err)), code = err }) end
     end)
   end
 end
@@ -142,9 +149,9 @@ end
 
 function AsyncConn:on_read(err, data)
   if err then
-    self.broken = self.broken or { msg = "receiving failed: " .. tostring(err), code = err }
+    self.broken = self.broken or { msg = text("recv_failed", tostring(err)), code = err }
   elseif data == nil then
-    self.broken = self.broken or { msg = "connection closed by the server", code = "SR_ECLOSED" }
+    self.broken = self.broken or { msg = text("closed_by_peer"), code = "SR_ECLOSED" }
   elseif self.tls then
     -- TLS: decrypt (this also drives the handshake), send what the session
     -- answers, frame the plaintext
@@ -152,7 +159,7 @@ function AsyncConn:on_read(err, data)
     local plain, emsg, ecode = self.tls:feed(data)
     self:tls_pump()
     if emsg then
-      if ecode == "SR_ECLOSED" then emsg = "connection closed by the server" end
+      if ecode == "SR_ECLOSED" then emsg = text("closed_by_peer") end
       self.broken = self.broken or { msg = emsg, code = ecode }
     end
     if #plain > 0 then self:frame(plain) end
@@ -179,11 +186,11 @@ function AsyncConn.connect(host, port, timeout, co, tls_ctx, servername)
     self:wait(co, function() return res ~= nil end)
     if self.timed_out then
       self:close()
-      return nil, string.format("resolving %s timed out after %g s", host, timeout), "ETIMEDOUT"
+      return nil, text("resolve_timeout", host, timeout), "ETIMEDOUT"
     end
     if res.err or not res.addrs or not res.addrs[1] then
       self:close()
-      return nil, string.format("cannot resolve host '%s': %s", host, tostring(res.err or "no address")),
+      return nil, text("resolve_failed", host, tostring(res.err or "no address")),
         "EAI_NONAME"
     end
     ips = {}
@@ -209,9 +216,9 @@ function AsyncConn.connect(host, port, timeout, co, tls_ctx, servername)
   if cres ~= true then
     self:close()
     if self.timed_out and cres == nil then
-      return nil, string.format("connect to %s:%d timed out after %g s", host, port, timeout), "ETIMEDOUT"
+      return nil, text("connect_timeout", host, port, timeout), "ETIMEDOUT"
     end
-    return nil, string.format("connect to %s:%d failed: %s", host, port, tostring(cres)), cres
+    return nil, text("connect_failed", host, port, tostring(cres)), cres
   end
   self.tcp:nodelay(true)
   self.framer = get_core().framer()
@@ -243,13 +250,13 @@ function AsyncConn.connect(host, port, timeout, co, tls_ctx, servername)
       self:close()
       if b then
         local m = b.msg
-        if b.code == "SR_ECLOSED" then m = "TLS handshake failed: the server closed the connection (does it use TLS?)" end
-        return nil, string.format("%s:%d: %s", host, port, m), b.code == "SR_ECLOSED" and "SR_ETLS" or b.code
+        if b.code == "SR_ECLOSED" then m = text("tls_not_tls") end
+        return nil, text("tls_failed", host, port, m), b.code == "SR_ECLOSED" and "SR_ETLS" or b.code
       end
       if timed_out and done == false then
-        return nil, string.format("TLS handshake with %s:%d timed out after %g s", host, port, timeout), "ETIMEDOUT"
+        return nil, text("tls_timeout", host, port, timeout), "ETIMEDOUT"
       end
-      return nil, string.format("%s:%d: %s", host, port, tostring(herr or "connection closed")), hcode or "SR_ETLS"
+      return nil, text("tls_failed", host, port, tostring(herr or text("closed_by_peer"))), hcode or "SR_ETLS"
     end
   end
   self.tcp:unref()
@@ -278,7 +285,7 @@ end
 -- src/lsr_client.c): push queues an encoded message, receive writes what
 -- is queued (one write) and waits for the next reply.
 function AsyncConn:push(mtype, flags, seq, ser, value, raw)
-  if self.closed then return nil, "connection is closed", "SR_ECLOSED" end
+  if self.closed then return nil, text("closed"), "SR_ECLOSED" end
   local c = get_core()
   local data, emsg, ecode = value, nil, nil
   if not raw then data, emsg, ecode = c.client_encode_payload(ser, value) end
@@ -293,7 +300,7 @@ function AsyncConn:push(mtype, flags, seq, ser, value, raw)
 end
 
 function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
-  if self.closed then return nil, "connection is closed", "SR_ECLOSED", false end
+  if self.closed then return nil, text("closed"), "SR_ECLOSED", false end
   local ok, emsg, ecode = self:push(mtype, flags, seq, ser, value)
   if not ok then return nil, emsg, ecode, false end
   return self:receive(timeout, flags & FLAG_ONEWAY ~= 0)
@@ -304,7 +311,7 @@ function AsyncConn:receive(timeout, noreply, known)
   local co = runtime().current()
   local q = self.outq
   self.outq = nil
-  if self.closed then return nil, "connection is closed", "SR_ECLOSED", false end
+  if self.closed then return nil, text("closed"), "SR_ECLOSED", false end
   local wrote = true
   if q ~= nil then
     wrote = nil
@@ -313,7 +320,7 @@ function AsyncConn:receive(timeout, noreply, known)
       local ok, terr, tcode = self.tls:write(frame)
       if not ok then
         self:close()
-        return nil, "sending the request failed: " .. tostring(terr), tcode, false
+        return nil, text("send_failed", tostring(terr)), tcode, false
       end
       frame = self.tls:take()
     end
@@ -321,18 +328,18 @@ function AsyncConn:receive(timeout, noreply, known)
       if err and self.tls then
         -- the peer may have said why (a TLS alert) before the reset: let the
         -- read side report it
-        self:write_failed({ msg = "sending the request failed: " .. tostring(err), code = err })
+        self:write_failed({ msg = text("send_failed", tostring(err)), code = err })
         return
       end
       wrote = err or true
       if err then
-        self.broken = self.broken or { msg = "sending the request failed: " .. tostring(err), code = err }
+        self.broken = self.broken or { msg = text("send_failed", tostring(err)), code = err }
       end
       self:wake()
     end)
     if not ok then
       self:close()
-      return nil, "sending the request failed: " .. tostring(werr), werr, false
+      return nil, text("send_failed", tostring(werr)), werr, false
     end
   end
   self.tcp:ref()
@@ -345,13 +352,13 @@ function AsyncConn:receive(timeout, noreply, known)
   end
   self:disarm()
   if not self.closed then self.tcp:unref() end
-  if self.closed then return nil, "connection closed", "SR_ECLOSED", true end
+  if self.closed then return nil, text("closed"), "SR_ECLOSED", true end
   if oneway and wrote == true then return true end
   if #self.inbox == 0 then
     local b = self.broken
     self:close()
     if b then return nil, b.msg, b.code, true end
-    return nil, string.format("no reply within %g s", timeout), "SR_ETIMEOUT", true
+    return nil, text("recv_timeout", timeout), "SR_ETIMEOUT", true
   end
   local msg = table.remove(self.inbox, 1)
   local reply = { type = msg.type, flags = msg.flags, seq = msg.seq, serializer = msg.serializer,
