@@ -292,24 +292,23 @@ static int tls_diagnose(sr_client_t *c, char *err, size_t errlen) {
 
 /* An idle TLS connection: records that arrived since the last reply (TLS
  * 1.3 session tickets) are consumed; plaintext, an alert, a close_notify
- * or EOF mean it cannot carry a new request. */
-static int tls_idle_ok(sr_client_t *c) {
+ * or EOF mean it cannot carry a new request. Returns 1 when it can; 0
+ * when it cannot, with err set to OpenSSL's reason when the peer gave one
+ * (an alert such as "certificate required" after the handshake). */
+static int tls_idle_ok(sr_client_t *c, char *err, size_t errlen) {
   int oserr = 0;
+  err[0] = '\0';
   for (;;) {
     int r = tls_pull(c, 0, 0, &oserr);
     if (r == 0) break;
-    if (r < 0) return 0;
+    if (r < 0) break; /* EOF or reset: what was fed may still say why */
   }
   uint8_t one;
   size_t got = 0;
-  char err[128];
-  if (sr_tls_read(c->tls, &one, 1, &got, err, sizeof err) < 0 || got > 0) return 0;
-  return 1;
-}
-
-int sr_client_idle(sr_client_t *c) {
-  if (c->fd < 0 || c->queued != 0 || sr_framer_pending(&c->framer) != 0) return 0;
-  return c->tls ? tls_idle_ok(c) : sr_client_fd_idle(c->fd);
+  int rc = sr_tls_read(c->tls, &one, 1, &got, err, errlen);
+  if (rc != SR_ETLS) err[0] = '\0';
+  if (rc < 0 || got > 0) return 0;
+  return oserr == 0 && sr_client_fd_idle(c->fd);
 }
 
 int sr_client_connect(sr_client_t *c, const char *host, int port, double timeout, sr_tls_ctx_t *tctx,
@@ -406,6 +405,26 @@ int sr_client_send(sr_client_t *c, double deadline, double timeout, sr_client_er
     return fail(e, SR_ECLOSED, "SR_ECLOSED", SR_CLIENT_T_CLOSED);
   }
   if (c->out.len == 0) return 0;
+  /* A request goes out only on a connection that can carry it: one the
+   * peer closed, or spoke on unasked (a daemon never speaks first: EOF, a
+   * reset or junk), fails here with nothing sent, which tells the caller
+   * it may try again on a new one. */
+  char why[256];
+  why[0] = '\0';
+  if (sr_framer_pending(&c->framer) != 0 ||
+      !(c->tls ? tls_idle_ok(c, why, sizeof why) : sr_client_fd_idle(c->fd))) {
+    int rc = SR_ECLOSED;
+    c->out.len = 0;
+    if (why[0] != '\0') {
+      snprintf(e->msg, sizeof e->msg, "%s", why);
+      e->code = "SR_ETLS";
+      rc = SR_ETLS;
+    } else {
+      fail(e, rc, "SR_ECLOSED", SR_CLIENT_T_CLOSED_BY_PEER);
+    }
+    sr_client_close(c);
+    return rc;
+  }
   size_t sent = 0;
   int oserr = 0, rc;
   if (c->tls == NULL) {

@@ -83,13 +83,9 @@ int sr_client_connect(sr_client_t *c, const char *host, int port, double timeout
 /* Closes the socket and frees every buffer; idempotent. */
 void sr_client_close(sr_client_t *c);
 
-/* True when the idle connection can carry a new request: open, nothing
- * framed and unread, the peer has not hung up and sent nothing (a daemon
- * never speaks first, so readable means EOF, a reset or junk; TLS session
- * tickets are consumed). Never blocks. */
-int sr_client_idle(sr_client_t *c);
-
-/* The same check for a plain socket someone else owns. */
+/* True when the idle plain socket fd, which someone else owns, can carry a
+ * new request: the peer has not hung up and sent nothing (a daemon never
+ * speaks first, so readable means EOF, a reset or junk). Never blocks. */
 int sr_client_fd_idle(int fd);
 
 /* Queuing: a message is built in c->out behind the c->queued bytes of whole
@@ -104,7 +100,9 @@ void sr_client_drop(sr_client_t *c);
 
 /* Sends everything queued (one write; encrypted first on TLS) before the
  * deadline; timeout is only quoted in the text. Returns 0, or a negative
- * code with *e filled (the connection closed). A oneway message, or a
+ * code with *e filled (the connection closed): SR_ECLOSED with e->sent 0
+ * when the connection could not carry a request (the peer closed it or
+ * sent something unasked; TLS session tickets are consumed). A oneway message, or a
  * write the socket took in part, sets TCP_NODELAY so that what follows does
  * not wait for an acknowledgement. */
 int sr_client_send(sr_client_t *c, double deadline, double timeout, sr_client_err_t *e);

@@ -25,7 +25,9 @@
  *   conn:receive([timeout [, noreply [, known]]])
  *       -> msg | true (noreply: only the queued bytes are sent)
  *        | nil, msg, code, sent   (the connection is closed)
- *       sends what is queued, then reads the next message:
+ *       sends what is queued (failing with sent = false, code SR_ECLOSED,
+ *       when the peer closed the connection or spoke unasked meanwhile),
+ *       then reads the next message:
  *       msg = { type=, flags=, seq=, serializer=,
  *               ann = {KEY = bytes} (only when the message has annotations),
  *               value = <decoded payload> (JSON or serpent)
@@ -37,20 +39,29 @@
  *       push(...) then receive(timeout, flags & ONEWAY); an argument that
  *       cannot be encoded fails with sent = false, the connection kept.
  *   conn:invoke(seq, object, method, timeout, args...)
- *       -> true, value | false, msg | nil, msg, code, sent | nothing
- *       the proxy's common blocking call in one step (see lsr_conn_invoke).
+ *       -> true, value | msg | nil, msg, code, sent
+ *       the JSON INVOKE of method(args...) (a last argument marked as
+ *       springrun.kwargs goes as the keyword arguments), encoded from the
+ *       stack, sent, its reply read: true, value for the plain RESULT of
+ *       the call (a top-level null is core.null), msg for any other reply.
+ *       The texts of arguments that cannot be encoded are those of the
+ *       whole payload's encoding (" at params[2]").
  *   conn:connect_invoke(cseq, cbytes, known, seq, object, method, timeout, args...)
- *       -> true, value | false, "connect"|"result", msg
- *        | nil, msg, code, sent, stage | nothing
- *       the same for the first call of a new connection, sent with the
- *       CONNECT (payload cbytes) in one write (see lsr_conn_connect_invoke).
- *   conn:alive() -> boolean  (an idle connection that can carry a request)
+ *       -> true, value | hmsg [, msg] | nil, msg, code, sent, stage
+ *       the first call of a new connection with its handshake: the CONNECT
+ *       (JSON, metadata asked for, sequence cseq, payload cbytes already
+ *       encoded) and the INVOKE as conn:invoke's leave in one write; hmsg is
+ *       the first answer as receive(timeout, false, known) returns it; only
+ *       when it is the CONNECTOK `known` (hmsg.same) is the call's reply read
+ *       too (true, value for a plain result, else msg). stage of a failure:
+ *       "connect" (before the first answer) or "result".
  *   conn:close()             (idempotent; also __gc and __close)
  *   conn:fileno() -> fd | -1
  *   client_encode_payload(ser, value) -> bytes | nil, msg, code
  *   client_decode_payload(ser, flags, bytes) -> true, value | nil, msg, code
  *       (inflates when flags has FLAG_COMPRESSED)
- *   client_fd_alive(fd) -> boolean  (conn:alive() for a socket owned elsewhere)
+ *   client_fd_alive(fd) -> boolean  (an idle socket owned elsewhere, the luv
+ *       connection's, can carry a request: see sr_client_fd_idle)
  * codes: "ECONNREFUSED", "ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", ... for
  * the OS; "SR_ETIMEOUT", "SR_ECLOSED", "SR_E<...>" (sr.h) for the rest.
  * timeout is in seconds (a number); nil, 0 or negative means no limit.
@@ -145,11 +156,6 @@ static int lsr_conn_tostring(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   if (c->c.fd < 0) lua_pushliteral(L, "springrun.client.conn (closed)");
   else lua_pushfstring(L, "springrun.client.conn (fd %d)", c->c.fd);
-  return 1;
-}
-
-static int lsr_conn_alive(lua_State *L) {
-  lua_pushboolean(L, sr_client_idle(&check_conn(L)->c));
   return 1;
 }
 
@@ -283,30 +289,29 @@ static int push_plain_string(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m
   return 1;
 }
 
-/* Pushes the reply m: with fast_seq >= 0 (conn:invoke), the plain result of
- * that call (RESULT, that seq, JSON, neither EXCEPTION nor ITEMSTREAMRESULT)
- * as true, value, and any other reply as false, msg; else the msg table
+/* Pushes the reply m: with plain_seq >= 0 (invoke), the plain result of
+ * that call (RESULT, that seq, JSON, neither EXCEPTION nor
+ * ITEMSTREAMRESULT) as true, value; any other reply as the msg table
  * (push_reply, known_idx as conn:receive's). Returns the count pushed, or
  * the failure tuple's 4 when the payload cannot be decoded (the connection
  * is closed). */
 static int push_received(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int known_idx,
-                         long fast_seq) {
+                         long plain_seq) {
   char err[256];
   err[0] = '\0';
-  int rc = 0;
-  int plain = fast_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == fast_seq &&
-              m->h.serializer == SR_SER_JSON &&
-              (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0;
-  if (plain) {
+  int rc, n;
+  if (plain_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == plain_seq &&
+      m->h.serializer == SR_SER_JSON &&
+      (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0) {
     lua_pushboolean(L, 1);
-    if (!push_plain_string(L, c, m))
-      rc = decode_payload(L, SR_SER_JSON, m->h.flags, m->data, m->h.data_len, &c->tmp, err,
-                          sizeof(err));
+    rc = push_plain_string(L, c, m) ? 0
+                                    : decode_payload(L, SR_SER_JSON, m->h.flags, m->data,
+                                                     m->h.data_len, &c->tmp, err, sizeof(err));
     if (rc != 0) lua_pop(L, 1);
+    n = 2;
   } else {
-    if (fast_seq >= 0) lua_pushboolean(L, 0);
     rc = push_reply(L, c, m, known_idx, err, sizeof(err));
-    if (rc != 0 && fast_seq >= 0) lua_pop(L, 1);
+    n = 1;
   }
   c->tmp.len = 0;
   if (rc != 0) {
@@ -315,7 +320,7 @@ static int push_received(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, in
     lua_pushboolean(L, 1);
     return 4;
   }
-  return fast_seq >= 0 ? 2 : 1;
+  return n;
 }
 
 /* Sends everything queued, then, unless noreply, reads and pushes the next
@@ -371,19 +376,15 @@ static int lsr_conn_request(lua_State *L) {
   return send_and_receive(L, c, timeout, (flags & SR_FLAG_ONEWAY) != 0, 0, -1);
 }
 
-/* JSON as the payload encoder writes it (lsr_json_emitter), for the
- * arguments conn:invoke writes one by one into the params list: two levels
- * (the INVOKE map, the params list) less deep, so an argument is refused
- * here exactly when the whole payload would be. Set up by lsr_open_client. */
-static lsr_emitter_t invoke_emitter;
-
 #define LSR_APPEND_LIT(b, lit) sr_buf_append((b), (lit), sizeof(lit) - 1)
 
 /* Appends the JSON INVOKE payload {"object": object, "method": method,
- * "params": [args at stack slots first..last], "kwargs": {}} to c's output
- * buffer (the head up to the params is remembered for the next call with
- * the same names). Returns 0 or an SR_E* code (err set; the buffer holds a
- * partial payload). */
+ * "params": [args at stack slots first..last], "kwargs": {...}} to c's
+ * output buffer; a last argument marked as kwargs is the kwargs (the head
+ * up to the params is remembered for the next call with the same names).
+ * Each argument is encoded as if the whole payload were (lsr_encode_in):
+ * the same depth limit and error texts. Returns 0 or an SR_E* code (err
+ * set; the buffer holds a partial payload). */
 static int encode_invoke(lua_State *L, lsr_conn_t *c, const char *obj, size_t on, const char *meth,
                          size_t mn, int first, int last, char *err, size_t errlen) {
   sr_buf_t *out = &c->c.out;
@@ -409,18 +410,31 @@ static int encode_invoke(lua_State *L, lsr_conn_t *c, const char *obj, size_t on
       memcpy(c->head, out->data + start, c->head_len);
     }
   }
+  int kw = 0;
   if (last >= first && lua_type(L, last) == LUA_TTABLE && lua_getmetatable(L, last)) {
-    /* keyword arguments: the general path (session.lua) sends them */
     luaL_getmetatable(L, LSR_KWARGS_MT);
-    int kw = lua_rawequal(L, -1, -2);
+    kw = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    if (kw) return sr_seterr(err, errlen, SR_EINVAL, "keyword arguments");
   }
-  for (int i = first; rc == 0 && i <= last; i++) {
-    if (i > first) rc = LSR_APPEND_LIT(out, ", ");
-    if (rc == 0) rc = lsr_encode(L, i, &invoke_emitter, out, err, errlen);
+  int nargs = last - first + 1 - kw;
+  if (nargs > 0) {
+    lua_pushliteral(L, "params"); /* for the error paths */
+    for (int i = 0; rc == 0 && i < nargs; i++) {
+      if (i > 0) rc = LSR_APPEND_LIT(out, ", ");
+      if (rc == 0)
+        rc = lsr_encode_in(L, first + i, &lsr_json_emitter, out, err, errlen, -1, (lua_Integer)i + 1);
+    }
+    lua_pop(L, 1);
   }
-  if (rc == 0) rc = LSR_APPEND_LIT(out, "], \"kwargs\": {}}");
+  if (rc == 0) rc = LSR_APPEND_LIT(out, "], \"kwargs\": ");
+  if (rc == 0 && kw) {
+    lua_pushliteral(L, "kwargs");
+    rc = lsr_encode_in(L, last, &lsr_json_emitter, out, err, errlen, -1, 0);
+    lua_pop(L, 1);
+  } else if (rc == 0) {
+    rc = LSR_APPEND_LIT(out, "{}");
+  }
+  if (rc == 0) rc = sr_buf_putc(out, '}');
   return rc;
 }
 
@@ -442,58 +456,40 @@ static void check_invoke_args(lua_State *L, int at, invoke_args_t *a) {
 }
 
 /* Queues the JSON INVOKE of a's method with the arguments from stack slot
- * at + 4 on. Returns 0, or -1 with nothing more queued (an argument the
- * general path must report). */
+ * at + 4 on. Returns 0, or pushes the failure tuple (sent false; nothing
+ * queued, the connection as it was) and returns 4. */
 static int queue_invoke(lua_State *L, lsr_conn_t *c, const invoke_args_t *a, int at) {
   char err[256];
   err[0] = '\0';
-  size_t start = sr_client_begin(&c->c);
-  if (start == (size_t)-1 ||
-      encode_invoke(L, c, a->obj, a->on, a->meth, a->mn, at + 4, lua_gettop(L), err, sizeof err) != 0 ||
-      sr_client_commit(&c->c, start, SR_MSG_INVOKE, 0, (int)a->seq, SR_SER_JSON) != 0) {
-    sr_client_drop(&c->c);
-    return -1;
+  int rc = SR_ECLOSED;
+  if (c->c.fd < 0) {
+    snprintf(err, sizeof err, "%s", sr_client_text(SR_CLIENT_T_CLOSED));
+  } else {
+    size_t start = sr_client_begin(&c->c);
+    rc = start == (size_t)-1
+             ? SR_ENOMEM
+             : encode_invoke(L, c, a->obj, a->on, a->meth, a->mn, at + 4, lua_gettop(L), err, sizeof err);
+    if (rc == 0) rc = sr_client_commit(&c->c, start, SR_MSG_INVOKE, 0, (int)a->seq, SR_SER_JSON);
   }
-  return 0;
+  if (rc == 0) return 0;
+  sr_client_drop(&c->c);
+  push_fail(L, err[0] ? err : sr_strerror(rc), sr_err_name(rc));
+  lua_pushboolean(L, 0);
+  return 4;
 }
 
-/* conn:invoke(seq, object, method, timeout, args...) -> the common remote
- * call in one step: when the idle connection can carry a request (what
- * conn:alive() checks), encodes the JSON INVOKE of method(args...) (flags
- * 0, serializer JSON), sends it, reads the reply and returns
- *   true, value      the reply is the plain RESULT of this call (value
- *                    decoded; a top-level null is core.null)
- *   false, msg       any other reply (msg as conn:request returns it)
- *   nil, msg, code, sent   as conn:request (the connection is closed)
- *   nothing          nothing was sent and the connection is as it was:
- *                    not idle or an argument cannot be encoded; the
- *                    caller takes the general path, which reports it. */
+/* conn:invoke(seq, object, method, timeout, args...) (see the header) */
 static int lsr_conn_invoke(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   invoke_args_t a;
   check_invoke_args(L, 2, &a);
-  if (!sr_client_idle(&c->c) || queue_invoke(L, c, &a, 2) != 0) return 0;
+  int n = queue_invoke(L, c, &a, 2);
+  if (n != 0) return n;
   return send_and_receive(L, c, a.timeout, 0, 0, (long)a.seq);
 }
 
 /* conn:connect_invoke(cseq, cbytes, known, seq, object, method, timeout,
- * args...) -> the first call of a new connection, pipelined with its
- * handshake, in one step: queues the CONNECT (JSON, metadata asked for,
- * sequence cseq; cbytes: its payload, already encoded) and the JSON INVOKE
- * of method(args...) as conn:invoke encodes it, sends both in one write,
- * reads the CONNECTOK, then the reply:
- *   true, value           the CONNECTOK's payload is `known` byte for byte
- *                         and the reply the plain RESULT of the call
- *   false, "connect", msg the first answer is anything else: msg as
- *                         conn:receive(timeout, false, known) returns it;
- *                         the reply is still to be read
- *   false, "result", msg  the CONNECTOK was `known`; the reply is not a
- *                         plain result (as conn:invoke's false, msg)
- *   nil, msg, code, sent, stage  a failure: stage "connect" (sending, or
- *                         reading the first answer) or "result" (reading
- *                         the reply); the connection is closed
- *   nothing               nothing was sent: not a fresh connection, or an
- *                         argument the general path must report */
+ * args...) (see the header) */
 static int lsr_conn_connect_invoke(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   lua_Integer cseq = luaL_checkinteger(L, 2);
@@ -502,18 +498,30 @@ static int lsr_conn_connect_invoke(lua_State *L) {
   invoke_args_t a;
   check_invoke_args(L, 5, &a);
   luaL_argcheck(L, cseq >= 0 && cseq <= 0xffff, 2, "seq out of range");
-  if (!sr_client_idle(&c->c)) return 0;
-  size_t start = sr_client_begin(&c->c);
-  if (start == (size_t)-1 || sr_buf_append(&c->c.out, cb, cn) != 0 ||
-      sr_client_commit(&c->c, start, SR_MSG_CONNECT, SR_FLAG_META_ON_CONNECT, (int)cseq,
-                       SR_SER_JSON) != 0 ||
-      queue_invoke(L, c, &a, 5) != 0) {
+  int n = 0;
+  if (c->c.fd < 0) {
+    n = push_fail(L, sr_client_text(SR_CLIENT_T_CLOSED), "SR_ECLOSED");
+  } else {
+    size_t start = sr_client_begin(&c->c);
+    int rc = start == (size_t)-1 ? SR_ENOMEM : sr_buf_append(&c->c.out, cb, cn);
+    if (rc == 0)
+      rc = sr_client_commit(&c->c, start, SR_MSG_CONNECT, SR_FLAG_META_ON_CONNECT, (int)cseq,
+                            SR_SER_JSON);
+    if (rc != 0) n = push_fail(L, sr_strerror(rc), sr_err_name(rc));
+  }
+  if (n != 0) {
+    lua_pushboolean(L, 0);
+    n = 4;
+  } else {
+    n = queue_invoke(L, c, &a, 5);
+  }
+  if (n != 0) { /* nothing leaves: neither message stays queued */
     c->c.queued = 0;
     sr_client_drop(&c->c);
-    return 0;
+    lua_pushliteral(L, "connect");
+    return n + 1;
   }
   double timeout = a.timeout;
-  lua_Integer seq = a.seq;
   sr_client_err_t e;
   sr_wire_msg_t m;
   if (sr_client_send(&c->c, sr_client_deadline(timeout), timeout, &e) != 0 ||
@@ -522,34 +530,34 @@ static int lsr_conn_connect_invoke(lua_State *L) {
     lua_pushliteral(L, "connect");
     return 5;
   }
-  size_t kn;
-  const char *k = lua_tolstring(L, 4, &kn);
-  int n;
-  if (m.h.type != SR_MSG_CONNECTOK || !(m.h.flags & SR_FLAG_META_ON_CONNECT) || k == NULL ||
-      kn != m.h.data_len || (kn > 0 && memcmp(k, m.data, kn) != 0)) {
-    lua_pushboolean(L, 0);
+  n = push_received(L, c, &m, 4, -1);
+  if (n != 1) {
     lua_pushliteral(L, "connect");
-    if ((n = push_received(L, c, &m, 4, -1)) == 1) return 3;
-    lua_pushliteral(L, "connect"); /* a failure tuple */
     return n + 1;
   }
+  lua_getfield(L, -1, "same");
+  int same = lua_toboolean(L, -1) && m.h.type == SR_MSG_CONNECTOK &&
+             (m.h.flags & SR_FLAG_META_ON_CONNECT) != 0;
+  lua_pop(L, 1);
+  if (!same) return 1;
   /* the reply gets a timeout of its own, as conn:receive would give it */
   if (sr_client_receive(&c->c, sr_client_deadline(timeout), timeout, &m, &e) != 0) {
+    lua_pop(L, 1);
     push_client_fail(L, &e);
     lua_pushliteral(L, "result");
     return 5;
   }
-  n = push_received(L, c, &m, 0, (long)seq);
-  if (n != 2) {
+  n = push_received(L, c, &m, 0, (long)a.seq);
+  if (n == 4) {
+    lua_remove(L, -5); /* hmsg */
     lua_pushliteral(L, "result");
-    return n + 1;
+    return 5;
   }
-  if (!lua_toboolean(L, -2)) { /* false, msg -> false, "result", msg */
-    lua_pushliteral(L, "result");
-    lua_insert(L, -2);
-    return 3;
+  if (n == 2) {
+    lua_remove(L, -3); /* hmsg: true, value */
+    return 2;
   }
-  return 2;
+  return 2; /* hmsg, msg */
 }
 
 /* client_encode_payload(ser, value) -> bytes | nil, msg, code */
@@ -589,7 +597,6 @@ static const luaL_Reg conn_methods[] = {
     {"connect_invoke", lsr_conn_connect_invoke},
     {"push", lsr_conn_push},
     {"receive", lsr_conn_receive},
-    {"alive", lsr_conn_alive},
     {"close", lsr_conn_close},
     {"fileno", lsr_conn_fileno},
     {NULL, NULL},
@@ -619,8 +626,6 @@ static void push_texts(lua_State *L) {
 }
 
 void lsr_open_client(lua_State *L) {
-  invoke_emitter = lsr_json_emitter;
-  invoke_emitter.max_depth = lsr_json_emitter.max_depth - 2;
   if (luaL_newmetatable(L, LSR_CONN_MT)) {
     luaL_newlib(L, conn_methods);
     lua_setfield(L, -2, "__index");

@@ -56,7 +56,7 @@
 --     PYRONAME connections too; the first connection to a service, and a
 --     method not in the remembered metadata, handshake first.
 --     springrun.proxy.stats() -> { connections =, pipelined =, fast = }
---     counts them (fast: calls made in one step, see below).
+--     counts them (fast: calls sent in one C step, see below).
 --   * The connection is kept. Before each request an idle connection is
 --     checked; when the server went away (restart) a new one is made, since
 --     the request was not sent yet. A connection that breaks once a request
@@ -68,15 +68,14 @@
 --     service method, a spawned task) it uses luv and yields to the loop.
 --     Outside a task while this process exports services, the call runs as a
 --     task and the loop is turned until it completes, so calling a service
---     exported by the same process cannot deadlock. The common blocking
---     call (JSON, a known method that is not oneway, an idle connection)
---     is one step in C (conn:invoke: encode, send, receive, decode), and
+--     exported by the same process cannot deadlock. On the blocking
+--     connection a JSON call that expects a reply is one step in C
+--     (conn:invoke: encode, send, receive, and decode a plain result), and
 --     so is such a call as the first of a new connection to a service whose
 --     metadata is remembered (conn:connect_invoke: CONNECT and the call in
---     one write, the CONNECTOK checked against the remembered one);
---     anything unusual they meet ends on the general path, with the same
---     results and errors. Calls from several tasks
---     on one proxy queue up: one request at a time per connection.
+--     one write); every other reply is judged in Lua, so results and errors
+--     are the same however a call travels. Calls from several tasks on one
+--     proxy queue up: one request at a time per connection.
 --   * Errors are always springrun.errors objects (nil is a legal result):
 --     kind "remote" for an exception raised by the service (class, message,
 --     args, remote_traceback), "refused"/"connect"/"rejected"/"timeout"/
@@ -103,7 +102,7 @@ local session = require "springrun.session"
 local M = {}
 
 local SERIALIZERS = session.SERIALIZERS
-local close_conn, tls_context, call_v = session.close, session.tls_context, session.call
+local close_conn, tls_context, call = session.close, session.tls_context, session.call
 
 local core
 
@@ -270,7 +269,7 @@ function methods._pyro_call(self, name, ...)
   if type(name) ~= "string" then
     error(errors.new("config", "PyroProxyFactory:_pyro_call: the method name must be a string"), 2)
   end
-  return call_v(st, name, ...)
+  return call(st, name, ...)
 end
 
 function methods._pyro_bind(self)
@@ -305,7 +304,7 @@ local function caller(name)
       error(errors.new("config", string.format(
         "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
     end
-    return call_v(st, name, ...)
+    return call(st, name, ...)
   end
   if ncallers >= 1024 then callers, ncallers = {}, 0 end
   callers[name], ncallers = f, ncallers + 1
@@ -444,7 +443,6 @@ function M.kwargs(t)
   return setmetatable(kw, get_core().kwargs_mt)
 end
 
-M._connect_one_step = session._connect_one_step
 M.stats = session.stats
 
 -- True when v is a proxy made here.

@@ -183,6 +183,14 @@ local function connect_transport(st, co)
   return transport.connect(host, st.uri.port, st.timeout, co, tls_context(st), st.ssl_servername or host)
 end
 
+-- The next sequence number of st (Pyro4's: 1 for the first INVOKE,
+-- wrapping at 65536), taken by the request about to be sent.
+local function next_seq(st)
+  local seq = (st.seq + 1) & 0xFFFF
+  st.seq = seq
+  return seq
+end
+
 -- Sends one request on a fresh connection during the handshake phase, or
 -- raises a typed error (and closes it).
 local function handshake_request(st, conn, mtype, flags, seq, value)
@@ -326,8 +334,7 @@ local function handshake(st, c)
   local meta, on_connect = connect_reply(st, msg)
   if not on_connect then
     -- no metadata in CONNECTOK: ask the daemon object, as Pyro4 does
-    st.seq = (st.seq + 1) & 0xFFFF
-    local r = handshake_request(st, c, MSG_INVOKE, 0, st.seq,
+    local r = handshake_request(st, c, MSG_INVOKE, 0, next_seq(st),
       invoke_payload(st, DAEMON_OBJECT, "get_metadata", { st.uri.object, n = 1 }))
     if r.type ~= MSG_RESULT or r.flags & FLAG_EXCEPTION ~= 0 then
       error(errors.new("protocol", string.format("%s: the server sent no metadata", st.url),
@@ -343,9 +350,11 @@ local function handshake(st, c)
   st.meta = m
 end
 
--- The rest of a pipelined handshake once the first answer (msg) is read:
--- the handshake's outcome, then (seq: the call was sent) the call's reply.
-local function pipelined_rest(st, c, cached, msg, seq, oneway)
+-- Accepts the first answer of a pipelined handshake (msg, cached: the
+-- metadata the call was sent on): raises as handshake() would for a
+-- rejection or another reply; otherwise st.meta is the metadata in force
+-- (a CONNECTOK that brings new metadata replaces the cached one).
+local function accept_pipelined(st, msg, cached)
   local meta, on_connect = connect_reply(st, msg)
   local m = cached
   if on_connect and not msg.same then
@@ -354,75 +363,50 @@ local function pipelined_rest(st, c, cached, msg, seq, oneway)
     meta_raw[m] = msg.raw
   end
   st.meta = m
-  if not seq then return end
-  st.seq = seq
-  local reply, rmsg, rcode = c:receive(st.timeout, oneway)
-  return reply, seq, oneway, rmsg, rcode
 end
 
--- The pipelined handshake (see meta_cache): CONNECT and the INVOKE of
--- name(args) leave in one write; then CONNECTOK is read (a failed handshake
--- raises exactly as handshake() does; one without metadata leaves the
--- cached metadata in use) and then the RESULT. Returns the
--- reply (or true for a oneway call, or nil, msg, code when reading the
--- RESULT failed: the request was sent) and the call's seq and oneway flag;
--- or nothing when the arguments cannot be encoded (the handshake is then
--- finished the usual way and the caller sends the call itself, failing as
--- it would on any connection).
-local function pipelined(st, c, cached, name, args)
-  local oneway = cached.oneway[name] == true
-  local seq = (st.seq + 1) & 0xFFFF
-  local payload, raw = nil, false
-  if st.handshake == nil then
-    -- the default CONNECT of this URL, encoded once
-    local by_ser = hello_bytes[st.uri]
-    payload = by_ser and by_ser[st.ser]
-    if payload == nil then
-      payload = get_core().client_encode_payload(st.ser, connect_payload(st))
-      if payload then
-        by_ser = by_ser or {}
-        by_ser[st.ser] = payload
-        hello_bytes[st.uri] = by_ser
-      end
+-- The default CONNECT payload of st's URL encoded with its serializer
+-- (encoded once per URL), or nil when st has a handshake value of its own.
+local function hello_payload(st)
+  if st.handshake ~= nil then return nil end
+  local by_ser = hello_bytes[st.uri]
+  local payload = by_ser and by_ser[st.ser]
+  if payload == nil then
+    payload = get_core().client_encode_payload(st.ser, connect_payload(st))
+    if payload then
+      by_ser = by_ser or {}
+      by_ser[st.ser] = payload
+      hello_bytes[st.uri] = by_ser
     end
-    raw = payload ~= nil
   end
-  if not raw then payload = connect_payload(st) end
-  local ok, emsg, code = c:push(MSG_CONNECT, FLAG_META_ON_CONNECT, st.seq, st.ser, payload, raw)
-  if not ok then
-    c:close()
-    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
-  end
-  local queued = c:push(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
-    invoke_payload(st, st.uri.object, name, args))
-  if queued then stats.pipelined = stats.pipelined + 1 end
-  -- CONNECTOK: when its payload is byte for byte the one the cached
-  -- metadata came from, it is not even decoded
-  local msg
-  msg, emsg, code = c:receive(st.timeout, false, meta_raw[cached] or true)
-  if not msg then
-    c:close()
-    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
-  end
-  return pipelined_rest(st, c, cached, msg, queued and seq, oneway)
+  return payload
 end
 
--- Returns a connected, handshaken connection for st (reusing an idle one that
--- is still alive), or raises. With name (a call about to be made, args its
--- packed arguments) on a new connection whose service's metadata
--- is cached and has that method, the call is pipelined with the handshake
--- and its outcome returned too: conn, reply|nil, seq, oneway, msg, code
--- (see pipelined()).
-local function connection(st, co, name, args)
-  local conn = st.conn
-  if conn and ((conn.async == true) ~= (co ~= nil) or not conn:alive()) then
-    debug_log("dropping the idle connection to %s (%s)", st.url,
-      conn:alive() and "switching between task and blocking mode" or "closed by the server")
-    close_conn(st)
-    conn = nil
-  end
-  if conn then return conn end
+local function is_encode_failure(code, sent)
+  return not sent and kind_of(code) == "protocol" and tostring(code):match("^SR_E") ~= nil
+end
 
+-- ---- the call pipeline -----------------------------------------------------------------
+--
+-- A call is attempt() then finish(). attempt() sends it and returns
+--   seq, oneway, fast, outcome...
+-- seq: the call's sequence number; fast: a one-step C call
+-- (conn:invoke, conn:connect_invoke) carried it; the outcome is one of
+--   true, value       the plain result, decoded by the C connection
+--   true              a oneway call, sent
+--   msg               the reply, to be judged (result_of)
+--   nil, msg, code, sent   the request failed (request_failed)
+--   false, err        no request could go out: connecting, the handshake
+--                     or the method's name failed (err: an errors object)
+-- finish() turns every outcome into the call's result or error, in one
+-- place for every transport and mode.
+
+local NEXT = {}   -- finish(): try once more on a new connection
+local ONEWAY = {} -- finish(): a oneway call went out; nothing to return
+
+-- Opens a transport connection for st in co's kind (resolving a PYRONAME
+-- URL first) or raises.
+local function open(st, co)
   if st.named then
     local resolved = require("springrun.naming").resolve(st.named, { timeout = st.timeout })
     local u = uri.parse(resolved)
@@ -434,47 +418,130 @@ local function connection(st, co, name, args)
     st.uri = u
     debug_log("%s resolved to %s", st.named, u.url)
   end
-  local debugging = debug_on()
-  if debugging then debug_log("connecting to %s (%s)", st.url, where(st)) end
+  if debug_on() then debug_log("connecting to %s (%s)", st.url, where(st)) end
   local c, emsg, code = connect_transport(st, co)
-  if not c then
-    local kind = kind_of(code, true)
-    error(comm_error(st, kind, "connecting to", emsg, code), 0)
-  end
+  if not c then error(comm_error(st, kind_of(code, true), "connecting to", emsg, code), 0) end
   stats.connections = stats.connections + 1
-  local cached = name and c.push and meta_cache[meta_key(st.uri)]
-  if cached and cached.methods[name] then
-    local ok, reply, seq, oneway, rmsg, rcode = pcall(pipelined, st, c, cached, name, args)
-    if not ok then
-      c:close()
-      error(reply, 0)
-    end
-    st.conn = c
-    if debugging then debug_log("connected to %s (first call pipelined)", st.url) end
-    if seq == nil then return c end
-    return c, reply, seq, oneway, rmsg, rcode
-  end
-  local ok, e = pcall(handshake, st, c)
-  if not ok then
-    c:close()
-    error(e, 0)
-  end
-  st.conn = c
-  if debugging then debug_log("connected to %s", st.url) end
   return c
 end
 
-local function check_method(st, name)
-  local m = st.meta
-  if m.methods[name] then return end
-  if m.attrs[name] then
-    error(errors.new("attribute", string.format(
-      "'%s' on remote object '%s' is an attribute, not a method (remote attributes are not supported)",
-      name, st.url), { url = st.url, method = name }), 0)
+-- st's connection for a call of name (nil: none) in co's kind (co: the
+-- running task or nil). Returns the idle connection when it can carry a
+-- request; or a new one: handshaken, or, when the service's remembered
+-- metadata has name, c and that metadata (the call goes with the CONNECT:
+-- pipelined); or nil, nil, err when none could be made.
+local function connection(st, co, name)
+  local conn = st.conn
+  if conn ~= nil then
+    -- a connection the server closed meanwhile fails the request unsent
+    -- (the transport checks), and the call is tried again on a new one
+    if (conn.async == true) == (co ~= nil) then return conn end
+    debug_log("dropping the idle connection to %s (switching between task and blocking mode)", st.url)
+    close_conn(st)
   end
-  error(errors.new("attribute", string.format(
+  if st.uri == nil then
+    return nil, nil, errors.new("config",
+      "PyroProxyFactory: service_url is not set (call to '" .. tostring(name) .. "')")
+  end
+  local ok, c = pcall(open, st, co)
+  if not ok then return nil, nil, c end
+  local cached = name and meta_cache[meta_key(st.uri)]
+  if cached and cached.methods[name] then return c, cached end
+  local hok, err = pcall(handshake, st, c)
+  if not hok then
+    c:close()
+    return nil, nil, err
+  end
+  st.conn = c
+  debug_log("connected to %s", st.url)
+  return c
+end
+
+-- The call name(...) sent with the CONNECT of the new connection c (one
+-- write; see meta_cache): in one step (conn:connect_invoke) on a blocking
+-- connection for a JSON call with a reply and the default handshake whose
+-- CONNECTOK is remembered byte for byte; otherwise queued (conn:push) and
+-- read (conn:receive). Returns what attempt() returns.
+local function pipelined(st, c, cached, name, ...)
+  local oneway = cached.oneway[name] == true
+  local cseq, seq = st.seq, next_seq(st)
+  local hello, known = hello_payload(st), meta_raw[cached]
+  local fast = c.connect_invoke ~= nil and st.ser == SERIALIZERS.json and not oneway and hello ~= nil
+    and type(known) == "string"
+  local h, r, code, sent, stage
+  if fast then
+    h, r, code, sent, stage = c:connect_invoke(cseq, hello, known, seq, st.uri.object, name, st.timeout, ...)
+    if h == true then -- the remembered CONNECTOK and a plain result
+      stats.pipelined = stats.pipelined + 1
+      st.conn, st.meta = c, cached
+      return seq, oneway, true, true, r
+    end
+  else
+    local ok, emsg, ecode = c:push(MSG_CONNECT, FLAG_META_ON_CONNECT, cseq, st.ser, hello or connect_payload(st),
+      hello ~= nil)
+    if not ok then
+      c:close()
+      return seq, oneway, false, false, comm_error(st, kind_of(ecode), "handshake with", emsg, ecode)
+    end
+    ok, emsg, ecode = c:push(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
+      invoke_payload(st, st.uri.object, name, table.pack(...)))
+    if ok then
+      h, r, code, sent = c:receive(st.timeout, false, known or true)
+    else
+      h, r, code, sent = nil, emsg, ecode, false
+    end
+    stage = "connect"
+  end
+  if h == nil then
+    if stage == "result" then -- the handshake went through; the reply did not come
+      stats.pipelined = stats.pipelined + 1
+      st.conn, st.meta = c, cached
+      return seq, oneway, fast, nil, r, code, sent
+    end
+    c:close()
+    if is_encode_failure(code, sent) then return seq, oneway, false, nil, r, code, false end
+    stats.pipelined = stats.pipelined + 1
+    return seq, oneway, fast, false, comm_error(st, kind_of(code), "handshake with", r, code)
+  end
+  stats.pipelined = stats.pipelined + 1
+  local ok, err = pcall(accept_pipelined, st, h, cached)
+  if not ok then
+    c:close()
+    return seq, oneway, fast, false, err
+  end
+  st.conn = c
+  debug_log("connected to %s (first call pipelined)", st.url)
+  if r ~= nil then return seq, oneway, fast, r end
+  return seq, oneway, fast, c:receive(st.timeout, oneway)
+end
+
+-- The error for a call of name that st's metadata does not offer.
+local function method_error(st, name)
+  if st.meta.attrs[name] then
+    return errors.new("attribute", string.format(
+      "'%s' on remote object '%s' is an attribute, not a method (remote attributes are not supported)",
+      name, st.url), { url = st.url, method = name })
+  end
+  return errors.new("attribute", string.format(
     "remote object '%s' has no exposed attribute or method '%s'", st.url, name),
-    { url = st.url, method = name }), 0)
+    { url = st.url, method = name })
+end
+
+-- Sends the call name(...) on st's connection in co's kind (making one,
+-- with the handshake, when there is no idle one); see the pipeline above.
+local function attempt(st, co, name, ...)
+  local conn, cached, err = connection(st, co, name)
+  if cached then return pipelined(st, conn, cached, name, ...) end
+  if conn == nil then return 0, false, false, false, err end
+  local m = st.meta
+  if not m.methods[name] then return 0, false, false, false, method_error(st, name) end
+  local oneway = m.oneway[name] == true
+  local seq = next_seq(st)
+  if st.ser == SERIALIZERS.json and not oneway and conn.invoke ~= nil then
+    return seq, false, true, conn:invoke(seq, st.uri.object, name, st.timeout, ...)
+  end
+  return seq, oneway, false, conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
+    invoke_payload(st, st.uri.object, name, table.pack(...)), st.timeout)
 end
 
 -- The result of the reply msg to the INVOKE of name with sequence number
@@ -513,54 +580,79 @@ local function result_of(st, name, seq, msg)
   return v
 end
 
--- A request that failed (msg: nil): raises when the arguments could not be
--- encoded, when some of it was sent or on the last attempt; otherwise (not
--- sent: the server went away meanwhile) drops the connection and returns,
--- and the caller tries again on a new one.
-local function request_failed(st, name, attempt, emsg, code, sent)
-  local kind = kind_of(code)
-  if not sent and tostring(code):match("^SR_E") and kind == "protocol" then
-    -- the arguments could not be encoded; nothing left, the connection is fine
+-- A request that failed: raises when the arguments could not be encoded
+-- (the connection is kept), when some of it was sent or on the second
+-- attempt; otherwise (not sent: the server went away meanwhile) drops the
+-- connection and returns, and the caller tries again on a new one.
+local function request_failed(st, name, attempt_no, emsg, code, sent)
+  if is_encode_failure(code, sent) then
     error(errors.new("serialize", string.format("cannot send the arguments of %s to %s: %s",
       name, st.url, emsg), { url = st.url, method = name, code = code }), 0)
   end
   close_conn(st)
-  if sent or attempt == 2 then
-    error(comm_error(st, kind, "call " .. name .. " on", emsg, code, name), 0)
+  if sent or attempt_no == 2 then
+    error(comm_error(st, kind_of(code), "call " .. name .. " on", emsg, code, name), 0)
   end
   debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
 end
 
--- One remote call on st's connection (the caller holds st's lock). co: the
--- running task or nil (blocking mode); from: the first attempt (2 when a
--- first one already failed unsent). Returns the result or raises.
-local function invoke(st, name, args, co, from)
-  if st.uri == nil then
-    error(errors.new("config", "PyroProxyFactory: service_url is not set (call to '" .. name .. "')"), 0)
+local NULL
+
+-- The end of every attempt (see the pipeline above): the call's result,
+-- ONEWAY, NEXT (attempt again), or raises.
+local function finish(st, name, attempt_no, seq, oneway, fast, ok, v, code, sent)
+  if fast and (ok or sent) then stats.fast = stats.fast + 1 end
+  if ok == true then
+    if oneway then return ONEWAY end
+    NULL = NULL or get_core().null
+    if v == NULL then return nil end
+    return v
+  elseif ok then
+    return result_of(st, name, seq, ok)
+  elseif ok == false then
+    error(v, 0)
   end
-  for attempt = from or 1, 2 do
-    local conn, msg, seq, oneway, emsg, code = connection(st, co, name, args)
-    local sent = true
-    if seq == nil then
-      check_method(st, name)
-      -- after connection(): a PYRONAME URL gets its object id there
-      local payload = invoke_payload(st, st.uri.object, name, args)
-      oneway = st.meta.oneway[name] == true
-      st.seq = (st.seq + 1) & 0xFFFF
-      seq = st.seq
-      msg, emsg, code, sent = conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
-        payload, st.timeout)
-    end
-    if not msg then
-      request_failed(st, name, attempt, emsg, code, sent)
-    else
-      if oneway then return end
-      return result_of(st, name, seq, msg)
-    end
-  end
+  request_failed(st, name, attempt_no, v, code, sent)
+  return NEXT
+end
+
+-- The call name(...) on st in co's kind: its result or raises.
+local function call(st, co, name, ...)
+  local r = finish(st, name, 1, attempt(st, co, name, ...))
+  if r == NEXT then r = finish(st, name, 2, attempt(st, co, name, ...)) end
+  if r == ONEWAY then return end
+  return r
+end
+
+-- Connects st now in co's kind, unless it has an idle connection, or raises.
+local function bind(st, co)
+  local conn, _, err = connection(st, co)
+  if conn == nil then error(err, 0) end
 end
 
 -- ---- locking and the three execution modes ------------------------------------------
+
+local co_running = coroutine.running
+local PUMPED = {}
+
+-- The execution mode of a call on st made now: inside a springrun task
+-- (the task: its calls use luv and yield), PUMPED (outside a task while
+-- this process exports services, or while st's connection is busy or a
+-- luv one: the call runs as a task and the loop is turned until it is
+-- done, so calling a service of this process cannot deadlock), or nil
+-- (blocking on the C connection).
+local function mode(st)
+  local rt = runtime_mod
+  if rt == nil then rt = runtime() end
+  if not rt then return nil end
+  local _, main = co_running()
+  if not main then
+    local co = rt.current()
+    if co then return co end
+  end
+  if st.busy or rt.has_exports() or (st.conn ~= nil and st.conn.async) then return PUMPED end
+  return nil
+end
 
 local function lock(st, co)
   while st.busy do
@@ -582,176 +674,41 @@ local function unlock(st)
   if co then runtime().resume(co) end
 end
 
--- Runs fn(co) holding st's lock, in the mode the caller is in (see the
--- header): in a task; as a task with the loop turned (outside a task while
--- this process exports, or while another task holds the connection); or
--- blocking (co == nil). Returns fn's results or raises its error.
-local function in_task(st, fn, co)
-  lock(st, co)
-  local res = table.pack(pcall(fn, co))
+local function unlocked(st, ok, ...)
   unlock(st)
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  if not ok then error((...), 0) end
+  return ...
 end
 
-local function pumped(st, fn, rt)
-  local u = get_uv()
+-- fn(st, co, ...) in the task co, holding st's lock (calls from several
+-- tasks on one proxy queue up: one request at a time per connection).
+local function in_task(st, co, fn, ...)
+  lock(st, co)
+  return unlocked(st, pcall(fn, st, co, ...))
+end
+
+local function pumped(st, fn, ...)
+  local rt, u = runtime(), get_uv()
+  local args = table.pack(...)
   local res
   rt.spawn(function()
-    res = table.pack(pcall(in_task, st, fn, rt.current()))
+    res = table.pack(pcall(in_task, st, rt.current(), fn, table.unpack(args, 1, args.n)))
   end)
   while res == nil do u.run("once") end
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
 end
 
-local function dispatch(st, fn)
-  local rt = runtime()
-  local co = rt and rt.current and rt.current() or nil
-  if co then return in_task(st, fn, co) end
-  if rt and rt.spawn and ((rt.has_exports and rt.has_exports()) or st.busy
-      or (st.conn and st.conn.async)) then
-    return pumped(st, fn, rt)
+-- fn(st, co, ...) in the mode() of st now; its results, or raises its
+-- error. A blocking call needs no lock: nothing else runs until it ends.
+local function execute(st, fn, ...)
+  local co = mode(st)
+  if co == nil then
+    return fn(st, nil, ...)
+  elseif co == PUMPED then
+    return pumped(st, fn, ...)
   end
-  st.busy = true
-  local res = table.pack(pcall(fn, nil))
-  st.busy = false
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
-end
-
-local function blocking_done(st, ok, ...)
-  st.busy = false
-  if not ok then error((...), 0) end
-  return ...
-end
-
--- dispatch(st, invoke) for one call; the blocking mode (the common one in a
--- plain script) without a closure or a packed result table.
-local function call(st, name, args)
-  local rt = runtime()
-  if not (rt and rt.current and rt.current()) and not (rt and rt.spawn
-      and ((rt.has_exports and rt.has_exports()) or st.busy or (st.conn and st.conn.async))) then
-    st.busy = true
-    return blocking_done(st, pcall(invoke, st, name, args, nil))
-  end
-  return dispatch(st, function(co) return invoke(st, name, args, co) end)
-end
-
--- The general path of a call whose first attempt on the fast path failed
--- before anything was sent (see call_v): drops the connection and tries
--- once more on a new one, in blocking mode.
-local function retry_blocking(st, name, args)
-  st.busy = true
-  return blocking_done(st, pcall(invoke, st, name, args, nil, 2))
-end
-
-local co_running = coroutine.running
-
--- The rest of a call whose conn:invoke (see call_v) did not return a plain
--- result: ok false (v: a reply to check), nil with a message (the request
--- failed), or nothing (nothing sent: the general path makes the call).
-local function fast_failed(st, name, seq, ok, v, code, sent, ...)
-  if ok == false then
-    st.seq = seq
-    stats.fast = stats.fast + 1
-    return result_of(st, name, seq, v)
-  elseif v ~= nil then
-    st.seq = seq
-    stats.fast = stats.fast + 1
-    request_failed(st, name, 1, v, code, sent)
-    return retry_blocking(st, name, table.pack(...))
-  end
-  return call(st, name, table.pack(...))
-end
-
--- The first call of a new connection in one step (see call_v), when the
--- service's metadata and the encoded CONNECT are known from an earlier
--- connection: connect, then conn:connect_invoke (CONNECT and the call in one
--- write; the CONNECTOK checked against the cached one and a plain RESULT
--- decoded in C). Whatever it cannot finish goes on where the general path
--- (connection, pipelined, invoke) would, with the same results and errors.
-local connect_one_step = true -- for the specs: M._connect_one_step
-
-local function connect_v(st, name, cached, ...)
-  local known = meta_raw[cached]
-  local hello = hello_bytes[st.uri]
-  hello = hello and hello[st.ser]
-  if type(known) ~= "string" or hello == nil then return call(st, name, table.pack(...)) end
-  local c, emsg, code = connect_transport(st, nil)
-  if not c then error(comm_error(st, kind_of(code, true), "connecting to", emsg, code), 0) end
-  stats.connections = stats.connections + 1
-  local seq = (st.seq + 1) & 0xFFFF
-  local ok, v, m, sent, stage = c:connect_invoke(st.seq, hello, known, seq, st.uri.object, name,
-    st.timeout, ...)
-  if ok == nil and v == nil then -- nothing sent: the general path, on a new connection
-    c:close()
-    return call(st, name, table.pack(...))
-  end
-  stats.pipelined = stats.pipelined + 1
-  if ok == nil and stage == "connect" then
-    c:close()
-    error(comm_error(st, kind_of(m), "handshake with", v, m), 0)
-  end
-  st.conn = c
-  if ok == false and v == "connect" then -- not the cached CONNECTOK: as pipelined goes on
-    local fine, reply, rseq, _, rmsg, rcode = pcall(pipelined_rest, st, c, cached, m, seq, false)
-    if not fine then
-      st.conn = nil
-      c:close()
-      error(reply, 0)
-    end
-    if not reply then request_failed(st, name, 1, rmsg, rcode, true) end
-    return result_of(st, name, rseq, reply)
-  end
-  st.meta, st.seq = cached, seq
-  if ok then
-    stats.fast = stats.fast + 1
-    if v == get_core().null then return nil end
-    return v
-  end
-  if ok == nil then request_failed(st, name, 1, v, m, sent) end -- raises: the call was sent
-  return result_of(st, name, seq, m)
-end
-
--- call(st, name, table.pack(...)), the common case first: in a plain script
--- (not in a coroutine, no service exported by this process) on an idle C
--- connection with JSON, to a known method that is not oneway, the whole
--- call is one conn:invoke (encode, send, receive, decode in C: no packed
--- argument table, no request or reply tables). Every other case, and
--- whatever the fast path cannot finish itself (a reply that is not a plain
--- result, a failure), ends as the general path does.
-local function call_v(st, name, ...)
-  local conn, meta = st.conn, st.meta
-  if conn ~= nil and meta ~= nil and st.ser == 2 and not st.busy and meta.methods[name]
-      and not meta.oneway[name] then
-    local cinvoke = conn.invoke -- nil for a luv connection
-    local rt = runtime_mod
-    local _, main = co_running()
-    if cinvoke and main and (rt == false or (rt ~= nil and not rt.has_exports())) then
-      local seq = (st.seq + 1) & 0xFFFF
-      local ok, v, code, sent = cinvoke(conn, seq, st.uri.object, name, st.timeout, ...)
-      if ok then
-        st.seq = seq
-        stats.fast = stats.fast + 1
-        if v == get_core().null then return nil end
-        return v
-      end
-      return fast_failed(st, name, seq, ok, v, code, sent, ...)
-    end
-  elseif conn == nil and connect_one_step and st.ser == 2 and not st.busy and st.handshake == nil
-      and st.named == nil and st.uri ~= nil then
-    -- a new connection: the first call goes with the handshake (connect_v)
-    local rt = runtime_mod
-    local _, main = co_running()
-    if main and (rt == false or (rt ~= nil and not rt.has_exports())) and not debug_on() then
-      local cached = meta_cache[meta_key(st.uri)]
-      if cached and cached.methods[name] and not cached.oneway[name] then
-        return connect_v(st, name, cached, ...)
-      end
-    end
-  end
-  return call(st, name, table.pack(...))
+  return in_task(st, co, fn, ...)
 end
 
 M.SERIALIZERS = SERIALIZERS
@@ -759,18 +716,15 @@ M.tls_context = tls_context
 M.close = close_conn
 
 -- st's proxy call name(...): the result, or raises.
-M.call = call_v
+function M.call(st, name, ...) return execute(st, call, name, ...) end
 
 -- Connects st now (with the handshake) unless it has an idle connection.
-function M.bind(st)
-  dispatch(st, function(co) connection(st, co) end)
-end
+function M.bind(st) execute(st, bind) end
 
--- For the specs: the first call of a new connection in one step (connect_v,
--- true: the default) or always the general way (false), so both can be
--- checked to end alike.
-function M._connect_one_step(on) connect_one_step = on and true or false end
-
+-- Counters of this process's proxy connections (tests, benchmarks):
+-- connections made; pipelined: those whose first call went out with the
+-- CONNECT (whether the handshake then succeeded or not); fast: calls sent
+-- by a one-step C call (conn:invoke, conn:connect_invoke).
 function M.stats()
   return { connections = stats.connections, pipelined = stats.pipelined, fast = stats.fast }
 end

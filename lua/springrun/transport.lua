@@ -1,11 +1,15 @@
 -- springrun.transport: the two connection kinds under a proxy, with one
--- interface (request, push, receive, alive, close; see src/lsr_client.c):
+-- interface (push, receive, request, close; see src/lsr_client.c):
 --   * blocking (springrun.core.client_connect, src/client.c): a plain
---     script or the REPL, no event loop, one caller;
+--     script or the REPL, no event loop, one caller; it also has the
+--     one-step calls conn:invoke and conn:connect_invoke, which
+--     springrun.session uses where they apply;
 --   * luv (AsyncConn, here): inside a springrun task, where waiting yields
 --     the task to the loop; luv callbacks wake it through runtime.resume.
--- connect() picks the kind; neither knows the Pyro protocol beyond frames
--- (what to send and what a reply means is springrun.session's).
+-- connect() picks the kind. Both send queued bytes only on a connection
+-- that can carry a request (not closed by the peer, nothing arrived
+-- unasked), failing with sent = false otherwise; what to send and what a
+-- reply means is springrun.session's.
 local M = {}
 
 local FLAG_ONEWAY = 0x04
@@ -263,8 +267,12 @@ function AsyncConn.connect(host, port, timeout, co, tls_ctx, servername)
   return self
 end
 
-function AsyncConn:alive()
+-- True when the idle connection can carry a request (see the header).
+function AsyncConn:idle()
   if self.closed or self.broken or #self.inbox > 0 then return false end
+  -- TLS: the fd may hold records (session tickets) luv has not read yet;
+  -- the read side marks a connection the peer closed as broken
+  if self.tls then return true end
   local fd = self.tcp:fileno()
   return fd ~= nil and get_core().client_fd_alive(fd)
 end
@@ -314,6 +322,10 @@ function AsyncConn:receive(timeout, noreply, known)
   if self.closed then return nil, text("closed"), "SR_ECLOSED", false end
   local wrote = true
   if q ~= nil then
+    if not self:idle() then
+      self:close()
+      return nil, text("closed_by_peer"), "SR_ECLOSED", false
+    end
     wrote = nil
     local frame = #q == 1 and q[1] or table.concat(q)
     if self.tls then
