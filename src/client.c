@@ -408,11 +408,13 @@ int sr_client_send(sr_client_t *c, double deadline, double timeout, sr_client_er
   /* A request goes out only on a connection that can carry it: one the
    * peer closed, or spoke on unasked (a daemon never speaks first: EOF, a
    * reset or junk), fails here with nothing sent, which tells the caller
-   * it may try again on a new one. */
+   * it may try again on a new one. A new connection is not checked (the
+   * system call would be wasted on every connection: nothing was asked
+   * yet, and a failure shows when the reply is read). */
   char why[256];
   why[0] = '\0';
-  if (sr_framer_pending(&c->framer) != 0 ||
-      !(c->tls ? tls_idle_ok(c, why, sizeof why) : sr_client_fd_idle(c->fd))) {
+  if (c->used && (sr_framer_pending(&c->framer) != 0 ||
+                  !(c->tls ? tls_idle_ok(c, why, sizeof why) : sr_client_fd_idle(c->fd)))) {
     int rc = SR_ECLOSED;
     c->out.len = 0;
     if (why[0] != '\0') {
@@ -425,6 +427,7 @@ int sr_client_send(sr_client_t *c, double deadline, double timeout, sr_client_er
     sr_client_close(c);
     return rc;
   }
+  c->used = 1;
   size_t sent = 0;
   int oserr = 0, rc;
   if (c->tls == NULL) {

@@ -65,6 +65,7 @@ typedef struct sr_client_s {
   size_t chunk;       /* next read size */
   int nodelay;        /* TCP_NODELAY set */
   int blocking;       /* the fd is in blocking mode (connected without a timeout) */
+  int used;           /* something was sent (a new connection is not checked for idleness) */
 } sr_client_t;
 
 /* An absolute deadline (monotonic seconds) for timeout seconds from now; 0
