@@ -949,12 +949,17 @@ describe("springrun.proxy pipelines the first call with the handshake #net", fun
   end)
 end)
 
-describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function()
+describe("springrun.proxy's calls, however they travel #net", function()
   local proxy_mod = require "springrun.proxy"
   local server, port
 
   setup(function()
     server, port = client.start_python("fast_pyro_server.py")
+    -- the service's metadata remembered: a new connection's first call
+    -- goes with the CONNECT from here on
+    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+    assert(p:reply("ok", "warm") == "warm")
+    p:destroy()
   end)
 
   teardown(function()
@@ -963,8 +968,9 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
 
   local function fast_count() return proxy_mod.stats().fast end
 
-  -- What a call returns or raises, comparable across paths (sequence
-  -- numbers in messages masked: the two paths use different ones).
+  -- What a call returns or raises, comparable across the ways it travels
+  -- (sequence numbers in messages masked: the first call of a connection
+  -- and a later one use different ones).
   local function outcome(p, method, ...)
     local r = table.pack(pcall(p[method], p, ...))
     if r[1] then return { ok = true, n = r.n - 1, value = r[2] } end
@@ -975,38 +981,32 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
       method = e.method, code = e.code }
   end
 
-  -- The same call made as the first call of a new proxy the general way
-  -- (connect, handshake, pipelined call), as a later call on a connected one
-  -- (conn:invoke, or the general path when `general_only`: an argument the
-  -- one-step paths leave to it), and as the first call of a new proxy in one
-  -- step (conn:connect_invoke: the metadata is cached by then); checks that
-  -- the third ends as the first and returns the first two outcomes.
-  local function both_paths(general_only, method, ...)
-    proxy_mod._connect_one_step(false)
-    local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
-    local f0 = fast_count()
-    local general = outcome(p, method, ...)
-    proxy_mod._connect_one_step(true)
-    assert.are.equal(f0, fast_count(), "the first call took the one-step path")
-    p:destroy()
-    p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
-    f0 = fast_count()
-    local first = outcome(p, method, ...)
-    if general.ok and not general_only then
-      assert.are.equal(f0 + 1, fast_count(), "the first call did not take one step")
+  -- The call method(...) as the first call of a new connection (sent with
+  -- the CONNECT) and as a later call on an idle one, each outside a task
+  -- (the blocking C connection) and inside one (the luv connection).
+  -- Checks that all four end alike (seq_at: where an echoed sequence number
+  -- sits in the value, masked) and returns the outcome.
+  local function every_way(method, args, seq_at)
+    local function two()
+      local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+      local first = outcome(p, method, table.unpack(args, 1, args.n))
+      p:destroy()
+      p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
+      assert.are.equal("warm", p:reply("ok", "warm"))
+      local later = outcome(p, method, table.unpack(args, 1, args.n))
+      p:destroy()
+      return first, later
     end
-    p:destroy()
-    assert.are.same(general, first, "the first call in one step")
-    p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
-    assert.are.equal("warm", p:reply("ok", "warm"))
-    f0 = fast_count()
-    local fast = outcome(p, method, ...)
-    assert.are.equal(f0 + (general_only and 0 or 1), fast_count(), "the later call took the wrong path")
-    p:destroy()
-    return general, fast
+    local first, later = two()
+    local ok, task_first, task_later = client.in_task(two)
+    assert.is_true(ok, tostring(task_first))
+    local all = { first, later, task_first, task_later }
+    for i, o in ipairs(all) do
+      if seq_at and o.ok and type(o.value) == "table" then o.value[seq_at] = nil end
+      assert.are.same(first, o, "way " .. i)
+    end
+    return first
   end
-
-  local function both(method, ...) return both_paths(false, method, ...) end
 
   it("takes one step for a plain call and counts it in stats().fast", function()
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
@@ -1017,10 +1017,10 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     assert.are.equal(f0 + 5, fast_count())
     assert.are.equal(6, p:_pyro_call("reply", "ok", 6))
     assert.are.equal(f0 + 6, fast_count())
-    -- seq numbers go on as before: INVOKEs 1..7 above, this is 8
+    -- seq numbers go on: INVOKEs 1..7 above, this is 8
     assert.are.equal(8, p:echo()[4])
     assert.are.equal(8, p._pyro_seq)
-    -- oneway calls and calls in a task take the general path
+    -- oneway calls and calls in a task are not one C step
     f0 = fast_count()
     assert.are.equal(0, select("#", p:ping()))
     local ok, v = client.in_task(function() return p:reply("ok", "task") end)
@@ -1030,38 +1030,57 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     p:destroy()
   end)
 
-  it("sends the same INVOKE as the general path for any arguments", function()
+  it("sends any arguments alike, however the call travels", function()
     local deep = {}
     local cases = {
       table.pack(), table.pack(nil), table.pack(nil, 2, nil), table.pack(1, "x", nil, nil),
       table.pack("héllo \"q\"\n", 1.5, -7, math.maxinteger, true, false),
       table.pack({ a = 1, b = { c = { 1.5, "x", true } } }, json.array {}, {}, json.null),
       table.pack({ 1, { 2, { 3 } } }, deep, deep),
+      table.pack(1, springrun.kwargs { a = 1, b = { "x" } }),
+      table.pack(springrun.kwargs {}),
+    }
+    local expected = {
+      { {}, {} }, { { json.null }, {} }, { { json.null, 2, json.null }, {} },
+      { { 1, "x", json.null, json.null }, {} },
+      { { "héllo \"q\"\n", 1.5, -7, math.maxinteger, true, false }, {} },
+      { { { a = 1, b = { c = { 1.5, "x", true } } }, {}, {}, json.null }, {} },
+      { { { 1, { 2, { 3 } } }, {}, {} }, {} },
+      { { 1 }, { a = 1, b = { "x" } } },
+      { {}, {} },
     }
     for i, args in ipairs(cases) do
-      local general, fast = both("echo", table.unpack(args, 1, args.n))
-      assert.is_true(general.ok, tostring(general.message or general.raw))
-      general.value[4], fast.value[4] = nil, nil -- seq
-      assert.are.same(general, fast, "case " .. i)
-      assert.are.equal(json.encode(general.value[1]), json.encode(fast.value[1]), "case " .. i)
+      local o = every_way("echo", args, 4)
+      assert.is_true(o.ok, tostring(o.message or o.raw))
+      assert.are.same(expected[i], { o.value[1], o.value[2] }, "case " .. i)
+      assert.are.same({ "Obj", 0 }, { o.value[3], o.value[5] }, "case " .. i)
     end
   end)
 
-  it("refuses an argument that cannot be sent as the general path does, keeping the connection", function()
-    for _, bad in ipairs({ function() end, "\255bytes", { [true] = 1 } }) do
-      local general, fast = both_paths(true, "echo", 1, bad)
-      assert.are.equal("serialize", general.kind)
-      assert.are.same(general, fast)
+  it("refuses an argument that cannot be sent, naming where it is, keeping the connection", function()
+    local texts = {
+      "cannot encode a function value at params[2]",
+      "invalid UTF-8 at byte 1 of the string at params[2]",
+      "cannot encode a table key that is not a string (key of type boolean) at params[2]",
+      "cannot encode a function value at kwargs.f",
+    }
+    for i, bad in ipairs({ function() end, "\255bytes", { [true] = 1 }, springrun.kwargs { f = print } }) do
+      local o = every_way("echo", table.pack(1, bad))
+      assert.are.equal("serialize", o.kind)
+      assert.truthy(o.message:find("cannot send the arguments of echo to " .. url_of(port, "Obj") .. ": "
+        .. texts[i], 1, true), o.message)
     end
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     assert.are.equal(1, p:echo()[4])
+    local c0 = proxy_mod.stats().connections
     assert.are.equal("serialize", outcome(p, "echo", function() end).kind)
-    -- same connection; the refused call took seq 2 (as it always did, as Pyro4's does)
+    -- same connection; the refused call took seq 2 (as Pyro4's does)
     assert.are.equal(3, p:echo()[4])
+    assert.are.equal(c0, proxy_mod.stats().connections)
     p:destroy()
   end)
 
-  it("refuses an argument nested too deep exactly where the general path does", function()
+  it("refuses an argument nested too deep at the same depth, however the call travels", function()
     local function nest(d)
       local t = {}
       for _ = 2, d do t = { t } end
@@ -1069,43 +1088,44 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     end
     local seen = {}
     for d = 995, 1000 do
-      -- sendable or not (the general path says), the one-step path agrees:
-      -- it sends what is sendable and leaves the rest to the general path
-      local first = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
-      local sendable = outcome(first, "echo", nest(d)).ok
-      first:destroy()
-      local general, fast = both_paths(not sendable, "echo", nest(d))
-      if sendable then
-        if type(general.value) == "table" then general.value[4], fast.value[4] = nil, nil end
+      local o = every_way("echo", table.pack(nest(d)), 4)
+      if o.ok then
         seen.ok = true
       else
+        assert.are.equal("serialize", o.kind)
+        assert.truthy(o.message:find("nesting too deep", 1, true), o.message)
         seen.refused = true
       end
-      assert.are.same(general, fast, "depth " .. d)
     end
     assert.is_true(seen.ok and seen.refused, "the depth limit is not between 995 and 1000")
   end)
 
-  it("ends every unusual reply as the general path does", function()
+  it("ends every unusual reply alike, however the call travels", function()
+    local u = url_of(port, "Obj")
     local cases = {
-      { "ok", "v" }, { "ok", { 1, json.null, 3 } }, { "null" }, { "badseq", 1 }, { "badtype", 1 },
-      { "serpent", "from serpent" }, { "stream", 1 }, { "exception", "boom" }, { "badjson" },
-      { "compressed", { x = string.rep("z", 200) } }, { "hangup" }, { "closeafter", "bye" },
+      { "ok", "v", { ok = true, n = 1, value = "v" } },
+      { "ok", { 1, json.null, 3 }, { ok = true, n = 1, value = { 1, json.null, 3 } } },
+      { "null", nil, { ok = true, n = 1 } },
+      { "badseq", 1, { kind = "protocol", message = u .. ": invoke: reply sequence out of sync (sent N, got N)" } },
+      { "badtype", 1, { kind = "protocol", message = u .. ": invalid reply to reply (message type 2)" } },
+      { "serpent", "from serpent", { kind = "protocol", message = u .. ": reply used serializer 1, request used 2" } },
+      { "stream", 1, { kind = "protocol",
+        message = u .. ": reply returned an iterator (item streams are not supported)" } },
+      { "exception", "boom", { kind = "remote", class = "builtins.ValueError" } },
+      { "badjson", nil, { kind = "protocol" } },
+      { "compressed", { x = string.rep("z", 200) }, { ok = true, n = 1, value = { x = string.rep("z", 200) } } },
+      { "hangup", nil, { kind = "closed", message = "call reply on " .. u .. " failed: connection closed by the server" } },
+      { "closeafter", "bye", { ok = true, n = 1, value = "bye" } },
     }
     for _, c in ipairs(cases) do
-      local general, fast = both("reply", c[1], c[2])
-      assert.are.same(general, fast, c[1])
+      local o = every_way("reply", table.pack(c[1], c[2]))
+      for k, v in pairs(c[3]) do assert.are.same(v, o[k], c[1] .. "." .. k) end
+      if not c[3].ok then assert.is_false(o.ok, c[1]) end
     end
-    local g, f = both("reply", "exception", "boom")
-    assert.are.equal("remote", f.kind)
-    assert.are.equal("builtins.ValueError", f.class)
-    assert.truthy(f.tb:find("ValueError: boom", 1, true), f.tb)
-    assert.are.same(g, f)
-    g = both("reply", "null")
-    assert.are.same({ ok = true, n = 1 }, g)
-    g, f = both("reply", "badseq", 1)
-    assert.are.equal("protocol", f.kind)
+    local e = every_way("reply", table.pack("exception", "boom"))
+    assert.truthy(e.tb:find("ValueError: boom", 1, true), e.tb)
   end)
+
 
   it("raises closed without resending when the server hangs up on the request", function()
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
@@ -1120,7 +1140,7 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     p:destroy()
   end)
 
-  it("reconnects when the server closed the idle connection, as the general path does", function()
+  it("reconnects when the server closed the idle connection", function()
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     local q = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     finally(function() p:destroy(); q:destroy() end)
@@ -1130,12 +1150,15 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     local deadline = client.now() + 10
     while q:count("closed") == closed and client.now() < deadline do proc.poll_step(10) end
     assert.are.equal(closed + 1, q:count("closed"))
-    local c0, f0 = proxy_mod.stats().connections, fast_count()
+    local s0 = proxy_mod.stats()
     assert.are.equal("again", p:reply("ok", "again"))
-    assert.are.equal(c0 + 1, proxy_mod.stats().connections)
-    assert.are.equal(f0, fast_count()) -- nothing went out on the dead connection
+    local s1 = proxy_mod.stats()
+    assert.are.equal(s0.connections + 1, s1.connections)
+    -- the call went out with the new connection's CONNECT, not on the dead one
+    assert.are.equal(s0.pipelined + 1, s1.pipelined)
+    assert.are.equal(s0.fast + 1, s1.fast)
     assert.are.equal("more", p:reply("ok", "more"))
-    assert.are.equal(f0 + 1, fast_count())
+    assert.are.equal(s1.fast + 1, fast_count())
   end)
 
   it("takes one step for the first call of a new connection, with the handshake, once it knows the service", function()
@@ -1156,7 +1179,7 @@ describe("springrun.proxy's one-step blocking call (conn:invoke) #net", function
     assert.are.equal(s0.pipelined + 3, s1.pipelined)
     assert.are.equal(s0.fast + 6, s1.fast)
     -- a oneway first call, a call in a task, a proxy with its own handshake
-    -- text: the general way
+    -- value: pipelined, but not in one C step
     p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     assert.are.equal(0, select("#", p:ping()))
     p:destroy()

@@ -74,6 +74,14 @@ extern const lsr_emitter_t lsr_json_emitter;
 int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
                size_t errlen);
 
+/* lsr_encode for a part of a larger value written piecewise: the value at
+ * idx as if it stood at the key held by stack slot keyidx of an enclosing
+ * map and, with index > 0, at that index of the list there ("params",
+ * 2: depth counts two levels more, errors say " at params[2]..."). No
+ * header is written. */
+int lsr_encode_in(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
+                  size_t errlen, int keyidx, lua_Integer index);
+
 /* Shared binding bodies (lsr_encode.c). lsr_codec_fail pushes nil, err and
  * the SR_E* name (the fail tuple) and returns 3. lsr_codec_l_encode is
  * core.<fmt>_encode(v) -> bytes | fail; lsr_codec_l_decode is

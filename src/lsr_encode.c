@@ -312,8 +312,11 @@ static int enc_value(enc_t *e, int idx) {
   return enc_fail(e, SR_ETYPE, what);
 }
 
-int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
-               size_t errlen) {
+/* lsr_encode, or with keyidx (a stack slot holding a string) the value as
+ * if it stood at that key of an enclosing map, and with index > 0 at that
+ * index of the list there: depth and error paths count those levels. */
+static int encode_in(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
+                     size_t errlen, int keyidx, lua_Integer index) {
   int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
   enc_t enc, *e = &enc;
@@ -326,12 +329,27 @@ int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, ch
   e->cap = ENC_INLINE_FRAMES;
   e->fr = e->inline_fr;
   int rc = 0;
-  if (em->header.n) rc = put(out, em->header);
+  if (keyidx != 0) {
+    e->fr[e->depth++] = (enc_frame_t){.tbl = NULL, .by_key = 1, .keyidx = lua_absindex(L, keyidx)};
+    if (index > 0) e->fr[e->depth++] = (enc_frame_t){.tbl = NULL, .by_key = 0, .index = index};
+  } else if (em->header.n) {
+    rc = put(out, em->header);
+  }
   if (rc == 0) rc = enc_value(e, idx);
   if (rc == SR_ENOMEM) sr_seterr(err, errlen, rc, "out of memory while encoding %s", em->name);
   if (e->fr != e->inline_fr) free(e->fr);
   lua_settop(L, top);
   return rc;
+}
+
+int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
+               size_t errlen) {
+  return encode_in(L, idx, em, out, err, errlen, 0, 0);
+}
+
+int lsr_encode_in(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
+                  size_t errlen, int keyidx, lua_Integer index) {
+  return encode_in(L, idx, em, out, err, errlen, keyidx, index);
 }
 
 /* ---- shared binding bodies -------------------------------------------- */
