@@ -36,7 +36,8 @@
 -- call reconnects), _disposable (true: contexts call destroy on close), and
 -- helpers that start with '_': _pyro_call(name, ...) calls a remote method
 -- whose name is taken by a local one, _pyro_bind() connects now,
--- _pyro_release() closes the connection, _pyro_metadata() -> { methods =,
+-- _pyro_release() closes the connection, _pyro_ping() sends Pyro's wire
+-- PING (true when the daemon answers), _pyro_metadata() -> { methods =,
 -- oneway =, attrs = } (sets), and the field _pyro_seq (Pyro4's _pyroSeq:
 -- the last sequence number used, 0..65535, settable). Other names starting
 -- with '_' are nil: Pyro never exposes them.
@@ -177,7 +178,9 @@ local function where(st)
   return st.uri and string.format("%s:%d", st.uri.host, st.uri.port) or "?"
 end
 
-local function comm_error(st, kind, what, detail, code, method)
+-- sent: false when the request certainly did not reach the server (e.sent;
+-- a pool retries such calls elsewhere), true when it may have
+local function comm_error(st, kind, what, detail, code, method, sent)
   local msg
   if kind == "refused" then
     msg = string.format("cannot connect to %s: connection refused by %s", st.url, where(st))
@@ -186,7 +189,8 @@ local function comm_error(st, kind, what, detail, code, method)
   else
     msg = string.format("%s %s failed: %s", what, st.url, detail)
   end
-  return errors.new(kind, msg, { url = st.url, code = code, method = method, detail = detail })
+  return errors.new(kind, msg, { url = st.url, code = code, method = method, detail = detail,
+    sent = sent == true })
 end
 
 -- ---- the async (luv) connection, used inside springrun tasks --------------------
@@ -718,7 +722,7 @@ local function connect_reply(st, msg)
     forget_meta(st.uri)
     local text = msg.data and marshal_text(msg.data) or tostring(msg.value)
     error(errors.new("rejected", string.format("connection to %s rejected: %s", st.url, text),
-      { url = st.url, reason = text }), 0)
+      { url = st.url, reason = text, sent = false }), 0)
   elseif msg.type ~= MSG_CONNECTOK then
     error(errors.new("protocol", string.format("%s: invalid handshake reply (message type %d)",
       st.url, msg.type), { url = st.url }), 0)
@@ -839,7 +843,7 @@ local function pipelined(st, c, cached, name, args)
   msg, emsg, code = c:receive(st.timeout, false, meta_raw[cached] or true)
   if not msg then
     c:close()
-    error(comm_error(st, kind_of(code), "handshake with", emsg, code), 0)
+    error(comm_error(st, kind_of(code), "handshake with", emsg, code, nil, queued and true), 0)
   end
   return pipelined_rest(st, c, cached, msg, queued and seq, oneway)
 end
@@ -963,7 +967,7 @@ local function request_failed(st, name, attempt, emsg, code, sent)
   end
   close_conn(st)
   if sent or attempt == 2 then
-    error(comm_error(st, kind, "call " .. name .. " on", emsg, code, name), 0)
+    error(comm_error(st, kind, "call " .. name .. " on", emsg, code, name, sent), 0)
   end
   debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
 end
@@ -1128,7 +1132,7 @@ local function connect_v(st, name, cached, ...)
   stats.pipelined = stats.pipelined + 1
   if ok == nil and stage == "connect" then
     c:close()
-    error(comm_error(st, kind_of(m), "handshake with", v, m), 0)
+    error(comm_error(st, kind_of(m), "handshake with", v, m, nil, sent), 0)
   end
   st.conn = c
   if ok == false and v == "connect" then -- not the cached CONNECTOK: as pipelined goes on
@@ -1357,6 +1361,25 @@ function methods._pyro_bind(self)
   if st.uri == nil then error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2) end
   dispatch(st, function(co) connection(st, co) end)
   return true
+end
+
+-- Pyro's wire PING (type 6, serializer 42, "ping") on the proxy's
+-- connection (made first when there is none), answered by the daemon
+-- without running any service code: true, or raises as a call would.
+function methods._pyro_ping(self)
+  local st = check_state(self, "_pyro_ping")
+  if st.uri == nil then error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2) end
+  return dispatch(st, function(co)
+    local c = connection(st, co)
+    local ok, emsg, code = c:push(6, 0, 0, 42, "ping", true)
+    local msg
+    if ok then msg, emsg, code = c:receive(st.timeout) end
+    if not msg or msg.type ~= 6 then
+      close_conn(st)
+      error(comm_error(st, kind_of(code or "SR_EPROTOCOL"), "ping of", emsg or "no pong", code), 0)
+    end
+    return true
+  end)
 end
 
 function methods._pyro_release(self)
