@@ -638,7 +638,9 @@ function Pool.__tostring(self)
     st.members and #st.members or 0)
 end
 
-Pool.__close = function(self) methods.close(self) end
+Pool.__close = function(self)
+  if STATE[self] then methods.close(self) end
+end
 Pool.__gc = Pool.__close
 
 local PoolProxyFactory = { __name = "springrun.PoolProxyFactory (class)" }
