@@ -473,7 +473,9 @@ local function member_failed(e)
   return errors.is(e, "communication")
 end
 
-local function invoke(st, name, args)
+-- One call of name(...) through the pool (the arguments stay varargs: a
+-- retry passes them again, and nothing is packed per call).
+local function invoke(st, name, ...)
   if st.closed then
     error(errors.new("config", string.format("pool '%s' is closed (call %s)", st.name, name)), 0)
   end
@@ -492,7 +494,7 @@ local function invoke(st, name, args)
     tried[m] = true
     local p = checkout(st, m)
     m.outstanding = m.outstanding + 1
-    local ok, r = pcall(p._pyro_call, p, name, table.unpack(args, 1, args.n))
+    local ok, r = pcall(p._pyro_call, p, name, ...)
     m.outstanding = m.outstanding - 1
     if ok then
       m.served = m.served + 1
@@ -588,7 +590,7 @@ function methods._pyro_call(self, name, ...)
   if type(name) ~= "string" then
     error(errors.new("config", "PoolProxyFactory:_pyro_call: the method name must be a string"), 2)
   end
-  return invoke(st, name, table.pack(...))
+  return invoke(st, name, ...)
 end
 
 local Pool = { __name = "springrun.PoolProxyFactory" }
@@ -601,7 +603,7 @@ local function caller(name)
       error(errors.new("config", string.format(
         "PoolProxyFactory: call remote methods with ':' (pool:%s(...))", name)), 2)
     end
-    return invoke(st, name, table.pack(...))
+    return invoke(st, name, ...)
   end
   callers[name] = f
   return f
