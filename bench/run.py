@@ -289,7 +289,9 @@ MAIN = ["floor", "pyro4 json thread", "pyro4 json multiplex", "springrun"]
 
 
 def scenarios(cfg):
-    s = [("seq", "seq", cfg["seq_n"], 0), ("oneway", "oneway", cfg["oneway_n"], 0)]
+    # "seq, pool of one": springrun's client only, through springrun.pool (issue 15)
+    s = [("seq", "seq", cfg["seq_n"], 0), ("seq, pool of one", "pool_seq", cfg["seq_n"], 0),
+         ("oneway", "oneway", cfg["oneway_n"], 0)]
     for size, label, n in cfg["echo"]:
         s.append(("echo " + label, "echo", n, size))
     s += [("table", "table", cfg["table_n"], 0), ("connect", "connect", cfg["connect_n"], 0)]
@@ -642,6 +644,8 @@ def main():
                         servers[kind] = Server(kind, logdir, servers[kind].threads)
                 for row, sc, n, size in scen:
                     for name, client, skind, ser in cmb:
+                        if sc == "pool_seq" and name != "springrun":
+                            continue
                         srv = servers[skind]
                         record(name, row, rep, run_client(client_argv(client, srv, sc, n=n, size=size, serializer=ser or "json")))
         main_combos = [c for c in cmb if c[0] in MAIN]

@@ -123,10 +123,15 @@ if sc == "connect" then
 end
 
 local p = new_proxy()
+if sc == "pool_seq" then
+  -- the same sequential calls through a pool of one member (springrun.pool)
+  p:destroy()
+  p = springrun.pool { urls = { opts.uri }, serializer = opts.serializer }
+end
 for _ = 1, math.min(opts.warm, opts.n) do p:get_data("Hello") end
 
-if sc == "seq" then
-  loop_calls(function(x) return p:get_data(x) end, "Hello", opts.n, "seq")
+if sc == "seq" or sc == "pool_seq" then
+  loop_calls(function(x) return p:get_data(x) end, "Hello", opts.n, sc)
 elseif sc == "oneway" then
   local cpu0 = proc_cpu(opts.pid)
   local t0 = now()

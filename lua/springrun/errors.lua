@@ -11,6 +11,9 @@
 --   e.url       the proxy's URL when there is one (PYRO:name@host:port)
 --   e.method    the remote method being called, when known
 --   e.code      the low-level cause when there is one ("ECONNREFUSED")
+--   e.sent      communication errors: false when the request certainly did
+--               not reach the server (connect or handshake failed, nothing
+--               of it written, CONNECTFAIL), true when it may have run
 --   remote exceptions also carry:
 --   e.args              the exception's argument list (as the server sent it)
 --   e.attributes        the exception's attributes map (may be empty)

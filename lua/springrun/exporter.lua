@@ -18,6 +18,12 @@
 -- exporter.service_port holds the port actually bound (also
 -- exporter:bound_port(), nil while not exported).
 --
+-- service_port = {7001, 7002, 7003} exports the same service once per port
+-- (copies for a pool, see springrun.pool); service_port then lists the bound
+-- ports, exporter:bound_ports() too. register_with_nameserver registers each
+-- copy as ns_name (default "<service_name>.{port}" for a port list, else
+-- service_name; "{port}" is replaced by the bound port).
+--
 -- Exporters on the same host:port share one listener; the first export on an
 -- address starts listening (synchronously: "address in use" raises here), the
 -- last destroy stops it. "localhost" means 127.0.0.1.
@@ -569,7 +575,7 @@ local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "i
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
-                "register_with_nameserver", "ns_host", "ns_port" }
+                "register_with_nameserver", "ns_host", "ns_port", "ns_name" }
 for _, n in ipairs(LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 -- Security properties (see "Security" above).
 local SECURITY_NAMES = { "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts",
@@ -577,6 +583,7 @@ local SECURITY_NAMES = { "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts",
 for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
 
 local Exporter = {}
+local export_copies -- (below) service_port = {p1, p2, ...}
 Exporter.__index = Exporter
 Exporter.__name = "springrun.PyroServiceExporter"
 Exporter._disposable = true
@@ -665,13 +672,44 @@ local function read_security(self)
   return sec
 end
 
+-- service_port = {p1, p2, ...}: the same service exported once per port
+-- (one daemon each, copies of this exporter's properties); with
+-- register_with_nameserver each copy registers as ns_name, default
+-- "<service_name>.{port}" ({port}: the port bound). A copy that fails
+-- unexports the ones started before it. service_port then lists the bound
+-- ports.
+export_copies = function(self)
+  local ports = self.service_port
+  if #ports == 0 then conf_error(self, "service_port is an empty list") end
+  local copies = {}
+  for i, port in ipairs(ports) do
+    local c = setmetatable({}, Exporter)
+    for _, k in ipairs(PROPS) do c[k] = rawget(self, k) end
+    c.service_port = port
+    if c.register_with_nameserver and c.ns_name == nil then c.ns_name = tostring(self.service_name) .. ".{port}" end
+    local ok, e = pcall(c.after_properties_set, c)
+    if not ok then
+      for j = #copies, 1, -1 do copies[j]:destroy() end
+      error(string.format("%s (service_port[%d] = %s)", tostring(e), i, tostring(port)), 2)
+    end
+    copies[i] = c
+  end
+  rawset(self, "_copies", copies)
+  local bound = {}
+  for i, c in ipairs(copies) do bound[i] = c.service_port end
+  self.service_port = bound
+end
+
 -- Starts exporting; raises on a configuration problem or when the address
 -- cannot be listened on (the message names host:port).
 function Exporter:after_properties_set()
   if getmetatable(self) ~= Exporter then
     error("PyroServiceExporter: call after_properties_set with ':'", 2)
   end
-  if rawget(self, "_export") then conf_error(self, "already exporting (call destroy() first)") end
+  if rawget(self, "_export") or rawget(self, "_copies") then
+    conf_error(self, "already exporting (call destroy() first)")
+  end
+  if type(self.service_port) == "table" then return export_copies(self) end
   local name, service = self.service_name, self.service
   if name == nil then conf_error(self, "property service_name is not set") end
   if type(name) ~= "string" or name == "" then
@@ -747,24 +785,31 @@ function Exporter:after_properties_set()
     local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
     local url = string.format("PYRO:%s@%s:%d", name, shown, d.port)
     local ns = { ns_host = self.ns_host, ns_port = self.ns_port }
-    local nok, nerr = pcall(naming.register, name, url, ns)
+    entry.ns_name = tostring(self.ns_name or name):gsub("{port}", tostring(d.port))
+    local nok, nerr = pcall(naming.register, entry.ns_name, url, ns)
     if not nok then
       self:destroy()
       error(who(self) .. ": cannot register with the name server: " .. tostring(nerr), 2)
     end
     entry.ns = ns
-    exporter_log:debug("Registered %s as %s with the name server", name, url)
+    exporter_log:debug("Registered %s as %s with the name server", entry.ns_name, url)
   end
 end
 
 -- Stops exporting this service (the listener closes when it was the last one
 -- on its address). Idempotent.
 function Exporter:destroy()
+  local copies = rawget(self, "_copies")
+  if copies then
+    rawset(self, "_copies", nil)
+    for i = #copies, 1, -1 do copies[i]:destroy() end
+    return
+  end
   local entry = rawget(self, "_export")
   if not entry then return end
   rawset(self, "_export", nil)
   if entry.ns then
-    local nok, nerr = pcall(require("springrun.naming").remove, entry.name, entry.ns)
+    local nok, nerr = pcall(require("springrun.naming").remove, entry.ns_name, entry.ns)
     if not nok then
       exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
     end
@@ -783,14 +828,25 @@ function Exporter:destroy()
   release_listener(d)
 end
 
--- The port actually listened on, or nil while not exported.
+-- The port actually listened on (a port list: the first), or nil while not exported.
 function Exporter:bound_port()
+  local copies = rawget(self, "_copies")
+  if copies then return copies[1]:bound_port() end
   local entry = rawget(self, "_export")
   return entry and entry.listener.port or nil
 end
 
+-- The ports listened on, as a list, or nil while not exported.
+function Exporter:bound_ports()
+  local copies = rawget(self, "_copies")
+  if not copies then return self:is_exported() and { self:bound_port() } or nil end
+  local out = {}
+  for i, c in ipairs(copies) do out[i] = c:bound_port() end
+  return out
+end
+
 -- True while exported.
-function Exporter:is_exported() return rawget(self, "_export") ~= nil end
+function Exporter:is_exported() return rawget(self, "_export") ~= nil or rawget(self, "_copies") ~= nil end
 
 -- The metadata sent to clients ({methods, oneway, attrs}), nil while not exported.
 function Exporter:metadata()

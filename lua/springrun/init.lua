@@ -23,6 +23,8 @@ local exports = {
   run = { "springrun.runtime", "run" },
   stop = { "springrun.runtime", "stop" },
   _serve_after_script = { "springrun.runtime", "serve_after_script" },
+  pool = { "springrun.pool", "pool" },
+  PoolProxyFactory = { "springrun.pool", "PoolProxyFactory" },
 }
 
 setmetatable(M, {

@@ -36,7 +36,8 @@
 -- call reconnects), _disposable (true: contexts call destroy on close), and
 -- helpers that start with '_': _pyro_call(name, ...) calls a remote method
 -- whose name is taken by a local one, _pyro_bind() connects now,
--- _pyro_release() closes the connection, _pyro_metadata() -> { methods =,
+-- _pyro_release() closes the connection, _pyro_ping() sends Pyro's wire
+-- PING (true when the daemon answers), _pyro_metadata() -> { methods =,
 -- oneway =, attrs = } (sets), and the field _pyro_seq (Pyro4's _pyroSeq:
 -- the last sequence number used, 0..65535, settable). Other names starting
 -- with '_' are nil: Pyro never exposes them.
@@ -277,6 +278,15 @@ function methods._pyro_bind(self)
   if st.uri == nil then error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2) end
   session.bind(st)
   return true
+end
+
+-- Pyro's wire PING (type 6, serializer 42, "ping") on the proxy's
+-- connection (made first when there is none), answered by the daemon
+-- without running any service code: true, or raises as a call would.
+function methods._pyro_ping(self)
+  local st = check_state(self, "_pyro_ping")
+  if st.uri == nil then error(errors.new("config", "PyroProxyFactory: service_url is not set"), 2) end
+  return session.ping(st)
 end
 
 function methods._pyro_release(self)

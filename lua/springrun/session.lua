@@ -15,6 +15,7 @@ local transport = require "springrun.transport"
 
 -- Pyro4 constants (shared spec pyro4-wire.md 1.2, 1.3)
 local MSG_CONNECT, MSG_CONNECTOK, MSG_CONNECTFAIL, MSG_INVOKE, MSG_RESULT = 1, 2, 3, 4, 5
+local MSG_PING = 6
 local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_META_ON_CONNECT, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x10, 0x20
 local SERIALIZERS = { json = 2, serpent = 1 }
 local DAEMON_OBJECT = "Pyro.Daemon"
@@ -87,7 +88,9 @@ local function where(st)
   return st.uri and string.format("%s:%d", st.uri.host, st.uri.port) or "?"
 end
 
-local function comm_error(st, kind, what, detail, code, method)
+-- sent: false when the request certainly did not reach the server (e.sent;
+-- a pool retries such calls on another member), true when it may have run
+local function comm_error(st, kind, what, detail, code, method, sent)
   local msg
   if kind == "refused" then
     msg = string.format("cannot connect to %s: connection refused by %s", st.url, where(st))
@@ -96,7 +99,8 @@ local function comm_error(st, kind, what, detail, code, method)
   else
     msg = string.format("%s %s failed: %s", what, st.url, detail)
   end
-  return errors.new(kind, msg, { url = st.url, code = code, method = method, detail = detail })
+  return errors.new(kind, msg, { url = st.url, code = code, method = method, detail = detail,
+    sent = sent == true })
 end
 
 -- ---- protocol over either connection kind ----------------------------------------
@@ -289,7 +293,7 @@ local function connect_reply(st, msg)
     forget_meta(st.uri)
     local text = msg.data and marshal_text(msg.data) or tostring(msg.value)
     error(errors.new("rejected", string.format("connection to %s rejected: %s", st.url, text),
-      { url = st.url, reason = text }), 0)
+      { url = st.url, reason = text, sent = false }), 0)
   elseif msg.type ~= MSG_CONNECTOK then
     error(errors.new("protocol", string.format("%s: invalid handshake reply (message type %d)",
       st.url, msg.type), { url = st.url }), 0)
@@ -501,7 +505,7 @@ local function pipelined(st, c, cached, name, ...)
     c:close()
     if is_encode_failure(code, sent) then return seq, oneway, false, nil, r, code, false end
     stats.pipelined = stats.pipelined + 1
-    return seq, oneway, fast, false, comm_error(st, kind_of(code), "handshake with", r, code)
+    return seq, oneway, fast, false, comm_error(st, kind_of(code), "handshake with", r, code, nil, sent)
   end
   stats.pipelined = stats.pipelined + 1
   local ok, err = pcall(accept_pipelined, st, h, cached)
@@ -591,7 +595,7 @@ local function request_failed(st, name, attempt_no, emsg, code, sent)
   end
   close_conn(st)
   if sent or attempt_no == 2 then
-    error(comm_error(st, kind_of(code), "call " .. name .. " on", emsg, code, name), 0)
+    error(comm_error(st, kind_of(code), "call " .. name .. " on", emsg, code, name, sent), 0)
   end
   debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
 end
@@ -628,6 +632,21 @@ end
 local function bind(st, co)
   local conn, _, err = connection(st, co)
   if conn == nil then error(err, 0) end
+  return conn
+end
+
+-- Pyro's wire PING (type 6, serializer 42) on st's connection, answered by
+-- the daemon thread without running service code: true, or raises.
+local function ping(st, co)
+  local c = bind(st, co)
+  local ok, emsg, code = c:push(MSG_PING, 0, 0, 42, "ping", true)
+  local msg
+  if ok then msg, emsg, code = c:receive(st.timeout) end
+  if not msg or msg.type ~= MSG_PING then
+    close_conn(st)
+    error(comm_error(st, kind_of(code or "SR_EPROTOCOL"), "ping of", emsg or "no pong", code), 0)
+  end
+  return true
 end
 
 -- ---- locking and the three execution modes ------------------------------------------
@@ -720,6 +739,9 @@ function M.call(st, name, ...) return execute(st, call, name, ...) end
 
 -- Connects st now (with the handshake) unless it has an idle connection.
 function M.bind(st) execute(st, bind) end
+
+-- A wire PING on st's connection (made first when there is none): true, or raises.
+function M.ping(st) return execute(st, ping) end
 
 -- Counters of this process's proxy connections (tests, benchmarks):
 -- connections made; pipelined: those whose first call went out with the

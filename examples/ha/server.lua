@@ -1,0 +1,25 @@
+-- The seed's 7.4 servers as configuration: ONE exporter definition serving
+-- service.lua's Service as "ServiceName" on every port of the list (ten
+-- copies on 7001..7010 by default; see ports.lua for arguments and HA_PORTS).
+--
+--   bin/springrun examples/ha/server.lua                 # ten copies, one process
+--   bin/springrun examples/ha/server.lua 7001 7002       # two copies
+--   HA_PORTS=7003 bin/springrun examples/ha/server.lua   # one copy per process
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = here .. "/?.lua;" .. here .. "/../?.lua;" .. package.path
+
+local springrun = require "springrun"
+local ports = require "ports"
+
+springrun.context {
+  remoteService = { class = "service.Service" },
+  service_exporter = {
+    class = "springrun.remoting.pyro.PyroServiceExporter",
+    props = {
+      service_name = "ServiceName",
+      service = springrun.ref "remoteService",
+      service_host = ports.host,
+      service_port = ports.list(arg),
+    },
+  },
+}
