@@ -35,8 +35,8 @@ endif
 
 WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
-             -I$(LUA_INCDIR) -I$(LUA_INCDIR)/luv $(SANFLAGS) $(CFLAGS)
-LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lssl -lcrypto -lpthread
+             -I$(LUA_INCDIR) $(SANFLAGS) $(CFLAGS)
+LIBS_CORE = -luv -lz -lssl -lcrypto -lpthread -ldl
 LIBS_CLI = -llua$(LUA_VERSION) -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))

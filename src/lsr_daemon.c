@@ -54,7 +54,6 @@
 #include "lsr.h"
 #include "lsr_codec.h"
 #include "lsr_tls.h"
-#include "luv.h"
 #include "wire.h"
 
 #define LSR_DAEMON_GC "springrun.daemon_holder"
@@ -132,7 +131,7 @@ static int open_async(lua_State *L) {
   if (G.async) return 0;
   uv_async_t *a = malloc(sizeof *a);
   if (a == NULL) return SR_ENOMEM;
-  G.loop = luv_loop(L);
+  G.loop = lsr_luv_loop(L);
   if (uv_async_init(G.loop, a, on_events) != 0) {
     free(a);
     return SR_ENOMEM;
