@@ -13,8 +13,9 @@ is exported; SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
 
 options:
   --log-level LEVEL   DEBUG, INFO, WARNING or ERROR (default WARNING)
-  --env               print LUA_PATH/LUA_CPATH exports for this checkout
-                      (eval "$(bin/springrun --env)"; then lua5.4 -l springrun)
+  --env               print LUA_PATH/LUA_CPATH exports for the modules this
+                      command uses (its checkout or its install prefix):
+                      eval "$(springrun --env)"; then lua5.4 -l springrun
   --version           print the version
   -h, --help          this text
 
@@ -24,12 +25,22 @@ commands:
 
 local commands = { ns = "springrun.cmd.ns" }
 
-local function env_lines(root)
-  if root == nil then
-    return nil, "springrun --env: not running from a checkout (installed springrun needs no paths)"
+-- The LUA_PATH/LUA_CPATH that make plain lua5.4 find the modules this
+-- command uses: a checkout's lua/ and build/, or an installed prefix's
+-- share/lua/5.4 and lib/lua/5.4 (layout: "checkout" or "prefix", from main.c).
+local function env_lines(root, layout)
+  local lpath, cpath
+  local ver = _VERSION:match("%d+%.%d+")
+  if layout == "checkout" then
+    lpath = string.format("%s/lua/?.lua;%s/lua/?/init.lua;;", root, root)
+    cpath = string.format("%s/build/?.so;;", root)
+  elseif layout == "prefix" then
+    lpath = string.format("%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;", root, ver, root, ver)
+    cpath = string.format("%s/lib/lua/%s/?.so;;", root, ver)
+  else
+    return nil, "springrun --env: cannot tell where springrun's modules are (the command is "
+      .. "neither in a checkout's bin/ nor in an installed prefix's bin/)"
   end
-  local lpath = string.format("%s/lua/?.lua;%s/lua/?/init.lua;;", root, root)
-  local cpath = string.format("%s/build/?.so;;", root)
   return string.format("export LUA_PATH='%s'\nexport LUA_CPATH='%s'\n", lpath, cpath)
 end
 
@@ -45,9 +56,10 @@ local function err(fmt, ...)
   io.stderr:write("springrun: ", string.format(fmt, ...), "\n")
 end
 
--- argv: the command line after the program name; root: checkout dir or nil.
+-- argv: the command line after the program name; root: the directory above
+-- the command's bin/ (nil when unknown); layout: "checkout", "prefix" or nil.
 -- Returns the exit status.
-function M.main(argv, root, argv0)
+function M.main(argv, root, argv0, layout)
   local i, log_level = 1, nil
   while i <= #argv do
     local a = argv[i]
@@ -58,7 +70,7 @@ function M.main(argv, root, argv0)
       io.write("springrun ", require("springrun").version, "\n")
       return 0
     elseif a == "--env" then
-      local text, msg = env_lines(root)
+      local text, msg = env_lines(root, layout)
       if not text then err("%s", msg) return 1 end
       io.write(text)
       return 0
