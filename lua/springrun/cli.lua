@@ -19,11 +19,20 @@ options:
   --version           print the version
   -h, --help          this text
 
-commands:
+commands (COMMAND --help for each):
+  call URL METHOD [ARGS...]  call a remote method, print the result as JSON
+  inspect URL                list the methods, oneway methods and attributes
+  ping URL                   check that the object answers (connect + handshake)
   ns [--host H] [--port P]   run a Pyro4-compatible name server
 ]]
 
-local commands = { ns = "springrun.cmd.ns" }
+-- command -> { module, function name }
+local commands = {
+  ns = { "springrun.cmd.ns", "main" },
+  call = { "springrun.cmd.client", "call" },
+  inspect = { "springrun.cmd.client", "inspect" },
+  ping = { "springrun.cmd.client", "ping" },
+}
 
 -- The LUA_PATH/LUA_CPATH that make plain lua5.4 find the modules this
 -- command uses: a checkout's lua/ and build/, or an installed prefix's
@@ -105,8 +114,9 @@ function M.main(argv, root, argv0, layout)
   end
 
   local rest = table.move(argv, i + 1, #argv, 1, {})
-  if commands[target] and not target:match("%.lua$") then
-    local ok, rc = xpcall(function() return require(commands[target]).main(rest) end, traceback)
+  local cmd = commands[target]
+  if cmd then
+    local ok, rc = xpcall(function() return require(cmd[1])[cmd[2]](rest) end, traceback)
     if not ok then err("%s", rc) return 1 end
     return rc or 0
   end
@@ -116,9 +126,15 @@ function M.main(argv, root, argv0, layout)
   for k, v in ipairs(rest) do script_arg[k] = v end
   _ENV.arg = script_arg
 
+  local probe = io.open(target, "r")
+  if not probe then
+    err("no such file or command '%s'", target)
+    return 2
+  end
+  probe:close()
   local chunk, lerr = loadfile(target)
   if not chunk then
-    err("cannot run %s", lerr)
+    err("%s", lerr)
     return 1
   end
   local ok, e = xpcall(chunk, traceback, table.unpack(rest))
