@@ -8,8 +8,9 @@ usage: springrun [options] FILE.lua [args...]
        springrun [options] COMMAND [args...]
        springrun --env
 
-Runs FILE.lua (its arguments in `arg`), then serves for as long as anything
-is exported; SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
+Runs FILE.lua (its arguments in `arg`; FILE's directory first on
+package.path), then serves for as long as anything is exported;
+SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
 
 options:
   --log-level LEVEL   DEBUG, INFO, WARNING or ERROR (default WARNING)
@@ -53,7 +54,16 @@ local function env_lines(root, layout)
   return string.format("export LUA_PATH='%s'\nexport LUA_CPATH='%s'\n", lpath, cpath)
 end
 
+-- The message handler for the script and commands: a configuration error
+-- (springrun.errors.config_error: an unknown property, an address in use...)
+-- is its message alone, unless the log level is DEBUG; anything else gets
+-- the traceback.
 local function traceback(e)
+  local errors = package.loaded["springrun.errors"]
+  if errors and errors.is_config(e) then
+    local log = require "springrun.log"
+    if log.get_level() ~= "DEBUG" then return tostring(e) end
+  end
   if type(e) ~= "string" then
     local mt = getmetatable(e)
     if mt and mt.__tostring then e = tostring(e) else e = "(error object is a " .. type(e) .. " value)" end
@@ -132,6 +142,11 @@ function M.main(argv, root, argv0, layout)
     return 2
   end
   probe:close()
+  -- the script's directory first, so it requires its neighbours from any
+  -- working directory (as Python puts a script's directory on sys.path)
+  local dir = target:match("^(.*)/[^/]*$") or "."
+  if dir == "" then dir = "/" end
+  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
   local chunk, lerr = loadfile(target)
   if not chunk then
     err("%s", lerr)

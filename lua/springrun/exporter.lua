@@ -113,6 +113,7 @@
 local core = require "springrun.core"
 local runtime = require "springrun.runtime"
 local json = require "springrun.json"
+local errors = require "springrun.errors"
 
 local M = {}
 
@@ -615,6 +616,16 @@ for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
 
 local Exporter = {}
 Exporter.__index = Exporter
+local KNOWN_PROP = {}
+for _, p in ipairs(PROPS) do KNOWN_PROP[p] = true end
+-- A property that does not exist (a typo in props) raises at once, naming
+-- the closest one; "_" fields are the exporter's own state.
+function Exporter.__newindex(self, k, v)
+  if not KNOWN_PROP[k] and not (type(k) == "string" and k:sub(1, 1) == "_") then
+    error(errors.config_error(errors.unknown_property_message("PyroServiceExporter", k, PROPS)), 2)
+  end
+  rawset(self, k, v)
+end
 Exporter.__name = "springrun.PyroServiceExporter"
 Exporter._disposable = true
 Exporter.service_host = "localhost"
@@ -626,7 +637,7 @@ local function who(self)
 end
 
 local function conf_error(self, fmt, ...)
-  error(who(self) .. ": " .. string.format(fmt, ...), 3)
+  error(errors.config_error(who(self) .. ": " .. string.format(fmt, ...)), 3)
 end
 
 for _, p in ipairs(PROPS) do
@@ -762,7 +773,13 @@ function Exporter:after_properties_set()
   local connectok = { handshake = "hello", meta = entry.meta }
   local okl, d, fresh = pcall(acquire_daemon, name, host, port, connectok, limits, security)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
-  if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
+  if not d then
+    if tostring(fresh):find("EADDRINUSE", 1, true) then
+      error(errors.config_error(string.format("cannot export %s: %s is already in use", name,
+        address(norm_host(host), port))), 2)
+    end
+    error(errors.config_error(string.format("cannot export %s: %s", name, tostring(fresh))), 2)
+  end
   if not fresh then
     -- the first exporter of an address set its limits; a conflicting one is a mistake
     for _, k in ipairs(LIMIT_NAMES) do
@@ -850,15 +867,7 @@ function Exporter.new(opts)
     if type(opts) ~= "table" then
       error("PyroServiceExporter: expected a table of properties, got " .. type(opts), 2)
     end
-    local known = {}
-    for _, p in ipairs(PROPS) do known[p] = true end
-    for k, v in pairs(opts) do
-      if not known[k] then
-        error(string.format("PyroServiceExporter: unknown property '%s' (known: %s)", tostring(k),
-          table.concat(PROPS, ", ")), 2)
-      end
-      self[k] = v
-    end
+    for k, v in pairs(opts) do self[k] = v end
   end
   return self
 end

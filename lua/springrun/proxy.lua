@@ -1198,8 +1198,8 @@ local STATE = setmetatable({}, { __mode = "k" }) -- proxy -> state
 local PROPS = { service_url = true, timeout = true, serializer = true, handshake = true,
   ssl = true, ssl_cacerts = true, ssl_certfile = true, ssl_keyfile = true, ssl_servername = true,
   ssl_verify = true }
-local PROP_LIST = "service_url, timeout, serializer, handshake, ssl, ssl_cacerts, ssl_certfile, "
-  .. "ssl_keyfile, ssl_servername, ssl_verify"
+local PROP_NAMES = { "service_url", "timeout", "serializer", "handshake", "ssl", "ssl_cacerts",
+  "ssl_certfile", "ssl_keyfile", "ssl_servername", "ssl_verify" }
 
 local function check_state(self, what)
   local st = STATE[self]
@@ -1413,8 +1413,7 @@ function Proxy.__newindex(self, name, v)
     st.seq = v
     return
   end
-  error(errors.new("config", string.format(
-    "PyroProxyFactory: cannot set '%s' (properties: %s)", tostring(name), PROP_LIST)), 2)
+  error(errors.new("config", errors.unknown_property_message("PyroProxyFactory", name, PROP_NAMES)), 2)
 end
 
 function Proxy.__tostring(self)
@@ -1452,9 +1451,7 @@ local function apply(st, props, skip_url)
   local n, one = 0, nil
   for k in pairs(props) do
     if not PROPS[k] then
-      error(errors.new("config", string.format(
-        "PyroProxyFactory: unknown property '%s' (properties: %s)",
-        tostring(k), PROP_LIST)), 3)
+      error(errors.new("config", errors.unknown_property_message("PyroProxyFactory", k, PROP_NAMES)), 3)
     end
     n, one = n + 1, k
   end
