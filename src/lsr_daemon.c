@@ -39,6 +39,7 @@
  *   core.daemon_unregister(daemon_id, name) -> true | nil, err
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
  *   core.daemon_count()         -- daemons listening
+ *   core.daemon_peer(conn)      -- "host:port" of a connection's client, or nil
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_max_message(n)
  *   core.daemon_set_reply_writer("auto" | "direct" | "holder")  -- who writes
@@ -746,6 +747,19 @@ static int l_count(lua_State *L) {
   return 1;
 }
 
+/* core.daemon_peer(conn) -> "host:port" of the connection's client, or nil
+ * once the connection is gone (log lines name the caller with it). */
+static int l_peer(lua_State *L) {
+  uint64_t conn = (uint64_t)luaL_checkinteger(L, 1);
+  char peer[80];
+  if (G.h == NULL || sr_holder_peer(G.h, conn, peer, sizeof peer) != 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushstring(L, peer);
+  return 1;
+}
+
 static int l_serializers(lua_State *L) {
   unsigned mask = probe_serializers(L);
   lua_newtable(L);
@@ -1098,6 +1112,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_set_tasks", l_set_tasks },
   { "daemon_task_done", l_task_done },
   { "daemon_tasks", l_tasks },
+  { "daemon_peer", l_peer },
   { NULL, NULL },
 };
 

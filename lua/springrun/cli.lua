@@ -13,7 +13,8 @@ package.path), then serves for as long as anything is exported;
 SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
 
 options:
-  --log-level LEVEL   DEBUG, INFO, WARNING or ERROR (default WARNING)
+  --log-level LEVEL   DEBUG, INFO, WARNING or ERROR (default INFO for a
+                      script, WARNING for the commands; or SPRINGRUN_LOG)
   --env               print LUA_PATH/LUA_CPATH exports for the modules this
                       command uses (its checkout or its install prefix):
                       eval "$(springrun --env)"; then lua5.4 -l springrun
@@ -129,6 +130,13 @@ function M.main(argv, root, argv0, layout)
     local ok, rc = xpcall(function() return require(cmd[1])[cmd[2]](rest) end, traceback)
     if not ok then err("%s", rc) return 1 end
     return rc or 0
+  end
+
+  -- a script runs at INFO unless told otherwise: a server says what it
+  -- exports and when it stops (the commands keep WARNING)
+  local env_level = os.getenv("SPRINGRUN_LOG")
+  if not log_level and (env_level == nil or env_level == "") then
+    require("springrun.log").set_level("INFO")
   end
 
   -- the script's arg table, as lua5.4 builds it
