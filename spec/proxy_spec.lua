@@ -25,7 +25,9 @@ describe("springrun.proxy #unit", function()
   it("is the PyroProxyFactory of the facade and of the class string's module", function()
     assert.are.equal(require("springrun.proxy").PyroProxyFactory, springrun.PyroProxyFactory)
     assert.are.equal(springrun.PyroProxyFactory, require("springrun.remoting.pyro").PyroProxyFactory)
-    assert.are.equal(require("springrun.proxy").proxy, springrun.proxy)
+    -- springrun.proxy: the constructor, callable, with the module's helpers
+    assert.are.equal(require("springrun.proxy").stats, springrun.proxy.stats)
+    assert.is_true(require("springrun.proxy").is_proxy(springrun.proxy("PYRO:x@127.0.0.1:1")))
   end)
 
   it("takes service_url and timeout by constructor, field and setter, keeping them local", function()
