@@ -48,7 +48,7 @@ WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
              -I$(LUA_INCDIR) $(DEP_INC) $(SANFLAGS) $(CFLAGS)
 LIBS_CORE = -luv -lz -lssl -lcrypto -lpthread -ldl
-LIBS_CLI = -llua$(LUA_VERSION) -lm -ldl
+LIBS_CLI = -llua$(LUA_VERSION) -lreadline -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
 CORE_OBJ = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(CORE_SRC))

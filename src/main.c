@@ -26,6 +26,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <readline/history.h>
+#include <readline/readline.h>
+
 #include "lsr.h"
 
 #define SR_LUA_VERSION LUA_VERSION_MAJOR "." LUA_VERSION_MINOR
@@ -62,6 +65,90 @@ static void prepend_path(lua_State *L, const char *field) {
   lua_pop(L, 1);
 }
 
+/* ---- springrun.readline: GNU readline's callback interface for `springrun -i`
+ *
+ * The prompt must not block the loop (exporters keep serving while it waits),
+ * so springrun.repl watches stdin with a luv poll handle and calls
+ * read_char() when it is readable; readline hands a finished line to
+ * on_line, which parks it here and removes the handler (the terminal goes
+ * back to normal mode while the line runs; install() shows the next prompt).
+ * Signals are not readline's: the REPL handles SIGINT (cancel()) on the loop.
+ */
+static char *rl_pending;  /* the finished line; owned here until pushed */
+static int rl_state;      /* 0 nothing yet, 1 a line, 2 end of input */
+
+static void on_line(char *line) {
+  free(rl_pending);
+  rl_pending = line;
+  rl_state = line ? 1 : 2;
+  rl_callback_handler_remove();
+}
+
+/* install(prompt): shows prompt and starts reading a line. */
+static int rl_l_install(lua_State *L) {
+  const char *prompt = luaL_checkstring(L, 1);
+  rl_catch_signals = 0;
+  rl_catch_sigwinch = 0;
+  rl_callback_handler_install(prompt, on_line);
+  return 0;
+}
+
+/* read_char() -> the line when one is finished, false at end of input
+ * (Ctrl-D on an empty line), nothing otherwise. */
+static int rl_l_read_char(lua_State *L) {
+  rl_state = 0;
+  rl_callback_read_char();
+  if (rl_state == 2) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (rl_state != 1) return 0;
+  lua_pushstring(L, rl_pending); /* on a memory error rl_pending stays owned here */
+  free(rl_pending);
+  rl_pending = NULL;
+  return 1;
+}
+
+/* cancel(): drops the line being edited (Ctrl-C) and stops reading; the
+ * caller installs the prompt again. */
+static int rl_l_cancel(lua_State *L) {
+  (void)L;
+  rl_replace_line("", 0);
+  rl_free_line_state();
+  rl_callback_sigcleanup();
+  rl_crlf();
+  rl_callback_handler_remove();
+  return 0;
+}
+
+/* remove(): stops reading and restores the terminal (idempotent). */
+static int rl_l_remove(lua_State *L) {
+  (void)L;
+  rl_callback_handler_remove();
+  free(rl_pending);
+  rl_pending = NULL;
+  return 0;
+}
+
+static int rl_l_add_history(lua_State *L) {
+  add_history(luaL_checkstring(L, 1));
+  return 0;
+}
+
+static int luaopen_springrun_readline(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    { "install", rl_l_install },     { "read_char", rl_l_read_char },
+    { "cancel", rl_l_cancel },       { "remove", rl_l_remove },
+    { "add_history", rl_l_add_history }, { NULL, NULL },
+  };
+  rl_readline_name = "springrun";
+  /* pasting several lines sends them as lines (each one handled as typed) */
+  rl_variable_bind("enable-bracketed-paste", "off");
+  using_history();
+  luaL_newlib(L, funcs);
+  return 1;
+}
+
 /* Runs in protected mode: argv as light userdata pair. */
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -82,6 +169,11 @@ static int pmain(lua_State *L) {
     lua_pushfstring(L, "%s/lib/lua/" SR_LUA_VERSION "/?.so;", root);
     prepend_path(L, "cpath");
   }
+
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_springrun_readline);
+  lua_setfield(L, -2, "springrun.readline");
+  lua_pop(L, 1);
 
   /* arg: arg[0] = argv[0] for now; the CLI re-bases it on the script. */
   lua_createtable(L, argc, 1);

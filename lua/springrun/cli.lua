@@ -5,6 +5,7 @@ local M = {}
 
 local USAGE = [[
 usage: springrun [options] FILE.lua [args...]
+       springrun [options] -i [FILE.lua] [args...]
        springrun [options] COMMAND [args...]
        springrun --env
 
@@ -13,6 +14,9 @@ package.path), then serves for as long as anything is exported;
 SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
 
 options:
+  -i                  an interactive prompt (after FILE.lua, if given);
+                      exported services keep serving while it waits;
+                      Ctrl-C drops the line, Ctrl-D shuts down
   --log-level LEVEL   DEBUG, INFO, WARNING or ERROR (default INFO for a
                       script, WARNING for the commands; or SPRINGRUN_LOG)
   --env               print LUA_PATH/LUA_CPATH exports for the modules this
@@ -80,7 +84,7 @@ end
 -- the command's bin/ (nil when unknown); layout: "checkout", "prefix" or nil.
 -- Returns the exit status.
 function M.main(argv, root, argv0, layout)
-  local i, log_level = 1, nil
+  local i, log_level, interactive = 1, nil, false
   while i <= #argv do
     local a = argv[i]
     if a == "-h" or a == "--help" then
@@ -101,6 +105,8 @@ function M.main(argv, root, argv0, layout)
         log_level = argv[i]
       end
       if not log_level then err("--log-level needs a level (DEBUG, INFO, WARNING, ERROR)") return 2 end
+    elseif a == "-i" then
+      interactive = true
     elseif a == "--" then
       i = i + 1
       break
@@ -119,13 +125,13 @@ function M.main(argv, root, argv0, layout)
   end
 
   local target = argv[i]
-  if target == nil then
+  if target == nil and not interactive then
     io.stderr:write(USAGE)
     return 2
   end
 
   local rest = table.move(argv, i + 1, #argv, 1, {})
-  local cmd = commands[target]
+  local cmd = not interactive and commands[target]
   if cmd then
     local ok, rc = xpcall(function() return require(cmd[1])[cmd[2]](rest) end, traceback)
     if not ok then err("%s", rc) return 1 end
@@ -138,6 +144,8 @@ function M.main(argv, root, argv0, layout)
   if not log_level and (env_level == nil or env_level == "") then
     require("springrun.log").set_level("INFO")
   end
+
+  if target == nil then return require("springrun.repl").run() end
 
   -- the script's arg table, as lua5.4 builds it
   local script_arg = { [-1] = argv0, [0] = target }
@@ -164,6 +172,12 @@ function M.main(argv, root, argv0, layout)
   if not ok then
     err("%s", e)
     return 1
+  end
+
+  if interactive then
+    local ran, rc = xpcall(function() return require("springrun.repl").run() end, traceback)
+    if not ran then err("%s", rc) return 1 end
+    return rc
   end
 
   local springrun = package.loaded["springrun"]
