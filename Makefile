@@ -8,6 +8,17 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+MANDIR ?= $(PREFIX)/share/man/man1
+# Where LuaRocks found the external libraries (rockspec external_dependencies);
+# empty: the compiler's default paths.
+LIBUV_INCDIR ?=
+LIBUV_LIBDIR ?=
+OPENSSL_INCDIR ?=
+OPENSSL_LIBDIR ?=
+ZLIB_INCDIR ?=
+ZLIB_LIBDIR ?=
+DEP_INC = $(addprefix -I,$(sort $(LIBUV_INCDIR) $(OPENSSL_INCDIR) $(ZLIB_INCDIR)))
+DEP_LIB = $(addprefix -L,$(sort $(LIBUV_LIBDIR) $(OPENSSL_LIBDIR) $(ZLIB_LIBDIR)))
 
 CC ?= cc
 CXX ?= c++
@@ -36,9 +47,9 @@ endif
 
 WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
-             -I$(LUA_INCDIR) -I$(LUA_INCDIR)/luv $(SANFLAGS) $(CFLAGS)
-LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lssl -lcrypto -ldouble-conversion -lpthread
-LIBS_CLI = -llua$(LUA_VERSION) -lm -ldl
+             -I$(LUA_INCDIR) $(DEP_INC) $(SANFLAGS) $(CFLAGS)
+LIBS_CORE = -luv -lz -lssl -lcrypto -ldouble-conversion -lpthread -ldl
+LIBS_CLI = -llua$(LUA_VERSION) -lreadline -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
 # dconv.cc: the C face of libdouble-conversion, the core's only C++ file
@@ -52,7 +63,7 @@ CLI = bin/$(CLI_NAME)
 BUSTED = $(LUA) /usr/bin/busted
 SPEC ?= spec
 
-.PHONY: all deps test demo clean install fuzz fuzz-clang bench valgrind soak
+.PHONY: all deps test demo clean install uninstall fuzz fuzz-clang bench valgrind soak
 
 all: $(CORE_SO) $(CLI)
 
@@ -66,7 +77,7 @@ $(BUILD)/obj/dconv.o: src/dconv.cc src/dconv.h
 
 $(CORE_SO): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -o $@ $(CORE_OBJ) $(LIBS_CORE)
+	$(CC) -shared $(SANFLAGS) $(LDFLAGS) $(DEP_LIB) -o $@ $(CORE_OBJ) $(LIBS_CORE)
 
 $(CLI): src/main.c src/lsr.h
 	@mkdir -p $(dir $@)
@@ -85,11 +96,26 @@ test: deps all
 demo: deps all
 	sh examples/demo.sh
 
+# make install PREFIX=P puts the command in P/bin, the modules in
+# P/share/lua/5.4 and P/lib/lua/5.4, the man page in P/share/man/man1 (the
+# layout src/main.c looks for next to the command). make uninstall (same
+# variables) removes exactly those files, and the directories they leave
+# empty up to PREFIX.
+INSTALLED_DIRS = $(LUADIR) $(LIBDIR)/springrun $(BINDIR) $(MANDIR)
 install: all
-	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/springrun $(DESTDIR)$(LUADIR)
-	cp $(CLI) $(DESTDIR)$(BINDIR)/springrun
-	cp $(CORE_SO) $(DESTDIR)$(LIBDIR)/springrun/core.so
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/springrun $(DESTDIR)$(LUADIR) $(DESTDIR)$(MANDIR)
+	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/springrun
+	install -m 755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/springrun/core.so
 	cd lua && find springrun -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+	install -m 644 springrun.1 $(DESTDIR)$(MANDIR)/springrun.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/springrun $(DESTDIR)$(LIBDIR)/springrun/core.so $(DESTDIR)$(MANDIR)/springrun.1
+	cd lua && find springrun -name '*.lua' -exec rm -f $(DESTDIR)$(LUADIR)/{} \;
+	@cd lua && for d in $$(find springrun -depth -type d); do rmdir "$(DESTDIR)$(LUADIR)/$$d" 2>/dev/null || true; done
+	@for d in $(INSTALLED_DIRS); do d=$(DESTDIR)$$d; \
+	  while [ "$$d" != "$(DESTDIR)$(PREFIX)" ] && [ "$$d" != / ] && rmdir "$$d" 2>/dev/null; do \
+	    d=$$(dirname "$$d"); done; done
 
 # The C-facing specs under valgrind memcheck (not in CI: several minutes).
 # Fails on any memory error or definite leak (the Lua state is closed at

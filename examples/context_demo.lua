@@ -6,8 +6,6 @@
 --   bin/springrun examples/context_demo.lua 127.0.0.1 7001   # host/port overrides (7.2.2.1)
 -- The proxy call runs while this same process serves the exported service:
 -- springrun turns the event loop during the call, so this does not deadlock.
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
 
 local springrun = require "springrun"
 

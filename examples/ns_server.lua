@@ -5,8 +5,6 @@
 --   bin/springrun ns &                                  # a name server on 127.0.0.1:9090
 --   bin/springrun examples/ns_server.lua                # 127.0.0.1:7000, name server 127.0.0.1:9090
 --   bin/springrun examples/ns_server.lua 127.0.0.1 7001 127.0.0.1 9091
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
 
 local springrun = require "springrun"
 

@@ -4,8 +4,6 @@
 --
 --   bin/springrun examples/programmatic.lua                  # 127.0.0.1:7000
 --   bin/springrun examples/programmatic.lua 127.0.0.1 7001   # host/port overrides
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
 
 local springrun = require "springrun"
 local Service = require("service").Service

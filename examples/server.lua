@@ -5,8 +5,6 @@
 --   bin/springrun examples/server.lua                  # 127.0.0.1:7000
 --   bin/springrun examples/server.lua 127.0.0.1 7001   # host and port overrides
 --   bin/springrun --log-level DEBUG examples/server.lua   # the seed's log chatter
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
 
 local springrun = require "springrun"
 

@@ -19,10 +19,65 @@ describe("springrun CLI #unit", function()
     assert.truthy(out:find("stack traceback", 1, true))
   end)
 
-  it("names a missing script", function()
-    local out, ok = helpers.run(helpers.bin .. " /nonexistent/x.lua 2>&1")
+  it("names a missing script or unknown command once", function()
+    local out, ok, code = helpers.run(helpers.bin .. " /nonexistent/x.lua 2>&1")
     assert.is_falsy(ok)
-    assert.truthy(out:find("/nonexistent/x.lua", 1, true))
+    assert.are.equal(2, code)
+    assert.are.equal("springrun: no such file or command '/nonexistent/x.lua'\n", out)
+  end)
+
+  it("puts the script's directory first on package.path", function()
+    local dir = helpers.run("mktemp -d"):gsub("%s+$", "")
+    finally(function() os.execute("rm -rf " .. helpers.shquote(dir)) end)
+    local f = assert(io.open(dir .. "/neighbour.lua", "w"))
+    f:write("return { answer = 42 }\n")
+    f:close()
+    f = assert(io.open(dir .. "/main.lua", "w"))
+    f:write("print(require('neighbour').answer)\n")
+    f:close()
+    local out, ok = helpers.run("cd / && " .. helpers.bin .. " " .. helpers.shquote(dir .. "/main.lua") .. " 2>&1")
+    assert.is_true(ok, out)
+    assert.are.equal("42\n", out)
+  end)
+
+  it("reports an address in use in one line, without a traceback", function()
+    local uv = require "luv"
+    local holder = uv.new_tcp()
+    assert(holder:bind("127.0.0.1", 0))
+    assert(holder:listen(1, function() end))
+    local port = holder:getsockname().port
+    finally(function() holder:close() uv.run("nowait") end)
+    local cmd = helpers.bin .. " " .. helpers.root .. "/examples/server.lua 127.0.0.1 " .. port .. " 2>&1"
+    local out, ok, code = helpers.run(cmd)
+    assert.is_falsy(ok)
+    assert.are.equal(1, code)
+    assert.are.equal("springrun: springrun.context: object 'service_exporter': cannot export ServiceName: 127.0.0.1:"
+      .. port .. " is already in use\n", out)
+    -- the traceback is there at DEBUG
+    out = helpers.run(helpers.bin .. " --log-level DEBUG " .. helpers.root .. "/examples/server.lua 127.0.0.1 "
+      .. port .. " 2>&1")
+    assert.truthy(out:find("is already in use\nstack traceback:", 1, true), out)
+  end)
+
+  it("names an unknown property of a springrun class and the closest valid one", function()
+    local path = helpers.tmpfile([[
+local springrun = require "springrun"
+springrun.context {
+  svc = { class = function() return { get = function() end } end },
+  ex = { class = springrun.PyroServiceExporter, props = { service_name = "S", servce = springrun.ref "svc" } },
+}
+]])
+    local out, ok = helpers.run(helpers.bin .. " " .. path .. " 2>&1")
+    assert.is_falsy(ok)
+    assert.are.equal("springrun: springrun.context: object 'ex': unknown property 'servce' of PyroServiceExporter"
+      .. " (did you mean 'service'?)\n", out)
+    path = helpers.tmpfile([[
+local springrun = require "springrun"
+springrun.context { p = { class = springrun.PyroProxyFactory, props = { service_ur = "PYRO:x@127.0.0.1:1" } } }
+]])
+    out = helpers.run(helpers.bin .. " " .. path .. " 2>&1")
+    assert.are.equal("springrun: springrun.context: object 'p': unknown property 'service_ur' of PyroProxyFactory"
+      .. " (did you mean 'service_url'?)\n", out)
   end)
 
   it("prints LUA_PATH and LUA_CPATH that make plain lua5.4 -l springrun work", function()

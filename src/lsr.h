@@ -41,6 +41,9 @@ sr_buf_t *lsr_push_buf(lua_State *L);
  * stack (the message tables of core.wire_decode and of proxy replies). */
 void lsr_set_msg_head(lua_State *L, const sr_wire_header_t *h); /* lsr_wire.c */
 
+/* luv's loop (luv_loop of the loaded luv module; lsrun.c). */
+struct uv_loop_s *lsr_luv_loop(lua_State *L);
+
 /* A message handler for lua_pcall: the error as text (its __tostring, or
  * "(error object is a <type> value)") with a traceback. Inline: the CLI
  * (main.c, not linked with the module) uses it too. */

@@ -39,6 +39,7 @@
  *   core.daemon_unregister(listener_id, name) -> true | nil, err
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
  *   core.daemon_count()         -- listeners open
+ *   core.daemon_peer(conn)      -- "host:port" of a connection's client, or nil
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
@@ -53,7 +54,6 @@
 #include "lsr.h"
 #include "lsr_codec.h"
 #include "lsr_tls.h"
-#include "luv.h"
 #include "payload.h"
 #include "wire.h"
 
@@ -106,7 +106,7 @@ static int open_wake(lua_State *L) {
   if (G.wake) return 0;
   sr_wake_t *w = malloc(sizeof *w);
   if (w == NULL) return SR_ENOMEM;
-  G.loop = luv_loop(L);
+  G.loop = lsr_luv_loop(L);
   int rc = sr_wake_init(G.loop, w, on_events, NULL);
   if (rc < 0) {
     free(w);
@@ -636,6 +636,19 @@ static int l_count(lua_State *L) {
   return 1;
 }
 
+/* core.daemon_peer(conn) -> "host:port" of the connection's client, or nil
+ * once the connection is gone (log lines name the caller with it). */
+static int l_peer(lua_State *L) {
+  uint64_t conn = (uint64_t)luaL_checkinteger(L, 1);
+  char peer[80];
+  if (G.d == NULL || sr_daemon_peer(G.d, conn, peer, sizeof peer) != 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushstring(L, peer);
+  return 1;
+}
+
 static int l_serializers(lua_State *L) {
   unsigned mask = probe_serializers(L);
   lua_newtable(L);
@@ -756,6 +769,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
   { "daemon_reply", l_reply },
+  { "daemon_peer", l_peer },
   { NULL, NULL },
 };
 

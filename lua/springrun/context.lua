@@ -72,6 +72,7 @@ local M = {}
 
 local core = require "springrun.core"
 local log = require "springrun.log"
+local errors = require "springrun.errors"
 
 local container_log = log.get("springrun.container.ObjectContainer")
 local ctx_log = log.get("springrun.context.ApplicationContext")
@@ -87,8 +88,10 @@ local VALID_KEYS = {
 local VALID = {}
 for _, k in ipairs(VALID_KEYS) do VALID[k] = true end
 
+-- Configuration mistakes raise errors.config_error objects (printed without
+-- a traceback by the CLI; tostring and string methods see the message).
 local function fail(fmt, ...)
-  error("springrun.context: " .. format(fmt, ...), 0)
+  error(errors.config_error("springrun.context: " .. format(fmt, ...)), 0)
 end
 
 ---------------------------------------------------------------------------
@@ -418,14 +421,21 @@ local function factory_for(label, f)
 end
 
 -- Calls user code; on error raises "springrun.context: <label>: <what> failed: msg + traceback".
+-- A configuration error from it (an unknown property of a springrun class,
+-- an address in use) is passed on as one, naming the object, without the
+-- traceback.
 local function call_user(label, what, fn, ...)
   local tb
   local res = table.pack(xpcall(fn, function(e)
+    if errors.is_config(e) then return e end
     local msg = type(e) == "string" and e or tostring(e)
     tb = traceback(msg, 2)
     return e
   end, ...))
-  if not res[1] then fail("%s: %s failed: %s", label, what, tb or tostring(res[2])) end
+  if not res[1] then
+    if errors.is_config(res[2]) then fail("%s: %s", label, tostring(res[2].message)) end
+    fail("%s: %s failed: %s", label, what, tb or tostring(res[2]))
+  end
   return table.unpack(res, 2, res.n)
 end
 

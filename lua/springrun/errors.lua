@@ -175,4 +175,72 @@ M.CONNECTION_DROPPING = {
   ["Pyro4.errors.SerializeError"] = true,
 }
 
+-- ---- configuration errors ----------------------------------------------------
+-- A configuration mistake (an unknown property, an unknown ref, an address
+-- in use) raises errors.config_error(message). It prints as its message
+-- alone (tostring), concatenates as its message, and answers string methods
+-- as its message does (e:find(...)), so code that took these errors for
+-- strings keeps working. The CLI prints it without a traceback: a traceback
+-- is for programming errors (or --log-level DEBUG).
+local ConfigError = { __name = "springrun.ConfigError" }
+ConfigError.__tostring = function(e) return e.message end
+ConfigError.__concat = function(a, b) return tostring(a) .. tostring(b) end
+ConfigError.__index = function(e, k)
+  local f = string[k]
+  if f == nil then return nil end
+  return function(self, ...) return f(rawget(self, "message"), ...) end
+end
+M.ConfigError = ConfigError
+
+---@param message string
+---@return table error a springrun.ConfigError
+function M.config_error(message)
+  return setmetatable({ message = tostring(message) }, ConfigError)
+end
+
+-- True for errors.config_error objects and proxy errors of kind "config".
+function M.is_config(e)
+  return getmetatable(e) == ConfigError or (getmetatable(e) == Error and e.kind == "config")
+end
+
+-- Levenshtein distance of a and b (short names: property names).
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The name in list closest to name when it is close enough to be a typo
+-- (at most a third of its letters off, at least 2 allowed), else nil.
+function M.closest(name, list)
+  if type(name) ~= "string" then return nil end
+  local best, bestd
+  for _, cand in ipairs(list) do
+    local d = distance(name, cand)
+    if bestd == nil or d < bestd then best, bestd = cand, d end
+  end
+  if bestd and bestd <= math.max(2, #name // 3) then return best end
+  return nil
+end
+
+-- The text for an unknown property of a springrun class: "unknown property
+-- 'servce' of PyroServiceExporter (did you mean 'service'?)", or with the
+-- list of properties when nothing is close.
+function M.unknown_property_message(class, name, list)
+  local near = M.closest(name, list)
+  if near then
+    return string.format("unknown property '%s' of %s (did you mean '%s'?)", tostring(name), class, near)
+  end
+  return string.format("unknown property '%s' of %s (properties: %s)", tostring(name), class,
+    table.concat(list, ", "))
+end
+
 return M

@@ -30,7 +30,9 @@
 --
 -- What a client can call: every function reachable on the service by normal
 -- indexing (own fields, then the metatable's __index table chain), except
--- names starting with "_". The metadata sent at connect time lists exactly
+-- names starting with "_", the lifecycle methods after_properties_set and
+-- destroy, and a constructor `new` found through the __index chain; or
+-- exactly the `expose` list; minus the `hide` list. The metadata sent at connect time lists exactly
 -- these (computed once, at export time), plus the exporter's oneway names;
 -- a call to any other name (a "_" name, a metatable field such as __index or
 -- __gc, a non-function field, a function added after export) is refused with
@@ -119,6 +121,7 @@
 local core = require "springrun.core"
 local runtime = require "springrun.runtime"
 local json = require "springrun.json"
+local errors = require "springrun.errors"
 
 local M = {}
 
@@ -212,12 +215,12 @@ end
 local function is_private(name) return name:sub(1, 1) == "_" end
 
 -- Names of the functions reachable on obj (own fields, then the __index
--- table chain of metatables), minus "_" names, sorted; and a map name ->
--- the function normal indexing finds under it now (the first one along the
--- chain).
+-- table chain of metatables), minus "_" names, sorted; a map name -> the
+-- function normal indexing finds under it now (the first one along the
+-- chain); and the set of those found through the chain, not on obj itself.
 local function exposed_methods(obj)
-  local names, fns, seen, visited = {}, {}, {}, {}
-  local function scan(t)
+  local names, fns, seen, visited, inherited = {}, {}, {}, {}, {}
+  local function scan(t, depth)
     if visited[t] then return end
     visited[t] = true
     if type(t) == "table" then
@@ -227,6 +230,7 @@ local function exposed_methods(obj)
           if type(v) == "function" and not is_private(k) then
             names[#names + 1] = k
             fns[k] = v
+            if depth > 0 then inherited[k] = true end
           end
         end
       end
@@ -234,13 +238,19 @@ local function exposed_methods(obj)
     local mt = getmetatable(t)
     if type(mt) == "table" then
       local idx = rawget(mt, "__index")
-      if type(idx) == "table" then scan(idx) end
+      if type(idx) == "table" then scan(idx, depth + 1) end
     end
   end
-  scan(obj)
+  scan(obj, 0)
   table.sort(names)
-  return names, fns
+  return names, fns, inherited
 end
+
+-- Not exposed unless listed in `expose`: the container's lifecycle methods
+-- (a remote caller must not destroy the service) and a constructor `new`
+-- found through the __index chain (the class's, not a method of the object).
+local HIDDEN_BY_DEFAULT = { after_properties_set = true, destroy = true }
+
 
 local function metadata(methods, oneway)
   return { methods = json.array(methods), oneway = json.array(oneway), attrs = json.array({}) }
@@ -428,8 +438,42 @@ local function send_failed(conn, tag, ser, flags, object, method, err)
     exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
 
+-- Failed calls are logged at WARNING (the traceback at DEBUG), at most
+-- FAILED_LOG_BURST lines per second: a flood of failing calls cannot fill a
+-- disk; the lines left out are counted in the next one written.
+local FAILED_LOG_BURST = 10
+local failed_window, failed_in_window, failed_dropped = -1, 0, 0
+local uv_now = require("luv").now
+
+local function log_failed_call(conn, object, method, value)
+  if not exporter_log:is_enabled_for("WARNING") then return end
+  local sec = uv_now() // 1000
+  if sec ~= failed_window then failed_window, failed_in_window = sec, 0 end
+  failed_in_window = failed_in_window + 1
+  if failed_in_window > FAILED_LOG_BURST then
+    failed_dropped = failed_dropped + 1
+    return
+  end
+  local class = tostring(type(value) == "table" and value.__class__ or "?"):gsub("^builtins%.", "")
+  local msg = type(value) == "table" and type(value.args) == "table" and value.args[1]
+  msg = tostring(msg or ""):match("^[^\n]*")
+  local dropped = ""
+  if failed_dropped > 0 then
+    dropped = string.format(" (%d more failed calls not logged)", failed_dropped)
+    failed_dropped = 0
+  end
+  exporter_log:warning("call %s.%s from %s failed: %s: %s%s", tostring(object), tostring(method),
+    core.daemon_peer(conn) or "a closed connection", class, msg, dropped)
+  if exporter_log:is_enabled_for("DEBUG") then
+    local tb = type(value) == "table" and type(value.attributes) == "table"
+      and value.attributes._pyroTraceback
+    if type(tb) == "table" then exporter_log:debug("%s", table.concat(tb)) end
+  end
+end
+
 -- Sends a call's outcome (ok, value), or logs it for a oneway call.
 local function answer(conn, tag, ser, flags, object, method, ok, value)
+  if not ok and flags & FLAG_ONEWAY == 0 then log_failed_call(conn, object, method, value) end
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
       daemon_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
@@ -575,7 +619,7 @@ local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "i
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
-                "register_with_nameserver", "ns_host", "ns_port", "ns_name" }
+                "register_with_nameserver", "ns_host", "ns_port", "ns_name", "expose", "hide" }
 for _, n in ipairs(LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 -- Security properties (see "Security" above).
 local SECURITY_NAMES = { "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts",
@@ -585,6 +629,16 @@ for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
 local Exporter = {}
 local export_copies -- (below) service_port = {p1, p2, ...}
 Exporter.__index = Exporter
+local KNOWN_PROP = {}
+for _, p in ipairs(PROPS) do KNOWN_PROP[p] = true end
+-- A property that does not exist (a typo in props) raises at once, naming
+-- the closest one; "_" fields are the exporter's own state.
+function Exporter.__newindex(self, k, v)
+  if not KNOWN_PROP[k] and not (type(k) == "string" and k:sub(1, 1) == "_") then
+    error(errors.config_error(errors.unknown_property_message("PyroServiceExporter", k, PROPS)), 2)
+  end
+  rawset(self, k, v)
+end
 Exporter.__name = "springrun.PyroServiceExporter"
 Exporter._disposable = true
 Exporter.service_host = "localhost"
@@ -596,11 +650,46 @@ local function who(self)
 end
 
 local function conf_error(self, fmt, ...)
-  error(who(self) .. ": " .. string.format(fmt, ...), 3)
+  error(errors.config_error(who(self) .. ": " .. string.format(fmt, ...)), 3)
 end
 
 for _, p in ipairs(PROPS) do
   Exporter["set_" .. p] = function(self, v) self[p] = v end
+end
+
+-- The exported subset of (names, fns) by the exporter's expose / hide
+-- properties and the defaults above; raises naming a bad entry.
+local function select_exposed(self, names, fns, inherited)
+  local function list_of(prop)
+    local v = self[prop]
+    if v == nil then return nil end
+    if type(v) ~= "table" then conf_error(self, "%s must be a list of method names, got %s", prop, type(v)) end
+    for _, m in ipairs(v) do
+      if type(m) ~= "string" or not fns[m] then
+        conf_error(self, "%s: '%s' is not a method of the service (names starting with '_' never are)",
+          prop, tostring(m))
+      end
+    end
+    return v
+  end
+  local expose, hide = list_of("expose"), list_of("hide")
+  local keep = {}
+  if expose then
+    for _, m in ipairs(expose) do keep[m] = true end
+  else
+    for _, m in ipairs(names) do
+      if not HIDDEN_BY_DEFAULT[m] and not (m == "new" and inherited[m]) then keep[m] = true end
+    end
+  end
+  for _, m in ipairs(hide or {}) do keep[m] = nil end
+  local out, map = {}, {}
+  for _, m in ipairs(names) do
+    if keep[m] then
+      out[#out + 1] = m
+      map[m] = fns[m]
+    end
+  end
+  return out, map
 end
 
 local function check_port(self, v)
@@ -725,7 +814,7 @@ function Exporter:after_properties_set()
     conf_error(self, "service_host must be a host name or address, got %s", tostring(host))
   end
   local port = check_port(self, self.service_port)
-  local methods, is_method = exposed_methods(service) -- is_method: name -> function
+  local methods, is_method = select_exposed(self, exposed_methods(service)) -- is_method: name -> function
   local oneway, oneway_set = {}, {}
   local ow = self.oneway
   if ow ~= nil then
@@ -751,7 +840,13 @@ function Exporter:after_properties_set()
   local connectok = { handshake = "hello", meta = entry.meta }
   local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
-  if not d then error(who(self) .. ": " .. tostring(fresh), 2) end
+  if not d then
+    if tostring(fresh):find("EADDRINUSE", 1, true) then
+      error(errors.config_error(string.format("cannot export %s: %s is already in use", name,
+        address(norm_host(host), port))), 2)
+    end
+    error(errors.config_error(string.format("cannot export %s: %s", name, tostring(fresh))), 2)
+  end
   if not fresh then
     -- the first exporter of an address set its limits; a conflicting one is a mistake
     for _, k in ipairs(LIMIT_NAMES) do
@@ -794,6 +889,8 @@ function Exporter:after_properties_set()
     entry.ns = ns
     exporter_log:debug("Registered %s as %s with the name server", entry.ns_name, url)
   end
+  exporter_log:info("exporting %s at PYRO:%s@%s (methods: %s%s)", name, name, d.where,
+    table.concat(methods, ", "), #oneway > 0 and ("; oneway: " .. table.concat(oneway, ", ")) or "")
 end
 
 -- Stops exporting this service (the listener closes when it was the last one
@@ -816,6 +913,7 @@ function Exporter:destroy()
   end
   local d = entry.listener
   exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
+  exporter_log:info("stopped exporting %s at PYRO:%s@%s", entry.name, entry.name, d.where)
   if d.objects[entry.name] == entry then
     d.objects[entry.name] = nil
     d.count = d.count - 1
@@ -861,15 +959,7 @@ function Exporter.new(opts)
     if type(opts) ~= "table" then
       error("PyroServiceExporter: expected a table of properties, got " .. type(opts), 2)
     end
-    local known = {}
-    for _, p in ipairs(PROPS) do known[p] = true end
-    for k, v in pairs(opts) do
-      if not known[k] then
-        error(string.format("PyroServiceExporter: unknown property '%s' (known: %s)", tostring(k),
-          table.concat(PROPS, ", ")), 2)
-      end
-      self[k] = v
-    end
+    for k, v in pairs(opts) do self[k] = v end
   end
   return self
 end

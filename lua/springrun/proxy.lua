@@ -119,8 +119,8 @@ local STATE = setmetatable({}, { __mode = "k" }) -- proxy -> state
 local PROPS = { service_url = true, timeout = true, serializer = true, handshake = true,
   ssl = true, ssl_cacerts = true, ssl_certfile = true, ssl_keyfile = true, ssl_servername = true,
   ssl_verify = true }
-local PROP_LIST = "service_url, timeout, serializer, handshake, ssl, ssl_cacerts, ssl_certfile, "
-  .. "ssl_keyfile, ssl_servername, ssl_verify"
+local PROP_NAMES = { "service_url", "timeout", "serializer", "handshake", "ssl", "ssl_cacerts",
+  "ssl_certfile", "ssl_keyfile", "ssl_servername", "ssl_verify" }
 
 local function check_state(self, what)
   local st = STATE[self]
@@ -299,6 +299,22 @@ function methods._pyro_metadata(self)
   return st.meta
 end
 
+-- Pyro4's spellings next to the Lua ones (Pyro4.core.Proxy): the methods
+-- _pyroBind, _pyroRelease, _pyroReconnect, _pyroGetMetadata, and the fields
+-- _pyroTimeout, _pyroHandshake, _pyroSerializer (the properties timeout,
+-- handshake, serializer), _pyroSeq, _pyroUri (the URL, read only) and
+-- _pyroMethods, _pyroOneway, _pyroAttrs (sets from the metadata, empty until
+-- the proxy has connected), read only.
+methods._pyroBind = methods._pyro_bind
+methods._pyroRelease = methods._pyro_release
+methods._pyroGetMetadata = methods._pyro_metadata
+function methods._pyroReconnect(self)
+  methods._pyro_release(self)
+  return methods._pyro_bind(self)
+end
+local PYRO4_PROPS = { _pyroTimeout = "timeout", _pyroHandshake = "handshake", _pyroSerializer = "serializer" }
+local PYRO4_META = { _pyroMethods = "methods", _pyroOneway = "oneway", _pyroAttrs = "attrs" }
+
 local Proxy = { __name = "springrun.PyroProxyFactory" }
 
 -- The function a proxy returns for a remote method name, one per name and
@@ -328,7 +344,13 @@ function Proxy.__index(self, name)
   local m = methods[name]
   if m then return m end
   if name == "_disposable" then return true end
-  if name == "_pyro_seq" then return STATE[self].seq end
+  if name == "_pyro_seq" or name == "_pyroSeq" then return STATE[self].seq end
+  if PYRO4_PROPS[name] then return STATE[self][PYRO4_PROPS[name]] end
+  if PYRO4_META[name] then
+    local meta = STATE[self].meta
+    return meta and meta[PYRO4_META[name]] or {}
+  end
+  if name == "_pyroUri" then return STATE[self].url end
   if type(name) ~= "string" or name:sub(1, 1) == "_" then return nil end
   return caller(name)
 end
@@ -339,12 +361,15 @@ function Proxy.__newindex(self, name, v)
     setters[name](st, v)
     return
   end
-  if name == "_pyro_seq" and math.type(v) == "integer" and v >= 0 and v <= 0xFFFF then
+  if (name == "_pyro_seq" or name == "_pyroSeq") and math.type(v) == "integer" and v >= 0 and v <= 0xFFFF then
     st.seq = v
     return
   end
-  error(errors.new("config", string.format(
-    "PyroProxyFactory: cannot set '%s' (properties: %s)", tostring(name), PROP_LIST)), 2)
+  if PYRO4_PROPS[name] then
+    setters[PYRO4_PROPS[name]](st, v)
+    return
+  end
+  error(errors.new("config", errors.unknown_property_message("PyroProxyFactory", name, PROP_NAMES)), 2)
 end
 
 function Proxy.__tostring(self)
@@ -382,9 +407,7 @@ local function apply(st, props, skip_url)
   local n, one = 0, nil
   for k in pairs(props) do
     if not PROPS[k] then
-      error(errors.new("config", string.format(
-        "PyroProxyFactory: unknown property '%s' (properties: %s)",
-        tostring(k), PROP_LIST)), 3)
+      error(errors.new("config", errors.unknown_property_message("PyroProxyFactory", k, PROP_NAMES)), 3)
     end
     n, one = n + 1, k
   end
