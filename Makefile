@@ -36,7 +36,7 @@ endif
 WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
              -I$(LUA_INCDIR) -I$(LUA_INCDIR)/luv $(SANFLAGS) $(CFLAGS)
-LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lssl -lcrypto -lpthread
+LIBS_CORE = -llua$(LUA_VERSION)-luv -luv -lz -lssl -lcrypto -lpthread -lcurl
 LIBS_CLI = -llua$(LUA_VERSION) -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
@@ -132,7 +132,7 @@ fuzz-clang:
 
 $(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) -luv -lz -lssl -lcrypto -lpthread -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) -luv -lz -lssl -lcrypto -lpthread -lm -lcurl
 
 # Benchmarks (issue 7, not part of make test): springrun, Pyro4 and a C floor side by
 # side in one run; tables to stdout and bench/results/. BENCH_QUICK=1: short run;
