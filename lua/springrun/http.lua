@@ -161,6 +161,7 @@ function Request:wait()
     end
   else
     if uv.loop_mode() ~= nil then
+      self:cancel()
       config_error(string.format("%s %s: a blocking request inside a loop callback would re-enter the loop;"
         .. " make it from a task (springrun.runtime.spawn)", self.method, self.url))
     end
