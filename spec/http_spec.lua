@@ -189,6 +189,35 @@ describe("springrun.http #net", function()
     assert.equal(0, http.pending())
   end)
 
+  it("callback mode (on_done) hands chunks and the end over from the loop, no task waiting", function()
+    local cleanup = proc.cleanups(finally)
+    local port = start_server(cleanup)
+    local seen, result, rerr = {}, nil, nil
+    local req = http.start { url = "http://127.0.0.1:" .. port .. "/stream?n=3&ms=20",
+      on_data = function(chunk) seen[#seen + 1] = chunk end,
+      on_done = function(r, e) result, rerr = r or false, e end }
+    assert.is_true(run_until(function() return result ~= nil end))
+    assert.is_nil(rerr)
+    assert.equal(200, result.status)
+    assert.equal("chunk 0\nchunk 1\nchunk 2\n", table.concat(seen))
+    local ok, e = pcall(req.wait, req)
+    assert.is_false(ok)
+    assert.matches("started with on_done", e.message, 1, true)
+    -- an error reaches on_done; a cancelled request calls nothing
+    result = nil
+    http.start { url = "http://127.0.0.1:" .. proc.free_port() .. "/", on_done = function(r, err)
+      result = r or err end }
+    assert.is_true(run_until(function() return result ~= nil end))
+    assert.equal("refused", result.kind)
+    local called = false
+    local r2 = http.start { url = "http://127.0.0.1:" .. port .. "/slow?ms=300",
+      on_done = function() called = true end }
+    assert.is_true(r2:cancel())
+    run_until(function() return called end, 0.6)
+    assert.is_false(called)
+    assert.equal(0, http.pending())
+  end)
+
   it("speaks https to a server whose certificate chains to ssl_cacerts", function()
     local cleanup = proc.cleanups(finally)
     local c = certs.make()

@@ -16,6 +16,11 @@
 --   req:wait() -> response            (raises as request does)
 --   req:cancel()                      stops it; a waiter gets kind "closed",
 --                                     code "ECANCELED"
+--   http.start{ ..., on_done = fn(response, err) }  callback mode, for what
+--       outlives any one task (a watch, a keep-alive): on_data and on_done
+--       are called from the loop (they must not block; spawn a task to make
+--       calls), on_done once with the response or the error object (or
+--       on_data's error), never after cancel(); wait() is not allowed.
 --   http.pending() -> requests in flight in this process
 --
 -- Options:
@@ -120,7 +125,26 @@ function Request:_wake()
   end
 end
 
+-- Callback mode (opts.on_done): everything is handed over from the loop.
+function Request:_callback_event(what, a, b, c, d)
+  if what == "data" then
+    local ok, err = pcall(self.on_data, a)
+    if ok then return end
+    self:cancel()
+    self.err = err
+  elseif what == "done" then
+    self.response = { status = a, headers = b, body = c }
+  else
+    self.err = transfer_error(self, a, b, c, self.timeout)
+  end
+  self.done = true
+  self.handle = nil
+  local ok, err = pcall(self.on_done, self.response, self.err)
+  if not ok then io.stderr:write("springrun.http: on_done failed: ", tostring(err), "\n") end
+end
+
 function Request:_event(what, a, b, c, d)
+  if self.on_done then return self:_callback_event(what, a, b, c, d) end
   if what == "data" then
     self.chunks[#self.chunks + 1] = a
   elseif what == "done" then
@@ -152,6 +176,7 @@ function Request:_drain()
 end
 
 function Request:wait()
+  if self.on_done then config_error("wait: the request was started with on_done") end
   if self.waiter then config_error("wait: the request already has a waiter") end
   local co = runtime().current()
   if co then
@@ -176,7 +201,7 @@ function Request:cancel()
   if h == nil then return false end
   self.handle = nil
   local was = h:cancel()
-  if was and not self.done then
+  if was and not self.done and not self.on_done then
     self.err = fail(self.method, self.url, "closed", "cancelled", "ECANCELED")
     self.done = true
     self:_wake()
@@ -241,6 +266,9 @@ function M.start(opts)
   if opts.on_data ~= nil and type(opts.on_data) ~= "function" then
     config_error("request: on_data must be a function, got " .. type(opts.on_data))
   end
+  if opts.on_done ~= nil and type(opts.on_done) ~= "function" then
+    config_error("request: on_done must be a function, got " .. type(opts.on_done))
+  end
   local max_size = opts.max_size or M.defaults.max_size
   if math.type(max_size) ~= "integer" or max_size <= 0 then
     config_error("request: max_size must be a positive integer, got " .. tostring(max_size))
@@ -256,7 +284,8 @@ function M.start(opts)
   if opts.ssl_verify ~= nil and type(opts.ssl_verify) ~= "boolean" then
     config_error("request: ssl_verify must be true or false")
   end
-  local req = setmetatable({ url = url, method = method, on_data = opts.on_data, chunks = {},
+  local req = setmetatable({ url = url, method = method, on_data = opts.on_data, on_done = opts.on_done,
+    chunks = {},
     done = false, timeout = timeout }, Request)
   local handle, msg, code = core.http_start({
     url = url, method = method, headers = header_lines(opts.headers), body = opts.body,
