@@ -18,13 +18,16 @@
 --   c:keepalive_once(id) -> ttl           (0: the lease is gone)
 --   c:revoke(id) -> true                  (its keys are deleted)
 --   c:keepalive(id, ttl [, { on_lost = fn(id) }]) -> keeper
---       a task refreshes the lease every ttl/3 s; keeper:stop(). When etcd
---       answers that the lease is gone (it expired while etcd was out of
---       reach), on_lost(id) is called and the keeper stops.
+--       a luv timer refreshes the lease every ttl/3 s (each refresh in a
+--       short task); keeper:stop(). When etcd answers that the lease is
+--       gone (it expired while etcd was out of reach), the keeper stops and
+--       on_lost(id) is called.
 --   c:watch(prefix, { on_event = fn(ev), on_error = fn(err), decode = fn,
 --                     start_revision =, retry_interval =, max_retry_interval = })
 --       -> watcher
---       a task holds a streamed POST /v3/watch for every key under prefix and
+--       a streamed POST /v3/watch (springrun.http's callback mode: no task
+--       is kept busy, the stream lives on the loop) covers every key under
+--       prefix and
 --       calls on_event{ type = "put"|"delete", key =, value = (put only),
 --       revision = mod_revision, lease = } in revision order. decode(value,
 --       key) -> decoded | nil, why: a put whose value it rejects is not
@@ -35,7 +38,9 @@
 --       once etcd answers) and resumes from the last revision it delivered,
 --       so no event is lost or repeated while etcd keeps its history.
 --       watcher.revision is that revision; watcher.reconnects counts the
---       resumptions; watcher:cancel() stops it.
+--       resumptions; watcher:cancel() stops it. on_event, on_error and
+--       decode run from the loop: they must not block (spawn a task,
+--       springrun.runtime.spawn, to make calls from them).
 --
 -- Errors: springrun.errors objects. What etcd refuses (a missing lease, a bad
 -- request) is kind "remote", class "springrun.etcd.Error", with etcd's
@@ -193,34 +198,23 @@ function Client:revoke(id)
   return true
 end
 
--- ---- tasks: sleeping that a stop can cut short ----------------------------
+-- Keep-alives and watches outlive any task: they run from luv timers and
+-- the HTTP client's callback mode, so a long-lived watch or keeper never
+-- counts as a call in flight (the CLI's shutdown waits for those).
 
--- Runs fn as a task now (a task of its own even when called from one).
-local function spawn(fn) return runtime.spawn(fn) end
-
--- Suspends the running task for `seconds`, or until wake(holder) is called;
--- holder.sleeping is set meanwhile.
-local function sleep(holder, seconds)
-  local co = runtime.current()
+local function timer_once(seconds, fn)
   local t = uv.new_timer()
-  holder.sleeping = { timer = t, co = co }
   t:start(math.max(1, math.floor(seconds * 1000)), 0, function()
-    local s = holder.sleeping
-    if s and s.co == co then
-      holder.sleeping = nil
-      runtime.resume(co)
-    end
+    t:close()
+    fn()
   end)
-  coroutine.yield()
-  t:stop()
-  t:close()
+  return t
 end
 
-local function wake(holder)
-  local s = holder.sleeping
-  if s then
-    holder.sleeping = nil
-    runtime.resume(s.co)
+local function close_timer(t)
+  if t and not t:is_closing() then
+    t:stop()
+    t:close()
   end
 end
 
@@ -229,34 +223,45 @@ end
 local Keeper = {}
 Keeper.__index = Keeper
 
-function Client:keepalive(id, ttl, opts)
-  opts = opts or {}
-  local k = setmetatable({ client = self, id = id, ttl = ttl, on_lost = opts.on_lost, stopped = false }, Keeper)
-  local interval = math.max(0.5, ttl / 3)
-  spawn(function()
-    while not k.stopped do
-      sleep(k, interval)
-      if k.stopped then break end
-      local ok, left = pcall(self.keepalive_once, self, id)
-      if k.stopped then break end
-      if ok and left == 0 then
-        logger:warning("lease %d at %s is gone (expired)", id, self.base)
-        k.stopped = true
-        if k.on_lost then
-          local cok, cerr = pcall(k.on_lost, id)
-          if not cok then logger:error("on_lost for lease %d failed: %s", id, tostring(cerr)) end
-        end
-      elseif not ok then
-        logger:warning("keeping lease %d alive at %s failed: %s", id, self.base, tostring(left))
-      end
+function Keeper:_lost()
+  logger:warning("lease %d at %s is gone (expired)", self.id, self.client.base)
+  self:stop()
+  if self.on_lost then
+    local ok, err = pcall(self.on_lost, self.id)
+    if not ok then logger:error("on_lost for lease %d failed: %s", self.id, tostring(err)) end
+  end
+end
+
+-- One refresh, from a short task of its own (the timer keeps ticking; a
+-- refresh still running skips the tick).
+function Keeper:_tick()
+  if self.busy or self.stopped then return end
+  self.busy = true
+  runtime.spawn(function()
+    local ok, left = pcall(self.client.keepalive_once, self.client, self.id)
+    self.busy = false
+    if self.stopped then return end
+    if ok and left == 0 then
+      self:_lost()
+    elseif not ok then
+      logger:warning("keeping lease %d alive at %s failed: %s", self.id, self.client.base, tostring(left))
     end
   end)
+end
+
+function Client:keepalive(id, ttl, opts)
+  opts = opts or {}
+  local k = setmetatable({ client = self, id = id, ttl = ttl, on_lost = opts.on_lost, stopped = false,
+    busy = false }, Keeper)
+  local ms = math.max(500, math.floor(ttl * 1000 / 3))
+  k.timer = uv.new_timer()
+  k.timer:start(ms, ms, function() k:_tick() end)
   return k
 end
 
 function Keeper:stop()
   self.stopped = true
-  wake(self)
+  close_timer(self.timer)
 end
 
 -- ---- watch -----------------------------------------------------------------
@@ -342,8 +347,27 @@ function Watcher:_message(msg)
   return true
 end
 
--- Holds one watch stream until it ends, breaks or is cancelled.
-function Watcher:_stream()
+-- The stream broke or ended (err: the error object, or nil): report it and
+-- open it again after the back-off.
+function Watcher:_broken(err)
+  self.req = nil
+  if self.stopped then return end
+  logger:warning("watch on %q at %s interrupted (%s); resuming from revision %s in %g s", self.prefix,
+    self.url, err and tostring(err) or "the stream ended",
+    tostring(self.revision and self.revision + 1 or "now"), self.retry)
+  if err and not (errors.is(err, "closed") and err.code == "ECANCELED") then self:_report(err) end
+  local wait = self.retry
+  self.retry = math.min(self.retry * 2, self.max_retry_interval)
+  self.timer = timer_once(wait, function()
+    self.timer = nil
+    if self.stopped then return end
+    self.reconnects = self.reconnects + 1
+    self:_connect()
+  end)
+end
+
+-- Opens one watch stream (callback mode: nothing waits on it).
+function Watcher:_connect()
   local create = { key = b64(self.prefix), range_end = b64(prefix_end(self.prefix)) }
   if self.revision then create.start_revision = self.revision + 1 end
   local pending = ""
@@ -360,39 +384,23 @@ function Watcher:_stream()
         if not ok or type(msg) ~= "table" then
           self:_warn("etcd at %s sent an unreadable watch line: %q", self.url, line:sub(1, 200))
         elseif not self:_message(msg) then
-          req:cancel()
+          if req:cancel() then self:_broken(nil) end
           return
         end
       end
     end
     if #pending > M.max_line then
       self:_warn("etcd at %s sent a watch line longer than %d bytes", self.url, M.max_line)
-      req:cancel()
+      if req:cancel() then self:_broken(nil) end
     end
   end
-  local o = self.client:_opts("/v3/watch", { create_request = create }, { on_data = on_data })
+  local o = self.client:_opts("/v3/watch", { create_request = create },
+    { on_data = on_data, on_done = function(_, err) self:_broken(err) end })
   o.timeout = nil -- a watch lasts
-  req = http.start(o)
+  local ok, r = pcall(http.start, o)
+  if not ok then return self:_broken(r) end
+  req = r
   self.req = req
-  local ok, err = pcall(req.wait, req)
-  self.req = nil
-  return ok, err
-end
-
-function Watcher:_run()
-  while not self.stopped do
-    local ok, err = self:_stream()
-    if self.stopped then break end
-    local why = ok and "the stream ended" or tostring(err)
-    if not (not ok and errors.is(err, "closed") and err.code == "ECANCELED") then
-      logger:warning("watch on %q at %s interrupted (%s); resuming from revision %s in %g s", self.prefix,
-        self.url, why, tostring(self.revision and self.revision + 1 or "now"), self.retry)
-      if not ok then self:_report(err) end
-    end
-    sleep(self, self.retry)
-    self.retry = math.min(self.retry * 2, self.max_retry_interval)
-    if not self.stopped then self.reconnects = self.reconnects + 1 end
-  end
 end
 
 function Client:watch(prefix, opts)
@@ -409,7 +417,7 @@ function Client:watch(prefix, opts)
     retry_interval = opts.retry_interval or 0.2, max_retry_interval = opts.max_retry_interval or 5,
     reconnects = 0, stopped = false }, Watcher)
   w.retry = w.retry_interval
-  spawn(function() w:_run() end)
+  w:_connect()
   return w
 end
 
@@ -417,7 +425,9 @@ function Watcher:cancel()
   if self.stopped then return end
   self.stopped = true
   if self.req then self.req:cancel() end
-  wake(self)
+  self.req = nil
+  close_timer(self.timer)
+  self.timer = nil
 end
 
 return M
