@@ -18,6 +18,11 @@
 -- exporter.service_port holds the port actually bound (also
 -- exporter:bound_port(), nil while not exported).
 --
+-- registry = "etcd://127.0.0.1:2379/services", registry_ttl = 10: the
+-- service is also put in etcd (springrun.registry: key
+-- "/services/<service_name>/<host>:<port>", value its PYRO: URL) under a
+-- lease kept alive while exported and revoked by destroy().
+--
 -- Exporters on the same host:port share one daemon; the first export on an
 -- address starts listening (synchronously: "address in use" raises here), the
 -- last destroy stops it. "localhost" means 127.0.0.1.
@@ -612,6 +617,9 @@ for _, n in ipairs(LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 local SECURITY_NAMES = { "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts",
                          "ssl_require_client_cert", "handshake_secret" }
 for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
+-- etcd registration (springrun.registry): registry = "etcd://host:port/prefix"
+PROPS[#PROPS + 1] = "registry"
+PROPS[#PROPS + 1] = "registry_ttl"
 
 local Exporter = {}
 Exporter.__index = Exporter
@@ -803,6 +811,16 @@ function Exporter:after_properties_set()
     entry.ns = ns
     exporter_log:debug("Registered %s as %s with the name server", name, url)
   end
+  if self.registry ~= nil then
+    local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
+    local url = string.format("PYRO:%s@%s:%d", name, shown, d.port)
+    local rok, reg = pcall(require("springrun.registry").register, self.registry, name, url, self.registry_ttl)
+    if not rok then
+      self:destroy()
+      error(who(self) .. ": cannot register in " .. tostring(self.registry) .. ": " .. tostring(reg), 2)
+    end
+    entry.registry = reg
+  end
 end
 
 -- Stops exporting this service (the daemon stops when it was the last one on
@@ -811,6 +829,7 @@ function Exporter:destroy()
   local entry = rawget(self, "_export")
   if not entry then return end
   rawset(self, "_export", nil)
+  if entry.registry then entry.registry:revoke() end
   if entry.ns then
     local nok, nerr = pcall(require("springrun.naming").remove, entry.name, entry.ns)
     if not nok then
