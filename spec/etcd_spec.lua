@@ -2,6 +2,7 @@
 -- free loopback ports with a temporary data directory).
 local proc = require "helpers.proc"
 local etcd_server = require "helpers.etcd"
+local readme = require "helpers.readme"
 local etcd = require "springrun.etcd"
 local log = require "springrun.log"
 local runtime = require "springrun.runtime"
@@ -196,5 +197,19 @@ describe("springrun.etcd #net", function()
     assert.matches("skipping the value of \"/g/bad\"", errs[1].message, 1, true)
     assert.matches("not a PYRO URL", errs[1].message, 1, true)
     assert.matches("WARNING - skipping the value of \"/g/bad\"", table.concat(lines, "\n"), 1, true)
+  end)
+
+  it("runs the README's snippet as shown (against a real etcd)", function()
+    local cleanup = proc.cleanups(finally)
+    local e = etcd_server.start(cleanup)
+    local code = readme.block("## etcd (springrun.etcd) and registration", "lua")
+    local st, out, err = readme.run_lua(code, { ["127.0.0.1:2379"] = "127.0.0.1:" .. e.port })
+    assert.equal(0, st, err)
+    local url = "PYRO:ServiceName@127.0.0.1:7000"
+    local key = "/services/ServiceName/127.0.0.1:7000"
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    table.sort(lines) -- the put event may come before or after get's line
+    assert.same({ url, "delete\t" .. key .. "\tnil", "put\t" .. key .. "\t" .. url }, lines)
   end)
 end)

@@ -2,6 +2,7 @@
 -- Python's http.server with threads, on a port it picks and prints).
 local proc = require "helpers.proc"
 local certs = require "helpers.certs"
+local readme = require "helpers.readme"
 local http = require "springrun.http"
 local json = require "springrun.json"
 local runtime = require "springrun.runtime"
@@ -265,5 +266,14 @@ describe("springrun.http #net", function()
       assert.matches(c[2], tostring(e), 1, true)
     end
     assert.equal(0, http.pending())
+  end)
+
+  it("runs the README's snippet as shown (against the fixture server)", function()
+    local cleanup = proc.cleanups(finally)
+    local port = start_server(cleanup)
+    local code = readme.block("## HTTP client (springrun.http)", "lua")
+    local st, out, err = readme.run_lua(code, { ["127.0.0.1:8080"] = "127.0.0.1:" .. port })
+    assert.equal(0, st, err)
+    assert.equal("200\ttext/plain\thello\n200\ttrue\nchunk 0\nchunk 1\nrefused\tECONNREFUSED\n", out)
   end)
 end)

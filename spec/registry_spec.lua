@@ -92,5 +92,11 @@ describe("springrun.registry #net", function()
     assert.matches("cannot register in " .. url, tostring(err), 1, true)
     assert.matches("connection refused", tostring(err), 1, true)
     assert.is_false(ex:is_exported())
+    ex = springrun.PyroServiceExporter { service_name = "NoRegistry", service = { get_data = function() end },
+      service_host = "127.0.0.1", service_port = 0, registry_ttl = 5 }
+    ok, err = pcall(ex.after_properties_set, ex)
+    assert.is_false(ok)
+    assert.matches("registry_ttl is set but registry is not", tostring(err), 1, true)
+    assert.is_false(ex:is_exported())
   end)
 end)

@@ -744,6 +744,9 @@ function Exporter:after_properties_set()
     conf_error(self, "service_host must be a host name or address, got %s", tostring(host))
   end
   local port = check_port(self, self.service_port)
+  if self.registry_ttl ~= nil and self.registry == nil then
+    conf_error(self, "registry_ttl is set but registry is not")
+  end
   local methods, is_method = exposed_methods(service) -- is_method: name -> function
   local oneway, oneway_set = {}, {}
   local ow = self.oneway
