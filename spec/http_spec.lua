@@ -142,6 +142,25 @@ describe("springrun.http #net", function()
     assert.same({ "together", "together", "together" }, got)
   end)
 
+  it("a served remote call fetches without blocking its server: two calls meet at the barrier", function()
+    local cleanup = proc.cleanups(finally)
+    local port = start_server(cleanup)
+    local sport = proc.free_port()
+    local srv = proc.spawn({ proc.bin, proc.root .. "/spec/fixtures/http_service.lua", tostring(sport) })
+    cleanup(function() proc.stop(srv) end)
+    assert(proc.wait_port("127.0.0.1", sport, 10, srv))
+    local springrun = require "springrun"
+    local got = {}
+    for i = 1, 2 do
+      runtime.spawn(function()
+        local p = springrun.proxy("PYRO:HttpService@127.0.0.1:" .. sport, { timeout = 15 })
+        got[i] = p:fetch("http://127.0.0.1:" .. port .. "/barrier?n=2")
+      end)
+    end
+    assert.is_true(run_until(function() return #got == 2 end, 20))
+    assert.same({ "200 together", "200 together" }, got)
+  end)
+
   it("streams chunks to on_data before the response ends", function()
     local cleanup = proc.cleanups(finally)
     local port = start_server(cleanup)
