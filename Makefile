@@ -48,7 +48,7 @@ endif
 WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
              -I$(LUA_INCDIR) $(DEP_INC) $(SANFLAGS) $(CFLAGS)
-LIBS_CORE = -luv -lz -lssl -lcrypto -ldouble-conversion -lpthread -ldl
+LIBS_CORE = -luv -lz -lssl -lcrypto -ldouble-conversion -lcurl -lpthread -ldl
 LIBS_CLI = -llua$(LUA_VERSION) -lreadline -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
@@ -123,7 +123,7 @@ uninstall:
 # (commented) in .ci/valgrind.supp. Child processes are not traced.
 VALGRIND_SPECS ?= spec/wire_spec.lua spec/json_spec.lua spec/serpent_spec.lua \
   spec/container_spec.lua spec/daemon_spec.lua spec/exporter_spec.lua spec/proxy_spec.lua \
-  spec/reliability_spec.lua spec/fuzz_corpus_spec.lua
+  spec/reliability_spec.lua spec/fuzz_corpus_spec.lua spec/http_spec.lua
 VALGRIND = valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,possible \
   --errors-for-leak-kinds=definite --num-callers=40 --suppressions=.ci/valgrind.supp
 
@@ -170,7 +170,7 @@ $(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
 	$(FUZZ_CXX) -std=c++11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
 	  -c -o $@-dconv.o src/dconv.cc
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) $@-dconv.o -luv -lz -lssl -lcrypto \
-	  -ldouble-conversion -lstdc++ -lpthread -lm
+	  -ldouble-conversion -lcurl -lstdc++ -lpthread -lm
 
 # Benchmarks (issue 7, not part of make test): springrun, Pyro4 and a C floor side by
 # side in one run; tables to stdout and bench/results/. BENCH_QUICK=1: short run;

@@ -22,6 +22,7 @@ void lsr_open_client(lua_State *L);    /* lsr_client.c: proxy connections */
 void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions */
 void lsr_open_task(lua_State *L);      /* lsr_task.c: task coroutines */
 void lsr_open_serve(lua_State *L);     /* lsr_serve.c: the server's dispatch */
+void lsr_open_http(lua_State *L);      /* lsr_http.c: HTTP client (libcurl on luv) */
 
 /* lsr_daemon.c: encodes the value at idx as the RESULT of request `tag`
  * (slot << 16 | seq, as the handler got it) on connection conn and hands it

@@ -83,5 +83,6 @@ int luaopen_springrun_core(lua_State *L) {
   lsr_open_tls(L);
   lsr_open_task(L);
   lsr_open_serve(L);
+  lsr_open_http(L);
   return 1;
 }

@@ -24,6 +24,11 @@
 -- copy as ns_name (default "<service_name>.{port}" for a port list, else
 -- service_name; "{port}" is replaced by the bound port).
 --
+-- registry = "etcd://127.0.0.1:2379/services", registry_ttl = 10: the
+-- service is also put in etcd (springrun.registry: key
+-- "/services/<service_name>/<host>:<port>", value its PYRO: URL) under a
+-- lease kept alive while exported and revoked by destroy().
+--
 -- Exporters on the same host:port share one listener; the first export on an
 -- address starts listening (synchronously: "address in use" raises here), the
 -- last destroy stops it. "localhost" means 127.0.0.1.
@@ -625,6 +630,9 @@ for _, n in ipairs(LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 local SECURITY_NAMES = { "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts",
                          "ssl_require_client_cert", "handshake_secret" }
 for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
+-- etcd registration (springrun.registry): registry = "etcd://host:port/prefix"
+PROPS[#PROPS + 1] = "registry"
+PROPS[#PROPS + 1] = "registry_ttl"
 
 local Exporter = {}
 local export_copies -- (below) service_port = {p1, p2, ...}
@@ -814,6 +822,9 @@ function Exporter:after_properties_set()
     conf_error(self, "service_host must be a host name or address, got %s", tostring(host))
   end
   local port = check_port(self, self.service_port)
+  if self.registry_ttl ~= nil and self.registry == nil then
+    conf_error(self, "registry_ttl is set but registry is not")
+  end
   local methods, is_method = select_exposed(self, exposed_methods(service)) -- is_method: name -> function
   local oneway, oneway_set = {}, {}
   local ow = self.oneway
@@ -889,6 +900,16 @@ function Exporter:after_properties_set()
     entry.ns = ns
     exporter_log:debug("Registered %s as %s with the name server", entry.ns_name, url)
   end
+  if self.registry ~= nil then
+    local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
+    local url = string.format("PYRO:%s@%s:%d", name, shown, d.port)
+    local rok, reg = pcall(require("springrun.registry").register, self.registry, name, url, self.registry_ttl)
+    if not rok then
+      self:destroy()
+      error(who(self) .. ": cannot register in " .. tostring(self.registry) .. ": " .. tostring(reg), 2)
+    end
+    entry.registry = reg
+  end
   exporter_log:info("exporting %s at PYRO:%s@%s (methods: %s%s)", name, name, d.where,
     table.concat(methods, ", "), #oneway > 0 and ("; oneway: " .. table.concat(oneway, ", ")) or "")
 end
@@ -905,6 +926,7 @@ function Exporter:destroy()
   local entry = rawget(self, "_export")
   if not entry then return end
   rawset(self, "_export", nil)
+  if entry.registry then entry.registry:revoke() end
   if entry.ns then
     local nok, nerr = pcall(require("springrun.naming").remove, entry.ns_name, entry.ns)
     if not nok then
