@@ -20,6 +20,7 @@ void lsr_open_container(lua_State *L); /* lsr_container.c: IoC core */
 void lsr_open_daemon(lua_State *L);    /* lsr_daemon.c: daemon holder thread */
 void lsr_open_client(lua_State *L);    /* lsr_client.c: proxy connections */
 void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions */
+void lsr_open_hessian(lua_State *L);   /* lsr_hessian.c: Hessian values and envelopes */
 
 /* Pushes a userdata owning one (empty) sr_buf_t and returns the buffer: a
  * function that fills a buffer and then pushes its bytes (lua_pushlstring,

@@ -42,5 +42,6 @@ int luaopen_springrun_core(lua_State *L) {
   lsr_open_daemon(L);
   lsr_open_client(L);
   lsr_open_tls(L);
+  lsr_open_hessian(L);
   return 1;
 }
