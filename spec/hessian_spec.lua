@@ -5,7 +5,37 @@ local hessian = require "springrun.hessian"
 local json = require "springrun.json"
 local codec = require "helpers.codec"
 
-local same, assert_same = codec.comparer()
+local scalar_same = codec.comparer()
+
+-- Deep equality for decoded graphs: also the Hessian kind and Java type of
+-- each table, and it follows cycles (a pair of tables seen once is assumed
+-- equal on the second visit).
+local function same(a, b, path, seen)
+  path, seen = path or "value", seen or {}
+  if type(a) ~= "table" or type(b) ~= "table" then return scalar_same(a, b, path) end
+  seen[a] = seen[a] or {}
+  if seen[a][b] then return true end
+  seen[a][b] = true
+  if hessian.kind(a) ~= hessian.kind(b) then
+    return false, path .. ": kind " .. tostring(hessian.kind(a)) .. " vs " .. tostring(hessian.kind(b))
+  end
+  if hessian.type_of(a) ~= hessian.type_of(b) then
+    return false, path .. ": type " .. tostring(hessian.type_of(a)) .. " vs " .. tostring(hessian.type_of(b))
+  end
+  for k, v in pairs(a) do
+    local ok, why = same(v, b[k], path .. "." .. tostring(k), seen)
+    if not ok then return false, why end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false, path .. "." .. tostring(k) .. " missing" end
+  end
+  return true
+end
+
+local function assert_same(expected, got)
+  local ok, why = same(expected, got)
+  assert(ok, why)
+end
 
 local function unhex(x)
   return (x:gsub("%s", ""):gsub("..", function(c) return string.char(tonumber(c, 16)) end))
@@ -156,7 +186,7 @@ describe("springrun.hessian #unit", function()
       local m, args, version = hessian.decode_call(by["java_default.echo_list/request"])
       assert.equal("echo", m)
       assert.equal(1, version)
-      assert_same({ 1, "two", 3.5, hessian.null, true }, args[1])
+      assert_same(hessian.list({ 1, "two", 3.5, hessian.null, true }), args[1])
       -- Hessian 1 ref R 00000001: the map, shared
       local l = select(2, hessian.decode_call(by["edge.h1_call_echo_ref/request"]))[1]
       assert.equal(l[1], l[2])
