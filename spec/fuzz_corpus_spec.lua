@@ -3,7 +3,8 @@
 -- decoder its target exercises, via springrun.core: wire -> the framer (fed
 -- whole and byte by byte, with a small and the default limit) and
 -- wire_decode; json -> json_decode (with small limits) and the CONNECT
--- handshake scan; serpent -> serpent_decode and its handshake scan. Each
+-- handshake scan; serpent -> serpent_decode and its handshake scan; hessian
+-- -> hessian_decode (both versions), hessian_decode_call and _reply. Each
 -- must return a value or fail with an error message: never crash, never
 -- raise. So a crash fixed once stays fixed.
 local core = require "springrun.core"
@@ -89,4 +90,25 @@ describe("springrun fuzz corpora replay #unit", function()
       end
     end)
   end
+
+  -- hessian: each file as a value (Hessian 2 and 1), a call and a reply,
+  -- with default and small limits.
+  it("decodes or cleanly refuses every hessian corpus file", function()
+    local paths = files(ROOT .. "/hessian")
+    assert.is_true(#paths > 0, "no corpus files for hessian")
+    for _, path in ipairs(paths) do
+      local data = read(path)
+      for _, lim in ipairs({ {}, { 3, 10, 4096, 64 } }) do
+        for _, f in ipairs({
+          function() return core.hessian_decode(data, 2, table.unpack(lim, 1, 4)) end,
+          function() return core.hessian_decode(data, 1, table.unpack(lim, 1, 4)) end,
+          function() return core.hessian_decode_call(data, table.unpack(lim, 1, 4)) end,
+          function() return core.hessian_decode_reply(data, table.unpack(lim, 1, 4)) end,
+        }) do
+          local fine, why = clean(pcall(f))
+          assert.is_true(fine, path .. ": " .. tostring(why))
+        end
+      end
+    end
+  end)
 end)

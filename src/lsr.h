@@ -23,6 +23,7 @@ void lsr_open_tls(lua_State *L);       /* lsr_tls.c: TLS contexts and sessions *
 void lsr_open_task(lua_State *L);      /* lsr_task.c: task coroutines */
 void lsr_open_serve(lua_State *L);     /* lsr_serve.c: the server's dispatch */
 void lsr_open_http(lua_State *L);      /* lsr_http.c: HTTP client (libcurl on luv) */
+void lsr_open_hessian(lua_State *L);   /* lsr_hessian.c: Hessian values and envelopes */
 
 /* lsr_daemon.c: encodes the value at idx as the RESULT of request `tag`
  * (slot << 16 | seq, as the handler got it) on connection conn and hands it

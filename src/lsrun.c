@@ -84,5 +84,6 @@ int luaopen_springrun_core(lua_State *L) {
   lsr_open_task(L);
   lsr_open_serve(L);
   lsr_open_http(L);
+  lsr_open_hessian(L);
   return 1;
 }

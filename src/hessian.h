@@ -1,0 +1,166 @@
+/*
+ * hessian.h -- the Lua-free half of springrun's Hessian codec (Caucho
+ * Hessian 2, and Hessian 1 for reading): a pull reader that turns bytes into
+ * tokens (scalars, container starts and ends, back-references) while it
+ * keeps the per-message tables (refs, class definitions, type names) and
+ * enforces the limits, and the writers for every value form and for the
+ * call / reply / fault envelopes. lsr_hessian.c drives both between the Lua
+ * stack and bytes; fuzz_hessian.c drives the reader alone.
+ * Wire notes: the README's "Hessian" section and spec/hessian_spec.lua.
+ * Byte offsets in error messages are 0-based offsets into the message.
+ */
+#ifndef SR_HESSIAN_H
+#define SR_HESSIAN_H
+
+#include "sr.h"
+
+#define SR_HESSIAN_DEFAULT_DEPTH 200
+#define SR_HESSIAN_DEFAULT_ELEMENTS 1000000
+#define SR_HESSIAN_DEFAULT_MAX_BYTES (64u * 1024u * 1024u)
+#define SR_HESSIAN_DEFAULT_MAX_STRING (16u * 1024u * 1024u)
+/* Units in a string chunk the writer emits (as Hessian2Output does). */
+#define SR_HESSIAN_STRING_CHUNK 32768
+/* Bytes in a binary chunk the writer emits (the u16 maximum). */
+#define SR_HESSIAN_BINARY_CHUNK 65535
+
+/* Limits on one message; 0 in a field means its default. */
+typedef struct sr_hessian_limits_s {
+  int max_depth;        /* nesting of lists/maps/objects */
+  size_t max_elements;  /* values in the message (class-def fields count too) */
+  size_t max_bytes;     /* the message itself */
+  size_t max_string;    /* one string or binary after its chunks are joined */
+} sr_hessian_limits_t;
+
+typedef enum sr_hessian_kind_e {
+  SR_HK_NULL = 1,
+  SR_HK_BOOL,   /* i: 0 / 1 */
+  SR_HK_INT,    /* i: int32 */
+  SR_HK_LONG,   /* i */
+  SR_HK_DOUBLE, /* d */
+  SR_HK_DATE,   /* i: ms since the epoch, UTC */
+  SR_HK_STRING, /* s/slen: UTF-8 (surrogate pairs joined; a lone surrogate stays 3 bytes) */
+  SR_HK_BINARY, /* s/slen */
+  SR_HK_LIST,   /* start: s/slen the type ("" untyped), i the length or -1, ref its slot */
+  SR_HK_MAP,    /* start: s/slen the type ("" untyped), ref its slot */
+  SR_HK_OBJECT, /* start: def (class and fields), ref its slot; the field values follow */
+  SR_HK_END,    /* end of the innermost list, map or object */
+  SR_HK_REF     /* i: the ref slot (already checked to exist) */
+} sr_hessian_kind_t;
+
+typedef struct sr_hessian_str_s {
+  char *s; /* malloc'd, NUL-terminated */
+  size_t n;
+} sr_hessian_str_t;
+
+typedef struct sr_hessian_def_s {
+  sr_hessian_str_t name;
+  size_t nfields;
+  sr_hessian_str_t *fields;
+} sr_hessian_def_t;
+
+typedef struct sr_hessian_tok_s {
+  sr_hessian_kind_t kind;
+  size_t off; /* offset of the token's first byte */
+  int64_t i;
+  double d;
+  const char *s; /* into the input, the reader's scratch or its tables: valid until the next read */
+  size_t slen;
+  size_t ref;
+  const sr_hessian_def_t *def;
+} sr_hessian_tok_t;
+
+typedef struct sr_hessian_frame_s {
+  uint8_t kind;    /* SR_HK_LIST / MAP / OBJECT */
+  uint8_t counted; /* fixed length: `left` counts down */
+  size_t left;     /* values still to come (fixed lists, objects) */
+  size_t nread;    /* values read so far (maps: keys and values) */
+} sr_hessian_frame_t;
+
+/* The reader. Owns its tables and scratch (sr_hessian_reader_free). */
+typedef struct sr_hessian_reader_s {
+  const uint8_t *p;
+  size_t n, pos;
+  int version; /* 2 or 1: which value forms the bytes use */
+  sr_hessian_limits_t lim;
+  size_t elems, refs;
+  sr_hessian_frame_t *fr;
+  int depth, frcap;
+  sr_hessian_str_t *types;
+  size_t ntypes, typecap;
+  sr_hessian_def_t *defs;
+  size_t ndefs, defcap;
+  sr_buf_t scratch;
+  char *err;
+  size_t errlen;
+} sr_hessian_reader_t;
+
+/* Sets r up over p[0..n) in `version` (2 or 1) with lim (NULL: defaults);
+ * err[errlen] receives messages. SR_ETOOBIG when n exceeds max_bytes. Call
+ * sr_hessian_reader_free afterwards in every case. */
+int sr_hessian_reader_init(sr_hessian_reader_t *r, const uint8_t *p, size_t n, int version,
+                           const sr_hessian_limits_t *lim, char *err, size_t errlen);
+void sr_hessian_reader_free(sr_hessian_reader_t *r); /* idempotent */
+
+/* Reads the next token into t. Inside a container it is one of its values or
+ * its END; at depth 0 it starts the next top-level value. Returns 0 or a
+ * negative SR_E* code (SR_ETRUNCATED, SR_ESYNTAX, SR_EUTF8, SR_EDEPTH,
+ * SR_EELEMENTS, SR_ETOOBIG, SR_ENOMEM) with a message naming the offset. */
+int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t);
+/* Reads one whole value, discarding it (envelope headers). */
+int sr_hessian_skip(sr_hessian_reader_t *r);
+/* Current nesting (0: between top-level values). */
+static inline int sr_hessian_depth(const sr_hessian_reader_t *r) { return r->depth; }
+/* "<what> at offset N" into r's err; returns code. */
+int sr_hessian_err(sr_hessian_reader_t *r, int code, size_t off, const char *what);
+
+/* Envelopes. sr_hessian_read_call reads the head of a call -- Hessian 2
+ * `H 02 00 C` str(method) int(argc), or Hessian 1 `c maj min` [headers]
+ * `m` u16 method -- and sets r->version to match; the method name is copied
+ * into method (reset first). *argc is the argument count, or -1 for a
+ * Hessian 1 call (arguments run until sr_hessian_at_call_end). */
+int sr_hessian_read_call(sr_hessian_reader_t *r, sr_buf_t *method, int64_t *argc);
+/* Hessian 1 call: 1 when the next byte is its final 'z' (consumed). */
+int sr_hessian_at_call_end(sr_hessian_reader_t *r);
+/* Reads the head of a reply: Hessian 2 `H 02 00` then 'R' (*fault = 0) or
+ * 'F' (*fault = 1, an untyped map follows), or Hessian 1 `r maj min`
+ * [headers] then a value (*fault = 0) or 'f' (*fault = 1: key/value pairs
+ * until 'z'; read them with sr_hessian_next as if inside a map, the reader
+ * reports END for that 'z'). */
+int sr_hessian_read_reply(sr_hessian_reader_t *r, int *fault);
+/* After the last value: Hessian 1 replies and calls end with 'z'; then no
+ * byte may follow. */
+int sr_hessian_finish(sr_hessian_reader_t *r, int h1_tail);
+
+/* ---- writers (Hessian 2; each returns 0 or SR_ENOMEM) ---------------- */
+int sr_hessian_put_null(sr_buf_t *b);
+int sr_hessian_put_bool(sr_buf_t *b, int v);
+int sr_hessian_put_int(sr_buf_t *b, int32_t v);   /* shortest int form */
+int sr_hessian_put_long(sr_buf_t *b, int64_t v);  /* shortest long form */
+int sr_hessian_put_double(sr_buf_t *b, double v); /* Hessian2Output's choice of form */
+int sr_hessian_put_date(sr_buf_t *b, int64_t ms); /* 4b minutes when exact, else 4a */
+/* s[0..n) is UTF-8, where a surrogate may also appear as its own 3-byte
+ * sequence (as decoded lone surrogates are): written as CESU-8 with the
+ * length in UTF-16 units, in chunks of 32768 units. SR_EUTF8 with *bad the
+ * offset of the first byte that is not such a sequence. */
+int sr_hessian_put_string(sr_buf_t *b, const char *s, size_t n, size_t *bad);
+int sr_hessian_put_binary(sr_buf_t *b, const void *s, size_t n);
+/* Length in UTF-16 units of valid input, or (size_t)-1 (with *bad). */
+size_t sr_hessian_utf16_len(const char *s, size_t n, size_t *bad);
+/* List start: typed when type != NULL (then by name, or by its index in the
+ * type table when tidx >= 0); len >= 0 fixed (compact form up to 7), else
+ * variable (close it with sr_hessian_put_end). */
+int sr_hessian_put_list(sr_buf_t *b, const char *type, size_t tlen, int64_t tidx, int64_t len);
+/* Map start: 'M' type when type != NULL (name or index as above), else 'H'. */
+int sr_hessian_put_map(sr_buf_t *b, const char *type, size_t tlen, int64_t tidx);
+int sr_hessian_put_end(sr_buf_t *b); /* 'Z' */
+/* Class definition 'C' name nfields fields (strings must be valid). */
+int sr_hessian_put_def(sr_buf_t *b, const char *name, size_t nlen, size_t nfields,
+                       const char *const *fields, const size_t *flens, size_t *bad);
+int sr_hessian_put_object(sr_buf_t *b, size_t def); /* instance head */
+int sr_hessian_put_ref(sr_buf_t *b, size_t ref);   /* 'Q' */
+/* Envelope heads: `H 02 00 C` str(method) int(argc); `H 02 00 R`; `H 02 00 F`. */
+int sr_hessian_put_call(sr_buf_t *b, const char *method, size_t mlen, int32_t argc, size_t *bad);
+int sr_hessian_put_reply(sr_buf_t *b);
+int sr_hessian_put_fault(sr_buf_t *b);
+
+#endif

@@ -1,0 +1,789 @@
+/*
+ * lsr_hessian.c -- the Hessian codec between the Lua stack and bytes (the
+ * reader and writers are hessian.c's), and its bindings in springrun.core:
+ *   core.hessian_encode(v) -> bytes                  (one Hessian 2 value)
+ *   core.hessian_decode(bytes, version, max_depth, max_elements, max_bytes, max_string) -> v
+ *   core.hessian_encode_call(method, args, n) -> bytes      (H 02 00 C ...)
+ *   core.hessian_encode_reply(v) -> bytes                   (H 02 00 R v)
+ *   core.hessian_encode_fault(code, message, detail) -> bytes (H 02 00 F {...})
+ *   core.hessian_decode_reply(bytes, limits...) -> "reply"|"fault", v, version
+ *   core.hessian_decode_call(bytes, limits...) -> method, args, version
+ *   core.hessian_mt: { binary, date, long, map } (metatables: the wrappers', untyped maps')
+ * Each returns the fail tuple (nil, msg, errname) on error.
+ *
+ * Value mapping (the user-facing rules are in lua/springrun/hessian.lua):
+ * a table's metatable field __hessian says what it is -- "list", "map",
+ * "object" (with __jtype, the Java type or class name, and for objects
+ * __fields, the field order), "binary" (field data), "date" (field ms),
+ * "long" (field value); tables carrying the JSON array marker are untyped
+ * lists; other tables are lists when their keys are exactly 1..n (n >= 1),
+ * else maps. Every list, map and object is numbered in the order it starts,
+ * so a table met again (shared or cyclic) is written as a back-reference,
+ * and refs read back to the same Lua table.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hessian.h"
+#include "lsr_codec.h"
+
+#define LSR_HESSIAN_READER_MT "springrun.hessian.reader"
+#define MT_BINARY "springrun.hessian.binary"
+#define MT_DATE "springrun.hessian.date"
+#define MT_LONG "springrun.hessian.long"
+#define MT_MAP "springrun.hessian.map"
+/* Deepest nesting written (cycles become refs, so only real depth counts). */
+#define ENC_MAX_DEPTH 1000
+/* Path frames kept for error messages. */
+#define ENC_PATH 64
+
+/* ---- encoder ------------------------------------------------------------ */
+
+typedef struct enc_s {
+  lua_State *L;
+  sr_buf_t *out;
+  char *err;
+  size_t errlen;
+  int seen, types, defs; /* stack slots: table -> ref, type name -> index, def key -> index */
+  size_t nrefs, ntypes, ndefs;
+  int depth;
+  struct {
+    lua_Integer index; /* > 0: list index */
+    int keyslot;       /* else the stack slot of the map key / field name */
+  } path[ENC_PATH];
+} enc_t;
+
+static int enc_value(enc_t *e, int idx);
+
+static int enc_fail(enc_t *e, int code, const char *what) {
+  char path[512];
+  size_t o = 0;
+  path[0] = '\0';
+  for (int i = 0; i < e->depth && i < ENC_PATH && o < sizeof path - 32; i++) {
+    if (e->path[i].index > 0) {
+      o += (size_t)snprintf(path + o, sizeof path - o, "[%lld]", (long long)e->path[i].index);
+    } else if (e->path[i].keyslot == 0) {
+      continue;
+    } else if (lua_type(e->L, e->path[i].keyslot) == LUA_TSTRING) {
+      o += (size_t)snprintf(path + o, sizeof path - o, ".%.40s", lua_tostring(e->L, e->path[i].keyslot));
+    } else {
+      o += (size_t)snprintf(path + o, sizeof path - o, "[<%s key>]", luaL_typename(e->L, e->path[i].keyslot));
+    }
+  }
+  if (o >= sizeof path) o = sizeof path - 1;
+  return sr_seterr(e->err, e->errlen, code, "hessian: %s%s%s", what, o ? " at " : "", path);
+}
+
+static int enc_nomem(enc_t *e) { return enc_fail(e, SR_ENOMEM, "out of memory"); }
+
+static int enc_string(enc_t *e, const char *s, size_t n) {
+  size_t bad;
+  int rc = sr_hessian_put_string(e->out, s, n, &bad);
+  if (rc == SR_EUTF8) {
+    char what[128];
+    snprintf(what, sizeof what,
+             "invalid UTF-8 at byte %zu of a string (send raw bytes with hessian.binary(s))", bad);
+    return enc_fail(e, rc, what);
+  }
+  return rc ? enc_nomem(e) : 0;
+}
+
+/* The __hessian kind of the table at idx (0 none) and, on the stack, its
+ * metatable (or nothing when it has none). */
+static const char *mt_kind(lua_State *L, int idx, int *has_mt) {
+  *has_mt = lua_getmetatable(L, idx);
+  if (!*has_mt) return NULL;
+  lua_getfield(L, -1, "__hessian");
+  const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the metatable still holds the string */
+  return k;
+}
+
+/* Type index of name (entered in the type table when new: *tidx = -1). */
+static void type_index(enc_t *e, const char *name, size_t len, int64_t *tidx) {
+  lua_State *L = e->L;
+  lua_pushlstring(L, name, len);
+  if (lua_rawget(L, e->types) == LUA_TNUMBER) {
+    *tidx = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushlstring(L, name, len);
+  lua_pushinteger(L, (lua_Integer)e->ntypes++);
+  lua_rawset(L, e->types);
+  *tidx = -1;
+}
+
+static int enc_items(enc_t *e, int idx, lua_Integer len) {
+  for (lua_Integer i = 1; i <= len; i++) {
+    lua_rawgeti(e->L, idx, i);
+    e->path[e->depth - 1 < ENC_PATH ? e->depth - 1 : 0].index = i;
+    int rc = enc_value(e, lua_gettop(e->L));
+    lua_pop(e->L, 1);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int enc_pairs(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int k = lua_gettop(L) - 1;
+    if (e->depth - 1 < ENC_PATH) {
+      e->path[e->depth - 1].index = 0;
+      e->path[e->depth - 1].keyslot = k;
+    }
+    int rc = enc_value(e, k);
+    if (rc == 0) rc = enc_value(e, k + 1);
+    lua_pop(L, 1);
+    if (rc) {
+      lua_pop(L, 1);
+      return rc;
+    }
+  }
+  return sr_hessian_put_end(e->out) ? enc_nomem(e) : 0;
+}
+
+typedef struct fld_s {
+  const char *s;
+  size_t n;
+} fld_t;
+
+static int fld_cmp(const void *a, const void *b) {
+  const fld_t *x = a, *y = b;
+  size_t m = x->n < y->n ? x->n : y->n;
+  int c = memcmp(x->s, y->s, m);
+  return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+/* An object: class from __jtype (metatable at mt), fields from __fields or
+ * the table's string keys in byte order. */
+static int enc_object(enc_t *e, int idx, int mt) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L);
+  lua_getfield(L, mt, "__jtype");
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_settop(L, top);
+    return enc_fail(e, SR_ETYPE, "an object table needs its class name (__jtype)");
+  }
+  size_t nlen;
+  const char *name = lua_tolstring(L, -1, &nlen);
+  int fields_slot = 0;
+  size_t nf = 0;
+  if (lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
+    fields_slot = lua_gettop(L);
+    nf = (size_t)lua_rawlen(L, fields_slot);
+  } else {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) == LUA_TSTRING) nf++;
+    }
+  }
+  fld_t *f = lua_newuserdatauv(L, (nf ? nf : 1) * (sizeof(fld_t) + sizeof(char *) + sizeof(size_t)), 0);
+  const char **fp = (const char **)(f + (nf ? nf : 1));
+  size_t *fl = (size_t *)(fp + (nf ? nf : 1));
+  if (fields_slot) {
+    for (size_t i = 0; i < nf; i++) {
+      lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
+      if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_settop(L, top);
+        return enc_fail(e, SR_ETYPE, "an object's __fields must be a list of strings");
+      }
+      f[i].s = lua_tolstring(L, -1, &f[i].n); /* the __fields table keeps it alive */
+      lua_pop(L, 1);
+    }
+  } else {
+    size_t i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        f[i].s = lua_tolstring(L, -1, &f[i].n); /* the table being encoded keeps it alive */
+        i++;
+      }
+    }
+    qsort(f, nf, sizeof *f, fld_cmp);
+  }
+  /* the definition, once per class and field list in a message */
+  luaL_Buffer kb;
+  luaL_buffinit(L, &kb);
+  luaL_addlstring(&kb, name, nlen);
+  for (size_t i = 0; i < nf; i++) {
+    luaL_addchar(&kb, '\0');
+    luaL_addlstring(&kb, f[i].s, f[i].n);
+  }
+  luaL_pushresult(&kb);
+  int key = lua_gettop(L);
+  size_t def;
+  int rc = 0;
+  lua_pushvalue(L, key);
+  if (lua_rawget(L, e->defs) == LUA_TNUMBER) {
+    def = (size_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+    for (size_t i = 0; i < nf; i++) {
+      fp[i] = f[i].s;
+      fl[i] = f[i].n;
+    }
+    size_t bad;
+    rc = sr_hessian_put_def(e->out, name, nlen, nf, fp, fl, &bad);
+    if (rc) {
+      lua_settop(L, top);
+      return rc == SR_EUTF8 ? enc_fail(e, rc, "invalid UTF-8 in a class or field name") : enc_nomem(e);
+    }
+    def = e->ndefs++;
+    lua_pushvalue(L, key);
+    lua_pushinteger(L, (lua_Integer)def);
+    lua_rawset(L, e->defs);
+  }
+  if (sr_hessian_put_object(e->out, def)) {
+    lua_settop(L, top);
+    return enc_nomem(e);
+  }
+  for (size_t i = 0; i < nf && rc == 0; i++) {
+    lua_pushlstring(L, f[i].s, f[i].n);
+    if (e->depth - 1 < ENC_PATH) {
+      e->path[e->depth - 1].index = 0;
+      e->path[e->depth - 1].keyslot = lua_gettop(L);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawget(L, idx);
+    rc = enc_value(e, lua_gettop(L));
+    lua_pop(L, 2);
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
+/* 1 when the table at idx has keys exactly 1..n, n >= 1 (*n set). */
+static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
+  lua_Integer count = 0, max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    lua_Integer k = lua_tointeger(L, -1);
+    if (k > max) max = k;
+    count++;
+  }
+  *n = count;
+  return count > 0 && count == max;
+}
+
+static int enc_table(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), has_mt, rc = 0;
+  const char *kind = mt_kind(L, idx, &has_mt);
+  int mt = has_mt ? lua_gettop(L) : 0;
+  if (kind && strcmp(kind, "binary") == 0) {
+    lua_getfield(L, idx, "data");
+    size_t n;
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (s == NULL) rc = enc_fail(e, SR_ETYPE, "a binary table needs a string field data");
+    else if (sr_hessian_put_binary(e->out, s, n)) rc = enc_nomem(e);
+    lua_settop(L, top);
+    return rc;
+  }
+  if (kind && (strcmp(kind, "date") == 0 || strcmp(kind, "long") == 0)) {
+    int date = kind[0] == 'd';
+    lua_getfield(L, idx, date ? "ms" : "value");
+    if (!lua_isinteger(L, -1))
+      rc = enc_fail(e, SR_ETYPE, date ? "a date table needs an integer field ms"
+                                      : "a long table needs an integer field value");
+    else if (date ? sr_hessian_put_date(e->out, lua_tointeger(L, -1))
+                  : sr_hessian_put_long(e->out, lua_tointeger(L, -1)))
+      rc = enc_nomem(e);
+    lua_settop(L, top);
+    return rc;
+  }
+  /* a container: a back-reference when met before */
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+    rc = sr_hessian_put_ref(e->out, (size_t)lua_tointeger(L, -1)) ? enc_nomem(e) : 0;
+    lua_settop(L, top);
+    return rc;
+  }
+  lua_pop(L, 1);
+  if (e->depth >= ENC_MAX_DEPTH || !lua_checkstack(L, 12)) {
+    lua_settop(L, top);
+    char what[64];
+    snprintf(what, sizeof what, "nesting too deep (more than %d levels)", ENC_MAX_DEPTH);
+    return enc_fail(e, SR_EDEPTH, what);
+  }
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, (lua_Integer)e->nrefs++);
+  lua_rawset(L, e->seen);
+  if (e->depth < ENC_PATH) {
+    e->path[e->depth].index = 0;
+    e->path[e->depth].keyslot = 0;
+  }
+  e->depth++;
+  const char *jtype = NULL;
+  size_t jlen = 0;
+  if (kind && (strcmp(kind, "list") == 0 || strcmp(kind, "map") == 0)) {
+    lua_getfield(L, mt, "__jtype");
+    if (lua_type(L, -1) == LUA_TSTRING) jtype = lua_tolstring(L, -1, &jlen); /* mt keeps it */
+    lua_pop(L, 1);
+  }
+  if (jtype && jlen == 0) jtype = NULL;
+  int64_t tidx = -1;
+  if (jtype) type_index(e, jtype, jlen, &tidx);
+  lua_Integer n = 0;
+  if (kind && strcmp(kind, "object") == 0) {
+    rc = enc_object(e, idx, mt);
+  } else if ((kind && strcmp(kind, "list") == 0) || lsr_is_array_marked(L, idx) ||
+             (!kind && is_sequence(L, idx, &n))) {
+    if (kind || n == 0) n = (lua_Integer)lua_rawlen(L, idx);
+    if (sr_hessian_put_list(e->out, jtype, jlen, tidx, n)) rc = enc_nomem(e);
+    else rc = enc_items(e, idx, n);
+  } else {
+    if (sr_hessian_put_map(e->out, jtype, jlen, tidx)) rc = enc_nomem(e);
+    else rc = enc_pairs(e, idx);
+  }
+  if (rc == 0) e->depth--;
+  lua_settop(L, top);
+  return rc;
+}
+
+static int enc_value(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      return sr_hessian_put_null(e->out) ? enc_nomem(e) : 0;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == NULL) return sr_hessian_put_null(e->out) ? enc_nomem(e) : 0;
+      break;
+    case LUA_TBOOLEAN:
+      return sr_hessian_put_bool(e->out, lua_toboolean(L, idx)) ? enc_nomem(e) : 0;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer v = lua_tointeger(L, idx);
+        int rc = v >= INT32_MIN && v <= INT32_MAX ? sr_hessian_put_int(e->out, (int32_t)v)
+                                                  : sr_hessian_put_long(e->out, v);
+        return rc ? enc_nomem(e) : 0;
+      }
+      return sr_hessian_put_double(e->out, lua_tonumber(L, idx)) ? enc_nomem(e) : 0;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      return enc_string(e, s, n);
+    }
+    case LUA_TTABLE:
+      return enc_table(e, idx);
+    default:
+      break;
+  }
+  char what[64];
+  snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(L, idx));
+  return enc_fail(e, SR_ETYPE, what);
+}
+
+/* Pushes the encoder's three tables and the output buffer; *e ready. */
+static sr_buf_t *enc_begin(lua_State *L, enc_t *e, char *err, size_t errlen) {
+  memset(e, 0, sizeof *e);
+  e->L = L;
+  e->err = err;
+  e->errlen = errlen;
+  luaL_checkstack(L, 8, "hessian encoder");
+  lua_newtable(L);
+  e->seen = lua_gettop(L);
+  lua_newtable(L);
+  e->types = lua_gettop(L);
+  lua_newtable(L);
+  e->defs = lua_gettop(L);
+  e->out = lsr_push_buf(L);
+  return e->out;
+}
+
+static int enc_finish(lua_State *L, enc_t *e, int rc) {
+  if (rc) {
+    sr_buf_free(e->out);
+    return lsr_codec_fail(L, rc, e->err);
+  }
+  lua_pushlstring(L, e->out->data ? (const char *)e->out->data : "", e->out->len);
+  sr_buf_free(e->out);
+  return 1;
+}
+
+static int l_encode(lua_State *L) {
+  char err[640];
+  enc_t e;
+  luaL_checkany(L, 1);
+  enc_begin(L, &e, err, sizeof err);
+  return enc_finish(L, &e, enc_value(&e, 1));
+}
+
+static int l_encode_reply(lua_State *L) {
+  char err[640];
+  enc_t e;
+  luaL_checkany(L, 1);
+  enc_begin(L, &e, err, sizeof err);
+  int rc = sr_hessian_put_reply(e.out) ? enc_nomem(&e) : enc_value(&e, 1);
+  return enc_finish(L, &e, rc);
+}
+
+/* core.hessian_encode_call(method, args, n): args[1..n] (nil -> null). */
+static int l_encode_call(lua_State *L) {
+  char err[640];
+  enc_t e;
+  size_t mlen;
+  const char *m = luaL_checklstring(L, 1, &mlen);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer n = luaL_optinteger(L, 3, (lua_Integer)lua_rawlen(L, 2));
+  luaL_argcheck(L, n >= 0 && n <= INT32_MAX, 3, "argument count out of range");
+  enc_begin(L, &e, err, sizeof err);
+  size_t bad;
+  int rc = sr_hessian_put_call(e.out, m, mlen, (int32_t)n, &bad);
+  if (rc == SR_EUTF8) rc = enc_fail(&e, rc, "invalid UTF-8 in the method name");
+  else if (rc) rc = enc_nomem(&e);
+  for (lua_Integer i = 1; i <= n && rc == 0; i++) {
+    lua_rawgeti(L, 2, i);
+    rc = enc_value(&e, lua_gettop(L));
+    if (rc) {
+      char what[640];
+      snprintf(what, sizeof what, "%.560s (argument %lld)", err, (long long)i);
+      snprintf(err, sizeof err, "%s", what);
+    }
+    lua_pop(L, 1);
+  }
+  return enc_finish(L, &e, rc);
+}
+
+/* core.hessian_encode_fault(code, message, detail): the map skeletons send,
+ * with detail left out when nil. The map itself is ref #0. */
+static int l_encode_fault(lua_State *L) {
+  char err[640];
+  enc_t e;
+  size_t cl, ml;
+  const char *code = luaL_checklstring(L, 1, &cl);
+  const char *msg = luaL_checklstring(L, 2, &ml);
+  enc_begin(L, &e, err, sizeof err);
+  int rc = 0;
+  if (sr_hessian_put_fault(e.out) || sr_hessian_put_map(e.out, NULL, 0, -1)) rc = enc_nomem(&e);
+  e.nrefs = 1;
+  if (rc == 0 && (rc = enc_string(&e, "code", 4)) == 0 && (rc = enc_string(&e, code, cl)) == 0 &&
+      (rc = enc_string(&e, "message", 7)) == 0 && (rc = enc_string(&e, msg, ml)) == 0 &&
+      !lua_isnoneornil(L, 3) && (rc = enc_string(&e, "detail", 6)) == 0)
+    rc = enc_value(&e, 3);
+  if (rc == 0 && sr_hessian_put_end(e.out)) rc = enc_nomem(&e);
+  return enc_finish(L, &e, rc);
+}
+
+/* ---- decoder ------------------------------------------------------------ */
+
+typedef struct bld_s {
+  lua_State *L;
+  sr_hessian_reader_t *r;
+  int refs;   /* stack slot: ref slot + 1 -> value */
+  int cache;  /* stack slot: metatables of typed lists/maps ("l" / "m" .. type) and defs (lightuserdata) */
+  int arr_mt; /* the JSON array marker (untyped lists) */
+} bld_t;
+
+static int bld_value(bld_t *b, sr_hessian_tok_t *t);
+
+static int reader_gc(lua_State *L) {
+  sr_hessian_reader_free((sr_hessian_reader_t *)luaL_checkudata(L, 1, LSR_HESSIAN_READER_MT));
+  return 0;
+}
+
+/* Pushes the metatable for a typed list/map (kind 'l'/'m') of type s. */
+static void typed_mt(bld_t *b, char kind, const char *s, size_t n) {
+  lua_State *L = b->L;
+  lua_pushlstring(L, &kind, 1);
+  lua_pushlstring(L, s, n);
+  lua_concat(L, 2);
+  if (lua_rawget(L, b->cache) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, kind == 'l' ? "list" : "map");
+  lua_setfield(L, -2, "__hessian");
+  lua_pushlstring(L, s, n);
+  lua_setfield(L, -2, "__jtype");
+  lua_pushlstring(L, &kind, 1);
+  lua_pushlstring(L, s, n);
+  lua_concat(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, b->cache);
+}
+
+static void def_mt(bld_t *b, const sr_hessian_def_t *d) {
+  lua_State *L = b->L;
+  if (lua_rawgetp(L, b->cache, d) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushliteral(L, "object");
+  lua_setfield(L, -2, "__hessian");
+  lua_pushlstring(L, d->name.s, d->name.n);
+  lua_setfield(L, -2, "__jtype");
+  lua_createtable(L, (int)d->nfields, 0);
+  for (size_t i = 0; i < d->nfields; i++) {
+    lua_pushlstring(L, d->fields[i].s, d->fields[i].n);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "__fields");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, b->cache, d);
+}
+
+static int bld_next(bld_t *b, sr_hessian_tok_t *t) { return sr_hessian_next(b->r, t); }
+
+static void set_ref(bld_t *b, size_t ref) {
+  lua_pushvalue(b->L, -1);
+  lua_rawseti(b->L, b->refs, (lua_Integer)ref + 1);
+}
+
+/* The three Java boxes Hessian 2 writes as objects with one field _value. */
+static int is_handle(const sr_hessian_def_t *d) {
+  static const char *const names[] = {"com.caucho.hessian.io.ShortHandle",
+                                      "com.caucho.hessian.io.ByteHandle",
+                                      "com.caucho.hessian.io.FloatHandle"};
+  if (d->nfields != 1 || strcmp(d->fields[0].s, "_value") != 0) return 0;
+  for (int i = 0; i < 3; i++)
+    if (strcmp(d->name.s, names[i]) == 0) return 1;
+  return 0;
+}
+
+/* Reads key/value tokens into the table on top until END. */
+static int bld_pairs(bld_t *b) {
+  lua_State *L = b->L;
+  sr_hessian_tok_t t;
+  int rc;
+  for (;;) {
+    if ((rc = bld_next(b, &t))) return rc;
+    if (t.kind == SR_HK_END) return 0;
+    size_t koff = t.off;
+    if ((rc = bld_value(b, &t))) return rc;
+    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+      return sr_hessian_err(b->r, SR_ESYNTAX, koff, "NaN as a map key");
+    if ((rc = bld_next(b, &t))) return rc;
+    if ((rc = bld_value(b, &t))) return rc;
+    lua_rawset(L, -3);
+  }
+}
+
+static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
+  lua_State *L = b->L;
+  int rc;
+  if (!lua_checkstack(L, 8)) return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
+  switch (t->kind) {
+    case SR_HK_NULL: lua_pushlightuserdata(L, NULL); return 0;
+    case SR_HK_BOOL: lua_pushboolean(L, (int)t->i); return 0;
+    case SR_HK_INT:
+    case SR_HK_LONG: lua_pushinteger(L, (lua_Integer)t->i); return 0;
+    case SR_HK_DOUBLE: lua_pushnumber(L, (lua_Number)t->d); return 0;
+    case SR_HK_STRING: lua_pushlstring(L, t->s, t->slen); return 0;
+    case SR_HK_BINARY:
+      lua_createtable(L, 0, 1);
+      lua_pushlstring(L, t->s, t->slen);
+      lua_setfield(L, -2, "data");
+      luaL_setmetatable(L, MT_BINARY);
+      return 0;
+    case SR_HK_DATE:
+      lua_createtable(L, 0, 1);
+      lua_pushinteger(L, (lua_Integer)t->i);
+      lua_setfield(L, -2, "ms");
+      luaL_setmetatable(L, MT_DATE);
+      return 0;
+    case SR_HK_REF: lua_rawgeti(L, b->refs, (lua_Integer)t->i + 1); return 0;
+    case SR_HK_LIST: {
+      lua_createtable(L, t->i > 0 ? (int)t->i : 0, 0);
+      if (t->slen) typed_mt(b, 'l', t->s, t->slen);
+      else lua_pushvalue(L, b->arr_mt);
+      lua_setmetatable(L, -2);
+      set_ref(b, t->ref);
+      sr_hessian_tok_t c;
+      for (lua_Integer i = 1;; i++) {
+        if ((rc = bld_next(b, &c))) return rc;
+        if (c.kind == SR_HK_END) return 0;
+        if ((rc = bld_value(b, &c))) return rc;
+        lua_rawseti(L, -2, i);
+      }
+    }
+    case SR_HK_MAP:
+      lua_newtable(L);
+      if (t->slen) typed_mt(b, 'm', t->s, t->slen);
+      else luaL_getmetatable(L, MT_MAP);
+      lua_setmetatable(L, -2);
+      set_ref(b, t->ref);
+      return bld_pairs(b);
+    case SR_HK_OBJECT: {
+      const sr_hessian_def_t *d = t->def;
+      size_t ref = t->ref;
+      lua_createtable(L, 0, (int)d->nfields);
+      def_mt(b, d);
+      lua_setmetatable(L, -2);
+      set_ref(b, ref);
+      sr_hessian_tok_t c;
+      for (size_t i = 0;; i++) {
+        if ((rc = bld_next(b, &c))) return rc;
+        if (c.kind == SR_HK_END) break;
+        if ((rc = bld_value(b, &c))) return rc;
+        /* a null field is left out: reading it gives nil */
+        if (lua_touserdata(L, -1) == NULL && lua_type(L, -1) == LUA_TLIGHTUSERDATA) lua_pop(L, 1);
+        else lua_setfield(L, -2, d->fields[i].s);
+      }
+      if (is_handle(d)) {
+        lua_getfield(L, -1, "_value");
+        lua_remove(L, -2);
+        set_ref(b, ref);
+      }
+      return 0;
+    }
+    default:
+      return sr_hessian_err(b->r, SR_ESYNTAX, t->off, "unexpected end of list or map");
+  }
+}
+
+/* Reads the optional limits at stack slots i..i+3. */
+static void opt_limits(lua_State *L, int i, sr_hessian_limits_t *lim) {
+  memset(lim, 0, sizeof *lim);
+  lim->max_depth = (int)luaL_optinteger(L, i, SR_HESSIAN_DEFAULT_DEPTH);
+  lim->max_elements = (size_t)luaL_optinteger(L, i + 1, SR_HESSIAN_DEFAULT_ELEMENTS);
+  lim->max_bytes = (size_t)luaL_optinteger(L, i + 2, SR_HESSIAN_DEFAULT_MAX_BYTES);
+  lim->max_string = (size_t)luaL_optinteger(L, i + 3, SR_HESSIAN_DEFAULT_MAX_STRING);
+  luaL_argcheck(L, lim->max_depth > 0 && lim->max_depth <= SR_DECODE_MAX_DEPTH, i, "depth out of range");
+}
+
+/* Pushes the reader userdata, the refs and cache tables and the array
+ * marker (4 slots) and sets up b; 0 or the reader's init error. */
+static int bld_begin(lua_State *L, bld_t *b, const char *s, size_t n, int version,
+                     const sr_hessian_limits_t *lim, char *err, size_t errlen) {
+  luaL_checkstack(L, 12, "hessian decoder");
+  sr_hessian_reader_t *r = lua_newuserdatauv(L, sizeof *r, 0);
+  memset(r, 0, sizeof *r);
+  luaL_setmetatable(L, LSR_HESSIAN_READER_MT);
+  b->L = L;
+  b->r = r;
+  lua_newtable(L);
+  b->refs = lua_gettop(L);
+  lua_newtable(L);
+  b->cache = lua_gettop(L);
+  lsr_push_array_mt(L);
+  b->arr_mt = lua_gettop(L);
+  return sr_hessian_reader_init(r, (const uint8_t *)s, n, version, lim, err, errlen);
+}
+
+static int bld_top_value(bld_t *b) {
+  sr_hessian_tok_t t;
+  int rc = bld_next(b, &t);
+  return rc ? rc : bld_value(b, &t);
+}
+
+static int l_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  int version = (int)luaL_optinteger(L, 2, 2);
+  luaL_argcheck(L, version == 1 || version == 2, 2, "version must be 1 or 2");
+  sr_hessian_limits_t lim;
+  opt_limits(L, 3, &lim);
+  char err[256];
+  bld_t b;
+  int rc = bld_begin(L, &b, s, n, version, &lim, err, sizeof err);
+  if (rc == 0) rc = bld_top_value(&b);
+  if (rc == 0) rc = sr_hessian_finish(b.r, 0);
+  sr_hessian_reader_free(b.r);
+  if (rc) return lsr_codec_fail(L, rc, err);
+  return 1;
+}
+
+static int l_decode_reply(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  sr_hessian_limits_t lim;
+  opt_limits(L, 2, &lim);
+  char err[256];
+  bld_t b;
+  int fault = 0;
+  int rc = bld_begin(L, &b, s, n, 2, &lim, err, sizeof err);
+  if (rc == 0) rc = sr_hessian_read_reply(b.r, &fault);
+  if (rc == 0 && fault && b.r->version == 1) {
+    lua_newtable(L);
+    rc = bld_pairs(&b);
+  } else if (rc == 0) {
+    rc = bld_top_value(&b);
+  }
+  if (rc == 0) rc = sr_hessian_finish(b.r, b.r->version == 1);
+  int version = b.r->version;
+  sr_hessian_reader_free(b.r);
+  if (rc) return lsr_codec_fail(L, rc, err);
+  lua_pushstring(L, fault ? "fault" : "reply");
+  lua_insert(L, -2);
+  lua_pushinteger(L, version);
+  return 3;
+}
+
+static int l_decode_call(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  sr_hessian_limits_t lim;
+  opt_limits(L, 2, &lim);
+  char err[256];
+  bld_t b;
+  int64_t argc = -1;
+  int rc = bld_begin(L, &b, s, n, 2, &lim, err, sizeof err);
+  sr_buf_t *method = lsr_push_buf(L);
+  int mslot = lua_gettop(L);
+  if (rc == 0) rc = sr_hessian_read_call(b.r, method, &argc);
+  if (rc == 0) {
+    lua_createtable(L, argc > 0 ? (int)argc : 0, 1);
+    lua_pushvalue(L, b.arr_mt);
+    lua_setmetatable(L, -2);
+    lua_Integer i = 0;
+    while (rc == 0 && (argc >= 0 ? i < argc : !sr_hessian_at_call_end(b.r))) {
+      rc = bld_top_value(&b);
+      if (rc == 0) lua_rawseti(L, -2, ++i);
+    }
+    if (rc == 0) {
+      lua_pushinteger(L, i);
+      lua_setfield(L, -2, "n");
+      rc = sr_hessian_finish(b.r, 0);
+    }
+  }
+  int version = b.r->version;
+  sr_hessian_reader_free(b.r);
+  if (rc) {
+    sr_buf_free(method);
+    return lsr_codec_fail(L, rc, err);
+  }
+  lua_pushlstring(L, method->data ? (const char *)method->data : "", method->len);
+  sr_buf_free(method);
+  lua_replace(L, mslot);
+  lua_pushinteger(L, version);
+  return 3;
+}
+
+void lsr_open_hessian(lua_State *L) {
+  static const luaL_Reg fns[] = {{"hessian_encode", l_encode},
+                                 {"hessian_decode", l_decode},
+                                 {"hessian_encode_call", l_encode_call},
+                                 {"hessian_encode_reply", l_encode_reply},
+                                 {"hessian_encode_fault", l_encode_fault},
+                                 {"hessian_decode_reply", l_decode_reply},
+                                 {"hessian_decode_call", l_decode_call},
+                                 {NULL, NULL}};
+  luaL_setfuncs(L, fns, 0);
+  if (luaL_newmetatable(L, LSR_HESSIAN_READER_MT)) {
+    lua_pushcfunction(L, reader_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 4);
+  static const char *const wrappers[][2] = {
+      {"binary", MT_BINARY}, {"date", MT_DATE}, {"long", MT_LONG}, {"map", MT_MAP}};
+  for (int i = 0; i < 4; i++) {
+    luaL_newmetatable(L, wrappers[i][1]);
+    lua_pushstring(L, wrappers[i][0]);
+    lua_setfield(L, -2, "__hessian");
+    lua_setfield(L, -2, wrappers[i][0]);
+  }
+  lua_setfield(L, -2, "hessian_mt");
+}
