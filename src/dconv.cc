@@ -1,13 +1,12 @@
 /*
- * dconv.cc -- the C face of libdouble-conversion (see dconv.h). The only C++
- * in the core: two calls, no exceptions, no allocation; the C locale is made once
- * (a thread-safe local static).
+ * dconv.cc -- the C face of libdouble-conversion and fast_float (see
+ * dconv.h). The only C++ in the core: two calls, no exceptions, no
+ * allocation, no static objects.
  */
 #include "dconv.h"
 
 #include <double-conversion/double-conversion.h>
-#include <locale.h>
-#include <stdlib.h>
+#include <fast_float/fast_float.h>
 
 using double_conversion::DoubleToStringConverter;
 
@@ -20,7 +19,10 @@ extern "C" int sr_dconv_shortest(double a, char *dig, int *e) {
   return len;
 }
 
-extern "C" double sr_dconv_strtod(const char *s) {
-  static locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-  return c_locale != (locale_t)0 ? strtod_l(s, NULL, c_locale) : strtod(s, NULL);
+extern "C" double sr_dconv_strtod(const char *s, size_t n) {
+  double d = 0.0;
+  const char *p = s, *end = s + n;
+  if (p < end && *p == '+') p++; /* from_chars, like C++17's, takes no '+' */
+  fast_float::from_chars(p, end, d);
+  return d;
 }

@@ -430,14 +430,7 @@ int sr_json_read_number(const uint8_t *p, size_t n, size_t pos, int *is_int, int
     }
   }
   /* A float, or an integer beyond 64 bits: the nearest double. */
-  char sbuf[128];
-  size_t len = i - pos;
-  char *tmp = len < sizeof sbuf ? sbuf : malloc(len + 1);
-  if (tmp == NULL) return SR_ENOMEM;
-  memcpy(tmp, p + pos, len);
-  tmp[len] = '\0';
-  *dv = sr_dconv_strtod(tmp);
-  if (tmp != sbuf) free(tmp);
+  *dv = sr_dconv_strtod((const char *)p + pos, i - pos);
   *is_int = 0;
   return 0;
 }

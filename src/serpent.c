@@ -437,7 +437,7 @@ static int parse_number(parser_t *P, int neg, size_t start) {
       return VISIT(P, integer, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag, start);
     /* beyond 64 bits: a float, as the JSON codec does */
   }
-  double d = sr_dconv_strtod(text);
+  double d = sr_dconv_strtod(text, s->len - 1);
   return VISIT(P, number, d, start);
 }
 
