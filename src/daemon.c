@@ -18,6 +18,8 @@
  */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -361,6 +363,13 @@ static void on_wake(uv_async_t *a) {
 
 static void thread_main(void *arg) {
   sr_daemon_t *d = arg;
+  /* libuv writes with write(2), which raises SIGPIPE on a socket the peer
+   * reset: blocked in this thread, the write fails with EPIPE whatever the
+   * embedding program did with the signal's disposition */
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, NULL);
   tl_daemon = d;
   uv_run(&d->loop, UV_RUN_DEFAULT);
   flush_events(d);

@@ -46,6 +46,7 @@
  *   core.daemon_reply_counts()  -- direct, batched, thread, fast, merged (below)
  *   core.daemon_fast_serve(...) -- the common call in C (see below)
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -618,6 +619,18 @@ static void read_security(lua_State *L, int idx, sr_listener_security_t *sec) {
   lua_pop(L, 1);
 }
 
+/* A process that serves must not die when a client goes away mid-reply:
+ * SIGPIPE is ignored when it still has the default disposition (one the
+ * program set itself is left alone; the daemon thread blocks it anyway). */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+      !(sa.sa_flags & SA_SIGINFO)) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 /* daemon_listen(host, port [, objects [, limits [, security]]]) -> id, port | nil, err, name
  * objects: a list of {name, connectok_value} registered before the listener
  * accepts its first connection (at most 16). */
@@ -671,6 +684,7 @@ static int l_listen(lua_State *L) {
   }
   if (rc == 0) rc = open_async(L);
   if (rc == 0) {
+    ignore_sigpipe();
     sr_daemon_set_limits(G.d, &hl);
     sr_daemon_set_security(G.d, &sec);
     rc = sr_daemon_listen(G.d, host, (int)port, mask, objs, (size_t)nobjs, &id, &bound, err,

@@ -15,6 +15,7 @@
 #include <lualib.h>
 
 #include <libgen.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,9 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+  /* a peer that closes while a reply is being written must cost that
+   * connection only: writes fail with EPIPE instead of ending the process */
+  signal(SIGPIPE, SIG_IGN);
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fputs("springrun: cannot create Lua state (out of memory)\n", stderr);

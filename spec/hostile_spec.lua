@@ -1,0 +1,108 @@
+-- Hostile clients that stay protocol-correct and abuse resources, against a
+-- springrun server process (spec/fixtures/fault_server.lua) or a daemon in
+-- this process, with small limits so that nothing needs gigabytes: clients
+-- that vanish mid-reply (SIGPIPE), replies nobody reads (bytes),
+-- connections that never finish a handshake, open-files exhaustion,
+-- connections gone with calls queued, half-close, one connection flooding
+-- expensive calls while another calls normally.
+local core = require "springrun.core"
+local json = require "springrun.json"
+local uv = require "luv"
+local wc = require "helpers.wireclient"
+local proc = require "helpers.proc"
+
+local JSON = core.SER_JSON
+local enc = core.wire_encode
+local FIXTURES = proc.root .. "/spec/fixtures"
+
+local function poll_until(pred, timeout)
+  local deadline = uv.hrtime() + timeout * 1e9
+  while not pred() do
+    if uv.hrtime() > deadline then return false end
+    proc.poll_step(20)
+  end
+  return true
+end
+
+-- fault_server.lua in its own process; returns the process and its port.
+local function start_server(cleanup, limits, env, nofile)
+  local e = { FAULT_LIMITS = limits or "" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local p = proc.spawn({ "sh", "-c", "ulimit -n " .. (nofile or 4096) .. " && exec "
+    .. proc.shquote(proc.bin) .. " " .. proc.shquote(FIXTURES .. "/fault_server.lua") .. " 0" }, { env = e })
+  cleanup(function() proc.stop(p) end)
+  local port
+  assert.is_true(poll_until(function()
+    port = tonumber(p:stdout():match("PORT (%d+)"))
+    return port ~= nil or p:status() ~= nil
+  end, 20), "fault_server did not start: " .. p:stderr())
+  assert(port, "fault_server exited: " .. p:stderr())
+  assert(proc.wait_port("127.0.0.1", port, 10, p))
+  return p, port
+end
+
+local function connect_ok(port)
+  local c = assert(wc.connect("127.0.0.1", port))
+  c:send(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello", "object": "Faults"}'))
+  local m = assert(c:recv(10))
+  assert.are.equal(core.MSG_CONNECTOK, m.type)
+  return c
+end
+
+local function still_serves(port)
+  local c = connect_ok(port)
+  c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json("Faults", "echo", '["alive"]')))
+  local m = assert(c:recv(10))
+  assert.are.equal("alive", json.decode(m.data))
+  c:close()
+end
+
+-- A raw luv connection that has done its handshake and reads nothing more.
+local function raw_handshaken(port, cleanup)
+  local tcp = uv.new_tcp()
+  cleanup(function() if not tcp:is_closing() then tcp:close() end uv.run("nowait") end)
+  local connected, handshaken = false, false
+  tcp:connect("127.0.0.1", port, function(err) assert(not err, err) connected = true end)
+  assert.is_true(wc.run_until(function() return connected end, 5))
+  tcp:write(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello", "object": "Faults"}'))
+  tcp:read_start(function() handshaken = true tcp:read_stop() end)
+  assert.is_true(wc.run_until(function() return handshaken end, 5))
+  return tcp
+end
+
+-- Asks for three 4 MiB replies, reads the first bytes of one, then closes
+-- with replies unread (the kernel answers the server's next bytes with a
+-- reset): the server is in the middle of writing.
+local function vanish_mid_reply(port)
+  local tcp = uv.new_tcp()
+  local connected, got = false, 0
+  tcp:connect("127.0.0.1", port, function(err) assert(not err, err) connected = true end)
+  assert.is_true(wc.run_until(function() return connected end, 5))
+  tcp:write(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello", "object": "Faults"}'))
+  local calls = {}
+  for seq = 1, 3 do calls[seq] = enc(core.MSG_INVOKE, 0, seq, JSON, wc.invoke_json("Faults", "big", "[4194304]")) end
+  tcp:write(table.concat(calls))
+  tcp:read_start(function(err, data) if data then got = got + #data end end)
+  assert.is_true(wc.run_until(function() return got > 100000 end, 10), "no reply began")
+  tcp:read_stop()
+  tcp:close()
+  uv.run("nowait")
+end
+
+describe("springrun hostile clients #net", function()
+  for _, mode in ipairs({ "cli", "before", "after" }) do
+    it("survives clients that vanish mid-reply, SIGPIPE " .. (mode == "cli" and "as the CLI sets it"
+        or mode == "before" and "at its default when exporting"
+        or "reset to its default after exporting"), function()
+      local cleanup = proc.cleanups(finally)
+      local server, port = start_server(cleanup, nil, mode ~= "cli" and { FAULT_SIGPIPE = mode } or nil)
+      for _ = 1, 12 do
+        vanish_mid_reply(port)
+        assert.is_nil(server:status(), "the server died: " .. server:stderr())
+      end
+      still_serves(port)
+      proc.poll_step(200)
+      assert.is_nil(server:status(), "the server died: " .. server:stderr())
+    end)
+  end
+end)
