@@ -105,4 +105,38 @@ describe("springrun hostile clients #net", function()
       assert.is_nil(server:status(), "the server died: " .. server:stderr())
     end)
   end
+
+  it("answers the requests received before a half-close, then closes", function()
+    local cleanup = proc.cleanups(finally)
+    local _, port = start_server(cleanup)
+    local tcp = uv.new_tcp()
+    cleanup(function() if not tcp:is_closing() then tcp:close() end uv.run("nowait") end)
+    local connected, eof = false, false
+    local framer, msgs = core.framer(), {}
+    tcp:connect("127.0.0.1", port, function(err) assert(not err, err) connected = true end)
+    assert.is_true(wc.run_until(function() return connected end, 5))
+    local out = { enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello", "object": "Faults"}') }
+    for seq = 1, 5 do
+      out[#out + 1] = enc(core.MSG_INVOKE, 0, seq, JSON, wc.invoke_json("Faults", "slow", "[50, " .. seq .. "]"))
+    end
+    tcp:read_start(function(err, data)
+      if err or not data then eof = true return end
+      framer:feed(data)
+      while true do
+        local m = framer:next()
+        if not m then break end
+        msgs[#msgs + 1] = m
+      end
+    end)
+    tcp:write(table.concat(out))
+    tcp:shutdown() -- SHUT_WR: nothing more comes, the answers are still wanted
+    assert.is_true(wc.run_until(function() return eof end, 10), "the server did not close")
+    assert.are.equal(6, #msgs)
+    assert.are.equal(core.MSG_CONNECTOK, msgs[1].type)
+    for seq = 1, 5 do
+      assert.are.equal(core.MSG_RESULT, msgs[seq + 1].type)
+      assert.are.equal(seq, json.decode(msgs[seq + 1].data))
+    end
+    still_serves(port)
+  end)
 end)

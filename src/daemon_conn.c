@@ -79,6 +79,14 @@ void sr_conn_close_graceful(sr_conn_t *c) {
  * shutdown() round (a POLLOUT wake-up and a syscall: ~15 us of a
  * connect + call + close) is skipped; otherwise as sr_conn_close_graceful. */
 static void conn_close_at_eof(sr_conn_t *c) {
+  if (c->state == C_OPEN && c->handshaken && c->w && sr_wside_owes(c->w, c->next_slot)) {
+    /* a half-close (shutdown(SHUT_WR)): what was received before it is
+     * answered, as Pyro4 does; the sweep closes once nothing is owed */
+    c->peer_eof = 1;
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    return;
+  }
   int idle = c->state == C_OPEN && c->tls == NULL;
   if (idle && c->w) idle = !sr_wside_busy(c->w);
   if (idle && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
@@ -267,7 +275,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 /* Reading again after back-pressure: handle what is buffered, then read. */
 static void conn_unpause(sr_conn_t *c) {
-  if (c->state != C_OPEN || c->quiesced) return;
+  if (c->state != C_OPEN || c->quiesced || c->peer_eof) return;
   sr_dlog(c->d, LOG_DEBUG, "resuming reads from %s", c->peer);
   uint64_t now = uv_now(&c->d->loop);
   int progressed = conn_process(c);
@@ -393,6 +401,10 @@ static void on_sweep(uv_timer_t *t) {
     sr_conn_t *c = d->conns[i];
     if (c == NULL || c->state != C_OPEN || c->lis == NULL) continue;
     sr_listener_t *lis = c->lis;
+    if (c->peer_eof) {
+      if (!sr_wside_owes(c->w, c->next_slot)) sr_conn_close_graceful(c);
+      continue;
+    }
     if (c->dpaused) {
       if (atomic_load(&lis->dc->queued) <= lis->lim.max_queued / 2) {
         c->dpaused = 0;

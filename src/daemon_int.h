@@ -155,6 +155,8 @@ typedef struct sr_conn_s {
   int quiesced; /* shutdown: never read again */
   int refused;  /* over max_connections: CONNECTFAIL to its first message */
   int counted;  /* counted in lis->nconns */
+  int peer_eof; /* the peer half-closed while owed replies: not read again,
+                   closed gracefully once they are written (sweep) */
   uint32_t max_owed, resume_below; /* max_queued_conn of its listener */
   uint64_t accepted_at, last_active; /* uv_now() ms */
   uint64_t msg_start; /* uv_now() when the unfinished message began; 0: none */
