@@ -24,11 +24,12 @@ local function poll_until(pred, timeout)
   return true
 end
 
--- fault_server.lua in its own process; returns the process and its port.
-local function start_server(cleanup, limits, env, nofile)
+-- fault_server.lua in its own process (ulimit: the open-files limit as
+-- arguments of sh's ulimit); returns the process and its port.
+local function start_server(cleanup, limits, env, ulimit)
   local e = { FAULT_LIMITS = limits or "" }
   for k, v in pairs(env or {}) do e[k] = v end
-  local p = proc.spawn({ "sh", "-c", "ulimit -n " .. (nofile or 4096) .. " && exec "
+  local p = proc.spawn({ "sh", "-c", "ulimit " .. (ulimit or "-n 4096") .. " && exec "
     .. proc.shquote(proc.bin) .. " " .. proc.shquote(FIXTURES .. "/fault_server.lua") .. " 0" }, { env = e })
   cleanup(function() proc.stop(p) end)
   local port
@@ -138,5 +139,56 @@ describe("springrun hostile clients #net", function()
       assert.are.equal(seq, json.decode(msgs[seq + 1].data))
     end
     still_serves(port)
+  end)
+
+  it("closes connections that never complete a handshake (handshake_timeout), so they hold no slot", function()
+    local cleanup = proc.cleanups(finally)
+    local server, port = start_server(cleanup, "handshake_timeout=0.3,max_connections=4")
+    local silent = {}
+    for i = 1, 4 do silent[i] = assert(wc.connect("127.0.0.1", port)) end
+    cleanup(function() for _, c in ipairs(silent) do c:close() end end)
+    for i = 1, 4 do assert.is_true(silent[i]:wait_closed(5), "silent connection " .. i .. " still open") end
+    still_serves(port) -- a slot is free again
+    assert.is_true(poll_until(function() return server:stderr():find("(handshake_timeout)", 1, true) ~= nil end, 5),
+      server:stderr())
+    -- a burst is logged once, not per connection
+    local _, n = server:stderr():gsub("no handshake within", "")
+    assert.are.equal(1, n, server:stderr())
+  end)
+
+  it("keeps serving its connections when it runs out of file descriptors, and says so once", function()
+    local cleanup = proc.cleanups(finally)
+    local server, port = start_server(cleanup, "handshake_timeout=false", nil, "-n 48")
+    assert.matches("max_connections 4096 cannot be reached with the open%-files limit 48", server:stderr())
+    local kept = connect_ok(port)
+    cleanup(function() kept:close() end)
+    local extra = {}
+    cleanup(function() for _, c in ipairs(extra) do c:close() end end)
+    for i = 1, 60 do extra[i] = wc.connect("127.0.0.1", port, 2) end
+    -- the ones past the limit are closed at once rather than left hanging
+    local closed = 0
+    for i = 1, 60 do if extra[i] == nil or extra[i]:wait_closed(0.05) then closed = closed + 1 end end
+    assert.is_true(closed >= 10, "only " .. closed .. " of 60 closed")
+    kept:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json("Faults", "echo", '["kept"]')))
+    local m = assert(kept:recv(10))
+    assert.are.equal("kept", json.decode(m.data))
+    assert.is_true(poll_until(function() return server:stderr():find("open files exhausted", 1, true) ~= nil end, 5),
+      server:stderr())
+    local _, n = server:stderr():gsub("open files exhausted", "")
+    assert.are.equal(1, n, server:stderr())
+    for i = 1, 60 do if extra[i] then extra[i]:close() end end
+    extra = {}
+    assert.is_true(poll_until(function() return pcall(still_serves, port) end, 10))
+    assert.is_nil(server:status())
+  end)
+
+  it("raises its soft open-files limit to the hard one (the CLI)", function()
+    local cleanup = proc.cleanups(finally)
+    local server = start_server(cleanup, nil, nil, "-S -n 200")
+    local f = assert(io.open("/proc/" .. server.pid .. "/limits"))
+    local soft, hard = f:read("a"):match("Max open files%s+(%S+)%s+(%S+)")
+    f:close()
+    assert.are_not.equal("200", soft)
+    assert.are.equal(hard, soft)
   end)
 end)

@@ -18,6 +18,7 @@
  */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/resource.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -186,6 +187,14 @@ static void do_listen(sr_daemon_t *d, sr_cmd_t *cmd) {
     }
   }
   snprintf(lis->where, sizeof lis->where, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    lis->nofile = (unsigned long long)rl.rlim_cur;
+  if (lis->nofile != 0 && (unsigned long long)lis->lim.max_connections + 32 > lis->nofile)
+    sr_dlog(d, LOG_WARNING,
+            "listening on %s: max_connections %u cannot be reached with the open-files limit "
+            "%llu (ulimit -n); past it new clients are closed at once",
+            lis->where, (unsigned)lis->lim.max_connections, lis->nofile);
   lis->id = ++d->next_listener_id;
   lis->next = d->listeners;
   d->listeners = lis;
@@ -536,6 +545,8 @@ static void limits_resolve(const sr_daemon_t *d, sr_listener_limits_t *out) {
   if (out->max_queued_conn == 0) out->max_queued_conn = SR_DAEMON_DEFAULT_MAX_QUEUED_CONN;
   if (out->max_queued_conn < 4) out->max_queued_conn = 4; /* resumes at a quarter */
   if (out->max_queued == 0) out->max_queued = SR_DAEMON_DEFAULT_MAX_QUEUED;
+  if (out->handshake_timeout_ms == 0)
+    out->handshake_timeout_ms = SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS;
 }
 
 void sr_daemon_set_limits(sr_daemon_t *d, const sr_listener_limits_t *lim) {

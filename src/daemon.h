@@ -89,6 +89,9 @@ typedef struct sr_listener_limits_s {
                                 nothing (0: off, the default) */
   uint32_t max_queued_conn;  /* replies a connection may owe before it is not
                                 read any more (1024; resumes at a quarter) */
+  uint32_t handshake_timeout_ms; /* a connection must complete its handshake
+                                within this from accept, else it is closed
+                                (10000; UINT32_MAX: off) */
   uint32_t max_queued;       /* INVOKEs of the listener handed to the owner and
                                 not yet dispatched (sr_daemon_event_done);
                                 past it no connection of the listener is read
@@ -99,6 +102,11 @@ typedef struct sr_listener_limits_s {
 #define SR_DAEMON_DEFAULT_SEND_DEADLINE_MS 30000u
 #define SR_DAEMON_DEFAULT_MAX_QUEUED_CONN 1024u
 #define SR_DAEMON_DEFAULT_MAX_QUEUED 16384u
+#define SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+/* Refusals that can come in floods (handshake timeouts, accept failures)
+ * are logged at most once per this many ms per listener, with a count of
+ * those not logged. */
+#define SR_DAEMON_LOG_EVERY_MS 10000u
 /* A connection refused for max_connections that sends no CONNECT is closed
  * after this long. */
 #define SR_DAEMON_REFUSED_LINGER_MS 2000u

@@ -179,6 +179,11 @@ typedef struct sr_listener_s {
   sr_listener_limits_t lim; /* every field set (defaults applied) */
   uint32_t nconns;   /* open connections counted against max_connections */
   sr_dcount_t *dc;   /* INVOKEs queued for the owner (max_queued) */
+  /* rate-limited log lines (SR_DAEMON_LOG_EVERY_MS): when the last one of
+   * each kind was logged, and how many were not since */
+  uint64_t hs_logged_at, accept_logged_at;
+  uint32_t hs_unlogged, accept_unlogged;
+  unsigned long long nofile; /* the open-files limit at listen (0: none) */
   sr_obj_t *objs;
   sr_tls_ctx_t *tls; /* server TLS context (a reference) or NULL */
   int has_secret;    /* CONNECT must carry this handshake secret */
@@ -321,6 +326,10 @@ void sr_conn_accept_cb(uv_stream_t *server, int status);
 void sr_conn_close_now(sr_conn_t *c);
 /* Stops reading, lets queued writes finish, then closes. Idempotent. */
 void sr_conn_close_graceful(sr_conn_t *c);
+/* Rate limit of a flood-prone log line: 1 when one may be logged now
+ * (*unlogged then holds how many were skipped since the last; the caller
+ * reports and resets it), 0 when this one is only counted. */
+int sr_log_allowed(uint64_t *logged_at, uint32_t *unlogged, uint64_t now);
 /* Back-pressure of the connection released (its replies left): reads
  * again. */
 void sr_conn_resume(sr_conn_t *c);

@@ -30,8 +30,9 @@
  *       -> listener_id, bound_port | nil, err   (objects registered before
  *          the first connection is accepted). limits: a table with any of
  *          max_message_size (bytes), max_connections, send_deadline and
- *          idle_timeout (seconds, fractions allowed; send_deadline false:
- *          off, idle_timeout 0/false: off), max_queued_per_connection,
+ *          idle_timeout, handshake_timeout (seconds, fractions allowed;
+ *          send_deadline/handshake_timeout false: off, idle_timeout
+ *          0/false: off), max_queued_per_connection,
  *          max_queued, max_depth, max_elements (of decoded requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
@@ -581,6 +582,10 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_deco
   v = 0;
   limit_field(L, idx, "send_deadline", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
   hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
+  limit_field(L, idx, "handshake_timeout", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
+  hl->handshake_timeout_ms =
+      v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
   limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 1000, 0, &v);
   hl->idle_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);

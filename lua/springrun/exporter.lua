@@ -45,6 +45,9 @@
 --   send_deadline              seconds a client may take to finish a message
 --                              it started (slow-loris); default 30, false: off.
 --                              Past it the connection is closed.
+--   handshake_timeout          seconds from accept within which a connection
+--                              must complete its handshake; default 10,
+--                              false: off. Past it the connection is closed.
 --   idle_timeout               seconds of silence after which a connection
 --                              that owes nothing is closed; default 0 (off).
 --   max_queued_per_connection  replies a connection may owe before the daemon
@@ -601,10 +604,12 @@ end
 local LIMITS = {
   max_message_size = "count", max_connections = "count", send_deadline = "seconds",
   idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
+  handshake_timeout = "seconds",
   max_depth = "count", max_elements = "count",
 }
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
-                      "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
+                      "max_queued_per_connection", "max_queued", "max_depth", "max_elements",
+                      "handshake_timeout" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port" }
@@ -653,9 +658,9 @@ local function read_limits(self)
       if type(v) == "string" then v = tonumber(v) or v end
       if LIMITS[k] == "seconds" then
         if v ~= false and (type(v) ~= "number" or v < 0 or v ~= v
-            or (k == "send_deadline" and v == 0)) then
+            or ((k == "send_deadline" or k == "handshake_timeout") and v == 0)) then
           conf_error(self, "%s must be a number of seconds%s, got %s", k,
-            k == "send_deadline" and " > 0 (or false: off)" or " >= 0 (0 or false: off)", tostring(v))
+            (k == "send_deadline" or k == "handshake_timeout") and " > 0 (or false: off)" or " >= 0 (0 or false: off)", tostring(v))
         end
         if k == "idle_timeout" and v == 0 then v = false end
       elseif math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) or v < 1 then
