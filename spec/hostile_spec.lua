@@ -90,6 +90,14 @@ local function vanish_mid_reply(port)
   uv.run("nowait")
 end
 
+local function rss_kb(pid)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return nil end
+  local t = f:read("a")
+  f:close()
+  return tonumber(t:match("VmRSS:%s*(%d+)"))
+end
+
 describe("springrun hostile clients #net", function()
   for _, mode in ipairs({ "cli", "before", "after" }) do
     it("survives clients that vanish mid-reply, SIGPIPE " .. (mode == "cli" and "as the CLI sets it"
@@ -190,5 +198,29 @@ describe("springrun hostile clients #net", function()
     f:close()
     assert.are_not.equal("200", soft)
     assert.are.equal(hard, soft)
+  end)
+
+  it("bounds reply bytes queued for clients that never read (max_reply_bytes), closing the one past it", function()
+    local cleanup = proc.cleanups(finally)
+    local server, port = start_server(cleanup, "max_reply_bytes=4194304,max_reply_bytes_per_connection=1048576")
+    still_serves(port)
+    local before = rss_kb(server.pid)
+    local tcp = raw_handshaken(port, cleanup)
+    local closed = false
+    tcp:read_start(function(err, data) if err or not data then closed = true end end)
+    tcp:read_stop() -- reads nothing: the replies stay queued in the server
+    local frames = {}
+    for seq = 1, 400 do
+      frames[#frames + 1] = enc(core.MSG_INVOKE, 0, seq, JSON, wc.invoke_json("Faults", "big", "[65536]"))
+    end
+    tcp:write(table.concat(frames)) -- 25 MiB of replies if nothing stopped it
+    assert.is_true(poll_until(function()
+      return server:stderr():find("(max_reply_bytes)", 1, true) ~= nil
+    end, 10), server:stderr())
+    assert.matches("closing connection from 127%.0%.0%.1:%d+ on 127%.0%.0%.1:%d+: its reply would pass 4194304 bytes",
+      server:stderr())
+    still_serves(port)
+    local after = rss_kb(server.pid)
+    assert.is_true(after - before < 24 * 1024, string.format("server RSS grew from %d to %d KiB", before, after))
   end)
 end)

@@ -31,7 +31,7 @@
 
 /* ---- listener queue counts ----------------------------------------------- */
 
-static void dcount_release(sr_dcount_t *dc) {
+void sr_dcount_release(sr_dcount_t *dc) {
   if (dc && atomic_fetch_sub(&dc->refs, 1) == 1) free(dc);
 }
 
@@ -95,7 +95,7 @@ static int listener_add_obj(sr_listener_t *lis, const char *name, const uint8_t 
 
 static void free_listener(sr_listener_t *lis) {
   sr_tls_ctx_unref(lis->tls);
-  dcount_release(lis->dc);
+  sr_dcount_release(lis->dc);
   while (lis->objs) {
     sr_obj_t *o = lis->objs;
     lis->objs = o->next;
@@ -142,6 +142,8 @@ static void do_listen(sr_daemon_t *d, sr_cmd_t *cmd) {
   }
   atomic_init(&lis->dc->refs, 1);
   atomic_init(&lis->dc->queued, 0);
+  atomic_init(&lis->dc->queued_bytes, 0);
+  atomic_init(&lis->dc->reply_bytes, 0);
   lis->tls = sr_tls_ctx_ref(cmd->tls);
   lis->has_secret = cmd->has_secret;
   lis->secret = cmd->secret;
@@ -343,10 +345,7 @@ static void on_wake(uv_async_t *a) {
       sr_conn_t *c = sr_conn_lookup(d, cc->conn);
       if (c && head->kind == CMD_FLUSH) sr_conn_flush(c);
       if (c && head->kind == CMD_RESUME) sr_conn_resume(c);
-      if (c && head->kind == CMD_CLOSE && c->state != C_CLOSED) {
-        sr_dlog(d, LOG_INFO, "write to %s failed; closing the connection", c->peer);
-        sr_conn_close_now(c);
-      }
+      if (c && head->kind == CMD_CLOSE && c->state != C_CLOSED) sr_conn_close_write_failed(c);
       free(cc);
     } else {
       sr_cmd_t *cmd = (sr_cmd_t *)head;
@@ -545,6 +544,9 @@ static void limits_resolve(const sr_daemon_t *d, sr_listener_limits_t *out) {
   if (out->max_queued_conn == 0) out->max_queued_conn = SR_DAEMON_DEFAULT_MAX_QUEUED_CONN;
   if (out->max_queued_conn < 4) out->max_queued_conn = 4; /* resumes at a quarter */
   if (out->max_queued == 0) out->max_queued = SR_DAEMON_DEFAULT_MAX_QUEUED;
+  if (out->max_reply_bytes_conn == 0) out->max_reply_bytes_conn = SR_DAEMON_DEFAULT_MAX_REPLY_BYTES_CONN;
+  if (out->max_reply_bytes == 0) out->max_reply_bytes = SR_DAEMON_DEFAULT_MAX_REPLY_BYTES;
+  if (out->max_queued_bytes == 0) out->max_queued_bytes = SR_DAEMON_DEFAULT_MAX_QUEUED_BYTES;
   if (out->handshake_timeout_ms == 0)
     out->handshake_timeout_ms = SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS;
 }
@@ -559,7 +561,8 @@ void sr_daemon_set_limits(sr_daemon_t *d, const sr_listener_limits_t *lim) {
 void sr_daemon_event_done(sr_event_t *ev) {
   if (ev == NULL || ev->kind != SR_EV_INVOKE || ev->dc == NULL) return;
   atomic_fetch_sub(&ev->dc->queued, 1);
-  dcount_release(ev->dc);
+  atomic_fetch_sub(&ev->dc->queued_bytes, ev->len);
+  sr_dcount_release(ev->dc);
   ev->dc = NULL;
 }
 

@@ -89,6 +89,15 @@ typedef struct sr_listener_limits_s {
                                 nothing (0: off, the default) */
   uint32_t max_queued_conn;  /* replies a connection may owe before it is not
                                 read any more (1024; resumes at a quarter) */
+  size_t max_reply_bytes_conn; /* reply bytes a connection may have queued
+                                (not yet taken by its socket) before it is
+                                not read any more (8 MiB; resumes at a quarter) */
+  size_t max_reply_bytes;    /* reply bytes queued by all connections of the
+                                listener: a reply that would pass it closes
+                                its connection, the reply dropped (256 MiB) */
+  size_t max_queued_bytes;   /* request bytes of the listener handed to the
+                                owner and not yet dispatched: past it, as
+                                max_queued (64 MiB) */
   uint32_t handshake_timeout_ms; /* a connection must complete its handshake
                                 within this from accept, else it is closed
                                 (10000; UINT32_MAX: off) */
@@ -103,6 +112,9 @@ typedef struct sr_listener_limits_s {
 #define SR_DAEMON_DEFAULT_MAX_QUEUED_CONN 1024u
 #define SR_DAEMON_DEFAULT_MAX_QUEUED 16384u
 #define SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define SR_DAEMON_DEFAULT_MAX_REPLY_BYTES_CONN ((size_t)8 << 20)
+#define SR_DAEMON_DEFAULT_MAX_REPLY_BYTES ((size_t)256 << 20)
+#define SR_DAEMON_DEFAULT_MAX_QUEUED_BYTES ((size_t)64 << 20)
 /* Refusals that can come in floods (handshake timeouts, accept failures)
  * are logged at most once per this many ms per listener, with a count of
  * those not logged. */

@@ -372,7 +372,7 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
             (unsigned)lis->accept_unlogged);
     lis->accept_unlogged = 0;
   }
-  c->w = sr_wside_new(fd);
+  c->w = sr_wside_new(fd, &lis->lim, lis->dc);
   if (c->w == NULL) {
     sr_dlog(d, LOG_ERROR, "out of memory accepting on %s", lis->where);
     sr_conn_close_now(c);
@@ -436,7 +436,8 @@ static void on_sweep(uv_timer_t *t) {
       continue;
     }
     if (c->dpaused) {
-      if (atomic_load(&lis->dc->queued) <= lis->lim.max_queued / 2) {
+      if (atomic_load(&lis->dc->queued) <= lis->lim.max_queued / 2 &&
+          atomic_load(&lis->dc->queued_bytes) <= lis->lim.max_queued_bytes / 2) {
         c->dpaused = 0;
         conn_unpause(c);
       } else {

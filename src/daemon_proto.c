@@ -291,15 +291,18 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
   atomic_fetch_add(&dc->refs, 1);
   ev->dc = dc;
   unsigned queued = atomic_fetch_add(&dc->queued, 1) + 1;
+  size_t qbytes = atomic_fetch_add(&dc->queued_bytes, len) + len;
   sr_daemon_push_event(d, ev);
-  if (queued >= c->lis->lim.max_queued && !c->dpaused) {
+  if ((queued >= c->lis->lim.max_queued || qbytes >= c->lis->lim.max_queued_bytes) &&
+      !c->dpaused) {
     /* the owner is behind: read no more from this connection until the
      * sweep sees the listener's queue down to half */
     c->dpaused = 1;
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
-    sr_dlog(d, LOG_DEBUG, "pausing reads from %s on %s: %u invocations queued (max_queued)",
-            c->peer, c->lis->where, queued);
+    sr_dlog(d, LOG_DEBUG, "pausing reads from %s on %s: %u invocations, %zu bytes queued (%s)",
+            c->peer, c->lis->where, queued, qbytes,
+            queued >= c->lis->lim.max_queued ? "max_queued" : "max_queued_bytes");
     sr_sweep_soon(d);
   }
 }

@@ -33,7 +33,9 @@
  *          idle_timeout, handshake_timeout (seconds, fractions allowed;
  *          send_deadline/handshake_timeout false: off, idle_timeout
  *          0/false: off), max_queued_per_connection,
- *          max_queued, max_depth, max_elements (of decoded requests);
+ *          max_queued, max_queued_bytes, max_reply_bytes_per_connection,
+ *          max_reply_bytes (bytes), max_depth, max_elements (of decoded
+ *          requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
  *   core.daemon_register(listener_id, name, connectok_value) -> true | nil, err
@@ -582,6 +584,15 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_deco
   v = 0;
   limit_field(L, idx, "send_deadline", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
   hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
+  limit_field(L, idx, "max_reply_bytes_per_connection", 1024, 1099511627776.0, 1, 0, &v);
+  hl->max_reply_bytes_conn = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_reply_bytes", 1024, 1099511627776.0, 1, 0, &v);
+  hl->max_reply_bytes = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_queued_bytes", 1024, 1099511627776.0, 1, 0, &v);
+  hl->max_queued_bytes = (size_t)v;
   v = 0;
   limit_field(L, idx, "handshake_timeout", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
   hl->handshake_timeout_ms =

@@ -56,6 +56,14 @@
 --   max_queued                 requests of the listener queued for the Lua
 --                              thread; past it no connection of the listener is
 --                              read until half are dispatched; default 16384.
+--   max_reply_bytes_per_connection  reply bytes a connection may have queued
+--                              (not taken by its socket) before it is not
+--                              read any more; default 8 MiB.
+--   max_reply_bytes            reply bytes queued by all connections of the
+--                              daemon; a reply that would pass it closes its
+--                              connection; default 256 MiB.
+--   max_queued_bytes           request bytes waiting for the Lua thread; as
+--                              max_queued; default 64 MiB.
 --   max_depth, max_elements    nesting and total values of a decoded request;
 --                              default 200 and 1,000,000. Beyond: the caller
 --                              gets SerializeError, the connection stays.
@@ -604,12 +612,14 @@ end
 local LIMITS = {
   max_message_size = "count", max_connections = "count", send_deadline = "seconds",
   idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
-  handshake_timeout = "seconds",
+  handshake_timeout = "seconds", max_reply_bytes_per_connection = "count",
+  max_reply_bytes = "count", max_queued_bytes = "count",
   max_depth = "count", max_elements = "count",
 }
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements",
-                      "handshake_timeout" }
+                      "handshake_timeout", "max_reply_bytes_per_connection", "max_reply_bytes",
+                      "max_queued_bytes" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port" }
