@@ -223,4 +223,66 @@ describe("springrun hostile clients #net", function()
     local after = rss_kb(server.pid)
     assert.is_true(after - before < 24 * 1024, string.format("server RSS grew from %d to %d KiB", before, after))
   end)
+
+  -- A connection that pipelines n expensive calls (spin: ms of the Lua
+  -- thread each) without reading.
+  local function flood(port, cleanup, n, ms)
+    local tcp = raw_handshaken(port, cleanup)
+    local frames = {}
+    for seq = 1, n do
+      frames[seq] = enc(core.MSG_INVOKE, 0, seq, JSON, wc.invoke_json("Faults", "spin", "[" .. ms .. "]"))
+    end
+    tcp:write(table.concat(frames))
+    uv.run("nowait")
+    return tcp
+  end
+
+  it("serves a normal client in turn while another connection floods expensive calls", function()
+    local cleanup = proc.cleanups(finally)
+    local _, port = start_server(cleanup)
+    local c = connect_ok(port)
+    cleanup(function() c:close() end)
+    flood(port, cleanup, 200, 20) -- 4 s of the Lua thread in arrival order
+    proc.poll_step(200)           -- the flood is queued and running
+    -- the bound: calls are taken from connections in turn, so the normal
+    -- call waits for about one call of the flooder (20 ms) plus one turn
+    -- (10 ms); asserted generously at 1 s against 4 s in arrival order
+    for seq = 1, 3 do
+      local t0 = uv.hrtime()
+      c:send(enc(core.MSG_INVOKE, 0, seq, JSON, wc.invoke_json("Faults", "echo", '["normal"]')))
+      local m = assert(c:recv(10))
+      local took = (uv.hrtime() - t0) / 1e9
+      assert.are.equal("normal", json.decode(m.data))
+      assert.is_true(took < 1.0, string.format("a normal call took %.2f s behind the flood", took))
+    end
+  end)
+
+  it("drops the calls not yet started of a connection that is gone", function()
+    local cleanup = proc.cleanups(finally)
+    local _, port = start_server(cleanup)
+    local tcp = flood(port, cleanup, 200, 20)
+    proc.poll_step(300)
+    tcp:close() -- reset, with 4 s of calls queued
+    uv.run("nowait")
+    proc.poll_step(500)
+    local c = connect_ok(port)
+    cleanup(function() c:close() end)
+    c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json("Faults", "spins", "[]")))
+    local ran = json.decode(assert(c:recv(10)).data)
+    assert.is_true(ran < 100, ran .. " of 200 calls ran for a connection that was gone")
+  end)
+
+  it("shuts down within drain_timeout with calls queued", function()
+    local cleanup = proc.cleanups(finally)
+    local server, port = start_server(cleanup, nil, { FAULT_DRAIN = "1" })
+    flood(port, cleanup, 200, 50) -- 10 s of calls, the connection stays
+    proc.poll_step(300)
+    local t0 = uv.hrtime()
+    proc.kill(server, "sigterm")
+    local code = proc.wait_exit(server, 15)
+    local took = (uv.hrtime() - t0) / 1e9
+    assert.are.equal(0, code, server:stderr())
+    -- drain_timeout (1 s) + the daemon's 2 s grace for queued replies + one call
+    assert.is_true(took < 4.5, string.format("shutdown took %.1f s", took))
+  end)
 end)

@@ -456,6 +456,94 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   lua_settop(L, base);
 }
 
+/* ---- INVOKEs waiting for the Lua thread, by connection --------------------
+ *
+ * The events of one wake-up are not run in arrival order: each INVOKE joins
+ * the queue of its connection, and the Lua thread takes one call from each
+ * connection in turn (a ring of the connections with calls waiting), so
+ * one connection that floods calls delays another by one of its calls per
+ * round, not by its whole backlog. A turn of the loop dispatches for at
+ * most DISPATCH_TURN_NS and wakes itself for the rest, so timers (the
+ * shutdown's drain_timeout), signals and luv I/O run in between. A call
+ * whose connection is gone by its turn is dropped (logged at DEBUG): nobody
+ * waits for its reply. Waiting calls count as tasks (daemon_tasks), so the
+ * shutdown's drain waits for them within drain_timeout. */
+#define DISPATCH_TURN_NS 10000000ull
+#define CQ_BUCKETS 256
+
+typedef struct lsr_cq_s {
+  uint64_t conn;
+  sr_event_t *head, *tail;
+  struct lsr_cq_s *hnext; /* bucket chain */
+  struct lsr_cq_s *rnext; /* ring (FIFO of connections with calls waiting) */
+} lsr_cq_t;
+
+static struct {
+  lsr_cq_t *bucket[CQ_BUCKETS];
+  lsr_cq_t *ring_head, *ring_tail;
+  lua_Integer nwaiting;
+  sr_event_t *cur; /* being dispatched (finished by on_events after an error) */
+} Q;
+
+static unsigned cq_hash(uint64_t conn) {
+  return (unsigned)((conn * 0x9E3779B97F4A7C15ull) >> 56) & (CQ_BUCKETS - 1);
+}
+
+/* Appends ev to its connection's queue. Returns 0, or -1 (out of memory:
+ * the caller dispatches it now). */
+static int cq_push(sr_event_t *ev) {
+  unsigned h = cq_hash(ev->conn);
+  lsr_cq_t *q = Q.bucket[h];
+  while (q && q->conn != ev->conn) q = q->hnext;
+  if (q == NULL) {
+    if ((q = calloc(1, sizeof *q)) == NULL) return -1;
+    q->conn = ev->conn;
+    q->hnext = Q.bucket[h];
+    Q.bucket[h] = q;
+    if (Q.ring_tail) Q.ring_tail->rnext = q; else Q.ring_head = q;
+    Q.ring_tail = q;
+  }
+  ev->node.next = NULL;
+  if (q->tail) q->tail->node.next = &ev->node; else q->head = ev;
+  q->tail = ev;
+  Q.nwaiting++;
+  return 0;
+}
+
+/* The next call in turn (the first of the connection at the ring's head,
+ * which then goes to the back of the ring), or NULL. */
+static sr_event_t *cq_pop(void) {
+  lsr_cq_t *q = Q.ring_head;
+  if (q == NULL) return NULL;
+  sr_event_t *ev = q->head;
+  q->head = (sr_event_t *)ev->node.next;
+  if (q->head == NULL) q->tail = NULL;
+  ev->node.next = NULL;
+  Q.nwaiting--;
+  Q.ring_head = q->rnext;
+  if (Q.ring_head == NULL) Q.ring_tail = NULL;
+  q->rnext = NULL;
+  if (q->head) { /* calls left: to the back of the ring */
+    if (Q.ring_tail) Q.ring_tail->rnext = q; else Q.ring_head = q;
+    Q.ring_tail = q;
+  } else { /* none left: forgotten */
+    lsr_cq_t **pp = &Q.bucket[cq_hash(q->conn)];
+    while (*pp != q) pp = &(*pp)->hnext;
+    *pp = q->hnext;
+    free(q);
+  }
+  return ev;
+}
+
+/* Drops every waiting call (the daemon stopped: their connections are gone). */
+static void cq_drop_all(void) {
+  sr_event_t *ev;
+  while ((ev = cq_pop()) != NULL) {
+    sr_daemon_event_done(ev);
+    free(ev);
+  }
+}
+
 /* Finishes events from *cursor on: each is marked done (so the listener's
  * max_queued pause can lift) and freed. */
 static void finish_events(sr_event_t **cursor) {
@@ -467,20 +555,48 @@ static void finish_events(sr_event_t **cursor) {
   }
 }
 
-/* Runs under lua_pcall (on_events): dispatches the events from the cursor
- * (light userdata) on, advancing it past each one it finished. */
+/* Runs under lua_pcall (on_events): the new events from the cursor (light
+ * userdata) on -- log lines now, INVOKEs to their connection's queue --
+ * then calls in turn (see "by connection" above) for one turn's time. */
 static int drain_events(lua_State *L) {
   sr_event_t **cursor = lua_touserdata(L, 1);
   luaL_checkstack(L, 32, "springrun daemon events");
   while (*cursor) {
     sr_event_t *ev = *cursor;
+    *cursor = (sr_event_t *)ev->node.next;
+    if (ev->kind == SR_EV_INVOKE && cq_push(ev) == 0) continue;
+    Q.cur = ev;
     if (ev->kind == SR_EV_INVOKE)
       dispatch_invoke(L, ev);
     else if (ev->kind == SR_EV_LOG)
       log_line(L, ev->level, (const char *)ev->data);
-    *cursor = (sr_event_t *)ev->node.next;
+    Q.cur = NULL;
     sr_daemon_event_done(ev);
     free(ev);
+  }
+  G.in_batch = G.batch_replies && Q.nwaiting > 1;
+  uint64_t start = uv_hrtime();
+  unsigned dropped = 0;
+  char peer[64];
+  while ((Q.cur = cq_pop()) != NULL) {
+    sr_event_t *ev = Q.cur;
+    if (sr_daemon_peer(G.d, ev->conn, peer, sizeof peer) < 0)
+      dropped++; /* its connection is gone: nobody waits for it */
+    else
+      dispatch_invoke(L, ev);
+    Q.cur = NULL;
+    sr_daemon_event_done(ev);
+    free(ev);
+    if (Q.nwaiting > 0 && uv_hrtime() - start >= DISPATCH_TURN_NS) {
+      if (G.async) sr_async_wake(G.async); /* the rest next turn */
+      break;
+    }
+  }
+  if (dropped) {
+    snprintf(peer, sizeof peer, "dropped %u calls", dropped);
+    lua_pushfstring(L, "%s not started whose connections are gone", peer);
+    log_line(L, 10, lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
   return 0;
 }
@@ -493,17 +609,19 @@ static void on_events(uv_async_t *a) {
   lua_State *L = G.L;
   if (G.d == NULL || L == NULL) return;
   sr_event_t *ev = sr_daemon_take(G.d);
-  if (ev == NULL) return;
-  G.in_batch = G.batch_replies && ev->node.next != NULL;
+  if (ev == NULL && Q.nwaiting == 0) return;
+  G.in_batch = G.batch_replies && ev != NULL && ev->node.next != NULL;
   int base = lua_gettop(L);
   lua_pushcfunction(L, drain_events);
   lua_pushlightuserdata(L, &ev);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     fprintf(stderr, "springrun: dispatching requests failed: %s\n", m ? m : "?");
-    if (ev != NULL) { /* the event that failed mid-way: finish it with the rest */
-      finish_events(&ev);
+    if (Q.cur != NULL) { /* the event that failed mid-way */
+      finish_events(&Q.cur);
     }
+    if (ev != NULL) finish_events(&ev); /* not queued yet */
+    if (Q.nwaiting > 0 && G.async) sr_async_wake(G.async);
   }
   G.in_batch = 0;
   sr_daemon_flush_replies(G.d);
@@ -725,8 +843,10 @@ static int l_unlisten(lua_State *L) {
   int rc = sr_daemon_unlisten(G.d, did);
   forget_decode_limits(did);
   if (sr_daemon_count(G.d) == 0 && G.async) {
-    /* the thread is joined: deliver what it queued last, then drop the async */
+    /* the thread is joined: deliver what it queued last (log lines; the
+     * calls' connections are gone), then drop the async */
     on_events(G.async);
+    cq_drop_all();
     close_async();
   }
   if (rc < 0) return fail(L, rc, "no such listener");
@@ -891,9 +1011,10 @@ static int l_task_done(lua_State *L) {
   return 0;
 }
 
-/* daemon_tasks() -> the number of tasks started here and not finished. */
+/* daemon_tasks() -> the number of tasks started here and not finished, plus
+ * the calls waiting for their turn (see "by connection"). */
 static int l_tasks(lua_State *L) {
-  lua_pushinteger(L, owner_state(L) ? G.ctasks : 0);
+  lua_pushinteger(L, owner_state(L) ? G.ctasks + Q.nwaiting : 0);
   return 1;
 }
 
@@ -1097,6 +1218,7 @@ static int l_gc(lua_State *L) {
     sr_daemon_free(G.d); /* joins the daemon thread */
     G.d = NULL;
   }
+  cq_drop_all();
   /* still exported while the state closes: luv's loop finalizer completes
    * the close (or already closed it with its own callback: then the few
    * bytes of the handle are left to the exiting process) */
