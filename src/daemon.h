@@ -49,7 +49,9 @@ typedef struct sr_daemon_s sr_daemon_t;
 #define SR_DAEMON_MAX_NAME 1024
 
 enum sr_event_kind_e {
-  SR_EV_INVOKE = 1, /* data = INVOKE payload (already inflated) */
+  SR_EV_INVOKE = 1, /* data = INVOKE payload as received: the owner
+                       inflates it when flags has COMPRESSED (not the
+                       daemon thread, whose time every connection shares) */
   SR_EV_LOG = 2     /* data = NUL-terminated message; level = 10..40 */
 };
 
@@ -62,7 +64,9 @@ typedef struct sr_event_s {
   uint64_t conn;      /* connection id (for sr_daemon_reply) */
   uint32_t slot;      /* reply slot; meaningless for oneway requests */
   uint16_t seq;       /* request sequence number (echo it) */
-  uint16_t flags;     /* request flags, COMPRESSED already removed */
+  uint16_t flags;     /* request flags */
+  size_t max_plain;   /* SR_EV_INVOKE: limit of the inflated payload
+                         (the listener's max_message) */
   uint16_t serializer;
   size_t len;         /* bytes in data (without the NUL of a log line) */
   struct sr_dcount_s *dc; /* SR_EV_INVOKE: the listener's queue count (see

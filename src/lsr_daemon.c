@@ -399,14 +399,36 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
     return;
   }
+  /* compressed: inflated here, not on the daemon thread (daemon.h) */
+  sr_buf_t plain;
+  sr_buf_init(&plain);
+  const uint8_t *data = ev->data;
+  size_t len = ev->len;
+  if (ev->flags & SR_FLAG_COMPRESSED) {
+    if (sr_wire_inflate(&plain, ev->data, ev->len, ev->max_plain, err, sizeof err) < 0) {
+      sr_buf_free(&plain);
+      lua_settop(L, base);
+      char text[400], line[500], peer[64];
+      snprintf(text, sizeof text, "cannot inflate the request: %s", err);
+      sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
+      snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
+      log_line(L, 30, line);
+      if (!oneway) send_exception(L, ev, "Pyro4.errors.ProtocolError", text);
+      return;
+    }
+    data = plain.data ? plain.data : (const uint8_t *)"";
+    len = plain.len;
+    ev->flags &= (uint16_t)~SR_FLAG_COMPRESSED;
+  }
   sr_decode_limits_t lim = decode_limits(ev->listener);
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
   if (ev->serializer == SR_SER_JSON)
-    rc = lsr_json_decode_invoke(L, ev->data, ev->len, &lim, err, sizeof err);
-  if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
+    rc = lsr_json_decode_invoke(L, data, len, &lim, err, sizeof err);
+  if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, data, len, &lim, err, sizeof err);
   else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
+  sr_buf_free(&plain); /* decoded: the values live in Lua now */
   if (rc < 0) {
     lua_settop(L, base);
     char text[600], line[700], peer[64];
