@@ -313,4 +313,23 @@ describe("springrun hostile clients #net", function()
     end
     assert.is_nil(server:status())
   end)
+
+  it("bounds the oneway calls running at once (max_oneway), dropping the rest", function()
+    local cleanup = proc.cleanups(finally)
+    local server, port = start_server(cleanup, "max_oneway=5")
+    local c = connect_ok(port)
+    cleanup(function() c:close() end)
+    local frames = {}
+    for seq = 1, 50 do
+      frames[seq] = enc(core.MSG_INVOKE, core.FLAG_ONEWAY, seq, JSON, wc.invoke_json("Faults", "nap", "[3000]"))
+    end
+    frames[#frames + 1] = enc(core.MSG_INVOKE, 0, 51, JSON, wc.invoke_json("Faults", "naps", "[]"))
+    c:send(table.concat(frames))
+    local m = assert(c:recv(10))
+    assert.are.equal(5, json.decode(m.data))
+    assert.is_true(poll_until(function() return server:stderr():find("(max_oneway 5;", 1, true) ~= nil end, 5),
+      server:stderr())
+    local _, n = server:stderr():gsub("dropping oneway call", "")
+    assert.are.equal(1, n, server:stderr())
+  end)
 end)

@@ -102,6 +102,12 @@ typedef struct sr_listener_limits_s {
   size_t max_queued_bytes;   /* request bytes of the listener handed to the
                                 owner and not yet dispatched: past it, as
                                 max_queued (64 MiB) */
+  uint32_t max_oneway;       /* oneway calls of the listener running (started
+                                and waiting for I/O) at once; past it further
+                                oneway calls are dropped, logged (8192).
+                                Enforced by the owner (lsr_daemon.c): oneway
+                                calls owe no reply slot, so nothing else
+                                bounds them */
   uint32_t handshake_timeout_ms; /* a connection must complete its handshake
                                 within this from accept, else it is closed
                                 (10000; UINT32_MAX: off) */
@@ -116,6 +122,7 @@ typedef struct sr_listener_limits_s {
 #define SR_DAEMON_DEFAULT_MAX_QUEUED_CONN 1024u
 #define SR_DAEMON_DEFAULT_MAX_QUEUED 16384u
 #define SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define SR_DAEMON_DEFAULT_MAX_ONEWAY 8192u
 #define SR_DAEMON_DEFAULT_MAX_REPLY_BYTES_CONN ((size_t)8 << 20)
 #define SR_DAEMON_DEFAULT_MAX_REPLY_BYTES ((size_t)256 << 20)
 #define SR_DAEMON_DEFAULT_MAX_QUEUED_BYTES ((size_t)64 << 20)

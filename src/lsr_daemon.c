@@ -34,7 +34,7 @@
  *          send_deadline/handshake_timeout false: off, idle_timeout
  *          0/false: off), max_queued_per_connection,
  *          max_queued, max_queued_bytes, max_reply_bytes_per_connection,
- *          max_reply_bytes (bytes), max_depth, max_elements (of decoded
+ *          max_reply_bytes (bytes), max_oneway, max_depth, max_elements (of decoded
  *          requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
@@ -78,6 +78,10 @@ static struct {
   struct lsr_dlim_s {
     uint32_t id;
     sr_decode_limits_t lim;
+    uint32_t max_oneway;    /* limits.max_oneway */
+    lua_Integer noneway;    /* its oneway calls running (waiting for I/O) */
+    uint64_t drop_logged;   /* uv_hrtime of the last "dropping" line, or 0 */
+    unsigned drop_unlogged; /* dropped since, not logged */
   } dlims[64];
   int ndlims;
   /* Replies to requests that arrived together (one drain of two or more
@@ -95,11 +99,19 @@ static struct {
   int tasks_ref;       /* runtime's table co -> true | task marker, or LUA_NOREF */
   int task_failed_ref; /* runtime's report(co, err) */
   int pool_ref;        /* finished coroutines ready for the next call: 1..npool */
+  int oneway_ref;      /* weak table co -> listener id of running oneway calls */
+  uint32_t spawn_oneway; /* the call being spawned is oneway on this listener */
   int npool;
   lua_Integer ctasks; /* started here and not finished */
 } G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
         .batch_replies = 1, .direct = 1, .tasks_ref = LUA_NOREF, .task_failed_ref = LUA_NOREF,
-        .pool_ref = LUA_NOREF };
+        .pool_ref = LUA_NOREF, .oneway_ref = LUA_NOREF };
+
+static struct lsr_dlim_s *find_dlim(uint32_t listener) {
+  for (int i = 0; i < G.ndlims; i++)
+    if (G.dlims[i].id == listener) return &G.dlims[i];
+  return NULL;
+}
 
 static sr_decode_limits_t decode_limits(uint32_t listener) {
   for (int i = 0; i < G.ndlims; i++)
@@ -374,6 +386,15 @@ static int spawn_task(lua_State *L) {
   int st = lua_resume(co, L, nargs, &nres);
   if (st == LUA_YIELD) { /* waiting for I/O: runtime.resume goes on with it */
     lua_pop(co, nres);
+    struct lsr_dlim_s *dl = G.spawn_oneway ? find_dlim(G.spawn_oneway) : NULL;
+    if (dl && G.oneway_ref != LUA_NOREF) { /* a oneway call running: counted */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, G.oneway_ref);
+      lua_pushvalue(L, 1);
+      lua_pushinteger(L, dl->id);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+      dl->noneway++;
+    }
     return 0;
   }
   task_forget(L, 1);
@@ -421,6 +442,27 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     ev->flags &= (uint16_t)~SR_FLAG_COMPRESSED;
   }
   sr_decode_limits_t lim = decode_limits(ev->listener);
+  struct lsr_dlim_s *dl = oneway ? find_dlim(ev->listener) : NULL;
+  if (dl && dl->noneway >= (lua_Integer)dl->max_oneway) {
+    /* oneway calls owe no reply slot: this bounds the ones running */
+    uint64_t now = uv_hrtime();
+    if (dl->drop_logged == 0 || now - dl->drop_logged >= (uint64_t)SR_DAEMON_LOG_EVERY_MS * 1000000u) {
+      char line[300], peer[64];
+      sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
+      snprintf(line, sizeof line,
+               "dropping oneway call from %s: %lld oneway calls running (max_oneway %u; %u more "
+               "dropped since the last line)",
+               peer, (long long)dl->noneway, (unsigned)dl->max_oneway, dl->drop_unlogged);
+      dl->drop_logged = now;
+      dl->drop_unlogged = 0;
+      log_line(L, 30, line);
+    } else {
+      dl->drop_unlogged++;
+    }
+    sr_buf_free(&plain);
+    lua_settop(L, base);
+    return;
+  }
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
@@ -467,7 +509,10 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
     return;
   }
-  if (lua_pcall(L, nargs, 0, base + 1) != LUA_OK) {
+  G.spawn_oneway = oneway ? ev->listener : 0;
+  int prc = lua_pcall(L, nargs, 0, base + 1);
+  G.spawn_oneway = 0;
+  if (prc != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     snprintf(err, sizeof err, "%s", m ? m : "(error object)");
     lua_settop(L, base);
@@ -734,6 +779,9 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_deco
   limit_field(L, idx, "max_queued_bytes", 1024, 1099511627776.0, 1, 0, &v);
   hl->max_queued_bytes = (size_t)v;
   v = 0;
+  limit_field(L, idx, "max_oneway", 1, 1e7, 1, 0, &v);
+  hl->max_oneway = (uint32_t)v;
+  v = 0;
   limit_field(L, idx, "handshake_timeout", 0.001, 86400, 1000, (double)UINT32_MAX, &v);
   hl->handshake_timeout_ms =
       v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
@@ -854,6 +902,10 @@ static int l_listen(lua_State *L) {
   if (rc < 0) return fail(L, rc, err);
   G.dlims[G.ndlims].id = id;
   G.dlims[G.ndlims].lim = dl;
+  G.dlims[G.ndlims].max_oneway = hl.max_oneway ? hl.max_oneway : SR_DAEMON_DEFAULT_MAX_ONEWAY;
+  G.dlims[G.ndlims].noneway = 0;
+  G.dlims[G.ndlims].drop_logged = 0;
+  G.dlims[G.ndlims].drop_unlogged = 0;
   G.ndlims++;
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
@@ -1016,6 +1068,14 @@ static int l_set_tasks(lua_State *L) {
     lua_createtable(L, TASK_POOL_MAX, 0);
     G.pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  if (G.oneway_ref == LUA_NOREF) { /* weak keys: a task never resumed goes */
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    G.oneway_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   replace_ref(L, &G.task_failed_ref, 2);
   replace_ref(L, &G.tasks_ref, 1);
   return 0;
@@ -1028,6 +1088,21 @@ static int l_task_done(lua_State *L) {
   luaL_argcheck(L, co != NULL, 1, "coroutine expected");
   if (!owner_state(L)) return 0;
   G.ctasks--;
+  if (G.oneway_ref != LUA_NOREF) { /* a oneway call ended: uncounted */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, G.oneway_ref);
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TNUMBER) {
+      struct lsr_dlim_s *dl = find_dlim((uint32_t)lua_tointeger(L, -1));
+      if (dl && dl->noneway > 0) dl->noneway--;
+      lua_pop(L, 1);
+      lua_pushvalue(L, 1);
+      lua_pushnil(L);
+      lua_rawset(L, -3);
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
   if (lua_status(co) == LUA_OK && lua_gettop(co) == 0 && G.pool_ref != LUA_NOREF)
     task_pool_push(L, 1);
   return 0;
@@ -1250,7 +1325,7 @@ static int l_gc(lua_State *L) {
   G.L = NULL;
   /* the references lived in the closing state's registry */
   G.handler_ref = G.handler_arg_ref = G.log_ref = LUA_NOREF;
-  G.tasks_ref = G.task_failed_ref = G.pool_ref = LUA_NOREF;
+  G.tasks_ref = G.task_failed_ref = G.pool_ref = G.oneway_ref = LUA_NOREF;
   G.npool = 0;
   G.ctasks = 0;
   return 0;

@@ -64,6 +64,9 @@
 --                              connection; default 256 MiB.
 --   max_queued_bytes           request bytes waiting for the Lua thread; as
 --                              max_queued; default 64 MiB.
+--   max_oneway                 oneway calls running at once (waiting for
+--                              I/O); past it further ones are dropped,
+--                              logged; default 8192.
 --   max_depth, max_elements    nesting and total values of a decoded request;
 --                              default 200 and 1,000,000. Beyond: the caller
 --                              gets SerializeError, the connection stays.
@@ -613,13 +616,13 @@ local LIMITS = {
   max_message_size = "count", max_connections = "count", send_deadline = "seconds",
   idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
   handshake_timeout = "seconds", max_reply_bytes_per_connection = "count",
-  max_reply_bytes = "count", max_queued_bytes = "count",
+  max_reply_bytes = "count", max_queued_bytes = "count", max_oneway = "count",
   max_depth = "count", max_elements = "count",
 }
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements",
                       "handshake_timeout", "max_reply_bytes_per_connection", "max_reply_bytes",
-                      "max_queued_bytes" }
+                      "max_queued_bytes", "max_oneway" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port" }
