@@ -108,6 +108,11 @@ typedef struct sr_listener_limits_s {
                                 Enforced by the owner (lsr_daemon.c): oneway
                                 calls owe no reply slot, so nothing else
                                 bounds them */
+  uint32_t call_timeout_ms;  /* a call not finished this long after it started
+                                (a task waiting for something that never
+                                comes) is answered with TimeoutError, its
+                                late reply dropped (0: off, the default).
+                                Enforced by the owner (lsr_daemon.c) */
   uint32_t handshake_timeout_ms; /* a connection must complete its handshake
                                 within this from accept, else it is closed
                                 (10000; UINT32_MAX: off) */

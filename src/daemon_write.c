@@ -328,6 +328,11 @@ static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size
       return -1;
     }
     if (r == NULL && (r = copy_reply(data, len, slot)) == NULL) return -1;
+    for (sr_reply_t *p = w->pending; p; p = p->next)
+      if (p->slot == slot) { /* answered twice (call_timeout first) */
+        free(r);
+        return 0;
+      }
     qbytes_add(w, r->len);
     r->slot = slot;
     sr_reply_t **pp = &w->pending;

@@ -34,7 +34,8 @@
  *          send_deadline/handshake_timeout false: off, idle_timeout
  *          0/false: off), max_queued_per_connection,
  *          max_queued, max_queued_bytes, max_reply_bytes_per_connection,
- *          max_reply_bytes (bytes), max_oneway, max_depth, max_elements (of decoded
+ *          max_reply_bytes (bytes), max_oneway, call_timeout (seconds,
+ *          0/false: off), max_depth, max_elements (of decoded
  *          requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
@@ -79,6 +80,7 @@ static struct {
     uint32_t id;
     sr_decode_limits_t lim;
     uint32_t max_oneway;    /* limits.max_oneway */
+    uint32_t call_timeout_ms; /* limits.call_timeout_ms (0: off) */
     lua_Integer noneway;    /* its oneway calls running (waiting for I/O) */
     uint64_t drop_logged;   /* uv_hrtime of the last "dropping" line, or 0 */
     unsigned drop_unlogged; /* dropped since, not logged */
@@ -101,6 +103,7 @@ static struct {
   int pool_ref;        /* finished coroutines ready for the next call: 1..npool */
   int oneway_ref;      /* weak table co -> listener id of running oneway calls */
   uint32_t spawn_oneway; /* the call being spawned is oneway on this listener */
+  const sr_event_t *spawn_ev; /* the call being spawned, when it has a call_timeout */
   int npool;
   lua_Integer ctasks; /* started here and not finished */
 } G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .log_ref = LUA_NOREF,
@@ -111,6 +114,133 @@ static struct lsr_dlim_s *find_dlim(uint32_t listener) {
   for (int i = 0; i < G.ndlims; i++)
     if (G.dlims[i].id == listener) return &G.dlims[i];
   return NULL;
+}
+
+/* ---- call_timeout ----------------------------------------------------------
+ * A call that yielded (a task waiting for I/O) on a listener with a
+ * call_timeout is remembered: its reply slot and a deadline. A timer on
+ * luv's loop (alive while something is remembered and a listener is open)
+ * answers the expired ones with TimeoutError; a task that ends first
+ * forgets its entry (daemon_task_done). The late reply of a call answered
+ * this way is dropped by the daemon (a slot is answered once). */
+typedef struct lsr_timed_s {
+  struct lsr_timed_s *next, **pprev;
+  uint64_t conn, deadline_ns;
+  uint32_t slot, ms;
+  uint16_t seq, ser, flags;
+} lsr_timed_t;
+static lsr_timed_t *timed_head;
+static uv_timer_t *timed_timer;
+static int timed_tab_ref = LUA_NOREF; /* weak: co -> light userdata entry */
+
+static void timed_unlink(lsr_timed_t *t) {
+  *t->pprev = t->next;
+  if (t->next) t->next->pprev = t->pprev;
+  free(t);
+}
+
+static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, const char *msg);
+static void free_handle_cb(uv_handle_t *h);
+static void log_line(lua_State *L, int level, const char *text);
+
+static void on_timed(uv_timer_t *tm) {
+  (void)tm;
+  lua_State *L = G.L;
+  if (L == NULL) return;
+  uint64_t now = uv_hrtime();
+  for (lsr_timed_t *t = timed_head, *next; t; t = next) {
+    next = t->next;
+    if (now < t->deadline_ns) continue;
+    sr_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.conn = t->conn;
+    ev.slot = t->slot;
+    ev.seq = t->seq;
+    ev.serializer = t->ser;
+    ev.flags = t->flags;
+    char msg[200], line[300], peer[64];
+    snprintf(msg, sizeof msg, "call did not finish within %g s (call_timeout)", t->ms / 1000.0);
+    sr_daemon_peer(G.d, t->conn, peer, sizeof peer);
+    snprintf(line, sizeof line, "call from %s: %s", peer, msg);
+    timed_unlink(t); /* the table entry of its task stays: it points nowhere known */
+    int base = lua_gettop(L);
+    log_line(L, 30, line);
+    send_exception(L, &ev, "Pyro4.errors.TimeoutError", msg);
+    lua_settop(L, base);
+  }
+  if (timed_head == NULL && timed_timer) uv_timer_stop(timed_timer);
+}
+
+/* Remembers the call being spawned (G.spawn_ev) for task co at index co_idx. */
+static void timed_add(lua_State *L, int co_idx, uint32_t ms) {
+  const sr_event_t *ev = G.spawn_ev;
+  if (G.async == NULL) return;
+  if (timed_timer == NULL) {
+    timed_timer = malloc(sizeof *timed_timer);
+    if (timed_timer == NULL || uv_timer_init(G.loop, timed_timer) != 0) {
+      free(timed_timer);
+      timed_timer = NULL;
+      return;
+    }
+    uv_unref((uv_handle_t *)timed_timer);
+  }
+  lsr_timed_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return;
+  t->conn = ev->conn;
+  t->slot = ev->slot;
+  t->seq = ev->seq;
+  t->ser = ev->serializer;
+  t->flags = (uint16_t)(ev->flags & SR_FLAG_BATCH);
+  t->ms = ms;
+  t->deadline_ns = uv_hrtime() + (uint64_t)ms * 1000000u;
+  t->next = timed_head;
+  t->pprev = &timed_head;
+  if (timed_head) timed_head->pprev = &t->next;
+  timed_head = t;
+  if (timed_tab_ref == LUA_NOREF) {
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    timed_tab_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, timed_tab_ref);
+  lua_pushvalue(L, co_idx);
+  lua_pushlightuserdata(L, t);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  uint64_t every = ms / 4 < 10 ? 10 : ms / 4 > 1000 ? 1000 : ms / 4;
+  if (!uv_is_active((uv_handle_t *)timed_timer) || uv_timer_get_repeat(timed_timer) > every)
+    uv_timer_start(timed_timer, on_timed, every, every);
+}
+
+/* Task co (index co_idx) ended: its entry, if still there, is forgotten. */
+static void timed_done(lua_State *L, int co_idx) {
+  if (timed_tab_ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, timed_tab_ref);
+  lua_pushvalue(L, co_idx);
+  if (lua_rawget(L, -2) == LUA_TLIGHTUSERDATA) {
+    lsr_timed_t *t = lua_touserdata(L, -1);
+    for (lsr_timed_t *p = timed_head; p; p = p->next)
+      if (p == t) { /* not answered by the timer yet */
+        timed_unlink(t);
+        break;
+      }
+    lua_pushvalue(L, co_idx);
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 2);
+}
+
+/* The last listener closed: nothing is owed any more; the timer goes (no
+ * foreign handle stays on luv's loop, see open_async). */
+static void timed_clear(void) {
+  while (timed_head) timed_unlink(timed_head);
+  if (timed_timer && !uv_is_closing((uv_handle_t *)timed_timer))
+    uv_close((uv_handle_t *)timed_timer, free_handle_cb);
+  timed_timer = NULL;
 }
 
 static sr_decode_limits_t decode_limits(uint32_t listener) {
@@ -395,6 +525,8 @@ static int spawn_task(lua_State *L) {
       lua_pop(L, 1);
       dl->noneway++;
     }
+    struct lsr_dlim_s *tl = G.spawn_ev ? find_dlim(G.spawn_ev->listener) : NULL;
+    if (tl && tl->call_timeout_ms) timed_add(L, 1, tl->call_timeout_ms);
     return 0;
   }
   task_forget(L, 1);
@@ -510,8 +642,10 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   G.spawn_oneway = oneway ? ev->listener : 0;
+  G.spawn_ev = oneway ? NULL : ev;
   int prc = lua_pcall(L, nargs, 0, base + 1);
   G.spawn_oneway = 0;
+  G.spawn_ev = NULL;
   if (prc != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     snprintf(err, sizeof err, "%s", m ? m : "(error object)");
@@ -779,6 +913,9 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl, sr_deco
   limit_field(L, idx, "max_queued_bytes", 1024, 1099511627776.0, 1, 0, &v);
   hl->max_queued_bytes = (size_t)v;
   v = 0;
+  limit_field(L, idx, "call_timeout", 0, 86400, 1000, 0, &v);
+  hl->call_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
   limit_field(L, idx, "max_oneway", 1, 1e7, 1, 0, &v);
   hl->max_oneway = (uint32_t)v;
   v = 0;
@@ -903,6 +1040,7 @@ static int l_listen(lua_State *L) {
   G.dlims[G.ndlims].id = id;
   G.dlims[G.ndlims].lim = dl;
   G.dlims[G.ndlims].max_oneway = hl.max_oneway ? hl.max_oneway : SR_DAEMON_DEFAULT_MAX_ONEWAY;
+  G.dlims[G.ndlims].call_timeout_ms = hl.call_timeout_ms;
   G.dlims[G.ndlims].noneway = 0;
   G.dlims[G.ndlims].drop_logged = 0;
   G.dlims[G.ndlims].drop_unlogged = 0;
@@ -921,6 +1059,7 @@ static int l_unlisten(lua_State *L) {
      * calls' connections are gone), then drop the async */
     on_events(G.async);
     cq_drop_all();
+    timed_clear();
     close_async();
   }
   if (rc < 0) return fail(L, rc, "no such listener");
@@ -1088,6 +1227,7 @@ static int l_task_done(lua_State *L) {
   luaL_argcheck(L, co != NULL, 1, "coroutine expected");
   if (!owner_state(L)) return 0;
   G.ctasks--;
+  timed_done(L, 1);
   if (G.oneway_ref != LUA_NOREF) { /* a oneway call ended: uncounted */
     lua_rawgeti(L, LUA_REGISTRYINDEX, G.oneway_ref);
     lua_pushvalue(L, 1);
@@ -1326,6 +1466,8 @@ static int l_gc(lua_State *L) {
   /* the references lived in the closing state's registry */
   G.handler_ref = G.handler_arg_ref = G.log_ref = LUA_NOREF;
   G.tasks_ref = G.task_failed_ref = G.pool_ref = G.oneway_ref = LUA_NOREF;
+  timed_tab_ref = LUA_NOREF;
+  timed_clear();
   G.npool = 0;
   G.ctasks = 0;
   return 0;

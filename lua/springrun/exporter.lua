@@ -67,6 +67,9 @@
 --   max_oneway                 oneway calls running at once (waiting for
 --                              I/O); past it further ones are dropped,
 --                              logged; default 8192.
+--   call_timeout               seconds a call may take (a task waiting for
+--                              something that never comes); past it the
+--                              caller gets TimeoutError; default 0 (off).
 --   max_depth, max_elements    nesting and total values of a decoded request;
 --                              default 200 and 1,000,000. Beyond: the caller
 --                              gets SerializeError, the connection stays.
@@ -617,12 +620,13 @@ local LIMITS = {
   idle_timeout = "seconds", max_queued_per_connection = "count", max_queued = "count",
   handshake_timeout = "seconds", max_reply_bytes_per_connection = "count",
   max_reply_bytes = "count", max_queued_bytes = "count", max_oneway = "count",
+  call_timeout = "seconds",
   max_depth = "count", max_elements = "count",
 }
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
                       "max_queued_per_connection", "max_queued", "max_depth", "max_elements",
                       "handshake_timeout", "max_reply_bytes_per_connection", "max_reply_bytes",
-                      "max_queued_bytes", "max_oneway" }
+                      "max_queued_bytes", "max_oneway", "call_timeout" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port" }
@@ -675,7 +679,7 @@ local function read_limits(self)
           conf_error(self, "%s must be a number of seconds%s, got %s", k,
             (k == "send_deadline" or k == "handshake_timeout") and " > 0 (or false: off)" or " >= 0 (0 or false: off)", tostring(v))
         end
-        if k == "idle_timeout" and v == 0 then v = false end
+        if (k == "idle_timeout" or k == "call_timeout") and v == 0 then v = false end
       elseif math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) or v < 1 then
         conf_error(self, "%s must be a positive integer, got %s", k, tostring(v))
       else
