@@ -73,7 +73,7 @@ static void dcount_release(sr_dcount_t *dc) {
 /* ---- types --------------------------------------------------------------- */
 
 enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
-       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME };
+       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME, CMD_LIMITS };
 
 /* The common head of everything on h->cmds. */
 typedef struct sr_cmdhead_s {
@@ -102,7 +102,7 @@ typedef struct sr_cmd_s {
   sr_tls_ctx_t *tls;            /* LISTEN: server TLS context or NULL (borrowed) */
   int has_secret;               /* LISTEN: handshake secret set */
   sr_secret_t secret;
-  sr_holder_limits_t lim;       /* LISTEN, defaults applied */
+  sr_holder_limits_t lim;       /* LISTEN, defaults applied; LIMITS: out */
 } sr_cmd_t;
 
 /* A reply frame (also used for frames the holder writes itself). */
@@ -1705,6 +1705,12 @@ static void on_wake(uv_async_t *a) {
         case CMD_UNREGISTER: do_unregister(h, cmd); break;
         case CMD_QUIESCE: do_quiesce(h); cmd->rc = 0; break;
         case CMD_STOP: do_stop(h); cmd->rc = 0; break;
+        case CMD_LIMITS: {
+          sr_daemon_t *d = find_daemon(h, cmd->daemon);
+          cmd->rc = d ? 0 : SR_ENOTFOUND;
+          if (d) cmd->lim = d->lim;
+          break;
+        }
         default: break;
       }
       if (cmd->sync) uv_sem_post(&cmd->done);
@@ -1987,6 +1993,17 @@ int sr_holder_unregister(sr_holder_t *h, uint32_t daemon_id, const char *name) {
   cmd.daemon = daemon_id;
   cmd.name = name;
   return run_sync(h, &cmd);
+}
+
+int sr_holder_limits(sr_holder_t *h, uint32_t daemon_id, sr_holder_limits_t *out) {
+  if (!h->running) return SR_ENOTFOUND;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_LIMITS;
+  cmd.daemon = daemon_id;
+  int rc = run_sync(h, &cmd);
+  if (rc == 0) *out = cmd.lim;
+  return rc;
 }
 
 int sr_holder_quiesce(sr_holder_t *h) {

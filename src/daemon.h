@@ -151,6 +151,11 @@ int sr_holder_register(sr_holder_t *h, uint32_t daemon_id, const char *name,
 /* Removes object `name` from daemon_id. Returns 0 or SR_ENOTFOUND. */
 int sr_holder_unregister(sr_holder_t *h, uint32_t daemon_id, const char *name);
 
+/* The limits daemon_id runs with, defaults filled in (read on the holder
+ * thread: what its connections are checked against). Returns 0 or
+ * SR_ENOTFOUND. */
+int sr_holder_limits(sr_holder_t *h, uint32_t daemon_id, sr_holder_limits_t *out);
+
 /* Shutdown step: every daemon stops accepting and stops reading its
  * connections; replies still go out. Returns 0 (also with no thread). */
 int sr_holder_quiesce(sr_holder_t *h);

@@ -39,6 +39,7 @@
  *   core.daemon_unregister(daemon_id, name) -> true | nil, err
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
  *   core.daemon_count()         -- daemons listening
+ *   core.daemon_limits(daemon_id) -- its limits, defaults filled in (l_limits)
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_max_message(n)
  *   core.daemon_set_reply_writer("auto" | "direct" | "holder")  -- who writes
@@ -742,6 +743,42 @@ static int l_quiesce(lua_State *L) {
   return 1;
 }
 
+/* daemon_limits(daemon_id) -> the limits the daemon runs with, every field
+ * filled in (the names daemon_listen takes; send_deadline and idle_timeout in
+ * seconds, false when off) | nil, err. Read back from the daemon thread, so
+ * defaults are checked where they apply. */
+static int l_limits(lua_State *L) {
+  uint32_t did = check_daemon(L, 1);
+  sr_holder_limits_t hl;
+  int rc = sr_holder_limits(G.h, did, &hl);
+  if (rc < 0) return fail(L, rc, "no such daemon");
+  sr_decode_limits_t dl = decode_limits(did);
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, (lua_Integer)hl.max_message);
+  lua_setfield(L, -2, "max_message_size");
+  lua_pushinteger(L, hl.max_connections);
+  lua_setfield(L, -2, "max_connections");
+  if (hl.send_deadline_ms == UINT32_MAX)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushnumber(L, hl.send_deadline_ms / 1000.0);
+  lua_setfield(L, -2, "send_deadline");
+  if (hl.idle_timeout_ms == 0)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushnumber(L, hl.idle_timeout_ms / 1000.0);
+  lua_setfield(L, -2, "idle_timeout");
+  lua_pushinteger(L, hl.max_queued_conn);
+  lua_setfield(L, -2, "max_queued_per_connection");
+  lua_pushinteger(L, hl.max_queued);
+  lua_setfield(L, -2, "max_queued");
+  lua_pushinteger(L, dl.max_depth);
+  lua_setfield(L, -2, "max_depth");
+  lua_pushinteger(L, (lua_Integer)dl.max_elements);
+  lua_setfield(L, -2, "max_elements");
+  return 1;
+}
+
 static int l_count(lua_State *L) {
   lua_pushinteger(L, sr_holder_count(G.h));
   return 1;
@@ -1089,6 +1126,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_unregister", l_unregister },
   { "daemon_quiesce", l_quiesce },
   { "daemon_count", l_count },
+  { "daemon_limits", l_limits },
   { "daemon_serializers", l_serializers },
   { "daemon_set_max_message", l_set_max_message },
   { "daemon_set_handler", l_set_handler },
