@@ -361,6 +361,12 @@ static void on_wake(sr_wake_t *w) {
         case CMD_UNREGISTER: do_unregister(d, cmd); break;
         case CMD_QUIESCE: do_quiesce(d); cmd->rc = 0; break;
         case CMD_STOP: do_stop(d); cmd->rc = 0; break;
+        case CMD_LIMITS: {
+          sr_listener_t *lis = find_listener(d, cmd->listener);
+          cmd->rc = lis ? 0 : SR_ENOTFOUND;
+          if (lis) cmd->lim = lis->lim;
+          break;
+        }
         default: break;
       }
       if (cmd->sync) uv_sem_post(&cmd->done);
@@ -550,6 +556,8 @@ static void limits_resolve(const sr_listener_limits_t *lim, sr_listener_limits_t
   if (out->handshake_timeout_ms == 0)
     out->handshake_timeout_ms = SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS;
   if (out->max_oneway == 0) out->max_oneway = SR_DAEMON_DEFAULT_MAX_ONEWAY;
+  if (out->max_depth == 0) out->max_depth = SR_DECODE_DEFAULT_DEPTH;
+  if (out->max_elements == 0) out->max_elements = SR_DECODE_DEFAULT_ELEMENTS;
 }
 
 void sr_daemon_event_done(sr_event_t *ev) {
@@ -634,6 +642,17 @@ int sr_daemon_unregister(sr_daemon_t *d, uint32_t listener_id, const char *name)
   cmd.listener = listener_id;
   cmd.name = name;
   return run_sync(d, &cmd);
+}
+
+int sr_daemon_limits(sr_daemon_t *d, uint32_t listener_id, sr_listener_limits_t *out) {
+  if (!d->running) return SR_ENOTFOUND;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_LIMITS;
+  cmd.listener = listener_id;
+  int rc = run_sync(d, &cmd);
+  if (rc == 0) *out = cmd.lim;
+  return rc;
 }
 
 int sr_daemon_quiesce(sr_daemon_t *d) {

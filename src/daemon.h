@@ -129,7 +129,8 @@ typedef struct sr_listener_limits_s {
   uint32_t max_depth;        /* nesting and total values of a decoded request: */
   uint32_t max_elements;     /* not used by the daemon thread, they travel on
                                 each INVOKE event to the owner's decoder
-                                (0: the decoder's defaults) */
+                                (SR_DECODE_DEFAULT_DEPTH, _ELEMENTS: 200,
+                                1,000,000) */
 } sr_listener_limits_t;
 
 #define SR_DAEMON_DEFAULT_MAX_CONNECTIONS 4096u
@@ -226,6 +227,11 @@ int sr_daemon_register(sr_daemon_t *d, uint32_t listener_id, const char *name,
 
 /* Removes object `name` from listener_id. Returns 0 or SR_ENOTFOUND. */
 int sr_daemon_unregister(sr_daemon_t *d, uint32_t listener_id, const char *name);
+
+/* The limits listener_id runs with, defaults filled in (read on the daemon
+ * thread: what its connections are checked against). Returns 0 or
+ * SR_ENOTFOUND. */
+int sr_daemon_limits(sr_daemon_t *d, uint32_t listener_id, sr_listener_limits_t *out);
 
 /* Shutdown step: every listener stops accepting and stops reading its
  * connections; replies still go out. Returns 0 (also with no thread). */

@@ -58,7 +58,7 @@ typedef struct sr_dcount_s {
 } sr_dcount_t;
 
 enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
-       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME };
+       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME, CMD_LIMITS };
 
 /* The common head of everything on d->cmds. */
 typedef struct sr_cmdhead_s {
@@ -87,7 +87,7 @@ typedef struct sr_cmd_s {
   sr_tls_ctx_t *tls;            /* LISTEN: server TLS context or NULL (borrowed) */
   int has_secret;               /* LISTEN: handshake secret set */
   sr_secret_t secret;
-  sr_listener_limits_t lim;     /* LISTEN, defaults applied */
+  sr_listener_limits_t lim;     /* LISTEN, defaults applied; LIMITS: out */
 } sr_cmd_t;
 
 /* A reply frame (also used for frames the daemon thread writes itself). */

@@ -50,6 +50,7 @@
  *   core.daemon_unregister(listener_id, name) -> true | nil, err
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
  *   core.daemon_count()         -- listeners open
+ *   core.daemon_limits(listener_id) -- its limits, defaults filled in (l_limits)
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
@@ -513,7 +514,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     len = plain.len;
     ev->flags &= (uint16_t)~SR_FLAG_COMPRESSED;
   }
-  sr_decode_limits_t lim = { (int)ev->max_depth, ev->max_elements }; /* 0: defaults */
+  sr_decode_limits_t lim = { (int)ev->max_depth, ev->max_elements };
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
@@ -1018,6 +1019,47 @@ static int l_quiesce(lua_State *L) {
   return 1;
 }
 
+/* Sets t[k] = ms in seconds, or false when ms == off. */
+static void set_seconds(lua_State *L, const char *k, uint32_t ms, uint32_t off) {
+  if (ms == off)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushnumber(L, ms / 1000.0);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* daemon_limits(listener_id) -> the limits the listener runs with, every
+ * field filled in (the names daemon_listen takes; the timeouts in seconds,
+ * false when off) | nil, err. Read back from the daemon thread, so defaults
+ * are checked where they apply. */
+static int l_limits(lua_State *L) {
+  uint32_t id = check_listener(L, 1);
+  sr_listener_limits_t hl;
+  int rc = sr_daemon_limits(G.d, id, &hl);
+  if (rc < 0) return fail(L, rc, "no such listener");
+  lua_createtable(L, 0, 14);
+  set_int(L, "max_message_size", (lua_Integer)hl.max_message);
+  set_int(L, "max_connections", hl.max_connections);
+  set_seconds(L, "send_deadline", hl.send_deadline_ms, UINT32_MAX);
+  set_seconds(L, "handshake_timeout", hl.handshake_timeout_ms, UINT32_MAX);
+  set_seconds(L, "idle_timeout", hl.idle_timeout_ms, 0);
+  set_seconds(L, "call_timeout", hl.call_timeout_ms, 0);
+  set_int(L, "max_queued_per_connection", hl.max_queued_conn);
+  set_int(L, "max_queued", hl.max_queued);
+  set_int(L, "max_queued_bytes", (lua_Integer)hl.max_queued_bytes);
+  set_int(L, "max_reply_bytes_per_connection", (lua_Integer)hl.max_reply_bytes_conn);
+  set_int(L, "max_reply_bytes", (lua_Integer)hl.max_reply_bytes);
+  set_int(L, "max_oneway", hl.max_oneway);
+  set_int(L, "max_depth", hl.max_depth);
+  set_int(L, "max_elements", hl.max_elements);
+  return 1;
+}
+
 static int l_count(lua_State *L) {
   lua_pushinteger(L, sr_daemon_count(G.d));
   return 1;
@@ -1150,6 +1192,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_unregister", l_unregister },
   { "daemon_quiesce", l_quiesce },
   { "daemon_count", l_count },
+  { "daemon_limits", l_limits },
   { "daemon_serializers", l_serializers },
   { "daemon_set_handler", l_set_handler },
   { "daemon_set_reply_writer", l_set_reply_writer },
