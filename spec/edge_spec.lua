@@ -4,10 +4,13 @@
 -- secrets (random ones, and ones sharing a prefix, a length or the first
 -- bytes of their SHA-256 digest with the real one), compressed requests that
 -- inflate past max_message_size and past the 64 KiB pre-handshake cap, and
+-- the byte budgets of requests waiting for the Lua thread and of replies
+-- waiting for a client that does not read, and
 -- the default limits read back from a daemon started with none set. Every
 -- daemon here is served by this process; clients are real sockets
 -- (helpers.wireclient); Python computes the zlib streams and the digests.
 local core = require "springrun.core"
+local uv = require "luv"
 local json = require "springrun.json"
 local wc = require "helpers.wireclient"
 local springrun = require "springrun"
@@ -23,6 +26,7 @@ local PYTHON = "/usr/bin/python3"
 local Service = {}
 Service.__index = Service
 function Service:echo(x) return x end
+function Service:big(n) return string.rep("b", n) end
 
 local function export(name, props)
   local t = {
@@ -371,5 +375,84 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
     local v, err = core.daemon_limits(id + 1000)
     assert.is_nil(v)
     assert.are.equal("no such listener", err)
+  end)
+end)
+
+describe("springrun edge: the byte budgets #unit #net", function()
+  local lines, prev
+  local dlog = log.get("springrun.remoting.pyro.PyroDaemonHolder")
+
+  before_each(function()
+    lines = {}
+    prev = log.set_output(function(line) lines[#lines + 1] = line end)
+    dlog:set_level("DEBUG") -- the pause lines are DEBUG
+  end)
+
+  after_each(function()
+    dlog:set_level(nil)
+    log.set_output(prev)
+  end)
+
+  local function logged(pat)
+    return wc.run_until(function()
+      for _, l in ipairs(lines) do
+        if l:find(pat, 1, true) then return true end
+      end
+      return false
+    end, 5)
+  end
+
+  local function connect_ok(port, object)
+    local c = assert(wc.connect("127.0.0.1", port))
+    c:send(enc(core.MSG_CONNECT, 0, 0, JSON, json_connect('"hello"', object)))
+    assert.are.equal(core.MSG_CONNECTOK, assert(c:recv()).type)
+    return c
+  end
+
+  it("stops reading a listener past max_queued_bytes of requests waiting, then serves them all", function()
+    local e = export("QBytes", { max_queued_bytes = 4096 })
+    finally(function() e:destroy() end)
+    local c = connect_ok(e.service_port, "QBytes")
+    finally(function() c:close() end)
+    local frames = {}
+    for seq = 1, 8 do -- 8 requests of 3 KB: 2 reach the budget
+      frames[seq] = enc(core.MSG_INVOKE, 0, seq, JSON,
+        wc.invoke_json("QBytes", "echo", '["' .. string.rep(tostring(seq), 3000) .. '"]'))
+    end
+    c:send(table.concat(frames))
+    uv.run("nowait") -- written; then this (the Lua) thread is busy: the daemon
+    uv.sleep(300)    -- thread reads and queues, up to the budget
+    for seq = 1, 8 do
+      local m = assert(c:recv())
+      assert.are.equal(seq, m.seq)
+      assert.are.equal(string.rep(tostring(seq), 3000), json.decode(m.data))
+    end
+    assert.is_true(logged("bytes queued (max_queued_bytes)"), table.concat(lines, "\n"))
+  end)
+
+  it("stops reading a client that does not read past max_reply_bytes_per_connection", function()
+    local e = export("RBytes", { max_reply_bytes_per_connection = 65536 })
+    finally(function() e:destroy() end)
+    local c = connect_ok(e.service_port, "RBytes")
+    finally(function() c:close() end)
+    c.tcp:read_stop() -- reads nothing: the replies queue in the server
+    local frames = {}
+    for seq = 1, 100 do -- 100 x 64 KB of replies: more than the socket takes
+      frames[seq] = enc(core.MSG_INVOKE, 0, seq, JSON, wc.invoke_json("RBytes", "big", "[65536]"))
+    end
+    c:send(table.concat(frames))
+    wc.run_until(function() return false end, 0.5) -- answered, not taken
+    c:send(enc(core.MSG_INVOKE, 0, 101, JSON, wc.invoke_json("RBytes", "echo", '["last"]')))
+    assert.is_true(logged("bytes queued (max_reply_bytes_per_connection)"), table.concat(lines, "\n"))
+    -- read again: every reply arrives, in order
+    local got = {}
+    c.tcp:read_start(function(err, data)
+      if err or not data then return end
+      c.framer:feed(data)
+      for m in function() return c.framer:next() end do got[#got + 1] = m end
+    end)
+    assert.is_true(wc.run_until(function() return #got == 101 end, 10), #got .. " replies")
+    for i, m in ipairs(got) do assert.are.equal(i, m.seq) end
+    assert.are.equal("last", json.decode(got[101].data))
   end)
 end)

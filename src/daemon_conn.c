@@ -172,12 +172,16 @@ static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
 /* Stops reading c when too many replies are owed (back-pressure). */
 static void maybe_pause(sr_conn_t *c) {
   uint32_t outstanding;
-  if (!sr_wside_pause(c->w, c->next_slot, c->max_owed, c->resume_below, &outstanding)) return;
+  size_t qbytes;
+  if (!sr_wside_pause(c->w, c->next_slot, c->max_owed, c->resume_below, &outstanding, &qbytes))
+    return;
   c->paused = 1;
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
-  sr_dlog(c->d, LOG_DEBUG, "pausing reads from %s: %u replies outstanding", c->peer,
-          (unsigned)outstanding);
+  sr_dlog(c->d, LOG_DEBUG, "pausing reads from %s: %u replies outstanding, %zu bytes queued (%s)",
+          c->peer, (unsigned)outstanding, qbytes,
+          outstanding >= c->max_owed ? "max_queued_per_connection"
+                                     : "max_reply_bytes_per_connection");
 }
 
 /* Handles every complete message buffered in c's framer; returns how many. */

@@ -295,10 +295,12 @@ int sr_wside_owes(sr_wside_t *w, uint32_t next_slot);
  * the reply to the request that came with it. */
 void sr_wside_hold(sr_wside_t *w, sr_reply_t *rep);
 /* Back-pressure: when the replies owed plus those not yet taken by the
- * socket reach max_owed, marks w paused until the connection owes
- * resume_below and returns 1 (else 0); *outstanding gets the count. */
+ * socket reach max_owed, or their bytes queued reach max_reply_bytes_conn,
+ * marks w paused until the connection owes resume_below (and a quarter of
+ * those bytes) and returns 1 (else 0); *outstanding and *qbytes get the
+ * counts. */
 int sr_wside_pause(sr_wside_t *w, uint32_t next_slot, uint32_t max_owed, uint32_t resume_below,
-                   uint32_t *outstanding);
+                   uint32_t *outstanding, size_t *qbytes);
 
 /* Daemon thread: hands c's queued bytes to uv_write in order (TLS: encrypts
  * them first). */

@@ -178,11 +178,12 @@ void sr_wside_hold(sr_wside_t *w, sr_reply_t *rep) {
 }
 
 int sr_wside_pause(sr_wside_t *w, uint32_t next_slot, uint32_t max_owed, uint32_t resume_below,
-                   uint32_t *outstanding) {
+                   uint32_t *outstanding, size_t *qbytes) {
   uv_mutex_lock(&w->mu);
   /* owed replies plus replies written but not yet taken by the socket (a
    * client that does not read) */
   *outstanding = next_slot - w->send_slot + (uint32_t)w->queued;
+  *qbytes = w->qbytes;
   int pause = *outstanding >= max_owed || w->qbytes >= w->max_bytes;
   if (pause) {
     w->paused = 1;

@@ -18,11 +18,11 @@
  * oneway call: max_oneway; call_timeout set), is a value with a __close
  * metamethod: the function the call's task runs marks it to-be-closed
  * (lsr_serve.c), so it is closed when the call ends however it ends (a
- * failed task is reset by lsr_task.c, an abandoned one collected). Requests
- * a compressed payload are inflated here, on this thread, in turn with the
+ * failed task is reset by lsr_task.c, an abandoned one collected).
+ * Compressed payloads are inflated here, on this thread, in turn with the
  * other connections' calls (see "by connection" below). The handler must
- * answer every request that is not oneway
- * (flags & FLAG_ONEWAY) exactly once with
+ * answer every request that is not oneway (flags & FLAG_ONEWAY) exactly
+ * once with
  *
  *   core.daemon_reply(conn, tag, ser, flags, value) -> true | nil, err
  *
@@ -688,6 +688,7 @@ static int drain_events(lua_State *L) {
     sr_event_t *ev = *cursor;
     *cursor = (sr_event_t *)ev->node.next;
     if (ev->kind == SR_EV_INVOKE && cq_push(ev) == 0) continue;
+    ev->node.next = NULL; /* Q.cur is finished alone after an error */
     Q.cur = ev;
     if (ev->kind == SR_EV_INVOKE)
       dispatch_invoke(L, ev);
