@@ -11,7 +11,12 @@
 --   errors      fail() calls: an exception RESULT is the right answer
 -- Faults: every 2 s a client process is killed mid-message (half_client.lua,
 -- SIGKILL), and a connection sends garbage bytes and one sends a truncated
--- header then closes. A call counts as failed when its answer is wrong or
+-- header then closes. Resource abuse, every 2 s too: a client asks for
+-- three 4 MiB replies and resets after the first bytes (mid-reply), one
+-- pipelines 50 expensive calls (spin 5 ms) and resets (its calls not yet
+-- started are dropped), one connects and never sends a byte (closed by
+-- handshake_timeout, 2 s here), and one sends a call then half-closes
+-- (its reply must still come: counted as a call). A call counts as failed when its answer is wrong or
 -- missing; only calls on connections hit by a fault may fail (there are none
 -- by design: faults use their own connections), so "failed" must be 0.
 -- Exit status 0 when nothing failed and the RSS stayed flat (end within
@@ -35,7 +40,7 @@ local server_err = uv.new_pipe()
 local server, server_pid = uv.spawn(bin, {
   args = { FIX .. "/fault_server.lua", "0" },
   stdio = { nil, server_out, server_err },
-  env = { "FAULT_LIMITS=max_queued_per_connection=64", "PATH=" .. (os.getenv("PATH") or "") },
+  env = { "FAULT_LIMITS=max_queued_per_connection=64,handshake_timeout=2", "PATH=" .. (os.getenv("PATH") or "") },
 }, function() end)
 assert(server, "cannot start the server: " .. tostring(server_pid))
 local port, errtext = nil, ""
@@ -236,6 +241,52 @@ local function fault()
       tcp:write(junk, function() tcp:close() end)
     end)
   end
+  -- resource abuse: a reset mid-reply, a reset with calls queued, a
+  -- connection that never sends a byte (left to handshake_timeout)
+  local connect = core.wire_encode(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello", "object": "Faults"}')
+  local function invoke(seq, method, params)
+    return core.wire_encode(core.MSG_INVOKE, 0, seq, JSON,
+      string.format('{"object": "Faults", "method": "%s", "params": %s, "kwargs": {}}', method, params))
+  end
+  local big, spin = { connect }, { connect }
+  for seq = 1, 3 do big[#big + 1] = invoke(seq, "big", "[4194304]") end
+  for seq = 1, 50 do spin[#spin + 1] = invoke(seq, "spin", "[5]") end
+  for _, bytes in ipairs({ table.concat(big), table.concat(spin), false }) do
+    local tcp = uv.new_tcp()
+    tcp:connect("127.0.0.1", port, function(err)
+      if err then return tcp:close() end
+      if not bytes then -- silent: the server closes it
+        return tcp:read_start(function(_, data) if not data then tcp:close() end end)
+      end
+      tcp:write(bytes)
+      tcp:read_start(function(_, data)
+        if not data then return tcp:close() end
+        if not tcp:is_closing() then tcp:close() end -- unread bytes left: a reset
+      end)
+    end)
+  end
+  -- a half-close: the reply to what was sent before it still comes
+  local half = uv.new_tcp()
+  local fr, answered = core.framer(), false
+  stats.made = stats.made + 1
+  half:connect("127.0.0.1", port, function(err)
+    if err then stats.failed = stats.failed + 1 return half:close() end
+    half:write(connect .. invoke(1, "echo", '["half"]'))
+    half:shutdown()
+    half:read_start(function(_, data)
+      if data then
+        fr:feed(data)
+        while true do
+          local m = fr:next()
+          if not m then break end
+          if m.type == core.MSG_RESULT then answered = json.decode(m.data) == "half" end
+        end
+        return
+      end
+      if not answered then stats.failed = stats.failed + 1 end
+      half:close()
+    end)
+  end)
 end
 
 -- ---- run -----------------------------------------------------------------------------

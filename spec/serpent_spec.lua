@@ -258,6 +258,8 @@ describe("springrun.serpent #unit", function()
       { "a triple-quoted string", "'''x'''", "serpent: triple-quoted strings are not supported at offset 0",
         "SR_ESYNTAX" },
       { "invalid UTF-8 in a string", "'ab\xff'", "serpent: invalid UTF-8 in a string at offset 3", "SR_EUTF8" },
+      { "invalid UTF-8 in a string after an escape", "'a\\nb\xff'",
+        "serpent: invalid UTF-8 in a string at offset 5", "SR_EUTF8" },
       { "an overlong UTF-8 form", "'\xc0\xaf'", "serpent: invalid UTF-8 in a string at offset 1", "SR_EUTF8" },
       { "invalid UTF-8 in a comment", "# \xfe\n1", "serpent: invalid UTF-8 in a comment at offset 2", "SR_EUTF8" },
       { "a NUL byte", "[1,\0]", "serpent: NUL byte (serpent data never has one) at offset 3", "SR_ESYNTAX" },

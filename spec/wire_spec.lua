@@ -192,6 +192,8 @@ describe("springrun.wire #unit", function()
     local cases = {
       { "wrong magic", "HTTP" .. V1:sub(5), nil,
         'bad magic at offset 0: got 0x48545450, expected 0x5059524f ("PYRO")', "SR_EMAGIC" },
+      { "magic wrong in its last byte only", "PYRX" .. V1:sub(5), nil,
+        'bad magic at offset 0: got 0x50595258, expected 0x5059524f ("PYRO")', "SR_EMAGIC" },
       { "unsupported version", V1:sub(1, 4) .. "\0\47" .. V1:sub(7), nil,
         "unsupported protocol version at offset 4: got 47, expected 48", "SR_EVERSION" },
       { "bad checksum", V1:sub(1, 22) .. "\x12\x34" .. V1:sub(25), nil,

@@ -18,6 +18,9 @@
  */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/resource.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,7 +31,7 @@
 
 /* ---- listener queue counts ----------------------------------------------- */
 
-static void dcount_release(sr_dcount_t *dc) {
+void sr_dcount_release(sr_dcount_t *dc) {
   if (dc && atomic_fetch_sub(&dc->refs, 1) == 1) free(dc);
 }
 
@@ -92,7 +95,7 @@ static int listener_add_obj(sr_listener_t *lis, const char *name, const uint8_t 
 
 static void free_listener(sr_listener_t *lis) {
   sr_tls_ctx_unref(lis->tls);
-  dcount_release(lis->dc);
+  sr_dcount_release(lis->dc);
   while (lis->objs) {
     sr_obj_t *o = lis->objs;
     lis->objs = o->next;
@@ -139,6 +142,8 @@ static void do_listen(sr_daemon_t *d, sr_cmd_t *cmd) {
   }
   atomic_init(&lis->dc->refs, 1);
   atomic_init(&lis->dc->queued, 0);
+  atomic_init(&lis->dc->queued_bytes, 0);
+  atomic_init(&lis->dc->reply_bytes, 0);
   lis->tls = sr_tls_ctx_ref(cmd->tls);
   lis->has_secret = cmd->has_secret;
   lis->secret = cmd->secret;
@@ -184,6 +189,14 @@ static void do_listen(sr_daemon_t *d, sr_cmd_t *cmd) {
     }
   }
   snprintf(lis->where, sizeof lis->where, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    lis->nofile = (unsigned long long)rl.rlim_cur;
+  if (lis->nofile != 0 && (unsigned long long)lis->lim.max_connections + 32 > lis->nofile)
+    sr_dlog(d, LOG_WARNING,
+            "listening on %s: max_connections %u cannot be reached with the open-files limit "
+            "%llu (ulimit -n); past it new clients are closed at once",
+            lis->where, (unsigned)lis->lim.max_connections, lis->nofile);
   lis->id = ++d->next_listener_id;
   lis->next = d->listeners;
   d->listeners = lis;
@@ -332,10 +345,7 @@ static void on_wake(sr_wake_t *w) {
       sr_conn_t *c = sr_conn_lookup(d, cc->conn);
       if (c && head->kind == CMD_FLUSH) sr_conn_flush(c);
       if (c && head->kind == CMD_RESUME) sr_conn_resume(c);
-      if (c && head->kind == CMD_CLOSE && c->state != C_CLOSED) {
-        sr_dlog(d, LOG_INFO, "write to %s failed; closing the connection", c->peer);
-        sr_conn_close_now(c);
-      }
+      if (c && head->kind == CMD_CLOSE && c->state != C_CLOSED) sr_conn_close_write_failed(c);
       free(cc);
     } else {
       sr_cmd_t *cmd = (sr_cmd_t *)head;
@@ -351,6 +361,12 @@ static void on_wake(sr_wake_t *w) {
         case CMD_UNREGISTER: do_unregister(d, cmd); break;
         case CMD_QUIESCE: do_quiesce(d); cmd->rc = 0; break;
         case CMD_STOP: do_stop(d); cmd->rc = 0; break;
+        case CMD_LIMITS: {
+          sr_listener_t *lis = find_listener(d, cmd->listener);
+          cmd->rc = lis ? 0 : SR_ENOTFOUND;
+          if (lis) cmd->lim = lis->lim;
+          break;
+        }
         default: break;
       }
       if (cmd->sync) uv_sem_post(&cmd->done);
@@ -361,6 +377,13 @@ static void on_wake(sr_wake_t *w) {
 
 static void thread_main(void *arg) {
   sr_daemon_t *d = arg;
+  /* libuv writes with write(2), which raises SIGPIPE on a socket the peer
+   * reset: blocked in this thread, the write fails with EPIPE whatever the
+   * embedding program did with the signal's disposition */
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, NULL);
   tl_daemon = d;
   uv_run(&d->loop, UV_RUN_DEFAULT);
   flush_events(d);
@@ -527,12 +550,21 @@ static void limits_resolve(const sr_listener_limits_t *lim, sr_listener_limits_t
   if (out->max_queued_conn == 0) out->max_queued_conn = SR_DAEMON_DEFAULT_MAX_QUEUED_CONN;
   if (out->max_queued_conn < 4) out->max_queued_conn = 4; /* resumes at a quarter */
   if (out->max_queued == 0) out->max_queued = SR_DAEMON_DEFAULT_MAX_QUEUED;
+  if (out->max_reply_bytes_conn == 0) out->max_reply_bytes_conn = SR_DAEMON_DEFAULT_MAX_REPLY_BYTES_CONN;
+  if (out->max_reply_bytes == 0) out->max_reply_bytes = SR_DAEMON_DEFAULT_MAX_REPLY_BYTES;
+  if (out->max_queued_bytes == 0) out->max_queued_bytes = SR_DAEMON_DEFAULT_MAX_QUEUED_BYTES;
+  if (out->handshake_timeout_ms == 0)
+    out->handshake_timeout_ms = SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  if (out->max_oneway == 0) out->max_oneway = SR_DAEMON_DEFAULT_MAX_ONEWAY;
+  if (out->max_depth == 0) out->max_depth = SR_DECODE_DEFAULT_DEPTH;
+  if (out->max_elements == 0) out->max_elements = SR_DECODE_DEFAULT_ELEMENTS;
 }
 
 void sr_daemon_event_done(sr_event_t *ev) {
   if (ev == NULL || ev->kind != SR_EV_INVOKE || ev->dc == NULL) return;
   atomic_fetch_sub(&ev->dc->queued, 1);
-  dcount_release(ev->dc);
+  atomic_fetch_sub(&ev->dc->queued_bytes, ev->len);
+  sr_dcount_release(ev->dc);
   ev->dc = NULL;
 }
 
@@ -610,6 +642,17 @@ int sr_daemon_unregister(sr_daemon_t *d, uint32_t listener_id, const char *name)
   cmd.listener = listener_id;
   cmd.name = name;
   return run_sync(d, &cmd);
+}
+
+int sr_daemon_limits(sr_daemon_t *d, uint32_t listener_id, sr_listener_limits_t *out) {
+  if (!d->running) return SR_ENOTFOUND;
+  sr_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.head.kind = CMD_LIMITS;
+  cmd.listener = listener_id;
+  int rc = run_sync(d, &cmd);
+  if (rc == 0) *out = cmd.lim;
+  return rc;
 }
 
 int sr_daemon_quiesce(sr_daemon_t *d) {

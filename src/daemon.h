@@ -49,7 +49,9 @@ typedef struct sr_daemon_s sr_daemon_t;
 #define SR_DAEMON_MAX_NAME 1024
 
 enum sr_event_kind_e {
-  SR_EV_INVOKE = 1, /* data = INVOKE payload (already inflated) */
+  SR_EV_INVOKE = 1, /* data = INVOKE payload as received: the owner
+                       inflates it when flags has COMPRESSED (not the
+                       daemon thread, whose time every connection shares) */
   SR_EV_LOG = 2     /* data = NUL-terminated message; level = 10..40 */
 };
 
@@ -62,11 +64,15 @@ typedef struct sr_event_s {
   uint64_t conn;      /* connection id (for sr_daemon_reply) */
   uint32_t slot;      /* reply slot; meaningless for oneway requests */
   uint16_t seq;       /* request sequence number (echo it) */
-  uint16_t flags;     /* request flags, COMPRESSED already removed */
+  uint16_t flags;     /* request flags */
+  size_t max_plain;   /* SR_EV_INVOKE: limit of the inflated payload
+                         (the listener's max_message) */
   uint16_t serializer;
   size_t len;         /* bytes in data (without the NUL of a log line) */
   uint32_t max_depth;    /* SR_EV_INVOKE: the decode limits of its listener */
   uint32_t max_elements; /* (sr_listener_limits_t), for the owner's decoder */
+  uint32_t max_oneway;      /* SR_EV_INVOKE: the listener's limits the owner */
+  uint32_t call_timeout_ms; /* enforces (sr_listener_limits_t) */
   struct sr_dcount_s *dc; /* SR_EV_INVOKE: the listener's queue count (see
                              sr_daemon_event_done) */
   uint8_t data[];
@@ -91,6 +97,31 @@ typedef struct sr_listener_limits_s {
                                 nothing (0: off, the default) */
   uint32_t max_queued_conn;  /* replies a connection may owe before it is not
                                 read any more (1024; resumes at a quarter) */
+  size_t max_reply_bytes_conn; /* reply bytes a connection may have queued
+                                (not yet taken by its socket) before it is
+                                not read any more (8 MiB; resumes at a quarter) */
+  size_t max_reply_bytes;    /* reply bytes queued by all connections of the
+                                listener: a reply that would pass it closes
+                                its connection, the reply dropped (256 MiB) */
+  size_t max_queued_bytes;   /* request bytes of the listener handed to the
+                                owner and not yet dispatched: past it, as
+                                max_queued (64 MiB) */
+  uint32_t max_oneway;       /* oneway calls of the listener running (started
+                                and waiting for I/O) at once; past it further
+                                oneway calls are dropped, logged (8192).
+                                Enforced by the owner (lsr_daemon.c; it
+                                travels on each INVOKE event): oneway calls
+                                owe no reply slot, so nothing else bounds
+                                them */
+  uint32_t call_timeout_ms;  /* a call not finished this long after it started
+                                (a task waiting for something that never
+                                comes) is answered with TimeoutError, its
+                                late reply dropped (0: off, the default).
+                                Enforced by the owner (lsr_daemon.c; it
+                                travels on each INVOKE event) */
+  uint32_t handshake_timeout_ms; /* a connection must complete its handshake
+                                within this from accept, else it is closed
+                                (10000; UINT32_MAX: off) */
   uint32_t max_queued;       /* INVOKEs of the listener handed to the owner and
                                 not yet dispatched (sr_daemon_event_done);
                                 past it no connection of the listener is read
@@ -98,13 +129,23 @@ typedef struct sr_listener_limits_s {
   uint32_t max_depth;        /* nesting and total values of a decoded request: */
   uint32_t max_elements;     /* not used by the daemon thread, they travel on
                                 each INVOKE event to the owner's decoder
-                                (0: the decoder's defaults) */
+                                (SR_DECODE_DEFAULT_DEPTH, _ELEMENTS: 200,
+                                1,000,000) */
 } sr_listener_limits_t;
 
 #define SR_DAEMON_DEFAULT_MAX_CONNECTIONS 4096u
 #define SR_DAEMON_DEFAULT_SEND_DEADLINE_MS 30000u
 #define SR_DAEMON_DEFAULT_MAX_QUEUED_CONN 1024u
 #define SR_DAEMON_DEFAULT_MAX_QUEUED 16384u
+#define SR_DAEMON_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define SR_DAEMON_DEFAULT_MAX_ONEWAY 8192u
+#define SR_DAEMON_DEFAULT_MAX_REPLY_BYTES_CONN ((size_t)8 << 20)
+#define SR_DAEMON_DEFAULT_MAX_REPLY_BYTES ((size_t)256 << 20)
+#define SR_DAEMON_DEFAULT_MAX_QUEUED_BYTES ((size_t)64 << 20)
+/* Refusals that can come in floods (handshake timeouts, accept failures)
+ * are logged at most once per this many ms per listener, with a count of
+ * those not logged. */
+#define SR_DAEMON_LOG_EVERY_MS 10000u
 /* A connection refused for max_connections that sends no CONNECT is closed
  * after this long. */
 #define SR_DAEMON_REFUSED_LINGER_MS 2000u
@@ -186,6 +227,11 @@ int sr_daemon_register(sr_daemon_t *d, uint32_t listener_id, const char *name,
 
 /* Removes object `name` from listener_id. Returns 0 or SR_ENOTFOUND. */
 int sr_daemon_unregister(sr_daemon_t *d, uint32_t listener_id, const char *name);
+
+/* The limits listener_id runs with, defaults filled in (read on the daemon
+ * thread: what its connections are checked against). Returns 0 or
+ * SR_ENOTFOUND. */
+int sr_daemon_limits(sr_daemon_t *d, uint32_t listener_id, sr_listener_limits_t *out);
 
 /* Shutdown step: every listener stops accepting and stops reading its
  * connections; replies still go out. Returns 0 (also with no thread). */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "daemon_int.h"
 
@@ -80,6 +81,14 @@ void sr_conn_close_graceful(sr_conn_t *c) {
  * short connection's cost: bench/README.md) is skipped; otherwise as
  * sr_conn_close_graceful. */
 static void conn_close_at_eof(sr_conn_t *c) {
+  if (c->state == C_OPEN && c->handshaken && c->w && sr_wside_owes(c->w, c->next_slot)) {
+    /* a half-close (shutdown(SHUT_WR)): what was received before it is
+     * answered, as Pyro4 does; the sweep closes once nothing is owed */
+    c->peer_eof = 1;
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    return;
+  }
   int idle = c->state == C_OPEN && c->tls == NULL;
   if (idle && c->w) idle = !sr_wside_busy(c->w);
   if (idle && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
@@ -163,12 +172,16 @@ static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
 /* Stops reading c when too many replies are owed (back-pressure). */
 static void maybe_pause(sr_conn_t *c) {
   uint32_t outstanding;
-  if (!sr_wside_pause(c->w, c->next_slot, c->max_owed, c->resume_below, &outstanding)) return;
+  size_t qbytes;
+  if (!sr_wside_pause(c->w, c->next_slot, c->max_owed, c->resume_below, &outstanding, &qbytes))
+    return;
   c->paused = 1;
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
-  sr_dlog(c->d, LOG_DEBUG, "pausing reads from %s: %u replies outstanding", c->peer,
-          (unsigned)outstanding);
+  sr_dlog(c->d, LOG_DEBUG, "pausing reads from %s: %u replies outstanding, %zu bytes queued (%s)",
+          c->peer, (unsigned)outstanding, qbytes,
+          outstanding >= c->max_owed ? "max_queued_per_connection"
+                                     : "max_reply_bytes_per_connection");
 }
 
 /* Handles every complete message buffered in c's framer; returns how many. */
@@ -268,7 +281,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 /* Reading again after back-pressure: handle what is buffered, then read. */
 static void conn_unpause(sr_conn_t *c) {
-  if (c->state != C_OPEN || c->quiesced) return;
+  if (c->state != C_OPEN || c->quiesced || c->peer_eof) return;
   sr_dlog(c->d, LOG_DEBUG, "resuming reads from %s", c->peer);
   uint64_t now = uv_now(&c->d->loop);
   int progressed = conn_process(c);
@@ -292,11 +305,25 @@ void sr_conn_resume(sr_conn_t *c) {
 
 static void free_handle(uv_handle_t *hd) { free(hd); }
 
+int sr_log_allowed(uint64_t *logged_at, uint32_t *unlogged, uint64_t now) {
+  if (*logged_at != 0 && now - *logged_at < SR_DAEMON_LOG_EVERY_MS) {
+    (*unlogged)++;
+    return 0;
+  }
+  *logged_at = now ? now : 1;
+  return 1;
+}
+
 void sr_conn_accept_cb(uv_stream_t *server, int status) {
   sr_listener_t *lis = server->data;
   sr_daemon_t *d = lis->d;
   if (status < 0) {
-    sr_dlog(d, LOG_WARNING, "accept on %s failed: %s", lis->where, uv_strerror(status));
+    if (sr_log_allowed(&lis->accept_logged_at, &lis->accept_unlogged, uv_now(&d->loop))) {
+      sr_dlog(d, LOG_WARNING, "accept on %s failed: %s (%s; %u more failures not logged)",
+              lis->where, uv_strerror(status), uv_err_name(status),
+              (unsigned)lis->accept_unlogged);
+      lis->accept_unlogged = 0;
+    }
     return;
   }
   sr_conn_t *c = calloc(1, sizeof *c);
@@ -335,7 +362,22 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
 #endif
   uv_os_fd_t fd = -1;
   uv_fileno((uv_handle_t *)&c->tcp, &fd);
-  c->w = sr_wside_new(fd);
+  /* descriptors are allocated lowest first: this one near the limit means
+   * the table is full. On EMFILE libuv closes the connections waiting to be
+   * accepted (a reserved descriptor) without telling, so their clients see
+   * a closed connection at once, never a hang; the ones open are served on.
+   * Said here, rate-limited, since nothing else would say it. */
+  if (lis->nofile != 0 && (unsigned long long)fd + 2 >= lis->nofile &&
+      sr_log_allowed(&lis->accept_logged_at, &lis->accept_unlogged, uv_now(&d->loop))) {
+    sr_dlog(d, LOG_WARNING,
+            "open files exhausted on %s: descriptor %d of the open-files limit %llu "
+            "(ulimit -n), %u connections open; new clients are closed at once until some "
+            "close (%u more not logged)",
+            lis->where, (int)fd, lis->nofile, (unsigned)lis->nconns,
+            (unsigned)lis->accept_unlogged);
+    lis->accept_unlogged = 0;
+  }
+  c->w = sr_wside_new(fd, &lis->lim, lis->dc);
   if (c->w == NULL) {
     sr_dlog(d, LOG_ERROR, "out of memory accepting on %s", lis->where);
     sr_conn_close_now(c);
@@ -394,8 +436,13 @@ static void on_sweep(uv_timer_t *t) {
     sr_conn_t *c = d->conns[i];
     if (c == NULL || c->state != C_OPEN || c->lis == NULL) continue;
     sr_listener_t *lis = c->lis;
+    if (c->peer_eof) {
+      if (!sr_wside_owes(c->w, c->next_slot)) sr_conn_close_graceful(c);
+      continue;
+    }
     if (c->dpaused) {
-      if (atomic_load(&lis->dc->queued) <= lis->lim.max_queued / 2) {
+      if (atomic_load(&lis->dc->queued) <= lis->lim.max_queued / 2 &&
+          atomic_load(&lis->dc->queued_bytes) <= lis->lim.max_queued_bytes / 2) {
         c->dpaused = 0;
         conn_unpause(c);
       } else {
@@ -405,6 +452,19 @@ static void on_sweep(uv_timer_t *t) {
     }
     if (c->refused) {
       if (now - c->accepted_at >= SR_DAEMON_REFUSED_LINGER_MS) sr_conn_close_now(c);
+      continue;
+    }
+    if (!c->handshaken && lis->lim.handshake_timeout_ms != UINT32_MAX &&
+        now - c->accepted_at >= lis->lim.handshake_timeout_ms) {
+      if (sr_log_allowed(&lis->hs_logged_at, &lis->hs_unlogged, now)) {
+        sr_dlog(d, LOG_WARNING,
+                "closing connection from %s on %s: no handshake within %u ms "
+                "(handshake_timeout), %zu bytes received (%u more not logged)",
+                c->peer, lis->where, (unsigned)lis->lim.handshake_timeout_ms,
+                sr_framer_pending(&c->fr), (unsigned)lis->hs_unlogged);
+        lis->hs_unlogged = 0;
+      }
+      sr_conn_close_now(c);
       continue;
     }
     if (c->paused || c->quiesced) continue;
@@ -435,6 +495,8 @@ void sr_sweep_schedule(sr_daemon_t *d) {
   for (sr_listener_t *lis = d->listeners; lis; lis = lis->next) {
     if (lis->lim.send_deadline_ms != UINT32_MAX && lis->lim.send_deadline_ms / 4 < ms)
       ms = lis->lim.send_deadline_ms / 4;
+    if (lis->lim.handshake_timeout_ms != UINT32_MAX && lis->lim.handshake_timeout_ms / 4 < ms)
+      ms = lis->lim.handshake_timeout_ms / 4;
     if (lis->lim.idle_timeout_ms != 0 && lis->lim.idle_timeout_ms / 4 < ms)
       ms = lis->lim.idle_timeout_ms / 4;
   }

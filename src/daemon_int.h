@@ -52,10 +52,13 @@
 typedef struct sr_dcount_s {
   atomic_int refs;
   atomic_uint queued;
+  atomic_size_t queued_bytes; /* their payload bytes (max_queued_bytes) */
+  atomic_size_t reply_bytes;  /* reply bytes queued by the listener's
+                                 connections (max_reply_bytes) */
 } sr_dcount_t;
 
 enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
-       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME };
+       CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME, CMD_LIMITS };
 
 /* The common head of everything on d->cmds. */
 typedef struct sr_cmdhead_s {
@@ -84,7 +87,7 @@ typedef struct sr_cmd_s {
   sr_tls_ctx_t *tls;            /* LISTEN: server TLS context or NULL (borrowed) */
   int has_secret;               /* LISTEN: handshake secret set */
   sr_secret_t secret;
-  sr_listener_limits_t lim;     /* LISTEN, defaults applied */
+  sr_listener_limits_t lim;     /* LISTEN, defaults applied; LIMITS: out */
 } sr_cmd_t;
 
 /* A reply frame (also used for frames the daemon thread writes itself). */
@@ -122,6 +125,11 @@ typedef struct sr_wside_s {
   uint32_t resume_at; /* ... until send_slot reaches this */
   sr_reply_t *pending;           /* replies ahead of their turn, by slot */
   sr_reply_t *outq, *outq_tail;  /* in order, for the daemon thread to uv_write */
+  size_t qbytes;      /* bytes of pending + outq + held + writes in flight */
+  size_t max_bytes;   /* max_reply_bytes_conn: pause reading past it */
+  size_t max_total;   /* max_reply_bytes of the listener (dc) */
+  sr_dcount_t *dc;    /* the listener's counts (a reference) or NULL */
+  int over_total;     /* a reply would have passed max_reply_bytes */
   sr_reply_t *held; /* the CONNECTOK of a connection whose first call came with
                        its CONNECT (a pipelining client): it leaves in one write
                        with that call's reply (emit_locked), or first in outq
@@ -155,6 +163,8 @@ typedef struct sr_conn_s {
   int quiesced; /* shutdown: never read again */
   int refused;  /* over max_connections: CONNECTFAIL to its first message */
   int counted;  /* counted in lis->nconns */
+  int peer_eof; /* the peer half-closed while owed replies: not read again,
+                   closed gracefully once they are written (sweep) */
   uint32_t max_owed, resume_below; /* max_queued_conn of its listener */
   uint64_t accepted_at, last_active; /* uv_now() ms */
   uint64_t msg_start; /* uv_now() when the unfinished message began; 0: none */
@@ -177,6 +187,13 @@ typedef struct sr_listener_s {
   sr_listener_limits_t lim; /* every field set (defaults applied) */
   uint32_t nconns;   /* open connections counted against max_connections */
   sr_dcount_t *dc;   /* INVOKEs queued for the owner (max_queued) */
+  /* rate-limited log lines (SR_DAEMON_LOG_EVERY_MS): when the last one of
+   * each kind was logged, and how many were not since */
+  uint64_t hs_logged_at, accept_logged_at;
+  uint32_t hs_unlogged, accept_unlogged;
+  uint64_t reply_logged_at;
+  uint32_t reply_unlogged;
+  unsigned long long nofile; /* the open-files limit at listen (0: none) */
   sr_obj_t *objs;
   sr_tls_ctx_t *tls; /* server TLS context (a reference) or NULL */
   int has_secret;    /* CONNECT must carry this handshake secret */
@@ -258,7 +275,14 @@ int sr_conn_table_add(sr_daemon_t *d, sr_conn_t *c);
 void sr_conn_table_remove(sr_daemon_t *d, sr_conn_t *c);
 sr_conn_t *sr_conn_lookup(sr_daemon_t *d, uint64_t id);
 
-sr_wside_t *sr_wside_new(int fd);
+/* A write side for fd counting its queued reply bytes against lim and dc's
+ * reply_bytes (dc may be NULL; a reference is taken). */
+sr_wside_t *sr_wside_new(int fd, const sr_listener_limits_t *lim, sr_dcount_t *dc);
+/* Closes c after a write failed or a reply passed max_reply_bytes (logged
+ * with the peer and the limit, rate-limited). */
+void sr_conn_close_write_failed(sr_conn_t *c);
+/* Drops a reference of a listener's counts. */
+void sr_dcount_release(sr_dcount_t *dc);
 void sr_wside_release(sr_wside_t *w);
 /* The owner writes nothing more on w (the connection is closing). */
 void sr_wside_close(sr_wside_t *w);
@@ -271,10 +295,12 @@ int sr_wside_owes(sr_wside_t *w, uint32_t next_slot);
  * the reply to the request that came with it. */
 void sr_wside_hold(sr_wside_t *w, sr_reply_t *rep);
 /* Back-pressure: when the replies owed plus those not yet taken by the
- * socket reach max_owed, marks w paused until the connection owes
- * resume_below and returns 1 (else 0); *outstanding gets the count. */
+ * socket reach max_owed, or their bytes queued reach max_reply_bytes_conn,
+ * marks w paused until the connection owes resume_below (and a quarter of
+ * those bytes) and returns 1 (else 0); *outstanding and *qbytes get the
+ * counts. */
 int sr_wside_pause(sr_wside_t *w, uint32_t next_slot, uint32_t max_owed, uint32_t resume_below,
-                   uint32_t *outstanding);
+                   uint32_t *outstanding, size_t *qbytes);
 
 /* Daemon thread: hands c's queued bytes to uv_write in order (TLS: encrypts
  * them first). */
@@ -314,6 +340,10 @@ void sr_conn_accept_cb(uv_stream_t *server, int status);
 void sr_conn_close_now(sr_conn_t *c);
 /* Stops reading, lets queued writes finish, then closes. Idempotent. */
 void sr_conn_close_graceful(sr_conn_t *c);
+/* Rate limit of a flood-prone log line: 1 when one may be logged now
+ * (*unlogged then holds how many were skipped since the last; the caller
+ * reports and resets it), 0 when this one is only counted. */
+int sr_log_allowed(uint64_t *logged_at, uint32_t *unlogged, uint64_t now);
 /* Back-pressure of the connection released (its replies left): reads
  * again. */
 void sr_conn_resume(sr_conn_t *c);

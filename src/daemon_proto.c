@@ -10,8 +10,9 @@
  * the client reads the reason). A CONNECTOK is held back to leave in one
  * write with the reply to an INVOKE that came right behind its CONNECT (a
  * pipelining client). After the handshake a PING is answered here in its
- * reply slot, an INVOKE becomes an event for the owner (payload inflated,
- * counted against the listener's max_queued), and anything else closes the
+ * reply slot, an INVOKE becomes an event for the owner (payload as it came,
+ * compressed or not: the owner inflates; counted against the listener's
+ * max_queued and max_queued_bytes), and anything else closes the
  * connection; refusals are logged as events, since only the owner may log.
  */
 #include <stdatomic.h>
@@ -193,7 +194,6 @@ void sr_proto_place_connectok(sr_conn_t *c, const sr_wire_msg_t *m) {
 }
 
 void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
-  char err[300];
   sr_daemon_t *d = c->d;
   if (m->h.type == SR_MSG_PING) {
     sr_reply_t *r = make_frame(SR_MSG_PING, 0, m->h.seq, m->h.serializer,
@@ -217,18 +217,14 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
     sr_conn_close_now(c);
     return;
   }
-  const uint8_t *data;
-  size_t len;
-  sr_buf_t plain;
-  if (msg_payload(c, m, &plain, &data, &len, err, sizeof err) < 0) {
-    sr_buf_free(&plain);
-    sr_dlog(d, LOG_WARNING, "closing connection from %s: %s", c->peer, err);
-    sr_conn_close_now(c);
-    return;
-  }
+  /* a compressed payload crosses as it came: inflating (up to max_message
+   * from a few KB) is the owner's work, taken in turn with every other
+   * connection's calls, so a client sending compression bombs stalls no
+   * accept, handshake or PING here */
+  const uint8_t *data = m->data;
+  size_t len = m->h.data_len;
   sr_event_t *ev = malloc(sizeof *ev + len + 1);
   if (ev == NULL) {
-    sr_buf_free(&plain);
     sr_dlog(d, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
     sr_conn_close_now(c);
     return;
@@ -238,28 +234,33 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
   ev->listener = c->lis->id;
   ev->conn = c->id;
   ev->seq = m->h.seq;
-  ev->flags = (uint16_t)(m->h.flags & ~SR_FLAG_COMPRESSED);
+  ev->flags = m->h.flags;
+  ev->max_plain = c->fr.max_message;
   ev->serializer = m->h.serializer;
   ev->slot = (m->h.flags & SR_FLAG_ONEWAY) ? 0 : c->next_slot++;
   ev->len = len;
   ev->max_depth = c->lis->lim.max_depth;
   ev->max_elements = c->lis->lim.max_elements;
+  ev->max_oneway = c->lis->lim.max_oneway;
+  ev->call_timeout_ms = c->lis->lim.call_timeout_ms;
   if (len) memcpy(ev->data, data, len);
   ev->data[len] = 0;
-  sr_buf_free(&plain);
   sr_dcount_t *dc = c->lis->dc;
   atomic_fetch_add(&dc->refs, 1);
   ev->dc = dc;
   unsigned queued = atomic_fetch_add(&dc->queued, 1) + 1;
+  size_t qbytes = atomic_fetch_add(&dc->queued_bytes, len) + len;
   sr_daemon_push_event(d, ev);
-  if (queued >= c->lis->lim.max_queued && !c->dpaused) {
+  if ((queued >= c->lis->lim.max_queued || qbytes >= c->lis->lim.max_queued_bytes) &&
+      !c->dpaused) {
     /* the owner is behind: read no more from this connection until the
      * sweep sees the listener's queue down to half */
     c->dpaused = 1;
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
-    sr_dlog(d, LOG_DEBUG, "pausing reads from %s on %s: %u invocations queued (max_queued)",
-            c->peer, c->lis->where, queued);
+    sr_dlog(d, LOG_DEBUG, "pausing reads from %s on %s: %u invocations, %zu bytes queued (%s)",
+            c->peer, c->lis->where, queued, qbytes,
+            queued >= c->lis->lim.max_queued ? "max_queued" : "max_queued_bytes");
     sr_sweep_soon(d);
   }
 }

@@ -85,7 +85,7 @@ static atomic_ulong merged_connectoks;
 
 unsigned long sr_daemon_merged_connectoks(void) { return atomic_load(&merged_connectoks); }
 
-sr_wside_t *sr_wside_new(int fd) {
+sr_wside_t *sr_wside_new(int fd, const sr_listener_limits_t *lim, sr_dcount_t *dc) {
   sr_wside_t *w = calloc(1, sizeof *w);
   if (w == NULL) return NULL;
   if (uv_mutex_init(&w->mu) != 0) {
@@ -94,7 +94,35 @@ sr_wside_t *sr_wside_new(int fd) {
   }
   w->refs = 1;
   w->fd = fd;
+  w->max_bytes = lim->max_reply_bytes_conn;
+  w->max_total = lim->max_reply_bytes;
+  if (dc) atomic_fetch_add(&dc->refs, 1);
+  w->dc = dc;
   return w;
+}
+
+/* Reply bytes of w change by +n / -n (with w->mu held). */
+static void qbytes_add(sr_wside_t *w, size_t n) {
+  w->qbytes += n;
+  if (w->dc) atomic_fetch_add(&w->dc->reply_bytes, n);
+}
+static void qbytes_sub(sr_wside_t *w, size_t n) {
+  w->qbytes -= n;
+  if (w->dc) atomic_fetch_sub(&w->dc->reply_bytes, n);
+}
+
+/* Whether n more reply bytes fit the listener's max_reply_bytes; when not,
+ * marks w (the caller fails, and its connection is closed). */
+static int qbytes_fit(sr_wside_t *w, size_t n) {
+  if (w->dc == NULL || atomic_load(&w->dc->reply_bytes) + n <= w->max_total) return 1;
+  w->over_total = 1;
+  return 0;
+}
+
+/* A paused connection may be read again: owed + queued replies are down to
+ * resume_below (see sr_wside_pause) and its queued bytes to a quarter. */
+static int resume_ok_locked(const sr_wside_t *w) {
+  return (int32_t)(w->send_slot - w->resume_at) >= w->queued && w->qbytes <= w->max_bytes / 4;
 }
 
 static void free_chain(sr_reply_t *r) {
@@ -110,6 +138,10 @@ void sr_wside_release(sr_wside_t *w) {
   int last = --w->refs == 0;
   uv_mutex_unlock(&w->mu);
   if (!last) return;
+  if (w->dc) { /* what never left stops counting for the listener */
+    atomic_fetch_sub(&w->dc->reply_bytes, w->qbytes);
+    sr_dcount_release(w->dc);
+  }
   free_chain(w->pending);
   free_chain(w->outq);
   free(w->held);
@@ -141,16 +173,18 @@ void sr_wside_hold(sr_wside_t *w, sr_reply_t *rep) {
   uv_mutex_lock(&w->mu);
   w->held = rep;
   w->queued++;
+  qbytes_add(w, rep->len);
   uv_mutex_unlock(&w->mu);
 }
 
 int sr_wside_pause(sr_wside_t *w, uint32_t next_slot, uint32_t max_owed, uint32_t resume_below,
-                   uint32_t *outstanding) {
+                   uint32_t *outstanding, size_t *qbytes) {
   uv_mutex_lock(&w->mu);
   /* owed replies plus replies written but not yet taken by the socket (a
    * client that does not read) */
   *outstanding = next_slot - w->send_slot + (uint32_t)w->queued;
-  int pause = *outstanding >= max_owed;
+  *qbytes = w->qbytes;
+  int pause = *outstanding >= max_owed || w->qbytes >= w->max_bytes;
   if (pause) {
     w->paused = 1;
     w->resume_at = next_slot - resume_below;
@@ -168,6 +202,7 @@ static void outq_push_locked(sr_wside_t *w, sr_reply_t *r) {
     w->outq = r;
   w->outq_tail = r;
   w->queued++;
+  qbytes_add(w, r->len);
 }
 
 static sr_reply_t *copy_reply(const uint8_t *data, size_t len, uint32_t slot) {
@@ -234,6 +269,7 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
       hd = w->held;
       w->held = NULL;
       w->queued--;
+      qbytes_sub(w, hd->len);
       iov[cnt++] = (struct iovec){ hd->data, hd->len };
       /* counted before the write: a peer that reads both answers may look
        * at the count at once (the daemon thread writes in batch/thread modes) */
@@ -253,6 +289,10 @@ static int emit_locked(sr_wside_t *w, const uint8_t *data, size_t len, sr_reply_
   sr_reply_t *rest = NULL;
   if (done == total) {
     /* all of it left */
+  } else if (!qbytes_fit(w, total - done)) {
+    free(hd);
+    free(r);
+    return -1; /* past max_reply_bytes: the connection is closed */
   } else if (r && hd == NULL && done == 0) {
     rest = r; /* nothing of it left: queued as it is */
     r = NULL;
@@ -284,7 +324,17 @@ static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size
     return 0;
   }
   if (slot != w->send_slot) {
+    if (!qbytes_fit(w, r ? r->len : len)) {
+      free(r);
+      return -1;
+    }
     if (r == NULL && (r = copy_reply(data, len, slot)) == NULL) return -1;
+    for (sr_reply_t *p = w->pending; p; p = p->next)
+      if (p->slot == slot) { /* answered twice (call_timeout first) */
+        free(r);
+        return 0;
+      }
+    qbytes_add(w, r->len);
     r->slot = slot;
     sr_reply_t **pp = &w->pending;
     while (*pp && (int32_t)((*pp)->slot - slot) < 0) pp = &(*pp)->next;
@@ -297,11 +347,12 @@ static int submit_locked(sr_wside_t *w, uint32_t slot, const uint8_t *data, size
   while (w->pending && w->pending->slot == w->send_slot) {
     sr_reply_t *n = w->pending;
     w->pending = n->next;
+    qbytes_sub(w, n->len);
     if (emit_locked(w, NULL, 0, n, direct) < 0) return -1;
     w->send_slot++;
   }
-  if (w->paused && (int32_t)(w->send_slot - w->resume_at) >= w->queued) {
-    w->paused = 0; /* owed + queued is down to resume_below (see sr_wside_pause) */
+  if (w->paused && resume_ok_locked(w)) {
+    w->paused = 0;
     return 1;
   }
   return 0;
@@ -324,6 +375,7 @@ int sr_conn_tls_send(sr_conn_t *c) {
   r->len = sr_tls_take_raw(c->tls, r->data, n);
   uv_mutex_lock(&c->w->mu);
   c->w->queued++;
+  qbytes_add(c->w, r->len);
   uv_mutex_unlock(&c->w->mu);
   uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
   r->wr.data = r;
@@ -331,6 +383,7 @@ int sr_conn_tls_send(sr_conn_t *c) {
   if (rc != 0) {
     uv_mutex_lock(&c->w->mu);
     c->w->queued--;
+    qbytes_sub(c->w, r->len);
     uv_mutex_unlock(&c->w->mu);
     free(r);
     return -1;
@@ -344,8 +397,9 @@ static void on_write(uv_write_t *req, int status) {
   uv_mutex_lock(&c->w->mu);
   sr_wside_t *w = c->w;
   w->queued--;
+  qbytes_sub(w, r->len);
   /* replies that left the process count against back-pressure too */
-  int resume = w->paused && (int32_t)(w->send_slot - w->resume_at) >= w->queued;
+  int resume = w->paused && resume_ok_locked(w);
   if (resume) w->paused = 0;
   uv_mutex_unlock(&c->w->mu);
   if (resume && c->state == C_OPEN) sr_conn_resume(c);
@@ -377,6 +431,7 @@ void sr_conn_flush(sr_conn_t *c) {
     int trc = c->state == C_CLOSED ? 0 : sr_tls_write(c->tls, r->data, r->len, err, sizeof err);
     uv_mutex_lock(&w->mu);
     w->queued--;
+    qbytes_sub(w, r->len);
     uv_mutex_unlock(&w->mu);
     free(r);
     if (trc < 0) {
@@ -400,6 +455,7 @@ void sr_conn_flush(sr_conn_t *c) {
     if (rc != 0) {
       uv_mutex_lock(&w->mu);
       w->queued--;
+      qbytes_sub(w, r->len);
       uv_mutex_unlock(&w->mu);
       free(r);
       if (c->state != C_CLOSED) {
@@ -439,9 +495,30 @@ void sr_conn_submit(sr_conn_t *c, sr_reply_t *r) {
   uv_mutex_unlock(&c->w->mu);
   if (flush) sr_conn_flush(c);
   if (rc < 0)
-    sr_conn_close_now(c);
+    sr_conn_close_write_failed(c);
   else if (rc == 1)
     sr_conn_resume(c);
+}
+
+void sr_conn_close_write_failed(sr_conn_t *c) {
+  if (c->state == C_CLOSED) return;
+  uv_mutex_lock(&c->w->mu);
+  int over = c->w->over_total;
+  size_t total = c->w->dc ? atomic_load(&c->w->dc->reply_bytes) : 0;
+  uv_mutex_unlock(&c->w->mu);
+  sr_listener_t *lis = c->lis;
+  if (!over) {
+    sr_dlog(c->d, LOG_INFO, "write to %s failed; closing the connection", c->peer);
+  } else if (lis == NULL ||
+             sr_log_allowed(&lis->reply_logged_at, &lis->reply_unlogged, uv_now(&c->d->loop))) {
+    sr_dlog(c->d, LOG_WARNING,
+            "closing connection from %s on %s: its reply would pass %zu bytes of replies queued "
+            "(max_reply_bytes), %zu queued now (%u more not logged)",
+            c->peer, lis ? lis->where : "?", c->w->max_total, total,
+            lis ? (unsigned)lis->reply_unlogged : 0u);
+    if (lis) lis->reply_unlogged = 0;
+  }
+  sr_conn_close_now(c);
 }
 
 /* ---- owner thread -------------------------------------------------------- */

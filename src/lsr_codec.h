@@ -16,8 +16,7 @@ typedef struct sr_decode_limits_s {
   size_t max_elements; /* total values in one document, default 1,000,000 */
 } sr_decode_limits_t;
 
-#define SR_DECODE_DEFAULT_DEPTH 200
-#define SR_DECODE_DEFAULT_ELEMENTS 1000000
+/* defaults: SR_DECODE_DEFAULT_DEPTH, SR_DECODE_DEFAULT_ELEMENTS (sr.h) */
 
 /* JSON (Pyro4 serializer id 2): lsr_json.c */
 int lsr_json_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t errlen);

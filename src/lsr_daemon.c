@@ -9,12 +9,20 @@
  * drains everything queued and, for each INVOKE, decodes the payload here
  * (C, hot path) and calls the Lua handler set with daemon_set_handler:
  *
- *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs)
+ *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs
+ *           [, call])
  *
  * params/kwargs are the decoded values as they came, except that an empty
  * kwargs table (map or list) is passed as nil (kwargs may be nil or
- * springrun.null). The handler must answer every request that is not oneway
- * (flags & FLAG_ONEWAY) exactly once with
+ * springrun.null). call, present when the listener bounds the call (a
+ * oneway call: max_oneway; call_timeout set), is a value with a __close
+ * metamethod: the function the call's task runs marks it to-be-closed
+ * (lsr_serve.c), so it is closed when the call ends however it ends (a
+ * failed task is reset by lsr_task.c, an abandoned one collected).
+ * Compressed payloads are inflated here, on this thread, in turn with the
+ * other connections' calls (see "by connection" below). The handler must
+ * answer every request that is not oneway (flags & FLAG_ONEWAY) exactly
+ * once with
  *
  *   core.daemon_reply(conn, tag, ser, flags, value) -> true | nil, err
  *
@@ -29,10 +37,13 @@
  *                      true, ...}, handshake_secret = "..."} (daemon.h)
  *       -> listener_id, bound_port | nil, err   (objects registered before
  *          the first connection is accepted). limits: a table with any of
- *          max_message_size (bytes), max_connections, send_deadline and
- *          idle_timeout (seconds, fractions allowed; send_deadline false:
- *          off, idle_timeout 0/false: off), max_queued_per_connection,
- *          max_queued, max_depth, max_elements (of decoded requests);
+ *          max_message_size (bytes), max_connections, send_deadline,
+ *          handshake_timeout and idle_timeout (seconds, fractions allowed;
+ *          send_deadline/handshake_timeout false: off, idle_timeout
+ *          0/false: off), max_queued_per_connection, max_queued,
+ *          max_queued_bytes, max_reply_bytes_per_connection,
+ *          max_reply_bytes (bytes), max_oneway, call_timeout (seconds,
+ *          0/false: off), max_depth, max_elements (of decoded requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
  *   core.daemon_register(listener_id, name, connectok_value) -> true | nil, err
@@ -40,12 +51,15 @@
  *   core.daemon_quiesce()       -- stop accepting and reading (shutdown)
  *   core.daemon_count()         -- listeners open
  *   core.daemon_peer(conn)      -- "host:port" of a connection's client, or nil
+ *   core.daemon_limits(listener_id) -- its limits, defaults filled in (l_limits)
  *   core.daemon_serializers()   -- list of accepted serializer ids
  *   core.daemon_set_reply_writer("auto" | "direct" | "thread")  -- who writes
  *                               replies (set_reply_writer below)
  *   core.daemon_reply_counts()  -- direct, batched, thread, fast, merged (below)
+ *   core.daemon_waiting()       -- calls taken from the daemon, not started yet
  *   (the dispatch of a call: lsr_serve.c; its tasks: lsr_task.c)
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -120,6 +134,172 @@ static void close_wake(void) {
   if (G.wake == NULL) return;
   if (!uv_is_closing((uv_handle_t *)&G.wake->poll)) sr_wake_close(G.wake, free_wake_cb);
   G.wake = NULL;
+}
+
+/* ---- per listener, on this thread ------------------------------------------
+ * The limits this thread enforces travel on each event (max_oneway,
+ * call_timeout_ms); what it counts per listener is kept here from listen to
+ * unlisten: the oneway calls running, and the rate limit of the line that
+ * says some were dropped. */
+typedef struct lsr_lstate_s {
+  uint32_t id;
+  uint32_t noneway;       /* oneway calls started and not ended */
+  uint64_t drop_logged;   /* uv_hrtime() of the last "dropping" line, or 0 */
+  unsigned drop_unlogged; /* dropped since, not logged */
+} lsr_lstate_t;
+
+static lsr_lstate_t *lstates; /* 0..nlstates, owned here (freed by l_gc) */
+static int nlstates, caplstates;
+
+static lsr_lstate_t *lstate_find(uint32_t id) {
+  for (int i = 0; i < nlstates; i++)
+    if (lstates[i].id == id) return &lstates[i];
+  return NULL;
+}
+
+static int lstate_add(uint32_t id) {
+  if (nlstates == caplstates) {
+    int cap = caplstates ? caplstates * 2 : 8;
+    lsr_lstate_t *n = realloc(lstates, (size_t)cap * sizeof *n);
+    if (n == NULL) return SR_ENOMEM;
+    lstates = n;
+    caplstates = cap;
+  }
+  memset(&lstates[nlstates], 0, sizeof lstates[0]);
+  lstates[nlstates++].id = id;
+  return 0;
+}
+
+static void lstate_remove(uint32_t id) {
+  lsr_lstate_t *ls = lstate_find(id);
+  if (ls) *ls = lstates[--nlstates];
+}
+
+/* A call the listener bounds (see the handler's `call` argument above):
+ * counted while it runs when oneway, or on the call_timeout list while it
+ * owes a reply. A full userdata whose __close and __gc are call_end. */
+#define LSR_CALL_MT "springrun.daemon.call"
+typedef struct lsr_call_s {
+  struct lsr_call_s *next, **pprev; /* on the timed list; pprev NULL: not */
+  uint32_t listener;
+  int oneway; /* counted in its listener's noneway */
+  uint64_t conn, deadline_ns;
+  uint32_t slot, ms;
+  uint16_t seq, ser, flags;
+} lsr_call_t;
+
+static lsr_call_t *timed_head; /* calls awaiting their call_timeout */
+static uv_timer_t *timed_timer; /* on luv's loop, unref'd; NULL until needed */
+
+static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, const char *msg);
+static void log_line(lua_State *L, int level, const char *text);
+
+static void timed_unlink(lsr_call_t *c) {
+  *c->pprev = c->next;
+  if (c->next) c->next->pprev = c->pprev;
+  c->next = NULL;
+  c->pprev = NULL;
+}
+
+/* The call ended (returned, failed, or its task was abandoned): uncounted,
+ * and off the timed list. Idempotent. */
+static int call_end(lua_State *L) {
+  lsr_call_t *c = luaL_checkudata(L, 1, LSR_CALL_MT);
+  if (c->oneway) {
+    lsr_lstate_t *ls = lstate_find(c->listener);
+    if (ls && ls->noneway > 0) ls->noneway--;
+    c->oneway = 0;
+  }
+  if (c->pprev) timed_unlink(c);
+  return 0;
+}
+
+/* The timer: calls past their deadline are answered with TimeoutError; the
+ * late reply of such a call is dropped by the daemon (a slot is answered
+ * once). */
+static void on_timed(uv_timer_t *tm) {
+  (void)tm;
+  lua_State *L = G.L;
+  if (L == NULL) return;
+  uint64_t now = uv_hrtime();
+  for (lsr_call_t *c = timed_head, *next; c; c = next) {
+    next = c->next;
+    if (now < c->deadline_ns) continue;
+    sr_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.conn = c->conn;
+    ev.slot = c->slot;
+    ev.seq = c->seq;
+    ev.serializer = c->ser;
+    ev.flags = c->flags;
+    char msg[200], line[300], peer[64];
+    snprintf(msg, sizeof msg, "call did not finish within %g s (call_timeout)", c->ms / 1000.0);
+    sr_daemon_peer(G.d, c->conn, peer, sizeof peer);
+    snprintf(line, sizeof line, "call from %s: %s", peer, msg);
+    timed_unlink(c);
+    int base = lua_gettop(L);
+    log_line(L, 30, line);
+    send_exception(L, &ev, "Pyro4.errors.TimeoutError", msg);
+    lua_settop(L, base);
+  }
+  if (timed_head == NULL && timed_timer) uv_timer_stop(timed_timer);
+}
+
+static void free_timer_cb(uv_handle_t *h) { free(h); }
+
+/* Puts c (the call of ev) on the timed list with ev's call_timeout. */
+static void timed_add(lsr_call_t *c, const sr_event_t *ev) {
+  if (G.wake == NULL) return;
+  if (timed_timer == NULL) {
+    timed_timer = malloc(sizeof *timed_timer);
+    if (timed_timer == NULL || uv_timer_init(G.loop, timed_timer) != 0) {
+      free(timed_timer);
+      timed_timer = NULL;
+      return;
+    }
+    uv_unref((uv_handle_t *)timed_timer);
+  }
+  uint32_t ms = ev->call_timeout_ms;
+  c->conn = ev->conn;
+  c->slot = ev->slot;
+  c->seq = ev->seq;
+  c->ser = ev->serializer;
+  c->flags = (uint16_t)(ev->flags & SR_FLAG_BATCH);
+  c->ms = ms;
+  c->deadline_ns = uv_hrtime() + (uint64_t)ms * 1000000u;
+  c->next = timed_head;
+  c->pprev = &timed_head;
+  if (timed_head) timed_head->pprev = &c->next;
+  timed_head = c;
+  uint64_t every = ms / 4 < 10 ? 10 : ms / 4 > 1000 ? 1000 : ms / 4;
+  if (!uv_is_active((uv_handle_t *)timed_timer) || uv_timer_get_repeat(timed_timer) > every)
+    uv_timer_start(timed_timer, on_timed, every, every);
+}
+
+/* The last listener closed: nothing is owed any more; the timer goes (no
+ * foreign handle stays on luv's loop, see open_wake). */
+static void timed_clear(void) {
+  while (timed_head) timed_unlink(timed_head);
+  if (timed_timer && !uv_is_closing((uv_handle_t *)timed_timer))
+    uv_close((uv_handle_t *)timed_timer, free_timer_cb);
+  timed_timer = NULL;
+}
+
+/* Pushes the `call` value of ev (see the handler above) and returns 1, or
+ * pushes nothing and returns 0 when its listener bounds nothing of it. */
+static int push_call(lua_State *L, const sr_event_t *ev, lsr_lstate_t *ls, int oneway) {
+  if (oneway ? ls == NULL : ev->call_timeout_ms == 0) return 0;
+  lsr_call_t *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, LSR_CALL_MT);
+  c->listener = ev->listener;
+  if (oneway) {
+    c->oneway = 1;
+    ls->noneway++;
+  } else {
+    timed_add(c, ev);
+  }
+  return 1;
 }
 
 static unsigned probe_serializers(lua_State *L) {
@@ -292,14 +472,57 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "Pyro4.errors.DaemonError", "unknown object");
     return;
   }
-  sr_decode_limits_t lim = { (int)ev->max_depth, ev->max_elements }; /* 0: defaults */
+  lsr_lstate_t *ls = oneway ? lstate_find(ev->listener) : NULL;
+  if (ls && ls->noneway >= ev->max_oneway) {
+    /* oneway calls owe no reply slot: this bounds the ones running */
+    uint64_t now = uv_hrtime();
+    if (ls->drop_logged == 0 ||
+        now - ls->drop_logged >= (uint64_t)SR_DAEMON_LOG_EVERY_MS * 1000000u) {
+      char line[300], peer[64];
+      sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
+      snprintf(line, sizeof line,
+               "dropping oneway call from %s: %u oneway calls running (max_oneway %u; %u more "
+               "dropped since the last line)",
+               peer, (unsigned)ls->noneway, (unsigned)ev->max_oneway, ls->drop_unlogged);
+      ls->drop_logged = now;
+      ls->drop_unlogged = 0;
+      log_line(L, 30, line);
+    } else {
+      ls->drop_unlogged++;
+    }
+    lua_settop(L, base);
+    return;
+  }
+  /* compressed: inflated here, not on the daemon thread (daemon.h) */
+  sr_buf_t plain;
+  sr_buf_init(&plain);
+  const uint8_t *data = ev->data;
+  size_t len = ev->len;
+  if (ev->flags & SR_FLAG_COMPRESSED) {
+    if (sr_wire_inflate(&plain, ev->data, ev->len, ev->max_plain, err, sizeof err) < 0) {
+      sr_buf_free(&plain);
+      lua_settop(L, base);
+      char text[400], line[500], peer[64];
+      snprintf(text, sizeof text, "cannot inflate the request: %s", err);
+      sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
+      snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
+      log_line(L, 30, line);
+      if (!oneway) send_exception(L, ev, "Pyro4.errors.ProtocolError", text);
+      return;
+    }
+    data = plain.data ? plain.data : (const uint8_t *)"";
+    len = plain.len;
+    ev->flags &= (uint16_t)~SR_FLAG_COMPRESSED;
+  }
+  sr_decode_limits_t lim = { (int)ev->max_depth, ev->max_elements };
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
   if (ev->serializer == SR_SER_JSON)
-    rc = lsr_json_decode_invoke(L, ev->data, ev->len, &lim, err, sizeof err);
-  if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, ev->data, ev->len, &lim, err, sizeof err);
+    rc = lsr_json_decode_invoke(L, data, len, &lim, err, sizeof err);
+  if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, data, len, &lim, err, sizeof err);
   else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
+  sr_buf_free(&plain); /* decoded: the values live in Lua now */
   if (rc < 0) {
     lua_settop(L, base);
     char text[600], line[700], peer[64];
@@ -335,6 +558,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
     return;
   }
+  nargs += push_call(L, ev, ls, oneway);
   if (lua_pcall(L, nargs, 0, base + 1) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     snprintf(err, sizeof err, "%s", m ? m : "(error object)");
@@ -344,6 +568,103 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     return;
   }
   lua_settop(L, base);
+}
+
+/* ---- INVOKEs waiting for the Lua thread, by connection --------------------
+ *
+ * The events of one wake-up are not run in arrival order: each INVOKE joins
+ * the queue of its connection, and the Lua thread takes one call from each
+ * connection in turn (a ring of the connections with calls waiting), so
+ * one connection that floods calls delays another by one of its calls per
+ * round, not by its whole backlog. A turn of the loop dispatches for at
+ * most DISPATCH_TURN_NS and wakes itself for the rest, so timers (the
+ * shutdown's drain_timeout), signals and luv I/O run in between. A call
+ * whose connection is gone by its turn is dropped (logged at DEBUG): nobody
+ * waits for its reply. The shutdown's drain waits for the waiting calls too
+ * (core.daemon_waiting), within drain_timeout. */
+#define DISPATCH_TURN_NS 10000000ull
+#define CQ_BUCKETS 256
+
+typedef struct lsr_cq_s {
+  uint64_t conn;
+  sr_event_t *head, *tail;
+  struct lsr_cq_s *hnext; /* bucket chain */
+  struct lsr_cq_s *rnext; /* ring (FIFO of connections with calls waiting) */
+} lsr_cq_t;
+
+static struct {
+  lsr_cq_t *bucket[CQ_BUCKETS];
+  lsr_cq_t *ring_head, *ring_tail;
+  lua_Integer nwaiting;
+  sr_event_t *cur; /* being dispatched (finished by on_events after an error) */
+} Q;
+
+static unsigned cq_hash(uint64_t conn) {
+  return (unsigned)((conn * 0x9E3779B97F4A7C15ull) >> 56) & (CQ_BUCKETS - 1);
+}
+
+/* Appends ev to its connection's queue. Returns 0, or -1 (out of memory:
+ * the caller dispatches it now). */
+static int cq_push(sr_event_t *ev) {
+  unsigned h = cq_hash(ev->conn);
+  lsr_cq_t *q = Q.bucket[h];
+  while (q && q->conn != ev->conn) q = q->hnext;
+  if (q == NULL) {
+    if ((q = calloc(1, sizeof *q)) == NULL) return -1;
+    q->conn = ev->conn;
+    q->hnext = Q.bucket[h];
+    Q.bucket[h] = q;
+    if (Q.ring_tail)
+      Q.ring_tail->rnext = q;
+    else
+      Q.ring_head = q;
+    Q.ring_tail = q;
+  }
+  ev->node.next = NULL;
+  if (q->tail)
+    q->tail->node.next = &ev->node;
+  else
+    q->head = ev;
+  q->tail = ev;
+  Q.nwaiting++;
+  return 0;
+}
+
+/* The next call in turn (the first of the connection at the ring's head,
+ * which then goes to the back of the ring), or NULL. */
+static sr_event_t *cq_pop(void) {
+  lsr_cq_t *q = Q.ring_head;
+  if (q == NULL) return NULL;
+  sr_event_t *ev = q->head;
+  q->head = (sr_event_t *)ev->node.next;
+  if (q->head == NULL) q->tail = NULL;
+  ev->node.next = NULL;
+  Q.nwaiting--;
+  Q.ring_head = q->rnext;
+  if (Q.ring_head == NULL) Q.ring_tail = NULL;
+  q->rnext = NULL;
+  if (q->head) { /* calls left: to the back of the ring */
+    if (Q.ring_tail)
+      Q.ring_tail->rnext = q;
+    else
+      Q.ring_head = q;
+    Q.ring_tail = q;
+  } else { /* none left: forgotten */
+    lsr_cq_t **pp = &Q.bucket[cq_hash(q->conn)];
+    while (*pp != q) pp = &(*pp)->hnext;
+    *pp = q->hnext;
+    free(q);
+  }
+  return ev;
+}
+
+/* Drops every waiting call (the daemon stopped: their connections are gone). */
+static void cq_drop_all(void) {
+  sr_event_t *ev;
+  while ((ev = cq_pop()) != NULL) {
+    sr_daemon_event_done(ev);
+    free(ev);
+  }
 }
 
 /* Finishes events from *cursor on: each is marked done (so the listener's
@@ -357,20 +678,48 @@ static void finish_events(sr_event_t **cursor) {
   }
 }
 
-/* Runs under lua_pcall (on_events): dispatches the events from the cursor
- * (light userdata) on, advancing it past each one it finished. */
+/* Runs under lua_pcall (on_events): the new events from the cursor (light
+ * userdata) on -- log lines now, INVOKEs to their connection's queue --
+ * then calls in turn (see "by connection" above) for one turn's time. */
 static int drain_events(lua_State *L) {
   sr_event_t **cursor = lua_touserdata(L, 1);
   luaL_checkstack(L, 32, "springrun daemon events");
   while (*cursor) {
     sr_event_t *ev = *cursor;
+    *cursor = (sr_event_t *)ev->node.next;
+    if (ev->kind == SR_EV_INVOKE && cq_push(ev) == 0) continue;
+    ev->node.next = NULL; /* Q.cur is finished alone after an error */
+    Q.cur = ev;
     if (ev->kind == SR_EV_INVOKE)
       dispatch_invoke(L, ev);
     else if (ev->kind == SR_EV_LOG)
       log_line(L, ev->level, (const char *)ev->data);
-    *cursor = (sr_event_t *)ev->node.next;
+    Q.cur = NULL;
     sr_daemon_event_done(ev);
     free(ev);
+  }
+  G.in_batch = G.batch_replies && Q.nwaiting > 1;
+  uint64_t start = uv_hrtime();
+  unsigned dropped = 0;
+  char peer[64];
+  while ((Q.cur = cq_pop()) != NULL) {
+    sr_event_t *ev = Q.cur;
+    if (sr_daemon_peer(G.d, ev->conn, peer, sizeof peer) < 0)
+      dropped++; /* its connection is gone: nobody waits for it */
+    else
+      dispatch_invoke(L, ev);
+    Q.cur = NULL;
+    sr_daemon_event_done(ev);
+    free(ev);
+    if (Q.nwaiting > 0 && uv_hrtime() - start >= DISPATCH_TURN_NS) {
+      if (G.wake) sr_wake_send(G.wake); /* the rest next turn */
+      break;
+    }
+  }
+  if (dropped) {
+    lua_pushfstring(L, "dropped %d calls not started whose connections are gone", (int)dropped);
+    log_line(L, 10, lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
   return 0;
 }
@@ -383,17 +732,16 @@ static void on_events(sr_wake_t *w) {
   lua_State *L = G.L;
   if (G.d == NULL || L == NULL) return;
   sr_event_t *ev = sr_daemon_take(G.d);
-  if (ev == NULL) return;
-  G.in_batch = G.batch_replies && ev->node.next != NULL;
+  if (ev == NULL && Q.nwaiting == 0) return;
   int base = lua_gettop(L);
   lua_pushcfunction(L, drain_events);
   lua_pushlightuserdata(L, &ev);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     fprintf(stderr, "springrun: dispatching requests failed: %s\n", m ? m : "?");
-    if (ev != NULL) { /* the event that failed mid-way: finish it with the rest */
-      finish_events(&ev);
-    }
+    if (Q.cur != NULL) finish_events(&Q.cur); /* the event that failed mid-way */
+    if (ev != NULL) finish_events(&ev);       /* not queued yet */
+    if (Q.nwaiting > 0 && G.wake) sr_wake_send(G.wake);
   }
   G.in_batch = 0;
   sr_daemon_flush_replies(G.d);
@@ -479,14 +827,33 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl) {
   limit_field(L, idx, "send_deadline", 0.001, 86400, 0, 1000, (double)UINT32_MAX, &v);
   hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
+  limit_field(L, idx, "handshake_timeout", 0.001, 86400, 0, 1000, (double)UINT32_MAX, &v);
+  hl->handshake_timeout_ms =
+      v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
   limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 0, 1000, 0, &v);
   hl->idle_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
+  v = 0;
+  limit_field(L, idx, "call_timeout", 0, 86400, 0, 1000, 0, &v);
+  hl->call_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
   v = 0;
   limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 1, -1, &v);
   hl->max_queued_conn = (uint32_t)v;
   v = 0;
   limit_field(L, idx, "max_queued", 1, 1e7, 1, 1, -1, &v);
   hl->max_queued = (uint32_t)v;
+  v = 0;
+  limit_field(L, idx, "max_queued_bytes", 1024, 1099511627776.0, 1, 1, -1, &v);
+  hl->max_queued_bytes = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_reply_bytes_per_connection", 1024, 1099511627776.0, 1, 1, -1, &v);
+  hl->max_reply_bytes_conn = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_reply_bytes", 1024, 1099511627776.0, 1, 1, -1, &v);
+  hl->max_reply_bytes = (size_t)v;
+  v = 0;
+  limit_field(L, idx, "max_oneway", 1, 1e7, 1, 1, -1, &v);
+  hl->max_oneway = (uint32_t)v;
   v = 0;
   limit_field(L, idx, "max_depth", 1, 10000, 1, 1, -1, &v);
   hl->max_depth = (uint32_t)v;
@@ -514,6 +881,18 @@ static void read_security(lua_State *L, int idx, sr_listener_security_t *sec) {
     sec->secret = lua_tolstring(L, -1, &sec->secret_len);
   }
   lua_pop(L, 1);
+}
+
+/* A process that serves must not die when a client goes away mid-reply:
+ * SIGPIPE is ignored when it still has the default disposition (one the
+ * program set itself is left alone; the daemon thread blocks it anyway). */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+      !(sa.sa_flags & SA_SIGINFO)) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
 }
 
 /* daemon_listen(host, port [, objects [, limits [, security]]]) -> id, port | nil, err, name
@@ -566,6 +945,7 @@ static int l_listen(lua_State *L) {
   }
   if (rc == 0) rc = open_wake(L);
   if (rc == 0) {
+    ignore_sigpipe();
     opts.ser_mask = mask;
     opts.objs = objs;
     opts.nobjs = (size_t)nobjs;
@@ -574,6 +954,11 @@ static int l_listen(lua_State *L) {
   }
   for (int i = 0; i < nobjs; i++)
     for (int k = 0; k < SR_DAEMON_NSER; k++) sr_buf_free(&bufs[i][k]);
+  if (rc == 0 && lstate_add(id) < 0) {
+    sr_daemon_unlisten(G.d, id);
+    if (sr_daemon_count(G.d) == 0) close_wake();
+    rc = sr_seterr(err, sizeof err, SR_ENOMEM, "out of memory");
+  }
   if (rc < 0) return fail(L, rc, err);
   lua_pushinteger(L, id);
   lua_pushinteger(L, bound);
@@ -583,9 +968,13 @@ static int l_listen(lua_State *L) {
 static int l_unlisten(lua_State *L) {
   uint32_t did = check_listener(L, 1);
   int rc = sr_daemon_unlisten(G.d, did);
+  lstate_remove(did);
   if (sr_daemon_count(G.d) == 0 && G.wake) {
-    /* the thread is joined: deliver what it queued last, then drop the wake-up */
+    /* the thread is joined: deliver what it queued last (log lines; the
+     * calls' connections are gone), then drop the wake-up */
     on_events(G.wake);
+    cq_drop_all();
+    timed_clear();
     close_wake();
   }
   if (rc < 0) return fail(L, rc, "no such listener");
@@ -628,6 +1017,47 @@ static int l_unregister(lua_State *L) {
 static int l_quiesce(lua_State *L) {
   sr_daemon_quiesce(G.d);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Sets t[k] = ms in seconds, or false when ms == off. */
+static void set_seconds(lua_State *L, const char *k, uint32_t ms, uint32_t off) {
+  if (ms == off)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushnumber(L, ms / 1000.0);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* daemon_limits(listener_id) -> the limits the listener runs with, every
+ * field filled in (the names daemon_listen takes; the timeouts in seconds,
+ * false when off) | nil, err. Read back from the daemon thread, so defaults
+ * are checked where they apply. */
+static int l_limits(lua_State *L) {
+  uint32_t id = check_listener(L, 1);
+  sr_listener_limits_t hl;
+  int rc = sr_daemon_limits(G.d, id, &hl);
+  if (rc < 0) return fail(L, rc, "no such listener");
+  lua_createtable(L, 0, 14);
+  set_int(L, "max_message_size", (lua_Integer)hl.max_message);
+  set_int(L, "max_connections", hl.max_connections);
+  set_seconds(L, "send_deadline", hl.send_deadline_ms, UINT32_MAX);
+  set_seconds(L, "handshake_timeout", hl.handshake_timeout_ms, UINT32_MAX);
+  set_seconds(L, "idle_timeout", hl.idle_timeout_ms, 0);
+  set_seconds(L, "call_timeout", hl.call_timeout_ms, 0);
+  set_int(L, "max_queued_per_connection", hl.max_queued_conn);
+  set_int(L, "max_queued", hl.max_queued);
+  set_int(L, "max_queued_bytes", (lua_Integer)hl.max_queued_bytes);
+  set_int(L, "max_reply_bytes_per_connection", (lua_Integer)hl.max_reply_bytes_conn);
+  set_int(L, "max_reply_bytes", (lua_Integer)hl.max_reply_bytes);
+  set_int(L, "max_oneway", hl.max_oneway);
+  set_int(L, "max_depth", hl.max_depth);
+  set_int(L, "max_elements", hl.max_elements);
   return 1;
 }
 
@@ -694,6 +1124,13 @@ static int l_reply_counts(lua_State *L) {
   return 5;
 }
 
+/* daemon_waiting() -> calls taken from the daemon and not started yet
+ * (waiting for their turn, see "by connection"). */
+static int l_waiting(lua_State *L) {
+  lua_pushinteger(L, Q.nwaiting);
+  return 1;
+}
+
 /* *ref becomes a registry reference to the value at idx (LUA_NOREF for
  * none or nil); the one it held is dropped. */
 static void replace_ref(lua_State *L, int *ref, int idx) {
@@ -745,6 +1182,11 @@ static int l_gc(lua_State *L) {
     sr_daemon_free(G.d); /* joins the daemon thread */
     G.d = NULL;
   }
+  cq_drop_all();
+  timed_clear();
+  free(lstates);
+  lstates = NULL;
+  nlstates = caplstates = 0;
   /* still exported while the state closes: luv's loop finalizer completes
    * the close (or already closed it with its own callback: then the few
    * bytes of the handle are left to the exiting process) */
@@ -764,10 +1206,12 @@ static const luaL_Reg funcs[] = {
   { "daemon_unregister", l_unregister },
   { "daemon_quiesce", l_quiesce },
   { "daemon_count", l_count },
+  { "daemon_limits", l_limits },
   { "daemon_serializers", l_serializers },
   { "daemon_set_handler", l_set_handler },
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
+  { "daemon_waiting", l_waiting },
   { "daemon_reply", l_reply },
   { "daemon_peer", l_peer },
   { NULL, NULL },
@@ -775,6 +1219,13 @@ static const luaL_Reg funcs[] = {
 
 void lsr_open_daemon(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
+  if (luaL_newmetatable(L, LSR_CALL_MT)) {
+    lua_pushcfunction(L, call_end);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, call_end);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   if (G.d != NULL) return; /* opened twice in one process: keep the first */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   G.L = lua_tothread(L, -1);

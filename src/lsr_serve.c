@@ -11,8 +11,10 @@
  *   core.serve_unregister(listener_id [, name])   (no name: all of them)
  *   core.serve_new(policy) -> serve, serve_call
  *       serve(listener_id, conn, tag, ser, flags, object, method, params,
- *       kwargs) is what the daemon binding's handler runs in each call's
- *       task (daemon_set_handler's `first`). policy (Lua, exporter.lua):
+ *       kwargs [, call]) is what the daemon binding's handler runs in each
+ *       call's task (daemon_set_handler's `first`); `call`, when given, is
+ *       marked to-be-closed: the daemon binding learns that the call ended
+ *       (lsr_daemon.c: max_oneway, call_timeout). policy (Lua, exporter.lua):
  *         msgh(e)        xpcall's handler around the method (traceback)
  *         prepare(entry, method, params, kwargs) -> fn, service, args...
  *                        | nil, exc
@@ -258,24 +260,26 @@ static int call(lua_State *L, int entry, int method, int params, int kwargs, int
   return prepare_k(L, LUA_OK, ctx);
 }
 
-/* serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs) */
+/* serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs
+ * [, call]) */
 static int l_serve(lua_State *L) {
-  lua_settop(L, 9);
+  lua_settop(L, 10);
+  if (!lua_isnil(L, 10)) lua_toclose(L, 10); /* closed when serve ends, however */
   /* entry = registry[listener_id][object] */
   if (lua_rawgeti(L, lua_upvalueindex(UP_REG), lua_tointeger(L, 1)) != LUA_TTABLE ||
       (lua_pushvalue(L, 6), lua_rawget(L, -2)) != LUA_TTABLE) {
-    lua_settop(L, 9);
-    return to_policy(L, UP_UNKNOWN, 10);
+    lua_settop(L, 10);
+    return to_policy(L, UP_UNKNOWN, 11);
   }
-  lua_remove(L, 10); /* entry at 10 */
+  lua_remove(L, 11); /* entry at 11 */
   if (lua_type(L, 7) == LUA_TSTRING && strcmp(lua_tostring(L, 7), "<batch>") == 0) {
     lua_pushvalue(L, lua_upvalueindex(UP_BATCH));
-    lua_pushvalue(L, 10);
+    lua_pushvalue(L, 11);
     for (int i = 2; i <= 8; i++) lua_pushvalue(L, i);
     lua_callk(L, 8, 0, 0, done_k);
     return 0;
   }
-  return call(L, 10, 7, 8, 9, MODE_SERVE);
+  return call(L, 11, 7, 8, 9, MODE_SERVE);
 }
 
 /* serve_call(entry, method, params, kwargs) */

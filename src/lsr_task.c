@@ -13,6 +13,10 @@
  *   resume(co, ...) -> true [, yielded...] | false, err
  *                               resumes a task that yielded (a luv callback
  *                               calls it); the caller checked tasks[co]
+ *
+ * A task that failed is reset once reported (lua_resetthread): the values
+ * it marked to-be-closed are closed then, not when it is collected (the
+ * server's dispatch counts a call's end that way, lsr_serve.c).
  *   count() -> n                tasks started and not finished
  *
  * Why in C: a call that returns in its first resume -- nearly every
@@ -102,6 +106,7 @@ static int l_spawn(lua_State *L) {
   } else {
     retire(L, 1, co, 0);
     report(L, 1, co);
+    lua_resetthread(co);
   }
   lua_settop(L, 1);
   return 1;
@@ -131,6 +136,7 @@ static int l_resume(lua_State *L) {
   report(L, 1, co);
   lua_pushboolean(L, 0);
   lua_xmove(co, L, 1);
+  lua_resetthread(co);
   return 2;
 }
 

@@ -20,6 +20,8 @@
 #include <lualib.h>
 
 #include <libgen.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +212,16 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+  /* a peer that closes while a reply is being written must cost that
+   * connection only: writes fail with EPIPE instead of ending the process */
+  signal(SIGPIPE, SIG_IGN);
+  /* a server's connections are its open files: take all the system allows
+   * this process (the soft limit is often 1024, the hard one much more) */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &rl);
+  }
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fputs("springrun: cannot create Lua state (out of memory)\n", stderr);

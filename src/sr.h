@@ -11,6 +11,11 @@
 
 #define SR_VERSION "0.1.0"
 
+/* Default limits of decoding untrusted payloads (lsr_codec.h), here so that
+ * the Lua-free daemon fills them into a listener's limits too. */
+#define SR_DECODE_DEFAULT_DEPTH 200
+#define SR_DECODE_DEFAULT_ELEMENTS 1000000
+
 /* X(NAME, "message"): errors are negative ints, SR_E<NAME> = -(position).
  * Append new entries at the end; never renumber. */
 #define SR_ERRNO_MAP(X)                                              \

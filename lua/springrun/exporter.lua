@@ -58,6 +58,9 @@
 --   send_deadline              seconds a client may take to finish a message
 --                              it started (slow-loris); default 30, false: off.
 --                              Past it the connection is closed.
+--   handshake_timeout          seconds from accept within which a connection
+--                              must complete its handshake; default 10,
+--                              false: off. Past it the connection is closed.
 --   idle_timeout               seconds of silence after which a connection
 --                              that owes nothing is closed; default 0 (off).
 --   max_queued_per_connection  replies a connection may owe before the daemon
@@ -66,6 +69,20 @@
 --   max_queued                 requests of the listener queued for the Lua
 --                              thread; past it no connection of the listener is
 --                              read until half are dispatched; default 16384.
+--   max_reply_bytes_per_connection  reply bytes a connection may have queued
+--                              (not taken by its socket) before it is not
+--                              read any more; default 8 MiB.
+--   max_reply_bytes            reply bytes queued by all connections of the
+--                              daemon; a reply that would pass it closes its
+--                              connection; default 256 MiB.
+--   max_queued_bytes           request bytes waiting for the Lua thread; as
+--                              max_queued; default 64 MiB.
+--   max_oneway                 oneway calls running at once (waiting for
+--                              I/O); past it further ones are dropped,
+--                              logged; default 8192.
+--   call_timeout               seconds a call may take (a task waiting for
+--                              something that never comes); past it the
+--                              caller gets TimeoutError; default 0 (off).
 --   max_depth, max_elements    nesting and total values of a decoded request;
 --                              default 200 and 1,000,000. Beyond: the caller
 --                              gets SerializeError, the connection stays.
@@ -621,7 +638,9 @@ end
 
 -- Limit properties (see "Limits" above).
 local LIMIT_NAMES = { "max_message_size", "max_connections", "send_deadline", "idle_timeout",
-                      "max_queued_per_connection", "max_queued", "max_depth", "max_elements" }
+                      "max_queued_per_connection", "max_queued", "max_depth", "max_elements",
+                      "handshake_timeout", "max_reply_bytes_per_connection", "max_reply_bytes",
+                      "max_queued_bytes", "max_oneway", "call_timeout" }
 
 local PROPS = { "service_name", "service", "service_host", "service_port", "oneway",
                 "register_with_nameserver", "ns_host", "ns_port", "ns_name", "expose", "hide" }

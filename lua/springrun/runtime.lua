@@ -19,8 +19,9 @@
 -- tasks are started, resumed and pooled in C (core.task_new).
 --
 -- Shutdown on SIGINT/SIGTERM (serve_after_script): stop accepting and
--- reading, let the calls in flight finish (at most `drain_timeout` seconds,
--- default 10, settable as runtime.drain_timeout), close every open context
+-- reading, let the calls in flight and those waiting for their turn finish
+-- (at most `drain_timeout` seconds, default 10, settable as
+-- runtime.drain_timeout), close every open context
 -- (springrun.context.close_all: destroy methods run, exporters unexport),
 -- unexport whatever is left, return 0 (the CLI's exit status). A second
 -- signal during the drain skips the rest of the drain. runtime.stop()
@@ -88,6 +89,10 @@ end
 
 function M.tasks() return count() end
 
+-- The drain waits for the tasks running and for the calls taken from the
+-- daemon still waiting for their turn (src/lsr_daemon.c, "by connection").
+local function busy() return count() + core.daemon_waiting() end
+
 function M.has_exports() return exports > 0 end
 
 -- springrun.exporter reports each export (+1) and unexport (-1).
@@ -130,7 +135,7 @@ end
 function M.shutdown(skip_drain)
   core.daemon_quiesce()
   if not skip_drain then
-    run_until(function() return M.tasks() == 0 end, M.drain_timeout)
+    run_until(function() return busy() == 0 end, M.drain_timeout)
   end
   local ctxmod = package.loaded["springrun.context"]
   if type(ctxmod) == "table" and type(ctxmod.close_all) == "function" then
@@ -172,7 +177,7 @@ function M.serve_after_script()
       local drained = false
           core.daemon_quiesce()
       if not forced then
-        drained = run_until(function() return M.tasks() == 0 or forced end, M.drain_timeout)
+        drained = run_until(function() return busy() == 0 or forced end, M.drain_timeout)
       end
       M.shutdown(true)
       return drained
