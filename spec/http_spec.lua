@@ -97,6 +97,29 @@ describe("springrun.http #net", function()
     assert.matches("^springrun.http.Error: ", tostring(e))
   end)
 
+  -- libuv 1.44 runs due timers at the top of a UV_RUN_ONCE turn and then
+  -- polls with the full timeout: a request that curl ends from its timer
+  -- (here a URL it rejects on the first step) must still wake the caller
+  -- while something else (a listening socket) keeps the loop alive.
+  it("returns a request curl ends from its timer while other handles keep the loop alive", function()
+    local cleanup = proc.cleanups(finally)
+    local script = proc.tmpfile([[
+      local uv = require "luv"
+      local http = require "springrun.http"
+      local srv = uv.new_tcp()
+      assert(srv:bind("127.0.0.1", 0))
+      assert(srv:listen(1, function() end))
+      local ok, e = pcall(http.request, { url = "http://[::1" })
+      print("RESULT", ok, e.kind)
+      srv:close()
+    ]])
+    cleanup(function() os.remove(script) end)
+    local p = proc.spawn { proc.bin, script }
+    cleanup(function() proc.stop(p) end)
+    assert.equal(0, proc.wait_exit(p, 20), p:stderr())
+    assert.matches("RESULT\tfalse\t", p:stdout())
+  end)
+
   it("raises kind timeout, saying timeout, when the server is too slow", function()
     local cleanup = proc.cleanups(finally)
     local port = start_server(cleanup)

@@ -81,8 +81,37 @@ struct sr_http_timer_s {
   sr_http_multi_t *m;
 };
 
+/* libuv 1.44's UV_RUN_ONCE runs due timers first and then still polls
+ * with the loop's full timeout: a request that a timer callback finishes
+ * (curl's timeout, or a transfer curl completes from its timer) would leave
+ * a caller turning the loop once per check (`while not done do
+ * uv.run("once") end`) blocked in poll until some unrelated event. The kick
+ * makes that turn's poll non-blocking: an idle handle started for one turn
+ * (an active idle makes libuv poll with timeout 0) and stopped by a check
+ * handle after the poll. */
+struct sr_http_kick_s {
+  uv_check_t check; /* first: the handle pointer is the struct pointer */
+  uv_idle_t *idle;  /* malloc'd; freed in its close callback */
+};
+
+static void idle_cb(uv_idle_t *h) { (void)h; }
+
+static void kick_done_cb(uv_check_t *h) {
+  sr_http_kick_t *k = (sr_http_kick_t *)h;
+  uv_idle_stop(k->idle);
+  uv_check_stop(&k->check);
+}
+
+static void kick(sr_http_multi_t *m) {
+  if (m->kick == NULL) return;
+  uv_idle_start(m->kick->idle, idle_cb);
+  uv_check_start(&m->kick->check, kick_done_cb);
+}
+
 static void timer_fired_cb(uv_timer_t *t) {
-  progress(((sr_http_timer_t *)t)->m, CURL_SOCKET_TIMEOUT, 0);
+  sr_http_multi_t *m = ((sr_http_timer_t *)t)->m;
+  progress(m, CURL_SOCKET_TIMEOUT, 0);
+  kick(m);
 }
 
 /* curl: watch (or stop watching) socket fd. */
@@ -127,6 +156,15 @@ static int timer_cb(CURLM *cm, long timeout_ms, void *userp) {
   return uv_timer_start(&m->timer->timer, timer_fired_cb, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
 }
 
+static void kick_close(sr_http_multi_t *m) {
+  if (m->kick == NULL) return;
+  uv_idle_stop(m->kick->idle);
+  uv_check_stop(&m->kick->check);
+  uv_close((uv_handle_t *)m->kick->idle, free_handle_cb);
+  uv_close((uv_handle_t *)&m->kick->check, free_handle_cb);
+  m->kick = NULL;
+}
+
 int sr_http_multi_init(sr_http_multi_t *m, uv_loop_t *loop, sr_http_ready_cb cb, void *ud) {
   memset(m, 0, sizeof *m);
   m->timer = calloc(1, sizeof *m->timer);
@@ -137,8 +175,20 @@ int sr_http_multi_init(sr_http_multi_t *m, uv_loop_t *loop, sr_http_ready_cb cb,
     return SR_ENOMEM;
   }
   m->timer->m = m;
+  m->kick = calloc(1, sizeof *m->kick);
+  if (m->kick != NULL) m->kick->idle = calloc(1, sizeof *m->kick->idle);
+  if (m->kick == NULL || m->kick->idle == NULL || uv_check_init(loop, &m->kick->check) != 0) {
+    if (m->kick) free(m->kick->idle);
+    free(m->kick);
+    m->kick = NULL;
+    uv_close((uv_handle_t *)&m->timer->timer, free_handle_cb);
+    m->timer = NULL;
+    return SR_ENOMEM;
+  }
+  uv_idle_init(loop, m->kick->idle); /* cannot fail on unix */
   m->cm = curl_multi_init();
   if (m->cm == NULL) {
+    kick_close(m);
     uv_close((uv_handle_t *)&m->timer->timer, free_handle_cb);
     m->timer = NULL;
     return SR_ENOMEM;
@@ -164,6 +214,7 @@ void sr_http_multi_close(sr_http_multi_t *m) {
     uv_close((uv_handle_t *)&m->timer->timer, free_handle_cb);
     m->timer = NULL;
   }
+  kick_close(m);
   m->ready_cb = NULL;
 }
 

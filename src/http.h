@@ -3,7 +3,8 @@
  * libuv loop (luv's, in the process that runs Lua). Lua-free: the binding
  * (lsr_http.c) owns the Lua side. One sr_http_multi_t per loop holds the
  * curl multi handle (its connection cache gives keep-alive), one uv timer
- * and one uv_poll_t per socket curl asks to watch; each request is an
+ * (with an idle/check pair, see http.c's kick) and one uv_poll_t per socket
+ * curl asks to watch; each request is an
  * sr_http_req_t with one curl easy handle.
  *
  * Events never reach the owner from inside a curl callback (curl forbids
@@ -24,6 +25,7 @@ typedef struct sr_http_multi_s sr_http_multi_t;
 typedef struct sr_http_req_s sr_http_req_t;
 typedef struct sr_http_sock_s sr_http_sock_t;
 typedef struct sr_http_timer_s sr_http_timer_t;
+typedef struct sr_http_kick_s sr_http_kick_t;
 
 /* Called after curl made progress (data arrived or transfers finished). */
 typedef void (*sr_http_ready_cb)(sr_http_multi_t *m, void *ud);
@@ -32,6 +34,7 @@ struct sr_http_multi_s {
   CURLM *cm;             /* NULL once closed */
   uv_loop_t *loop;
   sr_http_timer_t *timer; /* malloc'd; freed in its close callback */
+  sr_http_kick_t *kick;   /* malloc'd, with its idle; freed in close callbacks */
   sr_http_sock_t *socks; /* sockets being polled (freed in close callbacks) */
   sr_http_req_t *reqs;   /* requests started and not yet forgotten */
   sr_http_ready_cb ready_cb;
