@@ -87,6 +87,20 @@ describe("springrun.http #net", function()
     assert.equal("1", http.request { url = "http://127.0.0.1:" .. port .. "/conns" }.body)
   end)
 
+  it("keeps its connections from processes started while they are cached", function()
+    local cleanup = proc.cleanups(finally)
+    local port = start_server(cleanup)
+    assert.equal("hello", http.request { url = "http://127.0.0.1:" .. port .. "/hello" }.body)
+    -- the keep-alive connection now sits in curl's cache; a child started
+    -- now must not inherit it (the server would never see it close)
+    local child = proc.spawn { "sleep", "30" }
+    cleanup(function() proc.stop(child) end)
+    local out = proc.run("ss -tnp state established dst 127.0.0.1:" .. port)
+    local holders = {}
+    for pid in out:gmatch("pid=(%d+)") do holders[tonumber(pid)] = true end
+    assert.same({ [uv.os_getpid()] = true }, holders, out)
+  end)
+
   it("raises kind refused naming the URL when nobody listens", function()
     local url = "http://127.0.0.1:" .. proc.free_port() .. "/x"
     local e = raises(function() http.request { url = url } end)

@@ -10,6 +10,7 @@
  */
 #include "http.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -278,6 +279,17 @@ void sr_http_req_free(sr_http_req_t *req) {
   sr_buf_free(&req->head);
 }
 
+/* curl opens its sockets without close-on-exec: a process spawned while a
+ * connection sits in curl's cache would hold it open, and the server would
+ * never see it close. */
+static int sockopt_cb(void *ud, curl_socket_t fd, curlsocktype purpose) {
+  (void)ud;
+  (void)purpose;
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return CURL_SOCKOPT_ERROR;
+  return CURL_SOCKOPT_OK;
+}
+
 #define SETOPT(opt, val)                                                     \
   do {                                                                       \
     if (curl_easy_setopt(e, opt, val) != CURLE_OK) {                         \
@@ -302,6 +314,7 @@ int sr_http_req_start(sr_http_multi_t *m, sr_http_req_t *req, const sr_http_opts
   SETOPT(CURLOPT_NOSIGNAL, 1L);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   SETOPT(CURLOPT_TCP_NODELAY, 1L);
+  SETOPT(CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
   SETOPT(CURLOPT_PRIVATE, (char *)req);
   SETOPT(CURLOPT_ERRORBUFFER, req->errbuf);
   SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
