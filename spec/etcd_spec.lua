@@ -131,7 +131,11 @@ describe("springrun.etcd #net", function()
     local seen, w = {}, nil
     local done = false
     runtime.spawn(function()
-      w = c:watch("/tw/", { on_event = function(ev) seen[#seen + 1] = ev.key end })
+      -- the watch is set up by etcd while the puts run: starting it from
+      -- the revision after a marker keeps the puts from racing past it
+      local rev = c:put("/tw-mark", "m")
+      w = c:watch("/tw/", { start_revision = rev + 1,
+        on_event = function(ev) seen[#seen + 1] = ev.key end })
       c:put("/tw/1", "a")
       c:put("/tw/2", "b")
       done = true
