@@ -96,6 +96,14 @@ local function refused(port, ser, payload, what)
   return text
 end
 
+-- A wireclient connection past its JSON handshake with object.
+local function connect_ok(port, object)
+  local c = assert(wc.connect("127.0.0.1", port))
+  c:send(enc(core.MSG_CONNECT, 0, 0, JSON, json_connect('"hello"', object)))
+  assert.are.equal(core.MSG_CONNECTOK, assert(c:recv()).type)
+  return c
+end
+
 describe("springrun edge: the handshake secret against raw CONNECTs #unit #net", function()
   local lines, prev, e, port
   local NAME = "Guarded"
@@ -251,27 +259,7 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
 
   after_each(function() log.set_output(prev) end)
 
-  local function logged(...)
-    local pats = { ... }
-    return wc.run_until(function()
-      for _, l in ipairs(lines) do
-        local all = true
-        for _, p in ipairs(pats) do
-          if not l:find(p, 1, true) then all = false break end
-        end
-        if all then return true end
-      end
-      return false
-    end, 5)
-  end
-
-  local function connect_ok(port, object)
-    local c = assert(wc.connect("127.0.0.1", port))
-    c:send(enc(core.MSG_CONNECT, 0, 0, JSON, json_connect('"hello"', object)))
-    local m = assert(c:recv())
-    assert.are.equal(core.MSG_CONNECTOK, m.type)
-    return c
-  end
+  local function logged(...) return wc.wait_line(lines, ...) end
 
   it("inflates a compressed request within max_message_size and refuses one inflating past it", function()
     local e = export("Squeeze", { max_message_size = 4096 })
@@ -393,21 +381,7 @@ describe("springrun edge: the byte budgets #unit #net", function()
     log.set_output(prev)
   end)
 
-  local function logged(pat)
-    return wc.run_until(function()
-      for _, l in ipairs(lines) do
-        if l:find(pat, 1, true) then return true end
-      end
-      return false
-    end, 5)
-  end
-
-  local function connect_ok(port, object)
-    local c = assert(wc.connect("127.0.0.1", port))
-    c:send(enc(core.MSG_CONNECT, 0, 0, JSON, json_connect('"hello"', object)))
-    assert.are.equal(core.MSG_CONNECTOK, assert(c:recv()).type)
-    return c
-  end
+  local function logged(pat) return wc.wait_line(lines, pat) end
 
   it("stops reading a listener past max_queued_bytes of requests waiting, then serves them all", function()
     local e = export("QBytes", { max_queued_bytes = 4096 })

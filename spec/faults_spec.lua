@@ -12,50 +12,8 @@ local springrun = require "springrun"
 local JSON = core.SER_JSON
 local enc = core.wire_encode
 local FIXTURES = proc.root .. "/spec/fixtures"
-
--- Polls pred (files, process state: no loop events) until true or timeout s.
-local function poll_until(pred, timeout)
-  local deadline = uv.hrtime() + timeout * 1e9
-  while not pred() do
-    if uv.hrtime() > deadline then return false end
-    proc.poll_step(20)
-  end
-  return true
-end
-
--- fault_server.lua in its own process with an fd limit of 4096; returns
--- the process and its port.
-local function start_server(cleanup, limits, env)
-  local e = { FAULT_LIMITS = limits or "" }
-  for k, v in pairs(env or {}) do e[k] = v end
-  local p = proc.spawn({ "sh", "-c", "ulimit -n 4096 && exec " .. proc.shquote(proc.bin) .. " "
-    .. proc.shquote(FIXTURES .. "/fault_server.lua") .. " 0" }, { env = e })
-  cleanup(function() proc.stop(p) end)
-  local port
-  assert.is_true(poll_until(function()
-    port = tonumber(p:stdout():match("PORT (%d+)"))
-    return port ~= nil or p:status() ~= nil
-  end, 20), "fault_server did not start: " .. p:stderr())
-  assert(port, "fault_server exited: " .. p:stderr())
-  assert(proc.wait_port("127.0.0.1", port, 10, p))
-  return p, port
-end
-
-local function connect_ok(port)
-  local c = assert(wc.connect("127.0.0.1", port))
-  c:send(enc(core.MSG_CONNECT, 0, 0, JSON, '{"handshake": "hello", "object": "Faults"}'))
-  local m = assert(c:recv(10))
-  assert.are.equal(core.MSG_CONNECTOK, m.type)
-  return c
-end
-
-local function still_serves(port)
-  local c = connect_ok(port)
-  c:send(enc(core.MSG_INVOKE, 0, 1, JSON, wc.invoke_json("Faults", "echo", '["alive"]')))
-  local m = assert(c:recv(10))
-  assert.are.equal("alive", json.decode(m.data))
-  c:close()
-end
+local fs = require "helpers.fault_server"
+local poll_until, start_server, connect_ok, still_serves = fs.poll_until, fs.start, fs.connect_ok, fs.still_serves
 
 local function rss_kb(pid)
   local f = io.open("/proc/" .. pid .. "/status")

@@ -88,21 +88,7 @@ local function exception_of(m)
   return v.__class__, v.args and v.args[1]
 end
 
--- Waits (up to 5 s, turning the loop) until one of lines mentions every
--- pattern given (plain text); true or false.
-local function wait_line(lines, ...)
-  local pats = { ... }
-  return wc.run_until(function()
-    for _, l in ipairs(lines) do
-      local all = true
-      for _, p in ipairs(pats) do
-        if not l:find(p, 1, true) then all = false break end
-      end
-      if all then return true end
-    end
-    return false
-  end, 5)
-end
+local wait_line = wc.wait_line
 
 -- A Pyro4 header with any data length (checksum correct).
 local function raw_header(msgtype, data_len, ser)

@@ -95,6 +95,23 @@ function Client:close()
   uv.run("nowait")
 end
 
+-- Waits (up to 5 s, turning the loop) until one of lines (a list of log
+-- lines that fills as the loop runs) mentions every pattern given (plain
+-- text); true or false.
+function M.wait_line(lines, ...)
+  local pats = { ... }
+  return run_until(function()
+    for _, l in ipairs(lines) do
+      local all = true
+      for _, p in ipairs(pats) do
+        if not l:find(p, 1, true) then all = false break end
+      end
+      if all then return true end
+    end
+    return false
+  end, 5)
+end
+
 -- A JSON INVOKE payload as Pyro4 writes it.
 function M.invoke_json(object, method, params_json, kwargs_json)
   return string.format('{"object": "%s", "method": "%s", "params": %s, "kwargs": %s}',
