@@ -60,6 +60,7 @@
  *   (the dispatch of a call: lsr_serve.c; its tasks: lsr_task.c)
  */
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -786,28 +787,73 @@ static int encode_meta(lua_State *L, int idx, unsigned mask, sr_buf_t bufs[SR_DA
  * [lo, hi] (an integer when integer is set) times scale (seconds -> ms).
  * Raises naming the field and its range: the one place limits are checked
  * (the exporter passes its properties through). */
-static void limit_field(lua_State *L, int idx, const char *k, double lo, double hi, int integer,
-                        double scale, double off, double *out) {
-  int t = lua_getfield(L, idx, k);
+/* How each limit of the listen options travels from Lua into
+ * sr_listener_limits_t: its range; an integer count or size, or seconds
+ * (stored in ms, at least 1 ms when not 0; `off` is what false stands for,
+ * -1 when false is not allowed); the field it fills (size_t or uint32_t). */
+typedef struct {
+  const char *name;
+  double lo, hi;
+  int seconds;
+  double off;
+  size_t at;
+  int wide;
+} limit_spec_t;
+
+#define LIM_INT(name, lo, hi, field, wide)                                                \
+  { name, lo, hi, 0, -1, offsetof(sr_listener_limits_t, field), wide }
+#define LIM_SEC(name, lo, hi, off, field)                                                 \
+  { name, lo, hi, 1, off, offsetof(sr_listener_limits_t, field), 0 }
+static const limit_spec_t LIMITS[] = {
+    LIM_INT("max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, max_message, 1),
+    LIM_INT("max_connections", 1, 1e6, max_connections, 0),
+    LIM_SEC("send_deadline", 0.001, 86400, (double)UINT32_MAX, send_deadline_ms),
+    LIM_SEC("handshake_timeout", 0.001, 86400, (double)UINT32_MAX, handshake_timeout_ms),
+    LIM_SEC("idle_timeout", 0, 86400 * 30, 0, idle_timeout_ms),
+    LIM_SEC("call_timeout", 0, 86400, 0, call_timeout_ms),
+    LIM_INT("max_queued_per_connection", 4, 1e6, max_queued_conn, 0),
+    LIM_INT("max_queued", 1, 1e7, max_queued, 0),
+    LIM_INT("max_queued_bytes", 1024, 1099511627776.0, max_queued_bytes, 1),
+    LIM_INT("max_reply_bytes_per_connection", 1024, 1099511627776.0, max_reply_bytes_conn, 1),
+    LIM_INT("max_reply_bytes", 1024, 1099511627776.0, max_reply_bytes, 1),
+    LIM_INT("max_oneway", 1, 1e7, max_oneway, 0),
+    LIM_INT("max_depth", 1, 10000, max_depth, 0),
+    LIM_INT("max_elements", 1, 1e9, max_elements, 0),
+};
+#undef LIM_INT
+#undef LIM_SEC
+
+/* One limit from the table at idx into hl; absent: left as it is (zero:
+ * the default). Raises naming the limit and its range. */
+static void read_limit(lua_State *L, int idx, const limit_spec_t *ls, sr_listener_limits_t *hl) {
+  int t = lua_getfield(L, idx, ls->name);
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
-  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1) && off >= 0) {
-    *out = off;
-    lua_pop(L, 1);
-    return;
-  }
   double v = t == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
-  if (t != LUA_TNUMBER || !(v >= lo && v <= hi) || (integer && v != (double)(int64_t)v)) {
-    if (integer)
-      luaL_error(L, "%s must be an integer in %I..%I, got %s", k, (lua_Integer)lo,
-                 (lua_Integer)hi, luaL_tolstring(L, -1, NULL));
-    luaL_error(L, "%s must be a number of seconds in %f..%f%s, got %s", k, lo, hi,
-               off >= 0 ? " (false: off)" : "", luaL_tolstring(L, -1, NULL));
+  if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1) && ls->off >= 0) {
+    v = ls->off;
+  } else if (t != LUA_TNUMBER || !(v >= ls->lo && v <= ls->hi) ||
+             (!ls->seconds && v != (double)(int64_t)v)) {
+    if (!ls->seconds)
+      luaL_error(L, "%s must be an integer in %I..%I, got %s", ls->name, (lua_Integer)ls->lo,
+                 (lua_Integer)ls->hi, luaL_tolstring(L, -1, NULL));
+    luaL_error(L, "%s must be a number of seconds in %f..%f%s, got %s", ls->name, ls->lo, ls->hi,
+               ls->off >= 0 ? " (false: off)" : "", luaL_tolstring(L, -1, NULL));
+  } else if (ls->seconds) {
+    v *= 1000;
+    if (v > 0 && v < 1) v = 1;
   }
-  *out = v * scale;
   lua_pop(L, 1);
+  char *field = (char *)hl + ls->at;
+  if (ls->wide) {
+    size_t z = (size_t)v;
+    memcpy(field, &z, sizeof z);
+  } else {
+    uint32_t u = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    memcpy(field, &u, sizeof u);
+  }
 }
 
 /* The limits table at idx (may be none/nil) into hl (zero fields: the
@@ -816,50 +862,7 @@ static void read_limits(lua_State *L, int idx, sr_listener_limits_t *hl) {
   memset(hl, 0, sizeof *hl);
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
-  double v;
-  v = 0;
-  limit_field(L, idx, "max_message_size", 1, SR_WIRE_MAX_MESSAGE_CAP, 1, 1, -1, &v);
-  hl->max_message = (size_t)v;
-  v = 0;
-  limit_field(L, idx, "max_connections", 1, 1e6, 1, 1, -1, &v);
-  hl->max_connections = (uint32_t)v;
-  v = 0;
-  limit_field(L, idx, "send_deadline", 0.001, 86400, 0, 1000, (double)UINT32_MAX, &v);
-  hl->send_deadline_ms = v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
-  v = 0;
-  limit_field(L, idx, "handshake_timeout", 0.001, 86400, 0, 1000, (double)UINT32_MAX, &v);
-  hl->handshake_timeout_ms =
-      v >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)(v < 1 && v > 0 ? 1 : v);
-  v = 0;
-  limit_field(L, idx, "idle_timeout", 0, 86400 * 30, 0, 1000, 0, &v);
-  hl->idle_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
-  v = 0;
-  limit_field(L, idx, "call_timeout", 0, 86400, 0, 1000, 0, &v);
-  hl->call_timeout_ms = (uint32_t)(v < 1 && v > 0 ? 1 : v);
-  v = 0;
-  limit_field(L, idx, "max_queued_per_connection", 4, 1e6, 1, 1, -1, &v);
-  hl->max_queued_conn = (uint32_t)v;
-  v = 0;
-  limit_field(L, idx, "max_queued", 1, 1e7, 1, 1, -1, &v);
-  hl->max_queued = (uint32_t)v;
-  v = 0;
-  limit_field(L, idx, "max_queued_bytes", 1024, 1099511627776.0, 1, 1, -1, &v);
-  hl->max_queued_bytes = (size_t)v;
-  v = 0;
-  limit_field(L, idx, "max_reply_bytes_per_connection", 1024, 1099511627776.0, 1, 1, -1, &v);
-  hl->max_reply_bytes_conn = (size_t)v;
-  v = 0;
-  limit_field(L, idx, "max_reply_bytes", 1024, 1099511627776.0, 1, 1, -1, &v);
-  hl->max_reply_bytes = (size_t)v;
-  v = 0;
-  limit_field(L, idx, "max_oneway", 1, 1e7, 1, 1, -1, &v);
-  hl->max_oneway = (uint32_t)v;
-  v = 0;
-  limit_field(L, idx, "max_depth", 1, 10000, 1, 1, -1, &v);
-  hl->max_depth = (uint32_t)v;
-  v = 0;
-  limit_field(L, idx, "max_elements", 1, 1e9, 1, 1, -1, &v);
-  hl->max_elements = (uint32_t)v;
+  for (size_t i = 0; i < sizeof LIMITS / sizeof LIMITS[0]; i++) read_limit(L, idx, &LIMITS[i], hl);
 }
 
 /* The security table at idx (none/nil: none): { tls = core.tls_context{server
