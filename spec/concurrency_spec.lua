@@ -408,3 +408,75 @@ print("cancelled", springrun.run())
     assert.truthy(tostring(inner):find("cannot run the loop from inside a task", 1, true), tostring(inner))
   end)
 end)
+
+describe("the README's Concurrency section #net", function()
+  local readme = require "helpers.readme"
+  local cleanup
+
+  -- The README's server (### A slow service) on a free port instead of 7000.
+  local function start_readme_server(port)
+    local code = readme.block("### A slow service", "lua"):gsub("7000", tostring(port))
+    local path = proc.tmpfile(code)
+    cleanup(function() os.remove(path) end)
+    local p = proc.spawn({ proc.bin, path })
+    cleanup(function() proc.stop(p) end)
+    assert(proc.wait_port("127.0.0.1", port, 15, p))
+    return p
+  end
+
+  local function run_block(heading, port)
+    local code = readme.block(heading, "lua"):gsub("7000", tostring(port))
+    return run_script(cleanup, code)
+  end
+
+  it("runs the ten-calls, tasks and futures snippets as shown", function()
+    cleanup = proc.cleanups(finally)
+    local port = proc.free_port()
+    start_readme_server(port)
+    local t0 = client.now()
+    local code, out, err = run_block("### Ten calls at once", port)
+    local took = client.now() - t0
+    assert.are.equal(0, code, err)
+    assert.are.equal("1 2 3 4 5 6 7 8 9 10\n", out)
+    -- a whole process start included; ten calls in a row alone take 2 s
+    assert.is_true(took < 1.8, "took " .. took)
+    code, out, err = run_block("### Tasks", port)
+    assert.are.equal(0, code, err)
+    assert.are.equal("0\t10\n", out)
+    code, out, err = run_block("### Futures", port)
+    assert.are.equal(0, code, err)
+    assert.are.equal("false\non_done\ta\na\ntrue\tcancelled\n2\tquick\n1\tattribute\n", out)
+  end)
+
+  it("runs the restart example: closed, then refused, then ok again", function()
+    cleanup = proc.cleanups(finally)
+    local port = proc.free_port()
+    local server = start_readme_server(port)
+    local path = proc.tmpfile((readme.block("### When a call fails: `e.sent`", "lua"):gsub("7000", tostring(port))))
+    cleanup(function() os.remove(path) end)
+    local c = proc.spawn({ proc.bin, path })
+    cleanup(function() proc.stop(c) end)
+    -- kill the server while a call is out: right after an "ok" line, with
+    -- the next 500 ms call under way (checked: no new line meanwhile)
+    local killed = false
+    for _ = 1, 20 do
+      local n = select(2, c:stdout():gsub("ok\t", ""))
+      pyro4.wait_output(c, string.rep("ok\t%d+\n.-", n + 1), 15, "the restart example")
+      local seen = c:stdout()
+      proc.poll_step(150)
+      if c:stdout() == seen then
+        proc.kill(server, "sigkill")
+        killed = true
+        break
+      end
+    end
+    assert.is_true(killed)
+    proc.wait_exit(server, 10)
+    pyro4.wait_output(c, "refused\tfalse\n", 15, "the restart example")
+    start_readme_server(port)
+    assert.are.equal(0, proc.wait_exit(c, 30), c:stderr())
+    local out = c:stdout()
+    assert.truthy(out:match("^ok\t1\n.-closed\ttrue\nrefused\tfalse\n.-ok\t%d+\n$"), out)
+    assert.is_nil(out:match("closed\ttrue\n.-closed"), out)
+  end)
+end)

@@ -39,6 +39,8 @@
 local uv = require "luv"
 local errors = require "springrun.errors"
 local runtime = require "springrun.runtime"
+-- closes handles so that a state closed right after is safe (luv 1.44)
+local close_handle = require("springrun.transport").close_handle
 
 local M = {}
 
@@ -163,12 +165,12 @@ local function wait_until(fs, pred, timeout, who)
   else
     while not pred() and not expired do
       if not uv.run("once") and not pred() and not expired then
-        if timer then timer:close() end
+        if timer then close_handle(timer) end
         error(string.format("%s: nothing left on the loop can finish %s", who, fs[1] and fs[1].desc or "it"), 3)
       end
     end
   end
-  if timer then timer:close() end
+  if timer then close_handle(timer) end
   return pred()
 end
 
@@ -260,12 +262,12 @@ function M.sleep(s)
     while not fired do coroutine.yield() end
   else
     if runtime._running() then
-      timer:close()
+      close_handle(timer)
       error("springrun.sleep: outside a task while the loop runs (a luv callback)", 2)
     end
     while not fired do uv.run("once") end
   end
-  timer:close()
+  close_handle(timer)
 end
 
 -- ---- calls ---------------------------------------------------------------
@@ -294,7 +296,7 @@ local function call(obj, timeout, name, ...)
         finish(f, "failed")
       end
     end)
-    f:on_done(function() timer:close() end)
+    f:on_done(function() close_handle(timer) end)
   end
   return f
 end

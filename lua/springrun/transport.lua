@@ -73,6 +73,9 @@ local function close_handle(h)
   exit_guard = setmetatable({ active = true }, { __gc = guard_gc })
 end
 
+-- Closes a luv handle this way (springrun.future's timers too).
+M.close_handle = close_handle
+
 local AsyncConn = {}
 AsyncConn.__index = AsyncConn
 
