@@ -400,6 +400,19 @@ print("cancelled", springrun.run())
       err)
   end)
 
+  it("run returns 1 at once when tasks wait for something nothing on the loop can bring", function()
+    cleanup = proc.cleanups(finally)
+    local code, out, err = run_script(cleanup, [[
+local springrun = require "springrun"
+springrun.spawn(function() coroutine.yield() end) -- nobody will resume it
+print(springrun.run())
+]], 10)
+    assert.are.equal(1, code, err) -- the CLI's own run after the script says the same
+    assert.are.equal("1\n", out)
+    assert.truthy(err:find("springrun.run: stopped waiting for nothing (no I/O or timer left that could resume them) "
+      .. "with 1 task still alive", 1, true), err)
+  end)
+
   it("run refuses unknown options and runs nothing from inside a task", function()
     cleanup = proc.cleanups(finally)
     local e = client.error_of(springrun.run, { fail_on_eror = true })

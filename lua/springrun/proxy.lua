@@ -37,7 +37,8 @@
 --   ssl_servername  the name or IP address the server certificate must
 --                carry (default: the URL's host); checked unless
 --                ssl_verify = false (tests only: no verification at all)
--- Local names (never sent): the properties, set_service_url, set_timeout,
+-- Local names (never sent): the properties, async (a remote method of that
+-- name: _pyro_call("async", ...)), set_service_url, set_timeout,
 -- set_serializer, after_properties_set (checks the URL; the connection is
 -- made lazily at the first call), destroy (closes the connection; a later
 -- call reconnects), _disposable (true: contexts call destroy on close), and

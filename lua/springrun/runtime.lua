@@ -9,7 +9,8 @@
 --   runtime.run([opts])        springrun.run: turn the loop until nothing is
 --                              exported and every task of springrun.spawn and
 --                              pending future (springrun.future) finished, or
---                              stop(), a signal, opts.timeout; returns 0, or 1
+--                              stop(), a signal, opts.timeout, or nothing is
+--                              left on the loop to wake them; returns 0, or 1
 --                              (saying so on stderr) when it stopped with
 --                              such tasks alive, or with opts.fail_on_error
 --                              when such a task failed since the last run
@@ -179,6 +180,7 @@ local function serve(opts, who, shutdown_on_stop)
   for _, name in ipairs({ "sigint", "sigterm" }) do
     local sig = uv.new_signal()
     sig:start(name, function() on_signal(name) end)
+    sig:unref() -- (as the timer below) not what keeps the loop going: see stuck
     signals[#signals + 1] = sig
   end
   local timer
@@ -189,12 +191,19 @@ local function serve(opts, who, shutdown_on_stop)
       expired = true
       uv.stop()
     end)
+    timer:unref()
   end
   stopped = false
   running = true
+  local stuck = false
   local ok, err = pcall(function()
     while not requested and not stopped and not expired and (exports > 0 or work() > 0) do
-      uv.run("once")
+      -- nothing left on the loop (no socket, timer or request) while tasks
+      -- wait: nothing can ever resume them
+      if not uv.run("once") and exports == 0 and work() > 0 and not (requested or stopped or expired) then
+        stuck = true
+        break
+      end
     end
     if exports > 0 and (requested or (stopped and shutdown_on_stop)) then
       -- a signal, or stop() from the script's code while the CLI serves:
@@ -221,6 +230,7 @@ local function serve(opts, who, shutdown_on_stop)
   local n, names = work()
   if n > 0 and not by_stop then
     local why = requested and ("by " .. requested:upper())
+      or stuck and "waiting for nothing (no I/O or timer left that could resume them)"
       or string.format("after its timeout of %g s", timeout)
     io.stderr:write(string.format("%s: stopped %s with %d task%s still alive (%s)\n", who, why, n,
       n == 1 and "" or "s", table.concat(names or {}, ", ")))
