@@ -215,9 +215,11 @@ describe("futures #net", function()
     setup()
     local wide = springrun.proxy(url("ServiceName", port), { timeout = 10 })
     cleanup(function() wide:destroy() end)
-    local fs = { wide:async("slow", 100, 1), wide:async("nope"), wide:async("slow", 50, 3) }
-    local e = client.error_of(springrun.gather, fs)
+    local fs = { wide:async("slow", 300, 1), wide:async("slow", 20, 2), wide:async("nope") }
+    local took, e = client.timed(client.error_of, springrun.gather, fs)
     assert.are.equal("attribute", e.kind)
+    assert.is_true(took < 0.25, "gather waited for the others: " .. took) -- raised as soon as it failed
+    assert.is_false(fs[1]:done())
     fs = { wide:async("slow", 100, 1), wide:async("nope"), wide:async("slow", 50, 3) }
     local results, errs = springrun.gather(fs, { all_errors = true })
     assert.are.equal(1, results[1])

@@ -353,11 +353,17 @@ function M.gather(fs, opts)
   check_timeout(opts.timeout, "springrun.gather")
   local all_errors = opts.all_errors == true
   local n = #fs
-  local function pred()
+  -- the first future (in list order) that failed, or nil
+  local function failed()
     for i = 1, n do
       local s = fs[i].state
-      if s == "pending" then return false end
-      if s ~= "done" and not all_errors then return true end
+      if s == "failed" or s == "cancelled" then return fs[i] end
+    end
+  end
+  local function pred()
+    if not all_errors and failed() then return true end
+    for i = 1, n do
+      if fs[i].state == "pending" then return false end
     end
     return true
   end
@@ -367,13 +373,15 @@ function M.gather(fs, opts)
     error(errors.new("timeout", string.format("springrun.gather: %d of %d futures not done after %g s",
       left, n, opts.timeout)), 0)
   end
+  if not all_errors then
+    local f = failed()
+    if f then error(f.err, 0) end
+  end
   local results, errs = { n = n }, nil
   for i = 1, n do
     local f = fs[i]
     if f.state == "done" then
       results[i] = f.values[1]
-    elseif not all_errors then
-      error(f.err, 0)
     else
       errs = errs or {}
       errs[i] = f.err
