@@ -45,12 +45,14 @@ MODES = {
                   echo=[(1024, "1KB", 1500), (102400, "100KB", 200), (1048576, "1MB", 15)],
                   conc=[1, 8, 32], conc_dur=0.5, conc_reps=1,
                   load=[1, 8, 32, 128], load_dur=0.5, load_reps=2,
-                  idle=1000, soak=0, serpent=False, pyro_threads=200),
+                  idle=1000, soak=0, serpent=False, pyro_threads=200,
+                  async_n=2000, async_reps=1),
     "full": dict(reps=5, seq_n=20000, oneway_n=20000, table_n=1000, connect_n=3000,
                  echo=[(1024, "1KB", 5000), (102400, "100KB", 1000), (1048576, "1MB", 50)],
                  conc=[1, 8, 32, 128], conc_dur=2.0, conc_reps=3,
                  load=[1, 8, 32, 128], load_dur=2.0, load_reps=3,
-                 idle=10000, soak=1000000, serpent=True, pyro_threads=200),
+                 idle=10000, soak=1000000, serpent=True, pyro_threads=200,
+                 async_n=10000, async_reps=3),
 }
 
 PROCS = []  # every Popen we started, stopped by pid at exit
@@ -287,6 +289,12 @@ def combos(cfg, have_sr):
 
 MAIN = ["floor", "pyro4 json thread", "pyro4 json multiplex", "springrun"]
 
+# 100 concurrent calls from one springrun client process (futures): the
+# servers it calls, and the two ways of calling (bench/sr_client.lua)
+ASYNC_COMBOS = [("springrun", "springrun"), ("springrun -> pyro4 multiplex", "pyro-multiplex"),
+                ("springrun -> pyro4 thread", "pyro-thread")]
+ASYNC_ROWS = [("100 concurrent, one proxy", "async_one"), ("100 concurrent, 100 proxies", "async_many")]
+
 
 def scenarios(cfg):
     # "seq, pool of one": springrun's client only, through springrun.pool (issue 15)
@@ -438,6 +446,21 @@ def report(res):
                              "Every process on CPU 0 (seq: C load client, one connection; connect: "
                              "each system's own client), " + title,
                              lambda r: ""))
+    arows = [r for r, _ in ASYNC_ROWS if r in s]
+    if arows:
+        out += ["", "**100 concurrent calls from one springrun client process** (rounds of 100 futures "
+                "waited for with springrun.gather, through one shared proxy with its default "
+                "max_connections, or through 100 proxies; p99 from a call's start to its end)", ""]
+        head = ["scenario"]
+        for c, _ in ASYNC_COMBOS:
+            head += [c + " calls/s", c + " p99 (µs)"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + " --- |" * len(head))
+        for row in arows:
+            cells = [row]
+            for c, _ in ASYNC_COMBOS:
+                cells += [cell(s[row].get(c), "rate"), cell(s[row].get(c), "p99")]
+            out.append("| " + " | ".join(cells) + " |")
     if res.get("idle"):
         out += ["", "**%d idle connections held open** (handshake done on each; server RSS "
                 "before/after; sequential get_data p50 without and with them: the lowest of five runs each)" % res["config"]["idle"], "",
@@ -578,7 +601,7 @@ def terminal_ok(name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,onecpu,idle,soak")
+    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,async,onecpu,idle,soak")
     ap.add_argument("--out", default=None,
                     help="default bench/results (full run) or build/bench/quick (--quick: "
                          "development runs do not overwrite the committed results)")
@@ -593,7 +616,7 @@ def main():
         a.out = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bench", "quick") if a.quick \
             else os.path.join(BENCH, "results")
     cfg = dict(MODES[mode])
-    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "onecpu", "idle", "soak"}
+    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "async", "onecpu", "idle", "soak"}
     os.makedirs(a.out, exist_ok=True)
     logdir = tempfile.mkdtemp(prefix="springrun-bench-")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -661,6 +684,13 @@ def main():
                 for n in cfg["load"]:
                     for name, client, skind, ser in main_combos:
                         record(name, "load %d" % n, rep, run_client(load_argv(servers[skind], n, cfg["load_dur"], wire)))
+        if "async" in parts and have_sr:
+            for rep in range(cfg["async_reps"]):
+                log("100 concurrent calls from one process, run %d/%d (%.0fs)" % (
+                    rep + 1, cfg["async_reps"], time.time() - t_start))
+                for name, skind in ASYNC_COMBOS:
+                    for row, sc in ASYNC_ROWS:
+                        record(name, row, rep, run_client(client_argv("sr", servers[skind], sc, n=cfg["async_n"])))
     finally:
         for srv in servers.values():
             srv.stop()

@@ -3,7 +3,9 @@
 --   bin/springrun bench/sr_client.lua --uri PYRO:bench@127.0.0.1:P --scenario S
 --       [--n N] [--size BYTES] [--warm N] [--pid SERVERPID] [--serializer NAME]
 -- Scenarios: seq, oneway, echo, table, connect, timed (prints READY once
--- connected, reads "START_EPOCH DURATION" on stdin, prints latency samples).
+-- connected, reads "START_EPOCH DURATION" on stdin, prints latency samples),
+-- async_one / async_many (rounds of 100 concurrent calls through one proxy
+-- or through 100 proxies; springrun's client only).
 local springrun = require "springrun"
 local uv = require "luv"
 
@@ -119,6 +121,33 @@ if sc == "connect" then
     lat[i] = now() - a
   end
   result("connect", opts.n, now() - t0, lat, cpu0, proc_cpu(opts.pid))
+  return
+end
+
+if sc == "async_one" or sc == "async_many" then
+  -- rounds of 100 concurrent calls (futures, springrun.gather) through one
+  -- shared proxy (its default max_connections) or through 100 proxies, one
+  -- each; latency: from a call's start to its future's end
+  local width = 100
+  local proxies = {}
+  for i = 1, width do proxies[i] = (sc == "async_one" and i > 1) and proxies[1] or new_proxy() end
+  local lat = {}
+  local function round(record)
+    local futures, started = {}, now()
+    for i = 1, width do
+      local f = proxies[i]:async("get_data", "Hello")
+      if record then f:on_done(function() lat[#lat + 1] = now() - started end) end
+      futures[i] = f
+    end
+    springrun.gather(futures)
+  end
+  for _ = 1, math.max(1, math.min(opts.warm, opts.n) // width) do round(false) end
+  local rounds = math.max(1, opts.n // width)
+  local cpu0 = proc_cpu(opts.pid)
+  local t0 = now()
+  for _ = 1, rounds do round(true) end
+  result(sc, rounds * width, now() - t0, lat, cpu0, proc_cpu(opts.pid))
+  for i = 1, width do proxies[i]:destroy() end
   return
 end
 

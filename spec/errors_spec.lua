@@ -19,13 +19,14 @@ describe("springrun.errors #unit", function()
       timeout = "Pyro4.errors.TimeoutError", closed = "Pyro4.errors.ConnectionClosedError",
       protocol = "Pyro4.errors.ProtocolError", serialize = "Pyro4.errors.SerializeError",
       config = "Pyro4.errors.PyroError", remote = "builtins.Exception",
+      cancelled = "springrun.errors.CancelledError",
     }
     local n = 0
     for _, k in ipairs(errors.KINDS) do
       assert.are.equal(want[k], errors.new(k, "m").class, k)
       n = n + 1
     end
-    assert.are.equal(10, n)
+    assert.are.equal(11, n)
   end)
 
   it("refuses an unknown kind", function()

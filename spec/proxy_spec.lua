@@ -66,7 +66,7 @@ describe("springrun.proxy #unit", function()
     assert.truthy(e.message:find("PyroProxyFactory.timeout: expected seconds", 1, true))
     local p = springrun.PyroProxyFactory()
     e = client.error_of(function() p.get_data = 1 end)
-    assert.are.equal("unknown property 'get_data' of PyroProxyFactory (properties: service_url, timeout, serializer, handshake, ssl, ssl_cacerts, ssl_certfile, ssl_keyfile, ssl_servername, ssl_verify)", e.message)
+    assert.are.equal("unknown property 'get_data' of PyroProxyFactory (properties: service_url, timeout, serializer, handshake, ssl, ssl_cacerts, ssl_certfile, ssl_keyfile, ssl_servername, ssl_verify, max_connections)", e.message)
   end)
 
   it("needs a service_url before after_properties_set or a call", function()
@@ -418,8 +418,8 @@ describe("springrun.proxy inside springrun tasks #net #interop", function()
     assert.are.equal("still fine", v)
   end)
 
-  it("queues calls from several tasks on one proxy: one request at a time, each its own reply", function()
-    local p = springrun.proxy(url_of(port), { timeout = 10 })
+  it("queues calls from several tasks on a proxy with max_connections = 1, each its own reply", function()
+    local p = springrun.proxy(url_of(port), { timeout = 10, max_connections = 1 })
     finally(function() p:destroy() end)
     local results, done = {}, 0
     local t0 = client.now()
@@ -756,7 +756,7 @@ describe("springrun.proxy and broken peers #net", function()
     local p = springrun.proxy(url_of(port, "Obj"), { timeout = 10 })
     local e = client.error_of(p.seq, p)
     assert.is_true(errors.is(e, "closed"), tostring(e))
-    assert.are.equal(string.format("call seq on %s failed: connection closed by the server", url_of(port, "Obj")),
+    assert.are.equal(string.format("call seq to %s failed: connection closed by the server", url_of(port, "Obj")),
       e.message)
     local ok, e2 = client.in_task(function() return p:seq() end)
     assert.is_false(ok)
@@ -1116,7 +1116,7 @@ describe("springrun.proxy's calls, however they travel #net", function()
       { "exception", "boom", { kind = "remote", class = "builtins.ValueError" } },
       { "badjson", nil, { kind = "protocol" } },
       { "compressed", { x = string.rep("z", 200) }, { ok = true, n = 1, value = { x = string.rep("z", 200) } } },
-      { "hangup", nil, { kind = "closed", message = "call reply on " .. u .. " failed: connection closed by the server" } },
+      { "hangup", nil, { kind = "closed", message = "call reply to " .. u .. " failed: connection closed by the server" } },
       { "closeafter", "bye", { ok = true, n = 1, value = "bye" } },
     }
     for _, c in ipairs(cases) do
@@ -1136,7 +1136,7 @@ describe("springrun.proxy's calls, however they travel #net", function()
     local e = outcome(p, "reply", "hangup")
     assert.are.equal(f0 + 1, fast_count())
     assert.are.equal("closed", e.kind)
-    assert.are.equal(string.format("call reply on %s failed: connection closed by the server", url_of(port, "Obj")),
+    assert.are.equal(string.format("call reply to %s failed: connection closed by the server", url_of(port, "Obj")),
       e.message)
     assert.are.equal(h0 + 1, p:count("hangup")) -- sent once, and a new connection afterwards
     p:destroy()
@@ -1216,7 +1216,7 @@ describe("springrun.proxy's calls, however they travel #net", function()
     assert.are.equal(0, p:reply("ok", 0))
     local took, e = client.timed(outcome, p, "reply", "sleep", 1)
     assert.are.equal("timeout", e.kind)
-    assert.are.equal(string.format("call reply on %s timed out after 0.3 s", url_of(port, "Obj")), e.message)
+    assert.are.equal(string.format("call reply to %s timed out after 0.3 s", url_of(port, "Obj")), e.message)
     assert.is_true(took >= 0.25 and took < 1.5, "took " .. took)
     p.timeout = 10
     assert.are.equal("next", p:reply("ok", "next"))

@@ -1,6 +1,6 @@
 -- springrun.cli: the command line of the `springrun` executable (src/main.c
 -- only sets up paths and calls main). Runs a Lua script with `arg` set, then
--- keeps serving while anything is exported.
+-- keeps serving while anything is exported and the script's tasks run.
 local M = {}
 
 local USAGE = [[
@@ -10,8 +10,9 @@ usage: springrun [options] FILE.lua [args...]
        springrun --env
 
 Runs FILE.lua (its arguments in `arg`; FILE's directory first on
-package.path), then serves for as long as anything is exported;
-SIGINT/SIGTERM drain in-flight calls, close contexts and exit 0.
+package.path), then serves for as long as anything is exported and
+waits for the tasks it spawned (springrun.spawn); SIGINT/SIGTERM drain
+in-flight calls, close contexts and exit 0 (1 with tasks still alive).
 
 options:
   -i                  an interactive prompt (after FILE.lua, if given);

@@ -11,9 +11,11 @@
 --   e.url       the proxy's URL when there is one (PYRO:name@host:port)
 --   e.method    the remote method being called, when known
 --   e.code      the low-level cause when there is one ("ECONNREFUSED")
---   e.sent      communication errors: false when the request certainly did
---               not reach the server (connect or handshake failed, nothing
---               of it written, CONNECTFAIL), true when it may have run
+--   e.sent      every communication error: false when the request certainly
+--               did not reach the server (connect or handshake failed, nothing
+--               of it written, CONNECTFAIL), true when it may have run (the
+--               default: a retry is safe only when it is false or the method
+--               is idempotent)
 --   remote exceptions also carry:
 --   e.args              the exception's argument list (as the server sent it)
 --   e.attributes        the exception's attributes map (may be empty)
@@ -40,6 +42,8 @@
 --                                         (Pyro4.errors.SerializeError)
 --   config     misuse: a bad or missing URL, a bad option
 --                                         (Pyro4.errors.PyroError)
+--   cancelled  a future cancelled before it finished (springrun.future)
+--                                         (springrun.errors.CancelledError)
 --
 -- errors.is(e [, what]) tells whether e is such an error; with `what` it
 -- also checks the kind or the class ("timeout", "builtins.ValueError"), or
@@ -63,6 +67,7 @@ local CLASS_OF_KIND = {
   serialize = "Pyro4.errors.SerializeError",
   config = "Pyro4.errors.PyroError",
   remote = "builtins.Exception",
+  cancelled = "springrun.errors.CancelledError",
 }
 
 local COMMUNICATION = {
@@ -94,6 +99,8 @@ function M.new(kind, message, fields)
   if fields then
     for k, v in pairs(fields) do e[k] = v end
   end
+  -- unless the raiser knows the request did not go out, it may have run
+  if e.sent == nil and COMMUNICATION[kind] then e.sent = true end
   return setmetatable(e, Error)
 end
 

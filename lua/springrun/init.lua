@@ -42,7 +42,12 @@
 ---@field PyroProxyFactory table         springrun.PyroProxyFactory{service_url=, timeout=, serializer=, ...}
 ---@field proxy springrun.proxy_module   springrun.proxy(url, opts); springrun.proxy.stats()
 ---@field kwargs fun(t: table<string, any>): table
----@field run fun(fn?: function): any
+---@field run fun(opts?: {timeout?: number, fail_on_error?: boolean}): integer
+---@field spawn fun(fn: function, ...): springrun.Future
+---@field sleep fun(seconds: number)
+---@field async fun(proxy: any, opts?: {timeout?: number}): table  springrun.async(proxy):method(...) -> future
+---@field gather fun(futures: springrun.Future[], opts?: {all_errors?: boolean, timeout?: number}): table, table?
+---@field first fun(futures: springrun.Future[], opts?: {timeout?: number}): integer, any
 ---@field stop fun()
 
 ---@class springrun.ApplicationContext
@@ -77,6 +82,11 @@ local exports = {
   _serve_after_script = { "springrun.runtime", "serve_after_script" },
   pool = { "springrun.pool", "pool" },
   PoolProxyFactory = { "springrun.pool", "PoolProxyFactory" },
+  spawn = { "springrun.future", "spawn" },
+  sleep = { "springrun.future", "sleep" },
+  async = { "springrun.future", "async" },
+  gather = { "springrun.future", "gather" },
+  first = { "springrun.future", "first" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and

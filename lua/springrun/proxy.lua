@@ -22,6 +22,13 @@
 --                _pyroHandshake; default "hello"): the shared secret of an
 --                exporter with handshake_secret, or whatever a Python
 --                daemon's validateHandshake expects (any serializable value)
+--   max_connections  how many connections the proxy keeps at most (an
+--                integer, default 16): tasks sharing the proxy each take one
+--                of their own (a connection carries one request at a time,
+--                and a Python Pyro4 daemon serves one connection's requests
+--                one after the other), made when needed and kept; past the
+--                bound a task waits for one to be free. A blocking call uses
+--                the first
 --   ssl          true: TLS (OpenSSL, 1.2+), as Pyro4's SSL=True
 --   ssl_cacerts  CA file (or directory) the server certificate must chain to
 --                (default: the system's CA store)
@@ -30,7 +37,8 @@
 --   ssl_servername  the name or IP address the server certificate must
 --                carry (default: the URL's host); checked unless
 --                ssl_verify = false (tests only: no verification at all)
--- Local names (never sent): the properties, set_service_url, set_timeout,
+-- Local names (never sent): the properties, async (a remote method of that
+-- name: _pyro_call("async", ...)), set_service_url, set_timeout,
 -- set_serializer, after_properties_set (checks the URL; the connection is
 -- made lazily at the first call), destroy (closes the connection; a later
 -- call reconnects), _disposable (true: contexts call destroy on close), and
@@ -76,7 +84,11 @@
 --     metadata is remembered (conn:connect_invoke: CONNECT and the call in
 --     one write); every other reply is judged in Lua, so results and errors
 --     are the same however a call travels. Calls from several tasks on one
---     proxy queue up: one request at a time per connection.
+--     proxy run side by side, each on a connection of its own (up to
+--     max_connections; one request at a time per connection).
+--   * proxy:async("m", ...) starts the call and returns a future
+--     (springrun.future; springrun.async(proxy, { timeout = s }):m(...) with
+--     a deadline of its own).
 --   * Errors are always springrun.errors objects (nil is a legal result):
 --     kind "remote" for an exception raised by the service (class, message,
 --     args, remote_traceback), "refused"/"connect"/"rejected"/"timeout"/
@@ -117,10 +129,10 @@ end
 local STATE = setmetatable({}, { __mode = "k" }) -- proxy -> state
 
 local PROPS = { service_url = true, timeout = true, serializer = true, handshake = true,
-  ssl = true, ssl_cacerts = true, ssl_certfile = true, ssl_keyfile = true, ssl_servername = true,
+  max_connections = true, ssl = true, ssl_cacerts = true, ssl_certfile = true, ssl_keyfile = true, ssl_servername = true,
   ssl_verify = true }
 local PROP_NAMES = { "service_url", "timeout", "serializer", "handshake", "ssl", "ssl_cacerts",
-  "ssl_certfile", "ssl_keyfile", "ssl_servername", "ssl_verify" }
+  "ssl_certfile", "ssl_keyfile", "ssl_servername", "ssl_verify", "max_connections" }
 
 local function check_state(self, what)
   local st = STATE[self]
@@ -188,6 +200,17 @@ function setters.serializer(st, v)
   end
   if id ~= st.ser then close_conn(st) end
   st.serializer, st.ser = v, id
+end
+
+function setters.max_connections(st, v)
+  if v == nil then
+    st.max_connections = nil
+  elseif math.type(v) == "integer" and v >= 1 and v <= 1024 then
+    st.max_connections = v
+  else
+    error(errors.new("config", string.format(
+      "PyroProxyFactory.max_connections: expected an integer from 1 to 1024, got %s", tostring(v))), 3)
+  end
 end
 
 function setters.handshake(st, v)
@@ -260,7 +283,7 @@ end
 function methods.set_service_url(self, v) setters.service_url(check_state(self, "set_service_url"), v) end
 function methods.set_timeout(self, v) setters.timeout(check_state(self, "set_timeout"), v) end
 function methods.set_serializer(self, v) setters.serializer(check_state(self, "set_serializer"), v) end
-for _, k in ipairs({ "handshake", "ssl", "ssl_verify", "ssl_cacerts", "ssl_certfile", "ssl_keyfile",
+for _, k in ipairs({ "handshake", "max_connections", "ssl", "ssl_verify", "ssl_cacerts", "ssl_certfile", "ssl_keyfile",
     "ssl_servername" }) do
   methods["set_" .. k] = function(self, v) setters[k](check_state(self, "set_" .. k), v) end
 end
@@ -271,6 +294,15 @@ function methods._pyro_call(self, name, ...)
     error(errors.new("config", "PyroProxyFactory:_pyro_call: the method name must be a string"), 2)
   end
   return call(st, name, ...)
+end
+
+-- proxy:async("m", ...) -> a future of the call m(...) (springrun.future)
+function methods.async(self, name, ...)
+  check_state(self, "async")
+  if type(name) ~= "string" then
+    error(errors.new("config", "PyroProxyFactory:async: the method name must be a string"), 2)
+  end
+  return require("springrun.future")._call(self, nil, name, ...)
 end
 
 function methods._pyro_bind(self)
@@ -387,14 +419,15 @@ Proxy.__gc = Proxy.__close
 local PyroProxyFactory = { __name = "springrun.PyroProxyFactory (class)" }
 
 -- The order properties given to new() are applied in (service_url last).
-local PROP_ORDER = { "serializer", "timeout", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
+local PROP_ORDER = { "serializer", "timeout", "handshake", "max_connections", "ssl", "ssl_verify", "ssl_cacerts",
   "ssl_certfile", "ssl_keyfile", "ssl_servername", "service_url" }
 
 local function new_proxy()
   -- every field a proxy's state gets, so the table is sized once (nil
   -- fields size the constructor too) instead of growing three times
   local st = { seq = 0, ser = SERIALIZERS.json, serializer = "json", service_url = nil, url = nil,
-    uri = nil, named = nil, meta = nil, conn = nil, busy = false, timeout = nil }
+    uri = nil, named = nil, meta = nil, conn = nil, busy = false, timeout = nil,
+    max_connections = nil, lanes = nil, waiters = nil }
   local self = setmetatable({}, Proxy)
   STATE[self] = st
   return self, st
@@ -477,6 +510,12 @@ function M.kwargs(t)
 end
 
 M.stats = session.stats
+
+-- The call name(...) on proxy p from the task co with the deadline timeout
+-- (nil: the proxy's): springrun.future's calls.
+function M._task_call(p, co, timeout, name, ...)
+  return session.task_call(STATE[p], co, timeout, name, ...)
+end
 
 -- True when v is a proxy made here.
 function M.is_proxy(v) return STATE[v] ~= nil end

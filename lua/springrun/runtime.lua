@@ -6,12 +6,20 @@
 --   runtime.resume(co, ...)    resume a task that yielded waiting for I/O it
 --                              arranged itself (a luv callback calls this)
 --   runtime.current()          the running task coroutine, or nil outside one
---   runtime.run()              turn the loop until nothing is exported or stop()
+--   runtime.run([opts])        springrun.run: turn the loop until nothing is
+--                              exported and every task of springrun.spawn and
+--                              pending future (springrun.future) finished, or
+--                              stop(), a signal, opts.timeout, or nothing is
+--                              left on the loop to wake them; returns 0, or 1
+--                              (saying so on stderr) when it stopped with
+--                              such tasks alive, or with opts.fail_on_error
+--                              when such a task failed since the last run
 --   runtime.stop()             make run() return after the current turn
 --   runtime.has_exports()      true while this process exports anything
 --   runtime.tasks()            number of tasks alive (started, not finished)
---   runtime.serve_after_script()  the CLI's hook: serve while anything is
---                              exported; SIGINT/SIGTERM shut down cleanly
+--   runtime.serve_after_script()  the CLI's hook: run() after the script
+--                              (serve while anything is exported, wait for
+--                              the script's tasks); its exit status
 --
 -- A task that fails is reported through springrun.log (logger
 -- springrun.runtime) with its traceback; it never takes the loop down.
@@ -50,6 +58,19 @@ local function log()
   return logger or nil
 end
 
+-- Task failures reported by springrun.spawn's tasks (failed) and how many
+-- of them a run{fail_on_error = true} has answered for already (answered).
+local failed, answered = 0, 0
+
+-- Writes a failed task's traceback (once per failure); counted when it is
+-- one of springrun.spawn's tasks (user).
+local function report_text(tb, user)
+  if user then failed = failed + 1 end
+  local l = log()
+  if l then l:error("task failed: %s", tb) else io.stderr:write("springrun: task failed: ", tb, "\n") end
+end
+M._report = report_text
+
 local function report(co, err)
   local text
   if type(err) == "string" then
@@ -58,10 +79,14 @@ local function report(co, err)
     local mt = getmetatable(err)
     text = (mt and mt.__tostring) and tostring(err) or ("(error object is a " .. type(err) .. " value)")
   end
-  local tb = debug.traceback(co, text)
-  local l = log()
-  if l then l:error("task failed: %s", tb) else io.stderr:write("springrun: task failed: ", tb, "\n") end
+  report_text(debug.traceback(co, text))
 end
+
+-- The work run() waits for besides exports: () -> count, some names;
+-- springrun.future registers its tasks and pending futures.
+local work = function() return 0 end
+function M._set_work(fn) work = fn end
+function M._running() return running end
 
 local spawn, resume, count = core.task_new(tasks, report)
 
@@ -106,20 +131,6 @@ function M.stop()
   uv.stop()
 end
 
-function M.run()
-  if M.current() then error("springrun.run: cannot run the loop from inside a task", 2) end
-  if running then error("springrun.run: the loop is already running", 2) end
-  stopped = false
-  running = true
-  local ok, err = pcall(function()
-    while not stopped and exports > 0 do uv.run("once") end
-  end)
-  running = false
-  stopped = false
-  uv.run("nowait") -- let close callbacks of handles closed in the last turn run
-  if not ok then error(err, 0) end
-end
-
 -- Turns the loop until pred() is true or `seconds` have passed; true if pred.
 local function run_until(pred, seconds)
   local timer = uv.new_timer()
@@ -149,49 +160,112 @@ function M.shutdown(skip_drain)
   if type(exporter) == "table" and exporter.unexport_all then exporter.unexport_all() end
 end
 
-function M.serve_after_script()
-  if exports == 0 then return 0 end
+-- The loop of run() and serve_after_script(): see the header. who names
+-- the caller in what it says.
+local function serve(opts, who, shutdown_on_stop)
+  local timeout, fail_on_error = opts.timeout, opts.fail_on_error
   local signals = {}
-  local requested, forced = false, false
+  local requested, forced, expired = nil, false, false
   local function on_signal(name)
     local l = log()
     if requested then
       forced = true
       if l then l:warning("second %s: skipping the drain", name) end
-    else
+    elseif exports > 0 then
       if l then l:info("%s received: shutting down", name) end
     end
-    requested = true
+    requested = requested or name
     uv.stop()
   end
   for _, name in ipairs({ "sigint", "sigterm" }) do
     local sig = uv.new_signal()
     sig:start(name, function() on_signal(name) end)
+    sig:unref() -- (as the timer below) not what keeps the loop going: see stuck
     signals[#signals + 1] = sig
+  end
+  local timer
+  if timeout then
+    uv.update_time()
+    timer = uv.new_timer()
+    timer:start(math.floor(timeout * 1000 + 0.5), 0, function()
+      expired = true
+      uv.stop()
+    end)
+    timer:unref()
   end
   stopped = false
   running = true
+  local stuck = false
   local ok, err = pcall(function()
-    while not requested and not stopped and exports > 0 do uv.run("once") end
-    if requested or stopped then -- stop() from the script's code: the same clean shutdown
-      local drained = false
-          core.daemon_quiesce()
+    while not requested and not stopped and not expired and (exports > 0 or work() > 0) do
+      -- nothing left on the loop (no socket, timer or request) while tasks
+      -- wait: nothing can ever resume them
+      if not uv.run("once") and exports == 0 and work() > 0 and not (requested or stopped or expired) then
+        stuck = true
+        break
+      end
+    end
+    if exports > 0 and (requested or (stopped and shutdown_on_stop)) then
+      -- a signal, or stop() from the script's code while the CLI serves:
+      -- the same clean shutdown (run() returns on stop() or its timeout
+      -- with the exports in place)
+      core.daemon_quiesce()
       if not forced then
-        drained = run_until(function() return busy() == 0 or forced end, M.drain_timeout)
+        run_until(function() return busy() == 0 or forced end, M.drain_timeout)
       end
       M.shutdown(true)
-      return drained
     end
   end)
+  local by_stop = stopped and not requested and not expired
   running = false
   stopped = false
   for _, sig in ipairs(signals) do
     sig:stop()
     sig:close()
   end
-  uv.run("nowait")
+  if timer then timer:close() end
+  uv.run("nowait") -- let close callbacks of handles closed in the last turn run
   if not ok then error(err, 0) end
-  return 0
+  local rc = 0
+  local n, names = work()
+  if n > 0 and not by_stop then
+    local why = requested and ("by " .. requested:upper())
+      or stuck and "waiting for nothing (no I/O or timer left that could resume them)"
+      or string.format("after its timeout of %g s", timeout)
+    io.stderr:write(string.format("%s: stopped %s with %d task%s still alive (%s)\n", who, why, n,
+      n == 1 and "" or "s", table.concat(names or {}, ", ")))
+    rc = 1
+  end
+  if fail_on_error and failed > answered then
+    io.stderr:write(string.format("%s: %d task%s failed (fail_on_error)\n", who, failed - answered,
+      failed - answered == 1 and "" or "s"))
+    rc = 1
+  end
+  answered = failed
+  return rc
+end
+
+function M.run(opts)
+  if M.current() then error("springrun.run: cannot run the loop from inside a task", 2) end
+  if running then error("springrun.run: the loop is already running", 2) end
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("springrun.run: opts must be a table, got " .. type(opts), 2) end
+    for k in pairs(opts) do
+      if k ~= "timeout" and k ~= "fail_on_error" then
+        error(string.format("springrun.run: unknown option '%s' (timeout, fail_on_error)", tostring(k)), 2)
+      end
+    end
+    local t = opts.timeout
+    if t ~= nil and (type(t) ~= "number" or not (t > 0)) then
+      error("springrun.run: timeout must be a positive number of seconds, got " .. tostring(t), 2)
+    end
+  end
+  return serve(opts or {}, "springrun.run", false)
+end
+
+function M.serve_after_script()
+  if exports == 0 and work() == 0 then return 0 end
+  return serve({}, "springrun", true)
 end
 
 return M

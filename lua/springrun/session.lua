@@ -138,6 +138,16 @@ local function close_conn(st)
   if conn then conn:close() end
 end
 
+-- Closes every connection of the proxy st: its own and its lanes' (see
+-- "lanes" below); a task waiting on one of them fails with kind "closed".
+local function close_all(st)
+  close_conn(st)
+  local lanes = st.lanes
+  if lanes then
+    for i = 1, #lanes do close_conn(lanes[i]) end
+  end
+end
+
 local NO_KWARGS = {} -- shared by every INVOKE payload; never written
 local json_array_mt
 local function array_mt()
@@ -429,6 +439,13 @@ local function open(st, co)
   return c
 end
 
+-- err, marked as not sent when it is a communication error: connecting or
+-- the handshake failed before the call itself went out.
+local function unsent(err)
+  if errors.is(err, "communication") then err.sent = false end
+  return err
+end
+
 -- st's connection for a call of name (nil: none) in co's kind (co: the
 -- running task or nil). Returns the idle connection when it can carry a
 -- request; or a new one: handshaken, or, when the service's remembered
@@ -448,13 +465,13 @@ local function connection(st, co, name)
       "PyroProxyFactory: service_url is not set (call to '" .. tostring(name) .. "')")
   end
   local ok, c = pcall(open, st, co)
-  if not ok then return nil, nil, c end
+  if not ok then return nil, nil, unsent(c) end
   local cached = name and meta_cache[meta_key(st.uri)]
   if cached and cached.methods[name] then return c, cached end
   local hok, err = pcall(handshake, st, c)
   if not hok then
     c:close()
-    return nil, nil, err
+    return nil, nil, unsent(err)
   end
   st.conn = c
   debug_log("connected to %s", st.url)
@@ -505,7 +522,14 @@ local function pipelined(st, c, cached, name, ...)
     c:close()
     if is_encode_failure(code, sent) then return seq, oneway, false, nil, r, code, false end
     stats.pipelined = stats.pipelined + 1
-    return seq, oneway, fast, false, comm_error(st, kind_of(code), "handshake with", r, code, nil, sent)
+    local kind = kind_of(code)
+    if kind == "timeout" and sent then
+      -- the CONNECT and the call left together and nothing came back: the
+      -- caller waited for its call (a slow method, a server that answers
+      -- the handshake only with the call's reply), not for a handshake
+      return seq, oneway, fast, false, comm_error(st, kind, "call " .. name .. " to", r, code, name, true)
+    end
+    return seq, oneway, fast, false, comm_error(st, kind, "handshake with", r, code, nil, sent)
   end
   stats.pipelined = stats.pipelined + 1
   local ok, err = pcall(accept_pipelined, st, h, cached)
@@ -595,7 +619,7 @@ local function request_failed(st, name, attempt_no, emsg, code, sent)
   end
   close_conn(st)
   if sent or attempt_no == 2 then
-    error(comm_error(st, kind_of(code), "call " .. name .. " on", emsg, code, name, sent), 0)
+    error(comm_error(st, kind_of(code), "call " .. name .. " to", emsg, code, name, sent), 0)
   end
   debug_log("request %s to %s not sent (%s); reconnecting", name, st.url, tostring(emsg))
 end
@@ -673,8 +697,62 @@ local function mode(st)
   return nil
 end
 
-local function lock(st, co)
-  while st.busy do
+-- ---- lanes: the connections of one proxy shared by tasks --------------------------
+--
+-- A connection carries one request at a time (a Python Pyro4 daemon serves
+-- one connection's requests one after the other anyway), so tasks sharing a
+-- proxy would queue behind each other. Each proxy therefore has lanes: the
+-- first is the proxy's state itself (st.conn, st.busy: the connection a
+-- blocking call uses too), the others are made on demand ({ conn =, busy = }
+-- in st.lanes, task connections only), at most st.max_connections in all.
+-- A task takes a free lane, or makes one, or waits in st.waiters for one.
+-- Sequence numbers, metadata and the URL stay the proxy's.
+
+M.MAX_CONNECTIONS = 16 -- the default of the proxy property max_connections
+
+-- A call's view of st on a lane other than st itself, or with a timeout of
+-- its own (a future's deadline): the lane's connection and that timeout,
+-- everything else st's.
+local view_mt = {
+  __index = function(v, k)
+    if k == "conn" then return v._lane.conn end
+    if k == "timeout" then
+      local t = v._timeout
+      if t ~= nil then return t end
+    end
+    return v._st[k]
+  end,
+  __newindex = function(v, k, val)
+    if k == "conn" then v._lane.conn = val else v._st[k] = val end
+  end,
+}
+
+-- A free lane of st for the task co (marked busy), waiting for one when
+-- all max_connections are busy.
+local function acquire(st, co)
+  while true do
+    if not st.busy then
+      st.busy = true
+      return st
+    end
+    local lanes = st.lanes
+    local n = lanes and #lanes or 0
+    for i = 1, n do
+      local l = lanes[i]
+      if not l.busy then
+        l.busy = true
+        return l
+      end
+    end
+    if n + 1 < (st.max_connections or M.MAX_CONNECTIONS) then
+      if lanes == nil then
+        lanes = {}
+        st.lanes = lanes
+      end
+      local l = { conn = nil, busy = true }
+      lanes[n + 1] = l
+      return l
+    end
     local w = st.waiters
     if w == nil then
       w = {}
@@ -683,35 +761,38 @@ local function lock(st, co)
     w[#w + 1] = co
     coroutine.yield()
   end
-  st.busy = true
 end
 
-local function unlock(st)
-  st.busy = false
+local function release(st, lane)
+  lane.busy = false
   local w = st.waiters
   local co = w and table.remove(w, 1)
   if co then runtime().resume(co) end
 end
 
-local function unlocked(st, ok, ...)
-  unlock(st)
+local function released(st, lane, ok, ...)
+  release(st, lane)
   if not ok then error((...), 0) end
   return ...
 end
 
--- fn(st, co, ...) in the task co, holding st's lock (calls from several
--- tasks on one proxy queue up: one request at a time per connection).
-local function in_task(st, co, fn, ...)
-  lock(st, co)
-  return unlocked(st, pcall(fn, st, co, ...))
+-- fn(st, co, ...) in the task co on a lane of st (timeout: the call's own
+-- deadline, or nil for st.timeout).
+local function in_task(st, co, timeout, fn, ...)
+  local lane = acquire(st, co)
+  local s = st
+  if lane ~= st or timeout ~= nil then
+    s = setmetatable({ _st = st, _lane = lane, _timeout = timeout }, view_mt)
+  end
+  return released(st, lane, pcall(fn, s, co, ...))
 end
 
-local function pumped(st, fn, ...)
+local function pumped(st, timeout, fn, ...)
   local rt, u = runtime(), get_uv()
   local args = table.pack(...)
   local res
   rt.spawn(function()
-    res = table.pack(pcall(in_task, st, rt.current(), fn, table.unpack(args, 1, args.n)))
+    res = table.pack(pcall(in_task, st, rt.current(), timeout, fn, table.unpack(args, 1, args.n)))
   end)
   while res == nil do u.run("once") end
   if not res[1] then error(res[2], 0) end
@@ -719,23 +800,27 @@ local function pumped(st, fn, ...)
 end
 
 -- fn(st, co, ...) in the mode() of st now; its results, or raises its
--- error. A blocking call needs no lock: nothing else runs until it ends.
+-- error. A blocking call needs no lane: nothing else runs until it ends.
 local function execute(st, fn, ...)
   local co = mode(st)
   if co == nil then
     return fn(st, nil, ...)
   elseif co == PUMPED then
-    return pumped(st, fn, ...)
+    return pumped(st, nil, fn, ...)
   end
-  return in_task(st, co, fn, ...)
+  return in_task(st, co, nil, fn, ...)
 end
 
 M.SERIALIZERS = SERIALIZERS
 M.tls_context = tls_context
-M.close = close_conn
+M.close = close_all
 
 -- st's proxy call name(...): the result, or raises.
 function M.call(st, name, ...) return execute(st, call, name, ...) end
+
+-- The call name(...) on st from the task co with the deadline timeout
+-- (seconds, or nil for st.timeout): a future's call (springrun.future).
+function M.task_call(st, co, timeout, name, ...) return in_task(st, co, timeout, call, name, ...) end
 
 -- Connects st now (with the handshake) unless it has an idle connection.
 function M.bind(st) execute(st, bind) end

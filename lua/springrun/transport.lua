@@ -43,7 +43,8 @@ end
 
 -- ---- the luv connection, used inside springrun tasks ------------------------------
 --
--- One request at a time (the proxy serialises).
+-- One request at a time (the proxy gives each task a lane of its own:
+-- springrun.session).
 
 -- luv 1.44 crashes in lua_close when a handle was closed but the loop did
 -- not turn since: its userdata is finalized (memory freed) while libuv's
@@ -72,6 +73,9 @@ local function close_handle(h)
   exit_guard = setmetatable({ active = true }, { __gc = guard_gc })
 end
 
+-- Closes a luv handle this way (springrun.future's timers too).
+M.close_handle = close_handle
+
 local AsyncConn = {}
 AsyncConn.__index = AsyncConn
 
@@ -99,6 +103,10 @@ end
 function AsyncConn:arm(timeout)
   self.timed_out = false
   if timeout and timeout > 0 then
+    -- the loop's clock is as old as its last turn: a task started after a
+    -- blocking call (or any long stretch without the loop) would otherwise
+    -- see its deadline already past
+    get_uv().update_time()
     self.timer:start(math.max(1, math.ceil(timeout * 1000)), 0, function()
       self.timed_out = true
       self:wake()
