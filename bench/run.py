@@ -476,6 +476,8 @@ def report(res):
                 fmt(d.get("p50_after")),
                 "%.2f×" % (d["p50_after"] / d["p50_before"]) if d.get("p50_before") and d.get("p50_after") else "—",
                 fmt(cpu[0]), fmt(cpu[1])))
+    if res.get("ha") is not None:
+        out.append(ha_report(res))
     if res.get("soak"):
         out += ["", "**Server memory over a long run** (C load client, 8 connections)", "",
                 "| server | calls | RSS after the first second (KB) | RSS at end (KB) | growth |", "| --- | --- | --- | --- | --- |"]
@@ -487,6 +489,62 @@ def report(res):
                 name, d["rss_first_kb"], d["rss_last_kb"], d["growth_pct"]))
     out.append(targets(res))
     return "\n".join(out) + "\n"
+
+
+def ha_report(res):
+    """The pool rows of issue 15 (bench/ha.lua's lines, and the seq rows)."""
+    s = res["summary"]
+    lines = ["", "**Pools (issue 15)**: springrun.pool over bench/sr_server.lua processes "
+             "(each its own process), the callers springrun tasks in one client process", "",
+             "| measurement | figure |", "| --- | --- |"]
+    seq, pool1 = med(s, "seq", "springrun", "rate"), med(s, "seq, pool of one", "springrun", "rate")
+    if seq and pool1:
+        lines.append("| sequential calls: pool of one / plain proxy (goal ≥ 0.95×) | %s / %s calls/s = %.2f× |" % (
+            fmt(pool1), fmt(seq), pool1 / seq))
+    conc = {r.get("members"): r for r in res["ha"] if r.get("row") == "conc" and "rate" in r}
+    if 3 in conc and 1 in conc:
+        lines.append("| 32 concurrent task callers: pool of three servers / pool of one | %s / %s calls/s = %.2f× |" % (
+            fmt(conc[3]["rate"]), fmt(conc[1]["rate"]), conc[3]["rate"] / conc[1]["rate"]))
+    for r in res["ha"]:
+        if r.get("row") == "kill" and "stall_ms" in r:
+            lines.append("| kill -9 of one of three members under 8 task callers, %d runs (idempotent get_data; %s): "
+                         "calls lost / longest stall / restarted member's first call after it listens, median (max) | "
+                         "%d of %s / %.0f ms / %.0f ms (%.0f) |" % (
+                             r["runs"], r["probe"], r["lost"], "{:,}".format(r["calls"] + r["lost"]),
+                             r["stall_ms"], r["rejoin_ms"], r["rejoin_max_ms"]))
+        elif r.get("row") == "etcd" and "reg_to_call_ms" in r:
+            lines.append("| etcd: registration (key put) to the member's first call, median of %d (max) | %.1f ms (%.1f) |" % (
+                r["runs"], r["reg_to_call_ms"], r["reg_to_call_max_ms"]))
+            lines.append("| etcd: kill -9 to removal from the pool, lease TTL %d s, median of %d (max) | %.0f ms (%.0f) |" % (
+                r["ttl"], r["runs"], r["kill_to_removal_ms"], r["kill_to_removal_max_ms"]))
+        if "error" in r:
+            lines.append("| %s | error: %s |" % (r.get("row"), str(r["error"])[:160].replace("|", "/")))
+    return "\n".join(lines)
+
+
+def run_ha(quick):
+    """bench/ha.lua's JSON lines (its servers and etcd are its own, stopped by pid)."""
+    argv = [SR, os.path.join(BENCH, "ha.lua")] + (["--quick"] if quick else [])
+    p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        out, err = p.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        stop(p)
+        return [{"row": "ha", "error": "bench/ha.lua timed out"}]
+    finally:
+        if p in PROCS:
+            PROCS.remove(p)
+    rows = []
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    if p.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        rows.append({"row": "ha", "error": "exit %s: %s" % (p.returncode, " | ".join(tail))})
+    return rows
 
 
 PIN_TEXT = {None: "free scheduling (no CPU pinning)",
@@ -601,7 +659,7 @@ def terminal_ok(name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,async,onecpu,idle,soak")
+    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,async,onecpu,idle,soak,ha")
     ap.add_argument("--out", default=None,
                     help="default bench/results (full run) or build/bench/quick (--quick: "
                          "development runs do not overwrite the committed results)")
@@ -616,7 +674,7 @@ def main():
         a.out = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bench", "quick") if a.quick \
             else os.path.join(BENCH, "results")
     cfg = dict(MODES[mode])
-    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "async", "onecpu", "idle", "soak"}
+    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "async", "onecpu", "idle", "soak", "ha"}
     os.makedirs(a.out, exist_ok=True)
     logdir = tempfile.mkdtemp(prefix="springrun-bench-")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -735,8 +793,15 @@ def main():
             log("memory over %d calls on %s (%.0fs)" % (cfg["soak"], skind, time.time() - t_start))
             soak[name] = run_soak(skind, cfg, logdir, wire)
 
+    ha = None
+    if "ha" in parts and have_sr:
+        log("pools: 32 task callers, kill -9 of a member, etcd (%.0fs)" % (time.time() - t_start))
+        ha = run_ha(a.quick)
+        for r in ha:
+            if "error" in r:
+                log("pools / %s: %s" % (r.get("row"), r["error"]))
     res = {"mode": mode, "machine": machine(), "config": cfg, "combos": [c[0] for c in cmb],
-           "scenarios": scen, "raw": raw, "summary": summarize(raw), "idle": idle, "soak": soak,
+           "scenarios": scen, "raw": raw, "summary": summarize(raw), "idle": idle, "soak": soak, "ha": ha,
            "seconds": round(time.time() - t_start, 1), "pin": PIN}
     res["config"]["echo"] = [list(x) for x in cfg["echo"]]
     with open(os.path.join(a.out, "latest.json"), "w") as f:

@@ -6,6 +6,9 @@
 -- (the Lua thread whenever it can) or thread (always the daemon thread); see
 -- core.daemon_set_reply_writer.
 -- Prints "PORT <n>" once exported; the CLI then serves until SIGTERM.
+-- SR_REGISTRY=etcd://host:port/prefix (bench/ha.lua): also registers in etcd
+-- under a lease of SR_REGISTRY_TTL seconds (default 2) and first prints
+-- "REGISTERED <epoch seconds>" (the wall clock once the key is in etcd).
 local springrun = require "springrun"
 
 local port = tonumber(arg and arg[1] or "0")
@@ -36,7 +39,13 @@ local exporter = springrun.PyroServiceExporter {
   -- the default (4096) would refuse part of the 10,000 idle connections
   -- (the Pyro4 threadpool server gets THREADPOOL_SIZE raised the same way)
   max_connections = 16384,
+  registry = os.getenv("SR_REGISTRY"),
+  registry_ttl = os.getenv("SR_REGISTRY") and tonumber(os.getenv("SR_REGISTRY_TTL") or "2"),
 }
 exporter:after_properties_set()
+if os.getenv("SR_REGISTRY") then
+  local sec, usec = require("luv").gettimeofday()
+  io.stdout:write(string.format("REGISTERED %.6f\n", sec + usec * 1e-6))
+end
 io.stdout:write("PORT ", exporter.service_port, "\n")
 io.stdout:flush()

@@ -96,6 +96,13 @@ springrun.context { p = { class = springrun.PyroProxyFactory, props = { service_
     assert.are.equal("closed\n", out)
     assert.are.equal(0, code)
     assert.is_true(ok)
+    -- the same with springrun loaded and nothing exported
+    path = helpers.tmpfile("require 'springrun'\nlocal uv = require 'luv'\nlocal t = uv.new_timer()\n"
+      .. "t:start(1, 0, function() end)\nuv.run('once')\nt:close()\nprint('closed')\n")
+    out, ok, code = helpers.run(helpers.bin .. " " .. path)
+    assert.are.equal("closed\n", out)
+    assert.are.equal(0, code)
+    assert.is_true(ok)
   end)
 
   it("prints its version", function()

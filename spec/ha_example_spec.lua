@@ -2,6 +2,7 @@
 -- availability" commands and snippet, run for real with the README's ports
 -- 7001..7010 replaced by free ones.
 local proc = require "helpers.proc"
+local etcd_server = require "helpers.etcd"
 
 local EX = proc.root .. "/examples/ha/"
 local HOST = "127.0.0.1"
@@ -113,6 +114,74 @@ describe("examples/ha #net", function()
     local want = "You got remote data => Hello\n"
     for i = 1, 3 do
       want = want .. string.format("PYRO:ServiceName@127.0.0.1:%d\tup\t%d\n", ports[i], i == 1 and 1 or 0)
+    end
+    assert.equal(want, out)
+  end)
+  it("runs the README's etcd walk-through: copies register, the client lists them, kill -9 removes one", function()
+    local cleanup = proc.cleanups(finally)
+    local e = etcd_server.start(cleanup)
+    local ports = free_ports(3)
+    local block = readme_with(ports):match("\n```sh\n(export HA_REGISTRY=.-)```")
+    assert.is_truthy(block)
+    block = block:gsub("127%.0%.0%.1:2379", "127.0.0.1:" .. e.port)
+    local lines = {}
+    for l in block:gmatch("[^\n]+") do
+      if not l:match("^#") then lines[#lines + 1] = (l:gsub("%s+#.*$", "")) end
+    end
+    -- the commands as shown, one by one (the spec plays the shell)
+    local env = {}
+    for k, v in lines[1]:match("^export (.*)$"):gmatch("(%S+)=(%S+)") do env[k] = v end
+    assert.equal("etcd://127.0.0.1:" .. e.port .. "/services", env.HA_REGISTRY)
+    local two = lines[2]:match("^bin/springrun examples/ha/server%.lua ([%d ]+) &$")
+    assert.equal(ports[1] .. " " .. ports[2], two)
+    local argv = { proc.bin, EX .. "server.lua" }
+    for w in two:gmatch("%d+") do argv[#argv + 1] = w end
+    start(cleanup, argv, { ports[1], ports[2] }, env)
+    local third_port = lines[3]:match("^HA_PORTS=(%d+) bin/springrun examples/ha/server%.lua &$")
+    assert.equal(tostring(ports[3]), third_port)
+    local env3 = { HA_PORTS = third_port }
+    for k, v in pairs(env) do env3[k] = v end
+    local third = start(cleanup, { proc.bin, EX .. "server.lua" }, { ports[3] }, env3)
+    assert.equal("bin/springrun examples/ha/client.lua", lines[4])
+    local function registered()
+      local out = proc.run(lines[5] .. " 2>/dev/null")
+      local keys = {}
+      for k in out:gmatch("[^\n]+") do keys[#keys + 1] = k end
+      return keys
+    end
+    assert.is_truthy(lines[5]:match("^etcdctl "))
+    -- the exporters register before their port accepts... or just after
+    local deadline = os.time() + 10
+    while #registered() < 3 and os.time() < deadline do proc.poll_step(50) end
+    -- etcd lists in key order, and so does the pool
+    local function by_key(list)
+      local out = strs(list)
+      table.sort(out)
+      return out
+    end
+    local keys = {}
+    for i, port in ipairs(by_key(ports)) do keys[i] = "/services/ServiceName/127.0.0.1:" .. port end
+    assert.same(keys, registered())
+    local st, out, err = run({ proc.bin, EX .. "client.lua" }, env)
+    assert.equal(0, st, err)
+    local want = "CLIENT: You got remote data => Hello\nCLIENT: You got remote data => World\n"
+    for _, port in ipairs(by_key(ports)) do
+      want = want .. string.format("PYRO:ServiceName@127.0.0.1:%s up served 2\n", port)
+    end
+    assert.equal(want, out)
+    -- kill -9 the third copy: its key goes when its lease (HA_REGISTRY_TTL) expires
+    assert.equal("kill -9 %2; sleep 5", lines[6])
+    proc.kill(third, "sigkill")
+    assert(proc.wait_exit(third, 10))
+    deadline = os.time() + 15
+    while #registered() > 2 and os.time() < deadline do proc.poll_step(50) end
+    assert.equal(2, #registered())
+    assert.equal("bin/springrun examples/ha/client.lua", lines[7])
+    st, out, err = run({ proc.bin, EX .. "client.lua" }, env)
+    assert.equal(0, st, err)
+    want = "CLIENT: You got remote data => Hello\nCLIENT: You got remote data => World\n"
+    for _, port in ipairs(by_key({ ports[1], ports[2] })) do
+      want = want .. string.format("PYRO:ServiceName@127.0.0.1:%s up served 2\n", port)
     end
     assert.equal(want, out)
   end)

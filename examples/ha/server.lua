@@ -5,6 +5,10 @@
 --   bin/springrun examples/ha/server.lua                 # ten copies, one process
 --   bin/springrun examples/ha/server.lua 7001 7002       # two copies
 --   HA_PORTS=7003 bin/springrun examples/ha/server.lua   # one copy per process
+--
+-- With HA_REGISTRY=etcd://host:port/prefix each copy also registers in etcd
+-- (key <prefix>/ServiceName/<host>:<port>) under a lease of HA_REGISTRY_TTL
+-- seconds (default 10), which it keeps alive and revokes when it stops.
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. here .. "/../?.lua;" .. package.path
 
@@ -20,6 +24,8 @@ springrun.context {
       service = springrun.ref "remoteService",
       service_host = ports.host,
       service_port = ports.list(arg),
+      registry = os.getenv("HA_REGISTRY"),
+      registry_ttl = os.getenv("HA_REGISTRY") and tonumber(os.getenv("HA_REGISTRY_TTL") or "10"),
     },
   },
 }

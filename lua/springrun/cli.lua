@@ -181,17 +181,19 @@ function M.main(argv, root, argv0, layout)
     return rc
   end
 
+  local rc = 0
   local springrun = package.loaded["springrun"]
   if springrun ~= nil then
-    local served, rc = xpcall(function() return springrun._serve_after_script() end, traceback)
+    local served
+    served, rc = xpcall(function() return springrun._serve_after_script() end, traceback)
     if not served then err("%s", rc) return 1 end
-    return rc or 0
   end
   -- luv 1.44 crashes when the state closes with handles whose close has not
-  -- completed: give a script's closed handles one turn of the loop.
+  -- completed: give a script's closed handles one turn of the loop (also
+  -- when springrun is loaded but nothing was served: no turn was taken then).
   local uv = package.loaded["luv"]
   if uv ~= nil then uv.run("nowait") end
-  return 0
+  return rc or 0
 end
 
 return M

@@ -339,8 +339,13 @@ function Watcher:_message(msg)
         if self.stopped then return false end
       end
     end
-  elseif header_rev and (self.revision == nil or header_rev > self.revision) then
-    -- created or a progress notice: everything up to header_rev is known
+  elseif header_rev and not res.created and (self.revision == nil or header_rev > self.revision) then
+    -- a progress notice: everything up to header_rev was sent. Not the
+    -- "created" answer: its header is etcd's revision now, and the events
+    -- from start_revision up to there are still to come.
+    self.revision = header_rev
+  elseif res.created and self.revision == nil and header_rev then
+    -- a watch from now: nothing before header_rev is wanted
     self.revision = header_rev
   end
   if res.canceled then return false end

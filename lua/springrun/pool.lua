@@ -15,8 +15,14 @@
 --                      unset: PYRO_NS_HOST/PYRO_NS_PORT, else localhost:9090),
 --                      listed at start, by refresh(), every refresh_interval
 --                      seconds (default 30) at a call, and when no member is up
---   registry           "scheme://..." handled by a registry source plugged in
---                      under M.registries[scheme] (see "Member sources")
+--   registry           "etcd://host:port/prefix": members are the PYRO: URLs
+--                      under <prefix><service_name>/ (where exporters with
+--                      the same registry register), listed at start and
+--                      then followed by a watch (springrun.registry.source:
+--                      etcd unreachable at start raises, or with urls set
+--                      starts with those and keeps trying). Other schemes:
+--                      a source plugged in under M.registries[scheme] (see
+--                      "Member sources")
 --   service_name       the object name for "host:port" members; also names the
 --                      pool in errors and logs
 --   strategy           "round_robin" (default), "random", "least_outstanding"
@@ -61,8 +67,11 @@
 -- Member sources: static urls; the name server prefix (polled); and a
 -- registry plugged in as M.registries[scheme] = function(pool, url, props)
 -- -> source, where source = { close = function(source) end [, refresh =
--- function(source) end] } and the source calls pool:add(url, tag) and
--- pool:remove(url) as members come and go (a watch); tag names the source.
+-- function(source) end] [, live = true] } and the source calls
+-- pool:add(url, tag) and pool:remove(url) as members come and go (a
+-- watch); tag names the source. live: its changes arrive through luv's
+-- loop (not polled every refresh_interval; a plain script's calls turn the
+-- loop once without waiting, so they see them). etcd is M.registries.etcd.
 local errors = require "springrun.errors"
 local uri = require "springrun.uri"
 
@@ -93,7 +102,9 @@ local function log()
 end
 
 -- Registry sources by URL scheme ("etcd" -> function(pool, url, props) -> source).
-M.registries = {}
+M.registries = {
+  etcd = function(pool, url, props) return require("springrun.registry").source(pool, url, props) end,
+}
 
 local STRATEGIES = { round_robin = true, random = true, least_outstanding = true }
 local PROXY_PROPS = { "serializer", "handshake", "ssl", "ssl_cacerts", "ssl_certfile", "ssl_keyfile",
@@ -370,11 +381,12 @@ local function nameserver_source(st)
   return src
 end
 
--- Asks every source that can be asked; returns the errors (a list of text).
-local function refresh_sources(st)
+-- Asks every source that can be asked (polled: only those without a watch,
+-- the refresh_interval poll); returns the errors (a list of text).
+local function refresh_sources(st, polled)
   local failed = {}
   for _, s in ipairs(st.sources) do
-    if s.refresh then
+    if s.refresh and not (polled and s.live) then
       local ok, e = pcall(s.refresh, s)
       if not ok then
         failed[#failed + 1] = first_line(e)
@@ -387,7 +399,7 @@ local function refresh_sources(st)
 end
 
 local function start(st)
-  if st.started then return end
+  if st.started or st.starting then return end
   check(st)
   st.members, st.by_url, st.cursor, st.sources = {}, {}, 1, {}
   for _, u in ipairs(st.props.urls or {}) do add_member(st, member_url(st, u), "urls") end
@@ -398,10 +410,26 @@ local function start(st)
   end
   if st.props.registry then
     local scheme = st.props.registry:match("^(%a[%w+.-]*)://")
-    st.sources[#st.sources + 1] = M.registries[scheme](st.pool, st.props.registry, st.props)
+    st.starting = true -- the source adds its members (pool:add) while it starts
+    local ok, src = pcall(M.registries[scheme], st.pool, st.props.registry, st.props)
+    st.starting = nil
+    if not ok then error(src, 0) end
+    st.sources[#st.sources + 1] = src
+    st.live = st.live or src.live
   end
   st.refreshed = now()
   st.started = true
+end
+
+-- A source whose changes arrive through luv's loop (a watch: source.live)
+-- needs the loop to turn; a plain script's calls block on their sockets
+-- without turning it, so its calls take what arrived first (one
+-- non-blocking turn; not from a task or a loop callback, where the loop
+-- turns anyway).
+local function pump(st)
+  if not st.live or runtime().current() ~= nil then return end
+  uv = uv or require "luv"
+  if uv.loop_mode() == nil then uv.run("nowait") end
 end
 
 -- ---- calls ---------------------------------------------------------------------
@@ -480,10 +508,11 @@ local function invoke(st, name, ...)
     error(errors.new("config", string.format("pool '%s' is closed (call %s)", st.name, name)), 0)
   end
   if not st.started then start(st) end
+  pump(st)
   local rt = runtime()
   local background = rt.current() ~= nil or rt.has_exports()
   due_probes(st, background)
-  if #st.sources > 0 and now() - st.refreshed > st.refresh_interval then refresh_sources(st) end
+  if #st.sources > 0 and now() - st.refreshed > st.refresh_interval then refresh_sources(st, true) end
   local tried, moves, sent, last = {}, 0, false, nil
   while true do
     local m = pick(st, tried)
@@ -554,6 +583,7 @@ end
 function methods.members(self)
   local st = state_of(self, "members")
   if not st.started then start(st) end
+  pump(st)
   local out = {}
   for i, m in ipairs(st.members) do
     out[i] = { url = m.url, state = m.state, outstanding = m.outstanding, served = m.served,

@@ -5,6 +5,8 @@
 --   local e = etcd_server.start(cleanup)  -- cleanup: a proc.cleanups adder;
 --                                          -- stops it by pid, removes the dir
 --   e.url ("http://127.0.0.1:<port>"), e.port, e.proc
+--   etcd_server.new(cleanup) -- the same, ports picked but not started yet
+--                               (start it with etcd_server.restart(e))
 --   etcd_server.stop(e)      -- SIGTERM (then SIGKILL), waits for the exit
 --   etcd_server.restart(e)   -- the same ports and data, after stop
 -- Raises when the etcd binary is missing (apt-get install etcd-server).
@@ -34,7 +36,7 @@ local function launch(e)
   end
 end
 
-function M.start(cleanup)
+function M.new(cleanup)
   local f = io.open(M.bin, "r")
   if not f then error("etcd not found at " .. M.bin .. " (apt-get install etcd-server)") end
   f:close()
@@ -46,6 +48,11 @@ function M.start(cleanup)
     if e.proc then proc.stop(e.proc) end
     os.execute("rm -rf " .. proc.shquote(e.dir))
   end)
+  return e
+end
+
+function M.start(cleanup)
+  local e = M.new(cleanup)
   launch(e)
   return e
 end
