@@ -14,7 +14,7 @@ describe("springrun's public API #unit #net", function()
     end
     assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
       "context", "context_from_xml", "errors", "json", "kwargs", "load_context", "log", "naming", "null",
-      "object", "pool", "proxy", "ref", "run", "serpent", "stop", "version" }, names)
+      "object", "pool", "proxy", "ref", "run", "serpent", "stats", "stop", "version" }, names)
   end)
 
   it("springrun.proxy is the constructor and has stats()", function()

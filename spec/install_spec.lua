@@ -34,7 +34,8 @@ local function copy_examples(dir)
   end
 end
 
--- Runs server.lua and client.lua of dir with `bin` and `env -i`, from /.
+-- Runs server.lua and client.lua of dir with `bin` and `env -i`, from /,
+-- then `bin inspect --stats` against the server.
 local function server_and_client(cleanup, bin, dir)
   local port = proc.free_port()
   local server = proc.spawn({ "env", "-i", bin, dir .. "/server.lua", HOST, tostring(port) }, { cwd = "/" })
@@ -44,6 +45,12 @@ local function server_and_client(cleanup, bin, dir)
   cleanup(function() proc.stop(c) end)
   assert.are.equal(0, proc.wait_exit(c, 30), c:stderr())
   assert.are.equal("CLIENT: You got remote data => Hello\n", c:stdout())
+  -- the installed command's tools: the server counted the client's call
+  local i = proc.spawn({ "env", "-i", bin, "inspect", "--stats",
+    string.format("PYRO:ServiceName@%s:%d", HOST, port) }, { cwd = "/" })
+  cleanup(function() proc.stop(i) end)
+  assert.are.equal(0, proc.wait_exit(i, 30), i:stderr())
+  assert.truthy(i:stdout():find("\nmethods: get_data\n.*\ncalls: 1 %(errors: 0, in flight: 0%)\n"), i:stdout())
   proc.kill(server, "sigterm")
   assert.are.equal(0, proc.wait_exit(server, 10), server:stderr())
 end

@@ -44,6 +44,7 @@
 ---@field kwargs fun(t: table<string, any>): table
 ---@field run fun(fn?: function): any
 ---@field stop fun()
+---@field stats fun(): table<string, table>  every exported object's call statistics, by PYRO: URL
 
 ---@class springrun.ApplicationContext
 ---@field get_object fun(self: springrun.ApplicationContext, id: string): any
@@ -77,6 +78,7 @@ local exports = {
   _serve_after_script = { "springrun.runtime", "serve_after_script" },
   pool = { "springrun.pool", "pool" },
   PoolProxyFactory = { "springrun.pool", "PoolProxyFactory" },
+  stats = { "springrun.exporter", "stats" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and
