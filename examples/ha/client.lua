@@ -6,9 +6,6 @@
 --
 --   bin/springrun examples/ha/client.lua                 # copies on 7001..7010
 --   bin/springrun examples/ha/client.lua 7001 7002       # these copies
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
-
 local springrun = require "springrun"
 local ports = require "ports"
 

@@ -5,8 +5,9 @@
 --   bin/springrun examples/ha/server.lua                 # ten copies, one process
 --   bin/springrun examples/ha/server.lua 7001 7002       # two copies
 --   HA_PORTS=7003 bin/springrun examples/ha/server.lua   # one copy per process
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. here .. "/../?.lua;" .. package.path
+-- springrun puts this file's directory (ports.lua) first on package.path;
+-- service.lua, the seed's service, is one directory up
+package.path = arg[0]:match("^(.-)[^/]*$") .. "../?.lua;" .. package.path
 
 local springrun = require "springrun"
 local ports = require "ports"
