@@ -99,6 +99,10 @@ end
 function AsyncConn:arm(timeout)
   self.timed_out = false
   if timeout and timeout > 0 then
+    -- luv's loop time is cached: after the process blocked without turning
+    -- the loop (a long computation, a blocking call), a timer started from it
+    -- would fire at once
+    get_uv().update_time()
     self.timer:start(math.max(1, math.ceil(timeout * 1000)), 0, function()
       self.timed_out = true
       self:wake()
