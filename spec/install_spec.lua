@@ -109,7 +109,7 @@ describe("installing springrun #net", function()
   -- lua5.4), the tree being the only one LuaRocks is told of.
   it("luarocks test runs the specs with busted, as the rockspec and .busted say", function()
     if SAN ~= "" then
-      pending("the checkout's build/ is not the sanitizer build; make test runs luarocks test")
+      pending("the checkout's build/ is not the sanitizer build (make test without SANITIZE runs this)")
       return
     end
     local cleanup = proc.cleanups(finally)
