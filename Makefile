@@ -17,8 +17,15 @@ OPENSSL_INCDIR ?=
 OPENSSL_LIBDIR ?=
 ZLIB_INCDIR ?=
 ZLIB_LIBDIR ?=
-DEP_INC = $(addprefix -I,$(sort $(LIBUV_INCDIR) $(OPENSSL_INCDIR) $(ZLIB_INCDIR)))
-DEP_LIB = $(addprefix -L,$(sort $(LIBUV_LIBDIR) $(OPENSSL_LIBDIR) $(ZLIB_LIBDIR)))
+CURL_INCDIR ?=
+CURL_LIBDIR ?=
+DOUBLE_CONVERSION_INCDIR ?=
+DOUBLE_CONVERSION_LIBDIR ?=
+FAST_FLOAT_INCDIR ?=
+DEP_INC = $(addprefix -I,$(sort $(LIBUV_INCDIR) $(OPENSSL_INCDIR) $(ZLIB_INCDIR) $(CURL_INCDIR) \
+  $(DOUBLE_CONVERSION_INCDIR) $(FAST_FLOAT_INCDIR)))
+DEP_LIB = $(addprefix -L,$(sort $(LIBUV_LIBDIR) $(OPENSSL_LIBDIR) $(ZLIB_LIBDIR) $(CURL_LIBDIR) \
+  $(DOUBLE_CONVERSION_LIBDIR)))
 
 CC ?= cc
 CXX ?= c++
@@ -55,7 +62,7 @@ CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
 # dconv.cc: the C face of libdouble-conversion, the core's only C++ file
 CORE_OBJ = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(CORE_SRC)) $(BUILD)/obj/dconv.o
 CXXFLAGS_ALL = -std=c++11 -Wall -Wextra -Werror $(OPT) -g -fPIC -fno-exceptions -fno-rtti \
-               $(SANFLAGS) $(CXXFLAGS)
+               $(DEP_INC) $(SANFLAGS) $(CXXFLAGS)
 HEADERS = $(wildcard src/*.h)
 CORE_SO = $(BUILD)/springrun/core.so
 CLI = bin/$(CLI_NAME)

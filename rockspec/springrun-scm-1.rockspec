@@ -1,10 +1,13 @@
 -- springrun from its git repository's main branch (releases have their own
 -- rockspec, springrun-<version>-1.rockspec, pointing at the release tag).
+-- The source URL names the project's public repository, which does not
+-- exist yet: until then install from a checkout (luarocks make).
 --   luarocks make rockspec/springrun-scm-1.rockspec            (from a checkout)
 --   luarocks install springrun-scm-1.rockspec                  (fetches the source)
 --   luarocks test rockspec/springrun-scm-1.rockspec            (runs the specs with busted)
 -- The C core is built by the Makefile; the paths of the external libraries
--- LuaRocks found are passed to it (LIBUV_*, OPENSSL_*, ZLIB_*). The
+-- LuaRocks found are passed to it (LIBUV_*, OPENSSL_*, ZLIB_*, CURL_*,
+-- DOUBLE_CONVERSION_*, FAST_FLOAT_INCDIR). The
 -- springrun command goes to the tree's bin/ and finds the tree's modules
 -- from its own location (src/main.c), so no LUA_PATH is needed.
 rockspec_format = "3.0"
@@ -34,6 +37,11 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   ZLIB = { header = "zlib.h", library = "z" },
+  -- no header: Debian keeps curl/curl.h in the multiarch include directory,
+  -- where the compiler looks but LuaRocks 3.8 does not
+  CURL = { library = "curl" },
+  DOUBLE_CONVERSION = { header = "double-conversion/double-conversion.h", library = "double-conversion" },
+  FAST_FLOAT = { header = "fast_float/fast_float.h" },
 }
 test_dependencies = { "busted" }
 test = { type = "busted" }
@@ -45,6 +53,10 @@ build = {
     LIBUV_INCDIR = "$(LIBUV_INCDIR)", LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",
     OPENSSL_INCDIR = "$(OPENSSL_INCDIR)", OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
     ZLIB_INCDIR = "$(ZLIB_INCDIR)", ZLIB_LIBDIR = "$(ZLIB_LIBDIR)",
+    CURL_INCDIR = "$(CURL_INCDIR)", CURL_LIBDIR = "$(CURL_LIBDIR)",
+    DOUBLE_CONVERSION_INCDIR = "$(DOUBLE_CONVERSION_INCDIR)",
+    DOUBLE_CONVERSION_LIBDIR = "$(DOUBLE_CONVERSION_LIBDIR)",
+    FAST_FLOAT_INCDIR = "$(FAST_FLOAT_INCDIR)",
   },
   install_variables = {
     PREFIX = "$(PREFIX)",

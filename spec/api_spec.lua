@@ -13,9 +13,67 @@ describe("springrun's public API #unit #net", function()
       names[#names + 1] = k
     end
     assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
-      "async", "context", "context_from_xml", "errors", "first", "gather", "json", "kwargs", "load_context",
-      "log", "naming", "null", "object", "pool", "proxy", "ref", "run", "serpent", "sleep", "spawn", "stop",
-      "version" }, names)
+      "async", "context", "context_from_xml", "errors", "etcd", "first", "gather", "hessian", "http", "json",
+      "kwargs", "load_context", "log", "naming", "null", "object", "pool", "proxy", "ref", "run", "runtime",
+      "serpent", "sleep", "spawn", "stats", "stop", "version" }, names)
+  end)
+
+  -- The LuaLS annotations (---@class blocks of springrun/init.lua), read as
+  -- an editor reads them: class name -> { field -> type text }.
+  local function annotations()
+    local path = assert(package.searchpath("springrun", package.path))
+    local classes, current = {}, nil
+    for line in io.lines(path) do
+      local cls = line:match("^%-%-%-@class ([%w_.]+)")
+      if cls then
+        current = {}
+        classes[cls] = current
+      elseif current then
+        local f, ty = line:match("^%-%-%-@field ([%w_]+) (%S+)")
+        if f then current[f] = ty end
+      end
+    end
+    return classes
+  end
+
+  it("the LuaLS annotations name exactly what pairs(springrun) lists", function()
+    local ann = annotations()
+    local annotated, listed = {}, {}
+    for f in pairs(ann.springrun) do annotated[#annotated + 1] = f end
+    for k in pairs(springrun) do listed[#listed + 1] = k end
+    table.sort(annotated)
+    table.sort(listed)
+    assert.are.same(listed, annotated)
+  end)
+
+  it("the exporter's annotated fields are its properties and methods", function()
+    local fields = annotations()["springrun.PyroServiceExporter"]
+    local e = springrun.PyroServiceExporter {}
+    local n = 0
+    for f, ty in pairs(fields) do
+      n = n + 1
+      if ty:match("^fun%(") then
+        assert.are.equal("function", type(e[f]), f)
+      else
+        -- an unknown property raises on assignment, naming the closest one
+        e[f] = nil
+      end
+    end
+    assert.is_true(n > 30)
+    assert.has_error(function() e.servce = 1 end)
+  end)
+
+  it("a proxy has the helpers its annotations list", function()
+    local p = springrun.proxy("PYRO:x@127.0.0.1:1")
+    assert.is_nil(p._no_such_helper) -- "_" names are the proxy's own, never remote
+    local n = 0
+    for f, ty in pairs(annotations()["springrun.Proxy"]) do
+      if ty:match("^fun%(") then
+        n = n + 1
+        assert.are.equal("function", type(p[f]), f)
+      end
+    end
+    assert.is_true(n >= 8)
   end)
 
   it("springrun.proxy is the constructor and has stats()", function()

@@ -1,7 +1,8 @@
 -- Installing springrun: `make install PREFIX=...` / `make uninstall` and
 -- `luarocks make --tree ...` into temporary directories; the installed
 -- command then runs the seed's server and client (copied out of the
--- checkout) with an empty environment, from another working directory.
+-- checkout) with an empty environment, from another working directory;
+-- and `luarocks test` runs specs as the rockspec says.
 local proc = require "helpers.proc"
 
 local HOST = "127.0.0.1"
@@ -34,7 +35,8 @@ local function copy_examples(dir)
   end
 end
 
--- Runs server.lua and client.lua of dir with `bin` and `env -i`, from /.
+-- Runs server.lua and client.lua of dir with `bin` and `env -i`, from /,
+-- then `bin inspect --stats` against the server.
 local function server_and_client(cleanup, bin, dir)
   local port = proc.free_port()
   local server = proc.spawn({ "env", "-i", bin, dir .. "/server.lua", HOST, tostring(port) }, { cwd = "/" })
@@ -44,6 +46,12 @@ local function server_and_client(cleanup, bin, dir)
   cleanup(function() proc.stop(c) end)
   assert.are.equal(0, proc.wait_exit(c, 30), c:stderr())
   assert.are.equal("CLIENT: You got remote data => Hello\n", c:stdout())
+  -- the installed command's tools: the server counted the client's call
+  local i = proc.spawn({ "env", "-i", bin, "inspect", "--stats",
+    string.format("PYRO:ServiceName@%s:%d", HOST, port) }, { cwd = "/" })
+  cleanup(function() proc.stop(i) end)
+  assert.are.equal(0, proc.wait_exit(i, 30), i:stderr())
+  assert.truthy(i:stdout():find("\nmethods: get_data\n.*\ncalls: 1 %(errors: 0, in flight: 0%)\n"), i:stdout())
   proc.kill(server, "sigterm")
   assert.are.equal(0, proc.wait_exit(server, 10), server:stderr())
 end
@@ -93,5 +101,52 @@ describe("installing springrun #net", function()
     server_and_client(cleanup, tree .. "/bin/springrun", ex)
     local env = sh("env -i " .. proc.shquote(tree .. "/bin/springrun") .. " --env")
     assert.truthy(env:find("export LUA_PATH='" .. tree .. "/share/lua/5.4/?.lua;", 1, true), env)
+  end)
+
+  -- The rockspec's test_dependencies name the busted rock; the registry is
+  -- not reachable here, so Debian's busted (lua-busted) is registered as
+  -- that rock in a scratch tree (LuaRocks' own wrapper runs it with
+  -- lua5.4), the tree being the only one LuaRocks is told of.
+  it("luarocks test runs the specs with busted, as the rockspec and .busted say", function()
+    if SAN ~= "" then
+      pending("the checkout's build/ is not the sanitizer build (make test without SANITIZE runs this)")
+      return
+    end
+    local cleanup = proc.cleanups(finally)
+    local tree, shim = tmpdir(cleanup), tmpdir(cleanup)
+    local version = sh("lua5.4 /usr/bin/busted --version"):match("^(%d[%d.]*)")
+    assert.truthy(version, "no busted version")
+    sh("cp /usr/bin/busted " .. proc.shquote(shim .. "/busted"))
+    local spec = assert(io.open(shim .. "/busted-" .. version .. "-1.rockspec", "w"))
+    spec:write(string.format([[
+rockspec_format = "3.0"
+package = "busted"
+version = "%s-1"
+source = { url = "file:///usr/bin/busted" }
+description = { summary = "Debian's busted (lua-busted) as a rock" }
+dependencies = { "lua >= 5.1" }
+build = { type = "builtin", modules = {}, install = { bin = { busted = "busted" } } }
+]], version))
+    spec:close()
+    sh("cd " .. proc.shquote(shim) .. " && luarocks --lua-version 5.4 make busted-" .. version
+      .. "-1.rockspec --tree " .. proc.shquote(tree) .. " --deps-mode=none")
+    local config = tree .. "/config.lua"
+    local f = assert(io.open(config, "w"))
+    f:write(string.format("rocks_trees = { { name = 'scratch', root = %q } }\n", tree))
+    f:close()
+    local out = sh("cd " .. proc.shquote(proc.root) .. " && LUAROCKS_CONFIG=" .. proc.shquote(config)
+      .. " luarocks --lua-version 5.4 test rockspec/springrun-scm-1.rockspec -- spec/uri_spec.lua spec/json_spec.lua")
+    local ok = out:match("\n(%d+) successes / 0 failures / 0 errors / 0 pending")
+    assert.truthy(ok, out)
+    assert.is_true(tonumber(ok) > 100, out)
+    assert.truthy(out:find("springrun scm-1 depends on busted (" .. version .. "-1 installed)", 1, true), out)
+    -- a failing spec fails luarocks test
+    local bad = proc.tmpfile([[describe("x", function() it("fails", function() assert.are.equal(1, 2) end) end)]],
+      "_spec.lua")
+    cleanup(function() os.remove(bad) end)
+    local out2, okrun = proc.run("cd " .. proc.shquote(proc.root) .. " && LUAROCKS_CONFIG=" .. proc.shquote(config)
+      .. " luarocks --lua-version 5.4 test rockspec/springrun-scm-1.rockspec -- " .. proc.shquote(bad) .. " 2>&1")
+    assert.is_false(okrun == true, out2)
+    assert.truthy(out2:find("0 successes / 1 failure", 1, true), out2)
   end)
 end)

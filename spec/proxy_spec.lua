@@ -1223,3 +1223,29 @@ describe("springrun.proxy's calls, however they travel #net", function()
     p:destroy()
   end)
 end)
+
+describe("springrun.proxy timeouts after the process blocked #net", function()
+  -- luv's loop time is cached; a task's connect or call timer started from
+  -- it after a blocking spell longer than the timeout used to fire at once
+  it("a task's call is timed from when it starts, not from the last loop turn", function()
+    local uv = require "luv"
+    local runtime = require "springrun.runtime"
+    local e = springrun.PyroServiceExporter { service_name = "Late", service_host = "127.0.0.1",
+      service_port = 0, service = { echo = function(_, v) return v end } }
+    e:after_properties_set()
+    finally(function() e:destroy() end)
+    uv.run("nowait")
+    uv.sleep(1500) -- blocks the process without turning the loop
+    local got, err
+    runtime.spawn(function()
+      local ok, v = pcall(function()
+        local p = springrun.proxy(url_of(e:bound_port(), "Late"), { timeout = 1 })
+        return p:echo("on time")
+      end)
+      if ok then got = v else err = v end
+    end)
+    while got == nil and err == nil do uv.run("once") end
+    assert.is_nil(err)
+    assert.are.equal("on time", got)
+  end)
+end)

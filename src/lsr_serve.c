@@ -3,11 +3,17 @@
  * its reply. The exporter declares what is served and supplies the policy;
  * this file finds the object, calls the method and answers.
  *
- *   core.serve_register(listener_id, name, service, exposed)
+ *   core.serve_register(listener_id, name, service, exposed) -> stats
  *       serves `service` as object `name` on the listener; exposed maps
  *       each callable method name to the function it named at export (the
  *       metadata the client got). Entries are the binding's own tables:
- *       { name = name, service = service, exposed = exposed }.
+ *       { stats, name = name, service = service, exposed = exposed };
+ *       stats (entry[1], a userdata the entry owns, also returned) counts
+ *       the object's calls (stats.h).
+ *   core.serve_stats(stats, ...) -> { calls, errors, in_flight, latency =
+ *       { p50, p90, p99, p999, max, mean } } (seconds): the statistics of
+ *       the objects given, as one (the copies of an exporter on several
+ *       ports).
  *   core.serve_unregister(listener_id [, name])   (no name: all of them)
  *   core.serve_new(policy) -> serve, serve_call
  *       serve(listener_id, conn, tag, ser, flags, object, method, params,
@@ -40,17 +46,27 @@
  * same whatever prepared the call), and one result is encoded and sent from
  * here. Everything is called with lua_callk and a continuation: a method
  * may yield (a proxy call inside it) and the task resumes here.
+ *
+ * Every call that finds its object is counted in the entry's stats, here
+ * and nowhere else: started when the lookup begins, finished when the
+ * method returned or raised (or the lookup or arguments were refused), its
+ * latency the time between (waits inside the method included). A "<batch>"
+ * counts each of its calls.
  */
 #include <string.h>
 
+#include <uv.h>
+
 #include "lsr.h"
 #include "lsr_codec.h"
+#include "stats.h"
 
 #define SERVE_MAX_ARGS 8
 enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH };
 #define NUP 8
 
 static char reg_key; /* registry[&reg_key]: listener id -> { name -> entry } */
+#define STATS_MT "springrun.stats"
 
 static void push_reg(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &reg_key) == LUA_TTABLE) return;
@@ -60,7 +76,7 @@ static void push_reg(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &reg_key);
 }
 
-/* serve_register(listener_id, name, service, exposed) */
+/* serve_register(listener_id, name, service, exposed) -> stats */
 static int l_register(lua_State *L) {
   lua_Integer lid = luaL_checkinteger(L, 1);
   luaL_checkstring(L, 2);
@@ -74,16 +90,53 @@ static int l_register(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_rawseti(L, -3, lid);
   }
+  sr_stats_t *st = lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  luaL_setmetatable(L, STATS_MT);
+  int stats = lua_gettop(L);
   lua_pushvalue(L, 2);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 1, 3);
+  lua_pushvalue(L, stats);
+  lua_rawseti(L, -2, 1);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "name");
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "service");
   lua_pushvalue(L, 4);
   lua_setfield(L, -2, "exposed");
-  lua_rawset(L, -3);
-  return 0;
+  lua_rawset(L, -4);
+  lua_pushvalue(L, stats);
+  return 1;
+}
+
+/* serve_stats(stats, ...) -> the merged snapshot (see the top) */
+static int l_stats(lua_State *L) {
+  int n = lua_gettop(L);
+  sr_stats_t all;
+  memset(&all, 0, sizeof all);
+  luaL_checkudata(L, 1, STATS_MT);
+  for (int i = 1; i <= n; i++) sr_stats_merge(&all, luaL_checkudata(L, i, STATS_MT));
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)all.calls);
+  lua_setfield(L, -2, "calls");
+  lua_pushinteger(L, (lua_Integer)all.errors);
+  lua_setfield(L, -2, "errors");
+  lua_pushinteger(L, (lua_Integer)all.in_flight);
+  lua_setfield(L, -2, "in_flight");
+  static const struct { const char *name; double q; } qs[] = {
+    { "p50", 0.5 }, { "p90", 0.9 }, { "p99", 0.99 }, { "p999", 0.999 },
+  };
+  lua_createtable(L, 0, 6);
+  for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+    lua_pushnumber(L, (double)sr_stats_quantile(&all, qs[i].q) / 1e9);
+    lua_setfield(L, -2, qs[i].name);
+  }
+  lua_pushnumber(L, (double)all.max_ns / 1e9);
+  lua_setfield(L, -2, "max");
+  lua_pushnumber(L, all.calls ? (double)all.sum_ns / (double)all.calls / 1e9 : 0.0);
+  lua_setfield(L, -2, "mean");
+  lua_setfield(L, -2, "latency");
+  return 1;
 }
 
 /* serve_unregister(listener_id [, name]) */
@@ -158,16 +211,39 @@ static int to_policy(lua_State *L, int up, int from) {
   return 0;
 }
 
-/* The call step, shared by serve and serve_call. ctx = base << 2 | flags:
- * MODE_CALL returns the outcome to serve_call's caller, otherwise serve_k
- * answers; PLAIN: the call needed no Lua function to be prepared (counted).
- * Stack from base + 1: xpcall's results. */
+/* The call step, shared by serve and serve_call. ctx = start << 22 | base
+ * << 2 | flags: MODE_CALL returns the outcome to serve_call's caller,
+ * otherwise serve_k answers; PLAIN: the call needed no Lua function to be
+ * prepared (counted); start: when the call started, uv_hrtime in units of
+ * 2^CTX_TICK ns modulo 2^42 (a call longer than 2^48 ns, 78 hours, is
+ * counted short). The start travels in ctx, not on the stack, so counting
+ * leaves the stack a method runs on as it was. Stack from base + 1:
+ * xpcall's results; the entry at 1 (MODE_CALL) or 11. */
 enum { MODE_SERVE = 0, MODE_CALL = 1, PLAIN = 2 };
-#define CTX_BASE(ctx) ((int)((ctx) >> 2))
+#define CTX_BASE(ctx) ((int)(((uint64_t)(ctx) >> 2) & 0xFFFFF))
+_Static_assert(LUAI_MAXSTACK <= 0xFFFFF, "a stack index fits in 20 bits of ctx");
+#define CTX_TICK 6
+#define CTX_NOW() ((uv_hrtime() >> CTX_TICK) << 22)
+
+/* The entry's stats (entry[1]: entries are serve_register's). */
+static sr_stats_t *entry_stats(lua_State *L, int entry) {
+  lua_rawgeti(L, entry, 1);
+  sr_stats_t *st = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return st;
+}
+
+/* The call of ctx finished. */
+static void count_end(lua_State *L, lua_KContext ctx, int failed) {
+  sr_stats_t *st = entry_stats(L, ctx & MODE_CALL ? 1 : 11);
+  uint64_t ticks = ((uint64_t)CTX_NOW() - ((uint64_t)ctx & ~(uint64_t)0x3FFFFF)) >> 22;
+  sr_stats_end(st, ticks << CTX_TICK, failed);
+}
 
 static int serve_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status; /* xpcall catches every error */
   int base = CTX_BASE(ctx);
+  count_end(L, ctx, !lua_toboolean(L, base + 1));
   if (ctx & MODE_CALL) return lua_gettop(L) - base;
   int oneway = (lua_tointeger(L, 5) & SR_FLAG_ONEWAY) != 0;
   int nres = lua_gettop(L) - base - 1;
@@ -201,6 +277,7 @@ static int prepare_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   int base = CTX_BASE(ctx);
   if (lua_isnil(L, base + 1)) { /* a lookup or argument error: exc as it is */
+    count_end(L, ctx, 1);
     if (ctx & MODE_CALL) {
       lua_settop(L, base + 2);
       return 2;
@@ -214,12 +291,15 @@ static int prepare_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* The call of `method` on entry (at entry, with params, kwargs at the next
- * two slots after method): the plain case here, any other through
- * policy.prepare. Results from base + 1 on, handled as ctx's mode says. */
-static int call(lua_State *L, int entry, int method, int params, int kwargs, int mode) {
+ * two slots after method; st: the entry's stats): the plain case here, any
+ * other through policy.prepare. Results from base + 1 on, handled as ctx's
+ * mode says. */
+static int call(lua_State *L, sr_stats_t *st, int entry, int method, int params, int kwargs,
+                int mode) {
   luaL_checkstack(L, SERVE_MAX_ARGS + 16, "springrun serve");
+  sr_stats_begin(st);
   int base = lua_gettop(L);
-  lua_KContext ctx = ((lua_KContext)base << 2) | mode;
+  lua_KContext ctx = (lua_KContext)(CTX_NOW() | ((uint64_t)base << 2) | (uint64_t)mode);
   lua_Unsigned n = 0;
   int plain = lua_isnil(L, kwargs) && lua_type(L, method) == LUA_TSTRING &&
               lua_type(L, params) == LUA_TTABLE && lsr_is_array_marked(L, params) &&
@@ -272,6 +352,7 @@ static int l_serve(lua_State *L) {
     return to_policy(L, UP_UNKNOWN, 11);
   }
   lua_remove(L, 11); /* entry at 11 */
+  sr_stats_t *st = entry_stats(L, 11);
   if (lua_type(L, 7) == LUA_TSTRING && strcmp(lua_tostring(L, 7), "<batch>") == 0) {
     lua_pushvalue(L, lua_upvalueindex(UP_BATCH));
     lua_pushvalue(L, 11);
@@ -279,14 +360,18 @@ static int l_serve(lua_State *L) {
     lua_callk(L, 8, 0, 0, done_k);
     return 0;
   }
-  return call(L, 11, 7, 8, 9, MODE_SERVE);
+  return call(L, st, 11, 7, 8, 9, MODE_SERVE);
 }
 
 /* serve_call(entry, method, params, kwargs) */
 static int l_serve_call(lua_State *L) {
   lua_settop(L, 4);
   luaL_checktype(L, 1, LUA_TTABLE);
-  return call(L, 1, 2, 3, 4, MODE_CALL);
+  lua_rawgeti(L, 1, 1);
+  sr_stats_t *st = luaL_testudata(L, 5, STATS_MT);
+  luaL_argcheck(L, st != NULL, 1, "not an entry of serve_register");
+  lua_pop(L, 1);
+  return call(L, st, 1, 2, 3, 4, MODE_CALL);
 }
 
 /* serve_new(policy) -> serve, serve_call: closures over the registry and
@@ -315,7 +400,10 @@ void lsr_open_serve(lua_State *L) {
     { "serve_register", l_register },
     { "serve_unregister", l_unregister },
     { "serve_new", l_serve_new },
+    { "serve_stats", l_stats },
     { NULL, NULL },
   };
+  luaL_newmetatable(L, STATS_MT);
+  lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -8,9 +8,6 @@
 --   bin/springrun examples/ha/client.lua 7001 7002       # these copies
 --   HA_REGISTRY=etcd://127.0.0.1:2379/services bin/springrun examples/ha/client.lua
 --                          # the copies registered in etcd (server.lua's HA_REGISTRY)
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
-
 local springrun = require "springrun"
 local ports = require "ports"
 

@@ -9,8 +9,9 @@
 -- With HA_REGISTRY=etcd://host:port/prefix each copy also registers in etcd
 -- (key <prefix>/ServiceName/<host>:<port>) under a lease of HA_REGISTRY_TTL
 -- seconds (default 10), which it keeps alive and revokes when it stops.
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. here .. "/../?.lua;" .. package.path
+-- springrun puts this file's directory (ports.lua) first on package.path;
+-- service.lua, the seed's service, is one directory up
+package.path = arg[0]:match("^(.-)[^/]*$") .. "../?.lua;" .. package.path
 
 local springrun = require "springrun"
 local ports = require "ports"

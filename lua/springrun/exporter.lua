@@ -138,8 +138,14 @@
 -- are served while luv's loop turns (the springrun CLI after the script,
 -- springrun.run(), or any uv.run); the daemon thread answers connects and
 -- pings even while it does not.
--- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata)
--- and the "<batch>" method of Pyro4 batch proxies.
+-- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata,
+-- and springrun's get_stats) and the "<batch>" method of Pyro4 batch proxies.
+--
+-- Call statistics: every call is counted in its object's statistics by the
+-- core's dispatch (src/lsr_serve.c, src/stats.h); exporter:stats() and
+-- M.stats() (springrun.stats()) read them, Pyro.Daemon.get_stats(name)
+-- serves them to clients that passed the daemon's checks (springrun inspect
+-- --stats) unless the exporter sets remote_stats = false.
 local core = require "springrun.core"
 local runtime = require "springrun.runtime"
 local json = require "springrun.json"
@@ -299,10 +305,24 @@ local function daemon_object(d)
     if e == nil then pyro_error("Pyro4.errors.DaemonError", "unknown object") end
     return e.meta
   end
+  -- springrun's own: the call statistics of an object of this daemon (what
+  -- Exporter:stats() returns), for `springrun inspect --stats`. A client
+  -- reaches it only through the daemon's handshake and TLS checks, as any
+  -- call; an exporter with remote_stats = false refuses it.
+  function obj.get_stats(_, object_id)
+    if object_id == DAEMON_NAME then return core.serve_stats(d.daemon_stats) end
+    local e = d.objects[object_id]
+    if e == nil then pyro_error("Pyro4.errors.DaemonError", "unknown object") end
+    if e.exporter.remote_stats == false then
+      pyro_error("Pyro4.errors.SecurityError",
+        string.format("the statistics of '%s' are not exposed (remote_stats = false)", object_id))
+    end
+    return core.serve_stats(e.stats)
+  end
   return obj
 end
 
-local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
+local DAEMON_METHODS = { "get_metadata", "get_stats", "info", "ping", "registered" }
 
 -- ---- dispatch: the policy of the core's one dispatch path ------------------------
 --
@@ -621,7 +641,7 @@ local function acquire_listener(name, host, port, connectok, limits, security)
   for _, m in ipairs(DAEMON_METHODS) do dexposed[m] = dobj[m] end
   -- served from the same Lua turn as the listen: no request is dispatched
   -- before (events are handled when the loop runs)
-  core.serve_register(id, DAEMON_NAME, dobj, dexposed)
+  d.daemon_stats = core.serve_register(id, DAEMON_NAME, dobj, dexposed)
   return d, true
 end
 
@@ -652,6 +672,8 @@ for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
 -- etcd registration (springrun.registry): registry = "etcd://host:port/prefix"
 PROPS[#PROPS + 1] = "registry"
 PROPS[#PROPS + 1] = "registry_ttl"
+-- false: Pyro.Daemon.get_stats refuses this object's statistics
+PROPS[#PROPS + 1] = "remote_stats"
 
 local Exporter = {}
 local export_copies -- (below) service_port = {p1, p2, ...}
@@ -844,6 +866,9 @@ function Exporter:after_properties_set()
   if self.registry_ttl ~= nil and self.registry == nil then
     conf_error(self, "registry_ttl is set but registry is not")
   end
+  if self.remote_stats ~= nil and type(self.remote_stats) ~= "boolean" then
+    conf_error(self, "remote_stats must be true or false, got %s", tostring(self.remote_stats))
+  end
   local methods, is_method = select_exposed(self, exposed_methods(service)) -- is_method: name -> function
   local oneway, oneway_set = {}, {}
   local ow = self.oneway
@@ -898,7 +923,7 @@ function Exporter:after_properties_set()
   end
   d.objects[name] = entry
   d.count = d.count + 1
-  core.serve_register(d.id, name, service, is_method)
+  entry.stats = core.serve_register(d.id, name, service, is_method)
   entry.listener = d
   rawset(self, "_export", entry)
   self.service_port = d.port
@@ -993,6 +1018,26 @@ function Exporter:metadata()
   return entry and entry.meta or nil
 end
 
+-- The call statistics of this export (a port list: its copies as one), nil
+-- while not exported: { calls, errors, in_flight, latency = { p50, p90,
+-- p99, p999, max, mean } }. calls counts the calls finished (returned,
+-- raised, or refused: a name not exposed, bad arguments), errors those
+-- answered with an exception, in_flight those started and not finished;
+-- latency in seconds, from the call's start on the Lua thread to the
+-- method's return (waits inside it included), percentiles from a histogram
+-- of fixed size (src/stats.h: never below the true value, at most 12.5 %
+-- above it). Counted from the export on.
+function Exporter:stats()
+  local copies = rawget(self, "_copies")
+  if copies then
+    local list = {}
+    for i, c in ipairs(copies) do list[i] = rawget(c, "_export").stats end
+    return core.serve_stats(table.unpack(list))
+  end
+  local entry = rawget(self, "_export")
+  return entry and core.serve_stats(entry.stats) or nil
+end
+
 -- PyroServiceExporter{...} / PyroServiceExporter.new{...} / PyroServiceExporter()
 function Exporter.new(opts)
   local self = setmetatable({}, Exporter)
@@ -1016,6 +1061,16 @@ function M.unexport_all()
     for _, e in pairs(d.objects) do list[#list + 1] = e.exporter end
   end
   for _, ex in ipairs(list) do ex:destroy() end
+end
+
+-- The statistics of every object this process exports (Exporter:stats()),
+-- by URL: { ["PYRO:ServiceName@127.0.0.1:7000"] = {...}, ... }.
+function M.stats()
+  local out = {}
+  for _, d in pairs(listeners_by_id) do
+    for name, e in pairs(d.objects) do out["PYRO:" .. name .. "@" .. d.where] = core.serve_stats(e.stats) end
+  end
+  return out
 end
 
 -- Addresses being served: list of "host:port".

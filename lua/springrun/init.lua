@@ -16,7 +16,64 @@
 ---@field _pyroRelease fun(self: springrun.Proxy)
 ---@field _pyro_metadata fun(self: springrun.Proxy): {methods: table<string, boolean>, oneway: table<string, boolean>, attrs: table<string, boolean>}
 ---@field _pyro_call fun(self: springrun.Proxy, name: string, ...): ...
+---@field _pyroReconnect fun(self: springrun.Proxy): boolean
+---@field _pyroGetMetadata fun(self: springrun.Proxy): {methods: table<string, boolean>, oneway: table<string, boolean>, attrs: table<string, boolean>}
+---@field _pyroSerializer "json"|"serpent"
+---@field _pyro_seq integer
+---@field _pyroMethods table<string, boolean>  read only; empty until connected
+---@field _pyroOneway table<string, boolean>   read only
+---@field _pyroAttrs table<string, boolean>    read only
 ---@field [string] fun(self: springrun.Proxy, ...): ...  remote methods
+
+---@class springrun.Stats            what exporter:stats() and springrun.stats() return
+---@field calls integer                calls finished (returned, raised, or refused)
+---@field errors integer               of those, the ones answered with an exception
+---@field in_flight integer            calls started and not finished
+---@field latency {p50: number, p90: number, p99: number, p999: number, max: number, mean: number}  seconds
+
+---@class springrun.PyroServiceExporter
+---@overload fun(props: table): springrun.PyroServiceExporter
+---@field service_name string
+---@field service table|userdata
+---@field service_host string           default "localhost"
+---@field service_port integer|integer[] default 7766; 0: a free port; a list: one copy per port
+---@field oneway string[]?
+---@field expose string[]?              exactly these methods
+---@field hide string[]?                all but these
+---@field remote_stats boolean?         false: Pyro.Daemon.get_stats refuses this object
+---@field register_with_nameserver boolean?
+---@field ns_host string?
+---@field ns_port integer?
+---@field ns_name string?
+---@field registry string?              "etcd://host:port/prefix"
+---@field registry_ttl number?
+---@field ssl boolean?
+---@field ssl_certfile string?
+---@field ssl_keyfile string?
+---@field ssl_cacerts string?
+---@field ssl_require_client_cert boolean?
+---@field handshake_secret string?
+---@field max_message_size integer?
+---@field max_connections integer?
+---@field send_deadline number|false?
+---@field handshake_timeout number|false?
+---@field idle_timeout number|false?
+---@field max_queued_per_connection integer?
+---@field max_queued integer?
+---@field max_queued_bytes integer?
+---@field max_reply_bytes_per_connection integer?
+---@field max_reply_bytes integer?
+---@field max_oneway integer?
+---@field call_timeout number|false?
+---@field max_depth integer?
+---@field max_elements integer?
+---@field after_properties_set fun(self: springrun.PyroServiceExporter)
+---@field destroy fun(self: springrun.PyroServiceExporter)
+---@field is_exported fun(self: springrun.PyroServiceExporter): boolean
+---@field bound_port fun(self: springrun.PyroServiceExporter): integer?
+---@field bound_ports fun(self: springrun.PyroServiceExporter): integer[]?
+---@field metadata fun(self: springrun.PyroServiceExporter): {methods: string[], oneway: string[], attrs: string[]}?
+---@field stats fun(self: springrun.PyroServiceExporter): springrun.Stats?
 
 ---@class springrun.proxy_module
 ---@overload fun(url: string, opts?: {timeout?: number, serializer?: "json"|"serpent", handshake?: any, ssl?: boolean, ssl_cacerts?: string, ssl_certfile?: string, ssl_keyfile?: string, ssl_servername?: string, ssl_verify?: boolean}): springrun.Proxy
@@ -38,7 +95,7 @@
 ---@field object fun(def: table): table
 ---@field ApplicationContext table
 ---@field context_from_xml fun(path: string): springrun.ApplicationContext
----@field PyroServiceExporter table      springrun.PyroServiceExporter{service_name=, service=, service_host=, service_port=, expose=, hide=, oneway=, ...}
+---@field PyroServiceExporter springrun.PyroServiceExporter  springrun.PyroServiceExporter{service_name=, service=, ...}
 ---@field PyroProxyFactory table         springrun.PyroProxyFactory{service_url=, timeout=, serializer=, ...}
 ---@field proxy springrun.proxy_module   springrun.proxy(url, opts); springrun.proxy.stats()
 ---@field kwargs fun(t: table<string, any>): table
@@ -49,6 +106,13 @@
 ---@field gather fun(futures: springrun.Future[], opts?: {all_errors?: boolean, timeout?: number}): table, table?
 ---@field first fun(futures: springrun.Future[], opts?: {timeout?: number}): integer, any
 ---@field stop fun()
+---@field pool fun(props: table): table     springrun.pool{urls=, service_name=, strategy=, ...}: a pool, called like a proxy
+---@field PoolProxyFactory table         the pool for contexts (class = springrun.PoolProxyFactory)
+---@field stats fun(): table<string, springrun.Stats>  every exported object's call statistics, by PYRO: URL
+---@field hessian table                  springrun.hessian: the Hessian 2 codec (Java peers)
+---@field http table                     springrun.http: the HTTP client (request, start)
+---@field etcd table                     springrun.etcd: etcd v3 client (client(endpoint))
+---@field runtime table                  springrun.runtime: tasks (spawn, current, resume), run, stop
 
 ---@class springrun.ApplicationContext
 ---@field get_object fun(self: springrun.ApplicationContext, id: string): any
@@ -87,6 +151,11 @@ local exports = {
   async = { "springrun.future", "async" },
   gather = { "springrun.future", "gather" },
   first = { "springrun.future", "first" },
+  stats = { "springrun.exporter", "stats" },
+  hessian = { "springrun.hessian" },
+  http = { "springrun.http" },
+  etcd = { "springrun.etcd" },
+  runtime = { "springrun.runtime" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and

@@ -3,7 +3,9 @@
 -- or a Python Pyro4 daemon's, PYRO:, PYROLOC: or PYRONAME: URLs).
 --
 --   springrun call [options] URL METHOD [ARGS...]   prints the result as JSON
---   springrun inspect [options] URL                 methods, oneway, attributes
+--   springrun inspect [options] [--stats] URL       methods, oneway, attributes
+--                                                   (--stats: and the server's
+--                                                   call statistics of the object)
 --   springrun ping [options] URL                    connect + handshake
 --
 -- Each ARG is read as JSON when it parses as JSON (42, 1.5, true, null,
@@ -20,7 +22,7 @@ M.DEFAULT_TIMEOUT = 10
 
 local USAGE = {
   call = "usage: springrun call [--timeout S] [--serializer json|serpent] [--kwargs JSON] [--handshake TEXT] URL METHOD [ARGS...]\n",
-  inspect = "usage: springrun inspect [--timeout S] [--serializer json|serpent] [--handshake TEXT] URL\n",
+  inspect = "usage: springrun inspect [--timeout S] [--serializer json|serpent] [--handshake TEXT] [--stats] URL\n",
   ping = "usage: springrun ping [--timeout S] [--serializer json|serpent] [--handshake TEXT] URL\n",
 }
 
@@ -33,6 +35,8 @@ options:
   --timeout S          seconds for the connect and the call (default 10; 0: none)
   --serializer NAME    json (default) or serpent
   --kwargs JSON        keyword arguments, a JSON object (call only)
+  --stats              the object's call statistics too (inspect only; a
+                       springrun server: asked of its Pyro.Daemon object)
   --handshake TEXT     the handshake value (an exporter's handshake_secret)
   -h, --help           this text
 
@@ -62,6 +66,8 @@ local function parse(cmd, args)
     elseif a == "-h" or a == "--help" then
       io.write(USAGE[cmd], HELP)
       return nil, 0
+    elseif a == "--stats" and cmd == "inspect" then
+      opts.stats = true
     elseif a == "--" then
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
@@ -168,14 +174,53 @@ local function sorted(set)
   return list
 end
 
+-- A duration in seconds as text with 3 significant digits: "52.1 us",
+-- "3.20 ms", "1.50 s".
+local function duration(s)
+  local v, unit = s * 1e6, "us"
+  if v >= 1e6 then
+    v, unit = s, "s"
+  elseif v >= 1e3 then
+    v, unit = s * 1e3, "ms"
+  end
+  local digits = v >= 100 and 0 or v >= 10 and 1 or 2
+  return string.format("%." .. digits .. "f %s", v, unit)
+end
+
+-- The call statistics of the object at url (a PYRO URL, resolved), asked of
+-- the Pyro.Daemon object at its address with the same options.
+local function remote_stats(u, opts)
+  local shown = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
+  local d = make_proxy(string.format("PYRO:Pyro.Daemon@%s:%d", shown, u.port), opts)
+  local ok, st = pcall(d._pyro_call, d, "get_stats", u.object)
+  d:_pyro_release()
+  if not ok then
+    if require("springrun.errors").is(st) and st.kind == "attribute" then
+      st.message = "the daemon at " .. u.url .. " does not report call statistics"
+        .. " (its Pyro.Daemon has no get_stats: not a springrun daemon?)"
+    end
+    error(st, 0)
+  end
+  return st
+end
+
 function M.inspect(args)
   local opts, pos = parse("inspect", args)
   if not opts then return pos end
   if #pos ~= 1 then return usage_error("inspect", "needs exactly one URL") end
   return guarded("inspect", function()
-    local p = make_proxy(pos[1], opts)
+    local url = pos[1]
+    if opts.stats then
+      -- one resolution for both connections: the object's and its daemon's
+      local u = require("springrun.uri").parse(url)
+      if u and u.protocol ~= "PYRO" then
+        url = require("springrun.naming").resolve(url, { timeout = opts.timeout > 0 and opts.timeout or nil })
+      end
+    end
+    local p = make_proxy(url, opts)
     local meta = p:_pyro_metadata()
     p:_pyro_release()
+    local st = opts.stats and remote_stats(require("springrun.uri").parse(url), opts)
     local function line(label, set)
       local list = sorted(set)
       io.write(label, ": ", #list > 0 and table.concat(list, ", ") or "-", "\n")
@@ -184,6 +229,13 @@ function M.inspect(args)
     line("methods", meta.methods)
     line("oneway", meta.oneway)
     line("attributes", meta.attrs)
+    if st then
+      local lat = st.latency
+      io.write(string.format("calls: %d (errors: %d, in flight: %d)\n", st.calls, st.errors, st.in_flight))
+      io.write(string.format("latency: p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean %s\n",
+        duration(lat.p50), duration(lat.p90), duration(lat.p99), duration(lat.p999), duration(lat.max),
+        duration(lat.mean)))
+    end
     return 0
   end)
 end
