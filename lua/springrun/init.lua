@@ -77,6 +77,10 @@ local exports = {
   _serve_after_script = { "springrun.runtime", "serve_after_script" },
   pool = { "springrun.pool", "pool" },
   PoolProxyFactory = { "springrun.pool", "PoolProxyFactory" },
+  HessianProxyFactory = { "springrun.remoting.hessian", "HessianProxyFactory" },
+  HessianServiceExporter = { "springrun.remoting.hessian", "HessianServiceExporter" },
+  hessian_proxy = { "springrun.remoting.hessian", "hessian_proxy" },
+  hessian = { "springrun.hessian" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and
