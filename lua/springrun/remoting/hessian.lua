@@ -39,6 +39,7 @@
 -- An HTTP status other than 200 without a Hessian body is kind "protocol"
 -- (code "HTTP_<status>"); transport failures are springrun.http's kinds
 -- (refused, connect, timeout, closed, protocol).
+local core = require "springrun.core"
 local errors = require "springrun.errors"
 local hessian = require "springrun.hessian"
 local http = require "springrun.http"
@@ -192,6 +193,199 @@ function M.hessian_proxy(url, opts)
   p.service_url = url
   settle(p)
   return p
+end
+
+-- ---- HessianServiceExporter ------------------------------------------------------
+
+-- Properties: service (the Lua object), service_host (default "localhost"),
+-- service_port (default 8080; 0 binds a free port, read back from
+-- service_port or bound_port()), service_path (required: the URL path the
+-- service answers at, e.g. "/ServiceName"), expose / hide (as PyroServiceExporter),
+-- and the limits of PyroServiceExporter that apply to HTTP connections:
+-- max_message_size (a request body; larger gets 413), max_connections
+-- (more get 503), send_deadline (a request started must be complete
+-- within it), handshake_timeout (a connection's first request must be
+-- complete within it), idle_timeout, max_queued_per_connection,
+-- max_queued, max_queued_bytes, max_reply_bytes_per_connection,
+-- max_reply_bytes, call_timeout, max_depth, max_elements. A request head
+-- longer than 16 KiB gets 431, bytes that are not HTTP 400; a request for
+-- another path 404, a method other than POST 405.
+-- Exporters on one host:port share its listener (one path each; the first
+-- sets the limits). Calls run like Pyro calls: each in its own task,
+-- through the same dispatch; service:method(args...) gets the Hessian
+-- call's arguments (null as nil); its one result is the reply; a Lua error
+-- is a fault "ServiceException" whose detail is a java.lang.RuntimeException
+-- with the error's message (an error object {class = "java.lang.X",
+-- message = m} becomes a java.lang.X), an unknown method a fault
+-- "NoSuchMethodException", a body that is not a Hessian call a fault
+-- "ProtocolException".
+local exporter_mod = require "springrun.exporter"
+local runtime = require "springrun.runtime"
+local log = require("springrun.log").get("springrun.remoting.hessian.HessianServiceExporter")
+
+local EXPORTER_PROPS = { "service", "service_host", "service_port", "service_path", "expose", "hide" }
+local EXPORTER_LIMITS = {}
+for _, n in ipairs(exporter_mod._LIMIT_NAMES) do
+  if n ~= "max_oneway" then
+    EXPORTER_LIMITS[#EXPORTER_LIMITS + 1] = n
+    EXPORTER_PROPS[#EXPORTER_PROPS + 1] = n
+  end
+end
+local IS_EXPORTER_PROP = {}
+for _, p in ipairs(EXPORTER_PROPS) do IS_EXPORTER_PROP[p] = true end
+
+local listeners = {} -- "host:port" -> { id, port, key, where, paths = { path -> exporter }, count, limits }
+local exporters = {} -- set of exporters exporting now
+
+local Exporter = {}
+Exporter.__index = Exporter
+Exporter.__name = "springrun.HessianServiceExporter"
+Exporter._disposable = true
+Exporter.service_host = "localhost"
+Exporter.service_port = 8080
+
+function Exporter.__newindex(self, k, v)
+  if not IS_EXPORTER_PROP[k] and not (type(k) == "string" and k:sub(1, 1) == "_") then
+    error(errors.config_error(errors.unknown_property_message("HessianServiceExporter", k, EXPORTER_PROPS)), 2)
+  end
+  rawset(self, k, v)
+end
+for _, p in ipairs(EXPORTER_PROPS) do
+  Exporter["set_" .. p] = function(self, v) self[p] = v end
+end
+
+local function who(self)
+  local p = rawget(self, "service_path")
+  return type(p) == "string" and ("HessianServiceExporter '" .. p .. "'") or "HessianServiceExporter"
+end
+
+local function econf(self, fmt, ...)
+  error(errors.config_error(who(self) .. ": " .. string.format(fmt, ...)), 3)
+end
+
+local function address(host, port)
+  if host:find(":", 1, true) then return "[" .. host .. "]:" .. port end
+  return host .. ":" .. port
+end
+
+--- Starts serving; raises on a configuration problem or when the address
+-- cannot be listened on.
+function Exporter:after_properties_set()
+  if getmetatable(self) ~= Exporter then error("HessianServiceExporter: call after_properties_set with ':'", 2) end
+  if rawget(self, "_export") then econf(self, "already exporting (call destroy() first)") end
+  local service = self.service
+  if service == nil then econf(self, "property service is not set") end
+  if type(service) ~= "table" and type(service) ~= "userdata" then
+    econf(self, "service must be a table or userdata object, got %s", type(service))
+  end
+  local path = self.service_path
+  if type(path) ~= "string" or not path:match("^/[^%s?#]*$") or #path > 1024 then
+    econf(self, "service_path must be a path starting with '/' (no spaces, '?' or '#'), got %s", tostring(path))
+  end
+  local host = self.service_host
+  if type(host) ~= "string" or host == "" then econf(self, "service_host must be a host name or address, got %s", tostring(host)) end
+  local port = self.service_port
+  if type(port) == "string" then port = tonumber(port) end
+  if math.type(port) == "float" and port == math.floor(port) then port = math.tointeger(port) end
+  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+    econf(self, "service_port must be an integer 0..65535, got %s", tostring(self.service_port))
+  end
+  rawset(self, "_who", who(self))
+  local names, is_method = exporter_mod._select_exposed(self, service)
+  if #names == 0 then econf(self, "the service exposes no methods (functions whose names do not start with '_')") end
+  local limits = {}
+  for _, k in ipairs(EXPORTER_LIMITS) do
+    local v = self[k]
+    if type(v) == "string" then v = tonumber(v) or v end
+    limits[k] = v
+  end
+  exporter_mod._ensure_handler()
+  local key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. port
+  local d = port ~= 0 and listeners[key] or nil
+  if d then
+    for _, k in ipairs(EXPORTER_LIMITS) do
+      if limits[k] ~= nil and d.limits[k] ~= limits[k] then
+        econf(self, "%s = %s conflicts with %s set for %s by the first exporter there (exporters on one address share its limits)",
+          k, tostring(limits[k]), tostring(d.limits[k] or "the default"), d.where)
+      end
+    end
+    if d.paths[path] then econf(self, "a service is already exported at %s%s", d.where, path) end
+    local ok, rerr = core.daemon_register(d.id, path, "hessian")
+    if not ok then econf(self, "cannot register: %s", tostring(rerr)) end
+  else
+    local ok, id, bound = pcall(core.daemon_listen, host, port, { { path, "hessian" } }, limits, nil, "http")
+    if not ok then error(who(self) .. ": " .. tostring(id), 2) end
+    if not id then
+      if tostring(bound):find("EADDRINUSE", 1, true) then
+        error(errors.config_error(string.format("cannot export %s: %s is already in use", path, address(key:match("^(.*):"), port))), 2)
+      end
+      error(errors.config_error(string.format("cannot export %s: %s", path, tostring(bound))), 2)
+    end
+    key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. bound
+    d = { id = id, port = bound, key = key, where = address(host, bound), paths = {}, count = 0, limits = limits }
+    listeners[key] = d
+  end
+  d.paths[path] = self
+  d.count = d.count + 1
+  core.serve_register(d.id, path, service, is_method)
+  rawset(self, "_export", { listener = d, path = path })
+  rawset(self, "service_port", d.port)
+  exporters[self] = true
+  runtime._exported(1)
+  log:info("exporting %s at http://%s%s (methods: %s)", path, d.where, path, table.concat(names, ", "))
+end
+
+--- Stops serving (the listener closes with its last path). Idempotent.
+function Exporter:destroy()
+  local ex = rawget(self, "_export")
+  if not ex then return end
+  rawset(self, "_export", nil)
+  exporters[self] = nil
+  local d = ex.listener
+  d.paths[ex.path] = nil
+  d.count = d.count - 1
+  core.serve_unregister(d.id, ex.path)
+  if d.count == 0 then
+    listeners[d.key] = nil
+    core.daemon_unlisten(d.id)
+    core.serve_unregister(d.id)
+  else
+    core.daemon_unregister(d.id, ex.path)
+  end
+  runtime._exported(-1)
+  log:info("stopped exporting %s at http://%s%s", ex.path, d.where, ex.path)
+end
+
+--- The port listened on, or nil while not exported.
+function Exporter:bound_port()
+  local ex = rawget(self, "_export")
+  return ex and ex.listener.port or nil
+end
+
+--- http://host:port/path of the service, or nil while not exported.
+function Exporter:service_url()
+  local ex = rawget(self, "_export")
+  return ex and ("http://" .. ex.listener.where .. ex.path) or nil
+end
+
+function Exporter:is_exported() return rawget(self, "_export") ~= nil end
+
+function Exporter.new(opts)
+  local self = setmetatable({}, Exporter)
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("HessianServiceExporter: expected a table of properties, got " .. type(opts), 2) end
+    for k, v in pairs(opts) do self[k] = v end
+  end
+  return self
+end
+setmetatable(Exporter, { __call = function(_, opts) return Exporter.new(opts) end })
+M.HessianServiceExporter = Exporter
+
+--- Stops every Hessian export of this process (runtime shutdown).
+function M.unexport_all()
+  local list = {}
+  for ex in pairs(exporters) do list[#list + 1] = ex end
+  for _, ex in ipairs(list) do ex:destroy() end
 end
 
 return M
