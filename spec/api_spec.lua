@@ -12,8 +12,10 @@ describe("springrun's public API #unit #net", function()
       assert.is_not_nil(v, k)
       names[#names + 1] = k
     end
-    assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
-      "context", "context_from_xml", "errors", "json", "kwargs", "load_context", "log", "naming", "null",
+    assert.are.same({ "ApplicationContext", "HessianProxyFactory", "HessianServiceExporter",
+      "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
+      "context", "context_from_xml", "errors", "hessian", "hessian_proxy", "json", "kwargs",
+      "load_context", "log", "naming", "null",
       "object", "pool", "proxy", "ref", "run", "serpent", "stop", "version" }, names)
   end)
 

@@ -133,14 +133,24 @@ describe("Hessian remoting against Caucho Hessian 4.0.38 #interop", function()
   end)
 
   it("a context builds the seed's springpython.remoting.hessian.HessianProxyFactory", function()
+    local cleanup = proc.cleanups(finally)
     local port, server = java.start_server()
-    finally(function() proc.stop(server) end)
+    cleanup(function() proc.stop(server) end)
     local ctx = springrun.context {
       service = { class = "springpython.remoting.hessian.HessianProxyFactory",
                   props = { service_url = "http://" .. HOST .. ":" .. port .. "/test", timeout = 20 } },
     }
-    finally(function() ctx:close() end)
+    cleanup(function() ctx:close() end)
     assert.equal(7, ctx:get_object("service"):add(3, 4))
+    -- the seed's own XML, its URL pointed at the Java server
+    local f = assert(io.open(proc.root .. "/spec/fixtures/xml/hessian.xml"))
+    local xml = f:read("a"):gsub("http://localhost:8080/", "http://" .. HOST .. ":" .. port .. "/test")
+    f:close()
+    local path = proc.tmpfile(xml, ".xml")
+    cleanup(function() os.remove(path) end)
+    local xctx = springrun.context_from_xml(path)
+    assert.equal(11, xctx:get_object("personService"):add(5, 6))
+    xctx:close()
     local p = springrun.HessianProxyFactory { service_url = "http://" .. HOST .. ":" .. port .. "/test" }
     assert.equal(3, p:_hessian_call("add", 1, 2))
   end)
