@@ -331,3 +331,58 @@ describe("HessianServiceExporter over HTTP #net", function()
     assert.matches("already exported", tostring(e), 1, true)
   end)
 end)
+
+describe("README: Hessian between Lua and Java #interop", function()
+  local readme = require "helpers.readme"
+
+  -- The shell lines of a README block, each as argv with `repl` applied
+  -- (plain text -> value), a trailing " &" dropped, relative paths of the
+  -- checkout made absolute.
+  local function shell_lines(heading, repl)
+    local out = {}
+    for line in readme.block(heading, "sh"):gmatch("[^\n]+") do
+      for k, v in pairs(repl) do line = line:gsub(k:gsub("%p", "%%%0"), (v:gsub("%%", "%%%%"))) end
+      line = line:gsub("%s*&$", "")
+      local argv = {}
+      for w in line:gmatch("%S+") do
+        if w:match("^bin/") or w:match("^spec/") then w = proc.root .. "/" .. w end
+        argv[#argv + 1] = w
+      end
+      out[#out + 1] = argv
+    end
+    return out
+  end
+
+  it("runs the commands and the Lua code of both sections", function()
+    local cleanup = proc.cleanups(finally)
+    local dir = assert(io.popen("mktemp -d /tmp/springrun-readme-java.XXXXXX")):read("l")
+    cleanup(function() os.execute("rm -rf " .. proc.shquote(dir)) end)
+    local jport, sport = proc.free_port(), proc.free_port()
+    -- Lua -> Java
+    local lines = shell_lines("### Calling a Java service from Lua (`HessianProxyFactory`)",
+      { ["/tmp/hessian-classes"] = dir, ["8080"] = tostring(jport) })
+    assert.equal(2, #lines)
+    local javac = proc.spawn(lines[1])
+    assert.equal(0, proc.wait_exit(javac, 120), javac:stderr())
+    local server = proc.spawn(lines[2])
+    cleanup(function() proc.stop(server) end)
+    assert(proc.wait_port(HOST, jport, 30, server))
+    local code = readme.block("### Calling a Java service from Lua (`HessianProxyFactory`)", "lua")
+    local st, out, err = readme.run_lua(code, { ["8080"] = jport })
+    assert.equal(0, st, err)
+    assert.equal("5\nHessianTestServer$Bean\tjava\ttrue\n"
+      .. "false\tjava.lang.IllegalStateException\tServiceException\tboom\n", out)
+    -- Java -> Lua
+    lines = shell_lines("### Serving Lua to Java (`HessianServiceExporter`)",
+      { ["/tmp/hessian-classes"] = dir, ["8081"] = tostring(sport) })
+    assert.equal(2, #lines)
+    local lua_server = proc.spawn(lines[1])
+    cleanup(function() proc.stop(lua_server) end)
+    assert(proc.wait_port(HOST, sport, 15, lua_server))
+    local client = proc.spawn(lines[2])
+    assert.equal(0, proc.wait_exit(client, 60), client:stderr())
+    assert.truthy(client:stdout():find("add 5\n", 1, true))
+    assert.truthy(client:stdout():find("\nbean lua 7 true true x\n", 1, true))
+    assert.not_matches("BAD", client:stdout(), 1, true)
+  end)
+end)

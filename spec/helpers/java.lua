@@ -46,7 +46,10 @@ end
 function M.start_server()
   M.compile()
   local port = proc.free_port()
-  local p = proc.spawn({ "java", M.OPENS, "-cp", M.CP, "HessianTestServer", tostring(port) })
+  -- TCP_NODELAY (as servlet containers set): otherwise each response body
+  -- waits for the client's delayed ACK of its head
+  local p = proc.spawn({ "java", "-Dsun.net.httpserver.nodelay=true", M.OPENS, "-cp", M.CP,
+    "HessianTestServer", tostring(port) })
   assert(proc.wait_port("127.0.0.1", port, 30, p), "Java server did not start: " .. p:stderr())
   return port, p
 end

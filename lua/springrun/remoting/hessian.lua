@@ -88,7 +88,10 @@ local function settle(self)
   if verify ~= nil and type(verify) ~= "boolean" then pconf("ssl_verify must be true or false") end
   st = { ok = true, opts = {
     url = url, method = "POST", timeout = timeout,
-    headers = { ["Content-Type"] = "x-application/hessian" },
+    -- "Expect:" stops libcurl from asking for 100-continue before a body
+    -- over 1 KiB: servers that never answer it (the JDK's HttpServer)
+    -- would make each such call wait a second
+    headers = { "Content-Type: x-application/hessian", "Expect:" },
     ssl_cacerts = rawget(self, "ssl_cacerts"), ssl_certfile = rawget(self, "ssl_certfile"),
     ssl_keyfile = rawget(self, "ssl_keyfile"), ssl_verify = verify,
   } }
