@@ -55,7 +55,7 @@ endif
 WARN = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -g -fPIC -pthread \
              -I$(LUA_INCDIR) $(DEP_INC) $(SANFLAGS) $(CFLAGS)
-LIBS_CORE = -luv -lz -lssl -lcrypto -ldouble-conversion -lcurl -lpthread -ldl
+LIBS_CORE = -luv -lz -lssl -lcrypto -ldouble-conversion -lcurl -lhttp_parser -lpthread -ldl
 LIBS_CLI = -llua$(LUA_VERSION) -lreadline -lm -ldl
 
 CORE_SRC = $(filter-out src/main.c src/fuzz_%.c,$(wildcard src/*.c))
@@ -177,7 +177,7 @@ $(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
 	$(FUZZ_CXX) -std=c++11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
 	  -c -o $@-dconv.o src/dconv.cc
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) $@-dconv.o -luv -lz -lssl -lcrypto \
-	  -ldouble-conversion -lcurl -lstdc++ -lpthread -lm
+	  -ldouble-conversion -lcurl -lhttp_parser -lstdc++ -lpthread -lm
 
 # Benchmarks (issue 7, not part of make test): springrun, Pyro4 and a C floor side by
 # side in one run; tables to stdout and bench/results/. BENCH_QUICK=1: short run;

@@ -12,8 +12,9 @@ describe("springrun's public API #unit #net", function()
       assert.is_not_nil(v, k)
       names[#names + 1] = k
     end
-    assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
-      "async", "context", "context_from_xml", "errors", "etcd", "first", "gather", "hessian", "http", "json",
+    assert.are.same({ "ApplicationContext", "HessianProxyFactory", "HessianServiceExporter",
+      "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
+      "async", "context", "context_from_xml", "errors", "etcd", "first", "gather", "hessian", "hessian_proxy", "http", "json",
       "kwargs", "load_context", "log", "naming", "null", "object", "pool", "proxy", "ref", "run", "runtime",
       "serpent", "sleep", "spawn", "stats", "stop", "version" }, names)
   end)

@@ -631,11 +631,11 @@ describe("springrun.context #unit", function()
 
     it("says a Spring Python class springrun does not have yet is not implemented", function()
       assert.are.equal(
-        "springrun.context: object 'personService': class 'springpython.remoting.hessian.HessianProxyFactory' "
-        .. "maps to springrun's 'springrun.remoting.hessian.HessianProxyFactory', which is not implemented yet "
-        .. "(module 'springrun.remoting.hessian' not found)",
+        "springrun.context: object 'personService': class 'springpython.remoting.xmlrpc.XMLRPCServiceExporter' "
+        .. "maps to springrun's 'springrun.remoting.xmlrpc.XMLRPCServiceExporter', which is not implemented yet "
+        .. "(module 'springrun.remoting.xmlrpc' not found)",
         message_of(function()
-          springrun.context { personService = { class = "springpython.remoting.hessian.HessianProxyFactory" } }
+          springrun.context { personService = { class = "springpython.remoting.xmlrpc.XMLRPCServiceExporter" } }
         end))
     end)
 

@@ -72,12 +72,12 @@ describe("springrun.xml #unit", function()
     assert.are.equal("You got remote data => Hello", simple:get_object("service"):get_data("Hello"))
   end)
 
-  it("says the seed's HessianProxyFactory is not implemented yet", function()
-    assert.are.equal(
-      "springrun.context: object 'personService': class 'springpython.remoting.hessian.HessianProxyFactory' "
-      .. "maps to springrun's 'springrun.remoting.hessian.HessianProxyFactory', which is not implemented yet "
-      .. "(module 'springrun.remoting.hessian' not found)",
-      message_of(function() springrun.context_from_xml(DIR .. "hessian.xml") end))
+  it("builds the seed's HessianProxyFactory (calls: interop_hessian_remoting_spec)", function()
+    local ctx = springrun.context_from_xml(DIR .. "hessian.xml")
+    local p = ctx:get_object("personService")
+    assert.are.equal(require("springrun.remoting.hessian")._proxy_mt, getmetatable(p))
+    assert.are.equal("http://localhost:8080/", p.service_url)
+    assert.are.equal("<springrun.HessianProxyFactory http://localhost:8080/>", tostring(p))
   end)
 
   it("logs the parsing the way the seed's XMLConfig does", function()

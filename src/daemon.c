@@ -132,6 +132,7 @@ static void do_listen(sr_daemon_t *d, sr_cmd_t *cmd) {
   }
   lis->d = d;
   lis->ser_mask = cmd->ser_mask;
+  lis->protocol = cmd->protocol;
   lis->lim = cmd->lim;
   lis->dc = calloc(1, sizeof *lis->dc);
   if (lis->dc == NULL) {
@@ -589,6 +590,7 @@ int sr_daemon_listen(sr_daemon_t *d, const char *host, int port, const sr_listen
   cmd.where = where;
   limits_resolve(&opts->limits, &cmd.lim);
   cmd.ser_mask = opts->ser_mask;
+  cmd.protocol = opts->protocol;
   cmd.objs = opts->objs;
   cmd.nobjs = opts->nobjs;
   cmd.tls = opts->security.tls;

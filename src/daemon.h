@@ -67,8 +67,10 @@ typedef struct sr_event_s {
   uint16_t flags;     /* request flags */
   size_t max_plain;   /* SR_EV_INVOKE: limit of the inflated payload
                          (the listener's max_message) */
-  uint16_t serializer;
+  uint16_t serializer; /* SR_DAEMON_SER_HESSIAN: a request of an HTTP listener */
   size_t len;         /* bytes in data (without the NUL of a log line) */
+  size_t name_len;    /* HTTP: data starts with the request's path (the
+                         object name), this many bytes; the body follows */
   uint32_t max_depth;    /* SR_EV_INVOKE: the decode limits of its listener */
   uint32_t max_elements; /* (sr_listener_limits_t), for the owner's decoder */
   uint32_t max_oneway;      /* SR_EV_INVOKE: the listener's limits the owner */
@@ -154,6 +156,18 @@ typedef struct sr_listener_limits_s {
  * make the daemon buffer up to max_message_size each. */
 #define SR_DAEMON_HANDSHAKE_MAX_MESSAGE (64u * 1024u)
 
+/* What a listener speaks. HTTP (daemon_http.c): HTTP/1.1 requests, POSTed
+ * to the path of a registered object (its name, e.g. "/Service"), become
+ * INVOKE events whose serializer is SR_DAEMON_SER_HESSIAN and whose data
+ * is the path (name_len bytes) then the body; the owner answers with a
+ * whole HTTP response through sr_daemon_reply. */
+enum { SR_DAEMON_PROTO_PYRO = 0, SR_DAEMON_PROTO_HTTP = 1 };
+/* Not a Pyro4 serializer id: marks the requests of HTTP listeners. */
+#define SR_DAEMON_SER_HESSIAN 100
+/* Longest head (request line and headers) of an HTTP request: longer ones
+ * get 431 before anything is kept of them. */
+#define SR_DAEMON_HTTP_MAX_HEAD (16u * 1024u)
+
 /* Creates a daemon (no thread yet). notify(ud) is called from the daemon
  * thread when events become available. Returns 0 or SR_ENOMEM. */
 int sr_daemon_new(sr_daemon_t **out, sr_daemon_notify_cb notify, void *ud);
@@ -196,6 +210,7 @@ typedef struct sr_listener_security_s {
  * connection is accepted (a client that finds the port open finds them).
  * limits: zero fields take the defaults; security: zeroed for none. */
 typedef struct sr_listen_opts_s {
+  int protocol;       /* SR_DAEMON_PROTO_PYRO (0) or SR_DAEMON_PROTO_HTTP */
   unsigned ser_mask;
   const sr_listener_obj_t *objs;
   size_t nobjs;

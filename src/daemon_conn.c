@@ -13,7 +13,9 @@
  * owes a quarter of that) or its listener has max_queued INVOKEs not yet
  * dispatched by the owner (until half: the sweep checks); the sweep also
  * closes connections past their send deadline (a message started and not
- * finished: slow-loris) or idle timeout. Closing is graceful (queued
+ * finished: slow-loris) or idle timeout. Connections of HTTP listeners
+ * hand their bytes to daemon_http.c instead of the framer; the deadlines
+ * and back-pressure are the same. Closing is graceful (queued
  * replies first, then TLS close_notify and shutdown) unless the socket
  * failed. Connections are freed only in their close callback.
  */
@@ -32,6 +34,7 @@ static void on_conn_close(uv_handle_t *hd) {
   sr_conn_t *c = hd->data;
   sr_daemon_t *d = c->d;
   sr_framer_free(&c->fr);
+  sr_http_conn_free(c);
   sr_tls_free(c->tls);
   if (c->counted && c->lis) c->lis->nconns--;
   sr_conn_table_remove(d, c);
@@ -100,7 +103,7 @@ static void conn_close_at_eof(sr_conn_t *c) {
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   sr_conn_t *c = hd->data;
-  if (c->tls) { /* ciphertext: one daemon-wide buffer, consumed in on_read */
+  if (c->tls || c->http) { /* ciphertext or HTTP: one daemon-wide buffer, consumed in on_read */
     *buf = uv_buf_init((char *)c->d->tls_rbuf, c->d->tls_rbuf ? READ_CHUNK : 0);
     return;
   }
@@ -229,12 +232,17 @@ static int conn_process(sr_conn_t *c) {
   return done;
 }
 
+/* Bytes of c's unfinished message. */
+static size_t conn_pending(sr_conn_t *c) {
+  return c->http ? sr_http_pending(c) : sr_framer_pending(&c->fr);
+}
+
 /* After reading or processing: the send deadline runs from the first byte of
  * an unfinished message; a complete message restarts it. */
 static void conn_track_partial(sr_conn_t *c, int progressed, uint64_t now) {
   /* a TLS handshake that started counts as an unfinished message */
   int tls_pending = c->tls != NULL && c->tls_fed && !sr_tls_established(c->tls);
-  if (sr_framer_pending(&c->fr) == 0 && !tls_pending)
+  if (conn_pending(c) == 0 && !tls_pending)
     c->msg_start = 0;
   else if (progressed || c->msg_start == 0)
     c->msg_start = now;
@@ -256,6 +264,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   uint64_t now = uv_now(&c->d->loop);
   c->last_active = now;
   int peer_done = 0; /* TLS close_notify */
+  if (c->http) {
+    int progressed = sr_http_conn_input(c, (const uint8_t *)buf->base, (size_t)n);
+    if (c->state == C_OPEN && !c->peer_eof) maybe_pause(c);
+    if (c->state == C_OPEN) conn_track_partial(c, progressed, now);
+    return;
+  }
   if (c->tls && !c->tls_fed && n >= 4 && memcmp(buf->base, "PYRO", 4) == 0) {
     /* a Pyro client without TLS: tell it in its own terms */
     sr_tls_free(c->tls);
@@ -383,7 +397,14 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
     sr_conn_close_now(c);
     return;
   }
-  if (lis->tls) {
+  if (lis->protocol == SR_DAEMON_PROTO_HTTP) {
+    if (d->tls_rbuf == NULL) d->tls_rbuf = malloc(READ_CHUNK);
+    if (d->tls_rbuf == NULL || sr_http_conn_init(c) < 0) {
+      sr_dlog(d, LOG_ERROR, "out of memory accepting on %s", lis->where);
+      sr_conn_close_now(c);
+      return;
+    }
+  } else if (lis->tls) {
     char err[300];
     if (d->tls_rbuf == NULL) d->tls_rbuf = malloc(READ_CHUNK);
     if (d->tls_rbuf == NULL || sr_tls_new(&c->tls, lis->tls, NULL, err, sizeof err) < 0) {
@@ -431,13 +452,16 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
 static void on_sweep(uv_timer_t *t) {
   sr_daemon_t *d = t->data;
   uint64_t now = uv_now(&d->loop);
-  int any_dpaused = 0;
+  int any_dpaused = 0, any_fast = 0;
   for (uint32_t i = 0; i < d->cap; i++) {
     sr_conn_t *c = d->conns[i];
     if (c == NULL || c->state != C_OPEN || c->lis == NULL) continue;
     sr_listener_t *lis = c->lis;
     if (c->peer_eof) {
-      if (!sr_wside_owes(c->w, c->next_slot)) sr_conn_close_graceful(c);
+      if (!sr_wside_owes(c->w, c->next_slot))
+        sr_conn_close_graceful(c);
+      else
+        any_fast = 1; /* closed soon after its last reply is out */
       continue;
     }
     if (c->dpaused) {
@@ -458,10 +482,11 @@ static void on_sweep(uv_timer_t *t) {
         now - c->accepted_at >= lis->lim.handshake_timeout_ms) {
       if (sr_log_allowed(&lis->hs_logged_at, &lis->hs_unlogged, now)) {
         sr_dlog(d, LOG_WARNING,
-                "closing connection from %s on %s: no handshake within %u ms "
+                "closing connection from %s on %s: no %s within %u ms "
                 "(handshake_timeout), %zu bytes received (%u more not logged)",
-                c->peer, lis->where, (unsigned)lis->lim.handshake_timeout_ms,
-                sr_framer_pending(&c->fr), (unsigned)lis->hs_unlogged);
+                c->peer, lis->where, c->http ? "complete request" : "handshake",
+                (unsigned)lis->lim.handshake_timeout_ms, conn_pending(c),
+                (unsigned)lis->hs_unlogged);
         lis->hs_unlogged = 0;
       }
       sr_conn_close_now(c);
@@ -473,7 +498,7 @@ static void on_sweep(uv_timer_t *t) {
       sr_dlog(d, LOG_WARNING,
               "closing connection from %s on %s: message not complete within %u ms "
               "(send_deadline), %zu bytes received",
-              c->peer, lis->where, (unsigned)lis->lim.send_deadline_ms, sr_framer_pending(&c->fr));
+              c->peer, lis->where, (unsigned)lis->lim.send_deadline_ms, conn_pending(c));
       sr_conn_close_now(c);
       continue;
     }
@@ -485,7 +510,7 @@ static void on_sweep(uv_timer_t *t) {
       sr_conn_close_graceful(c);
     }
   }
-  uint64_t want = any_dpaused ? SWEEP_MIN_MS : d->sweep_ms;
+  uint64_t want = any_dpaused || any_fast ? SWEEP_MIN_MS : d->sweep_ms;
   if (uv_timer_get_repeat(&d->sweep) != want) uv_timer_start(&d->sweep, on_sweep, want, want);
 }
 

@@ -11,6 +11,8 @@
  *                   CONNECTFAIL), PING, INVOKE -> event
  *   daemon_conn.c   a connection on the daemon thread: accept, read, frame,
  *                   close, back-pressure, and the sweep timer (deadlines)
+ *   daemon_http.c   HTTP listeners (the Hessian exporter): parse requests
+ *                   (http-parser), answer refusals, POST -> event
  *
  * Nothing here is C API (daemon.h is). A field belongs to the daemon thread
  * unless its comment says otherwise.
@@ -77,6 +79,7 @@ typedef struct sr_cmd_s {
   struct sockaddr_storage addr; /* LISTEN */
   const char *where;            /* LISTEN: "host:port" for messages */
   unsigned ser_mask;            /* LISTEN */
+  int protocol;                 /* LISTEN: SR_DAEMON_PROTO_* */
   int port_out;                 /* LISTEN */
   uint32_t listener;            /* everything but STOP/QUIESCE; LISTEN: out */
   const char *name;             /* REGISTER/UNREGISTER */
@@ -144,6 +147,7 @@ typedef struct sr_obj_s {
 } sr_obj_t;
 
 struct sr_listener_s;
+typedef struct sr_http_s sr_http_t; /* daemon_http.c */
 
 enum { C_OPEN = 0, C_SHUTTING, C_CLOSED };
 
@@ -172,6 +176,7 @@ typedef struct sr_conn_s {
   sr_wside_t *w;
   sr_tls_t *tls; /* TLS session (daemon thread only) or NULL */
   int tls_fed;   /* bytes were fed to it */
+  sr_http_t *http; /* HTTP listener: the request parser (else NULL) */
   char peer[64];
 } sr_conn_t;
 
@@ -181,6 +186,7 @@ typedef struct sr_listener_s {
   struct sr_listener_s *next;
   uint32_t id;
   unsigned ser_mask;
+  int protocol; /* SR_DAEMON_PROTO_* */
   int tcp_open; /* not yet handed to uv_close */
   int tcp_closed; /* its close callback ran */
   int removed;       /* unlisten done: free when the listener is closed */
@@ -326,6 +332,12 @@ void sr_proto_place_connectok(sr_conn_t *c, const sr_wire_msg_t *m);
 /* A message after the handshake: PING is answered, INVOKE becomes an event
  * for the owner, anything else closes the connection. */
 void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m);
+/* Hands a request to the owner as an INVOKE event (in the connection's next
+ * reply slot unless flags has ONEWAY): data is pre[0..prelen) (its
+ * name_len) then p[0..n); counted against the listener's max_queued and
+ * max_queued_bytes, pausing the connection past them. Closes c on OOM. */
+void sr_proto_queue_invoke(sr_conn_t *c, uint16_t seq, uint16_t flags, uint16_t ser,
+                           const uint8_t *pre, size_t prelen, const uint8_t *p, size_t n);
 /* The first message (m, or NULL for a bad one) of a connection refused for
  * max_connections: CONNECTFAIL naming the limit. */
 void sr_proto_refuse(sr_conn_t *c, const sr_wire_msg_t *m);
@@ -352,5 +364,18 @@ void sr_conn_resume(sr_conn_t *c);
 void sr_sweep_schedule(sr_daemon_t *d);
 /* A connection just paused for its listener: sweep again soon. */
 void sr_sweep_soon(sr_daemon_t *d);
+
+/* ---- daemon_http.c (daemon thread) --------------------------------------- */
+
+/* Gives c a request parser (c->http). Returns 0 or SR_ENOMEM. */
+int sr_http_conn_init(sr_conn_t *c);
+void sr_http_conn_free(sr_conn_t *c); /* idempotent */
+/* Feeds bytes read to c's parser: refusals are answered, requests become
+ * events. Returns how many requests completed. */
+int sr_http_conn_input(sr_conn_t *c, const uint8_t *p, size_t n);
+/* Bytes of the request c has started and not finished (0: none). */
+size_t sr_http_pending(const sr_conn_t *c);
+/* c reads no more; it is closed once what it is owed is written. */
+void sr_http_last_request(sr_conn_t *c);
 
 #endif

@@ -221,8 +221,14 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
    * from a few KB) is the owner's work, taken in turn with every other
    * connection's calls, so a client sending compression bombs stalls no
    * accept, handshake or PING here */
-  const uint8_t *data = m->data;
-  size_t len = m->h.data_len;
+  sr_proto_queue_invoke(c, m->h.seq, m->h.flags, m->h.serializer, NULL, 0, m->data,
+                        m->h.data_len);
+}
+
+void sr_proto_queue_invoke(sr_conn_t *c, uint16_t seq, uint16_t flags, uint16_t ser,
+                           const uint8_t *pre, size_t prelen, const uint8_t *p, size_t n) {
+  sr_daemon_t *d = c->d;
+  size_t len = prelen + n;
   sr_event_t *ev = malloc(sizeof *ev + len + 1);
   if (ev == NULL) {
     sr_dlog(d, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
@@ -233,17 +239,19 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
   ev->kind = SR_EV_INVOKE;
   ev->listener = c->lis->id;
   ev->conn = c->id;
-  ev->seq = m->h.seq;
-  ev->flags = m->h.flags;
-  ev->max_plain = c->fr.max_message;
-  ev->serializer = m->h.serializer;
-  ev->slot = (m->h.flags & SR_FLAG_ONEWAY) ? 0 : c->next_slot++;
+  ev->seq = seq;
+  ev->flags = flags;
+  ev->max_plain = c->lis->lim.max_message;
+  ev->serializer = ser;
+  ev->slot = (flags & SR_FLAG_ONEWAY) ? 0 : c->next_slot++;
   ev->len = len;
+  ev->name_len = prelen;
   ev->max_depth = c->lis->lim.max_depth;
   ev->max_elements = c->lis->lim.max_elements;
   ev->max_oneway = c->lis->lim.max_oneway;
   ev->call_timeout_ms = c->lis->lim.call_timeout_ms;
-  if (len) memcpy(ev->data, data, len);
+  if (prelen) memcpy(ev->data, pre, prelen);
+  if (n) memcpy(ev->data + prelen, p, n);
   ev->data[len] = 0;
   sr_dcount_t *dc = c->lis->dc;
   atomic_fetch_add(&dc->refs, 1);

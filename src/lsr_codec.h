@@ -122,4 +122,14 @@ int lsr_is_tuple_marked(lua_State *L, int idx);
  * overflow the C stack of the recursive parsers. */
 #define SR_DECODE_MAX_DEPTH 10000
 
+/* lsr_hessian.c: the exporter's halves of the codec. decode_call pushes
+ * the method name and the argument list of the call in p[0..n) (0, or an
+ * SR_E* code with err set and nothing pushed); put_reply appends to out a
+ * Hessian 2 reply carrying the value at idx, or with fault a fault built
+ * from the exception dict at idx (code, message, Java exception). */
+int lsr_hessian_decode_call(lua_State *L, const uint8_t *p, size_t n,
+                            const sr_decode_limits_t *lim, char *err, size_t errlen);
+int lsr_hessian_put_reply(lua_State *L, int idx, int fault, sr_buf_t *out, char *err,
+                          size_t errlen);
+
 #endif

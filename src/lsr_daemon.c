@@ -320,11 +320,47 @@ static unsigned probe_serializers(lua_State *L) {
   return mask;
 }
 
-/* Encodes the value at idx as a RESULT frame into G.buf and hands it over.
- * Returns 0 or an SR_E* code with err set (nothing sent then). */
+/* Room kept in front of a Hessian reply for its HTTP head. */
+#define HTTP_HEAD_ROOM 128
+
+/* A request of an HTTP listener: the value at idx as a Hessian reply (with
+ * EXCEPTION: the exception dict as a fault) in an HTTP/1.1 200 response,
+ * built in G.buf and handed over like a RESULT frame. */
+static int send_http_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t flags,
+                            char *err, size_t errlen) {
+  sr_buf_t *b = &G.buf;
+  b->len = 0;
+  int rc = sr_buf_reserve(b, HTTP_HEAD_ROOM + 64);
+  if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
+  b->len = HTTP_HEAD_ROOM;
+  rc = lsr_hessian_put_reply(L, idx, (flags & SR_FLAG_EXCEPTION) != 0, b, err, errlen);
+  if (rc < 0) {
+    b->len = 0;
+    return rc;
+  }
+  char head[HTTP_HEAD_ROOM];
+  int hl = snprintf(head, sizeof head,
+                    "HTTP/1.1 200 OK\r\nContent-Type: x-application/hessian\r\n"
+                    "Content-Length: %zu\r\n\r\n",
+                    b->len - HTTP_HEAD_ROOM);
+  uint8_t *start = b->data + HTTP_HEAD_ROOM - hl;
+  memcpy(start, head, (size_t)hl);
+  int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_THREAD;
+  G.nreplies[how]++;
+  rc = sr_daemon_reply_via(G.d, conn, slot, start, b->len - HTTP_HEAD_ROOM + (size_t)hl, how);
+  if (b->cap > (1u << 20)) sr_buf_free(b);
+  b->len = 0;
+  if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
+  return 0;
+}
+
+/* Encodes the value at idx as a RESULT frame into G.buf and hands it over
+ * (a request of an HTTP listener: send_http_result). Returns 0 or an SR_E*
+ * code with err set (nothing sent then). */
 static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
                        uint16_t ser, uint16_t flags, char *err, size_t errlen) {
   idx = lua_absindex(L, idx);
+  if (ser == SR_DAEMON_SER_HESSIAN) return send_http_result(L, idx, conn, slot, flags, err, errlen);
   sr_buf_t *b = &G.buf;
   b->len = 0;
   int rc = sr_buf_reserve(b, SR_WIRE_HEADER_SIZE + 64);
@@ -378,6 +414,13 @@ static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, 
     if (st == LUA_OK) return;
   }
   lua_pushfstring(L, "%s: %s", cls, msg);
+  if (ev->serializer == SR_DAEMON_SER_HESSIAN) {
+    char err[300];
+    send_result(L, -1, ev->conn, ev->slot, ev->seq, ev->serializer, SR_FLAG_EXCEPTION, err,
+                sizeof err);
+    lua_settop(L, base);
+    return;
+  }
   sr_buf_t b;
   sr_buf_init(&b);
   const char *s = lua_tostring(L, -1);
@@ -519,8 +562,19 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   /* JSON map (what every Pyro4 and springrun client sends): the four fields
    * straight onto the stack, no table built for the map */
   int rc = 1;
-  if (ev->serializer == SR_SER_JSON)
+  if (ev->serializer == SR_DAEMON_SER_HESSIAN) {
+    /* an HTTP request: the object is its path, the body a Hessian call */
+    rc = lsr_hessian_decode_call(L, data + ev->name_len, len - ev->name_len, &lim, err,
+                                 sizeof err);
+    if (rc == 0) {
+      lua_pushlstring(L, (const char *)data, ev->name_len);
+      lua_insert(L, base + 2);
+      lua_pushnil(L); /* kwargs */
+      rc = 2;
+    }
+  } else if (ev->serializer == SR_SER_JSON) {
     rc = lsr_json_decode_invoke(L, data, len, &lim, err, sizeof err);
+  }
   if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, data, len, &lim, err, sizeof err);
   else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
   sr_buf_free(&plain); /* decoded: the values live in Lua now */
@@ -898,9 +952,12 @@ static void ignore_sigpipe(void) {
   }
 }
 
-/* daemon_listen(host, port [, objects [, limits [, security]]]) -> id, port | nil, err, name
+/* daemon_listen(host, port [, objects [, limits [, security [, protocol]]]])
+ *   -> id, port | nil, err, name
  * objects: a list of {name, connectok_value} registered before the listener
- * accepts its first connection (at most 16). */
+ * accepts its first connection (at most 16). protocol: "pyro" (default) or
+ * "http" (daemon.h: object names are request paths, requests are Hessian
+ * calls; no CONNECTOK is kept). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
@@ -917,7 +974,12 @@ static int l_listen(lua_State *L) {
   memset(&opts, 0, sizeof opts);
   read_limits(L, 4, &opts.limits);
   read_security(L, 5, &opts.security);
-  unsigned mask = probe_serializers(L);
+  static const char *const protos[] = { "pyro", "http", NULL };
+  opts.protocol = luaL_checkoption(L, 6, "pyro", protos) == 1 ? SR_DAEMON_PROTO_HTTP
+                                                                : SR_DAEMON_PROTO_PYRO;
+  luaL_argcheck(L, opts.protocol == SR_DAEMON_PROTO_PYRO || opts.security.tls == NULL, 5,
+                "an http listener has no TLS");
+  unsigned mask = opts.protocol == SR_DAEMON_PROTO_HTTP ? 0 : probe_serializers(L);
   if (port < 0 || port > 65535) {
     snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,
              (long long)port);

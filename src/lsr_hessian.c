@@ -721,20 +721,20 @@ static int l_decode_reply(lua_State *L) {
   return 3;
 }
 
-static int l_decode_call(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  sr_hessian_limits_t lim;
-  opt_limits(L, 2, &lim);
-  char err[256];
+/* Reads a call (Hessian 2 or 1) from s[0..n) with lim: pushes the method
+ * name and the arguments (an array-marked list with field n) and sets
+ * *version; returns 0, or an SR_E* code with err set and nothing pushed. */
+static int decode_call(lua_State *L, const char *s, size_t n, const sr_hessian_limits_t *lim,
+                       int *version, char *err, size_t errlen) {
+  int base = lua_gettop(L);
   bld_t b;
   int64_t argc = -1;
-  int rc = bld_begin(L, &b, s, n, 2, &lim, err, sizeof err);
+  int rc = bld_begin(L, &b, s, n, 2, lim, err, errlen);
   sr_buf_t *method = lsr_push_buf(L);
   int mslot = lua_gettop(L);
   if (rc == 0) rc = sr_hessian_read_call(b.r, method, &argc);
   if (rc == 0) {
-    lua_createtable(L, argc > 0 ? (int)argc : 0, 1);
+    lua_createtable(L, argc > 0 && argc < 256 ? (int)argc : 0, 1);
     lua_pushvalue(L, b.arr_mt);
     lua_setmetatable(L, -2);
     lua_Integer i = 0;
@@ -748,17 +748,125 @@ static int l_decode_call(lua_State *L) {
       rc = sr_hessian_finish(b.r, 0);
     }
   }
-  int version = b.r->version;
+  *version = b.r->version;
   sr_hessian_reader_free(b.r);
   if (rc) {
     sr_buf_free(method);
-    return lsr_codec_fail(L, rc, err);
+    lua_settop(L, base);
+    return rc;
   }
   lua_pushlstring(L, method->data ? (const char *)method->data : "", method->len);
   sr_buf_free(method);
   lua_replace(L, mslot);
+  lua_rotate(L, base + 1, 2); /* method and args to the bottom */
+  lua_settop(L, base + 2);
+  return 0;
+}
+
+static int l_decode_call(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  sr_hessian_limits_t lim;
+  opt_limits(L, 2, &lim);
+  char err[256];
+  int version = 2;
+  int rc = decode_call(L, s, n, &lim, &version, err, sizeof err);
+  if (rc) return lsr_codec_fail(L, rc, err);
   lua_pushinteger(L, version);
   return 3;
+}
+
+int lsr_hessian_decode_call(lua_State *L, const uint8_t *p, size_t n, const sr_decode_limits_t *dl,
+                            char *err, size_t errlen) {
+  sr_hessian_limits_t lim;
+  memset(&lim, 0, sizeof lim);
+  lim.max_depth = dl && dl->max_depth > 0 ? dl->max_depth : SR_HESSIAN_DEFAULT_DEPTH;
+  lim.max_elements = dl && dl->max_elements > 0 ? dl->max_elements : SR_HESSIAN_DEFAULT_ELEMENTS;
+  lim.max_bytes = n > 0 ? n : 1;
+  lim.max_string = SR_HESSIAN_DEFAULT_MAX_STRING;
+  int version;
+  return decode_call(L, (const char *)p, n, &lim, &version, err, errlen);
+}
+
+/* The Java exception a Pyro-style exception dict (at idx) becomes, and the
+ * fault code a Caucho client expects for it: lookups that failed are
+ * NoSuchMethodException, requests that could not be read
+ * ProtocolException, anything else ServiceException with the exception
+ * as detail -- java.lang.RuntimeException, or the Java class a Lua error
+ * named ("java.lang.IllegalArgumentException: text", as an error object
+ * {class = "java.lang.IllegalArgumentException", message = "text"} reads
+ * once the exporter has turned it into a message). */
+static int put_fault(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  const char *cls = "";
+  if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "__class__") == LUA_TSTRING)
+    cls = lua_tostring(L, -1);
+  int clsslot = lua_gettop(L);
+  const char *msg = NULL;
+  size_t ml = 0;
+  if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "args") == LUA_TTABLE) {
+    if (lua_rawgeti(L, -1, 1) == LUA_TSTRING) msg = lua_tolstring(L, -1, &ml);
+  }
+  if (msg == NULL) {
+    msg = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &ml) : "error";
+    if (lua_type(L, idx) != LUA_TSTRING) ml = strlen(msg);
+  }
+  const char *code = "ServiceException";
+  if (strcmp(cls, "builtins.AttributeError") == 0)
+    code = "NoSuchMethodException";
+  else if (strcmp(cls, "Pyro4.errors.SerializeError") == 0 ||
+           strcmp(cls, "Pyro4.errors.ProtocolError") == 0 || strcmp(cls, "builtins.KeyError") == 0)
+    code = "ProtocolException";
+  /* the Java class: named at the start of the message, or RuntimeException */
+  const char *jcls = "java.lang.RuntimeException";
+  size_t jl = strlen(jcls);
+  const char *dmsg = msg;
+  size_t dl = ml;
+  const char *colon = memchr(msg, ':', ml);
+  if ((strncmp(msg, "java.", 5) == 0 || strncmp(msg, "javax.", 6) == 0) && colon &&
+      (size_t)(colon - msg) + 1 < ml && colon[1] == ' ' && memchr(msg, ' ', (size_t)(colon - msg)) == NULL) {
+    jcls = msg;
+    jl = (size_t)(colon - msg);
+    dmsg = colon + 2;
+    dl = ml - jl - 2;
+  }
+  int rc = 0;
+  if (sr_hessian_put_fault(e->out) || sr_hessian_put_map(e->out, NULL, 0, -1)) return enc_nomem(e);
+  e->nrefs = 1;
+  if ((rc = enc_string(e, "code", 4)) || (rc = enc_string(e, code, strlen(code))) ||
+      (rc = enc_string(e, "message", 7)) || (rc = enc_string(e, dmsg, dl)))
+    return rc;
+  if (strcmp(code, "ServiceException") == 0) {
+    /* detail: an instance of the Java class with its detailMessage */
+    static const char *const fields[1] = { "detailMessage" };
+    const size_t flens[1] = { 13 };
+    size_t bad;
+    if ((rc = enc_string(e, "detail", 6))) return rc;
+    if (sr_hessian_put_def(e->out, jcls, jl, 1, fields, flens, &bad) ||
+        sr_hessian_put_object(e->out, e->ndefs++))
+      return enc_nomem(e);
+    e->nrefs++;
+    if ((rc = enc_string(e, dmsg, dl))) return rc;
+  }
+  lua_settop(L, clsslot - 1);
+  if (sr_hessian_put_end(e->out)) return enc_nomem(e);
+  return 0;
+}
+
+int lsr_hessian_put_reply(lua_State *L, int idx, int fault, sr_buf_t *out, char *err,
+                          size_t errlen) {
+  idx = lua_absindex(L, idx);
+  int base = lua_gettop(L);
+  enc_t e;
+  enc_begin(L, &e, err, errlen);
+  e.out = out; /* appended to the caller's buffer; the pushed one stays empty */
+  int rc;
+  if (fault)
+    rc = put_fault(&e, idx);
+  else
+    rc = sr_hessian_put_reply(out) ? enc_nomem(&e) : enc_value(&e, idx);
+  lua_settop(L, base);
+  return rc;
 }
 
 void lsr_open_hessian(lua_State *L) {

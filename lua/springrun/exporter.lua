@@ -694,6 +694,8 @@ Exporter.service_host = "localhost"
 Exporter.service_port = 7766
 
 local function who(self)
+  local w = rawget(self, "_who") -- another exporter class (springrun.remoting.hessian)
+  if w then return w end
   local n = rawget(self, "service_name")
   return type(n) == "string" and ("PyroServiceExporter '" .. n .. "'") or "PyroServiceExporter"
 end
@@ -1053,6 +1055,14 @@ end
 setmetatable(Exporter, { __call = function(_, opts) return Exporter.new(opts) end })
 
 M.PyroServiceExporter = Exporter
+
+-- For springrun.remoting.hessian's exporter, which serves through the same
+-- dispatch (core.serve_*, the handler set here): the handler, and what a
+-- service exposes by the rules above (self's expose / hide; self._who names
+-- it in errors) -> names, name -> function.
+M._ensure_handler = function() ensure_handler() end
+M._select_exposed = function(self, service) return select_exposed(self, exposed_methods(service)) end
+M._LIMIT_NAMES = LIMIT_NAMES
 
 -- Stops every export of this process (runtime shutdown).
 function M.unexport_all()

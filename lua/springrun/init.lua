@@ -108,6 +108,9 @@
 ---@field stop fun()
 ---@field pool fun(props: table): table     springrun.pool{urls=, service_name=, strategy=, ...}: a pool, called like a proxy
 ---@field PoolProxyFactory table         the pool for contexts (class = springrun.PoolProxyFactory)
+---@field HessianProxyFactory table      springrun.HessianProxyFactory{service_url=, timeout=, ...}: a Java service over Hessian
+---@field HessianServiceExporter table   springrun.HessianServiceExporter{service=, service_host=, service_port=, service_path=}
+---@field hessian_proxy fun(url: string, opts?: table): table  a Hessian proxy for url
 ---@field stats fun(): table<string, springrun.Stats>  every exported object's call statistics, by PYRO: URL
 ---@field hessian table                  springrun.hessian: the Hessian 2 codec (Java peers)
 ---@field http table                     springrun.http: the HTTP client (request, start)
@@ -156,6 +159,9 @@ local exports = {
   http = { "springrun.http" },
   etcd = { "springrun.etcd" },
   runtime = { "springrun.runtime" },
+  HessianProxyFactory = { "springrun.remoting.hessian", "HessianProxyFactory" },
+  HessianServiceExporter = { "springrun.remoting.hessian", "HessianServiceExporter" },
+  hessian_proxy = { "springrun.remoting.hessian", "hessian_proxy" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and

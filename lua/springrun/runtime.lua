@@ -158,6 +158,8 @@ function M.shutdown(skip_drain)
   end
   local exporter = package.loaded["springrun.exporter"]
   if type(exporter) == "table" and exporter.unexport_all then exporter.unexport_all() end
+  local hessian = package.loaded["springrun.remoting.hessian"]
+  if type(hessian) == "table" and hessian.unexport_all then hessian.unexport_all() end
 end
 
 -- The loop of run() and serve_after_script(): see the header. who names

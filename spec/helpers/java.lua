@@ -1,5 +1,7 @@
 -- Spec helpers for the Java Hessian peers (spec/java/): compile them once
--- per run with javac into the build dir (never the source tree), start them
+-- per busted process with javac into a fresh temporary directory (never a
+-- fixed path another run could share; removed when the process exits,
+-- through a collected sentinel), start them
 -- by pid on a free port, and a minimal fixed HTTP/1.0 POST over a plain
 -- luv TCP socket (test-only: springrun.http is the product's HTTP client).
 --
@@ -13,19 +15,30 @@ local M = {}
 
 M.JAR = "/usr/share/java/hessian.jar"
 M.OPENS = "--add-opens=java.base/java.lang=ALL-UNNAMED"
-local classes = proc.root .. "/" .. (os.getenv("SPRINGRUN_BUILD") or "build") .. "/java"
-M.CP = classes .. ":" .. M.JAR
+local classes
+M.CP = nil
 
-local compiled = false
+-- removes the class directory when the Lua state closes (busted exits)
+local sentinel = setmetatable({}, { __gc = function()
+  if classes then os.execute("rm -rf " .. proc.shquote(classes)) end
+end })
+M._sentinel = sentinel
+
 function M.compile()
-  if compiled then return end
+  if classes then return end
   assert(io.open(M.JAR, "rb"), "Caucho Hessian is missing: apt-get install libhessian-java"):close()
-  local cmd = string.format("mkdir -p %s && javac -nowarn -cp %s -d %s %s/spec/java/*.java 2>&1",
-    proc.shquote(classes), proc.shquote(M.JAR), proc.shquote(classes), proc.shquote(proc.root))
+  local dir = assert(io.popen("mktemp -d /tmp/springrun-java.XXXXXX")):read("l")
+  assert(dir and dir ~= "", "mktemp -d failed")
+  local cmd = string.format("javac -nowarn -cp %s -d %s %s/spec/java/*.java 2>&1",
+    proc.shquote(M.JAR), proc.shquote(dir), proc.shquote(proc.root))
   local p = io.popen(cmd)
   local out = p:read("a")
-  assert(p:close(), "javac failed (apt-get install default-jdk-headless):\n" .. out)
-  compiled = true
+  if not p:close() then
+    os.execute("rm -rf " .. proc.shquote(dir))
+    error("javac failed (apt-get install default-jdk-headless):\n" .. out)
+  end
+  classes = dir
+  M.CP = classes .. ":" .. M.JAR
 end
 
 -- Starts HessianTestServer on a free port; returns port, process. The
@@ -33,7 +46,10 @@ end
 function M.start_server()
   M.compile()
   local port = proc.free_port()
-  local p = proc.spawn({ "java", M.OPENS, "-cp", M.CP, "HessianTestServer", tostring(port) })
+  -- TCP_NODELAY (as servlet containers set): otherwise each response body
+  -- waits for the client's delayed ACK of its head
+  local p = proc.spawn({ "java", "-Dsun.net.httpserver.nodelay=true", M.OPENS, "-cp", M.CP,
+    "HessianTestServer", tostring(port) })
   assert(proc.wait_port("127.0.0.1", port, 30, p), "Java server did not start: " .. p:stderr())
   return port, p
 end
