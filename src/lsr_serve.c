@@ -29,6 +29,12 @@
  *         unknown(conn, tag, ser, flags, object, method)   no such object
  *         batch(entry, conn, tag, ser, flags, object, method, params)
  *                        Pyro4's "<batch>": each item through serve_call
+ *         tasks          (a table, optional) runtime's live tasks, co ->
+ *                        true: serve sets tasks[co] = conn for the task it
+ *                        runs in, so the service code (the exporter's
+ *                        instance modes, springrun.current_context) learns
+ *                        which connection the call came on; the task pool
+ *                        clears the entry when the task ends
  *   serve_call(entry, method, params, kwargs)
  *       -> true, results... | false, err (xpcall's) | nil, exception (lookup)
  *
@@ -47,8 +53,9 @@
 #include "lsr_codec.h"
 
 #define SERVE_MAX_ARGS 8
-enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH };
-#define NUP 8
+enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH,
+       UP_TASKS };
+#define NUP 9
 
 static char reg_key; /* registry[&reg_key]: listener id -> { name -> entry } */
 
@@ -272,6 +279,15 @@ static int l_serve(lua_State *L) {
     return to_policy(L, UP_UNKNOWN, 11);
   }
   lua_remove(L, 11); /* entry at 11 */
+  if (lua_type(L, lua_upvalueindex(UP_TASKS)) == LUA_TTABLE) {
+    lua_pushthread(L);
+    if (lua_rawget(L, lua_upvalueindex(UP_TASKS)) != LUA_TNIL) { /* running as a task */
+      lua_pushthread(L);
+      lua_pushvalue(L, 2);
+      lua_rawset(L, lua_upvalueindex(UP_TASKS));
+    }
+    lua_pop(L, 1);
+  }
   if (lua_type(L, 7) == LUA_TSTRING && strcmp(lua_tostring(L, 7), "<batch>") == 0) {
     lua_pushvalue(L, lua_upvalueindex(UP_BATCH));
     lua_pushvalue(L, 11);
@@ -302,6 +318,8 @@ static int l_serve_new(lua_State *L) {
     if (lua_getfield(L, 1, names[i]) != LUA_TFUNCTION)
       return luaL_error(L, "serve_new: policy.%s must be a function", names[i]);
   }
+  int tt = lua_getfield(L, 1, "tasks");
+  luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.tasks must be a table");
   int first = lua_gettop(L) - NUP + 1;
   for (int i = 0; i < NUP; i++) lua_pushvalue(L, first + i);
   lua_pushcclosure(L, l_serve, NUP);

@@ -7,6 +7,9 @@
 --     service_host = "127.0.0.1", service_port = 7000,   -- defaults "localhost", 7766
 --     oneway = { "log_event" },                         -- methods that get no reply
 --   }
+--   -- instance_mode = "session" | "percall" (default "single"), with
+--   -- service_factory = function() ... end or service = springrun.ref of a
+--   -- prototype-scoped definition: see "instance modes" below
 --   exporter:after_properties_set()   -- starts exporting (the container calls it)
 --   exporter:destroy()                -- stops (idempotent; the container calls it)
 --
@@ -304,6 +307,92 @@ end
 
 local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
 
+-- ---- instance modes ----------------------------------------------------------------
+--
+-- instance_mode = "single" (default: one service object for every call),
+-- "session" (one per client connection, made at its first call, dropped
+-- after the connection closed) or "percall" (a new one for each call), as
+-- Pyro4's @behavior(instance_mode=...). session and percall make instances
+-- with service_factory (a function returning the object), or, when service
+-- comes from a context's prototype-scoped definition (service =
+-- springrun.ref "id"), with that definition. The metadata is taken from one
+-- instance made at export time, which then serves as the first instance.
+--
+-- The core serves such an export through a stand-in object whose __index
+-- is a function, so its plain case never applies and every call goes
+-- through prepare, which asks instance_of[stand-in] for the call's object.
+
+local INSTANCE_MODES = { single = true, session = true, percall = true }
+local instance_of = setmetatable({}, { __mode = "k" }) -- stand-in -> function() -> object
+
+-- Session instances of connections that have closed are dropped by a sweep
+-- every SWEEP_INTERVAL ms while any are held (the daemon reports no closes
+-- to Lua; core.daemon_peer(conn) is nil once a connection is gone).
+local SWEEP_INTERVAL = 200
+local held = {}   -- entry -> true while it holds per-connection state
+local sweep_timer
+
+local function sweep()
+  for e in pairs(held) do
+    for conn in pairs(e.sessions) do
+      if core.daemon_peer(conn) == nil then
+        e.sessions[conn] = nil
+        e.nsessions = e.nsessions - 1
+        exporter_log:debug("dropped the %s instance of a closed connection", e.name)
+      end
+    end
+    if e.nsessions == 0 then held[e] = nil end
+  end
+  if next(held) == nil and sweep_timer then sweep_timer:stop() end
+end
+
+local function hold(e)
+  held[e] = true
+  if not sweep_timer then
+    sweep_timer = require("luv").new_timer()
+    sweep_timer:unref() -- the sweep alone does not keep the loop running
+  end
+  if not sweep_timer:is_active() then sweep_timer:start(SWEEP_INTERVAL, SWEEP_INTERVAL, sweep) end
+end
+
+-- A new object from factory, checked.
+local function new_instance(e)
+  local obj = e.spare
+  if obj ~= nil then -- the one made at export for the metadata: still unused
+    e.spare = nil
+    return obj
+  end
+  obj = e.factory()
+  local t = type(obj)
+  if t ~= "table" and t ~= "userdata" then
+    error(string.format("the instance factory of %s returned a %s value, not an object", e.name, t), 0)
+  end
+  return obj
+end
+
+-- The stand-in the core serves for entry e (mode session or percall).
+local function stand_in(e)
+  local obj = setmetatable({}, { __index = function() return nil end })
+  if e.mode == "percall" then
+    instance_of[obj] = function() return new_instance(e) end
+  else
+    e.sessions, e.nsessions = {}, 0
+    instance_of[obj] = function()
+      local conn = runtime._serving_conn()
+      if conn == nil then return new_instance(e) end
+      local inst = e.sessions[conn]
+      if inst == nil then
+        inst = new_instance(e)
+        e.sessions[conn] = inst
+        e.nsessions = e.nsessions + 1
+        hold(e)
+      end
+      return inst
+    end
+  end
+  return obj
+end
+
 -- ---- dispatch: the policy of the core's one dispatch path ------------------------
 --
 -- core.serve_new (src/lsr_serve.c) finds the object registered with
@@ -383,15 +472,22 @@ local function index(t, k) return t[k] end
 -- method replaced since is called as it is now; an indexing that raises is
 -- answered as a missing method.
 local function prepare(entry, method, params, kwargs)
+  local service = entry.service
+  local make = instance_of[service]
+  if make then -- instance_mode session or percall: the instance this call runs on
+    local ok, inst = pcall(make)
+    if not ok then return nil, to_exception(inst) end
+    service = inst
+  end
   local fn = entry.exposed[method]
   if fn then
     local cached = fn
     local ok
-    ok, fn = pcall(index, entry.service, method)
+    ok, fn = pcall(index, service, method)
     if not ok or (fn ~= cached and type(fn) ~= "function") then fn = nil end
   end
   if not fn then return nil, lookup_error(entry, method) end
-  local args, n = build_args(entry.service, params, kwargs)
+  local args, n = build_args(service, params, kwargs)
   if not args then return nil, n end
   return fn, unpack(args, 1, n)
 end
@@ -529,6 +625,7 @@ end
 
 local serve
 serve, serve_call = core.serve_new({
+  tasks = runtime._tasks,
   msgh = traceback_handler,
   prepare = prepare,
   finish = guarded(function(conn, tag, ser, flags, object, method, ...)
@@ -652,6 +749,9 @@ for _, n in ipairs(SECURITY_NAMES) do PROPS[#PROPS + 1] = n end
 -- etcd registration (springrun.registry): registry = "etcd://host:port/prefix"
 PROPS[#PROPS + 1] = "registry"
 PROPS[#PROPS + 1] = "registry_ttl"
+-- instance modes (see "instance modes" above)
+PROPS[#PROPS + 1] = "instance_mode"
+PROPS[#PROPS + 1] = "service_factory"
 
 local Exporter = {}
 local export_copies -- (below) service_port = {p1, p2, ...}
@@ -831,6 +931,30 @@ function Exporter:after_properties_set()
   if type(name) ~= "string" or name == "" then
     conf_error(self, "service_name must be a non-empty string, got %s", tostring(name))
   end
+  local mode = self.instance_mode
+  if mode == nil then mode = "single" end
+  if not INSTANCE_MODES[mode] then
+    conf_error(self, "instance_mode must be \"single\", \"session\" or \"percall\", got %s", tostring(mode))
+  end
+  local factory = self.service_factory
+  if factory ~= nil and type(factory) ~= "function" then
+    conf_error(self, "service_factory must be a function returning the service object, got %s", type(factory))
+  end
+  if factory ~= nil and service ~= nil then
+    conf_error(self, "set service or service_factory, not both")
+  end
+  if mode ~= "single" and factory == nil then
+    factory = service ~= nil and require("springrun.context").factory_of(service) or nil
+    if factory == nil then
+      conf_error(self, "instance_mode \"%s\" needs service_factory (a function) or service = springrun.ref of a prototype-scoped definition (scope = \"prototype\")", mode)
+    end
+  end
+  if factory ~= nil and service == nil then
+    local ok, made = pcall(factory)
+    if not ok then conf_error(self, "service_factory failed: %s", err_text(made)) end
+    service = made
+    if service == nil then conf_error(self, "service_factory returned nil") end
+  end
   if service == nil then conf_error(self, "property service is not set") end
   local st = type(service)
   if st ~= "table" and st ~= "userdata" then
@@ -866,7 +990,9 @@ function Exporter:after_properties_set()
   local limits = read_limits(self)
   local security = read_security(self)
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
-                  oneway = oneway_set, exposed = is_method }
+                  oneway = oneway_set, exposed = is_method, mode = mode, factory = factory,
+                  spare = mode ~= "single" and service or nil }
+  local served = mode == "single" and service or stand_in(entry)
   local connectok = { handshake = "hello", meta = entry.meta }
   local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
@@ -898,7 +1024,7 @@ function Exporter:after_properties_set()
   end
   d.objects[name] = entry
   d.count = d.count + 1
-  core.serve_register(d.id, name, service, is_method)
+  core.serve_register(d.id, name, served, is_method)
   entry.listener = d
   rawset(self, "_export", entry)
   self.service_port = d.port
@@ -952,6 +1078,10 @@ function Exporter:destroy()
       exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
     end
   end
+  if entry.sessions then
+    held[entry] = nil
+    entry.sessions, entry.nsessions = {}, 0
+  end
   local d = entry.listener
   exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
   exporter_log:info("stopped exporting %s at PYRO:%s@%s", entry.name, entry.name, d.where)
@@ -982,6 +1112,14 @@ function Exporter:bound_ports()
   local out = {}
   for i, c in ipairs(copies) do out[i] = c:bound_port() end
   return out
+end
+
+-- The number of session instances alive (instance_mode "session"; 0 for
+-- the other modes): one per connection that has called, until the sweep
+-- after its close.
+function Exporter:session_count()
+  local entry = rawget(self, "_export")
+  return entry and entry.nsessions or 0
 end
 
 -- True while exported.
