@@ -13,8 +13,9 @@ describe("springrun's public API #unit #net", function()
       names[#names + 1] = k
     end
     assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
-      "context", "context_from_xml", "errors", "json", "kwargs", "load_context", "log", "naming", "null",
-      "object", "pool", "proxy", "ref", "run", "serpent", "stop", "version" }, names)
+      "context", "context_from_xml", "current_context", "errors", "json", "kwargs", "load_context", "log",
+      "naming", "null", "object", "pool", "proxy", "ref", "run", "serpent", "set_correlation_id", "stop",
+      "version" }, names)
   end)
 
   it("springrun.proxy is the constructor and has stats()", function()

@@ -245,6 +245,16 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
   ev->call_timeout_ms = c->lis->lim.call_timeout_ms;
   if (len) memcpy(ev->data, data, len);
   ev->data[len] = 0;
+  /* the correlation id travels to the call (springrun.current_context);
+   * other annotations are ignored, as a Pyro4 daemon does */
+  size_t aoff = 0;
+  sr_wire_ann_t a;
+  while (sr_wire_ann_next(m->ann, m->h.ann_len, &aoff, &a) == 1) {
+    if (memcmp(a.key, "CORR", 4) == 0 && a.len == 16) {
+      memcpy(ev->corr, a.value, 16);
+      ev->has_corr = 1;
+    }
+  }
   sr_dcount_t *dc = c->lis->dc;
   atomic_fetch_add(&dc->refs, 1);
   ev->dc = dc;

@@ -9,12 +9,13 @@
  * drains everything queued and, for each INVOKE, decodes the payload here
  * (C, hot path) and calls the Lua handler set with daemon_set_handler:
  *
- *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs
- *           [, call])
+ *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs,
+ *           corr [, call])
  *
  * params/kwargs are the decoded values as they came, except that an empty
  * kwargs table (map or list) is passed as nil (kwargs may be nil or
- * springrun.null). call, present when the listener bounds the call (a
+ * springrun.null). corr is the request's CORR annotation (16 bytes, the
+ * correlation id) or nil. call, present when the listener bounds the call (a
  * oneway call: max_oneway; call_timeout set), is a value with a __close
  * metamethod: the function the call's task runs marks it to-be-closed
  * (lsr_serve.c), so it is closed when the call ends however it ends (a
@@ -558,6 +559,11 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
     return;
   }
+  if (ev->has_corr)
+    lua_pushlstring(L, (const char *)ev->corr, 16);
+  else
+    lua_pushnil(L);
+  nargs++;
   nargs += push_call(L, ev, ls, oneway);
   if (lua_pcall(L, nargs, 0, base + 1) != LUA_OK) {
     const char *m = lua_tostring(L, -1);

@@ -626,6 +626,7 @@ end
 local serve
 serve, serve_call = core.serve_new({
   tasks = runtime._tasks,
+  corrs = require("springrun.callctx")._corrs,
   msgh = traceback_handler,
   prepare = prepare,
   finish = guarded(function(conn, tag, ser, flags, object, method, ...)

@@ -44,6 +44,8 @@
 ---@field kwargs fun(t: table<string, any>): table
 ---@field run fun(fn?: function): any
 ---@field stop fun()
+---@field current_context fun(): {correlation_id: string?, client_address: string?}
+---@field set_correlation_id fun(uuid: string?)
 
 ---@class springrun.ApplicationContext
 ---@field get_object fun(self: springrun.ApplicationContext, id: string): any
@@ -77,6 +79,8 @@ local exports = {
   _serve_after_script = { "springrun.runtime", "serve_after_script" },
   pool = { "springrun.pool", "pool" },
   PoolProxyFactory = { "springrun.pool", "PoolProxyFactory" },
+  current_context = { "springrun.callctx", "current_context" },
+  set_correlation_id = { "springrun.callctx", "set_correlation_id" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and

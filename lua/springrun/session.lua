@@ -34,6 +34,13 @@ local function get_json()
   return json
 end
 
+-- springrun.callctx.outgoing, loaded by the first call
+local function callctx_outgoing()
+  local f = require("springrun.callctx").outgoing
+  callctx_outgoing = f
+  return f()
+end
+
 local function get_uv()
   uv = uv or require "luv"
   return uv
@@ -533,19 +540,23 @@ end
 
 -- Sends the call name(...) on st's connection in co's kind (making one,
 -- with the handshake, when there is no idle one); see the pipeline above.
+-- A call that carries a correlation id (springrun.callctx: made while
+-- serving a call, or set_correlation_id) takes the general path: the
+-- handshake first, then the request with its CORR annotation.
 local function attempt(st, co, name, ...)
-  local conn, cached, err = connection(st, co, name)
+  local corr = callctx_outgoing()
+  local conn, cached, err = connection(st, co, corr == nil and name or nil)
   if cached then return pipelined(st, conn, cached, name, ...) end
   if conn == nil then return 0, false, false, false, err end
   local m = st.meta
   if not m.methods[name] then return 0, false, false, false, method_error(st, name) end
   local oneway = m.oneway[name] == true
   local seq = next_seq(st)
-  if st.ser == SERIALIZERS.json and not oneway and conn.invoke ~= nil then
+  if corr == nil and st.ser == SERIALIZERS.json and not oneway and conn.invoke ~= nil then
     return seq, false, true, conn:invoke(seq, st.uri.object, name, st.timeout, ...)
   end
   return seq, oneway, false, conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
-    invoke_payload(st, st.uri.object, name, table.pack(...)), st.timeout)
+    invoke_payload(st, st.uri.object, name, table.pack(...)), st.timeout, corr)
 end
 
 -- The result of the reply msg to the INVOKE of name with sequence number

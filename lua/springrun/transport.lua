@@ -292,7 +292,7 @@ end
 -- Same contracts as the C conn:push, conn:receive and conn:request (see
 -- src/lsr_client.c): push queues an encoded message, receive writes what
 -- is queued (one write) and waits for the next reply.
-function AsyncConn:push(mtype, flags, seq, ser, value, raw)
+function AsyncConn:push(mtype, flags, seq, ser, value, raw, corr)
   if self.closed then return nil, text("closed"), "SR_ECLOSED" end
   local c = get_core()
   local data, emsg, ecode = value, nil, nil
@@ -303,13 +303,13 @@ function AsyncConn:push(mtype, flags, seq, ser, value, raw)
     q = {}
     self.outq = q
   end
-  q[#q + 1] = c.wire_encode(mtype, flags, seq, ser, data)
+  q[#q + 1] = c.wire_encode(mtype, flags, seq, ser, data, corr and { { "CORR", corr } } or nil)
   return true
 end
 
-function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
+function AsyncConn:request(mtype, flags, seq, ser, value, timeout, corr)
   if self.closed then return nil, text("closed"), "SR_ECLOSED", false end
-  local ok, emsg, ecode = self:push(mtype, flags, seq, ser, value)
+  local ok, emsg, ecode = self:push(mtype, flags, seq, ser, value, nil, corr)
   if not ok then return nil, emsg, ecode, false end
   return self:receive(timeout, flags & FLAG_ONEWAY ~= 0)
 end
