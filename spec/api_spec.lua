@@ -14,7 +14,7 @@ describe("springrun's public API #unit #net", function()
     end
     assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
       "context", "context_from_xml", "current_context", "errors", "json", "kwargs", "load_context", "log",
-      "naming", "null", "object", "pool", "proxy", "ref", "run", "serpent", "set_correlation_id", "stop",
+      "naming", "null", "object", "pool", "proxy", "ref", "run", "serpent", "set_correlation_id", "stop", "stream",
       "version" }, names)
   end)
 

@@ -25,9 +25,11 @@
  * answer every request that is not oneway (flags & FLAG_ONEWAY) exactly
  * once with
  *
- *   core.daemon_reply(conn, tag, ser, flags, value) -> true | nil, err
+ *   core.daemon_reply(conn, tag, ser, flags, value [, ann_key, ann_value])
+ *       -> true | nil, err
  *
- * (encodes a RESULT with the request's seq and serializer). Requests whose
+ * (encodes a RESULT with the request's seq and serializer, and the one
+ * annotation given: the STRM of an item stream). Requests whose
  * payload cannot be decoded, or lacks object/method/params/kwargs, are
  * answered here with an exception and never reach the handler; so is a
  * request whose handler raised. Log lines of the daemon thread go to
@@ -322,25 +324,35 @@ static unsigned probe_serializers(lua_State *L) {
 
 /* Encodes the value at idx as a RESULT frame into G.buf and hands it over.
  * Returns 0 or an SR_E* code with err set (nothing sent then). */
-static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
-                       uint16_t ser, uint16_t flags, char *err, size_t errlen) {
+static int send_result_ann(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
+                           uint16_t ser, uint16_t flags, const sr_wire_ann_t *ann, char *err,
+                           size_t errlen) {
   idx = lua_absindex(L, idx);
   sr_buf_t *b = &G.buf;
   b->len = 0;
-  int rc = sr_buf_reserve(b, SR_WIRE_HEADER_SIZE + 64);
+  size_t ann_len = ann ? 6 + (size_t)ann->len : 0;
+  int rc = sr_buf_reserve(b, SR_WIRE_HEADER_SIZE + ann_len + 64);
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
   b->len = SR_WIRE_HEADER_SIZE;
+  if (ann) { /* one annotation chunk between the header and the payload */
+    uint8_t lenbytes[2] = { (uint8_t)(ann->len >> 8), (uint8_t)(ann->len & 0xff) };
+    sr_buf_append(b, ann->key, 4); /* reserved above: cannot fail */
+    sr_buf_append(b, lenbytes, 2);
+    sr_buf_append(b, ann->value, ann->len);
+  }
   rc = lsr_payload_encode(L, ser, idx, b, err, errlen);
   if (rc < 0) {
     b->len = 0;
     return rc;
   }
-  size_t dlen = b->len - SR_WIRE_HEADER_SIZE;
+  size_t dlen = b->len - SR_WIRE_HEADER_SIZE - ann_len;
   if (dlen > 0x7fffffff) {
     b->len = 0;
     return sr_seterr(err, errlen, SR_ETOOBIG, "result payload of %zu bytes is too large", dlen);
   }
-  sr_wire_put_header(b->data, SR_MSG_RESULT, flags, seq, ser, (uint32_t)dlen);
+  sr_wire_header_t h = { .type = SR_MSG_RESULT, .flags = flags, .seq = seq, .serializer = ser,
+                         .ann_len = (uint16_t)ann_len, .data_len = (uint32_t)dlen };
+  sr_wire_header_encode(b->data, &h);
   int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_THREAD;
   G.nreplies[how]++;
   rc = sr_daemon_reply_via(G.d, conn, slot, b->data, b->len, how);
@@ -348,6 +360,11 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
   b->len = 0;
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
   return 0;
+}
+
+static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
+                       uint16_t ser, uint16_t flags, char *err, size_t errlen) {
+  return send_result_ann(L, idx, conn, slot, seq, ser, flags, NULL, err, errlen);
 }
 
 int lsr_daemon_result(lua_State *L, int idx, uint64_t conn, lua_Integer tag, uint16_t ser,
@@ -586,7 +603,9 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
  * most DISPATCH_TURN_NS and wakes itself for the rest, so timers (the
  * shutdown's drain_timeout), signals and luv I/O run in between. A call
  * whose connection is gone by its turn is dropped (logged at DEBUG): nobody
- * waits for its reply. The shutdown's drain waits for the waiting calls too
+ * waits for its reply; a oneway call still runs (as in Pyro4: a client may
+ * send one and close at once, Pyro4's close_stream from a second proxy
+ * does). The shutdown's drain waits for the waiting calls too
  * (core.daemon_waiting), within drain_timeout. */
 #define DISPATCH_TURN_NS 10000000ull
 #define CQ_BUCKETS 256
@@ -710,7 +729,7 @@ static int drain_events(lua_State *L) {
   char peer[64];
   while ((Q.cur = cq_pop()) != NULL) {
     sr_event_t *ev = Q.cur;
-    if (sr_daemon_peer(G.d, ev->conn, peer, sizeof peer) < 0)
+    if (!(ev->flags & SR_FLAG_ONEWAY) && sr_daemon_peer(G.d, ev->conn, peer, sizeof peer) < 0)
       dropped++; /* its connection is gone: nobody waits for it */
     else
       dispatch_invoke(L, ev);
@@ -1173,10 +1192,22 @@ static int l_reply(lua_State *L) {
   lua_Integer flags = luaL_checkinteger(L, 4);
   luaL_argcheck(L, ser > 0 && ser < 0xffff, 3, "bad serializer id");
   luaL_argcheck(L, flags >= 0 && flags <= 0xffff, 4, "bad flags");
-  if (lua_isnone(L, 5)) lua_pushnil(L);
+  sr_wire_ann_t ann, *annp = NULL;
+  if (!lua_isnoneornil(L, 6)) { /* one annotation: key (4 bytes), value */
+    size_t klen, vlen;
+    const char *k = luaL_checklstring(L, 6, &klen);
+    const char *v = luaL_checklstring(L, 7, &vlen);
+    luaL_argcheck(L, klen == 4, 6, "annotation key must be 4 bytes");
+    luaL_argcheck(L, vlen <= 0xffff - 6, 7, "annotation value too long");
+    memcpy(ann.key, k, 4);
+    ann.len = (uint16_t)vlen;
+    ann.value = (const uint8_t *)v;
+    annp = &ann;
+  }
+  lua_settop(L, 5);
   char err[300];
-  int rc = send_result(L, 5, (uint64_t)conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff),
-                       (uint16_t)ser, (uint16_t)flags, err, sizeof err);
+  int rc = send_result_ann(L, 5, (uint64_t)conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff),
+                           (uint16_t)ser, (uint16_t)flags, annp, err, sizeof err);
   if (rc < 0) return fail(L, rc, err);
   lua_pushboolean(L, 1);
   return 1;

@@ -38,6 +38,8 @@
  *         corrs          (a table with weak keys, with tasks) co -> the
  *                        call's correlation id (corr: the request's CORR
  *                        annotation, 16 bytes), nil when it had none
+ *         listeners      (a table with weak keys, with tasks) co -> the
+ *                        listener id of the call
  *   serve_call(entry, method, params, kwargs)
  *       -> true, results... | false, err (xpcall's) | nil, exception (lookup)
  *
@@ -57,8 +59,8 @@
 
 #define SERVE_MAX_ARGS 8
 enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH,
-       UP_TASKS, UP_CORRS };
-#define NUP 10
+       UP_TASKS, UP_CORRS, UP_LIDS };
+#define NUP 11
 
 static char reg_key; /* registry[&reg_key]: listener id -> { name -> entry } */
 
@@ -293,6 +295,11 @@ static int l_serve(lua_State *L) {
         lua_pushvalue(L, 10);
         lua_rawset(L, lua_upvalueindex(UP_CORRS));
       }
+      if (lua_type(L, lua_upvalueindex(UP_LIDS)) == LUA_TTABLE) {
+        lua_pushthread(L);
+        lua_pushvalue(L, 1);
+        lua_rawset(L, lua_upvalueindex(UP_LIDS));
+      }
     }
     lua_pop(L, 1);
   }
@@ -330,6 +337,8 @@ static int l_serve_new(lua_State *L) {
   luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.tasks must be a table");
   tt = lua_getfield(L, 1, "corrs");
   luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.corrs must be a table");
+  tt = lua_getfield(L, 1, "listeners");
+  luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.listeners must be a table");
   int first = lua_gettop(L) - NUP + 1;
   for (int i = 0; i < NUP; i++) lua_pushvalue(L, first + i);
   lua_pushcclosure(L, l_serve, NUP);

@@ -44,6 +44,8 @@ local function uuid4()
     .. string.char((b9 & 0x3f) | 0x80) .. b:sub(10)
 end
 
+M._uuid4 = uuid4
+
 -- 16 bytes -> "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 function M.uuid_text(b)
   local h = b:gsub(".", function(c) return string.format("%02x", c:byte()) end)

@@ -141,8 +141,11 @@
 -- are served while luv's loop turns (the springrun CLI after the script,
 -- springrun.run(), or any uv.run); the daemon thread answers connects and
 -- pings even while it does not.
--- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata)
--- and the "<batch>" method of Pyro4 batch proxies.
+-- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata,
+-- get_next_stream_item, close_stream) and the "<batch>" method of Pyro4
+-- batch proxies. A method may return springrun.stream(iter): see "item
+-- streams" below (limits max_streams_per_connection, stream_lifetime,
+-- stream_linger).
 local core = require "springrun.core"
 local runtime = require "springrun.runtime"
 local json = require "springrun.json"
@@ -150,7 +153,10 @@ local errors = require "springrun.errors"
 
 local M = {}
 
-local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH = 0x01, 0x04, 0x08
+local luv_now = require("luv").now
+local function uv_now_s() return luv_now() / 1000 end
+
+local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x08, 0x20
 local NULL = json.null
 local DAEMON_NAME = "Pyro.Daemon"
 
@@ -281,6 +287,11 @@ local function metadata(methods, oneway)
   return { methods = json.array(methods), oneway = json.array(oneway), attrs = json.array({}) }
 end
 
+-- item streams (see "item streams" below): id -> { next, closing, d,
+-- conn (nil: lingering), last, since }
+local streams = {}
+local close_stream, next_stream_item -- (below)
+
 -- ---- the built-in Pyro.Daemon object ---------------------------------------------
 
 local function daemon_object(d)
@@ -296,6 +307,12 @@ local function daemon_object(d)
     return string.format("springrun %s daemon bound on %s, %d objects registered",
       core.version, d.where, d.count + 1)
   end
+  function obj.get_next_stream_item(_, id) return next_stream_item(d, id) end
+  function obj.close_stream(_, id)
+    local st = type(id) == "string" and streams[id]
+    if st and st.d == d then close_stream(id, "close_stream") end
+    return nil
+  end
   function obj.get_metadata(_, object_id)
     if object_id == DAEMON_NAME then return d.daemon_meta end
     local e = d.objects[object_id]
@@ -305,7 +322,8 @@ local function daemon_object(d)
   return obj
 end
 
-local DAEMON_METHODS = { "get_metadata", "info", "ping", "registered" }
+local DAEMON_METHODS = { "close_stream", "get_metadata", "get_next_stream_item", "info", "ping",
+                         "registered" }
 
 -- ---- instance modes ----------------------------------------------------------------
 --
@@ -327,10 +345,13 @@ local instance_of = setmetatable({}, { __mode = "k" }) -- stand-in -> function()
 
 -- Session instances of connections that have closed are dropped by a sweep
 -- every SWEEP_INTERVAL ms while any are held (the daemon reports no closes
--- to Lua; core.daemon_peer(conn) is nil once a connection is gone).
+-- to Lua; core.daemon_peer(conn) is nil once a connection is gone); the
+-- same sweep ends item streams (below).
 local SWEEP_INTERVAL = 200
-local held = {}   -- entry -> true while it holds per-connection state
+local held = {}   -- entry -> true while it holds session instances
 local sweep_timer
+local sweep_streams -- (below)
+local nstreams = 0  -- item streams open (below)
 
 local function sweep()
   for e in pairs(held) do
@@ -343,16 +364,21 @@ local function sweep()
     end
     if e.nsessions == 0 then held[e] = nil end
   end
-  if next(held) == nil and sweep_timer then sweep_timer:stop() end
+  if nstreams > 0 then sweep_streams() end
+  if next(held) == nil and nstreams == 0 and sweep_timer then sweep_timer:stop() end
 end
 
-local function hold(e)
-  held[e] = true
+local function arm_sweep()
   if not sweep_timer then
     sweep_timer = require("luv").new_timer()
     sweep_timer:unref() -- the sweep alone does not keep the loop running
   end
   if not sweep_timer:is_active() then sweep_timer:start(SWEEP_INTERVAL, SWEEP_INTERVAL, sweep) end
+end
+
+local function hold(e)
+  held[e] = true
+  arm_sweep()
 end
 
 -- A new object from factory, checked.
@@ -391,6 +417,166 @@ local function stand_in(e)
     end
   end
   return obj
+end
+
+-- ---- item streams ------------------------------------------------------------------
+--
+-- A method that returns springrun.stream(iter) answers with Pyro4's item
+-- stream: a RESULT flagged EXCEPTION|ITEMSTREAMRESULT carrying the stream id
+-- (annotation STRM) and ProtocolError "result of call is an iterator"; the
+-- caller then asks Pyro.Daemon's get_next_stream_item(id) for each item
+-- until a StopIteration exception, or close_stream(id) when it gives up.
+-- Limits (exporter properties, per listener; Pyro4's defaults):
+--   max_streams_per_connection  streams one connection may hold open;
+--                               default 64; past it the call answers
+--                               PyroError naming the limit
+--   stream_lifetime             seconds a stream may stay unasked before it
+--                               is closed; default 0 (off, as Pyro4's
+--                               ITER_STREAM_LIFETIME)
+--   stream_linger               seconds a stream outlives its connection (a
+--                               client reconnecting may go on with it);
+--                               default 30 (Pyro4's ITER_STREAM_LINGER), 0:
+--                               closed with the connection
+-- The sweep above enforces lifetime and linger (within SWEEP_INTERVAL).
+
+local STREAM_LIMITS = { max_streams_per_connection = 64, stream_lifetime = 0, stream_linger = 30 }
+local STREAM_LIMIT_NAMES = { "max_streams_per_connection", "stream_lifetime", "stream_linger" }
+
+local StreamMT = { __name = "springrun.stream" }
+
+-- springrun.stream(f [, s [, c [, closing]]]) or springrun.stream(obj): what
+-- a service method returns to stream its result item by item (see above).
+-- f: an iterator function, called as a generic for calls it (f(s, c), the
+-- first result the item and the next control value; nil ends the stream);
+-- obj: a table or userdata with __call (obj() gives the next item) or
+-- __pairs (its values are the items). closing (a value with __close) is
+-- closed when the stream ends, however it ends.
+function M.stream(f, state, control, closing)
+  local t = type(f)
+  local next_item
+  if t == "function" then
+    local ctl = control
+    next_item = function()
+      local v = f(state, ctl)
+      ctl = v
+      return v
+    end
+  elseif t == "table" or t == "userdata" then
+    local mt = getmetatable(f)
+    if type(mt) == "table" and mt.__pairs then
+      local pf, ps, pc = mt.__pairs(f)
+      next_item = function()
+        local k, v = pf(ps, pc)
+        pc = k
+        if k == nil then return nil end
+        return v
+      end
+    elseif type(mt) == "table" and mt.__call then
+      next_item = function() return f() end
+    end
+  end
+  if not next_item then
+    error("springrun.stream: expected an iterator function or a table with __call or __pairs, got " .. t, 2)
+  end
+  return setmetatable({ next = next_item, closing = closing }, StreamMT)
+end
+
+function M.is_stream(v) return getmetatable(v) == StreamMT end
+
+local conn_streams = {} -- conn -> number of its streams
+local listener_of = setmetatable({}, { __mode = "k" }) -- co -> listener id (serve's policy.listeners)
+local new_uuid -- (springrun.callctx, loaded with the first stream)
+
+local function count_conn(conn, delta)
+  if conn == nil then return end
+  local n = (conn_streams[conn] or 0) + delta
+  conn_streams[conn] = n > 0 and n or nil
+end
+
+close_stream = function(id, why)
+  local s = streams[id]
+  if not s then return end
+  streams[id] = nil
+  nstreams = nstreams - 1
+  count_conn(s.conn, -1)
+  exporter_log:debug("item stream %s closed (%s)", id, why)
+  local c = s.closing
+  if c ~= nil then
+    local mt = getmetatable(c)
+    if mt and mt.__close then
+      local ok, err = pcall(mt.__close, c, nil)
+      if not ok then exporter_log:warning("closing item stream %s failed: %s", id, err_text(err)) end
+    end
+  end
+end
+
+sweep_streams = function()
+  local now = uv_now_s()
+  for id, s in pairs(streams) do
+    local lim = s.d.stream_limits
+    if s.conn ~= nil and core.daemon_peer(s.conn) == nil then
+      count_conn(s.conn, -1)
+      s.conn, s.since = nil, now
+      if lim.stream_linger <= 0 then close_stream(id, "its connection closed") end
+    end
+    if streams[id] then
+      if s.conn == nil and now - s.since >= lim.stream_linger then
+        close_stream(id, "stream_linger " .. lim.stream_linger .. " s after its connection closed")
+      elseif lim.stream_lifetime > 0 and now - s.last >= lim.stream_lifetime then
+        close_stream(id, "unused for stream_lifetime " .. lim.stream_lifetime .. " s")
+      end
+    end
+  end
+end
+
+-- Opens a stream of value for a call on conn: its id, or nil and the error.
+local function open_stream(conn, value)
+  local d = listeners_by_id[listener_of[coroutine.running()]]
+  if d == nil then return nil, "item streams are only served to remote calls" end
+  local lim = d.stream_limits
+  if (conn_streams[conn] or 0) >= lim.max_streams_per_connection then
+    -- the stream is refused: its closing value is closed now
+    local c = value.closing
+    if c ~= nil and getmetatable(c) and getmetatable(c).__close then pcall(getmetatable(c).__close, c, nil) end
+    return nil, string.format("too many open item streams on this connection (max_streams_per_connection %d)",
+      lim.max_streams_per_connection)
+  end
+  if new_uuid == nil then
+    local callctx = require "springrun.callctx"
+    new_uuid = function() return callctx.uuid_text(callctx._uuid4()) end
+  end
+  local id = new_uuid()
+  local now = uv_now_s()
+  streams[id] = { next = value.next, closing = value.closing, d = d, conn = conn, last = now, since = now }
+  nstreams = nstreams + 1
+  count_conn(conn, 1)
+  arm_sweep()
+  return id
+end
+
+-- Pyro.Daemon's get_next_stream_item(id) of listener d.
+next_stream_item = function(d, id)
+  local s = type(id) == "string" and streams[id]
+  if not s or s.d ~= d then pyro_error("Pyro4.errors.PyroError", "item stream terminated") end
+  if s.conn == nil then -- lingering: the asking connection takes it over
+    local conn = runtime._serving_conn()
+    if conn then
+      s.conn = conn
+      count_conn(conn, 1)
+    end
+  end
+  s.last = uv_now_s()
+  local ok, v = pcall(s.next)
+  if not ok then
+    close_stream(id, "its iterator failed")
+    error(v, 0)
+  end
+  if v == nil then
+    close_stream(id, "exhausted")
+    pyro_error("builtins.StopIteration", "")
+  end
+  s.last = uv_now_s()
+  return v
 end
 
 -- ---- dispatch: the policy of the core's one dispatch path ------------------------
@@ -591,7 +777,22 @@ end
 
 -- Sends a call's outcome (ok, value), or logs it for a oneway call.
 local function answer(conn, tag, ser, flags, object, method, ok, value)
-  if not ok and flags & FLAG_ONEWAY == 0 then log_failed_call(conn, object, method, value) end
+  if ok and getmetatable(value) == StreamMT then
+    local id, why
+    if flags & (FLAG_ONEWAY | FLAG_BATCH) == 0 then id, why = open_stream(conn, value) end
+    if id then
+      core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | FLAG_ITEMSTREAMRESULT, {
+        __class__ = "Pyro4.errors.ProtocolError", __exception__ = true,
+        args = json.array({ "result of call is an iterator" }),
+        attributes = { _pyroTraceback = NULL } }, "STRM", id)
+      return
+    end
+    ok, value = false, exception("Pyro4.errors.PyroError",
+      why or "an item stream cannot be the result of a oneway or batched call")
+  end
+  if not ok and flags & FLAG_ONEWAY == 0 and value.__class__ ~= "builtins.StopIteration" then
+    log_failed_call(conn, object, method, value) -- (the end of an item stream is no failure)
+  end
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
       daemon_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
@@ -627,6 +828,7 @@ local serve
 serve, serve_call = core.serve_new({
   tasks = runtime._tasks,
   corrs = require("springrun.callctx")._corrs,
+  listeners = listener_of,
   msgh = traceback_handler,
   prepare = prepare,
   finish = guarded(function(conn, tag, ser, flags, object, method, ...)
@@ -690,7 +892,7 @@ end
 -- true when it was opened (then `name` with CONNECTOK value `connectok` is
 -- already registered: a new listener registers its first objects before it
 -- accepts anyone), or nil and the error.
-local function acquire_listener(name, host, port, connectok, limits, security)
+local function acquire_listener(name, host, port, connectok, limits, security, stream_limits)
   local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and listeners_by_key[key] or nil
   daemon_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
@@ -700,6 +902,7 @@ local function acquire_listener(name, host, port, connectok, limits, security)
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
   d.limits = limits
+  d.stream_limits = stream_limits
   d.security = security
   local id, bound = core.daemon_listen(host, port, {
     { DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta } },
@@ -753,6 +956,8 @@ PROPS[#PROPS + 1] = "registry_ttl"
 -- instance modes (see "instance modes" above)
 PROPS[#PROPS + 1] = "instance_mode"
 PROPS[#PROPS + 1] = "service_factory"
+-- item stream limits (see "item streams" above)
+for _, n in ipairs(STREAM_LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 
 local Exporter = {}
 local export_copies -- (below) service_port = {p1, p2, ...}
@@ -841,6 +1046,29 @@ local function read_limits(self)
     out[k] = v
   end
   return out
+end
+
+-- The item stream limits of self (see "item streams"), defaults filled
+-- in, checked; and the set of those self sets.
+local function read_stream_limits(self)
+  local out, set = {}, {}
+  for _, k in ipairs(STREAM_LIMIT_NAMES) do
+    local v = self[k]
+    if type(v) == "string" then v = tonumber(v) or v end
+    if v == nil then
+      v = STREAM_LIMITS[k]
+    else
+      set[k] = true
+      if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge
+        or (k == "max_streams_per_connection" and (v ~= math.floor(v) or v < 1)) then
+        conf_error(self, "%s must be %s, got %s", k,
+          k == "max_streams_per_connection" and "an integer >= 1" or "a number of seconds >= 0", tostring(v))
+      end
+      if k == "max_streams_per_connection" then v = math.tointeger(v) end
+    end
+    out[k] = v
+  end
+  return out, set
 end
 
 -- The security properties set on self, checked: { ssl =, key = (compares
@@ -990,12 +1218,14 @@ function Exporter:after_properties_set()
   exporter_log:debug("Exporting %s as a Pyro service at %s", name, address(host, port))
   local limits = read_limits(self)
   local security = read_security(self)
+  local stream_limits, stream_set = read_stream_limits(self)
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
                   oneway = oneway_set, exposed = is_method, mode = mode, factory = factory,
                   spare = mode ~= "single" and service or nil }
   local served = mode == "single" and service or stand_in(entry)
   local connectok = { handshake = "hello", meta = entry.meta }
-  local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security)
+  local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security,
+    stream_limits)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
   if not d then
     if tostring(fresh):find("EADDRINUSE", 1, true) then
@@ -1011,6 +1241,12 @@ function Exporter:after_properties_set()
       if v ~= nil and d.limits[k] ~= v then
         conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
           k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
+      end
+    end
+    for k in pairs(stream_set) do
+      if d.stream_limits[k] ~= stream_limits[k] then
+        conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
+          k, tostring(stream_limits[k]), tostring(d.stream_limits[k]), d.where)
       end
     end
     if d.security.key ~= security.key then
@@ -1121,6 +1357,18 @@ end
 function Exporter:session_count()
   local entry = rawget(self, "_export")
   return entry and entry.nsessions or 0
+end
+
+-- The number of item streams open on this export's listener (its
+-- host:port), including those lingering after their connection closed.
+function Exporter:stream_count()
+  local entry = rawget(self, "_export")
+  if not entry then return 0 end
+  local n = 0
+  for _, st in pairs(streams) do
+    if st.d == entry.listener then n = n + 1 end
+  end
+  return n
 end
 
 -- True while exported.

@@ -46,6 +46,7 @@
 ---@field stop fun()
 ---@field current_context fun(): {correlation_id: string?, client_address: string?}
 ---@field set_correlation_id fun(uuid: string?)
+---@field stream fun(iter: any, state?: any, control?: any, closing?: any): table
 
 ---@class springrun.ApplicationContext
 ---@field get_object fun(self: springrun.ApplicationContext, id: string): any
@@ -81,6 +82,7 @@ local exports = {
   PoolProxyFactory = { "springrun.pool", "PoolProxyFactory" },
   current_context = { "springrun.callctx", "current_context" },
   set_correlation_id = { "springrun.callctx", "set_correlation_id" },
+  stream = { "springrun.exporter", "stream" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and
