@@ -12,9 +12,9 @@ describe("springrun's public API #unit #net", function()
       assert.is_not_nil(v, k)
       names[#names + 1] = k
     end
-    assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
+    assert.are.same({ "ApplicationContext", "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter", "callback",
       "context", "context_from_xml", "current_context", "errors", "json", "kwargs", "load_context", "log",
-      "naming", "null", "object", "pool", "proxy", "ref", "run", "serpent", "set_correlation_id", "stop", "stream",
+      "naming", "null", "object", "pool", "proxy", "ref", "register", "run", "serpent", "set_correlation_id", "stop", "stream", "unregister",
       "version" }, names)
   end)
 

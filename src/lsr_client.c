@@ -184,6 +184,14 @@ static int lsr_client_connect(lua_State *L) {
   return 1;
 }
 
+/* True when m's payload may hold a class dict ({"__class__": ...}: a Pyro4
+ * Proxy to rebuild, see springrun.refs): the msg path then tells (classes =
+ * true); compressed payloads are not looked into and count as maybe. */
+static int has_class(const sr_wire_msg_t *m) {
+  if (m->h.flags & SR_FLAG_COMPRESSED) return 1;
+  return m->h.data_len >= 9 && memmem(m->data, m->h.data_len, "__class__", 9) != NULL;
+}
+
 /* Pushes the msg table for a framed reply (decoding the payload). Returns 0
  * or an SR_E* decode error (err set, nothing pushed). */
 static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int known_idx,
@@ -221,6 +229,10 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int k
     lua_setfield(L, -2, "data");
   }
   lsr_set_msg_head(L, &m->h);
+  if (has_class(m)) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "classes");
+  }
   if (m->h.ann_len > 0) {
     lua_newtable(L);
     size_t off = 0;
@@ -314,7 +326,8 @@ static int push_received(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, in
   int rc, n;
   if (plain_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == plain_seq &&
       m->h.serializer == SR_SER_JSON &&
-      (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0) {
+      (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0 &&
+      !has_class(m)) {
     lua_pushboolean(L, 1);
     rc = push_plain_string(L, c, m) ? 0
                                     : decode_payload(L, SR_SER_JSON, m->h.flags, m->data,

@@ -48,6 +48,9 @@
  *          max_reply_bytes (bytes), max_oneway, call_timeout (seconds,
  *          0/false: off), max_depth, max_elements (of decoded requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
+ *   core.daemon_set_class_hook(fn) -- fn(params, kwargs) -> params, kwargs
+ *                               | nil, message: rebuilds the class dicts
+ *                               of a request that has any (see below)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
  *   core.daemon_register(listener_id, name, connectok_value) -> true | nil, err
  *   core.daemon_unregister(listener_id, name) -> true | nil, err
@@ -84,6 +87,7 @@ static struct {
   int handler_ref;
   int handler_arg_ref; /* LUA_NOREF, or the handler's extra first argument */
   int refuse_ref;      /* refuse(conn, tag, ser, flags, class, message), or LUA_NOREF */
+  int classes_ref;     /* classes(params, kwargs), or LUA_NOREF (daemon_set_class_hook) */
   int log_ref;
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
@@ -100,6 +104,7 @@ static struct {
   uint64_t nreplies[3]; /* by SR_REPLY_* */
   uint64_t nfast;       /* calls answered without a Lua function (lsr_serve.c) */
 } G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .refuse_ref = LUA_NOREF,
+        .classes_ref = LUA_NOREF,
         .log_ref = LUA_NOREF,
         .batch_replies = 1, .direct = 1 };
 
@@ -540,6 +545,10 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     rc = lsr_json_decode_invoke(L, data, len, &lim, err, sizeof err);
   if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, data, len, &lim, err, sizeof err);
   else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
+  /* class dicts ({"__class__": ...}) are rare: the bytes tell whether the
+   * values need the class hook's walk */
+  int has_class = rc >= 0 && G.classes_ref != LUA_NOREF && len >= 9 &&
+                  memmem(data, len, "__class__", 9) != NULL;
   sr_buf_free(&plain); /* decoded: the values live in Lua now */
   if (rc < 0) {
     lua_settop(L, base);
@@ -575,6 +584,26 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     lua_settop(L, base);
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
     return;
+  }
+  if (has_class) { /* params, kwargs on top: rebuilt by the hook, or refused */
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, G.classes_ref);
+    lua_pushvalue(L, top - 1);
+    lua_pushvalue(L, top);
+    int st = lua_pcall(L, 2, 2, 0);
+    if (st != LUA_OK || lua_isnil(L, -2)) {
+      const char *m = lua_tostring(L, -1);
+      snprintf(err, sizeof err, "%s", m ? m : "cannot rebuild the request's class dicts");
+      lua_settop(L, base);
+      char line[400], peer[64];
+      sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
+      snprintf(line, sizeof line, "request from %s refused: %s", peer, err);
+      log_line(L, 30, line);
+      if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", err);
+      return;
+    }
+    lua_replace(L, top);
+    lua_replace(L, top - 1);
   }
   if (ev->has_corr)
     lua_pushlstring(L, (const char *)ev->corr, 16);
@@ -1173,6 +1202,15 @@ static void replace_ref(lua_State *L, int *ref, int idx) {
  * a Lua function in between. refuse(conn, tag, ser, flags, class, message)
  * answers a request refused before the handler (undecodable, fields
  * missing, the handler raised) with the exception it builds. */
+/* daemon_set_class_hook(fn): fn(params, kwargs) -> params, kwargs | nil,
+ * message is called for a request whose payload holds a class dict
+ * ("__class__"); nil, message refuses the request with SerializeError. */
+static int l_set_class_hook(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  replace_ref(L, &G.classes_ref, 1);
+  return 0;
+}
+
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -1232,7 +1270,7 @@ static int l_gc(lua_State *L) {
   sr_buf_free(&G.buf);
   G.L = NULL;
   /* the references lived in the closing state's registry */
-  G.handler_ref = G.handler_arg_ref = G.refuse_ref = G.log_ref = LUA_NOREF;
+  G.handler_ref = G.handler_arg_ref = G.refuse_ref = G.log_ref = G.classes_ref = LUA_NOREF;
   return 0;
 }
 
@@ -1246,6 +1284,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_limits", l_limits },
   { "daemon_serializers", l_serializers },
   { "daemon_set_handler", l_set_handler },
+  { "daemon_set_class_hook", l_set_class_hook },
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
   { "daemon_waiting", l_waiting },

@@ -352,6 +352,7 @@ void lsr_open_serve(lua_State *L) {
     { "serve_register", l_register },
     { "serve_unregister", l_unregister },
     { "serve_new", l_serve_new },
+    { "encode_set_refs", lsr_l_encode_set_refs },
     { NULL, NULL },
   };
   luaL_setfuncs(L, funcs, 0);

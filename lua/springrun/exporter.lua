@@ -150,6 +150,7 @@ local core = require "springrun.core"
 local runtime = require "springrun.runtime"
 local json = require "springrun.json"
 local errors = require "springrun.errors"
+local refs = require "springrun.refs"
 
 local M = {}
 
@@ -439,8 +440,11 @@ end
 --                               closed with the connection
 -- The sweep above enforces lifetime and linger (within SWEEP_INTERVAL).
 
-local STREAM_LIMITS = { max_streams_per_connection = 64, stream_lifetime = 0, stream_linger = 30 }
-local STREAM_LIMIT_NAMES = { "max_streams_per_connection", "stream_lifetime", "stream_linger" }
+local STREAM_LIMITS = { max_streams_per_connection = 64, stream_lifetime = 0, stream_linger = 30,
+                        max_registrations_per_connection = 64 }
+-- (max_registrations_per_connection: springrun.register's bound, see springrun.refs)
+local STREAM_LIMIT_NAMES = { "max_streams_per_connection", "stream_lifetime", "stream_linger",
+                             "max_registrations_per_connection" }
 
 local StreamMT = { __name = "springrun.stream" }
 
@@ -865,6 +869,7 @@ local handler_set = false
 local function ensure_handler()
   if not handler_set then
     core.daemon_set_handler(runtime._spawn_function, on_log, serve, refuse)
+    core.daemon_set_class_hook(refs.rebuild_request)
     handler_set = true
   end
 end
@@ -1060,11 +1065,11 @@ local function read_stream_limits(self)
     else
       set[k] = true
       if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge
-        or (k == "max_streams_per_connection" and (v ~= math.floor(v) or v < 1)) then
+        or (k:match("^max_") and (v ~= math.floor(v) or v < 1)) then
         conf_error(self, "%s must be %s, got %s", k,
-          k == "max_streams_per_connection" and "an integer >= 1" or "a number of seconds >= 0", tostring(v))
+          k:match("^max_") and "an integer >= 1" or "a number of seconds >= 0", tostring(v))
       end
-      if k == "max_streams_per_connection" then v = math.tointeger(v) end
+      if k:match("^max_") then v = math.tointeger(v) end
     end
     out[k] = v
   end
@@ -1263,6 +1268,11 @@ function Exporter:after_properties_set()
   d.count = d.count + 1
   core.serve_register(d.id, name, served, is_method)
   entry.listener = d
+  if mode == "single" then -- the object travels by reference (springrun.refs)
+    local shown = d.host:find(":", 1, true) and ("[" .. d.host .. "]") or d.host
+    entry.url = string.format("PYRO:%s@%s:%d", name, shown, d.port)
+    refs.set(service, entry.url, entry.meta)
+  end
   rawset(self, "_export", entry)
   self.service_port = d.port
   runtime._exported(1)
@@ -1315,6 +1325,7 @@ function Exporter:destroy()
       exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
     end
   end
+  if entry.url then refs.clear(entry.service, entry.url) end
   if entry.sessions then
     held[entry] = nil
     entry.sessions, entry.nsessions = {}, 0
@@ -1395,6 +1406,18 @@ end
 setmetatable(Exporter, { __call = function(_, opts) return Exporter.new(opts) end })
 
 M.PyroServiceExporter = Exporter
+
+-- Where springrun.register exports: host, port and the listener's limits of
+-- the listener the running task's call came on (when it has no TLS or
+-- handshake secret), else of the listener on 127.0.0.1:own_port, else nil
+-- (register then opens one).
+function M._registration_listener(own_port)
+  local d = listeners_by_id[listener_of[coroutine.running()]]
+  if d and (d.security.ssl or d.security.listen) then d = nil end
+  if d == nil and own_port then d = listeners_by_key["127.0.0.1:" .. own_port] end
+  if d == nil then return nil end
+  return d.host, d.port, d.stream_limits
+end
 
 -- Stops every export of this process (runtime shutdown).
 function M.unexport_all()

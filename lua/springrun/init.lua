@@ -47,6 +47,9 @@
 ---@field current_context fun(): {correlation_id: string?, client_address: string?}
 ---@field set_correlation_id fun(uuid: string?)
 ---@field stream fun(iter: any, state?: any, control?: any, closing?: any): table
+---@field register fun(obj: table, name?: string): string
+---@field unregister fun(obj: table)
+---@field callback fun(obj: table): table
 
 ---@class springrun.ApplicationContext
 ---@field get_object fun(self: springrun.ApplicationContext, id: string): any
@@ -83,6 +86,9 @@ local exports = {
   current_context = { "springrun.callctx", "current_context" },
   set_correlation_id = { "springrun.callctx", "set_correlation_id" },
   stream = { "springrun.exporter", "stream" },
+  register = { "springrun.refs", "register" },
+  unregister = { "springrun.refs", "unregister" },
+  callback = { "springrun.refs", "callback" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and

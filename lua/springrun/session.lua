@@ -654,6 +654,9 @@ local function result_of(st, name, seq, msg)
     return stream_iterator(st, name, id)
   end
   local v = msg.value
+  if msg.classes and type(v) == "table" then -- Pyro4 Proxy class dicts become proxies
+    v = require("springrun.refs").rebuild_result(v)
+  end
   if msg.flags & FLAG_EXCEPTION ~= 0 then
     local e = errors.from_remote(v, { url = st.url, method = name })
     if errors.CONNECTION_DROPPING[e.class] then close_conn(st) end

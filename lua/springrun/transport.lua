@@ -375,6 +375,8 @@ function AsyncConn:receive(timeout, noreply, known)
   local msg = table.remove(self.inbox, 1)
   local reply = { type = msg.type, flags = msg.flags, seq = msg.seq, serializer = msg.serializer,
     ann = msg.ann }
+  -- a class dict may be in it (see src/lsr_client.c has_class)
+  if msg.flags & 0x02 ~= 0 or msg.data:find("__class__", 1, true) then reply.classes = true end
   if known ~= nil and msg.data == known then
     reply.same = true
   elseif msg.serializer == SER_JSON or msg.serializer == SER_SERPENT then
