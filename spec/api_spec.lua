@@ -12,11 +12,13 @@ describe("springrun's public API #unit #net", function()
       assert.is_not_nil(v, k)
       names[#names + 1] = k
     end
-    assert.are.same({ "ApplicationContext", "HessianProxyFactory", "HessianServiceExporter",
-      "PoolProxyFactory", "PyroProxyFactory", "PyroServiceExporter",
-      "async", "context", "context_from_xml", "errors", "etcd", "first", "gather", "hessian", "hessian_proxy", "http", "json",
-      "kwargs", "load_context", "log", "naming", "null", "object", "pool", "proxy", "ref", "run", "runtime",
-      "serpent", "sleep", "spawn", "stats", "stop", "version" }, names)
+    assert.are.same({
+      "ApplicationContext", "HessianProxyFactory", "HessianServiceExporter", "PoolProxyFactory",
+      "PyroProxyFactory", "PyroServiceExporter", "async", "callback", "context", "context_from_xml",
+      "current_context", "errors", "etcd", "first", "gather", "hessian", "hessian_proxy", "http",
+      "json", "kwargs", "load_context", "log", "naming", "null", "object", "pool", "proxy", "ref",
+      "register", "run", "runtime", "serpent", "set_correlation_id", "sleep", "spawn", "stats", "stop",
+      "stream", "unregister", "version" }, names)
   end)
 
   -- The LuaLS annotations (---@class blocks of springrun/init.lua), read as

@@ -1112,7 +1112,7 @@ describe("springrun.proxy's calls, however they travel #net", function()
       { "badtype", 1, { kind = "protocol", message = u .. ": invalid reply to reply (message type 2)" } },
       { "serpent", "from serpent", { kind = "protocol", message = u .. ": reply used serializer 1, request used 2" } },
       { "stream", 1, { kind = "protocol",
-        message = u .. ": reply returned an iterator (item streams are not supported)" } },
+        message = u .. ": reply returned an item stream without a stream id (STRM)" } },
       { "exception", "boom", { kind = "remote", class = "builtins.ValueError" } },
       { "badjson", nil, { kind = "protocol" } },
       { "compressed", { x = string.rep("z", 200) }, { ok = true, n = 1, value = { x = string.rep("z", 200) } } },

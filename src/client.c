@@ -382,13 +382,20 @@ size_t sr_client_begin(sr_client_t *c) {
 }
 
 int sr_client_commit(sr_client_t *c, size_t start, int type, int flags, int seq, int ser) {
-  size_t len = c->out.len - start - SR_WIRE_HEADER_SIZE;
-  if (len > 0x7FFFFFFFu) {
+  return sr_client_commit_ann(c, start, type, flags, seq, ser, 0);
+}
+
+int sr_client_commit_ann(sr_client_t *c, size_t start, int type, int flags, int seq, int ser,
+                         size_t ann_len) {
+  size_t len = c->out.len - start - SR_WIRE_HEADER_SIZE - ann_len;
+  if (len > 0x7FFFFFFFu || ann_len > 0xFFFFu) {
     c->out.len = c->queued;
     return SR_ETOOBIG;
   }
-  sr_wire_put_header(c->out.data + start, (uint16_t)type, (uint16_t)flags, (uint16_t)seq,
-                     (uint16_t)ser, (uint32_t)len);
+  sr_wire_header_t h = {.type = (uint16_t)type, .flags = (uint16_t)flags, .seq = (uint16_t)seq,
+                        .serializer = (uint16_t)ser, .ann_len = (uint16_t)ann_len,
+                        .data_len = (uint32_t)len};
+  sr_wire_header_encode(c->out.data + start, &h);
   if (flags & SR_FLAG_ONEWAY) want_nodelay(c);
   c->queued = c->out.len;
   return 0;

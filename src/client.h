@@ -97,6 +97,10 @@ int sr_client_fd_idle(int fd);
  * (0, or SR_ETOOBIG), sr_client_drop forgets the partial message. */
 size_t sr_client_begin(sr_client_t *c);
 int sr_client_commit(sr_client_t *c, size_t start, int type, int flags, int seq, int ser);
+/* sr_client_commit for a message whose first ann_len payload bytes (appended
+ * by the caller right after sr_client_begin) are annotation chunks. */
+int sr_client_commit_ann(sr_client_t *c, size_t start, int type, int flags, int seq, int ser,
+                         size_t ann_len);
 void sr_client_drop(sr_client_t *c);
 
 /* Sends everything queued (one write; encrypted first on TLS) before the

@@ -77,6 +77,8 @@ typedef struct sr_event_s {
   uint32_t call_timeout_ms; /* enforces (sr_listener_limits_t) */
   struct sr_dcount_s *dc; /* SR_EV_INVOKE: the listener's queue count (see
                              sr_daemon_event_done) */
+  uint8_t has_corr;       /* SR_EV_INVOKE: the request carried a CORR */
+  uint8_t corr[16];       /* annotation (correlation id, 16 uuid bytes) */
   uint8_t data[];
 } sr_event_t;
 

@@ -192,7 +192,7 @@ static int on_message_complete(http_parser *p) {
     snprintf(text, sizeof text, "Hessian requires POST, got %s", http_method_str(p->method));
     answer(h, 405, text, !keep);
   } else {
-    sr_proto_queue_invoke(c, 0, 0, SR_DAEMON_SER_HESSIAN, (const uint8_t *)h->path, h->path_len,
+    sr_proto_queue_invoke(c, 0, 0, SR_DAEMON_SER_HESSIAN, NULL, (const uint8_t *)h->path, h->path_len,
                           h->body.data, h->body.len);
     if (c->state == C_OPEN && !keep) sr_http_last_request(c);
   }

@@ -333,11 +333,12 @@ void sr_proto_place_connectok(sr_conn_t *c, const sr_wire_msg_t *m);
  * for the owner, anything else closes the connection. */
 void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m);
 /* Hands a request to the owner as an INVOKE event (in the connection's next
- * reply slot unless flags has ONEWAY): data is pre[0..prelen) (its
+ * reply slot unless flags has ONEWAY; corr: the 16-byte correlation id
+ * or NULL): data is pre[0..prelen) (its
  * name_len) then p[0..n); counted against the listener's max_queued and
  * max_queued_bytes, pausing the connection past them. Closes c on OOM. */
 void sr_proto_queue_invoke(sr_conn_t *c, uint16_t seq, uint16_t flags, uint16_t ser,
-                           const uint8_t *pre, size_t prelen, const uint8_t *p, size_t n);
+                           const uint8_t *corr, const uint8_t *pre, size_t prelen, const uint8_t *p, size_t n);
 /* The first message (m, or NULL for a bad one) of a connection refused for
  * max_connections: CONNECTFAIL naming the limit. */
 void sr_proto_refuse(sr_conn_t *c, const sr_wire_msg_t *m);

@@ -221,12 +221,19 @@ void sr_proto_request(sr_conn_t *c, const sr_wire_msg_t *m) {
    * from a few KB) is the owner's work, taken in turn with every other
    * connection's calls, so a client sending compression bombs stalls no
    * accept, handshake or PING here */
-  sr_proto_queue_invoke(c, m->h.seq, m->h.flags, m->h.serializer, NULL, 0, m->data,
+  /* the correlation id travels to the call (springrun.current_context);
+   * other annotations are ignored, as a Pyro4 daemon does */
+  const uint8_t *corr = NULL;
+  size_t aoff = 0;
+  sr_wire_ann_t a;
+  while (sr_wire_ann_next(m->ann, m->h.ann_len, &aoff, &a) == 1)
+    if (memcmp(a.key, "CORR", 4) == 0 && a.len == 16) corr = a.value;
+  sr_proto_queue_invoke(c, m->h.seq, m->h.flags, m->h.serializer, corr, NULL, 0, m->data,
                         m->h.data_len);
 }
 
 void sr_proto_queue_invoke(sr_conn_t *c, uint16_t seq, uint16_t flags, uint16_t ser,
-                           const uint8_t *pre, size_t prelen, const uint8_t *p, size_t n) {
+                           const uint8_t *corr, const uint8_t *pre, size_t prelen, const uint8_t *p, size_t n) {
   sr_daemon_t *d = c->d;
   size_t len = prelen + n;
   sr_event_t *ev = malloc(sizeof *ev + len + 1);
@@ -253,6 +260,10 @@ void sr_proto_queue_invoke(sr_conn_t *c, uint16_t seq, uint16_t flags, uint16_t 
   if (prelen) memcpy(ev->data, pre, prelen);
   if (n) memcpy(ev->data + prelen, p, n);
   ev->data[len] = 0;
+  if (corr) {
+    memcpy(ev->corr, corr, 16);
+    ev->has_corr = 1;
+  }
   sr_dcount_t *dc = c->lis->dc;
   atomic_fetch_add(&dc->refs, 1);
   ev->dc = dc;

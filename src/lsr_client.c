@@ -35,9 +35,10 @@
  *       known: a string: when the payload is exactly these bytes it is not
  *       decoded and msg has same = true instead of value; true: msg also has
  *       raw = the payload bytes (to pass as known later).
- *   conn:request(type, flags, seq, ser, value [, timeout])
+ *   conn:request(type, flags, seq, ser, value [, timeout [, corr]])
  *       push(...) then receive(timeout, flags & ONEWAY); an argument that
  *       cannot be encoded fails with sent = false, the connection kept.
+ *       corr: 16 bytes sent as the CORR annotation (the correlation id).
  *   conn:invoke(seq, object, method, timeout, args...)
  *       -> true, value | msg | nil, msg, code, sent
  *       the JSON INVOKE of method(args...) (a last argument marked as
@@ -183,6 +184,14 @@ static int lsr_client_connect(lua_State *L) {
   return 1;
 }
 
+/* True when m's payload may hold a class dict ({"__class__": ...}: a Pyro4
+ * Proxy to rebuild, see springrun.refs): the msg path then tells (classes =
+ * true); compressed payloads are not looked into and count as maybe. */
+static int has_class(const sr_wire_msg_t *m) {
+  if (m->h.flags & SR_FLAG_COMPRESSED) return 1;
+  return m->h.data_len >= 9 && memmem(m->data, m->h.data_len, "__class__", 9) != NULL;
+}
+
 /* Pushes the msg table for a framed reply (decoding the payload). Returns 0
  * or an SR_E* decode error (err set, nothing pushed). */
 static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int known_idx,
@@ -220,6 +229,10 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int k
     lua_setfield(L, -2, "data");
   }
   lsr_set_msg_head(L, &m->h);
+  if (has_class(m)) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "classes");
+  }
   if (m->h.ann_len > 0) {
     lua_newtable(L);
     size_t off = 0;
@@ -238,8 +251,8 @@ static int push_reply(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, int k
  * slots 2..5 and value at slot 6 (raw: a string holding the encoded
  * payload) and queues it. Returns 0, or an SR_E* code with err set and
  * nothing queued (an argument that cannot be encoded). */
-static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flags_out, char *err,
-                         size_t errlen) {
+static int queue_message(lua_State *L, lsr_conn_t *c, int raw, int corr_idx, lua_Integer *flags_out,
+                         char *err, size_t errlen) {
   lua_Integer type = luaL_checkinteger(L, 2);
   lua_Integer flags = luaL_checkinteger(L, 3);
   lua_Integer seq = luaL_checkinteger(L, 4);
@@ -257,14 +270,25 @@ static int queue_message(lua_State *L, lsr_conn_t *c, int raw, lua_Integer *flag
   const char *bytes = NULL;
   size_t nbytes = 0;
   if (raw) bytes = luaL_checklstring(L, 6, &nbytes);
+  size_t ncorr = 0;
+  const char *corr = corr_idx && !lua_isnoneornil(L, corr_idx) ? luaL_checklstring(L, corr_idx, &ncorr)
+                                                                 : NULL;
+  luaL_argcheck(L, corr == NULL || ncorr == 16, corr_idx, "correlation id must be 16 bytes");
   /* the payload is encoded in place behind room for its header (no copy) */
   size_t start = sr_client_begin(&c->c);
   int rc = start == (size_t)-1 ? SR_ENOMEM : 0;
+  size_t ann_len = 0;
+  if (rc == 0 && corr) { /* the CORR annotation: key, length, the 16 uuid bytes */
+    ann_len = 6 + 16;
+    rc = sr_buf_append(&c->c.out, "CORR\0\x10", 6);
+    if (rc == 0) rc = sr_buf_append(&c->c.out, corr, 16);
+  }
   if (rc == 0) {
     if (raw) rc = sr_buf_append(&c->c.out, bytes, nbytes);
     else rc = lsr_payload_encode(L, (int)ser, 6, &c->c.out, err, errlen);
   }
-  if (rc == 0) rc = sr_client_commit(&c->c, start, (int)type, (int)flags, (int)seq, (int)ser);
+  if (rc == 0)
+    rc = sr_client_commit_ann(&c->c, start, (int)type, (int)flags, (int)seq, (int)ser, ann_len);
   if (rc != 0) {
     sr_client_drop(&c->c);
     if (err[0] == '\0') snprintf(err, errlen, "%s", sr_strerror(rc));
@@ -302,7 +326,8 @@ static int push_received(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, in
   int rc, n;
   if (plain_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == plain_seq &&
       m->h.serializer == SR_SER_JSON &&
-      (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0) {
+      (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0 &&
+      !has_class(m)) {
     lua_pushboolean(L, 1);
     rc = push_plain_string(L, c, m) ? 0
                                     : decode_payload(L, SR_SER_JSON, m->h.flags, m->data,
@@ -345,7 +370,7 @@ static int lsr_conn_push(lua_State *L) {
   char err[256];
   err[0] = '\0';
   lua_Integer flags = 0;
-  int rc = queue_message(L, c, lua_toboolean(L, 7), &flags, err, sizeof err);
+  int rc = queue_message(L, c, lua_toboolean(L, 7), 0, &flags, err, sizeof err);
   if (rc != 0) return push_fail(L, err, sr_err_name(rc));
   lua_pushboolean(L, 1);
   return 1;
@@ -358,7 +383,8 @@ static int lsr_conn_receive(lua_State *L) {
   return send_and_receive(L, c, timeout, lua_toboolean(L, 3), lua_isnoneornil(L, 4) ? 0 : 4, -1);
 }
 
-/* conn:request(type, flags, seq, ser, value [, timeout]) (see the header) */
+/* conn:request(type, flags, seq, ser, value [, timeout [, corr]]) (see the
+ * header) */
 static int lsr_conn_request(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   double timeout = opt_timeout(L, 7);
@@ -367,7 +393,7 @@ static int lsr_conn_request(lua_State *L) {
   lua_Integer flags = 0;
   /* Encode first: an unencodable argument fails before any byte leaves and
    * leaves the connection usable. */
-  int rc = queue_message(L, c, 0, &flags, err, sizeof err);
+  int rc = queue_message(L, c, 0, 8, &flags, err, sizeof err);
   if (rc != 0) {
     push_fail(L, err, sr_err_name(rc));
     lua_pushboolean(L, 0);

@@ -70,6 +70,9 @@ extern const lsr_emitter_t lsr_json_emitter;
 /* Appends the value at idx to out in em's format. Returns 0 or a negative
  * SR_E* code with the message in err; leaves the Lua stack as it found it;
  * allocates nothing unless nesting exceeds 32 levels (frames, freed). */
+/* core.encode_set_refs(t) (lsr_encode.c): tables that encode as another */
+int lsr_l_encode_set_refs(lua_State *L);
+
 int lsr_encode(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *out, char *err,
                size_t errlen);
 

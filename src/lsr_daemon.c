@@ -9,12 +9,13 @@
  * drains everything queued and, for each INVOKE, decodes the payload here
  * (C, hot path) and calls the Lua handler set with daemon_set_handler:
  *
- *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs
- *           [, call])
+ *   handler([first,] listener_id, conn, tag, ser, flags, object, method, params, kwargs,
+ *           corr [, call])
  *
  * params/kwargs are the decoded values as they came, except that an empty
  * kwargs table (map or list) is passed as nil (kwargs may be nil or
- * springrun.null). call, present when the listener bounds the call (a
+ * springrun.null). corr is the request's CORR annotation (16 bytes, the
+ * correlation id) or nil. call, present when the listener bounds the call (a
  * oneway call: max_oneway; call_timeout set), is a value with a __close
  * metamethod: the function the call's task runs marks it to-be-closed
  * (lsr_serve.c), so it is closed when the call ends however it ends (a
@@ -24,9 +25,11 @@
  * answer every request that is not oneway (flags & FLAG_ONEWAY) exactly
  * once with
  *
- *   core.daemon_reply(conn, tag, ser, flags, value) -> true | nil, err
+ *   core.daemon_reply(conn, tag, ser, flags, value [, ann_key, ann_value])
+ *       -> true | nil, err
  *
- * (encodes a RESULT with the request's seq and serializer). Requests whose
+ * (encodes a RESULT with the request's seq and serializer, and the one
+ * annotation given: the STRM of an item stream). Requests whose
  * payload cannot be decoded, or lacks object/method/params/kwargs, are
  * answered here with an exception and never reach the handler; so is a
  * request whose handler raised. Log lines of the daemon thread go to
@@ -45,6 +48,9 @@
  *          max_reply_bytes (bytes), max_oneway, call_timeout (seconds,
  *          0/false: off), max_depth, max_elements (of decoded requests);
  *          missing fields take the defaults (daemon.h, lsr_codec.h)
+ *   core.daemon_set_class_hook(fn) -- fn(params, kwargs) -> params, kwargs
+ *                               | nil, message: rebuilds the class dicts
+ *                               of a request that has any (see below)
  *   core.daemon_unlisten(listener_id) -> true | nil, err
  *   core.daemon_register(listener_id, name, connectok_value) -> true | nil, err
  *   core.daemon_unregister(listener_id, name) -> true | nil, err
@@ -82,6 +88,7 @@ static struct {
   int handler_ref;
   int handler_arg_ref; /* LUA_NOREF, or the handler's extra first argument */
   int refuse_ref;      /* refuse(conn, tag, ser, flags, class, message), or LUA_NOREF */
+  int classes_ref;     /* classes(params, kwargs), or LUA_NOREF (daemon_set_class_hook) */
   int log_ref;
   unsigned ser_mask; /* serializers whose encoder works, probed once */
   int probed;
@@ -98,6 +105,7 @@ static struct {
   uint64_t nreplies[3]; /* by SR_REPLY_* */
   uint64_t nfast;       /* calls answered without a Lua function (lsr_serve.c) */
 } G = { .handler_ref = LUA_NOREF, .handler_arg_ref = LUA_NOREF, .refuse_ref = LUA_NOREF,
+        .classes_ref = LUA_NOREF,
         .log_ref = LUA_NOREF,
         .batch_replies = 1, .direct = 1 };
 
@@ -355,28 +363,37 @@ static int send_http_result(lua_State *L, int idx, uint64_t conn, uint32_t slot,
 }
 
 /* Encodes the value at idx as a RESULT frame into G.buf and hands it over
- * (a request of an HTTP listener: send_http_result). Returns 0 or an SR_E*
- * code with err set (nothing sent then). */
-static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
-                       uint16_t ser, uint16_t flags, char *err, size_t errlen) {
+ * (a request of an HTTP listener: send_http_result). Returns 0 or an SR_E* code with err set (nothing sent then). */
+static int send_result_ann(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
+                           uint16_t ser, uint16_t flags, const sr_wire_ann_t *ann, char *err,
+                           size_t errlen) {
   idx = lua_absindex(L, idx);
   if (ser == SR_DAEMON_SER_HESSIAN) return send_http_result(L, idx, conn, slot, flags, err, errlen);
   sr_buf_t *b = &G.buf;
   b->len = 0;
-  int rc = sr_buf_reserve(b, SR_WIRE_HEADER_SIZE + 64);
+  size_t ann_len = ann ? 6 + (size_t)ann->len : 0;
+  int rc = sr_buf_reserve(b, SR_WIRE_HEADER_SIZE + ann_len + 64);
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
   b->len = SR_WIRE_HEADER_SIZE;
+  if (ann) { /* one annotation chunk between the header and the payload */
+    uint8_t lenbytes[2] = { (uint8_t)(ann->len >> 8), (uint8_t)(ann->len & 0xff) };
+    sr_buf_append(b, ann->key, 4); /* reserved above: cannot fail */
+    sr_buf_append(b, lenbytes, 2);
+    sr_buf_append(b, ann->value, ann->len);
+  }
   rc = lsr_payload_encode(L, ser, idx, b, err, errlen);
   if (rc < 0) {
     b->len = 0;
     return rc;
   }
-  size_t dlen = b->len - SR_WIRE_HEADER_SIZE;
+  size_t dlen = b->len - SR_WIRE_HEADER_SIZE - ann_len;
   if (dlen > 0x7fffffff) {
     b->len = 0;
     return sr_seterr(err, errlen, SR_ETOOBIG, "result payload of %zu bytes is too large", dlen);
   }
-  sr_wire_put_header(b->data, SR_MSG_RESULT, flags, seq, ser, (uint32_t)dlen);
+  sr_wire_header_t h = { .type = SR_MSG_RESULT, .flags = flags, .seq = seq, .serializer = ser,
+                         .ann_len = (uint16_t)ann_len, .data_len = (uint32_t)dlen };
+  sr_wire_header_encode(b->data, &h);
   int how = G.in_batch ? SR_REPLY_BATCH : G.direct ? SR_REPLY_DIRECT : SR_REPLY_THREAD;
   G.nreplies[how]++;
   rc = sr_daemon_reply_via(G.d, conn, slot, b->data, b->len, how);
@@ -384,6 +401,11 @@ static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint
   b->len = 0;
   if (rc < 0) return sr_seterr(err, errlen, rc, "out of memory");
   return 0;
+}
+
+static int send_result(lua_State *L, int idx, uint64_t conn, uint32_t slot, uint16_t seq,
+                       uint16_t ser, uint16_t flags, char *err, size_t errlen) {
+  return send_result_ann(L, idx, conn, slot, seq, ser, flags, NULL, err, errlen);
 }
 
 int lsr_daemon_result(lua_State *L, int idx, uint64_t conn, lua_Integer tag, uint16_t ser,
@@ -577,6 +599,10 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   }
   if (rc == 1) rc = lsr_payload_decode(L, ev->serializer, data, len, &lim, err, sizeof err);
   else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
+  /* class dicts ({"__class__": ...}) are rare: the bytes tell whether the
+   * values need the class hook's walk */
+  int has_class = rc >= 0 && G.classes_ref != LUA_NOREF && len >= 9 &&
+                  memmem(data, len, "__class__", 9) != NULL;
   sr_buf_free(&plain); /* decoded: the values live in Lua now */
   if (rc < 0) {
     lua_settop(L, base);
@@ -613,6 +639,31 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     if (!oneway) send_exception(L, ev, "builtins.KeyError", missing);
     return;
   }
+  if (has_class) { /* params, kwargs on top: rebuilt by the hook, or refused */
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, G.classes_ref);
+    lua_pushvalue(L, top - 1);
+    lua_pushvalue(L, top);
+    int st = lua_pcall(L, 2, 2, 0);
+    if (st != LUA_OK || lua_isnil(L, -2)) {
+      const char *m = lua_tostring(L, -1);
+      snprintf(err, sizeof err, "%s", m ? m : "cannot rebuild the request's class dicts");
+      lua_settop(L, base);
+      char line[400], peer[64];
+      sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
+      snprintf(line, sizeof line, "request from %s refused: %s", peer, err);
+      log_line(L, 30, line);
+      if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", err);
+      return;
+    }
+    lua_replace(L, top);
+    lua_replace(L, top - 1);
+  }
+  if (ev->has_corr)
+    lua_pushlstring(L, (const char *)ev->corr, 16);
+  else
+    lua_pushnil(L);
+  nargs++;
   nargs += push_call(L, ev, ls, oneway);
   if (lua_pcall(L, nargs, 0, base + 1) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
@@ -635,7 +686,9 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
  * most DISPATCH_TURN_NS and wakes itself for the rest, so timers (the
  * shutdown's drain_timeout), signals and luv I/O run in between. A call
  * whose connection is gone by its turn is dropped (logged at DEBUG): nobody
- * waits for its reply. The shutdown's drain waits for the waiting calls too
+ * waits for its reply; a oneway call still runs (as in Pyro4: a client may
+ * send one and close at once, Pyro4's close_stream from a second proxy
+ * does). The shutdown's drain waits for the waiting calls too
  * (core.daemon_waiting), within drain_timeout. */
 #define DISPATCH_TURN_NS 10000000ull
 #define CQ_BUCKETS 256
@@ -759,7 +812,7 @@ static int drain_events(lua_State *L) {
   char peer[64];
   while ((Q.cur = cq_pop()) != NULL) {
     sr_event_t *ev = Q.cur;
-    if (sr_daemon_peer(G.d, ev->conn, peer, sizeof peer) < 0)
+    if (!(ev->flags & SR_FLAG_ONEWAY) && sr_daemon_peer(G.d, ev->conn, peer, sizeof peer) < 0)
       dropped++; /* its connection is gone: nobody waits for it */
     else
       dispatch_invoke(L, ev);
@@ -1213,6 +1266,15 @@ static void replace_ref(lua_State *L, int *ref, int idx) {
  * a Lua function in between. refuse(conn, tag, ser, flags, class, message)
  * answers a request refused before the handler (undecodable, fields
  * missing, the handler raised) with the exception it builds. */
+/* daemon_set_class_hook(fn): fn(params, kwargs) -> params, kwargs | nil,
+ * message is called for a request whose payload holds a class dict
+ * ("__class__"); nil, message refuses the request with SerializeError. */
+static int l_set_class_hook(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  replace_ref(L, &G.classes_ref, 1);
+  return 0;
+}
+
 static int l_set_handler(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -1232,10 +1294,22 @@ static int l_reply(lua_State *L) {
   lua_Integer flags = luaL_checkinteger(L, 4);
   luaL_argcheck(L, ser > 0 && ser < 0xffff, 3, "bad serializer id");
   luaL_argcheck(L, flags >= 0 && flags <= 0xffff, 4, "bad flags");
-  if (lua_isnone(L, 5)) lua_pushnil(L);
+  sr_wire_ann_t ann, *annp = NULL;
+  if (!lua_isnoneornil(L, 6)) { /* one annotation: key (4 bytes), value */
+    size_t klen, vlen;
+    const char *k = luaL_checklstring(L, 6, &klen);
+    const char *v = luaL_checklstring(L, 7, &vlen);
+    luaL_argcheck(L, klen == 4, 6, "annotation key must be 4 bytes");
+    luaL_argcheck(L, vlen <= 0xffff - 6, 7, "annotation value too long");
+    memcpy(ann.key, k, 4);
+    ann.len = (uint16_t)vlen;
+    ann.value = (const uint8_t *)v;
+    annp = &ann;
+  }
+  lua_settop(L, 5);
   char err[300];
-  int rc = send_result(L, 5, (uint64_t)conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff),
-                       (uint16_t)ser, (uint16_t)flags, err, sizeof err);
+  int rc = send_result_ann(L, 5, (uint64_t)conn, (uint32_t)(tag >> 16), (uint16_t)(tag & 0xffff),
+                           (uint16_t)ser, (uint16_t)flags, annp, err, sizeof err);
   if (rc < 0) return fail(L, rc, err);
   lua_pushboolean(L, 1);
   return 1;
@@ -1260,7 +1334,7 @@ static int l_gc(lua_State *L) {
   sr_buf_free(&G.buf);
   G.L = NULL;
   /* the references lived in the closing state's registry */
-  G.handler_ref = G.handler_arg_ref = G.refuse_ref = G.log_ref = LUA_NOREF;
+  G.handler_ref = G.handler_arg_ref = G.refuse_ref = G.log_ref = G.classes_ref = LUA_NOREF;
   return 0;
 }
 
@@ -1274,6 +1348,7 @@ static const luaL_Reg funcs[] = {
   { "daemon_limits", l_limits },
   { "daemon_serializers", l_serializers },
   { "daemon_set_handler", l_set_handler },
+  { "daemon_set_class_hook", l_set_class_hook },
   { "daemon_set_reply_writer", l_set_reply_writer },
   { "daemon_reply_counts", l_reply_counts },
   { "daemon_waiting", l_waiting },

@@ -39,8 +39,23 @@ typedef struct enc_s {
   int depth;
   int cap;         /* frames available in fr */
   enc_frame_t *fr; /* inline_fr until nesting needs more, then malloc'd */
+  int refs;        /* stack slot of the refs table (see encode_set_refs), or 0 */
   enc_frame_t inline_fr[ENC_INLINE_FRAMES];
 } enc_t;
+
+/* registry[&refs_key]: a table with weak keys, object -> the value it
+ * encodes as (springrun.refs: an exported object travels as its Pyro4
+ * Proxy class dict, wherever it appears in a payload) */
+static char refs_key;
+
+/* core.encode_set_refs(t): every table found as a key of t is encoded as
+ * t's value for it instead (a table); nil: none. */
+int lsr_l_encode_set_refs(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &refs_key);
+  return 0;
+}
 
 static int is_ident(const char *s, size_t n) {
   if (n == 0 || (s[0] >= '0' && s[0] <= '9')) return 0;
@@ -304,6 +319,16 @@ static int enc_value(enc_t *e, int idx) {
       if (lua_touserdata(L, idx) == NULL) return put(e->out, em->null_);
       break;
     case LUA_TTABLE:
+      if (e->refs) {
+        if (!lua_checkstack(L, 2)) return enc_fail(e, SR_ENOMEM, "out of Lua stack space");
+        lua_pushvalue(L, idx);
+        if (lua_rawget(L, e->refs) == LUA_TTABLE) { /* a referenced object: its stand-in */
+          int rc = enc_table(e, lua_gettop(L));
+          lua_pop(L, 1);
+          return rc;
+        }
+        lua_pop(L, 1);
+      }
       return enc_table(e, idx);
     default:
       break;
@@ -328,9 +353,15 @@ static int encode_in(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *o
   e->depth = 0;
   e->cap = ENC_INLINE_FRAMES;
   e->fr = e->inline_fr;
+  e->refs = 0;
+  if (keyidx != 0) keyidx = lua_absindex(L, keyidx); /* before the push below */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &refs_key) == LUA_TTABLE)
+    e->refs = lua_gettop(L);
+  else
+    lua_pop(L, 1);
   int rc = 0;
   if (keyidx != 0) {
-    e->fr[e->depth++] = (enc_frame_t){.tbl = NULL, .by_key = 1, .keyidx = lua_absindex(L, keyidx)};
+    e->fr[e->depth++] = (enc_frame_t){.tbl = NULL, .by_key = 1, .keyidx = keyidx};
     if (index > 0) e->fr[e->depth++] = (enc_frame_t){.tbl = NULL, .by_key = 0, .index = index};
   } else if (em->header.n) {
     rc = put(out, em->header);

@@ -17,7 +17,7 @@
  *   core.serve_unregister(listener_id [, name])   (no name: all of them)
  *   core.serve_new(policy) -> serve, serve_call
  *       serve(listener_id, conn, tag, ser, flags, object, method, params,
- *       kwargs [, call]) is what the daemon binding's handler runs in each
+ *       kwargs, corr [, call]) is what the daemon binding's handler runs in each
  *       call's task (daemon_set_handler's `first`); `call`, when given, is
  *       marked to-be-closed: the daemon binding learns that the call ended
  *       (lsr_daemon.c: max_oneway, call_timeout). policy (Lua, exporter.lua):
@@ -35,6 +35,17 @@
  *         unknown(conn, tag, ser, flags, object, method)   no such object
  *         batch(entry, conn, tag, ser, flags, object, method, params)
  *                        Pyro4's "<batch>": each item through serve_call
+ *         tasks          (a table, optional) runtime's live tasks, co ->
+ *                        true: serve sets tasks[co] = conn for the task it
+ *                        runs in, so the service code (the exporter's
+ *                        instance modes, springrun.current_context) learns
+ *                        which connection the call came on; the task pool
+ *                        clears the entry when the task ends
+ *         corrs          (a table with weak keys, with tasks) co -> the
+ *                        call's correlation id (corr: the request's CORR
+ *                        annotation, 16 bytes), nil when it had none
+ *         listeners      (a table with weak keys, with tasks) co -> the
+ *                        listener id of the call
  *   serve_call(entry, method, params, kwargs)
  *       -> true, results... | false, err (xpcall's) | nil, exception (lookup)
  *
@@ -62,8 +73,9 @@
 #include "stats.h"
 
 #define SERVE_MAX_ARGS 8
-enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH };
-#define NUP 8
+enum { UP_REG = 1, UP_XPCALL, UP_MSGH, UP_PREPARE, UP_FINISH, UP_ANSWER, UP_UNKNOWN, UP_BATCH,
+       UP_TASKS, UP_CORRS, UP_LIDS };
+#define NUP 11
 
 static char reg_key; /* registry[&reg_key]: listener id -> { name -> entry } */
 #define STATS_MT "springrun.stats"
@@ -340,27 +352,46 @@ static int call(lua_State *L, sr_stats_t *st, int entry, int method, int params,
   return prepare_k(L, LUA_OK, ctx);
 }
 
-/* serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs
- * [, call]) */
+/* serve(listener_id, conn, tag, ser, flags, object, method, params, kwargs,
+ * corr [, call]) */
 static int l_serve(lua_State *L) {
-  lua_settop(L, 10);
-  if (!lua_isnil(L, 10)) lua_toclose(L, 10); /* closed when serve ends, however */
+  lua_settop(L, 11);
+  if (!lua_isnil(L, 11)) lua_toclose(L, 11); /* closed when serve ends, however */
   /* entry = registry[listener_id][object] */
   if (lua_rawgeti(L, lua_upvalueindex(UP_REG), lua_tointeger(L, 1)) != LUA_TTABLE ||
       (lua_pushvalue(L, 6), lua_rawget(L, -2)) != LUA_TTABLE) {
-    lua_settop(L, 10);
-    return to_policy(L, UP_UNKNOWN, 11);
+    lua_settop(L, 11);
+    return to_policy(L, UP_UNKNOWN, 12);
   }
-  lua_remove(L, 11); /* entry at 11 */
-  sr_stats_t *st = entry_stats(L, 11);
+  lua_remove(L, 12); /* entry at 12 */
+  if (lua_type(L, lua_upvalueindex(UP_TASKS)) == LUA_TTABLE) {
+    lua_pushthread(L);
+    if (lua_rawget(L, lua_upvalueindex(UP_TASKS)) != LUA_TNIL) { /* running as a task */
+      lua_pushthread(L);
+      lua_pushvalue(L, 2);
+      lua_rawset(L, lua_upvalueindex(UP_TASKS));
+      if (lua_type(L, lua_upvalueindex(UP_CORRS)) == LUA_TTABLE) {
+        lua_pushthread(L);
+        lua_pushvalue(L, 10);
+        lua_rawset(L, lua_upvalueindex(UP_CORRS));
+      }
+      if (lua_type(L, lua_upvalueindex(UP_LIDS)) == LUA_TTABLE) {
+        lua_pushthread(L);
+        lua_pushvalue(L, 1);
+        lua_rawset(L, lua_upvalueindex(UP_LIDS));
+      }
+    }
+    lua_pop(L, 1);
+  }
+  sr_stats_t *st = entry_stats(L, 12);
   if (lua_type(L, 7) == LUA_TSTRING && strcmp(lua_tostring(L, 7), "<batch>") == 0) {
     lua_pushvalue(L, lua_upvalueindex(UP_BATCH));
-    lua_pushvalue(L, 11);
+    lua_pushvalue(L, 12);
     for (int i = 2; i <= 8; i++) lua_pushvalue(L, i);
     lua_callk(L, 8, 0, 0, done_k);
     return 0;
   }
-  return call(L, st, 11, 7, 8, 9, MODE_SERVE);
+  return call(L, st, 12, 7, 8, 9, MODE_SERVE);
 }
 
 /* serve_call(entry, method, params, kwargs) */
@@ -387,6 +418,12 @@ static int l_serve_new(lua_State *L) {
     if (lua_getfield(L, 1, names[i]) != LUA_TFUNCTION)
       return luaL_error(L, "serve_new: policy.%s must be a function", names[i]);
   }
+  int tt = lua_getfield(L, 1, "tasks");
+  luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.tasks must be a table");
+  tt = lua_getfield(L, 1, "corrs");
+  luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.corrs must be a table");
+  tt = lua_getfield(L, 1, "listeners");
+  luaL_argcheck(L, tt == LUA_TNIL || tt == LUA_TTABLE, 1, "policy.listeners must be a table");
   int first = lua_gettop(L) - NUP + 1;
   for (int i = 0; i < NUP; i++) lua_pushvalue(L, first + i);
   lua_pushcclosure(L, l_serve, NUP);
@@ -401,6 +438,7 @@ void lsr_open_serve(lua_State *L) {
     { "serve_unregister", l_unregister },
     { "serve_new", l_serve_new },
     { "serve_stats", l_stats },
+    { "encode_set_refs", lsr_l_encode_set_refs },
     { NULL, NULL },
   };
   luaL_newmetatable(L, STATS_MT);

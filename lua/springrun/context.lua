@@ -679,6 +679,10 @@ M.ApplicationContext = setmetatable({
 
 function M.is_context(v) return getmetatable(v) == ApplicationContext end
 
+-- object -> { context, id } of the prototype definition it was made from
+-- (weak keys: remembering does not keep an object alive)
+local made_from = setmetatable({}, { __mode = "k" })
+
 -- ctx:get_object(id): the singleton (created on first use when lazy), or a
 -- new object for a prototype.
 function ApplicationContext:get_object(id)
@@ -732,7 +736,21 @@ function ApplicationContext:get_object(id)
     error(err, 0)
   end
   c:leave(id)
+  if info.prototype and (type(obj) == "table" or type(obj) == "userdata") then
+    made_from[obj] = { self, id }
+  end
   return obj
+end
+
+-- M.factory_of(obj): for an object a context made from a prototype-scoped
+-- definition, a function that makes another one from the same definition
+-- (what an exporter with instance_mode "session" or "percall" calls for
+-- service = springrun.ref "id"); nil for anything else.
+function M.factory_of(obj)
+  local from = made_from[obj]
+  if not from then return nil end
+  local ctx, id = from[1], from[2]
+  return function() return ctx:get_object(id) end
 end
 
 -- True when `id` names a definition get_object can create (not abstract).

@@ -7,6 +7,9 @@
 --     service_host = "127.0.0.1", service_port = 7000,   -- defaults "localhost", 7766
 --     oneway = { "log_event" },                         -- methods that get no reply
 --   }
+--   -- instance_mode = "session" | "percall" (default "single"), with
+--   -- service_factory = function() ... end or service = springrun.ref of a
+--   -- prototype-scoped definition: see "instance modes" below
 --   exporter:after_properties_set()   -- starts exporting (the container calls it)
 --   exporter:destroy()                -- stops (idempotent; the container calls it)
 --
@@ -139,7 +142,10 @@
 -- springrun.run(), or any uv.run); the daemon thread answers connects and
 -- pings even while it does not.
 -- Every listener also serves Pyro.Daemon (ping, registered, info, get_metadata,
--- and springrun's get_stats) and the "<batch>" method of Pyro4 batch proxies.
+-- springrun's get_stats, get_next_stream_item, close_stream) and the "<batch>"
+-- method of Pyro4 batch proxies. A method may return springrun.stream(iter):
+-- see "item streams" below (limits max_streams_per_connection,
+-- stream_lifetime, stream_linger).
 --
 -- Call statistics: every call is counted in its object's statistics by the
 -- core's dispatch (src/lsr_serve.c, src/stats.h); exporter:stats() and
@@ -150,10 +156,14 @@ local core = require "springrun.core"
 local runtime = require "springrun.runtime"
 local json = require "springrun.json"
 local errors = require "springrun.errors"
+local refs = require "springrun.refs"
 
 local M = {}
 
-local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH = 0x01, 0x04, 0x08
+local luv_now = require("luv").now
+local function uv_now_s() return luv_now() / 1000 end
+
+local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x08, 0x20
 local NULL = json.null
 local DAEMON_NAME = "Pyro.Daemon"
 
@@ -284,6 +294,11 @@ local function metadata(methods, oneway)
   return { methods = json.array(methods), oneway = json.array(oneway), attrs = json.array({}) }
 end
 
+-- item streams (see "item streams" below): id -> { next, closing, d,
+-- conn (nil: lingering), last, since }
+local streams = {}
+local close_stream, next_stream_item -- (below)
+
 -- ---- the built-in Pyro.Daemon object ---------------------------------------------
 
 local function daemon_object(d)
@@ -298,6 +313,12 @@ local function daemon_object(d)
   function obj.info()
     return string.format("springrun %s daemon bound on %s, %d objects registered",
       core.version, d.where, d.count + 1)
+  end
+  function obj.get_next_stream_item(_, id) return next_stream_item(d, id) end
+  function obj.close_stream(_, id)
+    local st = type(id) == "string" and streams[id]
+    if st and st.d == d then close_stream(id, "close_stream") end
+    return nil
   end
   function obj.get_metadata(_, object_id)
     if object_id == DAEMON_NAME then return d.daemon_meta end
@@ -322,7 +343,265 @@ local function daemon_object(d)
   return obj
 end
 
-local DAEMON_METHODS = { "get_metadata", "get_stats", "info", "ping", "registered" }
+local DAEMON_METHODS = { "close_stream", "get_metadata", "get_next_stream_item", "get_stats", "info",
+                         "ping", "registered" }
+
+-- ---- instance modes ----------------------------------------------------------------
+--
+-- instance_mode = "single" (default: one service object for every call),
+-- "session" (one per client connection, made at its first call, dropped
+-- after the connection closed) or "percall" (a new one for each call), as
+-- Pyro4's @behavior(instance_mode=...). session and percall make instances
+-- with service_factory (a function returning the object), or, when service
+-- comes from a context's prototype-scoped definition (service =
+-- springrun.ref "id"), with that definition. The metadata is taken from one
+-- instance made at export time, which then serves as the first instance.
+--
+-- The core serves such an export through a stand-in object whose __index
+-- is a function, so its plain case never applies and every call goes
+-- through prepare, which asks instance_of[stand-in] for the call's object.
+
+local INSTANCE_MODES = { single = true, session = true, percall = true }
+local instance_of = setmetatable({}, { __mode = "k" }) -- stand-in -> function() -> object
+
+-- Session instances of connections that have closed are dropped by a sweep
+-- every SWEEP_INTERVAL ms while any are held (the daemon reports no closes
+-- to Lua; core.daemon_peer(conn) is nil once a connection is gone); the
+-- same sweep ends item streams (below).
+local SWEEP_INTERVAL = 200
+local held = {}   -- entry -> true while it holds session instances
+local sweep_timer
+local sweep_streams -- (below)
+local nstreams = 0  -- item streams open (below)
+
+local function sweep()
+  for e in pairs(held) do
+    for conn in pairs(e.sessions) do
+      if core.daemon_peer(conn) == nil then
+        e.sessions[conn] = nil
+        e.nsessions = e.nsessions - 1
+        exporter_log:debug("dropped the %s instance of a closed connection", e.name)
+      end
+    end
+    if e.nsessions == 0 then held[e] = nil end
+  end
+  if nstreams > 0 then sweep_streams() end
+  if next(held) == nil and nstreams == 0 and sweep_timer then sweep_timer:stop() end
+end
+
+local function arm_sweep()
+  if not sweep_timer then
+    sweep_timer = require("luv").new_timer()
+    sweep_timer:unref() -- the sweep alone does not keep the loop running
+  end
+  if not sweep_timer:is_active() then sweep_timer:start(SWEEP_INTERVAL, SWEEP_INTERVAL, sweep) end
+end
+
+local function hold(e)
+  held[e] = true
+  arm_sweep()
+end
+
+-- A new object from factory, checked.
+local function new_instance(e)
+  local obj = e.spare
+  if obj ~= nil then -- the one made at export for the metadata: still unused
+    e.spare = nil
+    return obj
+  end
+  obj = e.factory()
+  local t = type(obj)
+  if t ~= "table" and t ~= "userdata" then
+    error(string.format("the instance factory of %s returned a %s value, not an object", e.name, t), 0)
+  end
+  return obj
+end
+
+-- The stand-in the core serves for entry e (mode session or percall).
+local function stand_in(e)
+  local obj = setmetatable({}, { __index = function() return nil end })
+  if e.mode == "percall" then
+    instance_of[obj] = function() return new_instance(e) end
+  else
+    e.sessions, e.nsessions = {}, 0
+    instance_of[obj] = function()
+      local conn = runtime._serving_conn()
+      if conn == nil then return new_instance(e) end
+      local inst = e.sessions[conn]
+      if inst == nil then
+        inst = new_instance(e)
+        e.sessions[conn] = inst
+        e.nsessions = e.nsessions + 1
+        hold(e)
+      end
+      return inst
+    end
+  end
+  return obj
+end
+
+-- ---- item streams ------------------------------------------------------------------
+--
+-- A method that returns springrun.stream(iter) answers with Pyro4's item
+-- stream: a RESULT flagged EXCEPTION|ITEMSTREAMRESULT carrying the stream id
+-- (annotation STRM) and ProtocolError "result of call is an iterator"; the
+-- caller then asks Pyro.Daemon's get_next_stream_item(id) for each item
+-- until a StopIteration exception, or close_stream(id) when it gives up.
+-- Limits (exporter properties, per listener; Pyro4's defaults):
+--   max_streams_per_connection  streams one connection may hold open;
+--                               default 64; past it the call answers
+--                               PyroError naming the limit
+--   stream_lifetime             seconds a stream may stay unasked before it
+--                               is closed; default 0 (off, as Pyro4's
+--                               ITER_STREAM_LIFETIME)
+--   stream_linger               seconds a stream outlives its connection (a
+--                               client reconnecting may go on with it);
+--                               default 30 (Pyro4's ITER_STREAM_LINGER), 0:
+--                               closed with the connection
+-- The sweep above enforces lifetime and linger (within SWEEP_INTERVAL).
+
+local STREAM_LIMITS = { max_streams_per_connection = 64, stream_lifetime = 0, stream_linger = 30,
+                        max_registrations_per_connection = 64 }
+-- (max_registrations_per_connection: springrun.register's bound, see springrun.refs)
+local STREAM_LIMIT_NAMES = { "max_streams_per_connection", "stream_lifetime", "stream_linger",
+                             "max_registrations_per_connection" }
+
+local StreamMT = { __name = "springrun.stream" }
+
+-- springrun.stream(f [, s [, c [, closing]]]) or springrun.stream(obj): what
+-- a service method returns to stream its result item by item (see above).
+-- f: an iterator function, called as a generic for calls it (f(s, c), the
+-- first result the item and the next control value; nil ends the stream);
+-- obj: a table or userdata with __call (obj() gives the next item) or
+-- __pairs (its values are the items). closing (a value with __close) is
+-- closed when the stream ends, however it ends.
+function M.stream(f, state, control, closing)
+  local t = type(f)
+  local next_item
+  if t == "function" then
+    local ctl = control
+    next_item = function()
+      local v = f(state, ctl)
+      ctl = v
+      return v
+    end
+  elseif t == "table" or t == "userdata" then
+    local mt = getmetatable(f)
+    if type(mt) == "table" and mt.__pairs then
+      local pf, ps, pc = mt.__pairs(f)
+      next_item = function()
+        local k, v = pf(ps, pc)
+        pc = k
+        if k == nil then return nil end
+        return v
+      end
+    elseif type(mt) == "table" and mt.__call then
+      next_item = function() return f() end
+    end
+  end
+  if not next_item then
+    error("springrun.stream: expected an iterator function or a table with __call or __pairs, got " .. t, 2)
+  end
+  return setmetatable({ next = next_item, closing = closing }, StreamMT)
+end
+
+function M.is_stream(v) return getmetatable(v) == StreamMT end
+
+local conn_streams = {} -- conn -> number of its streams
+local listener_of = setmetatable({}, { __mode = "k" }) -- co -> listener id (serve's policy.listeners)
+local new_uuid -- (springrun.callctx, loaded with the first stream)
+
+local function count_conn(conn, delta)
+  if conn == nil then return end
+  local n = (conn_streams[conn] or 0) + delta
+  conn_streams[conn] = n > 0 and n or nil
+end
+
+close_stream = function(id, why)
+  local s = streams[id]
+  if not s then return end
+  streams[id] = nil
+  nstreams = nstreams - 1
+  count_conn(s.conn, -1)
+  exporter_log:debug("item stream %s closed (%s)", id, why)
+  local c = s.closing
+  if c ~= nil then
+    local mt = getmetatable(c)
+    if mt and mt.__close then
+      local ok, err = pcall(mt.__close, c, nil)
+      if not ok then exporter_log:warning("closing item stream %s failed: %s", id, err_text(err)) end
+    end
+  end
+end
+
+sweep_streams = function()
+  local now = uv_now_s()
+  for id, s in pairs(streams) do
+    local lim = s.d.stream_limits
+    if s.conn ~= nil and core.daemon_peer(s.conn) == nil then
+      count_conn(s.conn, -1)
+      s.conn, s.since = nil, now
+      if lim.stream_linger <= 0 then close_stream(id, "its connection closed") end
+    end
+    if streams[id] then
+      if s.conn == nil and now - s.since >= lim.stream_linger then
+        close_stream(id, "stream_linger " .. lim.stream_linger .. " s after its connection closed")
+      elseif lim.stream_lifetime > 0 and now - s.last >= lim.stream_lifetime then
+        close_stream(id, "unused for stream_lifetime " .. lim.stream_lifetime .. " s")
+      end
+    end
+  end
+end
+
+-- Opens a stream of value for a call on conn: its id, or nil and the error.
+local function open_stream(conn, value)
+  local d = listeners_by_id[listener_of[coroutine.running()]]
+  if d == nil then return nil, "item streams are only served to remote calls" end
+  local lim = d.stream_limits
+  if (conn_streams[conn] or 0) >= lim.max_streams_per_connection then
+    -- the stream is refused: its closing value is closed now
+    local c = value.closing
+    if c ~= nil and getmetatable(c) and getmetatable(c).__close then pcall(getmetatable(c).__close, c, nil) end
+    return nil, string.format("too many open item streams on this connection (max_streams_per_connection %d)",
+      lim.max_streams_per_connection)
+  end
+  if new_uuid == nil then
+    local callctx = require "springrun.callctx"
+    new_uuid = function() return callctx.uuid_text(callctx._uuid4()) end
+  end
+  local id = new_uuid()
+  local now = uv_now_s()
+  streams[id] = { next = value.next, closing = value.closing, d = d, conn = conn, last = now, since = now }
+  nstreams = nstreams + 1
+  count_conn(conn, 1)
+  arm_sweep()
+  return id
+end
+
+-- Pyro.Daemon's get_next_stream_item(id) of listener d.
+next_stream_item = function(d, id)
+  local s = type(id) == "string" and streams[id]
+  if not s or s.d ~= d then pyro_error("Pyro4.errors.PyroError", "item stream terminated") end
+  if s.conn == nil then -- lingering: the asking connection takes it over
+    local conn = runtime._serving_conn()
+    if conn then
+      s.conn = conn
+      count_conn(conn, 1)
+    end
+  end
+  s.last = uv_now_s()
+  local ok, v = pcall(s.next)
+  if not ok then
+    close_stream(id, "its iterator failed")
+    error(v, 0)
+  end
+  if v == nil then
+    close_stream(id, "exhausted")
+    pyro_error("builtins.StopIteration", "")
+  end
+  s.last = uv_now_s()
+  return v
+end
 
 -- ---- dispatch: the policy of the core's one dispatch path ------------------------
 --
@@ -403,15 +682,22 @@ local function index(t, k) return t[k] end
 -- method replaced since is called as it is now; an indexing that raises is
 -- answered as a missing method.
 local function prepare(entry, method, params, kwargs)
+  local service = entry.service
+  local make = instance_of[service]
+  if make then -- instance_mode session or percall: the instance this call runs on
+    local ok, inst = pcall(make)
+    if not ok then return nil, to_exception(inst) end
+    service = inst
+  end
   local fn = entry.exposed[method]
   if fn then
     local cached = fn
     local ok
-    ok, fn = pcall(index, entry.service, method)
+    ok, fn = pcall(index, service, method)
     if not ok or (fn ~= cached and type(fn) ~= "function") then fn = nil end
   end
   if not fn then return nil, lookup_error(entry, method) end
-  local args, n = build_args(entry.service, params, kwargs)
+  local args, n = build_args(service, params, kwargs)
   if not args then return nil, n end
   return fn, unpack(args, 1, n)
 end
@@ -515,7 +801,22 @@ end
 
 -- Sends a call's outcome (ok, value), or logs it for a oneway call.
 local function answer(conn, tag, ser, flags, object, method, ok, value)
-  if not ok and flags & FLAG_ONEWAY == 0 then log_failed_call(conn, object, method, value) end
+  if ok and getmetatable(value) == StreamMT then
+    local id, why
+    if flags & (FLAG_ONEWAY | FLAG_BATCH) == 0 then id, why = open_stream(conn, value) end
+    if id then
+      core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | FLAG_ITEMSTREAMRESULT, {
+        __class__ = "Pyro4.errors.ProtocolError", __exception__ = true,
+        args = json.array({ "result of call is an iterator" }),
+        attributes = { _pyroTraceback = NULL } }, "STRM", id)
+      return
+    end
+    ok, value = false, exception("Pyro4.errors.PyroError",
+      why or "an item stream cannot be the result of a oneway or batched call")
+  end
+  if not ok and flags & FLAG_ONEWAY == 0 and value.__class__ ~= "builtins.StopIteration" then
+    log_failed_call(conn, object, method, value) -- (the end of an item stream is no failure)
+  end
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
       daemon_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
@@ -549,6 +850,9 @@ end
 
 local serve
 serve, serve_call = core.serve_new({
+  tasks = runtime._tasks,
+  corrs = require("springrun.callctx")._corrs,
+  listeners = listener_of,
   msgh = traceback_handler,
   prepare = prepare,
   finish = guarded(function(conn, tag, ser, flags, object, method, ...)
@@ -585,6 +889,7 @@ local handler_set = false
 local function ensure_handler()
   if not handler_set then
     core.daemon_set_handler(runtime._spawn_function, on_log, serve, refuse)
+    core.daemon_set_class_hook(refs.rebuild_request)
     handler_set = true
   end
 end
@@ -612,7 +917,7 @@ end
 -- true when it was opened (then `name` with CONNECTOK value `connectok` is
 -- already registered: a new listener registers its first objects before it
 -- accepts anyone), or nil and the error.
-local function acquire_listener(name, host, port, connectok, limits, security)
+local function acquire_listener(name, host, port, connectok, limits, security, stream_limits)
   local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and listeners_by_key[key] or nil
   daemon_log:debug("Registering %s at %s with the Pyro server", name, address(host, port))
@@ -622,6 +927,7 @@ local function acquire_listener(name, host, port, connectok, limits, security)
   thread_log:debug("Starting up Pyro server thread for %s", address(host, port))
   d = { host = host, objects = {}, count = 0, daemon_meta = metadata(DAEMON_METHODS, {}) }
   d.limits = limits
+  d.stream_limits = stream_limits
   d.security = security
   local id, bound = core.daemon_listen(host, port, {
     { DAEMON_NAME, { handshake = "hello", meta = d.daemon_meta } },
@@ -674,6 +980,11 @@ PROPS[#PROPS + 1] = "registry"
 PROPS[#PROPS + 1] = "registry_ttl"
 -- false: Pyro.Daemon.get_stats refuses this object's statistics
 PROPS[#PROPS + 1] = "remote_stats"
+-- instance modes (see "instance modes" above)
+PROPS[#PROPS + 1] = "instance_mode"
+PROPS[#PROPS + 1] = "service_factory"
+-- item stream limits (see "item streams" above)
+for _, n in ipairs(STREAM_LIMIT_NAMES) do PROPS[#PROPS + 1] = n end
 
 local Exporter = {}
 local export_copies -- (below) service_port = {p1, p2, ...}
@@ -766,6 +1077,29 @@ local function read_limits(self)
   return out
 end
 
+-- The item stream limits of self (see "item streams"), defaults filled
+-- in, checked; and the set of those self sets.
+local function read_stream_limits(self)
+  local out, set = {}, {}
+  for _, k in ipairs(STREAM_LIMIT_NAMES) do
+    local v = self[k]
+    if type(v) == "string" then v = tonumber(v) or v end
+    if v == nil then
+      v = STREAM_LIMITS[k]
+    else
+      set[k] = true
+      if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge
+        or (k:match("^max_") and (v ~= math.floor(v) or v < 1)) then
+        conf_error(self, "%s must be %s, got %s", k,
+          k:match("^max_") and "an integer >= 1" or "a number of seconds >= 0", tostring(v))
+      end
+      if k:match("^max_") then v = math.tointeger(v) end
+    end
+    out[k] = v
+  end
+  return out, set
+end
+
 -- The security properties set on self, checked: { ssl =, key = (compares
 -- the settings of exporters sharing a listener), listen = nil or the security
 -- table for daemon_listen (a TLS server context made now: a missing or bad
@@ -855,6 +1189,30 @@ function Exporter:after_properties_set()
   if type(name) ~= "string" or name == "" then
     conf_error(self, "service_name must be a non-empty string, got %s", tostring(name))
   end
+  local mode = self.instance_mode
+  if mode == nil then mode = "single" end
+  if not INSTANCE_MODES[mode] then
+    conf_error(self, "instance_mode must be \"single\", \"session\" or \"percall\", got %s", tostring(mode))
+  end
+  local factory = self.service_factory
+  if factory ~= nil and type(factory) ~= "function" then
+    conf_error(self, "service_factory must be a function returning the service object, got %s", type(factory))
+  end
+  if factory ~= nil and service ~= nil then
+    conf_error(self, "set service or service_factory, not both")
+  end
+  if mode ~= "single" and factory == nil then
+    factory = service ~= nil and require("springrun.context").factory_of(service) or nil
+    if factory == nil then
+      conf_error(self, "instance_mode \"%s\" needs service_factory (a function) or service = springrun.ref of a prototype-scoped definition (scope = \"prototype\")", mode)
+    end
+  end
+  if factory ~= nil and service == nil then
+    local ok, made = pcall(factory)
+    if not ok then conf_error(self, "service_factory failed: %s", err_text(made)) end
+    service = made
+    if service == nil then conf_error(self, "service_factory returned nil") end
+  end
   if service == nil then conf_error(self, "property service is not set") end
   local st = type(service)
   if st ~= "table" and st ~= "userdata" then
@@ -892,10 +1250,14 @@ function Exporter:after_properties_set()
   exporter_log:debug("Exporting %s as a Pyro service at %s", name, address(host, port))
   local limits = read_limits(self)
   local security = read_security(self)
+  local stream_limits, stream_set = read_stream_limits(self)
   local entry = { name = name, service = service, exporter = self, meta = metadata(methods, oneway),
-                  oneway = oneway_set, exposed = is_method }
+                  oneway = oneway_set, exposed = is_method, mode = mode, factory = factory,
+                  spare = mode ~= "single" and service or nil }
+  local served = mode == "single" and service or stand_in(entry)
   local connectok = { handshake = "hello", meta = entry.meta }
-  local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security)
+  local okl, d, fresh = pcall(acquire_listener, name, host, port, connectok, limits, security,
+    stream_limits)
   if not okl then error(who(self) .. ": " .. tostring(d), 2) end
   if not d then
     if tostring(fresh):find("EADDRINUSE", 1, true) then
@@ -913,6 +1275,12 @@ function Exporter:after_properties_set()
           k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
       end
     end
+    for k in pairs(stream_set) do
+      if d.stream_limits[k] ~= stream_limits[k] then
+        conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
+          k, tostring(stream_limits[k]), tostring(d.stream_limits[k]), d.where)
+      end
+    end
     if d.security.key ~= security.key then
       conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a listener)",
         d.where)
@@ -925,8 +1293,13 @@ function Exporter:after_properties_set()
   end
   d.objects[name] = entry
   d.count = d.count + 1
-  entry.stats = core.serve_register(d.id, name, service, is_method)
+  entry.stats = core.serve_register(d.id, name, served, is_method)
   entry.listener = d
+  if mode == "single" then -- the object travels by reference (springrun.refs)
+    local shown = d.host:find(":", 1, true) and ("[" .. d.host .. "]") or d.host
+    entry.url = string.format("PYRO:%s@%s:%d", name, shown, d.port)
+    refs.set(service, entry.url, entry.meta)
+  end
   rawset(self, "_export", entry)
   self.service_port = d.port
   runtime._exported(1)
@@ -979,6 +1352,11 @@ function Exporter:destroy()
       exporter_log:warning("cannot remove %s from the name server: %s", entry.name, tostring(nerr))
     end
   end
+  if entry.url then refs.clear(entry.service, entry.url) end
+  if entry.sessions then
+    held[entry] = nil
+    entry.sessions, entry.nsessions = {}, 0
+  end
   local d = entry.listener
   exporter_log:debug("Unexporting %s at %s", entry.name, d.where)
   exporter_log:info("stopped exporting %s at PYRO:%s@%s", entry.name, entry.name, d.where)
@@ -1009,6 +1387,26 @@ function Exporter:bound_ports()
   local out = {}
   for i, c in ipairs(copies) do out[i] = c:bound_port() end
   return out
+end
+
+-- The number of session instances alive (instance_mode "session"; 0 for
+-- the other modes): one per connection that has called, until the sweep
+-- after its close.
+function Exporter:session_count()
+  local entry = rawget(self, "_export")
+  return entry and entry.nsessions or 0
+end
+
+-- The number of item streams open on this export's listener (its
+-- host:port), including those lingering after their connection closed.
+function Exporter:stream_count()
+  local entry = rawget(self, "_export")
+  if not entry then return 0 end
+  local n = 0
+  for _, st in pairs(streams) do
+    if st.d == entry.listener then n = n + 1 end
+  end
+  return n
 end
 
 -- True while exported.
@@ -1063,6 +1461,18 @@ M.PyroServiceExporter = Exporter
 M._ensure_handler = function() ensure_handler() end
 M._select_exposed = function(self, service) return select_exposed(self, exposed_methods(service)) end
 M._LIMIT_NAMES = LIMIT_NAMES
+
+-- Where springrun.register exports: host, port and the listener's limits of
+-- the listener the running task's call came on (when it has no TLS or
+-- handshake secret), else of the listener on 127.0.0.1:own_port, else nil
+-- (register then opens one).
+function M._registration_listener(own_port)
+  local d = listeners_by_id[listener_of[coroutine.running()]]
+  if d and (d.security.ssl or d.security.listen) then d = nil end
+  if d == nil and own_port then d = listeners_by_key["127.0.0.1:" .. own_port] end
+  if d == nil then return nil end
+  return d.host, d.port, d.stream_limits
+end
 
 -- Stops every export of this process (runtime shutdown).
 function M.unexport_all()

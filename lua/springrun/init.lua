@@ -116,6 +116,12 @@
 ---@field http table                     springrun.http: the HTTP client (request, start)
 ---@field etcd table                     springrun.etcd: etcd v3 client (client(endpoint))
 ---@field runtime table                  springrun.runtime: tasks (spawn, current, resume), run, stop
+---@field current_context fun(): {correlation_id: string?, client_address: string?}
+---@field set_correlation_id fun(uuid: string?)
+---@field stream fun(iter: any, state?: any, control?: any, closing?: any): table
+---@field register fun(obj: table, name?: string): string
+---@field unregister fun(obj: table)
+---@field callback fun(obj: table): table
 
 ---@class springrun.ApplicationContext
 ---@field get_object fun(self: springrun.ApplicationContext, id: string): any
@@ -162,6 +168,12 @@ local exports = {
   HessianProxyFactory = { "springrun.remoting.hessian", "HessianProxyFactory" },
   HessianServiceExporter = { "springrun.remoting.hessian", "HessianServiceExporter" },
   hessian_proxy = { "springrun.remoting.hessian", "hessian_proxy" },
+  current_context = { "springrun.callctx", "current_context" },
+  set_correlation_id = { "springrun.callctx", "set_correlation_id" },
+  stream = { "springrun.exporter", "stream" },
+  register = { "springrun.refs", "register" },
+  unregister = { "springrun.refs", "unregister" },
+  callback = { "springrun.refs", "callback" },
 }
 
 -- springrun.proxy is both the function (springrun.proxy(url, opts)) and

@@ -35,6 +35,7 @@ local loggers = {}
 -- Bumped by every level change; a logger caches its effective level per generation
 -- so a suppressed record costs one comparison.
 local generation = 0
+local tagger -- nil, or the function set with M.set_tagger
 local output -- nil: io.stderr; a file handle (has :write) or function(line)
 
 -- Turns "DEBUG"/"debug"/10 into 10; raises naming the bad value otherwise.
@@ -125,7 +126,19 @@ local function emit(self, level, fmt, ...)
       msg = tostring(fmt) .. " (log format error: " .. tostring(res) .. ")"
     end
   end
+  local tag = tagger and tagger()
+  if tag then msg = "[corr " .. tag .. "] " .. msg end
   write_line(timestamp() .. " - " .. self.name .. " - " .. names[level] .. " - " .. msg)
+end
+
+-- log.set_tagger(fn): fn() -> text or nil, called for each line written; a
+-- text is put in front of the message as "[corr <text>] " (springrun.callctx
+-- sets it: the correlation id of the call being served).
+function M.set_tagger(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error("log.set_tagger: expected a function or nil, got " .. type(fn), 2)
+  end
+  tagger = fn
 end
 
 function Logger:debug(fmt, ...) emit(self, 10, fmt, ...) end

@@ -6,6 +6,8 @@
 --   runtime.resume(co, ...)    resume a task that yielded waiting for I/O it
 --                              arranged itself (a luv callback calls this)
 --   runtime.current()          the running task coroutine, or nil outside one
+--   runtime._serving_conn()    the connection id of the call the running task
+--                              serves, or nil
 --   runtime.run([opts])        springrun.run: turn the loop until nothing is
 --                              exported and every task of springrun.spawn and
 --                              pending future (springrun.future) finished, or
@@ -102,6 +104,18 @@ function M.resume(co, ...)
   end
   return resume(co, ...)
 end
+
+-- The connection id of the incoming call the running task serves, or nil
+-- (not in a task, or a task runtime.spawn started): the exporter's dispatch
+-- (src/lsr_serve.c) records it in the task table (tasks[co] = conn).
+function M._serving_conn()
+  local v = tasks[coroutine.running()]
+  if math.type(v) == "integer" then return v end
+  return nil
+end
+
+-- The live tasks table, for the exporter's dispatch (core.serve_new's policy.tasks).
+M._tasks = tasks
 
 -- runtime.spawn without the check of fn: the daemon binding's handler, which
 -- starts every incoming call's task with the exporter's serve function.

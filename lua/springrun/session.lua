@@ -19,6 +19,7 @@ local MSG_PING = 6
 local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_META_ON_CONNECT, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x10, 0x20
 local SERIALIZERS = { json = 2, serpent = 1 }
 local DAEMON_OBJECT = "Pyro.Daemon"
+local stream_iterator -- (below: item streams)
 
 -- Modules loaded on first use, so `require "springrun.proxy"` stays cheap and
 -- a missing optional part (logging, runtime) degrades instead of failing.
@@ -32,6 +33,13 @@ end
 local function get_json()
   json = json or require "springrun.json"
   return json
+end
+
+-- springrun.callctx.outgoing, loaded by the first call
+local function callctx_outgoing()
+  local f = require("springrun.callctx").outgoing
+  callctx_outgoing = f
+  return f()
 end
 
 local function get_uv()
@@ -557,20 +565,87 @@ end
 
 -- Sends the call name(...) on st's connection in co's kind (making one,
 -- with the handshake, when there is no idle one); see the pipeline above.
+-- A call that carries a correlation id (springrun.callctx: made while
+-- serving a call, or set_correlation_id) takes the general path: the
+-- handshake first, then the request with its CORR annotation.
 local function attempt(st, co, name, ...)
-  local conn, cached, err = connection(st, co, name)
+  local corr = callctx_outgoing()
+  local conn, cached, err = connection(st, co, corr == nil and name or nil)
   if cached then return pipelined(st, conn, cached, name, ...) end
   if conn == nil then return 0, false, false, false, err end
   local m = st.meta
   if not m.methods[name] then return 0, false, false, false, method_error(st, name) end
   local oneway = m.oneway[name] == true
   local seq = next_seq(st)
-  if st.ser == SERIALIZERS.json and not oneway and conn.invoke ~= nil then
+  if corr == nil and st.ser == SERIALIZERS.json and not oneway and conn.invoke ~= nil then
     return seq, false, true, conn:invoke(seq, st.uri.object, name, st.timeout, ...)
   end
   return seq, oneway, false, conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
-    invoke_payload(st, st.uri.object, name, table.pack(...)), st.timeout)
+    invoke_payload(st, st.uri.object, name, table.pack(...)), st.timeout, corr)
 end
+
+-- ---- item streams (a method that returned an iterator) ---------------------------
+--
+-- The call's result is a StreamIterator: calling it gives the next item (nil
+-- at the end), so `for item in proxy:count(5) do ... end` works; it is also
+-- the loop's closing value (the call returns it, nil, nil, it), so leaving
+-- the loop early closes the stream on the server (close_stream), as
+-- stream:close() and collecting it do. The items are asked for with
+-- Pyro.Daemon's get_next_stream_item on a connection of its own (a proxy
+-- to PYRO:Pyro.Daemon@host:port with the options of the calling proxy),
+-- closed with the stream.
+local StreamIterator = { __name = "springrun.StreamIterator" }
+StreamIterator.__index = StreamIterator
+
+local PROXY_OPTIONS = { "timeout", "serializer", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
+  "ssl_certfile", "ssl_keyfile", "ssl_servername" }
+
+stream_iterator = function(st, name, id)
+  local u = st.uri
+  local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
+  local opts = {}
+  for _, k in ipairs(PROXY_OPTIONS) do opts[k] = st[k] end
+  local daemon = require("springrun.proxy").proxy(
+    string.format("PYRO:%s@%s:%d", DAEMON_OBJECT, host, u.port), opts)
+  return setmetatable({ id = id, daemon = daemon, url = st.url, method = name }, StreamIterator)
+end
+
+-- The next item, or nil when the stream has ended (then it is closed).
+function StreamIterator:__call()
+  local d = self.daemon
+  if d == nil then return nil end
+  local ok, v = pcall(d.get_next_stream_item, d, self.id)
+  if ok then return v end
+  self.daemon = nil
+  d:destroy()
+  if type(v) == "table" and (v.class == "builtins.StopIteration" or v.class == "StopIteration") then
+    return nil
+  end
+  error(v, 0)
+end
+
+-- Ends the stream: tells the server (close_stream) unless it ended there.
+-- Idempotent.
+function StreamIterator:close()
+  local d = self.daemon
+  if d == nil then return end
+  self.daemon = nil
+  pcall(d.close_stream, d, self.id)
+  d:destroy()
+end
+
+StreamIterator.__close = StreamIterator.close
+-- collected unclosed: the connection is just dropped (a call from a
+-- finalizer may not yield); the server ends the stream by its linger
+StreamIterator.__gc = function(self)
+  local d = self.daemon
+  if d then
+    self.daemon = nil
+    pcall(d.destroy, d)
+  end
+end
+
+function M.is_stream(v) return getmetatable(v) == StreamIterator end
 
 -- The result of the reply msg to the INVOKE of name with sequence number
 -- seq (not oneway): the value, or raises (a reply of another type, seq or
@@ -594,11 +669,18 @@ local function result_of(st, name, seq, msg)
       st.url, msg.serializer, st.ser), { url = st.url, method = name }), 0)
   end
   if msg.flags & FLAG_ITEMSTREAMRESULT ~= 0 then
-    error(errors.new("protocol", string.format(
-      "%s: %s returned an iterator (item streams are not supported)", st.url, name),
-      { url = st.url, method = name }), 0)
+    local id = msg.ann and msg.ann.STRM
+    if type(id) ~= "string" or id == "" then
+      error(errors.new("protocol", string.format(
+        "%s: %s returned an item stream without a stream id (STRM)", st.url, name),
+        { url = st.url, method = name }), 0)
+    end
+    return stream_iterator(st, name, id)
   end
   local v = msg.value
+  if msg.classes and type(v) == "table" then -- Pyro4 Proxy class dicts become proxies
+    v = require("springrun.refs").rebuild_result(v)
+  end
   if msg.flags & FLAG_EXCEPTION ~= 0 then
     local e = errors.from_remote(v, { url = st.url, method = name })
     if errors.CONNECTION_DROPPING[e.class] then close_conn(st) end
@@ -649,6 +731,7 @@ local function call(st, co, name, ...)
   local r = finish(st, name, 1, attempt(st, co, name, ...))
   if r == NEXT then r = finish(st, name, 2, attempt(st, co, name, ...)) end
   if r == ONEWAY then return end
+  if getmetatable(r) == StreamIterator then return r, nil, nil, r end -- a for loop's closing value
   return r
 end
 

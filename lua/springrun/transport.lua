@@ -300,7 +300,7 @@ end
 -- Same contracts as the C conn:push, conn:receive and conn:request (see
 -- src/lsr_client.c): push queues an encoded message, receive writes what
 -- is queued (one write) and waits for the next reply.
-function AsyncConn:push(mtype, flags, seq, ser, value, raw)
+function AsyncConn:push(mtype, flags, seq, ser, value, raw, corr)
   if self.closed then return nil, text("closed"), "SR_ECLOSED" end
   local c = get_core()
   local data, emsg, ecode = value, nil, nil
@@ -311,13 +311,13 @@ function AsyncConn:push(mtype, flags, seq, ser, value, raw)
     q = {}
     self.outq = q
   end
-  q[#q + 1] = c.wire_encode(mtype, flags, seq, ser, data)
+  q[#q + 1] = c.wire_encode(mtype, flags, seq, ser, data, corr and { { "CORR", corr } } or nil)
   return true
 end
 
-function AsyncConn:request(mtype, flags, seq, ser, value, timeout)
+function AsyncConn:request(mtype, flags, seq, ser, value, timeout, corr)
   if self.closed then return nil, text("closed"), "SR_ECLOSED", false end
-  local ok, emsg, ecode = self:push(mtype, flags, seq, ser, value)
+  local ok, emsg, ecode = self:push(mtype, flags, seq, ser, value, nil, corr)
   if not ok then return nil, emsg, ecode, false end
   return self:receive(timeout, flags & FLAG_ONEWAY ~= 0)
 end
@@ -383,6 +383,8 @@ function AsyncConn:receive(timeout, noreply, known)
   local msg = table.remove(self.inbox, 1)
   local reply = { type = msg.type, flags = msg.flags, seq = msg.seq, serializer = msg.serializer,
     ann = msg.ann }
+  -- a class dict may be in it (see src/lsr_client.c has_class)
+  if msg.flags & 0x02 ~= 0 or msg.data:find("__class__", 1, true) then reply.classes = true end
   if known ~= nil and msg.data == known then
     reply.same = true
   elseif msg.serializer == SER_JSON or msg.serializer == SER_SERPENT then
