@@ -230,7 +230,7 @@ static int to_policy(lua_State *L, int up, int from) {
  * 2^CTX_TICK ns modulo 2^42 (a call longer than 2^48 ns, 78 hours, is
  * counted short). The start travels in ctx, not on the stack, so counting
  * leaves the stack a method runs on as it was. Stack from base + 1:
- * xpcall's results; the entry at 1 (MODE_CALL) or 11. */
+ * xpcall's results; the entry at 1 (MODE_CALL) or 12 (l_serve). */
 enum { MODE_SERVE = 0, MODE_CALL = 1, PLAIN = 2 };
 #define CTX_BASE(ctx) ((int)(((uint64_t)(ctx) >> 2) & 0xFFFFF))
 _Static_assert(LUAI_MAXSTACK <= 0xFFFFF, "a stack index fits in 20 bits of ctx");
@@ -247,7 +247,7 @@ static sr_stats_t *entry_stats(lua_State *L, int entry) {
 
 /* The call of ctx finished. */
 static void count_end(lua_State *L, lua_KContext ctx, int failed) {
-  sr_stats_t *st = entry_stats(L, ctx & MODE_CALL ? 1 : 11);
+  sr_stats_t *st = entry_stats(L, ctx & MODE_CALL ? 1 : 12);
   uint64_t ticks = ((uint64_t)CTX_NOW() - ((uint64_t)ctx & ~(uint64_t)0x3FFFFF)) >> 22;
   sr_stats_end(st, ticks << CTX_TICK, failed);
 }
