@@ -490,6 +490,9 @@ def report(res):
     if res.get("hessian"):
         import hessian as hessian_bench
         out.append(hessian_bench.report(res["hessian"]))
+    if res.get("codec"):
+        import codec as codec_bench
+        out.append(codec_bench.report(res["codec"]))
     out.append(targets(res))
     return "\n".join(out) + "\n"
 
@@ -662,7 +665,7 @@ def terminal_ok(name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,async,onecpu,idle,soak,ha,hessian")
+    ap.add_argument("--only", default="", help="comma list of parts: single,conc,load,async,onecpu,idle,soak,ha,hessian,codec")
     ap.add_argument("--out", default=None,
                     help="default bench/results (full run) or build/bench/quick (--quick: "
                          "development runs do not overwrite the committed results)")
@@ -677,7 +680,7 @@ def main():
         a.out = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bench", "quick") if a.quick \
             else os.path.join(BENCH, "results")
     cfg = dict(MODES[mode])
-    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "async", "onecpu", "idle", "soak", "ha", "hessian"}
+    parts = set(a.only.split(",")) if a.only else {"single", "conc", "load", "async", "onecpu", "idle", "soak", "ha", "hessian", "codec"}
     os.makedirs(a.out, exist_ok=True)
     logdir = tempfile.mkdtemp(prefix="springrun-bench-")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -803,6 +806,11 @@ def main():
         for r in ha:
             if "error" in r:
                 log("pools / %s: %s" % (r.get("row"), r["error"]))
+    codec = None
+    if "codec" in parts:
+        import codec as codec_bench  # bench/codec.py: payload codecs, no sockets
+        log("codecs side by side (%.0fs)" % (time.time() - t_start))
+        codec = codec_bench.run(quick=a.quick)
     hessian = None
     if "hessian" in parts:
         import hessian as hessian_bench  # bench/hessian.py: springrun vs Caucho's Java
@@ -810,7 +818,7 @@ def main():
         hessian = hessian_bench.run(quick=a.quick)
     res = {"mode": mode, "machine": machine(), "config": cfg, "combos": [c[0] for c in cmb],
            "scenarios": scen, "raw": raw, "summary": summarize(raw), "idle": idle, "soak": soak, "ha": ha,
-           "seconds": round(time.time() - t_start, 1), "pin": PIN, "hessian": hessian}
+           "seconds": round(time.time() - t_start, 1), "pin": PIN, "hessian": hessian, "codec": codec}
     res["config"]["echo"] = [list(x) for x in cfg["echo"]]
     with open(os.path.join(a.out, "latest.json"), "w") as f:
         json.dump(res, f, indent=1, sort_keys=True)
