@@ -117,12 +117,7 @@ local M = {}
 local SERIALIZERS = session.SERIALIZERS
 local close_conn, tls_context, call = session.close, session.tls_context, session.call
 
-local core
-
-local function get_core()
-  core = core or require "springrun.core"
-  return core
-end
+local get_core = require("springrun.lazy").loader "springrun.core"
 
 -- ---- the PyroProxyFactory class --------------------------------------------------------
 

@@ -23,28 +23,17 @@ local stream_iterator -- (below: item streams)
 
 -- Modules loaded on first use, so `require "springrun.proxy"` stays cheap and
 -- a missing optional part (logging, runtime) degrades instead of failing.
-local core, json, uv, runtime_mod, logger
-
-local function get_core()
-  core = core or require "springrun.core"
-  return core
-end
-
-local function get_json()
-  json = json or require "springrun.json"
-  return json
-end
+local lazy = require "springrun.lazy"
+local runtime_mod, logger
+local get_core = lazy.loader "springrun.core"
+local get_json = lazy.loader "springrun.json"
+local get_uv = lazy.loader "luv"
 
 -- springrun.callctx.outgoing, loaded by the first call
 local function callctx_outgoing()
   local f = require("springrun.callctx").outgoing
   callctx_outgoing = f
   return f()
-end
-
-local function get_uv()
-  uv = uv or require "luv"
-  return uv
 end
 
 local function runtime()

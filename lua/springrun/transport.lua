@@ -17,22 +17,10 @@ local SER_JSON, SER_SERPENT = 2, 1
 
 -- Modules loaded on first use, so `require "springrun.transport"` stays
 -- cheap.
-local core, uv, runtime_mod
-
-local function get_core()
-  core = core or require "springrun.core"
-  return core
-end
-
-local function get_uv()
-  uv = uv or require "luv"
-  return uv
-end
-
-local function runtime()
-  runtime_mod = runtime_mod or require "springrun.runtime"
-  return runtime_mod
-end
+local lazy = require "springrun.lazy"
+local get_core = lazy.loader "springrun.core"
+local get_uv = lazy.loader "luv"
+local runtime = lazy.loader "springrun.runtime"
 
 -- The transport error text `name` of the C connection's table
 -- (core.client_texts, src/client.h) with its arguments: both kinds say
