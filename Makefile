@@ -70,7 +70,7 @@ CLI = bin/$(CLI_NAME)
 BUSTED = $(LUA) /usr/bin/busted
 SPEC ?= spec
 
-.PHONY: all deps test demo clean install uninstall fuzz fuzz-clang bench valgrind soak
+.PHONY: all deps test demo clean install uninstall fuzz fuzz-clang bench bench-codec valgrind soak
 
 all: $(CORE_SO) $(CLI)
 
@@ -190,6 +190,11 @@ $(BENCH_FLOOR): bench/floor.c
 bench: deps all $(BENCH_FLOOR)
 	@sh .ci/deps gnuplot-nox
 	ulimit -n $$(ulimit -Hn) && BUILD=$(BUILD) /usr/bin/python3 bench/run.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_PIN),--pin $(BENCH_PIN))
+
+# Codecs side by side without sockets (issue 18): springrun.json/serpent,
+# lua-cjson, Python's json and serpent; BENCH_QUICK=1: short run.
+bench-codec: deps all
+	BUILD=$(BUILD) /usr/bin/python3 bench/codec.py $(if $(BENCH_QUICK),--quick)
 
 clean:
 	rm -rf build build-san bin

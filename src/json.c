@@ -74,23 +74,46 @@ size_t sr_utf8_check(const uint8_t *s, size_t len) {
 
 /* ---- numbers out ------------------------------------------------------ */
 
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 size_t sr_json_fmt_int(int64_t v, char *out) {
   char tmp[24];
-  size_t k = 0, n = 0;
+  char *t = tmp + sizeof tmp;
+  size_t n = 0;
   uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-  do {
-    tmp[k++] = (char)('0' + (int)(u % 10));
-    u /= 10;
-  } while (u != 0);
+  while (u >= 100) { /* two digits per division */
+    unsigned r = (unsigned)(u % 100);
+    u /= 100;
+    t -= 2;
+    t[0] = digit_pairs[2 * r];
+    t[1] = digit_pairs[2 * r + 1];
+  }
+  if (u >= 10) {
+    t -= 2;
+    t[0] = digit_pairs[2 * u];
+    t[1] = digit_pairs[2 * u + 1];
+  } else {
+    *--t = (char)('0' + u);
+  }
   if (v < 0) out[n++] = '-';
-  while (k > 0) out[n++] = tmp[--k];
-  return n;
+  size_t k = (size_t)(tmp + sizeof tmp - t);
+  memcpy(out + n, t, k);
+  return n + k;
 }
 
 size_t sr_json_fmt_double(double d, char *out) {
-  if (isnan(d)) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, "NaN");
-  if (isinf(d)) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, d < 0 ? "-Infinity" : "Infinity");
-  if (d == 0) return (size_t)snprintf(out, SR_JSON_DOUBLE_BUFSZ, signbit(d) ? "-0.0" : "0.0");
+  const char *word = NULL;
+  if (isnan(d)) word = "NaN";
+  else if (isinf(d)) word = d < 0 ? "-Infinity" : "Infinity";
+  else if (d == 0) word = signbit(d) ? "-0.0" : "0.0";
+  if (word) {
+    size_t wl = strlen(word);
+    memcpy(out, word, wl + 1);
+    return wl;
+  }
 
   size_t o = 0;
   if (d < 0) out[o++] = '-';
@@ -105,8 +128,13 @@ size_t sr_json_fmt_double(double d, char *out) {
       memcpy(out + o, dig + 1, (size_t)nd - 1);
       o += (size_t)nd - 1;
     }
-    o += (size_t)snprintf(out + o, SR_JSON_DOUBLE_BUFSZ - o, "e%c%02d", e < 0 ? '-' : '+',
-                          e < 0 ? -e : e);
+    int x = e < 0 ? -e : e; /* at most 324 */
+    out[o++] = 'e';
+    out[o++] = e < 0 ? '-' : '+';
+    if (x >= 100) out[o++] = (char)('0' + x / 100);
+    out[o++] = (char)('0' + x / 10 % 10);
+    out[o++] = (char)('0' + x % 10);
+    out[o] = '\0';
     return o;
   }
   if (e >= 0) {
@@ -186,50 +214,87 @@ static size_t plain_run(const uint8_t *p, size_t i, size_t n) {
 
 /* ---- strings out ------------------------------------------------------ */
 
-/* 0: copy as is; 1: two-char escape in esc2[]; 2: \u00XX */
+/* Bytes a JSON string cannot carry as is (see plain_run): 1 for '"', '\\',
+ * control characters and non-ASCII bytes (copied once checked as UTF-8). */
+static const uint8_t json_special[256] = {
+    [0x00 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xFF] = 1,
+};
+
+/* 0: \u00XX; otherwise the letter of the two-character escape */
 static const char esc2[32] = {0, 0, 0, 0, 0, 0, 0, 0, 'b', 't', 'n', 0, 'f', 'r'};
 
+/* The literal is written in place: one check for room up front (the text,
+ * its quotes), and more only at an escape, which is longer than its byte.
+ * Plain bytes are copied as they are scanned, sixteen at a time with SSE2
+ * (a chunk is stored whole, and the bytes from its first special one on
+ * are written again), the rest one at a time against json_special. */
 int sr_json_put_string(sr_buf_t *b, const uint8_t *s, size_t len, size_t *bad) {
-  if (len > SIZE_MAX / 2 - 2 || sr_buf_reserve(b, len + 2)) return SR_ENOMEM;
-  b->data[b->len++] = '"';
-  size_t i = 0, run = 0;
-  while (i < len) {
-    i = plain_run(s, i, len);
+  if (len > SIZE_MAX / 2 - 8 || sr_buf_room(b, len + 2)) return SR_ENOMEM;
+  /* invariant: room for the rest of s and the closing quote */
+  uint8_t *o = b->data + b->len;
+  *o++ = '"';
+  size_t i = 0;
+  for (;;) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                  space = _mm_set1_epi8(0x20);
+#define SR_PLAIN_HIT(v) \
+  _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8((v), quote), _mm_cmpeq_epi8((v), bslash)), \
+               _mm_cmplt_epi8((v), space))
+    while (len - i >= 16) {
+      __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+      unsigned m = (unsigned)_mm_movemask_epi8(SR_PLAIN_HIT(v));
+      _mm_storeu_si128((__m128i *)(void *)o, v);
+      if (m) {
+        unsigned k = (unsigned)__builtin_ctz(m);
+        i += k;
+        o += k;
+        goto special;
+      }
+      i += 16;
+      o += 16;
+    }
+#undef SR_PLAIN_HIT
+#endif
+    while (i < len && !json_special[s[i]]) *o++ = s[i++];
     if (i >= len) break;
+#if defined(__SSE2__)
+  special:;
+#endif
     uint8_t c = s[i];
     if (c >= 0x80) {
       size_t k = sr_utf8_seqlen(s + i, len - i);
       if (k == 0) {
+        b->len = (size_t)(o - b->data);
         if (bad) *bad = i;
         return SR_EUTF8;
       }
+      for (size_t j = 0; j < k; j++) *o++ = s[i + j];
       i += k;
       continue;
     }
-    /* flush the plain run, then the escape */
-    if (sr_buf_append(b, s + run, i - run)) return SR_ENOMEM;
-    char e[8];
-    size_t el;
+    /* an escape: up to six bytes for one */
+    b->len = (size_t)(o - b->data);
+    if (sr_buf_room(b, len - i + 6)) return SR_ENOMEM;
+    o = b->data + b->len;
+    *o++ = '\\';
     if (c == '"' || c == '\\') {
-      e[0] = '\\';
-      e[1] = (char)c;
-      el = 2;
+      *o++ = c;
     } else if (esc2[c]) {
-      e[0] = '\\';
-      e[1] = esc2[c];
-      el = 2;
+      *o++ = (uint8_t)esc2[c];
     } else {
       static const char hex[] = "0123456789abcdef";
-      memcpy(e, "\\u00", 4);
-      e[4] = hex[c >> 4];
-      e[5] = hex[c & 15];
-      el = 6;
+      *o++ = 'u';
+      *o++ = '0';
+      *o++ = '0';
+      *o++ = (uint8_t)hex[c >> 4];
+      *o++ = (uint8_t)hex[c & 15];
     }
-    if (sr_buf_append(b, e, el)) return SR_ENOMEM;
-    run = ++i;
+    i++;
   }
-  if (sr_buf_append(b, s + run, len - run)) return SR_ENOMEM;
-  return sr_buf_putc(b, '"');
+  *o++ = '"';
+  b->len = (size_t)(o - b->data);
+  return 0;
 }
 
 /* ---- strings in ------------------------------------------------------- */

@@ -38,6 +38,9 @@ typedef struct enc_s {
   size_t errlen;
   int depth;
   int cap;         /* frames available in fr */
+  int mt_array;    /* stack slots of the array marker, */
+  int mt_tuple;    /* the tuple marker */
+  int key_n;       /* and the string "n", pushed once per encode */
   enc_frame_t *fr; /* inline_fr until nesting needs more, then malloc'd */
   int refs;        /* stack slot of the refs table (see encode_set_refs), or 0 */
   enc_frame_t inline_fr[ENC_INLINE_FRAMES];
@@ -98,9 +101,20 @@ static int enc_fail(enc_t *e, int code, const char *what) { return enc_fail_hint
 
 static int enc_value(enc_t *e, int idx);
 
-/* Brackets and compact separators are one byte: putc skips a memcpy. */
-static int put(sr_buf_t *out, lsr_text_t t) {
-  return t.n == 1 ? sr_buf_putc(out, (uint8_t)t.s[0]) : sr_buf_append(out, t.s, t.n);
+/* A fixed text (brackets and separators are one or two bytes). */
+static inline int put(sr_buf_t *out, lsr_text_t t) {
+  if (sr_buf_room(out, t.n)) return SR_ENOMEM;
+  uint8_t *o = out->data + out->len;
+  if (t.n == 1) {
+    o[0] = (uint8_t)t.s[0];
+  } else if (t.n == 2) {
+    o[0] = (uint8_t)t.s[0];
+    o[1] = (uint8_t)t.s[1];
+  } else {
+    memcpy(o, t.s, t.n);
+  }
+  out->len += t.n;
+  return 0;
 }
 
 static int enc_bad_key(enc_t *e, int keyidx, const char *why) {
@@ -119,7 +133,9 @@ static int enc_bad_key(enc_t *e, int keyidx, const char *why) {
   return enc_fail(e, SR_ETYPE, what);
 }
 
-/* Items 1..len of the table at idx as a list (or tuple). */
+/* Items 1..len of the table at idx as a list (or tuple), looked up one by
+ * one: the general path, for tables whose keys the one pass (enc_seq_pass)
+ * did not meet in index order. */
 static int enc_seq(enc_t *e, int idx, lua_Integer len, int tuple) {
   lua_State *L = e->L;
   const lsr_emitter_t *em = e->em;
@@ -138,6 +154,65 @@ static int enc_seq(enc_t *e, int idx, lua_Integer len, int tuple) {
   e->depth--;
   if (!tuple) return put(e->out, em->list_close);
   return put(e->out, len == 1 ? em->tuple_close_one : em->tuple_close);
+}
+
+/* enc_seq_pass: a key out of index order (not an error: take the general path) */
+#define ENC_AGAIN 1
+
+/* Writes the table at idx as a list (or tuple) in one lua_next traversal,
+ * which gives the keys of a table's array part in index order: the values
+ * are written as met, while the keys keep that order -- for an unmarked
+ * table exactly 1, 2, 3...; for a marked one rising integers from 1 (holes
+ * written as null), at most n when has_n (the key "n" passed over), then
+ * nulls up to n. Returns 0 when written; ENC_AGAIN, with out and the stack
+ * as they were, at a key out of that order (a table with integer keys in
+ * its hash part, or keys that are not a sequence: the caller's key check
+ * tells); or the first failing value's error (the values before it are in
+ * index order, as enc_seq would write them). */
+static int enc_seq_pass(enc_t *e, int idx, int marked, int has_n, lua_Integer n, int tuple) {
+  lua_State *L = e->L;
+  const lsr_emitter_t *em = e->em;
+  sr_buf_t *out = e->out;
+  size_t start = out->len;
+  int d0 = e->depth, rc;
+  if (put(out, tuple ? em->tuple_open : em->list_open)) return SR_ENOMEM;
+  enc_frame_t *f = &e->fr[e->depth++];
+  f->by_key = 0;
+  int kslot = lua_gettop(L) + 1, vslot = kslot + 1;
+  lua_Integer last = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (!lua_isinteger(L, kslot)) {
+      if (has_n && lua_rawequal(L, kslot, e->key_n)) {
+        lua_settop(L, kslot);
+        continue;
+      }
+      goto again;
+    }
+    lua_Integer k = lua_tointeger(L, kslot);
+    if (k <= last || (marked ? has_n && k > n : k != last + 1)) goto again;
+    for (lua_Integer i = last + 1; i < k; i++) /* holes of a marked table */
+      if ((i > 1 && put(out, em->item_sep)) || put(out, em->null_)) return SR_ENOMEM;
+    if (k > 1 && put(out, em->item_sep)) return SR_ENOMEM;
+    f->index = k;
+    if ((rc = enc_value(e, vslot))) {
+      e->depth = d0;
+      return rc;
+    }
+    lua_settop(L, kslot);
+    last = k;
+  }
+  if (has_n)
+    for (lua_Integer i = last + 1; i <= n; i++)
+      if ((i > 1 && put(out, em->item_sep)) || put(out, em->null_)) return SR_ENOMEM;
+  e->depth = d0;
+  if (!tuple) return put(out, em->list_close);
+  return put(out, (has_n ? n : last) == 1 ? em->tuple_close_one : em->tuple_close);
+again:
+  lua_settop(L, kslot - 1);
+  e->depth = d0;
+  out->len = start;
+  return ENC_AGAIN;
 }
 
 /* Encodes the map whose first key/value pair is on the stack top (key at
@@ -188,24 +263,17 @@ static int enc_map(enc_t *e, int idx) {
   return sr_buf_putc(e->out, '}');
 }
 
-/* A marked table (array or tuple): integer keys from 1, up to `n` when it
- * has an integer n >= 0 (holes are null), else up to the highest key. */
-static int enc_marked(enc_t *e, int idx, int tuple) {
+/* The key check of a marked table (array or tuple): integer keys from 1,
+ * up to n when has_n (and the key "n"). *len: n, or the highest key. */
+static int marked_keys(enc_t *e, int idx, int has_n, lua_Integer n, lua_Integer *len) {
   lua_State *L = e->L;
-  lua_Integer len = 0, max = 0;
-  int has_n = 0;
-  lua_pushliteral(L, "n");
-  if (lua_rawget(L, idx) == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0) {
-    len = lua_tointeger(L, -1);
-    has_n = 1;
-  }
-  lua_pop(L, 1);
+  lua_Integer max = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
     if (lua_isinteger(L, -1)) {
       lua_Integer k = lua_tointeger(L, -1);
-      if (k >= 1 && (!has_n || k <= len)) {
+      if (k >= 1 && (!has_n || k <= n)) {
         if (k > max) max = k;
         continue;
       }
@@ -220,7 +288,64 @@ static int enc_marked(enc_t *e, int idx, int tuple) {
     lua_pop(L, 1);
     return rc;
   }
-  return enc_seq(e, idx, has_n ? len : max, tuple);
+  *len = has_n ? n : max;
+  return 0;
+}
+
+/* The key check of an unmarked table whose first key is an integer: keys
+ * exactly 1..*len. */
+static int list_keys(enc_t *e, int idx, lua_Integer *len) {
+  lua_State *L = e->L;
+  lua_Integer count = 0, max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1)) {
+      int rc = enc_bad_key(e, -1, "cannot encode a table mixing array and map keys");
+      lua_pop(L, 1);
+      return rc;
+    }
+    lua_Integer k = lua_tointeger(L, -1);
+    if (k < 1) {
+      int rc = enc_bad_key(e, -1, "cannot encode an array index below 1");
+      lua_pop(L, 1);
+      return rc;
+    }
+    count++;
+    if (k > max) max = k;
+  }
+  if (max != count) {
+    char what[160];
+    snprintf(what, sizeof what,
+             "cannot encode a sparse array (%lld items, highest index %lld; "
+             "mark it with json.array(t) and set t.n to send nils)",
+             (long long)count, (long long)max);
+    return enc_fail(e, SR_ETYPE, what);
+  }
+  *len = count;
+  return 0;
+}
+
+/* 0: no marker; 1: the array marker; 2: the tuple marker. */
+static int enc_marker(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  if (!lua_getmetatable(L, idx)) return 0;
+  int r = lua_rawequal(L, -1, e->mt_array) ? 1 : lua_rawequal(L, -1, e->mt_tuple) ? 2 : 0;
+  lua_pop(L, 1);
+  return r;
+}
+
+/* A sequence: the one pass, and where it stops short the key check, whose
+ * errors come first (as if the keys were checked before any value), then
+ * the general path. marked: has_n and n as for enc_seq_pass. */
+static int enc_sequence(enc_t *e, int idx, int marked, int has_n, lua_Integer n, int tuple) {
+  int rc = enc_seq_pass(e, idx, marked, has_n, n, tuple);
+  if (rc == 0 || rc == SR_ENOMEM) return rc;
+  lua_Integer len = 0;
+  int krc = marked ? marked_keys(e, idx, has_n, n, &len) : list_keys(e, idx, &len);
+  if (krc) return krc;
+  if (rc != ENC_AGAIN) return rc; /* the keys are right: the value's error stands */
+  return enc_seq(e, idx, len, tuple);
 }
 
 static int enc_table(enc_t *e, int idx) {
@@ -244,48 +369,29 @@ static int enc_table(enc_t *e, int idx) {
   }
   e->fr[e->depth].tbl = ptr;
 
-  /* the tuple test first: a tuple is also array-marked, and each test costs
-   * registry lookups (a serpent call payload is mostly tuples) */
-  int tuple = e->em->tuple_open.s != NULL && lsr_is_tuple_marked(L, idx);
-  if (tuple || lsr_is_array_marked(L, idx)) return enc_marked(e, idx, tuple);
+  int mark = enc_marker(e, idx);
+  if (mark) { /* a marked table is a list (a tuple where the format has them) */
+    lua_Integer n = 0;
+    int has_n = 0;
+    lua_pushvalue(L, e->key_n);
+    if (lua_rawget(L, idx) == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0) {
+      n = lua_tointeger(L, -1);
+      has_n = 1;
+    }
+    lua_pop(L, 1);
+    return enc_sequence(e, idx, 1, has_n, n, mark == 2 && e->em->tuple_open.s != NULL);
+  }
 
   lua_pushnil(L);
-  if (!lua_next(L, idx)) return sr_buf_append(e->out, "{}", 2); /* empty, unmarked */
+  if (!lua_next(L, idx)) return put(e->out, (lsr_text_t)LSR_TEXT("{}")); /* empty, unmarked */
   if (lua_type(L, -2) == LUA_TSTRING) return enc_map(e, idx);
   if (!lua_isinteger(L, -2)) {
     int rc = enc_bad_key(e, -2, "cannot encode a table key that is not a string");
     lua_pop(L, 2);
     return rc;
   }
-  /* list candidate: keys must be exactly 1..n */
-  lua_Integer count = 0, max = 0;
-  lua_pop(L, 1); /* the value: the key stays for lua_next */
-  for (;;) {
-    if (!lua_isinteger(L, -1)) {
-      int rc = enc_bad_key(e, -1, "cannot encode a table mixing array and map keys");
-      lua_pop(L, 1);
-      return rc;
-    }
-    lua_Integer k = lua_tointeger(L, -1);
-    if (k < 1) {
-      int rc = enc_bad_key(e, -1, "cannot encode an array index below 1");
-      lua_pop(L, 1);
-      return rc;
-    }
-    count++;
-    if (k > max) max = k;
-    if (!lua_next(L, idx)) break;
-    lua_pop(L, 1);
-  }
-  if (max != count) {
-    char what[160];
-    snprintf(what, sizeof what,
-             "cannot encode a sparse array (%lld items, highest index %lld; "
-             "mark it with json.array(t) and set t.n to send nils)",
-             (long long)count, (long long)max);
-    return enc_fail(e, SR_ETYPE, what);
-  }
-  return enc_seq(e, idx, count, 0);
+  lua_pop(L, 2);
+  return enc_sequence(e, idx, 0, 0, 0, 0);
 }
 
 static int enc_value(enc_t *e, int idx) {
@@ -299,9 +405,10 @@ static int enc_value(enc_t *e, int idx) {
       return put(e->out, lua_toboolean(L, idx) ? em->true_ : em->false_);
     case LUA_TNUMBER: {
       if (lua_isinteger(L, idx)) { /* JSON and Python write integers alike */
-        char num[SR_JSON_DOUBLE_BUFSZ];
-        size_t nl = sr_json_fmt_int((int64_t)lua_tointeger(L, idx), num);
-        return sr_buf_append(e->out, num, nl);
+        sr_buf_t *out = e->out;
+        if (sr_buf_room(out, 24)) return SR_ENOMEM;
+        out->len += sr_json_fmt_int((int64_t)lua_tointeger(L, idx), (char *)out->data + out->len);
+        return 0;
       }
       return em->put_double(e->out, (double)lua_tonumber(L, idx));
     }
@@ -344,6 +451,7 @@ static int encode_in(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *o
                      size_t errlen, int keyidx, lua_Integer index) {
   int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
+  if (keyidx != 0) keyidx = lua_absindex(L, keyidx);
   enc_t enc, *e = &enc;
   e->L = L;
   e->em = em;
@@ -353,8 +461,14 @@ static int encode_in(lua_State *L, int idx, const lsr_emitter_t *em, sr_buf_t *o
   e->depth = 0;
   e->cap = ENC_INLINE_FRAMES;
   e->fr = e->inline_fr;
+  if (!lua_checkstack(L, 5)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
+  lsr_push_array_mt(L);
+  e->mt_array = lua_gettop(L);
+  lsr_push_tuple_mt(L);
+  e->mt_tuple = e->mt_array + 1;
+  lua_pushliteral(L, "n");
+  e->key_n = e->mt_array + 2;
   e->refs = 0;
-  if (keyidx != 0) keyidx = lua_absindex(L, keyidx); /* before the push below */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &refs_key) == LUA_TTABLE)
     e->refs = lua_gettop(L);
   else

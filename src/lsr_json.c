@@ -28,9 +28,9 @@
 /* ---- encoder: JSON's text for the shared walker (lsr_encode.c) -------- */
 
 static int put_double(sr_buf_t *out, double v) {
-  char num[SR_JSON_DOUBLE_BUFSZ];
-  size_t nl = sr_json_fmt_double(v, num);
-  return sr_buf_append(out, num, nl);
+  if (sr_buf_room(out, SR_JSON_DOUBLE_BUFSZ)) return SR_ENOMEM;
+  out->len += sr_json_fmt_double(v, (char *)out->data + out->len);
+  return 0;
 }
 
 static int put_string(sr_buf_t *out, const char *s, size_t n, size_t *bad) {

@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* ---- UTF-8 ---------------------------------------------------------------- */
 
 /* Decodes one UTF-8 sequence at p[0..n) (n >= 1), validated by json.c's
@@ -765,64 +769,120 @@ static int py_nonprintable(uint32_t cp) {
   return 0;
 }
 
+/* Bytes of a str that repr does not copy as they are: controls, DEL and
+ * non-ASCII (copied when printable), the backslash and both quotes (one of
+ * them is the delimiter, the other is copied). */
+static const uint8_t py_special[256] = {
+    [0x00 ... 0x1F] = 1, ['\''] = 1, ['"'] = 1, ['\\'] = 1, [0x7F ... 0xFF] = 1,
+};
+
+/* As repr: delimited by ' unless the text has a ' and no ", written in
+ * place after one check for room (the text and its quotes), with more room
+ * taken only at an escape. The text is written with ' first; at its first
+ * ' the text is searched for a ", and without one it is written again with
+ * ". Plain bytes are copied as scanned, sixteen at a time with SSE2 (see
+ * sr_json_put_string). */
 int sr_serpent_put_str(sr_buf_t *out, const char *str, size_t n, size_t *bad) {
   const uint8_t *s = (const uint8_t *)str;
-  int has_sq = n && memchr(s, '\'', n) != NULL, has_dq = n && memchr(s, '"', n) != NULL;
-  uint8_t q = (has_sq && !has_dq) ? '"' : '\'';
-  int rc = sr_buf_reserve(out, n + 2);
-  if (rc) return rc;
-  if ((rc = sr_buf_putc(out, q))) return rc;
+  if (n > SIZE_MAX / 2 - 16 || sr_buf_room(out, n + 2)) return SR_ENOMEM;
+  size_t start = out->len;
+  uint8_t q = '\'';
+  int rc, searched = 0;
+again:;
+  /* invariant: room for the rest of s and the closing quote */
+  uint8_t *o = out->data + start;
+  *o++ = q;
   size_t i = 0;
-  while (i < n) {
-    size_t k = i;
-    while (k < n && s[k] >= 0x20 && s[k] < 0x7f && s[k] != q && s[k] != '\\') k++;
-    if ((rc = sr_buf_append(out, s + i, k - i))) return rc;
-    i = k;
+  for (;;) {
+#if defined(__SSE2__)
+    const __m128i sq = _mm_set1_epi8('\''), dq = _mm_set1_epi8('"'),
+                  bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20),
+                  del = _mm_set1_epi8(0x7F);
+    while (n - i >= 16) {
+      __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+      /* as signed bytes, non-ASCII ones are below 0x20 too */
+      __m128i h = _mm_or_si128(
+          _mm_or_si128(_mm_cmpeq_epi8(v, sq), _mm_cmpeq_epi8(v, dq)),
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, bslash), _mm_cmpeq_epi8(v, del)),
+                       _mm_cmplt_epi8(v, space)));
+      unsigned m = (unsigned)_mm_movemask_epi8(h);
+      _mm_storeu_si128((__m128i *)(void *)o, v);
+      if (m) {
+        unsigned k = (unsigned)__builtin_ctz(m);
+        i += k;
+        o += k;
+        goto special;
+      }
+      i += 16;
+      o += 16;
+    }
+#endif
+    while (i < n && !py_special[s[i]]) *o++ = s[i++];
     if (i >= n) break;
+#if defined(__SSE2__)
+  special:;
+#endif
     uint8_t c = s[i];
-    char e[12];
-    size_t el = 0;
-    if (c == q || c == '\\') {
-      e[0] = '\\'; e[1] = (char)c; el = 2;
-    } else if (c == '\t') {
-      e[0] = '\\'; e[1] = 't'; el = 2;
-    } else if (c == '\n') {
-      e[0] = '\\'; e[1] = 'n'; el = 2;
-    } else if (c == '\r') {
-      e[0] = '\\'; e[1] = 'r'; el = 2;
-    } else if (c < 0x80) {
-      e[0] = '\\'; e[1] = 'x'; e[2] = hexdig[c >> 4]; e[3] = hexdig[c & 15]; el = 4;
-    } else {
-      uint32_t cp;
-      size_t l = utf8_decode1(s + i, n - i, &cp);
+    if ((c == '\'' || c == '"') && c != q) { /* the other quote */
+      *o++ = c;
+      i++;
+      continue;
+    }
+    if (c == '\'' && q == '\'' && !searched) {
+      searched = 1;
+      if (memchr(s, '"', n) == NULL) {
+        q = '"';
+        goto again;
+      }
+    }
+    size_t l = 1;
+    uint32_t cp = c;
+    if (c >= 0x80) {
+      l = utf8_decode1(s + i, n - i, &cp);
       if (l == 0) {
+        out->len = (size_t)(o - out->data);
         if (bad) *bad = i;
         return SR_EUTF8;
       }
       if (!py_nonprintable(cp)) {
-        if ((rc = sr_buf_append(out, s + i, l))) return rc;
+        for (size_t j = 0; j < l; j++) *o++ = s[i + j];
         i += l;
         continue;
       }
-      if (cp <= 0xFF) {
-        el = (size_t)snprintf(e, sizeof e, "\\x%02x", (unsigned)cp);
-      } else if (cp <= 0xFFFF) {
-        el = (size_t)snprintf(e, sizeof e, "\\u%04x", (unsigned)cp);
-      } else {
-        el = (size_t)snprintf(e, sizeof e, "\\U%08x", (unsigned)cp);
-      }
-      i += l - 1;
     }
-    if ((rc = sr_buf_append(out, e, el))) return rc;
-    i++;
+    /* an escape: up to ten bytes ("\U0001xxxx") for l */
+    out->len = (size_t)(o - out->data);
+    if ((rc = sr_buf_room(out, n - i + 10))) return rc;
+    o = out->data + out->len;
+    *o++ = '\\';
+    if (c == q || c == '\\') {
+      *o++ = c;
+    } else if (c == '\t') {
+      *o++ = 't';
+    } else if (c == '\n') {
+      *o++ = 'n';
+    } else if (c == '\r') {
+      *o++ = 'r';
+    } else if (cp <= 0xFF) {
+      *o++ = 'x';
+      *o++ = (uint8_t)hexdig[cp >> 4];
+      *o++ = (uint8_t)hexdig[cp & 15];
+    } else {
+      int digits = cp <= 0xFFFF ? 4 : 8;
+      *o++ = cp <= 0xFFFF ? 'u' : 'U';
+      for (int k = digits - 1; k >= 0; k--) *o++ = (uint8_t)hexdig[(cp >> (4 * k)) & 15];
+    }
+    i += l;
   }
-  return sr_buf_putc(out, q);
+  *o++ = q;
+  out->len = (size_t)(o - out->data);
+  return 0;
 }
 
 int sr_serpent_put_float(sr_buf_t *out, double d) {
   if (isnan(d)) return sr_buf_puts(out, "{'__class__':'float','value':'nan'}");
   if (isinf(d)) return sr_buf_puts(out, d > 0 ? "1e30000" : "-1e30000");
-  char buf[SR_JSON_DOUBLE_BUFSZ];
-  size_t l = sr_json_fmt_double(d, buf);
-  return sr_buf_append(out, buf, l);
+  if (sr_buf_room(out, SR_JSON_DOUBLE_BUFSZ)) return SR_ENOMEM;
+  out->len += sr_json_fmt_double(d, (char *)out->data + out->len);
+  return 0;
 }

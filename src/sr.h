@@ -85,6 +85,11 @@ int sr_buf_puts(sr_buf_t *b, const char *s);
 void sr_buf_consume(sr_buf_t *b, size_t n);
 /* Hand the storage to the caller (who must free() it) and reset b. */
 uint8_t *sr_buf_steal(sr_buf_t *b, size_t *len);
+/* Room for `extra` more bytes (0, or SR_ENOMEM with b unchanged): inline,
+ * so that the codecs can check per value and then write at data + len. */
+static inline int sr_buf_room(sr_buf_t *b, size_t extra) {
+  return b->cap - b->len >= extra ? 0 : sr_buf_reserve(b, extra);
+}
 
 /* Writes a formatted message into err[errlen] when err != NULL; returns code. */
 int sr_seterr(char *err, size_t errlen, int code, const char *fmt, ...)
