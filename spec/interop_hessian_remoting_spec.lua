@@ -345,7 +345,13 @@ describe("README: Hessian between Lua and Java #interop", function()
       line = line:gsub("%s*&$", "")
       local argv = {}
       for w in line:gmatch("%S+") do
-        if w:match("^bin/") or w:match("^spec/") then w = proc.root .. "/" .. w end
+        -- bin/springrun is the CLI under test (bin/springrun-san under
+        -- make test SANITIZE=1, where bin/springrun is not built)
+        if w == "bin/springrun" then
+          w = proc.bin
+        elseif w:match("^spec/") then
+          w = proc.root .. "/" .. w
+        end
         argv[#argv + 1] = w
       end
       out[#out + 1] = argv
