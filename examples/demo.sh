@@ -5,7 +5,9 @@
 # status.  usage: examples/demo.sh [host [port]]   (default 127.0.0.1 7000)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN="$ROOT/bin/springrun"
+# SPRINGRUN_BIN: another build of the CLI (make test SANITIZE=1 sets the
+# sanitizer build's)
+BIN=${SPRINGRUN_BIN:-"$ROOT/bin/springrun"}
 HOST=${1:-127.0.0.1}
 PORT=${2:-7000}
 

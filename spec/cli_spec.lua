@@ -84,7 +84,7 @@ springrun.context { p = { class = springrun.PyroProxyFactory, props = { service_
     local env = helpers.run(helpers.bin .. " --env")
     assert.truthy(env:find("export LUA_PATH=", 1, true))
     local out, ok = helpers.run("env -u LUA_PATH -u LUA_CPATH sh -c '" .. "eval \"$(" .. helpers.bin
-      .. " --env)\"; cd /tmp && lua5.4 -l springrun -e \"print(springrun.version, require(\\\"springrun.core\\\").version)\"'")
+      .. " --env)\"; cd /tmp && " .. helpers.lua .. " -l springrun -e \"print(springrun.version, require(\\\"springrun.core\\\").version)\"'")
     assert.is_true(ok)
     assert.are.equal("0.1.0\t0.1.0\n", out)
   end)

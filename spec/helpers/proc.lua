@@ -33,6 +33,15 @@ function M.shquote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
+-- The shell command of a plain lua5.4 that can load the core under test:
+-- under make test SANITIZE=1 the core is built with ASan, which an
+-- uninstrumented interpreter loads only with the ASan runtime preloaded
+-- (spec/helpers/preload.lua keeps its path).
+local asan = os.getenv("SPRINGRUN_ASAN_PRELOAD")
+M.lua = (asan and asan ~= "")
+    and ("env LD_PRELOAD=" .. M.shquote(asan) .. " ASAN_OPTIONS=detect_leaks=0 lua5.4")
+    or "lua5.4"
+
 local function read_all(path)
   local f = io.open(path, "rb")
   if not f then return nil end
