@@ -125,6 +125,7 @@ int sr_hreq_feed(sr_hreq_t *h, const uint8_t *p, size_t n, size_t *used) {
   if (HTTP_PARSER_ERRNO(&h->p) == HPE_PAUSED) http_parser_pause(&h->p, 0);
   if (n == 0) return SR_HREQ_MORE;
   *used = http_parser_execute(&h->p, &settings, (const char *)p, n);
+  h->taken += *used;
   enum http_errno e = HTTP_PARSER_ERRNO(&h->p);
   if (e == HPE_PAUSED) return SR_HREQ_DONE;
   if (e == HPE_OK) return SR_HREQ_MORE;
@@ -132,7 +133,7 @@ int sr_hreq_feed(sr_hreq_t *h, const uint8_t *p, size_t n, size_t *used) {
   if (h->status == 0) { /* http-parser's own finding, not a limit of ours */
     h->status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
     snprintf(h->text, sizeof h->text, "malformed HTTP request: %s (%s) at byte %zu",
-             http_errno_description(e), http_errno_name(e), *used);
+             http_errno_description(e), http_errno_name(e), h->taken);
   }
   return SR_HREQ_REFUSED;
 }

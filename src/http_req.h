@@ -32,6 +32,7 @@ typedef struct sr_hreq_s {
   int in_message;    /* between message begin and complete */
   int status;        /* a refusal (400, 413, 414, 431), with text; 0: none */
   int nomem;         /* a buffer could not grow */
+  size_t taken;      /* bytes taken so far (the offset a refusal names) */
   char text[200];
   /* a request read whole (SR_HREQ_DONE), valid until the next feed: */
   int post;          /* its method is POST */
