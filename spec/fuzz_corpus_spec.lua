@@ -4,9 +4,11 @@
 -- whole and byte by byte, with a small and the default limit) and
 -- wire_decode; json -> json_decode (with small limits) and the CONNECT
 -- handshake scan; serpent -> serpent_decode and its handshake scan; hessian
--- -> hessian_decode (both versions), hessian_decode_call and _reply. Each
--- must return a value or fail with an error message: never crash, never
--- raise. So a crash fixed once stays fixed.
+-- -> hessian_decode (both versions), hessian_decode_call and _reply; http
+-- -> the HTTP listeners' request reader (http_scan), whole and byte by
+-- byte, with the daemon's and with small limits. Each must return a value
+-- or fail with an error message: never crash, never raise. So a crash fixed
+-- once stays fixed.
 local core = require "springrun.core"
 
 local ROOT = "spec/fixtures/fuzz"
@@ -43,8 +45,8 @@ local function drain(f)
 end
 
 describe("springrun fuzz corpora replay #unit", function()
-  it("has corpora for the wire, json and serpent targets", function()
-    for _, t in ipairs({ "wire", "json", "serpent" }) do
+  it("has corpora for the wire, json, serpent, hessian and http targets", function()
+    for _, t in ipairs({ "wire", "json", "serpent", "hessian", "http" }) do
       assert.is_true(#files(ROOT .. "/" .. t) > 0, "no corpus files for " .. t)
     end
   end)
@@ -107,6 +109,37 @@ describe("springrun fuzz corpora replay #unit", function()
         }) do
           local fine, why = clean(pcall(f))
           assert.is_true(fine, path .. ": " .. tostring(why))
+        end
+      end
+    end
+  end)
+
+  -- http: the requests read do not depend on how the bytes were split, and
+  -- a refusal ends them either way (its status may differ: a path too long
+  -- is seen before or after a bad byte in it).
+  it("reads or cleanly refuses every http corpus file, whole and byte by byte", function()
+    local paths = files(ROOT .. "/http")
+    assert.is_true(#paths > 0, "no corpus files for http")
+    local function requests(list)
+      local out, refused = {}, false
+      for _, line in ipairs(list) do
+        if line:match("^refused ") then refused = true else out[#out + 1] = line end
+      end
+      return out, refused
+    end
+    for _, path in ipairs(paths) do
+      local data = read(path)
+      for _, lim in ipairs({ {}, { 64, 8, 16 } }) do
+        local ok, whole = pcall(core.http_scan, data, 0, table.unpack(lim, 1, 3))
+        assert.is_true(ok, path .. ": " .. tostring(whole))
+        local ok2, bytewise = pcall(core.http_scan, data, 1, table.unpack(lim, 1, 3))
+        assert.is_true(ok2, path .. ": " .. tostring(bytewise))
+        local r1, f1 = requests(whole)
+        local r2, f2 = requests(bytewise)
+        assert.same(r1, r2, path)
+        assert.equal(f1, f2, path)
+        for _, line in ipairs(whole) do
+          assert.truthy(line:match("^refused %d+ .+") or line:match("^%S+ .- [%a-]+ %d+$"), path .. ": " .. line)
         end
       end
     end

@@ -7,7 +7,9 @@
 -- ways. Then the exporter's HTTP side: refusals answered by the daemon
 -- thread (400, 404, 405, 413, 431, a fault for a body that is not Hessian),
 -- the deadlines of slow and stalled clients, keep-alive and pipelining --
--- each followed by a normal call.
+-- each followed by a normal call; https with the Pyro exporter's TLS
+-- properties (the Lua proxy and Caucho's Java client through a keytool
+-- truststore; wrong CA and plain http refused), and the exporter's logger.
 local springrun = require "springrun"
 local hessian = require "springrun.hessian"
 local errors = require "springrun.errors"
@@ -332,6 +334,172 @@ describe("HessianServiceExporter over HTTP #net", function()
   end)
 end)
 
+describe("HessianServiceExporter over https #net", function()
+  local certs = require "helpers.certs"
+  local log = require "springrun.log"
+  local c, ex, lines, restore_out
+
+  local SERVICE = {
+    add = function(_, a, b) return a + b end,
+    boom = function() error("kaputt") end,
+  }
+
+  setup(function() c = certs.make() end)
+  teardown(function() certs.remove(c) end)
+
+  before_each(function()
+    lines = {}
+    restore_out = log.set_output(function(line) lines[#lines + 1] = line end)
+  end)
+  after_each(function()
+    if ex then ex:destroy() end
+    ex = nil
+    log.set_output(restore_out)
+  end)
+
+  local function export(extra)
+    local opts = { service = SERVICE, service_path = "/calc", service_host = HOST, service_port = 0,
+      ssl = true, ssl_certfile = c.server_cert, ssl_keyfile = c.server_key }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    ex = springrun.HessianServiceExporter(opts)
+    ex:after_properties_set()
+    return ex:service_url()
+  end
+
+  local function logged(pattern)
+    for _, l in ipairs(lines) do
+      if l:find(pattern, 1, true) then return l end
+    end
+    return nil
+  end
+
+  it("serves the Lua proxy that trusts its CA; wrong CA and plain http fail clearly, it keeps serving", function()
+    local url = export()
+    assert.matches("^https://127%.0%.0%.1:%d+/calc$", url)
+    local svc = springrun.hessian_proxy(url, { ssl_cacerts = c.ca, timeout = 10 })
+    assert.equal(5, svc:add(2, 3))
+    local ok, e = pcall(svc.boom, svc)
+    assert.is_false(ok)
+    assert.equal("ServiceException", e.code)
+    assert.matches("kaputt", e.message, 1, true)
+    -- a client trusting another CA: the handshake fails on both sides
+    local stranger = springrun.hessian_proxy(url, { ssl_cacerts = c.other_ca, timeout = 10 })
+    ok, e = pcall(stranger.add, stranger, 1, 1)
+    assert.is_false(ok)
+    assert.matches("certificate", e.message, 1, true)
+    -- plain http to the https port: a 400 saying so
+    local plain = springrun.hessian_proxy((url:gsub("^https:", "http:")), { timeout = 10 })
+    ok, e = pcall(plain.add, plain, 1, 1)
+    assert.is_false(ok)
+    assert.equal("protocol", e.kind)
+    assert.matches("HTTP 400 from the server: this server requires TLS: use an https:// URL", e.message, 1, true)
+    local out, closed = raw(ex:bound_port(), { post("/calc", hessian.encode_call("add", 1, 1)) })
+    assert.same({ 400 }, statuses(out))
+    assert.is_true(closed)
+    assert.equal(7, svc:add(3, 4))
+    assert.truthy(logged("springrun.remoting.hessian.HessianServiceExporter - WARNING - TLS with "))
+    assert.truthy(logged("unknown ca"))
+    assert.truthy(logged("springrun.remoting.hessian.HessianServiceExporter - WARNING - HTTP request from "))
+    assert.is_nil(logged("springrun.remoting.pyro"), table.concat(lines, "\n"))
+  end)
+
+  it("requires a client certificate signed by ssl_cacerts with ssl_require_client_cert", function()
+    local url = export({ ssl_cacerts = c.ca, ssl_require_client_cert = true })
+    local svc = springrun.hessian_proxy(url, { ssl_cacerts = c.ca, ssl_certfile = c.client_cert,
+      ssl_keyfile = c.client_key, timeout = 10 })
+    assert.equal(5, svc:add(2, 3))
+    local anon = springrun.hessian_proxy(url, { ssl_cacerts = c.ca, timeout = 10 })
+    local ok = pcall(anon.add, anon, 1, 1)
+    assert.is_false(ok)
+    assert.equal(9, svc:add(4, 5))
+  end)
+
+  it("checks the TLS properties as PyroServiceExporter does", function()
+    local ok, e = pcall(export, { ssl_certfile = false })
+    assert.is_false(ok)
+    assert.matches("ssl_certfile must be a file name", tostring(e), 1, true)
+    ok, e = pcall(function()
+      springrun.HessianServiceExporter { service = SERVICE, service_path = "/x", service_port = 0,
+        ssl = true }:after_properties_set()
+    end)
+    assert.is_false(ok)
+    assert.matches("HessianServiceExporter '/x': ssl = true needs ssl_certfile", tostring(e), 1, true)
+    ok, e = pcall(export, { ssl_certfile = "/nonexistent/server.crt" })
+    assert.is_false(ok)
+    assert.matches("/nonexistent/server.crt", tostring(e), 1, true)
+    -- a second path on the same port must agree on TLS
+    export()
+    ok, e = pcall(function()
+      springrun.HessianServiceExporter { service = SERVICE, service_path = "/other", service_host = HOST,
+        service_port = ex:bound_port() }:after_properties_set()
+    end)
+    assert.is_false(ok)
+    assert.matches("TLS settings", tostring(e), 1, true)
+  end)
+
+  it("serves Caucho's Java client through a keytool truststore of the test CA", function()
+    java.compile()
+    local cleanup = proc.cleanups(finally)
+    local store = proc.tmppath(cleanup) .. ".p12"
+    cleanup(function() os.remove(store) end)
+    local _, kok = proc.run(string.format("keytool -importcert -noprompt -alias springrun-ca -file %s"
+      .. " -keystore %s -storetype PKCS12 -storepass changeit 2>&1", proc.shquote(c.ca), proc.shquote(store)))
+    assert.is_true(kok, "keytool failed")
+    local port = proc.free_port()
+    local server = proc.spawn({ proc.bin, proc.root .. "/spec/fixtures/hessian_service.lua", HOST,
+      tostring(port), c.server_cert, c.server_key })
+    cleanup(function() proc.stop(server) end)
+    assert(proc.wait_port(HOST, port, 15, server))
+    local url = "https://" .. HOST .. ":" .. port .. "/lua"
+    local client = proc.spawn({ "java", "-Djavax.net.ssl.trustStore=" .. store,
+      "-Djavax.net.ssl.trustStorePassword=changeit", java.OPENS, "-cp", java.CP, "HessianLuaClient", url, "h2" })
+    assert.equal(0, proc.wait_exit(client, 60), client:stderr())
+    local out = client:stdout()
+    assert.not_matches("BAD", out, 1, true)
+    assert.truthy(out:find("^add 5\n"), out)
+    assert.truthy(out:find("\nbean lua 7 true true x\n", 1, true), out)
+    assert.truthy(out:find("\nfault java.lang.IllegalStateException boom\n", 1, true), out)
+    -- without the truststore the JDK refuses the certificate; the server serves on
+    client = proc.spawn({ "java", java.OPENS, "-cp", java.CP, "HessianLuaClient", url, "h2" })
+    assert.is_not.equal(0, proc.wait_exit(client, 60))
+    assert.matches("PKIX path building failed", client:stderr(), 1, true)
+    local svc = springrun.hessian_proxy(url, { ssl_cacerts = c.ca, timeout = 10 })
+    assert.equal(5, svc:add(2, 3))
+  end)
+end)
+
+describe("HessianServiceExporter log lines #net", function()
+  local log = require "springrun.log"
+
+  it("logs failing calls and its listener's lines under springrun.remoting.hessian.HessianServiceExporter", function()
+    local lines = {}
+    local restore = log.set_output(function(line) lines[#lines + 1] = line end)
+    local ex = springrun.HessianServiceExporter {
+      service = { boom = function() error("kaputt") end, add = function(_, a, b) return a + b end },
+      service_path = "/calc", service_host = HOST, service_port = 0, max_connections = 1000000,
+    }
+    local ok, err = pcall(function()
+      ex:after_properties_set()
+      local svc = springrun.hessian_proxy(ex:service_url(), { timeout = 10 })
+      assert.is_false(pcall(svc.boom, svc))
+      assert.equal(3, svc:add(1, 2))
+    end)
+    ex:destroy()
+    log.set_output(restore)
+    assert(ok, err)
+    local text = table.concat(lines, "\n")
+    assert.matches("springrun%.remoting%.hessian%.HessianServiceExporter %- WARNING %- [^\n]*call /calc%.boom from "
+      .. "127%.0%.0%.1:%d+ failed: RuntimeError: [^\n]*kaputt", text)
+    local nofile = tonumber(proc.run("sh -c 'ulimit -n'"):match("%d+"))
+    if nofile and nofile < 1000000 then
+      -- the daemon's warning about the listener, from the daemon thread
+      assert.matches("springrun%.remoting%.hessian%.HessianServiceExporter %- WARNING %- listening on 127%.0%.0%.1:%d+: "
+        .. "max_connections 1000000 cannot be reached", text)
+    end
+    assert.not_matches("springrun.remoting.pyro", text, 1, true)
+  end)
+end)
+
 describe("README: Hessian between Lua and Java #interop", function()
   local readme = require "helpers.readme"
 
@@ -389,6 +557,34 @@ describe("README: Hessian between Lua and Java #interop", function()
     assert.equal(0, proc.wait_exit(client, 60), client:stderr())
     assert.truthy(client:stdout():find("add 5\n", 1, true))
     assert.truthy(client:stdout():find("\nbean lua 7 true true x\n", 1, true))
+    assert.not_matches("BAD", client:stdout(), 1, true)
+  end)
+
+  it("runs the Lua code and the commands of Hessian over https", function()
+    local certs = require "helpers.certs"
+    local cleanup = proc.cleanups(finally)
+    local c = certs.make()
+    cleanup(function() certs.remove(c) end)
+    java.compile()
+    local heading = "### Hessian over https"
+    local files = { ["server.crt"] = c.server_cert, ["server.key"] = c.server_key, ["ca.crt"] = c.ca }
+    local st, out, err = readme.run_lua(readme.block(heading, "lua"), files)
+    assert.equal(0, st, err)
+    assert.equal("true\t5\n", out)
+    local port = proc.free_port()
+    local repl = { ["/tmp/truststore.p12"] = c.dir .. "/truststore.p12", ["8443"] = tostring(port),
+      ["/tmp/hessian-classes"] = java.CP:match("^[^:]+") }
+    for k, v in pairs(files) do repl[k] = v end
+    local lines = shell_lines(heading, repl)
+    assert.equal(3, #lines)
+    local keytool = proc.spawn(lines[1])
+    assert.equal(0, proc.wait_exit(keytool, 60), keytool:stderr())
+    local server = proc.spawn(lines[2])
+    cleanup(function() proc.stop(server) end)
+    assert(proc.wait_port(HOST, port, 15, server))
+    local client = proc.spawn(lines[3])
+    assert.equal(0, proc.wait_exit(client, 60), client:stderr())
+    assert.truthy(client:stdout():find("add 5\n", 1, true))
     assert.not_matches("BAD", client:stdout(), 1, true)
   end)
 end)

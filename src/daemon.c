@@ -62,12 +62,10 @@ void sr_daemon_push_event(sr_daemon_t *d, sr_event_t *ev) {
   if (sr_queue_push(&d->events, &ev->node) && d->notify) d->notify(d->notify_ud);
 }
 
-void sr_dlog(sr_daemon_t *d, int level, const char *fmt, ...) {
+static void vdlog(sr_daemon_t *d, const sr_listener_t *lis, int level, const char *fmt,
+                  va_list ap) {
   char text[512];
-  va_list ap;
-  va_start(ap, fmt);
   int n = vsnprintf(text, sizeof text, fmt, ap);
-  va_end(ap);
   if (n < 0) return;
   if ((size_t)n >= sizeof text) n = (int)sizeof text - 1;
   sr_event_t *ev = malloc(sizeof *ev + (size_t)n + 1);
@@ -75,10 +73,30 @@ void sr_dlog(sr_daemon_t *d, int level, const char *fmt, ...) {
   memset(ev, 0, sizeof *ev);
   ev->kind = SR_EV_LOG;
   ev->level = level;
+  if (lis) {
+    ev->listener = lis->id;
+    /* the owner logs an HTTP listener's lines under the Hessian exporter's name */
+    if (lis->protocol == SR_DAEMON_PROTO_HTTP) ev->serializer = SR_DAEMON_SER_HESSIAN;
+  }
   ev->len = (size_t)n;
   memcpy(ev->data, text, (size_t)n + 1);
   sr_daemon_push_event(d, ev);
 }
+
+void sr_dlog(sr_daemon_t *d, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vdlog(d, NULL, level, fmt, ap);
+  va_end(ap);
+}
+
+void sr_dlog_on(sr_daemon_t *d, const sr_listener_t *lis, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vdlog(d, lis, level, fmt, ap);
+  va_end(ap);
+}
+
 /* ---- stopping (daemon thread) --------------------------------------------- */
 
 void sr_daemon_maybe_finish_stop(sr_daemon_t *d) {
@@ -193,12 +211,12 @@ static void do_listen(sr_daemon_t *d, sr_cmd_t *cmd) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     lis->nofile = (unsigned long long)rl.rlim_cur;
-  if (lis->nofile != 0 && (unsigned long long)lis->lim.max_connections + 32 > lis->nofile)
-    sr_dlog(d, LOG_WARNING,
-            "listening on %s: max_connections %u cannot be reached with the open-files limit "
-            "%llu (ulimit -n); past it new clients are closed at once",
-            lis->where, (unsigned)lis->lim.max_connections, lis->nofile);
   lis->id = ++d->next_listener_id;
+  if (lis->nofile != 0 && (unsigned long long)lis->lim.max_connections + 32 > lis->nofile)
+    sr_dlog_on(d, lis, LOG_WARNING,
+               "listening on %s: max_connections %u cannot be reached with the open-files limit "
+               "%llu (ulimit -n); past it new clients are closed at once",
+               lis->where, (unsigned)lis->lim.max_connections, lis->nofile);
   lis->next = d->listeners;
   d->listeners = lis;
   sr_sweep_schedule(d);

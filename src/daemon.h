@@ -52,7 +52,9 @@ enum sr_event_kind_e {
   SR_EV_INVOKE = 1, /* data = INVOKE payload as received: the owner
                        inflates it when flags has COMPRESSED (not the
                        daemon thread, whose time every connection shares) */
-  SR_EV_LOG = 2     /* data = NUL-terminated message; level = 10..40 */
+  SR_EV_LOG = 2     /* data = NUL-terminated message; level = 10..40;
+                       listener: the one it is about (0: none), serializer
+                       SR_DAEMON_SER_HESSIAN when that speaks HTTP */
 };
 
 /* An event for the owner thread; one malloc'd block (free() it). */

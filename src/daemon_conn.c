@@ -113,30 +113,38 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
 }
 
 /* TLS: feeds ciphertext p[0..n) to c's session, moves every byte of
- * plaintext it yields into the framer and sends what the session has to say
- * (handshake records, alerts). Returns 0; 1 when the peer closed the session
- * (close_notify: handle what is framed, then close like at EOF); or -1 when
- * c is being closed (a TLS failure is logged, with OpenSSL's reason). */
-static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
+ * plaintext it yields on -- into the framer, or for an HTTP connection
+ * through its request parser (counting the requests completed in
+ * *requests) -- and sends what the session has to say (handshake records,
+ * alerts). Returns 0; 1 when the peer closed the session (close_notify:
+ * handle what is framed, then close like at EOF); or -1 when c is being
+ * closed (a TLS failure is logged, with OpenSSL's reason). */
+static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n, int *requests) {
   char err[300];
   if (sr_tls_feed(c->tls, p, n) < 0) {
-    sr_dlog(c->d, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
+    sr_clog(c, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
     sr_conn_close_now(c);
     return -1;
   }
   int was = sr_tls_established(c->tls);
   for (;;) {
     size_t room = 0, got = 0;
-    uint8_t *dst = sr_framer_space(&c->fr, READ_CHUNK, &room);
+    uint8_t *dst;
+    if (c->http) { /* the read buffer: sr_tls_feed copied the ciphertext out of it */
+      dst = c->d->tls_rbuf;
+      room = READ_CHUNK;
+    } else {
+      dst = sr_framer_space(&c->fr, READ_CHUNK, &room);
+    }
     if (dst == NULL) {
-      sr_dlog(c->d, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
+      sr_clog(c, LOG_ERROR, "out of memory reading from %s; closing", c->peer);
       sr_conn_close_now(c);
       return -1;
     }
     int rc = sr_tls_read(c->tls, dst, room, &got, err, sizeof err);
     if (rc == SR_ECLOSED) return 1; /* close_notify: like EOF */
     if (rc < 0) {
-      sr_dlog(c->d, LOG_WARNING, "TLS with %s on %s failed: %s; closing the connection", c->peer,
+      sr_clog(c, LOG_WARNING, "TLS with %s on %s failed: %s; closing the connection", c->peer,
               c->lis ? c->lis->where : "?", err);
       if (sr_conn_tls_send(c) < 0) { /* the alert, if any */
         sr_conn_close_now(c);
@@ -157,12 +165,17 @@ static int conn_tls_input(sr_conn_t *c, const uint8_t *p, size_t n) {
       return -1;
     }
     if (got == 0) break;
-    sr_framer_commit(&c->fr, got);
+    if (c->http) {
+      *requests += sr_http_conn_input(c, dst, got);
+      if (c->state != C_OPEN) return -1;
+    } else {
+      sr_framer_commit(&c->fr, got);
+    }
   }
   if (!was && sr_tls_established(c->tls)) {
     char subject[256];
     sr_tls_peer_subject(c->tls, subject, sizeof subject);
-    sr_dlog(c->d, LOG_DEBUG, "TLS established with %s on %s%s%s", c->peer,
+    sr_clog(c, LOG_DEBUG, "TLS established with %s on %s%s%s", c->peer,
             c->lis ? c->lis->where : "?", subject[0] ? ", client certificate " : "", subject);
   }
   if (sr_conn_tls_send(c) < 0) {
@@ -181,7 +194,7 @@ static void maybe_pause(sr_conn_t *c) {
   c->paused = 1;
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
-  sr_dlog(c->d, LOG_DEBUG, "pausing reads from %s: %u replies outstanding, %zu bytes queued (%s)",
+  sr_clog(c, LOG_DEBUG, "pausing reads from %s: %u replies outstanding, %zu bytes queued (%s)",
           c->peer, (unsigned)outstanding, qbytes,
           outstanding >= c->max_owed ? "max_queued_per_connection"
                                      : "max_reply_bytes_per_connection");
@@ -204,7 +217,7 @@ static int conn_process_msgs(sr_conn_t *c) {
       if (!c->handshaken && r != SR_ETOOBIG) {
         sr_proto_fail_handshake(c, SR_SER_MARSHAL, 0, err);
       } else {
-        sr_dlog(c->d, LOG_WARNING, "closing connection from %s on %s: %s%s", c->peer,
+        sr_clog(c, LOG_WARNING, "closing connection from %s on %s: %s%s", c->peer,
                 c->lis ? c->lis->where : "?", err,
                 r != SR_ETOOBIG  ? ""
                 : c->handshaken ? " (max_message_size)"
@@ -248,11 +261,30 @@ static void conn_track_partial(sr_conn_t *c, int progressed, uint64_t now) {
     c->msg_start = now;
 }
 
+/* The first bytes on a TLS listener are its own protocol in the clear (a
+ * Pyro CONNECT, an HTTP request line; TLS starts with a handshake record,
+ * 0x16): refused in the client's terms, since it would not understand a
+ * TLS alert. Returns 1 when they were (c is then closed after the answer). */
+static int conn_plain_on_tls(sr_conn_t *c, const uint8_t *p, size_t n) {
+  int plain = c->http ? p[0] >= 'A' && p[0] <= 'Z' : n >= 4 && memcmp(p, "PYRO", 4) == 0;
+  if (!plain) return 0;
+  sr_tls_free(c->tls);
+  c->tls = NULL;
+  if (c->http) { /* logged as a refused request */
+    sr_http_refuse(c, 400, "this server requires TLS: use an https:// URL");
+    return 1;
+  }
+  sr_clog(c, LOG_WARNING, "connection from %s on %s does not use TLS; refusing it", c->peer,
+          c->lis ? c->lis->where : "?");
+  sr_proto_fail_handshake(c, SR_SER_MARSHAL, 0, "this daemon requires TLS (SSL)");
+  return 1;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   sr_conn_t *c = s->data;
   if (n < 0) {
     if (n != UV_EOF)
-      sr_dlog(c->d, LOG_DEBUG, "connection from %s: %s", c->peer, uv_strerror((int)n));
+      sr_clog(c, LOG_DEBUG, "connection from %s: %s", c->peer, uv_strerror((int)n));
     /* the peer is gone or half-closed */
     if (n == UV_EOF)
       conn_close_at_eof(c);
@@ -264,24 +296,28 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   uint64_t now = uv_now(&c->d->loop);
   c->last_active = now;
   int peer_done = 0; /* TLS close_notify */
+  if (c->tls && !c->tls_fed && conn_plain_on_tls(c, (const uint8_t *)buf->base, (size_t)n)) return;
   if (c->http) {
-    int progressed = sr_http_conn_input(c, (const uint8_t *)buf->base, (size_t)n);
+    int progressed = 0;
+    if (c->tls) {
+      c->tls_fed = 1;
+      if ((peer_done = conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n, &progressed)) < 0)
+        return;
+    } else {
+      progressed = sr_http_conn_input(c, (const uint8_t *)buf->base, (size_t)n);
+    }
+    if (peer_done) {
+      conn_close_at_eof(c);
+      return;
+    }
     if (c->state == C_OPEN && !c->peer_eof) maybe_pause(c);
     if (c->state == C_OPEN) conn_track_partial(c, progressed, now);
     return;
   }
-  if (c->tls && !c->tls_fed && n >= 4 && memcmp(buf->base, "PYRO", 4) == 0) {
-    /* a Pyro client without TLS: tell it in its own terms */
-    sr_tls_free(c->tls);
-    c->tls = NULL;
-    sr_dlog(c->d, LOG_WARNING, "connection from %s on %s does not use TLS; refusing it", c->peer,
-            c->lis ? c->lis->where : "?");
-    sr_proto_fail_handshake(c, SR_SER_MARSHAL, 0, "this daemon requires TLS (SSL)");
-    return;
-  }
   if (c->tls) {
     c->tls_fed = 1;
-    if ((peer_done = conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n)) < 0) return;
+    int unused = 0;
+    if ((peer_done = conn_tls_input(c, (const uint8_t *)buf->base, (size_t)n, &unused)) < 0) return;
   } else {
     sr_framer_commit(&c->fr, (size_t)n);
   }
@@ -296,7 +332,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 /* Reading again after back-pressure: handle what is buffered, then read. */
 static void conn_unpause(sr_conn_t *c) {
   if (c->state != C_OPEN || c->quiesced || c->peer_eof) return;
-  sr_dlog(c->d, LOG_DEBUG, "resuming reads from %s", c->peer);
+  sr_clog(c, LOG_DEBUG, "resuming reads from %s", c->peer);
   uint64_t now = uv_now(&c->d->loop);
   int progressed = conn_process(c);
   if (c->state == C_OPEN) {
@@ -333,7 +369,7 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
   sr_daemon_t *d = lis->d;
   if (status < 0) {
     if (sr_log_allowed(&lis->accept_logged_at, &lis->accept_unlogged, uv_now(&d->loop))) {
-      sr_dlog(d, LOG_WARNING, "accept on %s failed: %s (%s; %u more failures not logged)",
+      sr_dlog_on(d, lis, LOG_WARNING, "accept on %s failed: %s (%s; %u more failures not logged)",
               lis->where, uv_strerror(status), uv_err_name(status),
               (unsigned)lis->accept_unlogged);
       lis->accept_unlogged = 0;
@@ -351,7 +387,7 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
     } else {
       free(tmp);
     }
-    sr_dlog(d, LOG_ERROR, "out of memory accepting on %s", lis->where);
+    sr_dlog_on(d, lis, LOG_ERROR, "out of memory accepting on %s", lis->where);
     return;
   }
   c->d = d;
@@ -383,7 +419,7 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
    * Said here, rate-limited, since nothing else would say it. */
   if (lis->nofile != 0 && (unsigned long long)fd + 2 >= lis->nofile &&
       sr_log_allowed(&lis->accept_logged_at, &lis->accept_unlogged, uv_now(&d->loop))) {
-    sr_dlog(d, LOG_WARNING,
+    sr_dlog_on(d, lis, LOG_WARNING,
             "open files exhausted on %s: descriptor %d of the open-files limit %llu "
             "(ulimit -n), %u connections open; new clients are closed at once until some "
             "close (%u more not logged)",
@@ -393,22 +429,23 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
   }
   c->w = sr_wside_new(fd, &lis->lim, lis->dc);
   if (c->w == NULL) {
-    sr_dlog(d, LOG_ERROR, "out of memory accepting on %s", lis->where);
+    sr_dlog_on(d, lis, LOG_ERROR, "out of memory accepting on %s", lis->where);
     sr_conn_close_now(c);
     return;
   }
   if (lis->protocol == SR_DAEMON_PROTO_HTTP) {
     if (d->tls_rbuf == NULL) d->tls_rbuf = malloc(READ_CHUNK);
     if (d->tls_rbuf == NULL || sr_http_conn_init(c) < 0) {
-      sr_dlog(d, LOG_ERROR, "out of memory accepting on %s", lis->where);
+      sr_dlog_on(d, lis, LOG_ERROR, "out of memory accepting on %s", lis->where);
       sr_conn_close_now(c);
       return;
     }
-  } else if (lis->tls) {
+  }
+  if (lis->tls) { /* Pyro or HTTP: the same TLS under either */
     char err[300];
     if (d->tls_rbuf == NULL) d->tls_rbuf = malloc(READ_CHUNK);
     if (d->tls_rbuf == NULL || sr_tls_new(&c->tls, lis->tls, NULL, err, sizeof err) < 0) {
-      sr_dlog(d, LOG_ERROR, "cannot start TLS on a connection to %s: %s", lis->where,
+      sr_dlog_on(d, lis, LOG_ERROR, "cannot start TLS on a connection to %s: %s", lis->where,
               d->tls_rbuf ? err : "out of memory");
       sr_conn_close_now(c);
       return;
@@ -433,7 +470,7 @@ void sr_conn_accept_cb(uv_stream_t *server, int status) {
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
   }
   if (c->refused)
-    sr_dlog(d, LOG_WARNING,
+    sr_dlog_on(d, lis, LOG_WARNING,
             "refusing connection from %s on %s: %u connections open (max_connections %u)",
             c->peer, lis->where, (unsigned)(lis->nconns - 1), (unsigned)lis->lim.max_connections);
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
@@ -481,7 +518,7 @@ static void on_sweep(uv_timer_t *t) {
     if (!c->handshaken && lis->lim.handshake_timeout_ms != UINT32_MAX &&
         now - c->accepted_at >= lis->lim.handshake_timeout_ms) {
       if (sr_log_allowed(&lis->hs_logged_at, &lis->hs_unlogged, now)) {
-        sr_dlog(d, LOG_WARNING,
+        sr_dlog_on(d, lis, LOG_WARNING,
                 "closing connection from %s on %s: no %s within %u ms "
                 "(handshake_timeout), %zu bytes received (%u more not logged)",
                 c->peer, lis->where, c->http ? "complete request" : "handshake",
@@ -495,7 +532,7 @@ static void on_sweep(uv_timer_t *t) {
     if (c->paused || c->quiesced) continue;
     if (c->msg_start != 0 && lis->lim.send_deadline_ms != UINT32_MAX &&
         now - c->msg_start >= lis->lim.send_deadline_ms) {
-      sr_dlog(d, LOG_WARNING,
+      sr_dlog_on(d, lis, LOG_WARNING,
               "closing connection from %s on %s: message not complete within %u ms "
               "(send_deadline), %zu bytes received",
               c->peer, lis->where, (unsigned)lis->lim.send_deadline_ms, conn_pending(c));
@@ -505,7 +542,7 @@ static void on_sweep(uv_timer_t *t) {
     if (lis->lim.idle_timeout_ms != 0 && c->msg_start == 0 &&
         now - c->last_active >= lis->lim.idle_timeout_ms) {
       if (sr_wside_owes(c->w, c->next_slot)) continue;
-      sr_dlog(d, LOG_INFO, "closing connection from %s on %s: idle for %u ms (idle_timeout)",
+      sr_dlog_on(d, lis, LOG_INFO, "closing connection from %s on %s: idle for %u ms (idle_timeout)",
               c->peer, lis->where, (unsigned)lis->lim.idle_timeout_ms);
       sr_conn_close_graceful(c);
     }

@@ -268,6 +268,15 @@ void sr_dlog(sr_daemon_t *d, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* The same about listener lis (NULL: none): the event carries its id, and
+ * SR_DAEMON_SER_HESSIAN as serializer when lis speaks HTTP, so the owner
+ * logs it under the right exporter's name. sr_clog: about connection c. */
+void sr_dlog_on(sr_daemon_t *d, const sr_listener_t *lis, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+#define sr_clog(c, level, ...) sr_dlog_on((c)->d, (c)->lis, (level), __VA_ARGS__)
 /* Stopping and the last connection is gone: closes the grace timer, which
  * lets the loop end. */
 void sr_daemon_maybe_finish_stop(sr_daemon_t *d);
@@ -378,5 +387,7 @@ int sr_http_conn_input(sr_conn_t *c, const uint8_t *p, size_t n);
 size_t sr_http_pending(const sr_conn_t *c);
 /* c reads no more; it is closed once what it is owed is written. */
 void sr_http_last_request(sr_conn_t *c);
+/* Refuses c's request with status and text (logged, answered, closed after). */
+void sr_http_refuse(sr_conn_t *c, int status, const char *text);
 
 #endif

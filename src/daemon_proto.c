@@ -43,7 +43,7 @@ static sr_reply_t *make_frame(uint16_t type, uint16_t flags, uint16_t seq, uint1
 void sr_proto_fail_handshake(sr_conn_t *c, uint16_t ser, uint16_t seq, const char *text) {
   sr_buf_t b;
   sr_buf_init(&b);
-  sr_dlog(c->d, LOG_WARNING, "handshake from %s on %s refused: %s", c->peer,
+  sr_clog(c, LOG_WARNING, "handshake from %s on %s refused: %s", c->peer,
           c->lis ? c->lis->where : "?", text);
   if (sr_payload_encode_string(&b, ser, text, strlen(text)) == 0) {
     sr_reply_t *r = make_frame(SR_MSG_CONNECTFAIL, 0, seq, ser, b.data, b.len, 0);
@@ -163,7 +163,7 @@ void sr_proto_connect(sr_conn_t *c, const sr_wire_msg_t *m) {
     sr_buf_free(&b);
   }
   if (rep == NULL) {
-    sr_dlog(c->d, LOG_ERROR, "out of memory answering %s; closing", c->peer);
+    sr_clog(c, LOG_ERROR, "out of memory answering %s; closing", c->peer);
     sr_conn_close_now(c);
     return;
   }
@@ -277,7 +277,7 @@ void sr_proto_queue_invoke(sr_conn_t *c, uint16_t seq, uint16_t flags, uint16_t 
     c->dpaused = 1;
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
-    sr_dlog(d, LOG_DEBUG, "pausing reads from %s on %s: %u invocations, %zu bytes queued (%s)",
+    sr_clog(c, LOG_DEBUG, "pausing reads from %s on %s: %u invocations, %zu bytes queued (%s)",
             c->peer, c->lis->where, queued, qbytes,
             queued >= c->lis->lim.max_queued ? "max_queued" : "max_queued_bytes");
     sr_sweep_soon(d);

@@ -368,7 +368,7 @@ int sr_conn_tls_send(sr_conn_t *c) {
   if (c->state == C_CLOSED) return -1;
   sr_reply_t *r = malloc(sizeof *r + n);
   if (r == NULL) {
-    sr_dlog(c->d, LOG_ERROR, "out of memory writing to %s; closing", c->peer);
+    sr_clog(c, LOG_ERROR, "out of memory writing to %s; closing", c->peer);
     return -1; /* the caller closes it */
   }
   memset(r, 0, sizeof *r);
@@ -404,7 +404,7 @@ static void on_write(uv_write_t *req, int status) {
   uv_mutex_unlock(&c->w->mu);
   if (resume && c->state == C_OPEN) sr_conn_resume(c);
   if (status < 0 && status != UV_ECANCELED && c->state != C_CLOSED) {
-    sr_dlog(c->d, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
+    sr_clog(c, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
             uv_strerror(status));
     sr_conn_close_now(c);
   }
@@ -435,7 +435,7 @@ void sr_conn_flush(sr_conn_t *c) {
     uv_mutex_unlock(&w->mu);
     free(r);
     if (trc < 0) {
-      sr_dlog(c->d, LOG_WARNING, "TLS to %s failed: %s; closing the connection", c->peer, err);
+      sr_clog(c, LOG_WARNING, "TLS to %s failed: %s; closing the connection", c->peer, err);
       sr_conn_close_now(c);
     }
     r = next;
@@ -459,7 +459,7 @@ void sr_conn_flush(sr_conn_t *c) {
       uv_mutex_unlock(&w->mu);
       free(r);
       if (c->state != C_CLOSED) {
-        sr_dlog(c->d, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
+        sr_clog(c, LOG_INFO, "write to %s failed: %s; closing the connection", c->peer,
                 uv_strerror(rc));
         sr_conn_close_now(c);
       }
@@ -508,10 +508,10 @@ void sr_conn_close_write_failed(sr_conn_t *c) {
   uv_mutex_unlock(&c->w->mu);
   sr_listener_t *lis = c->lis;
   if (!over) {
-    sr_dlog(c->d, LOG_INFO, "write to %s failed; closing the connection", c->peer);
+    sr_clog(c, LOG_INFO, "write to %s failed; closing the connection", c->peer);
   } else if (lis == NULL ||
              sr_log_allowed(&lis->reply_logged_at, &lis->reply_unlogged, uv_now(&c->d->loop))) {
-    sr_dlog(c->d, LOG_WARNING,
+    sr_clog(c, LOG_WARNING,
             "closing connection from %s on %s: its reply would pass %zu bytes of replies queued "
             "(max_reply_bytes), %zu queued now (%u more not logged)",
             c->peer, lis ? lis->where : "?", c->w->max_total, total,

@@ -1,7 +1,8 @@
 /*
  * fuzz_hessian.c -- libFuzzer target for the Lua-free Hessian reader and
- * writers (hessian.c). The input is read as a Hessian 2 value, a Hessian 1
- * value, a call and a reply, each with small limits and the defaults.
+ * writers (hessian.c, hessian_write.c). The input is read as a Hessian 2
+ * value, a Hessian 1 value, a call and a reply, each with small limits and
+ * the defaults.
  * Properties checked (abort on violation): every outcome is a token stream
  * or a known SR_E* code; the reader never reads past the input; each string
  * token re-encodes through sr_hessian_put_string and reads back to the same

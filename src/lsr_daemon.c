@@ -202,6 +202,7 @@ static uv_timer_t *timed_timer; /* on luv's loop, unref'd; NULL until needed */
 
 static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, const char *msg);
 static void log_line(lua_State *L, int level, const char *text);
+static void log_line_ser(lua_State *L, int level, const char *text, int ser);
 
 static void timed_unlink(lsr_call_t *c) {
   *c->pprev = c->next;
@@ -247,7 +248,7 @@ static void on_timed(uv_timer_t *tm) {
     snprintf(line, sizeof line, "call from %s: %s", peer, msg);
     timed_unlink(c);
     int base = lua_gettop(L);
-    log_line(L, 30, line);
+    log_line_ser(L, 30, line, ev.serializer);
     send_exception(L, &ev, "Pyro4.errors.TimeoutError", msg);
     lua_settop(L, base);
   }
@@ -458,20 +459,26 @@ static void send_exception(lua_State *L, const sr_event_t *ev, const char *cls, 
   lua_settop(L, base);
 }
 
-static void log_line(lua_State *L, int level, const char *text) {
+/* The log function gets (level, text, serializer): SR_DAEMON_SER_HESSIAN
+ * when the line is about an HTTP listener or request (logged under the
+ * Hessian exporter's name), else 0. */
+static void log_line_ser(lua_State *L, int level, const char *text, int ser) {
   if (G.log_ref == LUA_NOREF) return;
   int base = lua_gettop(L);
   lua_pushcfunction(L, lsr_traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, G.log_ref);
   lua_pushinteger(L, level);
   lua_pushstring(L, text);
-  if (lua_pcall(L, 2, 0, base + 1) != LUA_OK) {
+  lua_pushinteger(L, ser);
+  if (lua_pcall(L, 3, 0, base + 1) != LUA_OK) {
     /* the log function itself failed: nothing better than stderr */
     const char *m = lua_tostring(L, -1);
     fprintf(stderr, "springrun: log handler failed: %s\n", m ? m : "?");
   }
   lua_settop(L, base);
 }
+
+static void log_line(lua_State *L, int level, const char *text) { log_line_ser(L, level, text, 0); }
 
 /* Replaces the kwargs value on top of the stack by nil when it is an empty
  * table (map or list: either means no keyword arguments), so the Lua side
@@ -572,7 +579,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
       snprintf(text, sizeof text, "cannot inflate the request: %s", err);
       sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
       snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
-      log_line(L, 30, line);
+      log_line_ser(L, 30, line, ev->serializer);
       if (!oneway) send_exception(L, ev, "Pyro4.errors.ProtocolError", text);
       return;
     }
@@ -611,7 +618,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
              rc == SR_EDEPTH ? " (max_depth)" : rc == SR_EELEMENTS ? " (max_elements)" : "");
     sr_daemon_peer(G.d, ev->conn, peer, sizeof peer);
     snprintf(line, sizeof line, "request from %s refused: %s", peer, text);
-    log_line(L, 30, line);
+    log_line_ser(L, 30, line, ev->serializer);
     if (!oneway) send_exception(L, ev, "Pyro4.errors.SerializeError", text);
     return;
   }
@@ -669,7 +676,7 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
     const char *m = lua_tostring(L, -1);
     snprintf(err, sizeof err, "%s", m ? m : "(error object)");
     lua_settop(L, base);
-    log_line(L, 40, err);
+    log_line_ser(L, 40, err, ev->serializer);
     if (!oneway) send_exception(L, ev, "builtins.RuntimeError", err);
     return;
   }
@@ -801,7 +808,7 @@ static int drain_events(lua_State *L) {
     if (ev->kind == SR_EV_INVOKE)
       dispatch_invoke(L, ev);
     else if (ev->kind == SR_EV_LOG)
-      log_line(L, ev->level, (const char *)ev->data);
+      log_line_ser(L, ev->level, (const char *)ev->data, ev->serializer);
     Q.cur = NULL;
     sr_daemon_event_done(ev);
     free(ev);
@@ -1030,8 +1037,8 @@ static int l_listen(lua_State *L) {
   static const char *const protos[] = { "pyro", "http", NULL };
   opts.protocol = luaL_checkoption(L, 6, "pyro", protos) == 1 ? SR_DAEMON_PROTO_HTTP
                                                                 : SR_DAEMON_PROTO_PYRO;
-  luaL_argcheck(L, opts.protocol == SR_DAEMON_PROTO_PYRO || opts.security.tls == NULL, 5,
-                "an http listener has no TLS");
+  luaL_argcheck(L, opts.protocol == SR_DAEMON_PROTO_PYRO || opts.security.secret == NULL, 5,
+                "an http listener has no handshake_secret");
   unsigned mask = opts.protocol == SR_DAEMON_PROTO_HTTP ? 0 : probe_serializers(L);
   if (port < 0 || port > 65535) {
     snprintf(err, sizeof err, "cannot listen on %s:%lld: port out of range (0..65535)", host,

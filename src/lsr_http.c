@@ -26,6 +26,13 @@
  *   req:cancel() -> true (it was in flight: stopped, no event follows)
  *       | false (already done or cancelled). Also __gc and __close.
  *   core.http_pending() -> number of requests in flight
+ *   core.http_scan(bytes [, step [, max_head, max_path, max_body]]) -> list
+ *       The HTTP listeners' request reader (http_req.c) over bytes, fed in
+ *       pieces of step bytes (0 or none: whole; limits default to the
+ *       daemon's: 16 KiB, 1024, 64 MiB): one string per request read,
+ *       "METHOD path keep-alive|close <body bytes>", and a last "refused
+ *       <status> <text>" when they end in a refusal. For the fuzz corpus
+ *       replay (spec/fuzz_corpus_spec.lua).
  */
 #include <math.h>
 #include <pthread.h>
@@ -34,6 +41,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_req.h"
 #include "lsr.h"
 
 #define LSR_HTTP_MT "springrun.http.req"
@@ -348,6 +356,57 @@ static int l_client_gc(lua_State *L) {
   return 0;
 }
 
+#define LSR_HREQ_MT "springrun.http.scan"
+
+static int l_hreq_gc(lua_State *L) {
+  sr_hreq_free(luaL_checkudata(L, 1, LSR_HREQ_MT));
+  return 0;
+}
+
+static int l_scan(lua_State *L) {
+  size_t n;
+  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &n);
+  lua_Integer step = luaL_optinteger(L, 2, 0);
+  lua_Integer max_head = luaL_optinteger(L, 3, 16 * 1024);
+  lua_Integer max_path = luaL_optinteger(L, 4, SR_HREQ_PATH_CAP);
+  lua_Integer max_body = luaL_optinteger(L, 5, 64 << 20);
+  luaL_argcheck(L, step >= 0, 2, "must be >= 0");
+  luaL_argcheck(L, max_head >= 0 && max_path >= 0 && max_body >= 0, 3, "limits must be >= 0");
+  sr_hreq_t *h = lua_newuserdatauv(L, sizeof *h, 0);
+  sr_hreq_init(h, (size_t)max_head, (size_t)max_path, (size_t)max_body);
+  luaL_setmetatable(L, LSR_HREQ_MT); /* frees the body, even on an error */
+  lua_newtable(L);
+  int k = 0;
+  size_t off = 0;
+  while (off < n) {
+    size_t len = step == 0 || n - off < (size_t)step ? n - off : (size_t)step;
+    const uint8_t *q = p + off;
+    off += len;
+    while (len > 0) {
+      size_t used = 0;
+      int rc = sr_hreq_feed(h, q, len, &used);
+      q += used;
+      len -= used;
+      if (rc == SR_HREQ_DONE) {
+        lua_pushfstring(L, "%s %s %s %d", sr_hreq_method(h), h->path,
+                        h->keep_alive ? "keep-alive" : "close", (int)h->body.len);
+      } else if (rc == SR_HREQ_REFUSED) {
+        lua_pushfstring(L, "refused %d %s", h->status, h->text);
+      } else if (rc == SR_HREQ_NOMEM) {
+        lua_pushliteral(L, "refused 0 out of memory");
+      } else {
+        break;
+      }
+      lua_rawseti(L, -2, ++k);
+      if (rc < 0) {
+        off = n;
+        break;
+      }
+    }
+  }
+  return 1;
+}
+
 static const luaL_Reg req_methods[] = {
   { "cancel", l_cancel },
   { NULL, NULL },
@@ -356,6 +415,7 @@ static const luaL_Reg req_methods[] = {
 static const luaL_Reg funcs[] = {
   { "http_start", l_start },
   { "http_pending", l_pending },
+  { "http_scan", l_scan },
   { NULL, NULL },
 };
 
@@ -369,6 +429,11 @@ void lsr_open_http(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, l_req_gc);
     lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LSR_HREQ_MT)) {
+    lua_pushcfunction(L, l_hreq_gc);
+    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);

@@ -172,6 +172,13 @@ local exporter_log = log_mod.get("springrun.remoting.pyro.PyroServiceExporter")
 -- the loggers keep Spring Python's names (PyroDaemonHolder was its daemon)
 local daemon_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
 local thread_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder._PyroThread")
+-- the calls and daemon lines of HTTP listeners (springrun.remoting.hessian),
+-- told by serializer SR_DAEMON_SER_HESSIAN (daemon.h), log under the Hessian
+-- exporter's name
+local SER_HESSIAN = 100
+local hessian_log = log_mod.get("springrun.remoting.hessian.HessianServiceExporter")
+local function call_log(ser) return ser == SER_HESSIAN and hessian_log or exporter_log end
+local function holder_log(ser) return ser == SER_HESSIAN and hessian_log or daemon_log end
 
 local listeners_by_key = {} -- "127.0.0.1:7000" -> listener
 local listeners_by_id = {}  -- listener id -> listener
@@ -761,7 +768,7 @@ end
 -- The result could not be serialized: the client gets a SerializeError.
 local function send_failed(conn, tag, ser, flags, object, method, err)
   local what = tostring(object) .. "." .. tostring(method)
-  daemon_log:warning("cannot serialize the result of %s: %s", what, tostring(err))
+  holder_log(ser):warning("cannot serialize the result of %s: %s", what, tostring(err))
   core.daemon_reply(conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
     exception("Pyro4.errors.SerializeError", "cannot serialize the result of " .. what .. ": " .. tostring(err)))
 end
@@ -773,8 +780,9 @@ local FAILED_LOG_BURST = 10
 local failed_window, failed_in_window, failed_dropped = -1, 0, 0
 local uv_now = require("luv").now
 
-local function log_failed_call(conn, object, method, value)
-  if not exporter_log:is_enabled_for("WARNING") then return end
+local function log_failed_call(conn, ser, object, method, value)
+  local logger = call_log(ser)
+  if not logger:is_enabled_for("WARNING") then return end
   local sec = uv_now() // 1000
   if sec ~= failed_window then failed_window, failed_in_window = sec, 0 end
   failed_in_window = failed_in_window + 1
@@ -790,12 +798,12 @@ local function log_failed_call(conn, object, method, value)
     dropped = string.format(" (%d more failed calls not logged)", failed_dropped)
     failed_dropped = 0
   end
-  exporter_log:warning("call %s.%s from %s failed: %s: %s%s", tostring(object), tostring(method),
+  logger:warning("call %s.%s from %s failed: %s: %s%s", tostring(object), tostring(method),
     core.daemon_peer(conn) or "a closed connection", class, msg, dropped)
-  if exporter_log:is_enabled_for("DEBUG") then
+  if logger:is_enabled_for("DEBUG") then
     local tb = type(value) == "table" and type(value.attributes) == "table"
       and value.attributes._pyroTraceback
-    if type(tb) == "table" then exporter_log:debug("%s", table.concat(tb)) end
+    if type(tb) == "table" then logger:debug("%s", table.concat(tb)) end
   end
 end
 
@@ -815,11 +823,11 @@ local function answer(conn, tag, ser, flags, object, method, ok, value)
       why or "an item stream cannot be the result of a oneway or batched call")
   end
   if not ok and flags & FLAG_ONEWAY == 0 and value.__class__ ~= "builtins.StopIteration" then
-    log_failed_call(conn, object, method, value) -- (the end of an item stream is no failure)
+    log_failed_call(conn, ser, object, method, value) -- (the end of an item stream is no failure)
   end
   if flags & FLAG_ONEWAY ~= 0 then
     if not ok then
-      daemon_log:warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
+      holder_log(ser):warning("oneway call %s.%s failed: %s", tostring(object), tostring(method),
         tostring(value.args and value.args[1]))
     end
     return
@@ -834,7 +842,7 @@ end
 -- it, and answer with a RuntimeError unless the call was oneway, so the
 -- replies owed after it on the same connection are not held back forever.
 local function dispatch_failed(conn, tag, ser, flags, object, method, err)
-  daemon_log:error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
+  holder_log(ser):error("dispatching %s.%s failed: %s", tostring(object), tostring(method), tostring(err))
   if flags & FLAG_ONEWAY ~= 0 then return end
   pcall(core.daemon_reply, conn, tag, ser, FLAG_EXCEPTION | (flags & FLAG_BATCH),
     exception("builtins.RuntimeError", "internal error while dispatching the call: " .. tostring(err)))
@@ -878,9 +886,10 @@ local function refuse(conn, tag, ser, flags, class, message)
 end
 
 local LEVELS = { [10] = "debug", [20] = "info", [30] = "warning", [40] = "error" }
-local function on_log(level, text)
+local function on_log(level, text, ser)
   local f = LEVELS[level] or "warning"
-  daemon_log[f](daemon_log, "%s", text)
+  local logger = holder_log(ser)
+  logger[f](logger, "%s", text)
 end
 
 -- Each incoming call: runtime._spawn_function(serve, listener_id, conn, ...)
@@ -1461,6 +1470,7 @@ M.PyroServiceExporter = Exporter
 M._ensure_handler = function() ensure_handler() end
 M._select_exposed = function(self, service) return select_exposed(self, exposed_methods(service)) end
 M._LIMIT_NAMES = LIMIT_NAMES
+M._read_security = function(self) return read_security(self) end
 
 -- Where springrun.register exports: host, port and the listener's limits of
 -- the listener the running task's call came on (when it has no TLS or

@@ -213,6 +213,13 @@ end
 -- max_reply_bytes, call_timeout, max_depth, max_elements. A request head
 -- longer than 16 KiB gets 431, bytes that are not HTTP 400; a request for
 -- another path 404, a method other than POST 405.
+-- https: ssl = true with ssl_certfile and ssl_keyfile (and, for mutual TLS,
+-- ssl_cacerts with ssl_require_client_cert = true) -- PyroServiceExporter's
+-- TLS properties, read and checked by the same code and served by the same
+-- TLS engine on the daemon thread; every connection is then TLS, and a
+-- plain HTTP request gets 400 "this server requires TLS". Log lines (calls
+-- that fail, refused requests, TLS failures) go to the logger
+-- springrun.remoting.hessian.HessianServiceExporter.
 -- Exporters on one host:port share its listener (one path each; the first
 -- sets the limits). Calls run like Pyro calls: each in its own task,
 -- through the same dispatch; service:method(args...) gets the Hessian
@@ -226,7 +233,8 @@ local exporter_mod = require "springrun.exporter"
 local runtime = require "springrun.runtime"
 local log = require("springrun.log").get("springrun.remoting.hessian.HessianServiceExporter")
 
-local EXPORTER_PROPS = { "service", "service_host", "service_port", "service_path", "expose", "hide" }
+local EXPORTER_PROPS = { "service", "service_host", "service_port", "service_path", "expose", "hide",
+                         "ssl", "ssl_certfile", "ssl_keyfile", "ssl_cacerts", "ssl_require_client_cert" }
 local EXPORTER_LIMITS = {}
 for _, n in ipairs(exporter_mod._LIMIT_NAMES) do
   if n ~= "max_oneway" then
@@ -237,7 +245,7 @@ end
 local IS_EXPORTER_PROP = {}
 for _, p in ipairs(EXPORTER_PROPS) do IS_EXPORTER_PROP[p] = true end
 
-local listeners = {} -- "host:port" -> { id, port, key, where, paths = { path -> exporter }, count, limits }
+local listeners = {} -- "host:port" -> { id, port, key, where, scheme, paths = { path -> exporter }, count, limits, security }
 local exporters = {} -- set of exporters exporting now
 
 local Exporter = {}
@@ -302,6 +310,7 @@ function Exporter:after_properties_set()
     if type(v) == "string" then v = tonumber(v) or v end
     limits[k] = v
   end
+  local security = exporter_mod._read_security(self)
   exporter_mod._ensure_handler()
   local key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. port
   local d = port ~= 0 and listeners[key] or nil
@@ -312,11 +321,15 @@ function Exporter:after_properties_set()
           k, tostring(limits[k]), tostring(d.limits[k] or "the default"), d.where)
       end
     end
+    if d.security.key ~= security.key then
+      econf(self, "its TLS settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert) differ from those the first exporter at %s set (exporters on one address share a listener)", d.where)
+    end
     if d.paths[path] then econf(self, "a service is already exported at %s%s", d.where, path) end
     local ok, rerr = core.daemon_register(d.id, path, "hessian")
     if not ok then econf(self, "cannot register: %s", tostring(rerr)) end
   else
-    local ok, id, bound = pcall(core.daemon_listen, host, port, { { path, "hessian" } }, limits, nil, "http")
+    local ok, id, bound = pcall(core.daemon_listen, host, port, { { path, "hessian" } }, limits,
+      security.listen, "http")
     if not ok then error(who(self) .. ": " .. tostring(id), 2) end
     if not id then
       if tostring(bound):find("EADDRINUSE", 1, true) then
@@ -325,7 +338,8 @@ function Exporter:after_properties_set()
       error(errors.config_error(string.format("cannot export %s: %s", path, tostring(bound))), 2)
     end
     key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. bound
-    d = { id = id, port = bound, key = key, where = address(host, bound), paths = {}, count = 0, limits = limits }
+    d = { id = id, port = bound, key = key, where = address(host, bound), paths = {}, count = 0,
+          limits = limits, security = security, scheme = security.ssl and "https" or "http" }
     listeners[key] = d
   end
   d.paths[path] = self
@@ -335,7 +349,7 @@ function Exporter:after_properties_set()
   rawset(self, "service_port", d.port)
   exporters[self] = true
   runtime._exported(1)
-  log:info("exporting %s at http://%s%s (methods: %s)", path, d.where, path, table.concat(names, ", "))
+  log:info("exporting %s at %s://%s%s (methods: %s)", path, d.scheme, d.where, path, table.concat(names, ", "))
 end
 
 --- Stops serving (the listener closes with its last path). Idempotent.
@@ -356,7 +370,7 @@ function Exporter:destroy()
     core.daemon_unregister(d.id, ex.path)
   end
   runtime._exported(-1)
-  log:info("stopped exporting %s at http://%s%s", ex.path, d.where, ex.path)
+  log:info("stopped exporting %s at %s://%s%s", ex.path, d.scheme, d.where, ex.path)
 end
 
 --- The port listened on, or nil while not exported.
@@ -365,10 +379,10 @@ function Exporter:bound_port()
   return ex and ex.listener.port or nil
 end
 
---- http://host:port/path of the service, or nil while not exported.
+--- http(s)://host:port/path of the service, or nil while not exported.
 function Exporter:service_url()
   local ex = rawget(self, "_export")
-  return ex and ("http://" .. ex.listener.where .. ex.path) or nil
+  return ex and (ex.listener.scheme .. "://" .. ex.listener.where .. ex.path) or nil
 end
 
 function Exporter:is_exported() return rawget(self, "_export") ~= nil end
