@@ -3,7 +3,8 @@
 -- (spec/fixtures/interop_server.lua) and a real Python Pyro4 daemon
 -- (spec/fixtures/interop_service.py) with the same methods, with both
 -- serializers, from plain code (a blocking call) and from a task; what goes
--- on the wire (a hand-driven Pyro4 daemon that reports it). A Python Pyro4 client's batches to a springrun exporter:
+-- on the wire (a hand-driven Pyro4 daemon that reports it); the README's
+-- example. A Python Pyro4 client's batches to a springrun exporter:
 -- spec/interop_pyro4_spec.lua.
 local springrun = require "springrun"
 local errors = require "springrun.errors"
@@ -332,5 +333,15 @@ describe("proxy:_pyroBatch() on the wire #net #interop", function()
     end)
     assert.is_true(ok, tostring(v))
     assert.are.same({ 3, 0x08, '[["last", [], {}]]', "<batch>" }, { v[1], v[2], json.encode(v[3]), v[6] })
+  end)
+end)
+
+describe("the README's batch and _pyroAsync example #net", function()
+  it("runs as shown", function()
+    local readme = require "helpers.readme"
+    local st, out, err = readme.run_lua(readme.block(
+      "### Batches and asynchronous proxies (Pyro4's `_pyroBatch`, `_pyroAsync`)", "lua"))
+    assert.are.equal(0, st, err)
+    assert.are.equal("3\n4\nfalse\tbuiltins.RuntimeError\tdiv\n4\n6\n6\n7\n", out)
   end)
 end)
