@@ -272,19 +272,27 @@ end
 
 -- ---- calls ---------------------------------------------------------------
 
+-- A new future (desc: what it waits for) of fn(co, ...) run as a task
+-- (co: that task): the one way springrun's calls become futures.
+local function start(desc, fn, ...)
+  local f = new(desc)
+  runtime.spawn(function(...) settle(f, pcall(fn, runtime.current(), ...)) end, ...)
+  return f
+end
+M._start = start
+
 -- The future of obj:name(...) (obj: a PyroProxyFactory proxy, a pool or
 -- any object whose methods may be called from a task).
 local function call(obj, timeout, name, ...)
   local pm = proxies()
-  local is_proxy = pm.is_proxy(obj)
-  local f = new(string.format("call %s to %s", name, is_proxy and obj._pyroUri or tostring(obj)))
-  if is_proxy then
-    runtime.spawn(function(...)
-      settle(f, pcall(pm._task_call, obj, runtime.current(), timeout, name, ...))
+  if pm.is_proxy(obj) then
+    return start(string.format("call %s to %s", name, obj._pyroUri), function(co, ...)
+      return pm._task_call(obj, co, timeout, name, ...)
     end, ...)
-    return f
   end
-  runtime.spawn(function(...) settle(f, pcall(obj[name], obj, ...)) end, ...)
+  local f = start(string.format("call %s to %s", name, tostring(obj)), function(_, ...)
+    return obj[name](obj, ...)
+  end, ...)
   if timeout ~= nil and f.state == "pending" then
     -- no wire deadline to give it: the future's own
     uv.update_time()

@@ -23,7 +23,26 @@
 ---@field _pyroMethods table<string, boolean>  read only; empty until connected
 ---@field _pyroOneway table<string, boolean>   read only
 ---@field _pyroAttrs table<string, boolean>    read only
----@field [string] fun(self: springrun.Proxy, ...): ...  remote methods
+---@field _pyroBatch fun(self: springrun.Proxy): springrun.BatchProxy  Pyro4's batch: record calls, send them as one
+---@field _pyro_batch fun(self: springrun.Proxy): springrun.BatchProxy
+---@field _pyroAsync fun(self: springrun.Proxy, on?: boolean)  on (default true): remote calls return futures
+---@field _pyro_async fun(self: springrun.Proxy, on?: boolean)
+---@field async fun(self: springrun.Proxy, name: string, ...): springrun.Future
+---@field [string] fun(self: springrun.Proxy, ...): ...  remote methods (futures after _pyroAsync())
+
+---@class springrun.BatchProxy       proxy:_pyroBatch(): b:m(...) records m(...); b() sends them all in one request
+---@overload fun(opts?: {oneway?: boolean, async?: boolean, asynchronous?: boolean}): springrun.BatchResults|springrun.Future|nil
+---@field [string] fun(self: springrun.BatchProxy, ...)  records the call (nothing is sent yet)
+
+---@class springrun.BatchResults     the results of a batch, in order: for r in b() do ... end
+---@overload fun(): any             the next result (springrun.null for nil); raises at the call that failed
+
+---@class springrun.Future           a call or task under way (springrun.future)
+---@field wait fun(self: springrun.Future, timeout?: number): ...  its results, or raises its error
+---@field done fun(self: springrun.Future): boolean
+---@field result fun(self: springrun.Future): ...  its results once done, or raises
+---@field on_done fun(self: springrun.Future, fn: fun(f: springrun.Future)): springrun.Future
+---@field cancel fun(self: springrun.Future): boolean
 
 ---@class springrun.Stats            what exporter:stats() and springrun.stats() return
 ---@field calls integer                calls finished (returned, raised, or refused)

@@ -47,8 +47,11 @@
 -- _pyro_release() closes the connection, _pyro_ping() sends Pyro's wire
 -- PING (true when the daemon answers), _pyro_metadata() -> { methods =,
 -- oneway =, attrs = } (sets), and the field _pyro_seq (Pyro4's _pyroSeq:
--- the last sequence number used, 0..65535, settable). Other names starting
--- with '_' are nil: Pyro never exposes them.
+-- the last sequence number used, 0..65535, settable), _pyro_batch() (a
+-- batch: calls recorded, then sent as one request) and _pyro_async([on])
+-- (remote calls return futures), both under Pyro4's names too (below,
+-- "Pyro4's asynchronous proxies and batches"). Other names starting with
+-- '_' are nil: Pyro never exposes them.
 --
 -- Calls
 --   * Connect lazily at the first call: CONNECT with META_ON_CONNECT and
@@ -88,7 +91,12 @@
 --     max_connections; one request at a time per connection).
 --   * proxy:async("m", ...) starts the call and returns a future
 --     (springrun.future; springrun.async(proxy, { timeout = s }):m(...) with
---     a deadline of its own).
+--     a deadline of its own); after proxy:_pyroAsync() every remote call
+--     does.
+--   * A batch (proxy:_pyroBatch()) is one request through the same
+--     pipeline (sequence number, reply checks, retry when not sent, errors):
+--     the INVOKE of "<batch>" with FLAGS_BATCH, on a handshaken connection
+--     (never pipelined with the CONNECT).
 --   * Errors are always springrun.errors objects (nil is a legal result):
 --     kind "remote" for an exception raised by the service (class, message,
 --     args, remote_traceback), "refused"/"connect"/"rejected"/"timeout"/
@@ -283,11 +291,14 @@ for _, k in ipairs({ "handshake", "max_connections", "ssl", "ssl_verify", "ssl_c
   methods["set_" .. k] = function(self, v) setters[k](check_state(self, "set_" .. k), v) end
 end
 
+local get_future = require("springrun.lazy").loader "springrun.future"
+
 function methods._pyro_call(self, name, ...)
   local st = check_state(self, "_pyro_call")
   if type(name) ~= "string" then
     error(errors.new("config", "PyroProxyFactory:_pyro_call: the method name must be a string"), 2)
   end
+  if st.async then return get_future()._call(self, nil, name, ...) end
   return call(st, name, ...)
 end
 
@@ -297,7 +308,7 @@ function methods.async(self, name, ...)
   if type(name) ~= "string" then
     error(errors.new("config", "PyroProxyFactory:async: the method name must be a string"), 2)
   end
-  return require("springrun.future")._call(self, nil, name, ...)
+  return get_future()._call(self, nil, name, ...)
 end
 
 function methods._pyro_bind(self)
@@ -327,7 +338,8 @@ function methods._pyro_metadata(self)
 end
 
 -- Pyro4's spellings next to the Lua ones (Pyro4.core.Proxy): the methods
--- _pyroBind, _pyroRelease, _pyroReconnect, _pyroGetMetadata, and the fields
+-- _pyroBind, _pyroRelease, _pyroReconnect, _pyroGetMetadata, _pyroAsync,
+-- _pyroBatch (below), and the fields
 -- _pyroTimeout, _pyroHandshake, _pyroSerializer (the properties timeout,
 -- handshake, serializer), _pyroSeq, _pyroUri (the URL, read only) and
 -- _pyroMethods, _pyroOneway, _pyroAttrs (sets from the metadata, empty until
@@ -339,6 +351,114 @@ function methods._pyroReconnect(self)
   methods._pyro_release(self)
   return methods._pyro_bind(self)
 end
+
+-- ---- Pyro4's asynchronous proxies and batches ------------------------------------------
+--
+-- proxy:_pyroAsync([on]) (Pyro4's _pyroAsync(asynchronous=True)): on (the
+-- default) makes every remote method call of this proxy (proxy:m(...),
+-- _pyro_call) return a springrun.future of it instead of its result;
+-- false switches back. The proxy itself changes, as in Pyro4: every user
+-- of it (a context hands out one proxy per definition) gets futures.
+-- proxy:async("m", ...) and springrun.async(proxy) give futures whatever
+-- the mode; a batch is sent as the batch says (not by the mode).
+function methods._pyroAsync(self, on)
+  local st = check_state(self, "_pyroAsync")
+  if on ~= nil and type(on) ~= "boolean" then
+    error(errors.new("config", "PyroProxyFactory:_pyroAsync: expected true, false or nothing, got "
+      .. type(on)), 2)
+  end
+  st.async = on ~= false
+end
+methods._pyro_async = methods._pyroAsync
+
+-- proxy:_pyroBatch() (Pyro4's _pyroBatch(), Pyro4.batch(proxy)): a batch
+-- of calls on this proxy. b:m(...) records the call m(...) (any name not
+-- starting with '_'; nothing is sent, nothing returned; #b counts them),
+-- b([opts]) sends the recorded calls as ONE request (the Pyro4 batch
+-- message: INVOKE of "<batch>" with FLAGS_BATCH) through the proxy's call
+-- pipeline, and the batch is empty again:
+--   b()                 -> an iterator of the results in order (see
+--                          springrun.session's BatchResults): for r in b() do
+--   b{ oneway = true }  -> nothing: sent with FLAGS_ONEWAY too, no reply
+--   b{ async = true }   -> a springrun.future whose result is that iterator
+--                          (asynchronous = true, Pyro4's keyword, too)
+local Batch = { __name = "springrun.BatchProxy" } -- [1] the proxy, [2] the recorded calls
+local BATCH_OPTIONS = { "oneway", "async", "asynchronous" }
+
+function methods._pyroBatch(self)
+  check_state(self, "_pyroBatch")
+  return setmetatable({ self, {} }, Batch)
+end
+methods._pyro_batch = methods._pyroBatch
+
+-- The recorder of b:name(...), one per name, shared by all batches.
+local recorders, nrecorders = {}, 0
+
+local function recorder(name)
+  local f = recorders[name]
+  if f then return f end
+  f = function(b, ...)
+    if getmetatable(b) ~= Batch then
+      error(errors.new("config", string.format("batch: record calls with ':' (batch:%s(...))", name)), 2)
+    end
+    local calls = rawget(b, 2)
+    calls[#calls + 1] = session.batch_entry(name, ...)
+  end
+  if nrecorders >= 1024 then recorders, nrecorders = {}, 0 end
+  recorders[name], nrecorders = f, nrecorders + 1
+  return f
+end
+
+function Batch.__index(_, name)
+  if type(name) ~= "string" or name:sub(1, 1) == "_" then return nil end
+  return recorder(name)
+end
+
+function Batch.__newindex(_, name)
+  error(errors.new("config", string.format("batch: cannot set '%s' (record calls with batch:%s(...))",
+    tostring(name), tostring(name))), 2)
+end
+
+function Batch.__len(b) return #rawget(b, 2) end
+
+function Batch.__tostring(b)
+  return string.format("springrun.BatchProxy(%d calls to %s)", #rawget(b, 2), STATE[rawget(b, 1)].url)
+end
+
+function Batch.__call(b, opts)
+  local oneway, async = false, false
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(errors.new("config", "batch: expected a table of options (oneway, async), got " .. type(opts)), 2)
+    end
+    for k, v in pairs(opts) do
+      if k ~= "oneway" and k ~= "async" and k ~= "asynchronous" then
+        local near = errors.closest(tostring(k), BATCH_OPTIONS)
+        error(errors.new("config", string.format("batch: unknown option '%s' (%s)", tostring(k),
+          near and ("did you mean '" .. near .. "'?") or "options: oneway, async, asynchronous")), 2)
+      end
+      if type(v) ~= "boolean" then
+        error(errors.new("config", string.format("batch: option %s must be true or false, got %s", k, type(v))), 2)
+      end
+    end
+    oneway, async = opts.oneway == true, opts.async == true or opts.asynchronous == true
+    if oneway and async then
+      -- Pyro4: "async oneway calls make no sense"
+      error(errors.new("config", "batch: oneway and async together make no sense (a oneway batch has no result)"), 2)
+    end
+  end
+  local p = rawget(b, 1)
+  local calls = rawget(b, 2)
+  calls.n = #calls
+  -- the recorded calls go out once (as Pyro4 clears them): b can record anew
+  rawset(b, 2, {})
+  if async then
+    return get_future()._start(string.format("batch of %d calls to %s", calls.n, STATE[p].url),
+      function(co) return session.task_batch(STATE[p], co, nil, calls, false) end)
+  end
+  return session.batch(STATE[p], calls, oneway)
+end
+
 local PYRO4_PROPS = { _pyroTimeout = "timeout", _pyroHandshake = "handshake", _pyroSerializer = "serializer" }
 local PYRO4_META = { _pyroMethods = "methods", _pyroOneway = "oneway", _pyroAttrs = "attrs" }
 
@@ -357,6 +477,7 @@ local function caller(name)
       error(errors.new("config", string.format(
         "PyroProxyFactory: call remote methods with ':' (proxy:%s(...))", name)), 2)
     end
+    if st.async then return get_future()._call(me, nil, name, ...) end
     return call(st, name, ...)
   end
   if ncallers >= 1024 then callers, ncallers = {}, 0 end
@@ -422,7 +543,7 @@ local function new_proxy()
   -- fields size the constructor too) instead of growing three times
   local st = { seq = 0, ser = SERIALIZERS.json, serializer = "json", service_url = nil, url = nil,
     uri = nil, named = nil, meta = nil, conn = nil, busy = false, timeout = nil,
-    max_connections = nil, lanes = nil, waiters = nil }
+    max_connections = nil, lanes = nil, waiters = nil, async = false }
   local self = setmetatable({}, Proxy)
   STATE[self] = st
   return self, st

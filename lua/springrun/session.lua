@@ -16,7 +16,7 @@ local transport = require "springrun.transport"
 -- Pyro4 constants (shared spec pyro4-wire.md 1.2, 1.3)
 local MSG_CONNECT, MSG_CONNECTOK, MSG_CONNECTFAIL, MSG_INVOKE, MSG_RESULT = 1, 2, 3, 4, 5
 local MSG_PING = 6
-local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_META_ON_CONNECT, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x10, 0x20
+local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH, FLAG_META_ON_CONNECT, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x08, 0x10, 0x20
 local SERIALIZERS = { json = 2, serpent = 1 }
 local DAEMON_OBJECT = "Pyro.Daemon"
 local stream_iterator -- (below: item streams)
@@ -152,21 +152,27 @@ local function array_mt()
   return json_array_mt
 end
 
--- The INVOKE payload: a map for JSON; for serpent the 4-tuple Pyro4 sends,
--- (object, method, (params...), {kwargs}). args: a table.pack'ed list.
--- The INVOKE payload of method(args) (args packed, .n set). A last argument
--- made with springrun.kwargs is sent as the keyword arguments (a plain map,
--- like Pyro4's **kwargs); args itself is left as it is (a retry encodes it
--- again).
-local function invoke_payload(st, object, method, args)
-  local kwargs
+-- A call's arguments (packed, .n set) split into the positional ones and
+-- the keyword arguments: a last argument made with springrun.kwargs is sent
+-- as the latter (a plain map, like Pyro4's **kwargs; nil when there is
+-- none). args itself is left as it is (a retry encodes it again).
+local function split_kwargs(args)
   local n = args.n or #args
   local last = args[n]
   if n > 0 and type(last) == "table" and getmetatable(last) == get_core().kwargs_mt then
-    kwargs = {}
+    local kwargs = {}
     for k, v in pairs(last) do kwargs[k] = v end
-    args = table.move(args, 1, n - 1, 1, { n = n - 1 })
+    return table.move(args, 1, n - 1, 1, { n = n - 1 }), kwargs
   end
+  return args, nil
+end
+
+-- The INVOKE payload of method(args) (args packed, .n set): a map for JSON;
+-- for serpent the 4-tuple Pyro4 sends, (object, method, (params...),
+-- {kwargs}).
+local function invoke_payload(st, object, method, args)
+  local kwargs
+  args, kwargs = split_kwargs(args)
   if st.ser == SERIALIZERS.serpent then
     local tuple = require("springrun.serpent").tuple
     return tuple({ object, method, tuple(args), kwargs or {} })
@@ -556,12 +562,20 @@ end
 -- with the handshake, when there is no idle one); see the pipeline above.
 -- A call that carries a correlation id (springrun.callctx: made while
 -- serving a call, or set_correlation_id) takes the general path: the
--- handshake first, then the request with its CORR annotation.
-local function attempt(st, co, name, ...)
+-- handshake first, then the request with its CORR annotation. batch: nil
+-- for a call; for a batch (Pyro4's "<batch>", see M.batch) its flags, and
+-- ... is the list of its calls, sent as the params after a handshake (the
+-- daemon checks the methods' names, as Pyro4's does).
+local function attempt(st, co, batch, name, ...)
   local corr = callctx_outgoing()
-  local conn, cached, err = connection(st, co, corr == nil and name or nil)
+  local conn, cached, err = connection(st, co, corr == nil and batch == nil and name or nil)
   if cached then return pipelined(st, conn, cached, name, ...) end
   if conn == nil then return 0, false, false, false, err end
+  if batch then
+    local seq = next_seq(st)
+    return seq, batch & FLAG_ONEWAY ~= 0, false, conn:request(MSG_INVOKE, batch, seq, st.ser,
+      invoke_payload(st, st.uri.object, name, ...), st.timeout, corr)
+  end
   local m = st.meta
   if not m.methods[name] then return 0, false, false, false, method_error(st, name) end
   local oneway = m.oneway[name] == true
@@ -715,11 +729,62 @@ local function finish(st, name, attempt_no, seq, oneway, fast, ok, v, code, sent
   return NEXT
 end
 
--- The call name(...) on st in co's kind: its result or raises.
-local function call(st, co, name, ...)
-  local r = finish(st, name, 1, attempt(st, co, name, ...))
-  if r == NEXT then r = finish(st, name, 2, attempt(st, co, name, ...)) end
+-- ---- batch results ------------------------------------------------------------------
+--
+-- The reply to a batch is the list of its calls' results, in order; a call
+-- that raised has Pyro4's {"__class__": "Pyro4.futures._ExceptionWrapper",
+-- "exception": {...}} in its place and the calls after it did not run.
+-- BatchResults is the iterator Pyro4's batch generator is: each call gives
+-- the next result (a call that returned nil gives springrun.null, as nulls
+-- in lists do, so that a for loop does not stop there), raises the remote
+-- error (kind "remote", its class; method: the call's name) at the wrapper,
+-- and gives nil after the last result or an error.
+local BatchResults = { __name = "springrun.BatchResults" }
+BatchResults.__index = BatchResults
+
+local EXCEPTION_WRAPPER = "Pyro4.futures._ExceptionWrapper"
+
+local function batch_results(st, list, calls)
+  if type(list) ~= "table" then
+    close_conn(st)
+    error(errors.new("protocol", string.format("%s: invalid reply to a batch (a %s, not a list)",
+      st.url, type(list)), { url = st.url, method = "<batch>" }), 0)
+  end
+  return setmetatable({ list = list, i = 0, calls = calls, url = st.url }, BatchResults)
+end
+
+function BatchResults:__call()
+  local list = self.list
+  if list == nil then return nil end
+  local i = self.i + 1
+  local v = list[i]
+  if v == nil then
+    self.list = nil
+    return nil
+  end
+  self.i = i
+  if type(v) == "table" and rawget(v, "__class__") == EXCEPTION_WRAPPER then
+    self.list = nil
+    local c = self.calls[i]
+    error(errors.from_remote(rawget(v, "exception"), { url = self.url, method = c and c[1] }), 0)
+  end
+  return v
+end
+
+function BatchResults:__tostring()
+  return string.format("springrun.BatchResults(%d calls to %s)", self.calls.n or #self.calls, self.url)
+end
+
+function M.is_batch_results(v) return getmetatable(v) == BatchResults end
+
+-- The call name(...) on st in co's kind: its result or raises. batch: nil,
+-- or a batch's flags (see attempt) and ... is its list of calls; the result
+-- is then its BatchResults (nothing for a oneway batch).
+local function call(st, co, batch, name, ...)
+  local r = finish(st, name, 1, attempt(st, co, batch, name, ...))
+  if r == NEXT then r = finish(st, name, 2, attempt(st, co, batch, name, ...)) end
   if r == ONEWAY then return end
+  if batch then return batch_results(st, r, ...) end
   if getmetatable(r) == StreamIterator then return r, nil, nil, r end -- a for loop's closing value
   return r
 end
@@ -888,11 +953,36 @@ M.tls_context = tls_context
 M.close = close_all
 
 -- st's proxy call name(...): the result, or raises.
-function M.call(st, name, ...) return execute(st, call, name, ...) end
+function M.call(st, name, ...) return execute(st, call, nil, name, ...) end
 
 -- The call name(...) on st from the task co with the deadline timeout
 -- (seconds, or nil for st.timeout): a future's call (springrun.future).
-function M.task_call(st, co, timeout, name, ...) return in_task(st, co, timeout, call, name, ...) end
+function M.task_call(st, co, timeout, name, ...) return in_task(st, co, timeout, call, nil, name, ...) end
+
+-- One entry of a batch's list of calls: name(...) as Pyro4 records it,
+-- [name, [args], {kwargs}] (a last argument made with springrun.kwargs is
+-- the kwargs). The arguments are encoded when the batch is sent.
+function M.batch_entry(name, ...)
+  local args, kwargs = split_kwargs(table.pack(...))
+  return setmetatable({ name, setmetatable(args, array_mt()), kwargs or {} }, array_mt())
+end
+
+-- Pyro4's batch on st: calls (a list of batch_entry()s, .n set) sent as ONE
+-- INVOKE of "<batch>" with FLAGS_BATCH (| FLAGS_ONEWAY when oneway) through
+-- the call pipeline. Returns the BatchResults, or nothing for a oneway
+-- batch; raises as a call does (a method the object lacks fails the whole
+-- batch: the daemon's AttributeError).
+local function batch_flags(oneway) return oneway and (FLAG_BATCH | FLAG_ONEWAY) or FLAG_BATCH end
+
+function M.batch(st, calls, oneway)
+  return execute(st, call, batch_flags(oneway), "<batch>", calls)
+end
+
+-- M.batch from the task co with the deadline timeout (nil: st.timeout): an
+-- asynchronous batch's future.
+function M.task_batch(st, co, timeout, calls, oneway)
+  return in_task(st, co, timeout, call, batch_flags(oneway), "<batch>", calls)
+end
 
 -- Connects st now (with the handshake) unless it has an idle connection.
 function M.bind(st) execute(st, bind) end
