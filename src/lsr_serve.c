@@ -21,7 +21,7 @@
  *       call's task (daemon_set_handler's `first`); `call`, when given, is
  *       marked to-be-closed: the daemon binding learns that the call ended
  *       (lsr_daemon_events.c: max_oneway, call_timeout). policy (Lua,
- *       exporter.lua):
+ *       springrun/daemon.lua):
  *         msgh(e)        xpcall's handler around the method (traceback)
  *         prepare(entry, method, params, kwargs) -> fn, service, args...
  *                        | nil, exc
