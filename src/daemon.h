@@ -115,16 +115,17 @@ typedef struct sr_listener_limits_s {
   uint32_t max_oneway;       /* oneway calls of the listener running (started
                                 and waiting for I/O) at once; past it further
                                 oneway calls are dropped, logged (8192).
-                                Enforced by the owner (lsr_daemon.c; it
-                                travels on each INVOKE event): oneway calls
-                                owe no reply slot, so nothing else bounds
-                                them */
+                                Enforced by the owner
+                                (lsr_daemon_events.c; it travels on each
+                                INVOKE event): oneway calls owe no reply
+                                slot, so nothing else bounds them */
   uint32_t call_timeout_ms;  /* a call not finished this long after it started
                                 (a task waiting for something that never
                                 comes) is answered with TimeoutError, its
                                 late reply dropped (0: off, the default).
-                                Enforced by the owner (lsr_daemon.c; it
-                                travels on each INVOKE event) */
+                                Enforced by the owner
+                                (lsr_daemon_events.c; it travels on each
+                                INVOKE event) */
   uint32_t handshake_timeout_ms; /* a connection must complete its handshake
                                 within this from accept, else it is closed
                                 (10000; UINT32_MAX: off) */

@@ -25,10 +25,10 @@ void lsr_open_serve(lua_State *L);     /* lsr_serve.c: the server's dispatch */
 void lsr_open_http(lua_State *L);      /* lsr_http.c: HTTP client (libcurl on luv) */
 void lsr_open_hessian(lua_State *L);   /* lsr_hessian.c: Hessian values and envelopes */
 
-/* lsr_daemon.c: encodes the value at idx as the RESULT of request `tag`
- * (slot << 16 | seq, as the handler got it) on connection conn and hands it
- * to the daemon; plain: counted as answered without a Lua function. Returns
- * 0 or an SR_E* code with err set (nothing sent then). */
+/* lsr_daemon_events.c: encodes the value at idx as the RESULT of request
+ * `tag` (slot << 16 | seq, as the handler got it) on connection conn and
+ * hands it to the daemon; plain: counted as answered without a Lua
+ * function. Returns 0 or an SR_E* code with err set (nothing sent then). */
 int lsr_daemon_result(lua_State *L, int idx, uint64_t conn, lua_Integer tag, uint16_t ser,
                       uint16_t flags, int plain, char *err, size_t errlen);
 

@@ -20,7 +20,8 @@
  *       kwargs, corr [, call]) is what the daemon binding's handler runs in each
  *       call's task (daemon_set_handler's `first`); `call`, when given, is
  *       marked to-be-closed: the daemon binding learns that the call ended
- *       (lsr_daemon.c: max_oneway, call_timeout). policy (Lua, exporter.lua):
+ *       (lsr_daemon_events.c: max_oneway, call_timeout). policy (Lua,
+ *       springrun/daemon.lua):
  *         msgh(e)        xpcall's handler around the method (traceback)
  *         prepare(entry, method, params, kwargs) -> fn, service, args...
  *                        | nil, exc

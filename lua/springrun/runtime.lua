@@ -129,7 +129,7 @@ end
 function M.tasks() return count() end
 
 -- The drain waits for the tasks running and for the calls taken from the
--- daemon still waiting for their turn (src/lsr_daemon.c, "by connection").
+-- daemon still waiting for their turn (src/lsr_daemon_events.c, "by connection").
 local function busy() return count() + core.daemon_waiting() end
 
 function M.has_exports() return exports > 0 end
