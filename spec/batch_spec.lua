@@ -122,7 +122,7 @@ for _, server in ipairs(SERVERS) do
             local results = b()
             assert.are.equal((seq + 1) & 0xFFFF, p._pyroSeq) -- one INVOKE, one sequence number
             assert.are.equal(0, #b)                           -- the calls went out; b is empty again
-            assert.is_true(require("springrun.session").is_batch_results(results))
+            assert.is_true(require("springrun.results").is_batch_results(results))
             local got = collect(results)
             assert.are.equal(6, got.n)
             assert.are.same({ 3, "You got remote data => x", json.null, { 1, { a = "b" } }, server.described, 7 },

@@ -19,7 +19,7 @@ local MSG_PING = 6
 local FLAG_EXCEPTION, FLAG_ONEWAY, FLAG_BATCH, FLAG_META_ON_CONNECT, FLAG_ITEMSTREAMRESULT = 0x01, 0x04, 0x08, 0x10, 0x20
 local SERIALIZERS = { json = 2, serpent = 1 }
 local DAEMON_OBJECT = "Pyro.Daemon"
-local stream_iterator -- (below: item streams)
+local results = require "springrun.results"
 
 -- Modules loaded on first use, so `require "springrun.proxy"` stays cheap and
 -- a missing optional part (logging, runtime) degrades instead of failing.
@@ -587,69 +587,6 @@ local function attempt(st, co, batch, name, ...)
     invoke_payload(st, st.uri.object, name, table.pack(...)), st.timeout, corr)
 end
 
--- ---- item streams (a method that returned an iterator) ---------------------------
---
--- The call's result is a StreamIterator: calling it gives the next item (nil
--- at the end), so `for item in proxy:count(5) do ... end` works; it is also
--- the loop's closing value (the call returns it, nil, nil, it), so leaving
--- the loop early closes the stream on the server (close_stream), as
--- stream:close() and collecting it do. The items are asked for with
--- Pyro.Daemon's get_next_stream_item on a connection of its own (a proxy
--- to PYRO:Pyro.Daemon@host:port with the options of the calling proxy),
--- closed with the stream.
-local StreamIterator = { __name = "springrun.StreamIterator" }
-StreamIterator.__index = StreamIterator
-
-local PROXY_OPTIONS = { "timeout", "serializer", "handshake", "ssl", "ssl_verify", "ssl_cacerts",
-  "ssl_certfile", "ssl_keyfile", "ssl_servername" }
-
-stream_iterator = function(st, name, id)
-  local u = st.uri
-  local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
-  local opts = {}
-  for _, k in ipairs(PROXY_OPTIONS) do opts[k] = st[k] end
-  local daemon = require("springrun.proxy").proxy(
-    string.format("PYRO:%s@%s:%d", DAEMON_OBJECT, host, u.port), opts)
-  return setmetatable({ id = id, daemon = daemon, url = st.url, method = name }, StreamIterator)
-end
-
--- The next item, or nil when the stream has ended (then it is closed).
-function StreamIterator:__call()
-  local d = self.daemon
-  if d == nil then return nil end
-  local ok, v = pcall(d.get_next_stream_item, d, self.id)
-  if ok then return v end
-  self.daemon = nil
-  d:destroy()
-  if type(v) == "table" and (v.class == "builtins.StopIteration" or v.class == "StopIteration") then
-    return nil
-  end
-  error(v, 0)
-end
-
--- Ends the stream: tells the server (close_stream) unless it ended there.
--- Idempotent.
-function StreamIterator:close()
-  local d = self.daemon
-  if d == nil then return end
-  self.daemon = nil
-  pcall(d.close_stream, d, self.id)
-  d:destroy()
-end
-
-StreamIterator.__close = StreamIterator.close
--- collected unclosed: the connection is just dropped (a call from a
--- finalizer may not yield); the server ends the stream by its linger
-StreamIterator.__gc = function(self)
-  local d = self.daemon
-  if d then
-    self.daemon = nil
-    pcall(d.destroy, d)
-  end
-end
-
-function M.is_stream(v) return getmetatable(v) == StreamIterator end
-
 -- The result of the reply msg to the INVOKE of name with sequence number
 -- seq (not oneway): the value, or raises (a reply of another type, seq or
 -- serializer is a protocol error and drops the connection; a remote
@@ -678,7 +615,7 @@ local function result_of(st, name, seq, msg)
         "%s: %s returned an item stream without a stream id (STRM)", st.url, name),
         { url = st.url, method = name }), 0)
     end
-    return stream_iterator(st, name, id)
+    return results.stream_iterator(st, name, id)
   end
   local v = msg.value
   if msg.classes and type(v) == "table" then -- Pyro4 Proxy class dicts become proxies
@@ -729,53 +666,16 @@ local function finish(st, name, attempt_no, seq, oneway, fast, ok, v, code, sent
   return NEXT
 end
 
--- ---- batch results ------------------------------------------------------------------
---
--- The reply to a batch is the list of its calls' results, in order; a call
--- that raised has Pyro4's {"__class__": "Pyro4.futures._ExceptionWrapper",
--- "exception": {...}} in its place and the calls after it did not run.
--- BatchResults is the iterator Pyro4's batch generator is: each call gives
--- the next result (a call that returned nil gives springrun.null, as nulls
--- in lists do, so that a for loop does not stop there), raises the remote
--- error (kind "remote", its class; method: the call's name) at the wrapper,
--- and gives nil after the last result or an error.
-local BatchResults = { __name = "springrun.BatchResults" }
-BatchResults.__index = BatchResults
-
-local EXCEPTION_WRAPPER = "Pyro4.futures._ExceptionWrapper"
-
+-- A batch's reply: the results of its calls, in order (springrun.results),
+-- or raises when it is not a list (a protocol error: the connection goes).
 local function batch_results(st, list, calls)
   if type(list) ~= "table" then
     close_conn(st)
     error(errors.new("protocol", string.format("%s: invalid reply to a batch (a %s, not a list)",
       st.url, type(list)), { url = st.url, method = "<batch>" }), 0)
   end
-  return setmetatable({ list = list, i = 0, calls = calls, url = st.url }, BatchResults)
+  return results.batch_results(list, calls, st.url)
 end
-
-function BatchResults:__call()
-  local list = self.list
-  if list == nil then return nil end
-  local i = self.i + 1
-  local v = list[i]
-  if v == nil then
-    self.list = nil
-    return nil
-  end
-  self.i = i
-  if type(v) == "table" and rawget(v, "__class__") == EXCEPTION_WRAPPER then
-    self.list = nil
-    local c = self.calls[i]
-    error(errors.from_remote(rawget(v, "exception"), { url = self.url, method = c and c[1] }), 0)
-  end
-  return v
-end
-
-function BatchResults:__tostring()
-  return string.format("springrun.BatchResults(%d calls to %s)", self.calls.n or #self.calls, self.url)
-end
-
-function M.is_batch_results(v) return getmetatable(v) == BatchResults end
 
 -- The call name(...) on st in co's kind: its result or raises. batch: nil,
 -- or a batch's flags (see attempt) and ... is its list of calls; the result
@@ -785,7 +685,7 @@ local function call(st, co, batch, name, ...)
   if r == NEXT then r = finish(st, name, 2, attempt(st, co, batch, name, ...)) end
   if r == ONEWAY then return end
   if batch then return batch_results(st, r, ...) end
-  if getmetatable(r) == StreamIterator then return r, nil, nil, r end -- a for loop's closing value
+  if results.is_stream(r) then return r, nil, nil, r end -- a for loop's closing value
   return r
 end
 
