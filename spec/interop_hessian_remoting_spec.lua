@@ -498,6 +498,41 @@ describe("HessianServiceExporter log lines #net", function()
     end
     assert.not_matches("springrun.remoting.pyro", text, 1, true)
   end)
+
+  it("warns about a non-loopback address without TLS, as the Pyro exporter does", function()
+    local c = require("helpers.certs").make()
+    local lines = {}
+    local restore = log.set_output(function(line) lines[#lines + 1] = line end)
+    local svc = { add = function(_, a, b) return a + b end }
+    local ok, err = pcall(function()
+      local quiet = springrun.HessianServiceExporter { service = svc, service_path = "/quiet",
+        service_host = HOST, service_port = 0 }
+      quiet:after_properties_set()
+      quiet:destroy()
+      local open = springrun.HessianServiceExporter { service = svc, service_path = "/open",
+        service_host = "0.0.0.0", service_port = 0 }
+      open:after_properties_set()
+      local port = open.service_port
+      open:destroy()
+      local safe = springrun.HessianServiceExporter { service = svc, service_path = "/safe",
+        service_host = "0.0.0.0", service_port = 0, ssl = true, ssl_certfile = c.server_cert,
+        ssl_keyfile = c.server_key }
+      safe:after_properties_set()
+      safe:destroy()
+      return port
+    end)
+    log.set_output(restore)
+    require("helpers.certs").remove(c)
+    assert(ok, err)
+    local port = err
+    local warned = {}
+    for _, l in ipairs(lines) do
+      if l:find("without TLS", 1, true) then warned[#warned + 1] = l end
+    end
+    assert.equal(1, #warned, table.concat(lines, "\n"))
+    assert.truthy(warned[1]:find("springrun.remoting.hessian.HessianServiceExporter - WARNING - /open is exported on 0.0.0.0:"
+      .. port .. " without TLS", 1, true), warned[1])
+  end)
 end)
 
 describe("README: Hessian between Lua and Java #interop", function()

@@ -422,6 +422,14 @@ local function is_loopback(host)
     or host == "0:0:0:0:0:0:0:1"
 end
 
+-- A listener without TLS on an address others can reach serves anyone who
+-- can reach it: said once, when it opens (Pyro and Hessian exporters alike).
+local function warn_if_open(logger, name, host, port, security)
+  if security.ssl or is_loopback(host) then return end
+  logger:warning("%s is exported on %s without TLS: anyone who can reach that address can call it (set ssl = true with ssl_certfile and ssl_keyfile, or bind localhost)",
+    name, address(host, port))
+end
+
 -- The listener serving host:port, opened when there is none: returns d and
 -- true when it was opened (then `name` with CONNECTOK value `connectok` is
 -- already registered: a new listener registers its first objects before it
@@ -443,10 +451,7 @@ local function acquire_listener(name, host, port, connectok, limits, security, s
     { name, connectok },
   }, limits, security.listen)
   if not id then return nil, bound end
-  if not security.ssl and not is_loopback(host) then
-    exporter_log:warning("%s is exported on %s without TLS: anyone who can reach that address can call it (set ssl = true with ssl_certfile and ssl_keyfile, or bind localhost)",
-      name, address(host, bound))
-  end
+  warn_if_open(exporter_log, name, host, bound, security)
   d.id, d.port = id, bound
   d.key, d.where = norm_host(host) .. ":" .. bound, address(host, bound)
   listeners_by_key[d.key] = d
@@ -475,5 +480,6 @@ M.acquire_listener, M.release_listener = acquire_listener, release_listener
 M.listeners_by_key, M.listeners_by_id = listeners_by_key, listeners_by_id
 M.current_listener = current_listener
 M.ensure_handler = ensure_handler
+M.warn_if_open = warn_if_open
 
 return M

@@ -341,6 +341,7 @@ function Exporter:after_properties_set()
     d = { id = id, port = bound, key = key, where = address(host, bound), paths = {}, count = 0,
           limits = limits, security = security, scheme = security.ssl and "https" or "http" }
     listeners[key] = d
+    require("springrun.daemon").warn_if_open(log, path, host, bound, security)
   end
   d.paths[path] = self
   d.count = d.count + 1
