@@ -45,7 +45,9 @@ typedef struct enc_s {
   sr_buf_t *out;
   char *err;
   size_t errlen;
-  int seen, types, defs; /* stack slots: table -> ref, type name -> index, def key -> index */
+  /* stack slots: table -> ref, type name -> index, def key -> index (and
+   * __fields list -> { class name -> index }) */
+  int seen, types, defs;
   size_t nrefs, ntypes, ndefs;
   int depth;
   struct {
@@ -159,23 +161,24 @@ static int fld_cmp(const void *a, const void *b) {
   return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
-/* An object: class from __jtype (metatable at mt), fields from __fields or
- * the table's string keys in byte order. */
-static int enc_object(enc_t *e, int idx, int mt) {
+/* The definition of the object at idx (metatable at mt): its index in the
+ * message's class table, written to the output first when new (once per
+ * class and field list in a message). The field names are left in
+ * *fields_slot (the __fields list) or, when the metatable has none, in f[0..nf)
+ * (the table's string keys in byte order, in a userdata left on the stack). */
+static int obj_def(enc_t *e, int idx, int mt, size_t *def, int *fields_slot, fld_t **fo,
+                   size_t *nfo) {
   lua_State *L = e->L;
   int top = lua_gettop(L);
   lua_getfield(L, mt, "__jtype");
-  if (lua_type(L, -1) != LUA_TSTRING) {
-    lua_settop(L, top);
+  if (lua_type(L, -1) != LUA_TSTRING)
     return enc_fail(e, SR_ETYPE, "an object table needs its class name (__jtype)");
-  }
   size_t nlen;
   const char *name = lua_tolstring(L, -1, &nlen);
-  int fields_slot = 0;
   size_t nf = 0;
   if (lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
-    fields_slot = lua_gettop(L);
-    nf = (size_t)lua_rawlen(L, fields_slot);
+    *fields_slot = lua_gettop(L);
+    nf = (size_t)lua_rawlen(L, *fields_slot);
   } else {
     lua_pop(L, 1);
     lua_pushnil(L);
@@ -187,13 +190,11 @@ static int enc_object(enc_t *e, int idx, int mt) {
   fld_t *f = lua_newuserdatauv(L, (nf ? nf : 1) * (sizeof(fld_t) + sizeof(char *) + sizeof(size_t)), 0);
   const char **fp = (const char **)(f + (nf ? nf : 1));
   size_t *fl = (size_t *)(fp + (nf ? nf : 1));
-  if (fields_slot) {
+  if (*fields_slot) {
     for (size_t i = 0; i < nf; i++) {
-      lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
-      if (lua_type(L, -1) != LUA_TSTRING) {
-        lua_settop(L, top);
+      lua_rawgeti(L, *fields_slot, (lua_Integer)i + 1);
+      if (lua_type(L, -1) != LUA_TSTRING)
         return enc_fail(e, SR_ETYPE, "an object's __fields must be a list of strings");
-      }
       f[i].s = lua_tolstring(L, -1, &f[i].n); /* the __fields table keeps it alive */
       lua_pop(L, 1);
     }
@@ -209,7 +210,8 @@ static int enc_object(enc_t *e, int idx, int mt) {
     }
     qsort(f, nf, sizeof *f, fld_cmp);
   }
-  /* the definition, once per class and field list in a message */
+  *fo = f;
+  *nfo = nf;
   luaL_Buffer kb;
   luaL_buffinit(L, &kb);
   luaL_addlstring(&kb, name, nlen);
@@ -219,35 +221,74 @@ static int enc_object(enc_t *e, int idx, int mt) {
   }
   luaL_pushresult(&kb);
   int key = lua_gettop(L);
-  size_t def;
-  int rc = 0;
   lua_pushvalue(L, key);
   if (lua_rawget(L, e->defs) == LUA_TNUMBER) {
-    def = (size_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
+    *def = (size_t)lua_tointeger(L, -1);
   } else {
-    lua_pop(L, 1);
     for (size_t i = 0; i < nf; i++) {
       fp[i] = f[i].s;
       fl[i] = f[i].n;
     }
     size_t bad;
-    rc = sr_hessian_put_def(e->out, name, nlen, nf, fp, fl, &bad);
-    if (rc) {
-      lua_settop(L, top);
-      return rc == SR_EUTF8 ? enc_fail(e, rc, "invalid UTF-8 in a class or field name") : enc_nomem(e);
-    }
-    def = e->ndefs++;
+    int rc = sr_hessian_put_def(e->out, name, nlen, nf, fp, fl, &bad);
+    if (rc) return rc == SR_EUTF8 ? enc_fail(e, rc, "invalid UTF-8 in a class or field name") : enc_nomem(e);
+    *def = e->ndefs++;
     lua_pushvalue(L, key);
-    lua_pushinteger(L, (lua_Integer)def);
+    lua_pushinteger(L, (lua_Integer)*def);
     lua_rawset(L, e->defs);
+  }
+  if (*fields_slot) {
+    /* later instances with this __fields list and class find the
+     * definition as defs[__fields][class], without building the key */
+    lua_pushvalue(L, *fields_slot);
+    if (lua_rawget(L, e->defs) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, *fields_slot);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, e->defs);
+    }
+    lua_pushvalue(L, top + 1); /* the class name */
+    lua_pushinteger(L, (lua_Integer)*def);
+    lua_rawset(L, -3);
+  }
+  return 0;
+}
+
+/* An object: class from __jtype (metatable at mt), fields from __fields or
+ * the table's string keys in byte order. */
+static int enc_object(enc_t *e, int idx, int mt) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), fields_slot = 0, rc = 0;
+  fld_t *f = NULL;
+  size_t nf = 0, def = 0;
+  /* this class with this __fields list met before in the message? */
+  int known = 0;
+  if (lua_getfield(L, mt, "__jtype") == LUA_TSTRING && lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
+    lua_pushvalue(L, top + 2);
+    if (lua_rawget(L, e->defs) == LUA_TTABLE) {
+      lua_pushvalue(L, top + 1);
+      known = lua_rawget(L, -2) == LUA_TNUMBER;
+    }
+  }
+  if (known) {
+    def = (size_t)lua_tointeger(L, -1);
+    fields_slot = top + 2;
+    nf = (size_t)lua_rawlen(L, fields_slot);
+  } else {
+    lua_settop(L, top);
+    if ((rc = obj_def(e, idx, mt, &def, &fields_slot, &f, &nf))) {
+      lua_settop(L, top);
+      return rc;
+    }
   }
   if (sr_hessian_put_object(e->out, def)) {
     lua_settop(L, top);
     return enc_nomem(e);
   }
   for (size_t i = 0; i < nf && rc == 0; i++) {
-    lua_pushlstring(L, f[i].s, f[i].n);
+    if (fields_slot) lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
+    else lua_pushlstring(L, f[i].s, f[i].n);
     if (e->depth - 1 < ENC_PATH) {
       e->path[e->depth - 1].index = 0;
       e->path[e->depth - 1].keyslot = lua_gettop(L);
@@ -484,7 +525,7 @@ typedef struct bld_s {
   lua_State *L;
   sr_hessian_reader_t *r;
   int refs;   /* stack slot: ref slot + 1 -> value */
-  int cache;  /* stack slot: metatables of typed lists/maps ("l" / "m" .. type) and defs (lightuserdata) */
+  int cache;  /* stack slot: metatables of typed lists/maps ("l" / "m" .. type) and of defs (def_mt) */
   int arr_mt; /* the JSON array marker (untyped lists) */
 } bld_t;
 
@@ -515,9 +556,16 @@ static void typed_mt(bld_t *b, char kind, const char *s, size_t n) {
   lua_rawset(L, b->cache);
 }
 
+/* Pushes the metatable of instances of definition d and its __fields list
+ * (made once per definition in a message: cache[2i + 1] and cache[2i + 2]
+ * for definition i, whose field names the instances' tables then share). */
 static void def_mt(bld_t *b, const sr_hessian_def_t *d) {
   lua_State *L = b->L;
-  if (lua_rawgetp(L, b->cache, d) == LUA_TTABLE) return;
+  lua_Integer slot = 2 * (lua_Integer)(d - b->r->defs) + 1;
+  if (lua_rawgeti(L, b->cache, slot) == LUA_TTABLE) {
+    lua_rawgeti(L, b->cache, slot + 1);
+    return;
+  }
   lua_pop(L, 1);
   lua_createtable(L, 0, 3);
   lua_pushliteral(L, "object");
@@ -529,9 +577,12 @@ static void def_mt(bld_t *b, const sr_hessian_def_t *d) {
     lua_pushlstring(L, d->fields[i].s, d->fields[i].n);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  lua_setfield(L, -2, "__fields");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, b->cache, d);
+  lua_setfield(L, -3, "__fields");
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, b->cache, slot);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, b->cache, slot + 1);
 }
 
 static int bld_next(bld_t *b, sr_hessian_tok_t *t) { return sr_hessian_next(b->r, t); }
@@ -573,7 +624,10 @@ static int bld_pairs(bld_t *b) {
 static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
   lua_State *L = b->L;
   int rc;
-  if (!lua_checkstack(L, 8)) return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
+  /* a container keeps at most 3 slots (its table, field names, a key) below
+   * a value, and a value other than a container pushes at most 3 */
+  if ((t->kind == SR_HK_LIST || t->kind == SR_HK_MAP || t->kind == SR_HK_OBJECT) && !lua_checkstack(L, 8))
+    return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
   switch (t->kind) {
     case SR_HK_NULL: lua_pushlightuserdata(L, NULL); return 0;
     case SR_HK_BOOL: lua_pushboolean(L, (int)t->i); return 0;
@@ -619,18 +673,22 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       const sr_hessian_def_t *d = t->def;
       size_t ref = t->ref;
       lua_createtable(L, 0, (int)d->nfields);
-      def_mt(b, d);
-      lua_setmetatable(L, -2);
-      set_ref(b, ref);
+      def_mt(b, d); /* the metatable, then its __fields list */
+      lua_insert(L, -2);
+      lua_setmetatable(L, -3); /* left: the table, then the field names */
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, b->refs, (lua_Integer)ref + 1);
       sr_hessian_tok_t c;
-      for (size_t i = 0;; i++) {
+      for (lua_Integer i = 1;; i++) {
         if ((rc = bld_next(b, &c))) return rc;
         if (c.kind == SR_HK_END) break;
-        if ((rc = bld_value(b, &c))) return rc;
         /* a null field is left out: reading it gives nil */
-        if (lua_touserdata(L, -1) == NULL && lua_type(L, -1) == LUA_TLIGHTUSERDATA) lua_pop(L, 1);
-        else lua_setfield(L, -2, d->fields[i].s);
+        if (c.kind == SR_HK_NULL) continue;
+        lua_rawgeti(L, -1, i);
+        if ((rc = bld_value(b, &c))) return rc;
+        lua_rawset(L, -4);
       }
+      lua_pop(L, 1);
       if (is_handle(d)) {
         lua_getfield(L, -1, "_value");
         lua_remove(L, -2);
