@@ -40,14 +40,31 @@
 
 /* ---- encoder ------------------------------------------------------------ */
 
+/* The containers written so far, for back-references: an open-addressing
+ * table of their addresses and ref numbers (linear probing, at most half
+ * full), in a userdata on the stack that is replaced by one twice the size
+ * as it fills. The tables themselves are anchored in a Lua list, so no
+ * address can be reused by another table while the message is written. */
+typedef struct seen_ent_s {
+  const void *p;
+  size_t ref;
+} seen_ent_t;
+
+typedef struct seen_set_s {
+  size_t cap, n; /* cap: a power of 2 */
+  seen_ent_t ent[];
+} seen_set_t;
+
 typedef struct enc_s {
   lua_State *L;
   sr_buf_t *out;
   char *err;
   size_t errlen;
-  /* stack slots: table -> ref, type name -> index, def key -> index (and
-   * __fields list -> { class name -> index }) */
-  int seen, types, defs;
+  /* stack slots: the seen set's userdata (nil until the first container)
+   * and its anchors (ref + 1 -> table), type name -> index, def key ->
+   * index (and __fields list -> { class name -> index }) */
+  int seen_ud, seen, types, defs;
+  seen_set_t *set;
   size_t nrefs, ntypes, ndefs;
   int depth;
   struct {
@@ -91,15 +108,26 @@ static int enc_string(enc_t *e, const char *s, size_t n) {
   return rc ? enc_nomem(e) : 0;
 }
 
-/* The __hessian kind of the table at idx (0 none) and, on the stack, its
- * metatable (or nothing when it has none). */
-static const char *mt_kind(lua_State *L, int idx, int *has_mt) {
+/* What a table's metatable field __hessian says it is. */
+enum { K_NONE, K_BINARY, K_DATE, K_LONG, K_LIST, K_MAP, K_OBJECT, K_OTHER };
+
+/* The __hessian kind of the table at idx (K_NONE when it has none) and,
+ * on the stack, its metatable (or nothing when it has none). */
+static int mt_kind(lua_State *L, int idx, int *has_mt) {
   *has_mt = lua_getmetatable(L, idx);
-  if (!*has_mt) return NULL;
+  if (!*has_mt) return K_NONE;
   lua_getfield(L, -1, "__hessian");
   const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   lua_pop(L, 1); /* the metatable still holds the string */
-  return k;
+  if (k == NULL) return K_NONE;
+  static const struct {
+    const char *name;
+    int kind;
+  } kinds[] = {{"object", K_OBJECT}, {"list", K_LIST}, {"map", K_MAP},
+               {"binary", K_BINARY}, {"date", K_DATE}, {"long", K_LONG}};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+    if (k[0] == kinds[i].name[0] && strcmp(k, kinds[i].name) == 0) return kinds[i].kind;
+  return K_OTHER;
 }
 
 /* Type index of name (entered in the type table when new: *tidx = -1). */
@@ -302,6 +330,48 @@ static int enc_object(enc_t *e, int idx, int mt) {
   return rc;
 }
 
+static size_t seen_hash(const void *p, size_t cap) {
+  return (size_t)((((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+/* The ref number of the table at address p, or -1 when not met yet. */
+static int64_t seen_find(const enc_t *e, const void *p) {
+  const seen_set_t *s = e->set;
+  if (s == NULL) return -1;
+  for (size_t i = seen_hash(p, s->cap);; i = (i + 1) & (s->cap - 1)) {
+    if (s->ent[i].p == p) return (int64_t)s->ent[i].ref;
+    if (s->ent[i].p == NULL) return -1;
+  }
+}
+
+static void seen_put(seen_set_t *s, const void *p, size_t ref) {
+  size_t i = seen_hash(p, s->cap);
+  while (s->ent[i].p != NULL) i = (i + 1) & (s->cap - 1);
+  s->ent[i].p = p;
+  s->ent[i].ref = ref;
+  s->n++;
+}
+
+/* Enters the table at idx as ref number ref. */
+static void seen_add(enc_t *e, int idx, size_t ref) {
+  lua_State *L = e->L;
+  seen_set_t *s = e->set;
+  if (s == NULL || (s->n + 1) * 2 > s->cap) {
+    size_t cap = s ? s->cap * 2 : 64;
+    seen_set_t *g = lua_newuserdatauv(L, sizeof *g + cap * sizeof g->ent[0], 0);
+    g->cap = cap;
+    g->n = 0;
+    memset(g->ent, 0, cap * sizeof g->ent[0]);
+    for (size_t i = 0; s && i < s->cap; i++)
+      if (s->ent[i].p) seen_put(g, s->ent[i].p, s->ent[i].ref);
+    lua_replace(L, e->seen_ud);
+    e->set = s = g;
+  }
+  seen_put(s, lua_topointer(L, idx), ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, e->seen, (lua_Integer)ref + 1);
+}
+
 /* 1 when the table at idx has keys exactly 1..n, n >= 1 (*n set). */
 static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
   lua_Integer count = 0, max = 0;
@@ -323,9 +393,9 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
 static int enc_table(enc_t *e, int idx) {
   lua_State *L = e->L;
   int top = lua_gettop(L), has_mt, rc = 0;
-  const char *kind = mt_kind(L, idx, &has_mt);
+  int kind = mt_kind(L, idx, &has_mt);
   int mt = has_mt ? lua_gettop(L) : 0;
-  if (kind && strcmp(kind, "binary") == 0) {
+  if (kind == K_BINARY) {
     lua_getfield(L, idx, "data");
     size_t n;
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
@@ -334,8 +404,8 @@ static int enc_table(enc_t *e, int idx) {
     lua_settop(L, top);
     return rc;
   }
-  if (kind && (strcmp(kind, "date") == 0 || strcmp(kind, "long") == 0)) {
-    int date = kind[0] == 'd';
+  if (kind == K_DATE || kind == K_LONG) {
+    int date = kind == K_DATE;
     lua_getfield(L, idx, date ? "ms" : "value");
     if (!lua_isinteger(L, -1))
       rc = enc_fail(e, SR_ETYPE, date ? "a date table needs an integer field ms"
@@ -347,22 +417,19 @@ static int enc_table(enc_t *e, int idx) {
     return rc;
   }
   /* a container: a back-reference when met before */
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
-    rc = sr_hessian_put_ref(e->out, (size_t)lua_tointeger(L, -1)) ? enc_nomem(e) : 0;
+  int64_t ref = seen_find(e, lua_topointer(L, idx));
+  if (ref >= 0) {
+    rc = sr_hessian_put_ref(e->out, (size_t)ref) ? enc_nomem(e) : 0;
     lua_settop(L, top);
     return rc;
   }
-  lua_pop(L, 1);
   if (e->depth >= ENC_MAX_DEPTH || !lua_checkstack(L, 12)) {
     lua_settop(L, top);
     char what[64];
     snprintf(what, sizeof what, "nesting too deep (more than %d levels)", ENC_MAX_DEPTH);
     return enc_fail(e, SR_EDEPTH, what);
   }
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, (lua_Integer)e->nrefs++);
-  lua_rawset(L, e->seen);
+  seen_add(e, idx, e->nrefs++);
   if (e->depth < ENC_PATH) {
     e->path[e->depth].index = 0;
     e->path[e->depth].keyslot = 0;
@@ -370,7 +437,7 @@ static int enc_table(enc_t *e, int idx) {
   e->depth++;
   const char *jtype = NULL;
   size_t jlen = 0;
-  if (kind && (strcmp(kind, "list") == 0 || strcmp(kind, "map") == 0)) {
+  if (kind == K_LIST || kind == K_MAP) {
     lua_getfield(L, mt, "__jtype");
     if (lua_type(L, -1) == LUA_TSTRING) jtype = lua_tolstring(L, -1, &jlen); /* mt keeps it */
     lua_pop(L, 1);
@@ -379,11 +446,10 @@ static int enc_table(enc_t *e, int idx) {
   int64_t tidx = -1;
   if (jtype) type_index(e, jtype, jlen, &tidx);
   lua_Integer n = 0;
-  if (kind && strcmp(kind, "object") == 0) {
+  if (kind == K_OBJECT) {
     rc = enc_object(e, idx, mt);
-  } else if ((kind && strcmp(kind, "list") == 0) || lsr_is_array_marked(L, idx) ||
-             (!kind && is_sequence(L, idx, &n))) {
-    if (kind || n == 0) n = (lua_Integer)lua_rawlen(L, idx);
+  } else if (kind == K_LIST || lsr_is_array_marked(L, idx) || (kind == K_NONE && is_sequence(L, idx, &n))) {
+    if (kind != K_NONE || n == 0) n = (lua_Integer)lua_rawlen(L, idx);
     if (sr_hessian_put_list(e->out, jtype, jlen, tidx, n)) rc = enc_nomem(e);
     else rc = enc_items(e, idx, n);
   } else {
@@ -428,13 +494,16 @@ static int enc_value(enc_t *e, int idx) {
   return enc_fail(e, SR_ETYPE, what);
 }
 
-/* Pushes the encoder's three tables and the output buffer; *e ready. */
+/* Pushes the seen set's slot, the encoder's three tables and the output
+ * buffer; *e ready. */
 static sr_buf_t *enc_begin(lua_State *L, enc_t *e, char *err, size_t errlen) {
   memset(e, 0, sizeof *e);
   e->L = L;
   e->err = err;
   e->errlen = errlen;
   luaL_checkstack(L, 8, "hessian encoder");
+  lua_pushnil(L);
+  e->seen_ud = lua_gettop(L);
   lua_newtable(L);
   e->seen = lua_gettop(L);
   lua_newtable(L);
