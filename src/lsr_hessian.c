@@ -65,6 +65,12 @@ typedef struct enc_s {
    * index (and __fields list -> { class name -> index }) */
   int seen_ud, seen, types, defs;
   seen_set_t *set;
+  /* the (__fields list, class name) met last and its definition: objects of
+   * one class in a row skip the lookups in defs (both are keys there, so
+   * neither address can be reused while the message is written) */
+  const void *last_fields;
+  const char *last_class;
+  size_t last_def;
   size_t nrefs, ntypes, ndefs;
   int depth;
   struct {
@@ -279,6 +285,9 @@ static int obj_def(enc_t *e, int idx, int mt, size_t *def, int *fields_slot, fld
     lua_pushvalue(L, top + 1); /* the class name */
     lua_pushinteger(L, (lua_Integer)*def);
     lua_rawset(L, -3);
+    e->last_fields = lua_topointer(L, *fields_slot);
+    e->last_class = lua_tostring(L, top + 1);
+    e->last_def = *def;
   }
   return 0;
 }
@@ -293,14 +302,25 @@ static int enc_object(enc_t *e, int idx, int mt) {
   /* this class with this __fields list met before in the message? */
   int known = 0;
   if (lua_getfield(L, mt, "__jtype") == LUA_TSTRING && lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
-    lua_pushvalue(L, top + 2);
-    if (lua_rawget(L, e->defs) == LUA_TTABLE) {
-      lua_pushvalue(L, top + 1);
-      known = lua_rawget(L, -2) == LUA_TNUMBER;
+    const void *fl = lua_topointer(L, top + 2);
+    const char *cl = lua_tostring(L, top + 1);
+    if (fl == e->last_fields && cl == e->last_class) {
+      def = e->last_def;
+      known = 1;
+    } else {
+      lua_pushvalue(L, top + 2);
+      if (lua_rawget(L, e->defs) == LUA_TTABLE) {
+        lua_pushvalue(L, top + 1);
+        if ((known = lua_rawget(L, -2) == LUA_TNUMBER)) {
+          def = (size_t)lua_tointeger(L, -1);
+          e->last_fields = fl;
+          e->last_class = cl;
+          e->last_def = def;
+        }
+      }
     }
   }
   if (known) {
-    def = (size_t)lua_tointeger(L, -1);
     fields_slot = top + 2;
     nf = (size_t)lua_rawlen(L, fields_slot);
   } else {
