@@ -278,6 +278,37 @@ describe("springrun.hessian #unit", function()
       assert.equal(u, u.self)
     end)
 
+    it("writes one class definition per class and field list, whichever tables carry them", function()
+      local F = { "x" }
+      local list = { hessian.object("A", { x = 1 }, F), hessian.object("B", { x = 2 }, F),
+        hessian.object("A", { x = 3 }, F), hessian.object("A", { x = 4 }, { "x" }),
+        hessian.object("A", { x = 5, y = 6 }, { "x", "y" }), hessian.object("A", { x = 7 }) }
+      assert.equal("7e" .. "430141910178" .. "6091" .. "430142910178" .. "6192" .. "6093" .. "6094"
+        .. "43014192017801796295" .. "96" .. "6097", hex(hessian.encode(list)))
+      -- decoded objects (one metatable per class) go back as they came
+      local back = hessian.decode(hessian.encode(list))
+      assert.equal(getmetatable(back[1]), getmetatable(back[3]))
+      assert.equal(hex(hessian.encode(list)), hex(hessian.encode(back)))
+    end)
+
+    it("reads many class definitions, each instance with its own class and fields", function()
+      local list = {}
+      for round = 1, 2 do
+        for i = 1, 40 do
+          list[#list + 1] = hessian.object("C" .. i, { ["f" .. i] = round * 100 + i, g = i })
+        end
+      end
+      local back = hessian.decode(hessian.encode(list))
+      for k = 1, 80 do
+        local i, round = (k - 1) % 40 + 1, (k - 1) // 40 + 1
+        assert.equal("C" .. i, hessian.type_of(back[k]))
+        assert.same({ "f" .. i, "g" }, hessian.fields_of(back[k]))
+        assert.equal(round * 100 + i, back[k]["f" .. i])
+        assert.equal(i, back[k].g)
+      end
+      assert.equal(getmetatable(back[7]), getmetatable(back[47]))
+    end)
+
     it("writes calls, replies and faults", function()
       assert.equal("4802004303616464929293", hex(hessian.encode_call("add", 2, 3)))
       assert.equal("480200430166924e4e", hex(hessian.encode_call("f", nil, nil)))

@@ -126,14 +126,15 @@ static int put_cesu(sr_buf_t *b, const uint8_t *p, size_t n) {
   if (sr_buf_reserve(b, n + n / 2)) return SR_ENOMEM;
   uint8_t *o = b->data + b->len;
   for (size_t i = 0; i < n;) {
+    /* up to the next 4-byte sequence (n is valid: no other byte is >= 0xF0)
+     * the bytes go as they are */
+    size_t j = i;
+    while (j < n && p[j] < 0xF0) j++;
+    memcpy(o, p + i, j - i);
+    o += j - i;
+    i = j;
+    if (i == n) break;
     uint8_t c = p[i];
-    if (c < 0xF0) {
-      size_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : 3;
-      memcpy(o, p + i, k);
-      o += k;
-      i += k;
-      continue;
-    }
     uint32_t cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(p[i + 1] & 0x3F) << 12 |
                   (uint32_t)(p[i + 2] & 0x3F) << 6 | (p[i + 3] & 0x3F);
     uint32_t hi = 0xD800 + ((cp - 0x10000) >> 10), lo = 0xDC00 + ((cp - 0x10000) & 0x3FF);

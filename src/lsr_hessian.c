@@ -40,12 +40,37 @@
 
 /* ---- encoder ------------------------------------------------------------ */
 
+/* The containers written so far, for back-references: an open-addressing
+ * table of their addresses and ref numbers (linear probing, at most half
+ * full), in a userdata on the stack that is replaced by one twice the size
+ * as it fills. The tables themselves are anchored in a Lua list, so no
+ * address can be reused by another table while the message is written. */
+typedef struct seen_ent_s {
+  const void *p;
+  size_t ref;
+} seen_ent_t;
+
+typedef struct seen_set_s {
+  size_t cap, n; /* cap: a power of 2 */
+  seen_ent_t ent[];
+} seen_set_t;
+
 typedef struct enc_s {
   lua_State *L;
   sr_buf_t *out;
   char *err;
   size_t errlen;
-  int seen, types, defs; /* stack slots: table -> ref, type name -> index, def key -> index */
+  /* stack slots: the seen set's userdata (nil until the first container)
+   * and its anchors (ref + 1 -> table), type name -> index, def key ->
+   * index (and __fields list -> { class name -> index }) */
+  int seen_ud, seen, types, defs;
+  seen_set_t *set;
+  /* the (__fields list, class name) met last and its definition: objects of
+   * one class in a row skip the lookups in defs (both are keys there, so
+   * neither address can be reused while the message is written) */
+  const void *last_fields;
+  const char *last_class;
+  size_t last_def;
   size_t nrefs, ntypes, ndefs;
   int depth;
   struct {
@@ -89,15 +114,26 @@ static int enc_string(enc_t *e, const char *s, size_t n) {
   return rc ? enc_nomem(e) : 0;
 }
 
-/* The __hessian kind of the table at idx (0 none) and, on the stack, its
- * metatable (or nothing when it has none). */
-static const char *mt_kind(lua_State *L, int idx, int *has_mt) {
+/* What a table's metatable field __hessian says it is. */
+enum { K_NONE, K_BINARY, K_DATE, K_LONG, K_LIST, K_MAP, K_OBJECT, K_OTHER };
+
+/* The __hessian kind of the table at idx (K_NONE when it has none) and,
+ * on the stack, its metatable (or nothing when it has none). */
+static int mt_kind(lua_State *L, int idx, int *has_mt) {
   *has_mt = lua_getmetatable(L, idx);
-  if (!*has_mt) return NULL;
+  if (!*has_mt) return K_NONE;
   lua_getfield(L, -1, "__hessian");
   const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   lua_pop(L, 1); /* the metatable still holds the string */
-  return k;
+  if (k == NULL) return K_NONE;
+  static const struct {
+    const char *name;
+    int kind;
+  } kinds[] = {{"object", K_OBJECT}, {"list", K_LIST}, {"map", K_MAP},
+               {"binary", K_BINARY}, {"date", K_DATE}, {"long", K_LONG}};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+    if (k[0] == kinds[i].name[0] && strcmp(k, kinds[i].name) == 0) return kinds[i].kind;
+  return K_OTHER;
 }
 
 /* Type index of name (entered in the type table when new: *tidx = -1). */
@@ -159,23 +195,24 @@ static int fld_cmp(const void *a, const void *b) {
   return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
-/* An object: class from __jtype (metatable at mt), fields from __fields or
- * the table's string keys in byte order. */
-static int enc_object(enc_t *e, int idx, int mt) {
+/* The definition of the object at idx (metatable at mt): its index in the
+ * message's class table, written to the output first when new (once per
+ * class and field list in a message). The field names are left in
+ * *fields_slot (the __fields list) or, when the metatable has none, in f[0..nf)
+ * (the table's string keys in byte order, in a userdata left on the stack). */
+static int obj_def(enc_t *e, int idx, int mt, size_t *def, int *fields_slot, fld_t **fo,
+                   size_t *nfo) {
   lua_State *L = e->L;
   int top = lua_gettop(L);
   lua_getfield(L, mt, "__jtype");
-  if (lua_type(L, -1) != LUA_TSTRING) {
-    lua_settop(L, top);
+  if (lua_type(L, -1) != LUA_TSTRING)
     return enc_fail(e, SR_ETYPE, "an object table needs its class name (__jtype)");
-  }
   size_t nlen;
   const char *name = lua_tolstring(L, -1, &nlen);
-  int fields_slot = 0;
   size_t nf = 0;
   if (lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
-    fields_slot = lua_gettop(L);
-    nf = (size_t)lua_rawlen(L, fields_slot);
+    *fields_slot = lua_gettop(L);
+    nf = (size_t)lua_rawlen(L, *fields_slot);
   } else {
     lua_pop(L, 1);
     lua_pushnil(L);
@@ -187,13 +224,11 @@ static int enc_object(enc_t *e, int idx, int mt) {
   fld_t *f = lua_newuserdatauv(L, (nf ? nf : 1) * (sizeof(fld_t) + sizeof(char *) + sizeof(size_t)), 0);
   const char **fp = (const char **)(f + (nf ? nf : 1));
   size_t *fl = (size_t *)(fp + (nf ? nf : 1));
-  if (fields_slot) {
+  if (*fields_slot) {
     for (size_t i = 0; i < nf; i++) {
-      lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
-      if (lua_type(L, -1) != LUA_TSTRING) {
-        lua_settop(L, top);
+      lua_rawgeti(L, *fields_slot, (lua_Integer)i + 1);
+      if (lua_type(L, -1) != LUA_TSTRING)
         return enc_fail(e, SR_ETYPE, "an object's __fields must be a list of strings");
-      }
       f[i].s = lua_tolstring(L, -1, &f[i].n); /* the __fields table keeps it alive */
       lua_pop(L, 1);
     }
@@ -209,7 +244,8 @@ static int enc_object(enc_t *e, int idx, int mt) {
     }
     qsort(f, nf, sizeof *f, fld_cmp);
   }
-  /* the definition, once per class and field list in a message */
+  *fo = f;
+  *nfo = nf;
   luaL_Buffer kb;
   luaL_buffinit(L, &kb);
   luaL_addlstring(&kb, name, nlen);
@@ -219,35 +255,88 @@ static int enc_object(enc_t *e, int idx, int mt) {
   }
   luaL_pushresult(&kb);
   int key = lua_gettop(L);
-  size_t def;
-  int rc = 0;
   lua_pushvalue(L, key);
   if (lua_rawget(L, e->defs) == LUA_TNUMBER) {
-    def = (size_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
+    *def = (size_t)lua_tointeger(L, -1);
   } else {
-    lua_pop(L, 1);
     for (size_t i = 0; i < nf; i++) {
       fp[i] = f[i].s;
       fl[i] = f[i].n;
     }
     size_t bad;
-    rc = sr_hessian_put_def(e->out, name, nlen, nf, fp, fl, &bad);
-    if (rc) {
-      lua_settop(L, top);
-      return rc == SR_EUTF8 ? enc_fail(e, rc, "invalid UTF-8 in a class or field name") : enc_nomem(e);
-    }
-    def = e->ndefs++;
+    int rc = sr_hessian_put_def(e->out, name, nlen, nf, fp, fl, &bad);
+    if (rc) return rc == SR_EUTF8 ? enc_fail(e, rc, "invalid UTF-8 in a class or field name") : enc_nomem(e);
+    *def = e->ndefs++;
     lua_pushvalue(L, key);
-    lua_pushinteger(L, (lua_Integer)def);
+    lua_pushinteger(L, (lua_Integer)*def);
     lua_rawset(L, e->defs);
+  }
+  if (*fields_slot) {
+    /* later instances with this __fields list and class find the
+     * definition as defs[__fields][class], without building the key */
+    lua_pushvalue(L, *fields_slot);
+    if (lua_rawget(L, e->defs) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, *fields_slot);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, e->defs);
+    }
+    lua_pushvalue(L, top + 1); /* the class name */
+    lua_pushinteger(L, (lua_Integer)*def);
+    lua_rawset(L, -3);
+    e->last_fields = lua_topointer(L, *fields_slot);
+    e->last_class = lua_tostring(L, top + 1);
+    e->last_def = *def;
+  }
+  return 0;
+}
+
+/* An object: class from __jtype (metatable at mt), fields from __fields or
+ * the table's string keys in byte order. */
+static int enc_object(enc_t *e, int idx, int mt) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), fields_slot = 0, rc = 0;
+  fld_t *f = NULL;
+  size_t nf = 0, def = 0;
+  /* this class with this __fields list met before in the message? */
+  int known = 0;
+  if (lua_getfield(L, mt, "__jtype") == LUA_TSTRING && lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
+    const void *fl = lua_topointer(L, top + 2);
+    const char *cl = lua_tostring(L, top + 1);
+    if (fl == e->last_fields && cl == e->last_class) {
+      def = e->last_def;
+      known = 1;
+    } else {
+      lua_pushvalue(L, top + 2);
+      if (lua_rawget(L, e->defs) == LUA_TTABLE) {
+        lua_pushvalue(L, top + 1);
+        if ((known = lua_rawget(L, -2) == LUA_TNUMBER)) {
+          def = (size_t)lua_tointeger(L, -1);
+          e->last_fields = fl;
+          e->last_class = cl;
+          e->last_def = def;
+        }
+      }
+    }
+  }
+  if (known) {
+    fields_slot = top + 2;
+    nf = (size_t)lua_rawlen(L, fields_slot);
+  } else {
+    lua_settop(L, top);
+    if ((rc = obj_def(e, idx, mt, &def, &fields_slot, &f, &nf))) {
+      lua_settop(L, top);
+      return rc;
+    }
   }
   if (sr_hessian_put_object(e->out, def)) {
     lua_settop(L, top);
     return enc_nomem(e);
   }
   for (size_t i = 0; i < nf && rc == 0; i++) {
-    lua_pushlstring(L, f[i].s, f[i].n);
+    if (fields_slot) lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
+    else lua_pushlstring(L, f[i].s, f[i].n);
     if (e->depth - 1 < ENC_PATH) {
       e->path[e->depth - 1].index = 0;
       e->path[e->depth - 1].keyslot = lua_gettop(L);
@@ -259,6 +348,48 @@ static int enc_object(enc_t *e, int idx, int mt) {
   }
   lua_settop(L, top);
   return rc;
+}
+
+static size_t seen_hash(const void *p, size_t cap) {
+  return (size_t)((((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+/* The ref number of the table at address p, or -1 when not met yet. */
+static int64_t seen_find(const enc_t *e, const void *p) {
+  const seen_set_t *s = e->set;
+  if (s == NULL) return -1;
+  for (size_t i = seen_hash(p, s->cap);; i = (i + 1) & (s->cap - 1)) {
+    if (s->ent[i].p == p) return (int64_t)s->ent[i].ref;
+    if (s->ent[i].p == NULL) return -1;
+  }
+}
+
+static void seen_put(seen_set_t *s, const void *p, size_t ref) {
+  size_t i = seen_hash(p, s->cap);
+  while (s->ent[i].p != NULL) i = (i + 1) & (s->cap - 1);
+  s->ent[i].p = p;
+  s->ent[i].ref = ref;
+  s->n++;
+}
+
+/* Enters the table at idx as ref number ref. */
+static void seen_add(enc_t *e, int idx, size_t ref) {
+  lua_State *L = e->L;
+  seen_set_t *s = e->set;
+  if (s == NULL || (s->n + 1) * 2 > s->cap) {
+    size_t cap = s ? s->cap * 2 : 64;
+    seen_set_t *g = lua_newuserdatauv(L, sizeof *g + cap * sizeof g->ent[0], 0);
+    g->cap = cap;
+    g->n = 0;
+    memset(g->ent, 0, cap * sizeof g->ent[0]);
+    for (size_t i = 0; s && i < s->cap; i++)
+      if (s->ent[i].p) seen_put(g, s->ent[i].p, s->ent[i].ref);
+    lua_replace(L, e->seen_ud);
+    e->set = s = g;
+  }
+  seen_put(s, lua_topointer(L, idx), ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, e->seen, (lua_Integer)ref + 1);
 }
 
 /* 1 when the table at idx has keys exactly 1..n, n >= 1 (*n set). */
@@ -282,9 +413,9 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
 static int enc_table(enc_t *e, int idx) {
   lua_State *L = e->L;
   int top = lua_gettop(L), has_mt, rc = 0;
-  const char *kind = mt_kind(L, idx, &has_mt);
+  int kind = mt_kind(L, idx, &has_mt);
   int mt = has_mt ? lua_gettop(L) : 0;
-  if (kind && strcmp(kind, "binary") == 0) {
+  if (kind == K_BINARY) {
     lua_getfield(L, idx, "data");
     size_t n;
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
@@ -293,8 +424,8 @@ static int enc_table(enc_t *e, int idx) {
     lua_settop(L, top);
     return rc;
   }
-  if (kind && (strcmp(kind, "date") == 0 || strcmp(kind, "long") == 0)) {
-    int date = kind[0] == 'd';
+  if (kind == K_DATE || kind == K_LONG) {
+    int date = kind == K_DATE;
     lua_getfield(L, idx, date ? "ms" : "value");
     if (!lua_isinteger(L, -1))
       rc = enc_fail(e, SR_ETYPE, date ? "a date table needs an integer field ms"
@@ -306,22 +437,19 @@ static int enc_table(enc_t *e, int idx) {
     return rc;
   }
   /* a container: a back-reference when met before */
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
-    rc = sr_hessian_put_ref(e->out, (size_t)lua_tointeger(L, -1)) ? enc_nomem(e) : 0;
+  int64_t ref = seen_find(e, lua_topointer(L, idx));
+  if (ref >= 0) {
+    rc = sr_hessian_put_ref(e->out, (size_t)ref) ? enc_nomem(e) : 0;
     lua_settop(L, top);
     return rc;
   }
-  lua_pop(L, 1);
   if (e->depth >= ENC_MAX_DEPTH || !lua_checkstack(L, 12)) {
     lua_settop(L, top);
     char what[64];
     snprintf(what, sizeof what, "nesting too deep (more than %d levels)", ENC_MAX_DEPTH);
     return enc_fail(e, SR_EDEPTH, what);
   }
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, (lua_Integer)e->nrefs++);
-  lua_rawset(L, e->seen);
+  seen_add(e, idx, e->nrefs++);
   if (e->depth < ENC_PATH) {
     e->path[e->depth].index = 0;
     e->path[e->depth].keyslot = 0;
@@ -329,7 +457,7 @@ static int enc_table(enc_t *e, int idx) {
   e->depth++;
   const char *jtype = NULL;
   size_t jlen = 0;
-  if (kind && (strcmp(kind, "list") == 0 || strcmp(kind, "map") == 0)) {
+  if (kind == K_LIST || kind == K_MAP) {
     lua_getfield(L, mt, "__jtype");
     if (lua_type(L, -1) == LUA_TSTRING) jtype = lua_tolstring(L, -1, &jlen); /* mt keeps it */
     lua_pop(L, 1);
@@ -338,11 +466,10 @@ static int enc_table(enc_t *e, int idx) {
   int64_t tidx = -1;
   if (jtype) type_index(e, jtype, jlen, &tidx);
   lua_Integer n = 0;
-  if (kind && strcmp(kind, "object") == 0) {
+  if (kind == K_OBJECT) {
     rc = enc_object(e, idx, mt);
-  } else if ((kind && strcmp(kind, "list") == 0) || lsr_is_array_marked(L, idx) ||
-             (!kind && is_sequence(L, idx, &n))) {
-    if (kind || n == 0) n = (lua_Integer)lua_rawlen(L, idx);
+  } else if (kind == K_LIST || lsr_is_array_marked(L, idx) || (kind == K_NONE && is_sequence(L, idx, &n))) {
+    if (kind != K_NONE || n == 0) n = (lua_Integer)lua_rawlen(L, idx);
     if (sr_hessian_put_list(e->out, jtype, jlen, tidx, n)) rc = enc_nomem(e);
     else rc = enc_items(e, idx, n);
   } else {
@@ -387,13 +514,16 @@ static int enc_value(enc_t *e, int idx) {
   return enc_fail(e, SR_ETYPE, what);
 }
 
-/* Pushes the encoder's three tables and the output buffer; *e ready. */
+/* Pushes the seen set's slot, the encoder's three tables and the output
+ * buffer; *e ready. */
 static sr_buf_t *enc_begin(lua_State *L, enc_t *e, char *err, size_t errlen) {
   memset(e, 0, sizeof *e);
   e->L = L;
   e->err = err;
   e->errlen = errlen;
   luaL_checkstack(L, 8, "hessian encoder");
+  lua_pushnil(L);
+  e->seen_ud = lua_gettop(L);
   lua_newtable(L);
   e->seen = lua_gettop(L);
   lua_newtable(L);
@@ -484,7 +614,7 @@ typedef struct bld_s {
   lua_State *L;
   sr_hessian_reader_t *r;
   int refs;   /* stack slot: ref slot + 1 -> value */
-  int cache;  /* stack slot: metatables of typed lists/maps ("l" / "m" .. type) and defs (lightuserdata) */
+  int cache;  /* stack slot: metatables of typed lists/maps ("l" / "m" .. type) and of defs (def_mt) */
   int arr_mt; /* the JSON array marker (untyped lists) */
 } bld_t;
 
@@ -515,9 +645,16 @@ static void typed_mt(bld_t *b, char kind, const char *s, size_t n) {
   lua_rawset(L, b->cache);
 }
 
+/* Pushes the metatable of instances of definition d and its __fields list
+ * (made once per definition in a message: cache[2i + 1] and cache[2i + 2]
+ * for definition i, whose field names the instances' tables then share). */
 static void def_mt(bld_t *b, const sr_hessian_def_t *d) {
   lua_State *L = b->L;
-  if (lua_rawgetp(L, b->cache, d) == LUA_TTABLE) return;
+  lua_Integer slot = 2 * (lua_Integer)(d - b->r->defs) + 1;
+  if (lua_rawgeti(L, b->cache, slot) == LUA_TTABLE) {
+    lua_rawgeti(L, b->cache, slot + 1);
+    return;
+  }
   lua_pop(L, 1);
   lua_createtable(L, 0, 3);
   lua_pushliteral(L, "object");
@@ -529,9 +666,12 @@ static void def_mt(bld_t *b, const sr_hessian_def_t *d) {
     lua_pushlstring(L, d->fields[i].s, d->fields[i].n);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  lua_setfield(L, -2, "__fields");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, b->cache, d);
+  lua_setfield(L, -3, "__fields");
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, b->cache, slot);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, b->cache, slot + 1);
 }
 
 static int bld_next(bld_t *b, sr_hessian_tok_t *t) { return sr_hessian_next(b->r, t); }
@@ -573,7 +713,10 @@ static int bld_pairs(bld_t *b) {
 static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
   lua_State *L = b->L;
   int rc;
-  if (!lua_checkstack(L, 8)) return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
+  /* a container keeps at most 3 slots (its table, field names, a key) below
+   * a value, and a value other than a container pushes at most 3 */
+  if ((t->kind == SR_HK_LIST || t->kind == SR_HK_MAP || t->kind == SR_HK_OBJECT) && !lua_checkstack(L, 8))
+    return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
   switch (t->kind) {
     case SR_HK_NULL: lua_pushlightuserdata(L, NULL); return 0;
     case SR_HK_BOOL: lua_pushboolean(L, (int)t->i); return 0;
@@ -619,18 +762,22 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       const sr_hessian_def_t *d = t->def;
       size_t ref = t->ref;
       lua_createtable(L, 0, (int)d->nfields);
-      def_mt(b, d);
-      lua_setmetatable(L, -2);
-      set_ref(b, ref);
+      def_mt(b, d); /* the metatable, then its __fields list */
+      lua_insert(L, -2);
+      lua_setmetatable(L, -3); /* left: the table, then the field names */
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, b->refs, (lua_Integer)ref + 1);
       sr_hessian_tok_t c;
-      for (size_t i = 0;; i++) {
+      for (lua_Integer i = 1;; i++) {
         if ((rc = bld_next(b, &c))) return rc;
         if (c.kind == SR_HK_END) break;
-        if ((rc = bld_value(b, &c))) return rc;
         /* a null field is left out: reading it gives nil */
-        if (lua_touserdata(L, -1) == NULL && lua_type(L, -1) == LUA_TLIGHTUSERDATA) lua_pop(L, 1);
-        else lua_setfield(L, -2, d->fields[i].s);
+        if (c.kind == SR_HK_NULL) continue;
+        lua_rawgeti(L, -1, i);
+        if ((rc = bld_value(b, &c))) return rc;
+        lua_rawset(L, -4);
       }
+      lua_pop(L, 1);
       if (is_handle(d)) {
         lua_getfield(L, -1, "_value");
         lua_remove(L, -2);
