@@ -6,8 +6,8 @@
 #include "lsr_tbuild.h"
 
 /* Moves the waiting values into the table, creating it at their count
- * when this is the first flush. */
-static void flush(lua_State *L, lsr_tbuild_t *b) {
+ * when this is the first flush (the end of a container is one more). */
+void lsr_tb_end(lua_State *L, lsr_tbuild_t *b) {
   int w = b->waiting, slot = b->slot, t = slot, k;
   lua_Integer n = b->n;
   b->waiting = 0;
@@ -58,7 +58,5 @@ void lsr_tb_make_room(lua_State *L, lsr_tbuild_t *b) {
     b->room *= 2;
     return;
   }
-  flush(L, b);
+  lsr_tb_end(L, b);
 }
-
-void lsr_tb_end(lua_State *L, lsr_tbuild_t *b) { flush(L, b); }
