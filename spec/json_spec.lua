@@ -270,6 +270,10 @@ describe("springrun.json #unit", function()
       assert.are.equal("too many elements (more than 1000000) at offset 1999999", msg)
     end)
 
+    it("builds long lists, maps with repeated keys and deep big lists exactly", function()
+      codec.check_big_containers(json.decode, core.json_is_array, '"')
+    end)
+
     it("refuses a non-string argument clearly", function()
       local err = raises(json.decode, 42)
       assert.is_true(ends_with(err, "json.decode: expected a string, got number"), err)

@@ -325,6 +325,10 @@ describe("springrun.serpent #unit", function()
       assert.are.equal(1, v)
     end)
 
+    it("builds long lists, dicts with repeated keys and deep big lists exactly", function()
+      codec.check_big_containers(serpent.decode, core.json_is_array, "'")
+    end)
+
     it("raises with a clear message on a non-string", function()
       local err = raises(serpent.decode, 42)
       assert.truthy(err:find("serpent.decode: expected a string, got number", 1, true))

@@ -20,6 +20,7 @@
 
 #include "json.h"
 #include "lsr_codec.h"
+#include "lsr_tbuild.h"
 #include "payload.h"
 
 /* Deepest nesting written. */
@@ -77,41 +78,39 @@ typedef struct dec_s {
 
 static int dec_value(dec_t *d, size_t pos, size_t *end);
 
-/* Slots a non-empty array or object is created with (see dec_array). */
-#define DEC_PREALLOC 4
-
 static int dec_enter(dec_t *d, size_t pos) {
   if (d->depth >= d->max_depth) {
     char what[64];
     snprintf(what, sizeof what, "nesting too deep (more than %d levels)", d->max_depth);
     return sr_json_err_at(d->err, d->errlen, SR_EDEPTH, pos, d->n, what);
   }
-  if (!lua_checkstack(d->L, 4))
-    return sr_json_err_at(d->err, d->errlen, SR_ENOMEM, pos, d->n, "out of Lua stack space");
   d->depth++;
   return 0;
 }
 
+static int dec_no_stack(dec_t *d, size_t pos) {
+  return sr_json_err_at(d->err, d->errlen, SR_ENOMEM, pos, d->n, "out of Lua stack space");
+}
+
+/* The items wait on the stack and the table is made at their count
+ * (lsr_tbuild.h). */
 static int dec_array(dec_t *d, size_t pos, size_t *end) {
   lua_State *L = d->L;
   const uint8_t *p = d->p;
+  lsr_tbuild_t b;
   int rc;
   if ((rc = dec_enter(d, pos))) return rc;
+  if (lsr_tb_begin(L, &b, 0, d->mt)) return dec_no_stack(d, pos);
   pos = sr_json_skip_ws(p, d->n, pos + 1);
-  /* room for a few items up front: growing an empty table one item at a
-   * time rehashes it at 1, 2, 4 items (the cost of a small call's params) */
-  lua_createtable(L, pos < d->n && p[pos] == ']' ? 0 : DEC_PREALLOC, 0);
-  lua_pushvalue(L, d->mt);
-  lua_setmetatable(L, -2);
   if (pos < d->n && p[pos] == ']') {
+    lsr_tb_end(L, &b);
     *end = pos + 1;
     d->depth--;
     return 0;
   }
-  lua_Integer i = 0;
   for (;;) {
     if ((rc = dec_value(d, pos, &pos))) return rc;
-    lua_rawseti(L, -2, ++i);
+    lsr_tb_added(L, &b);
     pos = sr_json_skip_ws(p, d->n, pos);
     if (pos < d->n && p[pos] == ',') {
       pos++;
@@ -120,6 +119,7 @@ static int dec_array(dec_t *d, size_t pos, size_t *end) {
     if (pos < d->n && p[pos] == ']') break;
     return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ',' or ']'");
   }
+  lsr_tb_end(L, &b);
   *end = pos + 1;
   d->depth--;
   return 0;
@@ -134,11 +134,12 @@ static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
   lua_State *L = d->L;
   const uint8_t *p = d->p;
   int rc;
+  lsr_tbuild_t b;
   if ((rc = dec_enter(d, pos))) return rc;
+  if (!invoke && lsr_tb_begin(L, &b, 1, 0)) return dec_no_stack(d, pos);
   pos = sr_json_skip_ws(p, d->n, pos + 1);
-  int empty = pos < d->n && p[pos] == '}';
-  if (!invoke) lua_createtable(L, 0, empty ? 0 : DEC_PREALLOC);
-  if (empty) {
+  if (pos < d->n && p[pos] == '}') {
+    if (!invoke) lsr_tb_end(L, &b);
     *end = pos + 1;
     d->depth--;
     return 0;
@@ -162,7 +163,7 @@ static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
       return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ':'");
     if ((rc = dec_value(d, pos + 1, &pos))) return rc;
     if (!invoke)
-      lua_rawset(L, -3);
+      lsr_tb_added(L, &b);
     else if (slot >= 0)
       lua_replace(L, d->fields + slot);
     else
@@ -175,6 +176,7 @@ static int dec_map(dec_t *d, size_t pos, size_t *end, int invoke) {
     if (pos < d->n && p[pos] == '}') break;
     return sr_json_err_at(d->err, d->errlen, SR_ESYNTAX, pos, d->n, "expected ',' or '}'");
   }
+  if (!invoke) lsr_tb_end(L, &b);
   *end = pos + 1;
   d->depth--;
   return 0;

@@ -21,6 +21,7 @@
 
 #include "json.h"
 #include "lsr_codec.h"
+#include "lsr_tbuild.h"
 #include "payload.h"
 #include "serpent.h"
 
@@ -59,9 +60,17 @@ int lsr_serpent_encode(lua_State *L, int idx, sr_buf_t *out, char *err, size_t e
 
 /* ---- decoder: a visitor of sr_serpent_parse that builds Lua values ----- */
 
+/* Open containers kept in the struct before one more level needs the heap. */
+#define DEC_FRAMES 16
+
 typedef struct dec_s {
   lua_State *L;
   int mt; /* stack slot of the array marker */
+  /* the tables being built, one per open container (lsr_tbuild.h):
+   * frames[0..depth), in `inline_frames` or, deeper, on the heap */
+  lsr_tbuild_t *frames;
+  int depth, cap;
+  lsr_tbuild_t inline_frames[DEC_FRAMES];
   sr_buf_t scratch;
   const uint8_t *p;
   size_t n;
@@ -96,43 +105,44 @@ static int d_str(void *ud, const char *s, size_t len, size_t off) {
   lua_pushlstring(((dec_t *)ud)->L, s, len);
   return 0;
 }
-static int d_room(dec_t *d, size_t off) {
-  if (!lua_checkstack(d->L, 4))
+/* Opens a list (map 0) or dict (map 1): a frame and its placeholder. */
+static int d_open(dec_t *d, int map, size_t off) {
+  if (d->depth == d->cap) {
+    int cap = d->cap * 2;
+    lsr_tbuild_t *f = malloc((size_t)cap * sizeof *f);
+    if (!f) return sr_seterr(d->err, d->errlen, SR_ENOMEM, "serpent: out of memory at offset %zu", off);
+    memcpy(f, d->frames, (size_t)d->depth * sizeof *f);
+    if (d->frames != d->inline_frames) free(d->frames);
+    d->frames = f;
+    d->cap = cap;
+  }
+  if (lsr_tb_begin(d->L, &d->frames[d->depth], map, map ? 0 : d->mt))
     return sr_seterr(d->err, d->errlen, SR_ENOMEM, "serpent: out of Lua stack space at offset %zu",
                      off);
+  d->depth++;
   return 0;
 }
 static int d_seq_begin(void *ud, sr_serpent_seq_t kind, size_t off) {
-  dec_t *d = ud;
   (void)kind;
-  int rc = d_room(d, off);
-  if (rc) return rc;
-  lua_newtable(d->L);
-  lua_pushvalue(d->L, d->mt);
-  lua_setmetatable(d->L, -2);
-  return 0;
+  return d_open(ud, 0, off);
 }
 static int d_seq_item(void *ud, size_t index, size_t off) {
-  (void)off;
-  lua_rawseti(((dec_t *)ud)->L, -2, (lua_Integer)index);
+  dec_t *d = ud;
+  (void)index; (void)off;
+  lsr_tb_added(d->L, &d->frames[d->depth - 1]);
   return 0;
 }
 static int d_seq_end(void *ud, sr_serpent_seq_t kind, size_t count, size_t off) {
-  (void)count; (void)off;
-  if (kind == SR_SERPENT_PAREN) { /* "(x)" is x */
-    lua_State *L = ((dec_t *)ud)->L;
-    lua_rawgeti(L, -1, 1);
-    lua_remove(L, -2);
-  }
-  return 0;
-}
-static int d_dict_begin(void *ud, size_t off) {
   dec_t *d = ud;
-  int rc = d_room(d, off);
-  if (rc) return rc;
-  lua_newtable(d->L);
+  lsr_tbuild_t *b = &d->frames[--d->depth];
+  (void)count; (void)off;
+  if (kind == SR_SERPENT_PAREN) /* "(x)" is x, still waiting above the placeholder */
+    lua_remove(d->L, b->slot);
+  else
+    lsr_tb_end(d->L, b);
   return 0;
 }
+static int d_dict_begin(void *ud, size_t off) { return d_open(ud, 1, off); }
 static int d_dict_pair(void *ud, size_t key_off) {
   dec_t *d = ud;
   lua_State *L = d->L;
@@ -147,7 +157,7 @@ static int d_dict_pair(void *ud, size_t key_off) {
   if (why)
     return sr_seterr(d->err, d->errlen, SR_ETYPE,
                      "serpent: unsupported dict key (%s) at offset %zu", why, key_off);
-  lua_rawset(L, -3);
+  lsr_tb_added(L, &d->frames[d->depth - 1]);
   return 0;
 }
 
@@ -157,6 +167,7 @@ static int d_dict_end(void *ud, size_t count, size_t off) {
   dec_t *d = ud;
   lua_State *L = d->L;
   (void)count;
+  lsr_tb_end(L, &d->frames[--d->depth]);
   if (lua_getfield(L, -1, "__class__") != LUA_TSTRING || strcmp(lua_tostring(L, -1), "float") != 0) {
     lua_pop(L, 1);
     return 0;
@@ -213,12 +224,16 @@ int lsr_serpent_decode(lua_State *L, const uint8_t *p, size_t n, const sr_decode
   d.rc = 0;
   d.err = err;
   d.errlen = errlen;
+  d.frames = d.inline_frames;
+  d.depth = 0;
+  d.cap = DEC_FRAMES;
   sr_buf_init(&d.scratch);
   if (!lua_checkstack(L, 4)) return sr_seterr(err, errlen, SR_ENOMEM, "out of Lua stack space");
   lua_pushcfunction(L, dec_protected);
   lua_pushlightuserdata(L, &d);
   int st = lua_pcall(L, 1, 1, 0);
   sr_buf_free(&d.scratch);
+  if (d.frames != d.inline_frames) free(d.frames);
   if (st != LUA_OK) {
     lua_pop(L, 1);
     return sr_seterr(err, errlen, SR_ENOMEM, "serpent: out of memory while decoding");

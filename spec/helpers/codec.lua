@@ -111,4 +111,50 @@ function M.check_refusal(c_fn, fn, make, msg, errname)
   luassert.is_true(M.ends_with(err, msg), err)
 end
 
+-- Containers big and deep enough for every way the decoders build tables
+-- (src/lsr_tbuild.c: values wait on the Lua stack, the table is made at
+-- their count; past 16,384 waiting slots, or deep in the stack, they are
+-- flushed in chunks). decode(text) -> value; is_list(t) -> bool. Checks
+-- that every item lands once and in order, that a repeated key keeps its
+-- last value when flushes fall between its uses, and that 100 levels of
+-- 1,000-item lists (more waiting values than the stack bound) come back
+-- whole. quote is the codec's string quote.
+function M.check_big_containers(decode, is_list, quote)
+  local items = {}
+  for i = 1, 40000 do items[i] = i end
+  local t = decode("[" .. table.concat(items, ",") .. "]")
+  luassert.is_true(is_list(t))
+  luassert.are.equal(40000, #t)
+  local bad
+  for i = 1, 40000 do
+    if t[i] ~= i or math.type(t[i]) ~= "integer" then bad = bad or i end
+  end
+  luassert.is_nil(bad)
+
+  local kv = {}
+  for i = 1, 30000 do kv[i] = string.format("%sk%d%s: %d", quote, i % 7000, quote, i) end
+  local m = decode("{" .. table.concat(kv, ", ") .. "}")
+  local n = 0
+  for k, v in pairs(m) do
+    n = n + 1
+    local r = tonumber(k:sub(2))
+    local last = r <= 2000 and 28000 + r or 21000 + r
+    if v ~= last then bad = bad or k end
+  end
+  luassert.is_nil(bad)
+  luassert.are.equal(7000, n)
+
+  local deep = decode(("[" .. ("1,"):rep(999)):rep(100) .. "0" .. ("]"):rep(100))
+  for level = 1, 100 do
+    luassert.is_true(is_list(deep))
+    luassert.are.equal(1000, #deep)
+    for i = 1, 999 do
+      if deep[i] ~= 1 then bad = bad or level end
+    end
+    deep = deep[1000]
+  end
+  luassert.is_nil(bad)
+  luassert.are.equal(0, deep)
+end
+
 return M
