@@ -13,6 +13,7 @@ local core = require "springrun.core"
 local uv = require "luv"
 local json = require "springrun.json"
 local wc = require "helpers.wireclient"
+local proc = require "helpers.proc"
 local springrun = require "springrun"
 local log = require "springrun.log"
 
@@ -295,8 +296,9 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
   end)
 
   it("refuses a compressed CONNECT inflating past the 64 KiB pre-handshake cap, not one within it", function()
+    local cleanup = proc.cleanups(finally)
     local e = export("Cap", {})
-    finally(function() e:destroy() end)
+    cleanup(function() e:destroy() end)
     local port = e.service_port
     local ok = deflate(json_connect('"hello"', "Cap"))
     local t = connect_with(port, JSON, ok, core.FLAG_COMPRESSED)
@@ -311,7 +313,7 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
     assert.is_true(logged("refused", "inflate: payload larger than 65536 bytes"), table.concat(lines, "\n"))
     -- with a handshake secret the cap holds as well (nothing is compared)
     local g = export("CapGuarded", { handshake_secret = SECRET })
-    finally(function() g:destroy() end)
+    cleanup(function() g:destroy() end)
     local bomb2 = deflate(string.format('{"handshake": %s, "pad": "%s", "object": "CapGuarded"}',
       jstr(SECRET), string.rep("p", 200 * 1024)))
     local t3, text3 = connect_with(g.service_port, JSON, bomb2, core.FLAG_COMPRESSED)
@@ -323,6 +325,7 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
   end)
 
   it("reads back the README's default limits from a daemon started with none set", function()
+    local cleanup = proc.cleanups(finally)
     local DEFAULTS = {
       max_message_size = 64 * 1024 * 1024,
       max_connections = 4096,
@@ -340,12 +343,12 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
       max_oneway = 8192,
     }
     local id, bound = assert(core.daemon_listen("127.0.0.1", 0))
-    finally(function() core.daemon_unlisten(id) end)
+    cleanup(function() core.daemon_unlisten(id) end)
     assert.is_true(bound > 0)
     assert.are.same(DEFAULTS, core.daemon_limits(id))
     -- an exporter that sets none
     local plain = export("Unset", {})
-    finally(function() plain:destroy() end)
+    cleanup(function() plain:destroy() end)
     assert.are.same(DEFAULTS, core.daemon_limits(rawget(plain, "_export").listener.id))
     -- and what an exporter sets is what its daemon runs with
     local e = export("Set", { max_connections = 7, send_deadline = 1.5, idle_timeout = 2,
@@ -353,7 +356,7 @@ describe("springrun edge: compressed requests and the limits #unit #net", functi
       max_message_size = 12345, handshake_timeout = 3, call_timeout = 4,
       max_queued_bytes = 4096, max_reply_bytes_per_connection = 5000, max_reply_bytes = 6000,
       max_oneway = 13 })
-    finally(function() e:destroy() end)
+    cleanup(function() e:destroy() end)
     assert.are.same({
       max_message_size = 12345, max_connections = 7, send_deadline = 1.5, idle_timeout = 2,
       max_queued_per_connection = 8, max_queued = 9, max_depth = 10, max_elements = 11,
@@ -384,10 +387,11 @@ describe("springrun edge: the byte budgets #unit #net", function()
   local function logged(pat) return wc.wait_line(lines, pat) end
 
   it("stops reading a listener past max_queued_bytes of requests waiting, then serves them all", function()
+    local cleanup = proc.cleanups(finally)
     local e = export("QBytes", { max_queued_bytes = 4096 })
-    finally(function() e:destroy() end)
+    cleanup(function() e:destroy() end)
     local c = connect_ok(e.service_port, "QBytes")
-    finally(function() c:close() end)
+    cleanup(function() c:close() end)
     local frames = {}
     for seq = 1, 8 do -- 8 requests of 3 KB: 2 reach the budget
       frames[seq] = enc(core.MSG_INVOKE, 0, seq, JSON,
@@ -405,10 +409,11 @@ describe("springrun edge: the byte budgets #unit #net", function()
   end)
 
   it("stops reading a client that does not read past max_reply_bytes_per_connection", function()
+    local cleanup = proc.cleanups(finally)
     local e = export("RBytes", { max_reply_bytes_per_connection = 65536 })
-    finally(function() e:destroy() end)
+    cleanup(function() e:destroy() end)
     local c = connect_ok(e.service_port, "RBytes")
-    finally(function() c:close() end)
+    cleanup(function() c:close() end)
     c.tcp:read_stop() -- reads nothing: the replies queue in the server
     local frames = {}
     for seq = 1, 100 do -- 100 x 64 KB of replies: more than the socket takes
