@@ -76,15 +76,6 @@ int sr_buf_append(sr_buf_t *b, const void *p, size_t n) {
   return 0;
 }
 
-int sr_buf_putc(sr_buf_t *b, uint8_t c) {
-  if (b->len == b->cap) {
-    int rc = sr_buf_reserve(b, 1);
-    if (rc) return rc;
-  }
-  b->data[b->len++] = c;
-  return 0;
-}
-
 int sr_buf_puts(sr_buf_t *b, const char *s) { return sr_buf_append(b, s, strlen(s)); }
 
 void sr_buf_consume(sr_buf_t *b, size_t n) {
