@@ -422,6 +422,29 @@ local function is_loopback(host)
     or host == "0:0:0:0:0:0:0:1"
 end
 
+-- Why a later exporter cannot share the listener d that the first exporter
+-- at its address opened, or nil: the first one sets the limits and the
+-- security of everyone there (Pyro and Hessian exporters alike). sets: a
+-- list of {names, the exporter's values}, each name compared with d's
+-- limits or stream_limits (a name the exporter leaves unset is no
+-- conflict); what: the properties that make up security.key.
+local function shared_conflict(d, sets, security, what)
+  for _, set in ipairs(sets) do
+    local names, want, have = set[1], set[2], set[3]
+    for _, k in ipairs(names) do
+      local v = want[k]
+      if v ~= nil and have[k] ~= v then
+        return string.format("%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
+          k, tostring(v), have[k] == nil and "the default" or tostring(have[k]), d.where)
+      end
+    end
+  end
+  if d.security.key ~= security.key then
+    return string.format("its security settings (%s) differ from those the first exporter at %s set (exporters on one address share a listener)",
+      what, d.where)
+  end
+end
+
 -- A listener without TLS on an address others can reach serves anyone who
 -- can reach it: said once, when it opens (Pyro and Hessian exporters alike).
 local function warn_if_open(logger, name, host, port, security)
@@ -481,5 +504,6 @@ M.listeners_by_key, M.listeners_by_id = listeners_by_key, listeners_by_id
 M.current_listener = current_listener
 M.ensure_handler = ensure_handler
 M.warn_if_open = warn_if_open
+M.shared_conflict = shared_conflict
 
 return M

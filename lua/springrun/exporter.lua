@@ -523,23 +523,14 @@ function Exporter:after_properties_set()
   end
   if not fresh then
     -- the first exporter of an address set its limits; a conflicting one is a mistake
-    for _, k in ipairs(LIMIT_NAMES) do
-      local v = limits[k]
-      if v ~= nil and d.limits[k] ~= v then
-        conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
-          k, tostring(v), d.limits[k] == nil and "the default" or tostring(d.limits[k]), d.where)
-      end
+    local set_streams = {}
+    for _, k in ipairs(STREAM_LIMIT_NAMES) do
+      if stream_set[k] then set_streams[#set_streams + 1] = k end
     end
-    for k in pairs(stream_set) do
-      if d.stream_limits[k] ~= stream_limits[k] then
-        conf_error(self, "%s = %s conflicts with %s already set for the listener at %s by the first exporter there (exporters on one address share its limits)",
-          k, tostring(stream_limits[k]), tostring(d.stream_limits[k]), d.where)
-      end
-    end
-    if d.security.key ~= security.key then
-      conf_error(self, "its security settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret) differ from those the first exporter at %s set (exporters on one address share a listener)",
-        d.where)
-    end
+    local why = daemon.shared_conflict(d,
+      { { LIMIT_NAMES, limits, d.limits }, { set_streams, stream_limits, d.stream_limits } }, security,
+      "ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert, handshake_secret")
+    if why then conf_error(self, "%s", why) end
     if d.objects[name] then
       conf_error(self, "service name '%s' is already exported at %s", name, d.where)
     end

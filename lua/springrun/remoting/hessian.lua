@@ -315,15 +315,9 @@ function Exporter:after_properties_set()
   local key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. port
   local d = port ~= 0 and listeners[key] or nil
   if d then
-    for _, k in ipairs(EXPORTER_LIMITS) do
-      if limits[k] ~= nil and d.limits[k] ~= limits[k] then
-        econf(self, "%s = %s conflicts with %s set for %s by the first exporter there (exporters on one address share its limits)",
-          k, tostring(limits[k]), tostring(d.limits[k] or "the default"), d.where)
-      end
-    end
-    if d.security.key ~= security.key then
-      econf(self, "its TLS settings (ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert) differ from those the first exporter at %s set (exporters on one address share a listener)", d.where)
-    end
+    local why = require("springrun.daemon").shared_conflict(d, { { EXPORTER_LIMITS, limits, d.limits } },
+      security, "the TLS settings ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert")
+    if why then econf(self, "%s", why) end
     if d.paths[path] then econf(self, "a service is already exported at %s%s", d.where, path) end
     local ok, rerr = core.daemon_register(d.id, path, "hessian")
     if not ok then econf(self, "cannot register: %s", tostring(rerr)) end
