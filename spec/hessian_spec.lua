@@ -291,6 +291,23 @@ describe("springrun.hessian #unit", function()
       assert.equal(hex(hessian.encode(list)), hex(hessian.encode(back)))
     end)
 
+    it("writes instances sharing a metatable as instances with their own, nested or inherited", function()
+      -- P's instances share one metatable; Q's reads its fields through __index
+      local P = { __hessian = "object", __jtype = "P", __fields = { "x", "kid" } }
+      local Q = setmetatable({}, { __index = { __hessian = "object", __jtype = "Q", __fields = { "y" } } })
+      local function p(x, kid) return setmetatable({ x = x, kid = kid }, P) end
+      local function q(y) return setmetatable({ y = y }, Q) end
+      local function op(x, kid) return hessian.object("P", { x = x, kid = kid }, { "x", "kid" }) end
+      local function oq(y) return hessian.object("Q", { y = y }, { "y" }) end
+      local a, oa = p(9), op(9)
+      local shared = { p(1), p(2, q(3)), q(4), p(5, p(6, q(7))), q(8), a, p(10, a), { a, q(11) } }
+      local own = { op(1), op(2, oq(3)), oq(4), op(5, op(6, oq(7))), oq(8), oa, op(10, oa), { oa, oq(11) } }
+      assert.equal(hex(hessian.encode(own)), hex(hessian.encode(shared)))
+      -- another message starts afresh: the definition is written again
+      assert.equal(hex(hessian.encode(op(1))), hex(hessian.encode(p(1))))
+      assert.equal(hex(hessian.encode({ op(1), op(2) })), hex(hessian.encode({ p(1), p(2) })))
+    end)
+
     it("reads many class definitions, each instance with its own class and fields", function()
       local list = {}
       for round = 1, 2 do

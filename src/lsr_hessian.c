@@ -71,6 +71,14 @@ typedef struct enc_s {
   const void *last_fields;
   const char *last_class;
   size_t last_def;
+  /* the metatable of the object written last, when it has no metatable of
+   * its own (so reading its fields runs no code), and that object's
+   * definition: instances of one metatable skip reading __hessian, __jtype
+   * and __fields again. The metatable and its __fields list are kept in
+   * the stack slots omt and ofields, so neither address can be reused. */
+  const void *obj_mt;
+  size_t obj_def;
+  int omt, ofields;
   size_t nrefs, ntypes, ndefs;
   int depth;
   struct {
@@ -117,12 +125,9 @@ static int enc_string(enc_t *e, const char *s, size_t n) {
 /* What a table's metatable field __hessian says it is. */
 enum { K_NONE, K_BINARY, K_DATE, K_LONG, K_LIST, K_MAP, K_OBJECT, K_OTHER };
 
-/* The __hessian kind of the table at idx (K_NONE when it has none) and,
- * on the stack, its metatable (or nothing when it has none). */
-static int mt_kind(lua_State *L, int idx, int *has_mt) {
-  *has_mt = lua_getmetatable(L, idx);
-  if (!*has_mt) return K_NONE;
-  lua_getfield(L, -1, "__hessian");
+/* The __hessian kind of the metatable at mt (K_NONE when it has none). */
+static int mt_kind(lua_State *L, int mt) {
+  lua_getfield(L, mt, "__hessian");
   const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   lua_pop(L, 1); /* the metatable still holds the string */
   if (k == NULL) return K_NONE;
@@ -301,7 +306,11 @@ static int enc_object(enc_t *e, int idx, int mt) {
   size_t nf = 0, def = 0;
   /* this class with this __fields list met before in the message? */
   int known = 0;
-  if (lua_getfield(L, mt, "__jtype") == LUA_TSTRING && lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
+  if (lua_topointer(L, mt) == e->obj_mt) {
+    def = e->obj_def;
+    fields_slot = e->ofields;
+    nf = (size_t)lua_rawlen(L, fields_slot);
+  } else if (lua_getfield(L, mt, "__jtype") == LUA_TSTRING && lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
     const void *fl = lua_topointer(L, top + 2);
     const char *cl = lua_tostring(L, top + 1);
     if (fl == e->last_fields && cl == e->last_class) {
@@ -323,11 +332,23 @@ static int enc_object(enc_t *e, int idx, int mt) {
   if (known) {
     fields_slot = top + 2;
     nf = (size_t)lua_rawlen(L, fields_slot);
-  } else {
+  } else if (fields_slot == 0) {
     lua_settop(L, top);
     if ((rc = obj_def(e, idx, mt, &def, &fields_slot, &f, &nf))) {
       lua_settop(L, top);
       return rc;
+    }
+  }
+  if (fields_slot && fields_slot != e->ofields) {
+    if (lua_getmetatable(L, mt)) {
+      lua_pop(L, 1);
+    } else {
+      lua_pushvalue(L, mt);
+      lua_replace(L, e->omt);
+      lua_pushvalue(L, fields_slot);
+      lua_replace(L, e->ofields);
+      e->obj_mt = lua_topointer(L, e->omt);
+      e->obj_def = def;
     }
   }
   if (sr_hessian_put_object(e->out, def)) {
@@ -412,9 +433,9 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
 
 static int enc_table(enc_t *e, int idx) {
   lua_State *L = e->L;
-  int top = lua_gettop(L), has_mt, rc = 0;
-  int kind = mt_kind(L, idx, &has_mt);
-  int mt = has_mt ? lua_gettop(L) : 0;
+  int top = lua_gettop(L), rc = 0;
+  int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
+  int kind = mt == 0 ? K_NONE : lua_topointer(L, mt) == e->obj_mt ? K_OBJECT : mt_kind(L, mt);
   if (kind == K_BINARY) {
     lua_getfield(L, idx, "data");
     size_t n;
@@ -521,9 +542,13 @@ static sr_buf_t *enc_begin(lua_State *L, enc_t *e, char *err, size_t errlen) {
   e->L = L;
   e->err = err;
   e->errlen = errlen;
-  luaL_checkstack(L, 8, "hessian encoder");
+  luaL_checkstack(L, 10, "hessian encoder");
   lua_pushnil(L);
   e->seen_ud = lua_gettop(L);
+  lua_pushnil(L);
+  e->omt = lua_gettop(L);
+  lua_pushnil(L);
+  e->ofields = lua_gettop(L);
   lua_newtable(L);
   e->seen = lua_gettop(L);
   lua_newtable(L);
