@@ -494,6 +494,7 @@ def report(res):
         import codec as codec_bench
         out.append(codec_bench.report(res["codec"]))
     out.append(targets(res))
+    out.append(targets18(res))
     return "\n".join(out) + "\n"
 
 
@@ -611,6 +612,39 @@ def targets(res):
     if d and "growth_pct" in d:
         add("memory flat (±5%%) over %s calls" % "{:,}".format(d["calls"]), "%+.1f%%" % d["growth_pct"],
             abs(d["growth_pct"]) <= 5)
+    return "\n".join(lines)
+
+
+def targets18(res):
+    """Issue 18's per-call targets: springrun against the floor (and Pyro4 for the nested table)."""
+    s = res["summary"]
+    if "springrun" not in res["combos"]:
+        return ""
+    lines = ["", "**Issue 18 targets** (ratios from this run; the floor's own figures are in the tables above)",
+             "", "| target | figure | met |", "| --- | --- | --- |"]
+
+    def r(a, b):
+        return a / b if a is not None and b else None
+
+    def add(name, x, ok, unit="×"):
+        lines.append("| %s | %s | %s |" % (name, "%.2f%s" % (x, unit) if x is not None else "—",
+                                           "—" if x is None else ("yes" if ok(x) else "no")))
+
+    def vs_floor(row, key="rate"):
+        return r(med(s, row, "springrun", key), med(s, row, "floor", key))
+
+    add("sequential calls ≥ 0.85× floor", vs_floor("seq"), lambda x: x >= 0.85)
+    add("sequential calls ≥ 0.85× floor, all on one CPU", vs_floor(ONECPU_ROW), lambda x: x >= 0.85)
+    add("server CPU per sequential call ≤ 1.4× the floor's", vs_floor("seq", "cpu_us"), lambda x: x <= 1.4)
+    add("connect + handshake + call ≥ 0.8× floor", vs_floor("connect"), lambda x: x >= 0.8)
+    for n in (32, 128):
+        add("%d connections (C load client) ≥ 0.85× floor" % n, vs_floor("load %d" % n), lambda x: x >= 0.85)
+        add("server CPU per call, %d connections, ≤ 1.25× the floor's" % n, vs_floor("load %d" % n, "cpu_us"),
+            lambda x: x <= 1.25)
+    add("oneway calls ≥ 0.5× floor", vs_floor("oneway"), lambda x: x >= 0.5)
+    add("1 MB echo ≥ 0.5× the floor's bandwidth", vs_floor("echo 1MB"), lambda x: x >= 0.5)
+    add("nested-table echo ≥ 2.5× Pyro4 json",
+        r(med(s, "table", "springrun", "rate"), med(s, "table", "pyro4 json thread", "rate")), lambda x: x >= 2.5)
     return "\n".join(lines)
 
 
