@@ -230,6 +230,8 @@ end
 -- "NoSuchMethodException", a body that is not a Hessian call a fault
 -- "ProtocolException".
 local exporter_mod = require "springrun.exporter"
+local daemon = require "springrun.daemon"
+local address, norm_host = daemon.address, daemon.norm_host
 local runtime = require "springrun.runtime"
 local log = require("springrun.log").get("springrun.remoting.hessian.HessianServiceExporter")
 
@@ -274,11 +276,6 @@ local function econf(self, fmt, ...)
   error(errors.config_error(who(self) .. ": " .. string.format(fmt, ...)), 3)
 end
 
-local function address(host, port)
-  if host:find(":", 1, true) then return "[" .. host .. "]:" .. port end
-  return host .. ":" .. port
-end
-
 --- Starts serving; raises on a configuration problem or when the address
 -- cannot be listened on.
 function Exporter:after_properties_set()
@@ -312,10 +309,10 @@ function Exporter:after_properties_set()
   end
   local security = exporter_mod._read_security(self)
   exporter_mod._ensure_handler()
-  local key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. port
+  local key = norm_host(host) .. ":" .. port
   local d = port ~= 0 and listeners[key] or nil
   if d then
-    local why = require("springrun.daemon").shared_conflict(d, { { EXPORTER_LIMITS, limits, d.limits } },
+    local why = daemon.shared_conflict(d, { { EXPORTER_LIMITS, limits, d.limits } },
       security, "the TLS settings ssl, ssl_certfile, ssl_keyfile, ssl_cacerts, ssl_require_client_cert")
     if why then econf(self, "%s", why) end
     if d.paths[path] then econf(self, "a service is already exported at %s%s", d.where, path) end
@@ -331,11 +328,11 @@ function Exporter:after_properties_set()
       end
       error(errors.config_error(string.format("cannot export %s: %s", path, tostring(bound))), 2)
     end
-    key = (host == "localhost" and "127.0.0.1" or host) .. ":" .. bound
+    key = norm_host(host) .. ":" .. bound
     d = { id = id, port = bound, key = key, where = address(host, bound), paths = {}, count = 0,
           limits = limits, security = security, scheme = security.ssl and "https" or "http" }
     listeners[key] = d
-    require("springrun.daemon").warn_if_open(log, path, host, bound, security)
+    daemon.warn_if_open(log, path, host, bound, security)
   end
   d.paths[path] = self
   d.count = d.count + 1
