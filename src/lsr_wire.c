@@ -15,6 +15,7 @@
  */
 #include "lsr.h"
 #include "wire.h"
+#include "daemon.h" /* SR_DAEMON_SER_HESSIAN */
 
 #include <string.h>
 
@@ -286,6 +287,7 @@ static const struct {
     {"FLAG_KEEPSERIALIZED", SR_FLAG_KEEPSERIALIZED},
     {"SER_SERPENT", SR_SER_SERPENT},
     {"SER_JSON", SR_SER_JSON},
+    {"SER_HESSIAN", SR_DAEMON_SER_HESSIAN}, /* a request of an HTTP (Hessian) listener */
     {"SER_MARSHAL", SR_SER_MARSHAL},
     {"SER_PICKLE", SR_SER_PICKLE},
     {"SER_DILL", SR_SER_DILL},

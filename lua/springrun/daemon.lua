@@ -36,9 +36,8 @@ local exporter_log = log_mod.get("springrun.remoting.pyro.PyroServiceExporter")
 local daemon_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder")
 local thread_log = log_mod.get("springrun.remoting.pyro.PyroDaemonHolder._PyroThread")
 -- the calls and daemon lines of HTTP listeners (springrun.remoting.hessian),
--- told by serializer SR_DAEMON_SER_HESSIAN (daemon.h), log under the Hessian
--- exporter's name
-local SER_HESSIAN = 100
+-- told by serializer core.SER_HESSIAN, log under the Hessian exporter's name
+local SER_HESSIAN = core.SER_HESSIAN
 local hessian_log = log_mod.get("springrun.remoting.hessian.HessianServiceExporter")
 local function call_log(ser) return ser == SER_HESSIAN and hessian_log or exporter_log end
 local function holder_log(ser) return ser == SER_HESSIAN and hessian_log or daemon_log end
