@@ -472,11 +472,15 @@ describe("HessianServiceExporter log lines #net", function()
   local log = require "springrun.log"
 
   it("logs failing calls and its listener's lines under springrun.remoting.hessian.HessianServiceExporter", function()
+    -- max_connections at this process's open-files limit cannot be reached
+    -- (the daemon keeps 32 descriptors for itself), which the daemon says;
+    -- with no limit (ulimit -n unlimited) there is nothing to say
+    local nofile = tonumber(proc.run("sh -c 'ulimit -n'"):match("^%d+"))
     local lines = {}
     local restore = log.set_output(function(line) lines[#lines + 1] = line end)
     local ex = springrun.HessianServiceExporter {
       service = { boom = function() error("kaputt") end, add = function(_, a, b) return a + b end },
-      service_path = "/calc", service_host = HOST, service_port = 0, max_connections = 1000000,
+      service_path = "/calc", service_host = HOST, service_port = 0, max_connections = nofile or 1000000,
     }
     local ok, err = pcall(function()
       ex:after_properties_set()
@@ -490,11 +494,12 @@ describe("HessianServiceExporter log lines #net", function()
     local text = table.concat(lines, "\n")
     assert.matches("springrun%.remoting%.hessian%.HessianServiceExporter %- WARNING %- [^\n]*call /calc%.boom from "
       .. "127%.0%.0%.1:%d+ failed: RuntimeError: [^\n]*kaputt", text)
-    local nofile = tonumber(proc.run("sh -c 'ulimit -n'"):match("%d+"))
-    if nofile and nofile < 1000000 then
+    if nofile then
       -- the daemon's warning about the listener, from the daemon thread
       assert.matches("springrun%.remoting%.hessian%.HessianServiceExporter %- WARNING %- listening on 127%.0%.0%.1:%d+: "
-        .. "max_connections 1000000 cannot be reached", text)
+        .. "max_connections " .. nofile .. " cannot be reached", text)
+    else
+      assert.not_matches("cannot be reached", text, 1, true)
     end
     assert.not_matches("springrun.remoting.pyro", text, 1, true)
   end)
