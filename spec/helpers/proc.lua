@@ -193,13 +193,24 @@ function M.wait_port_closed(host, port, timeout)
   return true
 end
 
+-- Ports free_port has handed out in this process: the kernel may give the
+-- same ephemeral port again once it is closed, and two servers of one test
+-- told the same "free" port collide (seen in CI: a pool of three members
+-- with two on one port).
+local given = {}
+
 -- A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it
--- back, release it).
+-- back, release it) and not handed out before in this process.
 function M.free_port(host)
-  local tcp = uv.new_tcp()
-  assert(tcp:bind(host or "127.0.0.1", 0))
-  local port = tcp:getsockname().port
-  tcp:close()
+  local held, port = {}, nil
+  repeat -- a port handed out before stays bound while the next is asked for
+    local tcp = uv.new_tcp()
+    assert(tcp:bind(host or "127.0.0.1", 0))
+    port = tcp:getsockname().port
+    held[#held + 1] = tcp
+  until not given[port] or #held >= 64
+  given[port] = true
+  for _, tcp in ipairs(held) do tcp:close() end
   uv.run("nowait")
   return port
 end
