@@ -194,7 +194,7 @@ $(FUZZ_BUILD)/fuzz_%: src/fuzz_%.c $(FUZZ_LIBSRC) $(HEADERS) | fuzz-clang
 BENCH_FLOOR = $(BUILD)/bench/floor
 $(BENCH_FLOOR): bench/floor.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(WARN) -O2 -g -o $@ bench/floor.c
+	$(CC) -std=c11 $(WARN) -O2 -g -pthread -o $@ bench/floor.c
 
 bench: deps all $(BENCH_FLOOR)
 	@sh .ci/deps gnuplot-nox

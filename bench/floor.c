@@ -5,6 +5,12 @@
  *            length then the body; the server reads a whole message, then writes it back.
  *            A length with bit 31 set is a "oneway" message: read, never answered.
  *            This is the least work any request/reply server can do over TCP.
+ *   server --handoff
+ *            the same reader, but every message read is handed to a second thread, which
+ *            writes the reply: springrun's threading design (the daemon thread reads and
+ *            frames, hands over once per loop iteration with one eventfd write; the Lua
+ *            thread sleeps in epoll_wait on that eventfd and sends the reply itself) with
+ *            no work in either thread. Its rate is the ceiling of that design.
  *   seq      sequential round trips on one connection (latency percentiles, rate).
  *   oneway   N oneway messages, then one round trip to wait for the server to drain.
  *   echo     round trips of SIZE-byte bodies (bandwidth).
@@ -25,12 +31,15 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -234,10 +243,91 @@ typedef struct conn {
 static volatile sig_atomic_t stop_flag;
 static void on_term(int sig) { (void)sig; stop_flag = 1; }
 
-static void conn_free(int ep, conn_t *c) {
-  epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+/* ---- handoff (server --handoff) ----
+ * An item is one message read (reply = 1: to be echoed; 0: oneway) or, with len 0,
+ * the connection's end: the worker closes the socket and frees the conn, so the reader
+ * never touches a conn after handing its end over. Items are owned by the queue until
+ * the worker takes the whole list. */
+typedef struct item { struct item *next; conn_t *c; size_t len; int reply; char msg[]; } item_t;
+static int handoff;
+static pthread_mutex_t hq_mu = PTHREAD_MUTEX_INITIALIZER;
+static item_t *hq_head, **hq_tail = &hq_head;  /* the shared queue */
+static item_t *hb_head, **hb_tail = &hb_head;  /* this loop iteration's batch (reader only) */
+static int hq_efd = -1;
+
+static void conn_release(conn_t *c) {
   close(c->fd);
   free(c->in); free(c->out); free(c);
+}
+
+static int handoff_push(conn_t *c, const char *p, size_t n, int reply) {
+  item_t *it = malloc(sizeof *it + n);
+  if (!it) return -1;
+  it->next = NULL; it->c = c; it->len = n; it->reply = reply;
+  if (n) memcpy(it->msg, p, n);
+  *hb_tail = it; hb_tail = &it->next;
+  return 0;
+}
+
+/* One push and one wake-up per loop iteration, as springrun's daemon thread does. */
+static void handoff_flush(void) {
+  if (!hb_head) return;
+  pthread_mutex_lock(&hq_mu);
+  *hq_tail = hb_head; hq_tail = hb_tail;
+  pthread_mutex_unlock(&hq_mu);
+  hb_head = NULL; hb_tail = &hb_head;
+  uint64_t one = 1;
+  if (write(hq_efd, &one, sizeof one) < 0 && errno != EAGAIN) die("eventfd write");
+}
+
+static void write_reply(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return; /* the reader sees the broken connection */
+      struct pollfd pf = { .fd = fd, .events = POLLOUT };
+      poll(&pf, 1, 1000);
+      continue;
+    }
+    p += w; n -= (size_t)w;
+  }
+}
+
+static void *handoff_worker(void *arg) {
+  (void)arg;
+  int ep = epoll_create1(0);
+  if (ep < 0) die("epoll_create1");
+  struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+  epoll_ctl(ep, EPOLL_CTL_ADD, hq_efd, &ev);
+  while (!stop_flag) {
+    int n = epoll_wait(ep, &ev, 1, 500);
+    if (n <= 0) continue;
+    uint64_t v;
+    if (read(hq_efd, &v, sizeof v) < 0 && errno != EAGAIN) die("eventfd read");
+    pthread_mutex_lock(&hq_mu);
+    item_t *it = hq_head;
+    hq_head = NULL; hq_tail = &hq_head;
+    pthread_mutex_unlock(&hq_mu);
+    while (it) {
+      item_t *next = it->next;
+      if (it->len == 0) conn_release(it->c);
+      else if (it->reply) write_reply(it->c->fd, it->msg, it->len);
+      free(it);
+      it = next;
+    }
+  }
+  close(ep);
+  return NULL;
+}
+
+static void conn_free(int ep, conn_t *c) {
+  epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+  if (handoff) {
+    if (handoff_push(c, NULL, 0, 0) < 0) die("malloc");
+    return;
+  }
+  conn_release(c);
 }
 
 static int reserve(char **p, size_t *cap, size_t need) {
@@ -329,7 +419,11 @@ static int conn_read(int ep, conn_t *c) {
       uint32_t body = h & ~ONEWAY_BIT;
       if (body > MAX_BODY) return -1;
       if (len - off < 4 + (size_t)body) break;
-      if (!(h & ONEWAY_BIT) && conn_reply(c, base + off, 4 + body) < 0) return -1;
+      if (handoff) {
+        if (handoff_push(c, base + off, 4 + body, !(h & ONEWAY_BIT)) < 0) return -1;
+      } else if (!(h & ONEWAY_BIT) && conn_reply(c, base + off, 4 + body) < 0) {
+        return -1;
+      }
       off += 4 + body;
     }
     if (base == rstatic) {
@@ -348,7 +442,14 @@ static int conn_read(int ep, conn_t *c) {
   return 0;
 }
 
-static int cmd_server(void) {
+static int cmd_server(int argc, char **argv) {
+  handoff = argc > 2 && !strcmp(argv[2], "--handoff");
+  pthread_t worker;
+  if (handoff) {
+    hq_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (hq_efd < 0) die("eventfd");
+    if (pthread_create(&worker, NULL, handoff_worker, NULL)) fail("pthread_create");
+  }
   signal(SIGTERM, on_term);
   signal(SIGINT, on_term);
   signal(SIGPIPE, SIG_IGN);
@@ -392,7 +493,9 @@ static int cmd_server(void) {
       if (!bad && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) bad = conn_read(ep, c) < 0;
       if (bad) conn_free(ep, c);
     }
+    if (handoff) handoff_flush();
   }
+  if (handoff) pthread_join(worker, NULL);
   return 0;
 }
 
@@ -722,7 +825,7 @@ static int cmd_hold(opts_t *o) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: floor server\n"
+          "usage: floor server [--handoff]\n"
           "       floor seq|oneway|echo|connect|timed|load|hold --port P [--pid SERVERPID]\n"
           "             [--n N] [--size BYTES] [--warm N] [--conns C] [--dur S] [--start EPOCH]\n"
           "             [--proto floor|pyro --req FILE --hello FILE]\n");
@@ -732,7 +835,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
   if (argc < 2) usage();
   const char *cmd = argv[1];
-  if (!strcmp(cmd, "server")) return cmd_server();
+  if (!strcmp(cmd, "server")) return cmd_server(argc, argv);
   opts_t o;
   parse_opts(argc - 2, argv + 2, &o);
   signal(SIGPIPE, SIG_IGN);

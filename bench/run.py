@@ -132,13 +132,15 @@ def read_line(p, timeout):
 
 
 class Server(object):
-    """A server process: kind floor | pyro-thread | pyro-multiplex | springrun."""
+    """A server process: kind floor | floor-handoff | pyro-thread | pyro-multiplex | springrun."""
 
     def __init__(self, kind, logdir, threads=40):
         self.kind = kind
         self.log = open(os.path.join(logdir, "server-%s-%d.log" % (kind, int(time.time() * 1000))), "wb")
         if kind == "floor":
             argv = [FLOOR, "server"]
+        elif kind == "floor-handoff":
+            argv = [FLOOR, "server", "--handoff"]
         elif kind.startswith("pyro-"):
             argv = [PY, os.path.join(BENCH, "pyro_server.py"), "--servertype", kind[5:],
                     "--threads", str(threads)]
@@ -275,6 +277,7 @@ def run_timed(client, server, nclients, dur, serializer="json"):
 # ---- combinations ----
 def combos(cfg, have_sr):
     c = [("floor", "c", "floor", None),
+         (FLOOR2, "c", "floor-handoff", None),
          ("pyro4 json thread", "pyro", "pyro-thread", "json"),
          ("pyro4 json multiplex", "pyro", "pyro-multiplex", "json")]
     if cfg["serpent"]:
@@ -288,6 +291,12 @@ def combos(cfg, have_sr):
 
 
 MAIN = ["floor", "pyro4 json thread", "pyro4 json multiplex", "springrun"]
+# The floor's reader handing every message to a second thread, which sends the reply
+# (floor.c `server --handoff`): springrun's two-thread design with no work in it, i.e.
+# the most that design can reach on one connection. Measured in the one-connection and
+# one-CPU parts; not under load, where springrun's daemon thread batches the replies of
+# many connections into one hand-over and writes them itself, which this server does not.
+FLOOR2 = "floor, two threads"
 
 # 100 concurrent calls from one springrun client process (futures): the
 # servers it calls, and the two ways of calling (bench/sr_client.lua)
@@ -442,7 +451,8 @@ def report(res):
     if ONECPU_ROW in s:
         rows = [r for r in (ONECPU_ROW, ONECPU_CONNECT) if r in s]
         for key, title in (("rate", "calls/s"), ("p50", "latency p50 (µs)"), ("cpu_us", "server CPU per call (µs)")):
-            out.append(table(s, rows, ccols, key,
+            ocols = ccols[:1] + [c for c in (FLOOR2,) if c in cols] + ccols[1:]
+            out.append(table(s, rows, ocols, key,
                              "Every process on CPU 0 (seq: C load client, one connection; connect: "
                              "each system's own client), " + title,
                              lambda r: ""))
@@ -645,6 +655,19 @@ def targets18(res):
     add("1 MB echo ≥ 0.5× the floor's bandwidth", vs_floor("echo 1MB"), lambda x: x >= 0.5)
     add("nested-table echo ≥ 2.5× Pyro4 json",
         r(med(s, "table", "springrun", "rate"), med(s, "table", "pyro4 json thread", "rate")), lambda x: x >= 2.5)
+    # What the two-thread design can reach at most: the floor with the hand-over and no work.
+    lines += ["", "**The design's ceiling** (the floor's reader handing each message to a second thread "
+              "that sends the reply, floor.c `server --handoff`: springrun's two-thread design doing no "
+              "work; ratios from this run)", "",
+              "| row | two threads / floor | springrun / two threads | springrun / floor |", "| --- | --- | --- | --- |"]
+    for row, key in (("seq", "rate"), ("seq", "cpu_us"), (ONECPU_ROW, "rate"), (ONECPU_ROW, "cpu_us"),
+                     ("connect", "rate"), (ONECPU_CONNECT, "rate"), ("oneway", "rate"), ("echo 1MB", "rate")):
+        f2, fl, sr = (med(s, row, c, key) for c in (FLOOR2, "floor", "springrun"))
+        if f2 is None or fl is None:
+            continue
+        x = lambda v: "%.2f×" % v if v is not None else "—"
+        lines.append("| %s%s | %s | %s | %s |" % (row, ", server CPU per call" if key == "cpu_us" else "",
+                                                  x(r(f2, fl)), x(r(sr, f2)), x(r(sr, fl))))
     return "\n".join(lines)
 
 
@@ -731,6 +754,7 @@ def main():
     have_sr = False
     try:
         servers["floor"] = Server("floor", logdir)
+        servers["floor-handoff"] = Server("floor-handoff", logdir)
         servers["pyro-thread"] = Server("pyro-thread", logdir, cfg["pyro_threads"])
         servers["pyro-multiplex"] = Server("pyro-multiplex", logdir)
         if not a.no_springrun and os.access(SR, os.X_OK):
@@ -803,13 +827,13 @@ def main():
         PIN = "same"
         pinned = {}
         try:
-            for kind in ("floor", "pyro-thread", "pyro-multiplex", "springrun"):
+            for kind in ("floor", "floor-handoff", "pyro-thread", "pyro-multiplex", "springrun"):
                 if kind == "springrun" and not have_sr:
                     continue
                 pinned[kind] = Server(kind, logdir, cfg["pyro_threads"])
-            names = {"floor": "floor", "pyro-thread": "pyro4 json thread",
+            names = {"floor": "floor", "floor-handoff": FLOOR2, "pyro-thread": "pyro4 json thread",
                      "pyro-multiplex": "pyro4 json multiplex", "springrun": "springrun"}
-            clients = {skind: client for name, client, skind, ser in main_combos}
+            clients = {skind: client for name, client, skind, ser in cmb if name in MAIN or name == FLOOR2}
             for rep in range(cfg["load_reps"]):
                 log("one CPU, sequential calls and connects, run %d/%d (%.0fs)" % (
                     rep + 1, cfg["load_reps"], time.time() - t_start))
@@ -868,7 +892,7 @@ def main():
 def load_argv(srv, conns, dur, wire):
     argv = [FLOOR, "load", "--port", str(srv.port), "--pid", str(srv.pid), "--conns", str(conns),
             "--dur", str(dur)]
-    if srv.kind != "floor":
+    if not srv.kind.startswith("floor"):
         argv += ["--proto", "pyro", "--req", os.path.join(wire, "req.bin"),
                  "--hello", os.path.join(wire, "hello.bin")]
     return argv
