@@ -1022,9 +1022,15 @@ describe("springrun.proxy's calls, however they travel #net", function()
     -- seq numbers go on: INVOKEs 1..7 above, this is 8
     assert.are.equal(8, p:echo()[4])
     assert.are.equal(8, p._pyro_seq)
-    -- oneway calls and calls in a task are not one C step
+    -- a oneway call is one C step too (conn:invoke_oneway); calls in a task are not
     f0 = fast_count()
     assert.are.equal(0, select("#", p:ping()))
+    assert.are.equal(f0 + 1, fast_count())
+    -- ... sent as the general path would: arguments, kwargs, FLAGS_ONEWAY (4), seq 10
+    assert.are.equal(0, select("#", p:ping(1, "x", springrun.kwargs { k = true })))
+    assert.are.same({ { 1, "x" }, { k = true }, "Obj", 10, 4 }, p:pinged())
+    f0 = fast_count()
+    f0 = fast_count()
     local ok, v = client.in_task(function() return p:reply("ok", "task") end)
     assert.is_true(ok, tostring(v))
     assert.are.equal("task", v)

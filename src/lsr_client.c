@@ -47,6 +47,9 @@
  *       the call (a top-level null is core.null), msg for any other reply.
  *       The texts of arguments that cannot be encoded are those of the
  *       whole payload's encoding (" at params[2]").
+ *   conn:invoke_oneway(seq, object, method, timeout, args...)
+ *       -> true | nil, msg, code, sent
+ *       the same INVOKE with FLAGS_ONEWAY, sent; no reply is read.
  *   conn:connect_invoke(cseq, cbytes, known, seq, object, method, timeout, args...)
  *       -> true, value | hmsg [, msg] | nil, msg, code, sent, stage
  *       the first call of a new connection with its handshake: the CONNECT
@@ -481,10 +484,10 @@ static void check_invoke_args(lua_State *L, int at, invoke_args_t *a) {
   luaL_argcheck(L, a->seq >= 0 && a->seq <= 0xffff, at, "seq out of range");
 }
 
-/* Queues the JSON INVOKE of a's method with the arguments from stack slot
- * at + 4 on. Returns 0, or pushes the failure tuple (sent false; nothing
- * queued, the connection as it was) and returns 4. */
-static int queue_invoke(lua_State *L, lsr_conn_t *c, const invoke_args_t *a, int at) {
+/* Queues the JSON INVOKE (with flags) of a's method with the arguments from
+ * stack slot at + 4 on. Returns 0, or pushes the failure tuple (sent false;
+ * nothing queued, the connection as it was) and returns 4. */
+static int queue_invoke(lua_State *L, lsr_conn_t *c, const invoke_args_t *a, int at, int flags) {
   char err[256];
   err[0] = '\0';
   int rc = SR_ECLOSED;
@@ -495,7 +498,7 @@ static int queue_invoke(lua_State *L, lsr_conn_t *c, const invoke_args_t *a, int
     rc = start == (size_t)-1
              ? SR_ENOMEM
              : encode_invoke(L, c, a->obj, a->on, a->meth, a->mn, at + 4, lua_gettop(L), err, sizeof err);
-    if (rc == 0) rc = sr_client_commit(&c->c, start, SR_MSG_INVOKE, 0, (int)a->seq, SR_SER_JSON);
+    if (rc == 0) rc = sr_client_commit(&c->c, start, SR_MSG_INVOKE, flags, (int)a->seq, SR_SER_JSON);
   }
   if (rc == 0) return 0;
   sr_client_drop(&c->c);
@@ -509,9 +512,21 @@ static int lsr_conn_invoke(lua_State *L) {
   lsr_conn_t *c = check_conn(L);
   invoke_args_t a;
   check_invoke_args(L, 2, &a);
-  int n = queue_invoke(L, c, &a, 2);
+  int n = queue_invoke(L, c, &a, 2, 0);
   if (n != 0) return n;
   return send_and_receive(L, c, a.timeout, 0, 0, (long)a.seq);
+}
+
+/* conn:invoke_oneway(seq, object, method, timeout, args...) (see the
+ * header): a oneway call is the plain call's INVOKE with the flag and no
+ * reply, so it takes the same encoder (no payload table built in Lua). */
+static int lsr_conn_invoke_oneway(lua_State *L) {
+  lsr_conn_t *c = check_conn(L);
+  invoke_args_t a;
+  check_invoke_args(L, 2, &a);
+  int n = queue_invoke(L, c, &a, 2, SR_FLAG_ONEWAY);
+  if (n != 0) return n;
+  return send_and_receive(L, c, a.timeout, 1, 0, -1);
 }
 
 /* conn:connect_invoke(cseq, cbytes, known, seq, object, method, timeout,
@@ -539,7 +554,7 @@ static int lsr_conn_connect_invoke(lua_State *L) {
     lua_pushboolean(L, 0);
     n = 4;
   } else {
-    n = queue_invoke(L, c, &a, 5);
+    n = queue_invoke(L, c, &a, 5, 0);
   }
   if (n != 0) { /* nothing leaves: neither message stays queued */
     c->c.queued = 0;
@@ -620,6 +635,7 @@ static int lsr_client_decode_payload(lua_State *L) {
 static const luaL_Reg conn_methods[] = {
     {"request", lsr_conn_request},
     {"invoke", lsr_conn_invoke},
+    {"invoke_oneway", lsr_conn_invoke_oneway},
     {"connect_invoke", lsr_conn_connect_invoke},
     {"push", lsr_conn_push},
     {"receive", lsr_conn_receive},

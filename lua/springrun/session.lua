@@ -408,7 +408,7 @@ end
 -- A call is attempt() then finish(). attempt() sends it and returns
 --   seq, oneway, fast, outcome...
 -- seq: the call's sequence number; fast: a one-step C call
--- (conn:invoke, conn:connect_invoke) carried it; the outcome is one of
+-- (conn:invoke, conn:invoke_oneway, conn:connect_invoke) carried it; the outcome is one of
 --   true, value       the plain result, decoded by the C connection
 --   true              a oneway call, sent
 --   msg               the reply, to be judged (result_of)
@@ -580,7 +580,8 @@ local function attempt(st, co, batch, name, ...)
   if not m.methods[name] then return 0, false, false, false, method_error(st, name) end
   local oneway = m.oneway[name] == true
   local seq = next_seq(st)
-  if corr == nil and st.ser == SERIALIZERS.json and not oneway and conn.invoke ~= nil then
+  if corr == nil and st.ser == SERIALIZERS.json and conn.invoke ~= nil then
+    if oneway then return seq, true, true, conn:invoke_oneway(seq, st.uri.object, name, st.timeout, ...) end
     return seq, false, true, conn:invoke(seq, st.uri.object, name, st.timeout, ...)
   end
   return seq, oneway, false, conn:request(MSG_INVOKE, oneway and FLAG_ONEWAY or 0, seq, st.ser,
