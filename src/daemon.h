@@ -305,7 +305,8 @@ int sr_daemon_count(const sr_daemon_t *d);
 
 /* Copies the peer address ("ip:port") of connection conn into out (n
  * bytes, NUL-terminated). Returns 0, or SR_ENOTFOUND when it is gone (out
- * is then "?"). For log lines of the owner. */
+ * is then "?"). For log lines of the owner; with out NULL only whether the
+ * connection is still there (the dispatch asks before every call). */
 int sr_daemon_peer(sr_daemon_t *d, uint64_t conn, char *out, size_t n);
 
 #endif

@@ -748,11 +748,9 @@ static int drain_events(lua_State *L) {
   lsr_daemon.in_batch = lsr_daemon.batch_replies && Q.nwaiting > 1;
   uint64_t start = uv_hrtime();
   unsigned dropped = 0;
-  char peer[64];
   while ((Q.cur = cq_pop()) != NULL) {
     sr_event_t *ev = Q.cur;
-    if (!(ev->flags & SR_FLAG_ONEWAY) &&
-        sr_daemon_peer(lsr_daemon.d, ev->conn, peer, sizeof peer) < 0)
+    if (!(ev->flags & SR_FLAG_ONEWAY) && sr_daemon_peer(lsr_daemon.d, ev->conn, NULL, 0) < 0)
       dropped++; /* its connection is gone: nobody waits for it */
     else
       dispatch_invoke(L, ev);
