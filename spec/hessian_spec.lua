@@ -308,6 +308,33 @@ describe("springrun.hessian #unit", function()
       assert.equal(hex(hessian.encode({ op(1), op(2) })), hex(hessian.encode({ p(1), p(2) })))
     end)
 
+    it("names the field it cannot send, in instances sharing a metatable and nested ones", function()
+      -- the encoder finds a field's name again by its index in __fields
+      -- (on the first instance, on later ones sharing the metatable, and
+      -- after a nested object of another class took over the cache)
+      local P = { __hessian = "object", __jtype = "P", __fields = { "x", "kid" } }
+      local Q = { __hessian = "object", __jtype = "Q", __fields = { "y", "z" } }
+      local function p(x, kid) return setmetatable({ x = x, kid = kid }, P) end
+      local function q(y, z) return setmetatable({ y = y, z = z }, Q) end
+      assert.equal("hessian: cannot encode a function value at [1].kid",
+        err_of(hessian.encode, { p(1, print) }))
+      assert.equal("hessian: cannot encode a function value at [2].x",
+        err_of(hessian.encode, { p(1), p(print) }))
+      assert.equal("hessian: cannot encode a function value at [2].kid.z",
+        err_of(hessian.encode, { p(1), p(2, q(3, print)) }))
+      assert.equal("hessian: cannot encode a function value at [2].kid.kid.z",
+        err_of(hessian.encode, { p(1), p(2, p(3, q(4, print))) }))
+      assert.equal("hessian: cannot encode a function value at [2].kid.x",
+        err_of(hessian.encode, { p(1), p(2, p(print, q(4))) }))
+      -- and the decoder gives each nested instance its own class's fields
+      local back = hessian.decode(hessian.encode({ p(1), p(2, q(3, p(4, q(5)))), q(6), p(7) }))
+      assert.equal(4, back[2].kid.z.x)
+      assert.equal(5, back[2].kid.z.kid.y)
+      assert.same({ "y", "z" }, getmetatable(back[3]).__fields)
+      assert.equal(7, back[4].x)
+      assert.equal(getmetatable(back[1]), getmetatable(back[4]))
+    end)
+
     it("reads many class definitions, each instance with its own class and fields", function()
       local list = {}
       for round = 1, 2 do

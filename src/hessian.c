@@ -36,11 +36,16 @@ static int err_code(sr_hessian_reader_t *r, size_t off, const char *what, uint8_
   return sr_hessian_err(r, SR_ESYNTAX, off, buf);
 }
 
-static int need(sr_hessian_reader_t *r, size_t k) {
-  if (k <= r->n - r->pos) return 0;
+/* need and count_elems: the check inline (it runs per token), the message
+ * out of line. */
+static int need_fail(sr_hessian_reader_t *r, size_t k) {
   char buf[96];
   snprintf(buf, sizeof buf, "truncated message: %zu more bytes expected", k - (r->n - r->pos));
   return sr_hessian_err(r, SR_ETRUNCATED, r->pos, buf);
+}
+
+static inline int need(sr_hessian_reader_t *r, size_t k) {
+  return k <= r->n - r->pos ? 0 : need_fail(r, k);
 }
 
 static uint32_t be32(const uint8_t *p) {
@@ -49,7 +54,7 @@ static uint32_t be32(const uint8_t *p) {
 
 static uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
 
-static int rd_u8(sr_hessian_reader_t *r, uint8_t *v) {
+static inline int rd_u8(sr_hessian_reader_t *r, uint8_t *v) {
   int rc = need(r, 1);
   if (rc) return rc;
   *v = r->p[r->pos++];
@@ -121,14 +126,18 @@ void sr_hessian_reader_free(sr_hessian_reader_t *r) {
   r->depth = r->frcap = 0;
 }
 
-static int count_elems(sr_hessian_reader_t *r, size_t k, size_t off) {
+static int count_fail(sr_hessian_reader_t *r, size_t off) {
+  char buf[80];
+  snprintf(buf, sizeof buf, "too many elements (more than %zu)", r->lim.max_elements);
+  return sr_hessian_err(r, SR_EELEMENTS, off, buf);
+}
+
+static inline int count_elems(sr_hessian_reader_t *r, size_t k, size_t off) {
   if (k <= r->lim.max_elements - r->elems) {
     r->elems += k;
     return 0;
   }
-  char buf[80];
-  snprintf(buf, sizeof buf, "too many elements (more than %zu)", r->lim.max_elements);
-  return sr_hessian_err(r, SR_EELEMENTS, off, buf);
+  return count_fail(r, off);
 }
 
 static int str_dup(sr_hessian_str_t *d, const char *s, size_t n) {
@@ -299,7 +308,7 @@ static int read_binary(sr_hessian_reader_t *r, const char **s, size_t *sl) {
 
 /* Decodes the Hessian 2 int starting with code c (already consumed). 1 when
  * c is not an int code. */
-static int int_body(sr_hessian_reader_t *r, uint8_t c, int64_t *v, int *rc) {
+static inline int int_body(sr_hessian_reader_t *r, uint8_t c, int64_t *v, int *rc) {
   uint8_t b1, b2;
   *rc = 0;
   if (c >= 0x80 && c <= 0xbf) *v = (int64_t)c - 0x90;
@@ -680,6 +689,47 @@ static int push_frame(sr_hessian_reader_t *r, uint8_t kind, int counted, size_t 
   return 0;
 }
 
+/* The commonest Hessian 2 values (a bean's fields), inline in
+ * sr_hessian_next: a one- or two-byte int, null, and a short string of
+ * ASCII bytes, which lies in the input as it is (what read_string finds for
+ * it). 1 when the value at pos is one of them (read into t), 0 to leave it
+ * to read_value_h2, which reads these the same way. */
+static inline int read_common_h2(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
+  size_t pos = r->pos, left = r->n - pos;
+  if (left == 0) return 0;
+  const uint8_t *q = r->p + pos;
+  uint8_t c = q[0];
+  t->off = pos;
+  if (c >= 0x80 && c <= 0xbf) {
+    t->kind = SR_HK_INT;
+    t->i = (int64_t)c - 0x90;
+    r->pos = pos + 1;
+    return 1;
+  }
+  if (c >= 0xc0 && c <= 0xcf && left >= 2) {
+    t->kind = SR_HK_INT;
+    t->i = ((int64_t)c - 0xc8) * 256 + q[1];
+    r->pos = pos + 2;
+    return 1;
+  }
+  if (c == 'N') {
+    t->kind = SR_HK_NULL;
+    r->pos = pos + 1;
+    return 1;
+  }
+  if (c < 0x20 && c < left && c <= r->lim.max_string) {
+    size_t k = 0;
+    while (k < c && q[1 + k] < 0x80) k++;
+    if (k < c) return 0;
+    t->kind = SR_HK_STRING;
+    t->s = (const char *)q + 1;
+    t->slen = c;
+    r->pos = pos + 1 + c;
+    return 1;
+  }
+  return 0;
+}
+
 int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
   int rc;
   memset(t, 0, sizeof *t);
@@ -703,8 +753,11 @@ int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
       }
     }
   }
-  rc = r->version == 2 ? read_value_h2(r, t) : read_value_h1(r, t);
-  if (rc) return rc;
+  if (r->version == 2) {
+    if (!read_common_h2(r, t) && (rc = read_value_h2(r, t))) return rc;
+  } else if ((rc = read_value_h1(r, t))) {
+    return rc;
+  }
   if ((rc = count_elems(r, 1, t->off))) return rc;
   if (r->depth > 0) {
     sr_hessian_frame_t *f = &r->fr[r->depth - 1];
