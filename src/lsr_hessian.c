@@ -33,6 +33,13 @@
 #define MT_DATE "springrun.hessian.date"
 #define MT_LONG "springrun.hessian.long"
 #define MT_MAP "springrun.hessian.map"
+/* Containers out of line: a scalar (most values) then costs a small
+ * function's frame, not that of the container code inlined into it. */
+#if defined(__GNUC__)
+#define LSR_NOINLINE __attribute__((noinline))
+#else
+#define LSR_NOINLINE
+#endif
 /* Deepest nesting written (cycles become refs, so only real depth counts). */
 #define ENC_MAX_DEPTH 1000
 /* Path frames kept for error messages. */
@@ -88,6 +95,7 @@ typedef struct enc_s {
 } enc_t;
 
 static int enc_value(enc_t *e, int idx);
+static LSR_NOINLINE int enc_table(enc_t *e, int idx);
 
 static int enc_fail(enc_t *e, int code, const char *what) {
   char path[512];
@@ -453,7 +461,7 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
   return count > 0 && count == max;
 }
 
-static int enc_table(enc_t *e, int idx) {
+static LSR_NOINLINE int enc_table(enc_t *e, int idx) {
   lua_State *L = e->L;
   int top = lua_gettop(L), rc = 0;
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
@@ -525,6 +533,12 @@ static int enc_table(enc_t *e, int idx) {
   return rc;
 }
 
+static LSR_NOINLINE int enc_cannot(enc_t *e, int idx) {
+  char what[64];
+  snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(e->L, idx));
+  return enc_fail(e, SR_ETYPE, what);
+}
+
 static int enc_value(enc_t *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
@@ -553,9 +567,7 @@ static int enc_value(enc_t *e, int idx) {
     default:
       break;
   }
-  char what[64];
-  snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(L, idx));
-  return enc_fail(e, SR_ETYPE, what);
+  return enc_cannot(e, idx);
 }
 
 /* Pushes the seen set's slot, the encoder's three tables and the output
@@ -764,13 +776,10 @@ static int bld_pairs(bld_t *b) {
   }
 }
 
+static LSR_NOINLINE int bld_container(bld_t *b, sr_hessian_tok_t *t);
+
 static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
   lua_State *L = b->L;
-  int rc;
-  /* a container keeps at most 3 slots (its table, field names, a key) below
-   * a value, and a value other than a container pushes at most 3 */
-  if ((t->kind == SR_HK_LIST || t->kind == SR_HK_MAP || t->kind == SR_HK_OBJECT) && !lua_checkstack(L, 8))
-    return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
   switch (t->kind) {
     case SR_HK_NULL: lua_pushlightuserdata(L, NULL); return 0;
     case SR_HK_BOOL: lua_pushboolean(L, (int)t->i); return 0;
@@ -791,7 +800,24 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       luaL_setmetatable(L, MT_DATE);
       return 0;
     case SR_HK_REF: lua_rawgeti(L, b->refs, (lua_Integer)t->i + 1); return 0;
-    case SR_HK_LIST: {
+    case SR_HK_LIST:
+    case SR_HK_MAP:
+    case SR_HK_OBJECT: return bld_container(b, t);
+    default:
+      return sr_hessian_err(b->r, SR_ESYNTAX, t->off, "unexpected end of list or map");
+  }
+}
+
+/* A list, map or object (its start in t): reads its values and END. */
+static LSR_NOINLINE int bld_container(bld_t *b, sr_hessian_tok_t *t) {
+  lua_State *L = b->L;
+  int rc;
+  /* a container keeps at most 3 slots (its table, field names, a key) below
+   * a value, and a value other than a container pushes at most 3 */
+  if (!lua_checkstack(L, 8)) return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
+  switch (t->kind) {
+    case SR_HK_LIST:
+    default: /* bld_value calls it for a list, map or object only */ {
       lua_createtable(L, t->i > 0 ? (int)t->i : 0, 0);
       if (t->slen) typed_mt(b, 'l', t->s, t->slen);
       else lua_pushvalue(L, b->arr_mt);
@@ -848,8 +874,6 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       }
       return 0;
     }
-    default:
-      return sr_hessian_err(b->r, SR_ESYNTAX, t->off, "unexpected end of list or map");
   }
 }
 
