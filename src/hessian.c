@@ -689,48 +689,7 @@ static int push_frame(sr_hessian_reader_t *r, uint8_t kind, int counted, size_t 
   return 0;
 }
 
-/* The commonest Hessian 2 values (a bean's fields), inline in
- * sr_hessian_next: a one- or two-byte int, null, and a short string of
- * ASCII bytes, which lies in the input as it is (what read_string finds for
- * it). 1 when the value at pos is one of them (read into t), 0 to leave it
- * to read_value_h2, which reads these the same way. */
-static inline int read_common_h2(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
-  size_t pos = r->pos, left = r->n - pos;
-  if (left == 0) return 0;
-  const uint8_t *q = r->p + pos;
-  uint8_t c = q[0];
-  t->off = pos;
-  if (c >= 0x80 && c <= 0xbf) {
-    t->kind = SR_HK_INT;
-    t->i = (int64_t)c - 0x90;
-    r->pos = pos + 1;
-    return 1;
-  }
-  if (c >= 0xc0 && c <= 0xcf && left >= 2) {
-    t->kind = SR_HK_INT;
-    t->i = ((int64_t)c - 0xc8) * 256 + q[1];
-    r->pos = pos + 2;
-    return 1;
-  }
-  if (c == 'N') {
-    t->kind = SR_HK_NULL;
-    r->pos = pos + 1;
-    return 1;
-  }
-  if (c < 0x20 && c < left && c <= r->lim.max_string) {
-    size_t k = 0;
-    while (k < c && q[1 + k] < 0x80) k++;
-    if (k < c) return 0;
-    t->kind = SR_HK_STRING;
-    t->s = (const char *)q + 1;
-    t->slen = c;
-    r->pos = pos + 1 + c;
-    return 1;
-  }
-  return 0;
-}
-
-int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
+int sr_hessian_read_token(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
   int rc;
   memset(t, 0, sizeof *t);
   if (r->depth > 0) {
@@ -754,7 +713,7 @@ int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
     }
   }
   if (r->version == 2) {
-    if (!read_common_h2(r, t) && (rc = read_value_h2(r, t))) return rc;
+    if (!sr_hessian_read_common(r, t) && (rc = read_value_h2(r, t))) return rc;
   } else if ((rc = read_value_h1(r, t))) {
     return rc;
   }
