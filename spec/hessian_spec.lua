@@ -326,6 +326,18 @@ describe("springrun.hessian #unit", function()
         err_of(hessian.encode, { p(1), p(2, p(3, q(4, print))) }))
       assert.equal("hessian: cannot encode a function value at [2].kid.x",
         err_of(hessian.encode, { p(1), p(2, p(print, q(4))) }))
+      -- an object of more than 16 fields (written one field at a time)
+      local names, wide = {}, {}
+      for i = 1, 20 do names[i], wide["f" .. i] = "f" .. i, i end
+      local W = { __hessian = "object", __jtype = "W", __fields = names }
+      wide.f18 = print
+      assert.equal("hessian: cannot encode a function value at [2].f18",
+        err_of(hessian.encode, { setmetatable({ f1 = 1 }, W), setmetatable(wide, W) }))
+      wide.f18 = 18
+      local back = hessian.decode(hessian.encode({ setmetatable({ f1 = 1 }, W), setmetatable(wide, W) }))
+      for i = 1, 20 do assert.equal(i, back[2]["f" .. i]) end
+      assert.equal(1, back[1].f1)
+      assert.is_nil(back[1].f2)
       -- and the decoder gives each nested instance its own class's fields
       local back = hessian.decode(hessian.encode({ p(1), p(2, q(3, p(4, q(5)))), q(6), p(7) }))
       assert.equal(4, back[2].kid.z.x)

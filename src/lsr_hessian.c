@@ -375,14 +375,17 @@ static int enc_object(enc_t *e, int idx, int mt, int same_mt) {
   int base = lua_gettop(L), pi = e->depth - 1 < ENC_PATH ? e->depth - 1 : -1;
   if (fields_slot) {
     /* per field: its name from the list, its value by raw lookup in place
-     * of the name; the error path finds the name again by its index */
+     * of the name; the error path finds the name again by its index. The
+     * values of a small object stay on the stack until its end (one settop
+     * instead of one per field). */
+    int keep = nf <= 16 && lua_checkstack(L, (int)nf + 2);
     if (pi >= 0) e->path[pi].keyslot = fields_slot;
     for (size_t i = 0; i < nf && rc == 0; i++) {
       if (pi >= 0) e->path[pi].index = -(lua_Integer)i - 1;
       lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
       lua_rawget(L, idx);
-      rc = enc_value(e, base + 1);
-      lua_settop(L, base);
+      rc = enc_value(e, keep ? base + 1 + (int)i : base + 1);
+      if (!keep) lua_settop(L, base);
     }
   } else {
     for (size_t i = 0; i < nf && rc == 0; i++) {
