@@ -446,6 +446,21 @@ describe("springrun.hessian #unit", function()
       assert.matches("nesting too deep %(more than 1000 levels%)", err_of(hessian.encode, t))
     end)
 
+    it("on objects of a known class in the compact form, as on any value", function()
+      -- the reader takes these inline; at a limit or an error the general
+      -- step does, with the same message
+      local def = "43014191017" .. "8" -- C "A", 1 field "x"
+      assert.equal("hessian: nesting too deep (more than 2 levels) at offset 8",
+        err_of(hessian.decode, unhex(def .. "60606091"), { max_depth = 2 }))
+      assert.equal(1, hessian.decode(unhex(def .. "60606091"), { max_depth = 3 }).x.x.x)
+      assert.equal("hessian: too many elements (more than 4) at offset 9",
+        err_of(hessian.decode, unhex("7a" .. def .. "6060916092"), { max_elements = 4 }))
+      assert.equal("hessian: object of undefined class #1 (1 defined) at offset 9",
+        err_of(hessian.decode, unhex("7a" .. def .. "609161")))
+      assert.equal("hessian: truncated message: 1 more bytes expected at offset 10 (end of input)",
+        err_of(hessian.decode, unhex("7a" .. def .. "609160")))
+    end)
+
     it("elements", function()
       assert.equal("hessian: too many elements (more than 3) at offset 3",
         err_of(hessian.decode, unhex("7b919293"), { max_elements = 3 }))

@@ -565,11 +565,7 @@ static int read_value_h2(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
                  r->ndefs);
         return sr_hessian_err(r, SR_ESYNTAX, t->off, buf);
       }
-      t->kind = SR_HK_OBJECT;
-      t->def = &r->defs[def];
-      t->s = t->def->name.s;
-      t->slen = t->def->name.n;
-      t->i = (int64_t)t->def->nfields;
+      sr_hessian_object_tok(t, &r->defs[def]);
       return 0;
     }
     case 'Q': {
@@ -681,11 +677,7 @@ static int push_frame(sr_hessian_reader_t *r, uint8_t kind, int counted, size_t 
     r->fr = f;
     r->frcap = cap;
   }
-  sr_hessian_frame_t *f = &r->fr[r->depth++];
-  f->kind = kind;
-  f->counted = (uint8_t)counted;
-  f->left = left;
-  f->nread = 0;
+  sr_hessian_enter(r, kind, counted, left);
   return 0;
 }
 

@@ -149,14 +149,34 @@ static inline int sr_hessian_read_common(sr_hessian_reader_t *r, sr_hessian_tok_
   return 0;
 }
 
+/* What the token of an object of definition d (its start read) says. */
+static inline void sr_hessian_object_tok(sr_hessian_tok_t *t, const sr_hessian_def_t *d) {
+  t->kind = SR_HK_OBJECT;
+  t->def = d;
+  t->s = d->name.s;
+  t->slen = d->name.n;
+  t->i = (int64_t)d->nfields;
+}
+
+/* Enters a container: its frame, the depth limit and the room checked. */
+static inline void sr_hessian_enter(sr_hessian_reader_t *r, uint8_t kind, int counted, size_t left) {
+  sr_hessian_frame_t *f = &r->fr[r->depth++];
+  f->kind = kind;
+  f->counted = (uint8_t)counted;
+  f->left = left;
+  f->nread = 0;
+}
+
 /* Reads the next token into t. Inside a container it is one of its values or
  * its END; at depth 0 it starts the next top-level value. Returns 0 or a
  * negative SR_E* code (SR_ETRUNCATED, SR_ESYNTAX, SR_EUTF8, SR_EDEPTH,
  * SR_EELEMENTS, SR_ETOOBIG, SR_ENOMEM) with a message naming the offset.
  * Inline for the tokens that make up most of a large message -- inside a
  * Hessian 2 container, its end when it is counted (an object's fields, a
- * fixed list) and a value sr_hessian_read_common reads -- and the same as
- * sr_hessian_read_token for them; the rest is sr_hessian_read_token. */
+ * fixed list), a value sr_hessian_read_common reads, and the start of an
+ * object in the compact form of a known class when the depth limit and the
+ * frames' room allow -- and the same as sr_hessian_read_token for them; the
+ * rest (and every error) is sr_hessian_read_token. */
 static inline int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
   if (r->depth > 0 && r->version == 2) {
     sr_hessian_frame_t *f = &r->fr[r->depth - 1];
@@ -167,11 +187,28 @@ static inline int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
       t->kind = SR_HK_END;
       return 0;
     }
-    if (r->elems < r->lim.max_elements && sr_hessian_read_common(r, t)) {
-      r->elems++;
-      f->left -= f->counted;
-      f->nread++;
-      return 0;
+    if (r->elems < r->lim.max_elements) {
+      if (sr_hessian_read_common(r, t)) {
+        r->elems++;
+        f->left -= f->counted;
+        f->nread++;
+        return 0;
+      }
+      size_t pos = r->pos;
+      uint8_t c = pos < r->n ? r->p[pos] : 0;
+      if (c >= 0x60 && c <= 0x6f && (size_t)(c - 0x60) < r->ndefs && r->depth < r->lim.max_depth &&
+          r->depth < r->frcap) {
+        const sr_hessian_def_t *d = &r->defs[c - 0x60];
+        t->off = pos;
+        r->pos = pos + 1;
+        sr_hessian_object_tok(t, d);
+        r->elems++;
+        f->left -= f->counted;
+        f->nread++;
+        sr_hessian_enter(r, SR_HK_OBJECT, 1, d->nfields);
+        t->ref = r->refs++;
+        return 0;
+      }
     }
   }
   return sr_hessian_read_token(r, t);
