@@ -308,6 +308,45 @@ describe("springrun.hessian #unit", function()
       assert.equal(hex(hessian.encode({ op(1), op(2) })), hex(hessian.encode({ p(1), p(2) })))
     end)
 
+    it("names the field it cannot send, in instances sharing a metatable and nested ones", function()
+      -- the encoder finds a field's name again by its index in __fields
+      -- (on the first instance, on later ones sharing the metatable, and
+      -- after a nested object of another class took over the cache)
+      local P = { __hessian = "object", __jtype = "P", __fields = { "x", "kid" } }
+      local Q = { __hessian = "object", __jtype = "Q", __fields = { "y", "z" } }
+      local function p(x, kid) return setmetatable({ x = x, kid = kid }, P) end
+      local function q(y, z) return setmetatable({ y = y, z = z }, Q) end
+      assert.equal("hessian: cannot encode a function value at [1].kid",
+        err_of(hessian.encode, { p(1, print) }))
+      assert.equal("hessian: cannot encode a function value at [2].x",
+        err_of(hessian.encode, { p(1), p(print) }))
+      assert.equal("hessian: cannot encode a function value at [2].kid.z",
+        err_of(hessian.encode, { p(1), p(2, q(3, print)) }))
+      assert.equal("hessian: cannot encode a function value at [2].kid.kid.z",
+        err_of(hessian.encode, { p(1), p(2, p(3, q(4, print))) }))
+      assert.equal("hessian: cannot encode a function value at [2].kid.x",
+        err_of(hessian.encode, { p(1), p(2, p(print, q(4))) }))
+      -- an object of more than 16 fields (written one field at a time)
+      local names, wide = {}, {}
+      for i = 1, 20 do names[i], wide["f" .. i] = "f" .. i, i end
+      local W = { __hessian = "object", __jtype = "W", __fields = names }
+      wide.f18 = print
+      assert.equal("hessian: cannot encode a function value at [2].f18",
+        err_of(hessian.encode, { setmetatable({ f1 = 1 }, W), setmetatable(wide, W) }))
+      wide.f18 = 18
+      local back = hessian.decode(hessian.encode({ setmetatable({ f1 = 1 }, W), setmetatable(wide, W) }))
+      for i = 1, 20 do assert.equal(i, back[2]["f" .. i]) end
+      assert.equal(1, back[1].f1)
+      assert.is_nil(back[1].f2)
+      -- and the decoder gives each nested instance its own class's fields
+      local back = hessian.decode(hessian.encode({ p(1), p(2, q(3, p(4, q(5)))), q(6), p(7) }))
+      assert.equal(4, back[2].kid.z.x)
+      assert.equal(5, back[2].kid.z.kid.y)
+      assert.same({ "y", "z" }, getmetatable(back[3]).__fields)
+      assert.equal(7, back[4].x)
+      assert.equal(getmetatable(back[1]), getmetatable(back[4]))
+    end)
+
     it("reads many class definitions, each instance with its own class and fields", function()
       local list = {}
       for round = 1, 2 do
@@ -405,6 +444,21 @@ describe("springrun.hessian #unit", function()
       local t = {}
       for _ = 1, 1001 do t = { t } end
       assert.matches("nesting too deep %(more than 1000 levels%)", err_of(hessian.encode, t))
+    end)
+
+    it("on objects of a known class in the compact form, as on any value", function()
+      -- the reader takes these inline; at a limit or an error the general
+      -- step does, with the same message
+      local def = "43014191017" .. "8" -- C "A", 1 field "x"
+      assert.equal("hessian: nesting too deep (more than 2 levels) at offset 8",
+        err_of(hessian.decode, unhex(def .. "60606091"), { max_depth = 2 }))
+      assert.equal(1, hessian.decode(unhex(def .. "60606091"), { max_depth = 3 }).x.x.x)
+      assert.equal("hessian: too many elements (more than 4) at offset 9",
+        err_of(hessian.decode, unhex("7a" .. def .. "6060916092"), { max_elements = 4 }))
+      assert.equal("hessian: object of undefined class #1 (1 defined) at offset 9",
+        err_of(hessian.decode, unhex("7a" .. def .. "609161")))
+      assert.equal("hessian: truncated message: 1 more bytes expected at offset 10 (end of input)",
+        err_of(hessian.decode, unhex("7a" .. def .. "609160")))
     end)
 
     it("elements", function()

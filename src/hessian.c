@@ -36,11 +36,16 @@ static int err_code(sr_hessian_reader_t *r, size_t off, const char *what, uint8_
   return sr_hessian_err(r, SR_ESYNTAX, off, buf);
 }
 
-static int need(sr_hessian_reader_t *r, size_t k) {
-  if (k <= r->n - r->pos) return 0;
+/* need and count_elems: the check inline (it runs per token), the message
+ * out of line. */
+static int need_fail(sr_hessian_reader_t *r, size_t k) {
   char buf[96];
   snprintf(buf, sizeof buf, "truncated message: %zu more bytes expected", k - (r->n - r->pos));
   return sr_hessian_err(r, SR_ETRUNCATED, r->pos, buf);
+}
+
+static inline int need(sr_hessian_reader_t *r, size_t k) {
+  return k <= r->n - r->pos ? 0 : need_fail(r, k);
 }
 
 static uint32_t be32(const uint8_t *p) {
@@ -49,7 +54,7 @@ static uint32_t be32(const uint8_t *p) {
 
 static uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
 
-static int rd_u8(sr_hessian_reader_t *r, uint8_t *v) {
+static inline int rd_u8(sr_hessian_reader_t *r, uint8_t *v) {
   int rc = need(r, 1);
   if (rc) return rc;
   *v = r->p[r->pos++];
@@ -121,14 +126,18 @@ void sr_hessian_reader_free(sr_hessian_reader_t *r) {
   r->depth = r->frcap = 0;
 }
 
-static int count_elems(sr_hessian_reader_t *r, size_t k, size_t off) {
+static int count_fail(sr_hessian_reader_t *r, size_t off) {
+  char buf[80];
+  snprintf(buf, sizeof buf, "too many elements (more than %zu)", r->lim.max_elements);
+  return sr_hessian_err(r, SR_EELEMENTS, off, buf);
+}
+
+static inline int count_elems(sr_hessian_reader_t *r, size_t k, size_t off) {
   if (k <= r->lim.max_elements - r->elems) {
     r->elems += k;
     return 0;
   }
-  char buf[80];
-  snprintf(buf, sizeof buf, "too many elements (more than %zu)", r->lim.max_elements);
-  return sr_hessian_err(r, SR_EELEMENTS, off, buf);
+  return count_fail(r, off);
 }
 
 static int str_dup(sr_hessian_str_t *d, const char *s, size_t n) {
@@ -299,7 +308,7 @@ static int read_binary(sr_hessian_reader_t *r, const char **s, size_t *sl) {
 
 /* Decodes the Hessian 2 int starting with code c (already consumed). 1 when
  * c is not an int code. */
-static int int_body(sr_hessian_reader_t *r, uint8_t c, int64_t *v, int *rc) {
+static inline int int_body(sr_hessian_reader_t *r, uint8_t c, int64_t *v, int *rc) {
   uint8_t b1, b2;
   *rc = 0;
   if (c >= 0x80 && c <= 0xbf) *v = (int64_t)c - 0x90;
@@ -556,11 +565,7 @@ static int read_value_h2(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
                  r->ndefs);
         return sr_hessian_err(r, SR_ESYNTAX, t->off, buf);
       }
-      t->kind = SR_HK_OBJECT;
-      t->def = &r->defs[def];
-      t->s = t->def->name.s;
-      t->slen = t->def->name.n;
-      t->i = (int64_t)t->def->nfields;
+      sr_hessian_object_tok(t, &r->defs[def]);
       return 0;
     }
     case 'Q': {
@@ -672,15 +677,11 @@ static int push_frame(sr_hessian_reader_t *r, uint8_t kind, int counted, size_t 
     r->fr = f;
     r->frcap = cap;
   }
-  sr_hessian_frame_t *f = &r->fr[r->depth++];
-  f->kind = kind;
-  f->counted = (uint8_t)counted;
-  f->left = left;
-  f->nread = 0;
+  sr_hessian_enter(r, kind, counted, left);
   return 0;
 }
 
-int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
+int sr_hessian_read_token(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
   int rc;
   memset(t, 0, sizeof *t);
   if (r->depth > 0) {
@@ -703,8 +704,11 @@ int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
       }
     }
   }
-  rc = r->version == 2 ? read_value_h2(r, t) : read_value_h1(r, t);
-  if (rc) return rc;
+  if (r->version == 2) {
+    if (!sr_hessian_read_common(r, t) && (rc = read_value_h2(r, t))) return rc;
+  } else if ((rc = read_value_h1(r, t))) {
+    return rc;
+  }
   if ((rc = count_elems(r, 1, t->off))) return rc;
   if (r->depth > 0) {
     sr_hessian_frame_t *f = &r->fr[r->depth - 1];

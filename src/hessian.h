@@ -12,6 +12,8 @@
 #ifndef SR_HESSIAN_H
 #define SR_HESSIAN_H
 
+#include <string.h>
+
 #include "sr.h"
 
 #define SR_HESSIAN_DEFAULT_DEPTH 200
@@ -101,11 +103,116 @@ int sr_hessian_reader_init(sr_hessian_reader_t *r, const uint8_t *p, size_t n, i
                            const sr_hessian_limits_t *lim, char *err, size_t errlen);
 void sr_hessian_reader_free(sr_hessian_reader_t *r); /* idempotent */
 
+/* The reader's general step (hessian.c): what sr_hessian_next does, for
+ * any token. */
+int sr_hessian_read_token(sr_hessian_reader_t *r, sr_hessian_tok_t *t);
+
+/* The commonest Hessian 2 values (a bean's fields): a one- or two-byte int,
+ * null, and a short string of ASCII bytes, which lies in the input as it is
+ * (what the general reader finds for it). 1 when the value at pos is one of
+ * them (read into t, pos moved past it), else 0 with pos unchanged, for the
+ * general reader, which reads these the same way. The caller counts the
+ * element. */
+static inline int sr_hessian_read_common(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
+  size_t pos = r->pos, left = r->n - pos;
+  if (left == 0) return 0;
+  const uint8_t *q = r->p + pos;
+  uint8_t c = q[0];
+  t->off = pos;
+  if (c >= 0x80 && c <= 0xbf) {
+    t->kind = SR_HK_INT;
+    t->i = (int64_t)c - 0x90;
+    r->pos = pos + 1;
+    return 1;
+  }
+  if (c >= 0xc0 && c <= 0xcf && left >= 2) {
+    t->kind = SR_HK_INT;
+    t->i = ((int64_t)c - 0xc8) * 256 + q[1];
+    r->pos = pos + 2;
+    return 1;
+  }
+  if (c == 'N') {
+    t->kind = SR_HK_NULL;
+    r->pos = pos + 1;
+    return 1;
+  }
+  if (c < 0x20 && c < left && c <= r->lim.max_string) {
+    size_t k = 0;
+    while (k < c && q[1 + k] < 0x80) k++;
+    if (k < c) return 0;
+    t->kind = SR_HK_STRING;
+    t->s = (const char *)q + 1;
+    t->slen = c;
+    r->pos = pos + 1 + c;
+    return 1;
+  }
+  return 0;
+}
+
+/* What the token of an object of definition d (its start read) says. */
+static inline void sr_hessian_object_tok(sr_hessian_tok_t *t, const sr_hessian_def_t *d) {
+  t->kind = SR_HK_OBJECT;
+  t->def = d;
+  t->s = d->name.s;
+  t->slen = d->name.n;
+  t->i = (int64_t)d->nfields;
+}
+
+/* Enters a container: its frame, the depth limit and the room checked. */
+static inline void sr_hessian_enter(sr_hessian_reader_t *r, uint8_t kind, int counted, size_t left) {
+  sr_hessian_frame_t *f = &r->fr[r->depth++];
+  f->kind = kind;
+  f->counted = (uint8_t)counted;
+  f->left = left;
+  f->nread = 0;
+}
+
 /* Reads the next token into t. Inside a container it is one of its values or
  * its END; at depth 0 it starts the next top-level value. Returns 0 or a
  * negative SR_E* code (SR_ETRUNCATED, SR_ESYNTAX, SR_EUTF8, SR_EDEPTH,
- * SR_EELEMENTS, SR_ETOOBIG, SR_ENOMEM) with a message naming the offset. */
-int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t);
+ * SR_EELEMENTS, SR_ETOOBIG, SR_ENOMEM) with a message naming the offset.
+ * Inline for the tokens that make up most of a large message -- inside a
+ * Hessian 2 container, its end when it is counted (an object's fields, a
+ * fixed list), a value sr_hessian_read_common reads, and the start of an
+ * object in the compact form of a known class when the depth limit and the
+ * frames' room allow -- and the same as sr_hessian_read_token for them; the
+ * rest (and every error) is sr_hessian_read_token. */
+static inline int sr_hessian_next(sr_hessian_reader_t *r, sr_hessian_tok_t *t) {
+  if (r->depth > 0 && r->version == 2) {
+    sr_hessian_frame_t *f = &r->fr[r->depth - 1];
+    memset(t, 0, sizeof *t);
+    if (f->counted && f->left == 0) {
+      t->off = r->pos;
+      r->depth--;
+      t->kind = SR_HK_END;
+      return 0;
+    }
+    if (r->elems < r->lim.max_elements) {
+      if (sr_hessian_read_common(r, t)) {
+        r->elems++;
+        f->left -= f->counted;
+        f->nread++;
+        return 0;
+      }
+      size_t pos = r->pos;
+      uint8_t c = pos < r->n ? r->p[pos] : 0;
+      if (c >= 0x60 && c <= 0x6f && (size_t)(c - 0x60) < r->ndefs && r->depth < r->lim.max_depth &&
+          r->depth < r->frcap) {
+        const sr_hessian_def_t *d = &r->defs[c - 0x60];
+        t->off = pos;
+        r->pos = pos + 1;
+        sr_hessian_object_tok(t, d);
+        r->elems++;
+        f->left -= f->counted;
+        f->nread++;
+        sr_hessian_enter(r, SR_HK_OBJECT, 1, d->nfields);
+        t->ref = r->refs++;
+        return 0;
+      }
+    }
+  }
+  return sr_hessian_read_token(r, t);
+}
 /* Reads one whole value, discarding it (envelope headers). */
 int sr_hessian_skip(sr_hessian_reader_t *r);
 /* Current nesting (0: between top-level values). */

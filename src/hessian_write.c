@@ -17,9 +17,13 @@
 
 /* ---- writers ------------------------------------------------------------ */
 
+/* Two bytes, written in place (a bean's int field: no call, no memcpy). */
 static int put2(sr_buf_t *b, uint8_t a, uint8_t c) {
-  uint8_t x[2] = {a, c};
-  return sr_buf_append(b, x, 2);
+  if (sr_buf_room(b, 2)) return SR_ENOMEM;
+  b->data[b->len] = a;
+  b->data[b->len + 1] = c;
+  b->len += 2;
+  return 0;
 }
 
 static int put_b32(sr_buf_t *b, uint8_t code, uint32_t v) {
@@ -151,9 +155,23 @@ static int put_cesu(sr_buf_t *b, const uint8_t *p, size_t n) {
 }
 
 int sr_hessian_put_string(sr_buf_t *b, const char *s, size_t n, size_t *bad) {
+  const uint8_t *p = (const uint8_t *)s;
+  if (n <= 31) {
+    /* the common short ASCII string: its units are its bytes, one length
+     * byte then the bytes (what the general path below writes for it) */
+    size_t i = 0;
+    while (i < n && p[i] < 0x80) i++;
+    if (i == n) {
+      if (sr_buf_room(b, n + 1)) return SR_ENOMEM;
+      uint8_t *o = b->data + b->len;
+      o[0] = (uint8_t)n;
+      if (n) memcpy(o + 1, p, n);
+      b->len += n + 1;
+      return 0;
+    }
+  }
   size_t units = sr_hessian_utf16_len(s, n, bad);
   if (units == (size_t)-1) return SR_EUTF8;
-  const uint8_t *p = (const uint8_t *)s;
   int rc;
   while (units > SR_HESSIAN_STRING_CHUNK) {
     /* a chunk of 32768 units, 32767 when a pair would straddle its end */

@@ -33,6 +33,13 @@
 #define MT_DATE "springrun.hessian.date"
 #define MT_LONG "springrun.hessian.long"
 #define MT_MAP "springrun.hessian.map"
+/* Containers out of line: a scalar (most values) then costs a small
+ * function's frame, not that of the container code inlined into it. */
+#if defined(__GNUC__)
+#define LSR_NOINLINE __attribute__((noinline))
+#else
+#define LSR_NOINLINE
+#endif
 /* Deepest nesting written (cycles become refs, so only real depth counts). */
 #define ENC_MAX_DEPTH 1000
 /* Path frames kept for error messages. */
@@ -77,17 +84,18 @@ typedef struct enc_s {
    * and __fields again. The metatable and its __fields list are kept in
    * the stack slots omt and ofields, so neither address can be reused. */
   const void *obj_mt;
-  size_t obj_def;
+  size_t obj_def, obj_nf;
   int omt, ofields;
   size_t nrefs, ntypes, ndefs;
   int depth;
   struct {
-    lua_Integer index; /* > 0: list index */
+    lua_Integer index; /* > 0: list index; < 0: field -index of the __fields list at keyslot */
     int keyslot;       /* else the stack slot of the map key / field name */
   } path[ENC_PATH];
 } enc_t;
 
 static int enc_value(enc_t *e, int idx);
+static LSR_NOINLINE int enc_table(enc_t *e, int idx);
 
 static int enc_fail(enc_t *e, int code, const char *what) {
   char path[512];
@@ -96,6 +104,11 @@ static int enc_fail(enc_t *e, int code, const char *what) {
   for (int i = 0; i < e->depth && i < ENC_PATH && o < sizeof path - 32; i++) {
     if (e->path[i].index > 0) {
       o += (size_t)snprintf(path + o, sizeof path - o, "[%lld]", (long long)e->path[i].index);
+    } else if (e->path[i].index < 0) {
+      /* the encoder checked this list's names are strings */
+      lua_rawgeti(e->L, e->path[i].keyslot, -e->path[i].index);
+      o += (size_t)snprintf(path + o, sizeof path - o, ".%.40s", lua_tostring(e->L, -1));
+      lua_pop(e->L, 1);
     } else if (e->path[i].keyslot == 0) {
       continue;
     } else if (lua_type(e->L, e->path[i].keyslot) == LUA_TSTRING) {
@@ -299,17 +312,20 @@ static int obj_def(enc_t *e, int idx, int mt, size_t *def, int *fields_slot, fld
 
 /* An object: class from __jtype (metatable at mt), fields from __fields or
  * the table's string keys in byte order. */
-static int enc_object(enc_t *e, int idx, int mt) {
+static int enc_object(enc_t *e, int idx, int mt, int same_mt) {
   lua_State *L = e->L;
   int top = lua_gettop(L), fields_slot = 0, rc = 0;
   fld_t *f = NULL;
   size_t nf = 0, def = 0;
   /* this class with this __fields list met before in the message? */
   int known = 0;
-  if (lua_topointer(L, mt) == e->obj_mt) {
+  if (same_mt) {
+    /* a copy in this frame: a nested object of another class replaces
+     * ofields, and the error path names fields from this slot */
     def = e->obj_def;
-    fields_slot = e->ofields;
-    nf = (size_t)lua_rawlen(L, fields_slot);
+    nf = e->obj_nf;
+    lua_pushvalue(L, e->ofields);
+    fields_slot = top + 1;
   } else if (lua_getfield(L, mt, "__jtype") == LUA_TSTRING && lua_getfield(L, mt, "__fields") == LUA_TTABLE) {
     const void *fl = lua_topointer(L, top + 2);
     const char *cl = lua_tostring(L, top + 1);
@@ -339,7 +355,7 @@ static int enc_object(enc_t *e, int idx, int mt) {
       return rc;
     }
   }
-  if (fields_slot && fields_slot != e->ofields) {
+  if (fields_slot && !same_mt) {
     if (lua_getmetatable(L, mt)) {
       lua_pop(L, 1);
     } else {
@@ -349,23 +365,40 @@ static int enc_object(enc_t *e, int idx, int mt) {
       lua_replace(L, e->ofields);
       e->obj_mt = lua_topointer(L, e->omt);
       e->obj_def = def;
+      e->obj_nf = nf;
     }
   }
   if (sr_hessian_put_object(e->out, def)) {
     lua_settop(L, top);
     return enc_nomem(e);
   }
-  for (size_t i = 0; i < nf && rc == 0; i++) {
-    if (fields_slot) lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
-    else lua_pushlstring(L, f[i].s, f[i].n);
-    if (e->depth - 1 < ENC_PATH) {
-      e->path[e->depth - 1].index = 0;
-      e->path[e->depth - 1].keyslot = lua_gettop(L);
+  int base = lua_gettop(L), pi = e->depth - 1 < ENC_PATH ? e->depth - 1 : -1;
+  if (fields_slot) {
+    /* per field: its name from the list, its value by raw lookup in place
+     * of the name; the error path finds the name again by its index. The
+     * values of a small object stay on the stack until its end (one settop
+     * instead of one per field). */
+    int keep = nf <= 16 && lua_checkstack(L, (int)nf + 2);
+    if (pi >= 0) e->path[pi].keyslot = fields_slot;
+    for (size_t i = 0; i < nf && rc == 0; i++) {
+      if (pi >= 0) e->path[pi].index = -(lua_Integer)i - 1;
+      lua_rawgeti(L, fields_slot, (lua_Integer)i + 1);
+      lua_rawget(L, idx);
+      rc = enc_value(e, keep ? base + 1 + (int)i : base + 1);
+      if (!keep) lua_settop(L, base);
     }
-    lua_pushvalue(L, -1);
-    lua_rawget(L, idx);
-    rc = enc_value(e, lua_gettop(L));
-    lua_pop(L, 2);
+  } else {
+    for (size_t i = 0; i < nf && rc == 0; i++) {
+      lua_pushlstring(L, f[i].s, f[i].n);
+      if (pi >= 0) {
+        e->path[pi].index = 0;
+        e->path[pi].keyslot = base + 1;
+      }
+      lua_pushvalue(L, -1);
+      lua_rawget(L, idx);
+      rc = enc_value(e, base + 2);
+      lua_settop(L, base);
+    }
   }
   lua_settop(L, top);
   return rc;
@@ -431,11 +464,12 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
   return count > 0 && count == max;
 }
 
-static int enc_table(enc_t *e, int idx) {
+static LSR_NOINLINE int enc_table(enc_t *e, int idx) {
   lua_State *L = e->L;
   int top = lua_gettop(L), rc = 0;
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
-  int kind = mt == 0 ? K_NONE : lua_topointer(L, mt) == e->obj_mt ? K_OBJECT : mt_kind(L, mt);
+  int same_mt = mt != 0 && lua_topointer(L, mt) == e->obj_mt;
+  int kind = mt == 0 ? K_NONE : same_mt ? K_OBJECT : mt_kind(L, mt);
   if (kind == K_BINARY) {
     lua_getfield(L, idx, "data");
     size_t n;
@@ -488,7 +522,7 @@ static int enc_table(enc_t *e, int idx) {
   if (jtype) type_index(e, jtype, jlen, &tidx);
   lua_Integer n = 0;
   if (kind == K_OBJECT) {
-    rc = enc_object(e, idx, mt);
+    rc = enc_object(e, idx, mt, same_mt);
   } else if (kind == K_LIST || lsr_is_array_marked(L, idx) || (kind == K_NONE && is_sequence(L, idx, &n))) {
     if (kind != K_NONE || n == 0) n = (lua_Integer)lua_rawlen(L, idx);
     if (sr_hessian_put_list(e->out, jtype, jlen, tidx, n)) rc = enc_nomem(e);
@@ -500,6 +534,12 @@ static int enc_table(enc_t *e, int idx) {
   if (rc == 0) e->depth--;
   lua_settop(L, top);
   return rc;
+}
+
+static LSR_NOINLINE int enc_cannot(enc_t *e, int idx) {
+  char what[64];
+  snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(e->L, idx));
+  return enc_fail(e, SR_ETYPE, what);
 }
 
 static int enc_value(enc_t *e, int idx) {
@@ -530,9 +570,7 @@ static int enc_value(enc_t *e, int idx) {
     default:
       break;
   }
-  char what[64];
-  snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(L, idx));
-  return enc_fail(e, SR_ETYPE, what);
+  return enc_cannot(e, idx);
 }
 
 /* Pushes the seen set's slot, the encoder's three tables and the output
@@ -641,6 +679,12 @@ typedef struct bld_s {
   int refs;   /* stack slot: ref slot + 1 -> value */
   int cache;  /* stack slot: metatables of typed lists/maps ("l" / "m" .. type) and of defs (def_mt) */
   int arr_mt; /* the JSON array marker (untyped lists) */
+  /* the definition of the object read last, with its metatable and
+   * __fields list in the stack slots dmt and dfields: instances of one
+   * class in a row skip the lookups in cache. By index + 1 (0: none), as
+   * the reader's definition table moves when it grows. */
+  size_t last_def;
+  int dmt, dfields;
 } bld_t;
 
 static int bld_value(bld_t *b, sr_hessian_tok_t *t);
@@ -735,13 +779,10 @@ static int bld_pairs(bld_t *b) {
   }
 }
 
+static LSR_NOINLINE int bld_container(bld_t *b, sr_hessian_tok_t *t);
+
 static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
   lua_State *L = b->L;
-  int rc;
-  /* a container keeps at most 3 slots (its table, field names, a key) below
-   * a value, and a value other than a container pushes at most 3 */
-  if ((t->kind == SR_HK_LIST || t->kind == SR_HK_MAP || t->kind == SR_HK_OBJECT) && !lua_checkstack(L, 8))
-    return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
   switch (t->kind) {
     case SR_HK_NULL: lua_pushlightuserdata(L, NULL); return 0;
     case SR_HK_BOOL: lua_pushboolean(L, (int)t->i); return 0;
@@ -762,7 +803,24 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       luaL_setmetatable(L, MT_DATE);
       return 0;
     case SR_HK_REF: lua_rawgeti(L, b->refs, (lua_Integer)t->i + 1); return 0;
-    case SR_HK_LIST: {
+    case SR_HK_LIST:
+    case SR_HK_MAP:
+    case SR_HK_OBJECT: return bld_container(b, t);
+    default:
+      return sr_hessian_err(b->r, SR_ESYNTAX, t->off, "unexpected end of list or map");
+  }
+}
+
+/* A list, map or object (its start in t): reads its values and END. */
+static LSR_NOINLINE int bld_container(bld_t *b, sr_hessian_tok_t *t) {
+  lua_State *L = b->L;
+  int rc;
+  /* a container keeps at most 3 slots (its table, field names, a key) below
+   * a value, and a value other than a container pushes at most 3 */
+  if (!lua_checkstack(L, 8)) return sr_hessian_err(b->r, SR_ENOMEM, t->off, "out of Lua stack space");
+  switch (t->kind) {
+    case SR_HK_LIST:
+    default: /* bld_value calls it for a list, map or object only */ {
       lua_createtable(L, t->i > 0 ? (int)t->i : 0, 0);
       if (t->slen) typed_mt(b, 'l', t->s, t->slen);
       else lua_pushvalue(L, b->arr_mt);
@@ -787,11 +845,20 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       const sr_hessian_def_t *d = t->def;
       size_t ref = t->ref;
       lua_createtable(L, 0, (int)d->nfields);
-      def_mt(b, d); /* the metatable, then its __fields list */
-      lua_insert(L, -2);
-      lua_setmetatable(L, -3); /* left: the table, then the field names */
-      lua_pushvalue(L, -2);
+      size_t di = (size_t)(d - b->r->defs) + 1;
+      if (di != b->last_def) {
+        def_mt(b, d); /* the metatable, then its __fields list */
+        lua_replace(L, b->dfields);
+        lua_replace(L, b->dmt);
+        b->last_def = di;
+      }
+      lua_pushvalue(L, b->dmt);
+      lua_setmetatable(L, -2);
+      lua_pushvalue(L, -1);
       lua_rawseti(L, b->refs, (lua_Integer)ref + 1);
+      /* left: the table, then the field names (a copy: a nested object of
+       * another class replaces dfields) */
+      lua_pushvalue(L, b->dfields);
       sr_hessian_tok_t c;
       for (lua_Integer i = 1;; i++) {
         if ((rc = bld_next(b, &c))) return rc;
@@ -810,8 +877,6 @@ static int bld_value(bld_t *b, sr_hessian_tok_t *t) {
       }
       return 0;
     }
-    default:
-      return sr_hessian_err(b->r, SR_ESYNTAX, t->off, "unexpected end of list or map");
   }
 }
 
@@ -825,11 +890,11 @@ static void opt_limits(lua_State *L, int i, sr_hessian_limits_t *lim) {
   luaL_argcheck(L, lim->max_depth > 0 && lim->max_depth <= SR_DECODE_MAX_DEPTH, i, "depth out of range");
 }
 
-/* Pushes the reader userdata, the refs and cache tables and the array
- * marker (4 slots) and sets up b; 0 or the reader's init error. */
+/* Pushes the reader userdata, the refs and cache tables, the array
+ * marker and the last definition's two slots (6 slots) and sets up b; 0 or the reader's init error. */
 static int bld_begin(lua_State *L, bld_t *b, const char *s, size_t n, int version,
                      const sr_hessian_limits_t *lim, char *err, size_t errlen) {
-  luaL_checkstack(L, 12, "hessian decoder");
+  luaL_checkstack(L, 14, "hessian decoder");
   sr_hessian_reader_t *r = lua_newuserdatauv(L, sizeof *r, 0);
   memset(r, 0, sizeof *r);
   luaL_setmetatable(L, LSR_HESSIAN_READER_MT);
@@ -841,6 +906,11 @@ static int bld_begin(lua_State *L, bld_t *b, const char *s, size_t n, int versio
   b->cache = lua_gettop(L);
   lsr_push_array_mt(L);
   b->arr_mt = lua_gettop(L);
+  lua_pushnil(L);
+  b->dmt = lua_gettop(L);
+  lua_pushnil(L);
+  b->dfields = lua_gettop(L);
+  b->last_def = 0;
   return sr_hessian_reader_init(r, (const uint8_t *)s, n, version, lim, err, errlen);
 }
 
