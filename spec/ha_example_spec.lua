@@ -150,6 +150,9 @@ describe("examples/ha #net", function()
       return keys
     end
     assert.is_truthy(lines[5]:match("^etcdctl "))
+    -- (Debian's etcd-client, which etcd-server only suggests: make test installs it)
+    assert.equal("0", proc.run("command -v etcdctl >/dev/null 2>&1; echo $?"):match("%d+"),
+      "etcdctl is not installed (Debian package etcd-client)")
     -- the exporters register before their port accepts... or just after
     local deadline = os.time() + 10
     while #registered() < 3 and os.time() < deadline do proc.poll_step(50) end
