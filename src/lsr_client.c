@@ -79,6 +79,7 @@
 #include "lsr.h"
 #include "lsr_codec.h"
 #include "lsr_tls.h"
+#include "payload.h"
 #include "sr.h"
 #include "wire.h"
 
@@ -192,7 +193,7 @@ static int lsr_client_connect(lua_State *L) {
  * true); compressed payloads are not looked into and count as maybe. */
 static int has_class(const sr_wire_msg_t *m) {
   if (m->h.flags & SR_FLAG_COMPRESSED) return 1;
-  return m->h.data_len >= 9 && memmem(m->data, m->h.data_len, "__class__", 9) != NULL;
+  return sr_payload_may_have_class(m->data, m->h.data_len);
 }
 
 /* Pushes the msg table for a framed reply (decoding the payload). Returns 0
@@ -327,17 +328,21 @@ static int push_received(lua_State *L, lsr_conn_t *c, const sr_wire_msg_t *m, in
   char err[256];
   err[0] = '\0';
   int rc, n;
-  if (plain_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == plain_seq &&
-      m->h.serializer == SR_SER_JSON &&
-      (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0 &&
-      !has_class(m)) {
-    lua_pushboolean(L, 1);
-    rc = push_plain_string(L, c, m) ? 0
-                                    : decode_payload(L, SR_SER_JSON, m->h.flags, m->data,
-                                                     m->h.data_len, &c->tmp, err, sizeof(err));
+  int plain = plain_seq >= 0 && m->h.type == SR_MSG_RESULT && m->h.seq == plain_seq &&
+              m->h.serializer == SR_SER_JSON &&
+              (m->h.flags & (SR_FLAG_EXCEPTION | SR_FLAG_ITEMSTREAMRESULT)) == 0;
+  if (plain) lua_pushboolean(L, 1);
+  /* one string is no class dict: its bytes need no look for "__class__" */
+  if (plain && push_plain_string(L, c, m)) {
+    rc = 0;
+    n = 2;
+  } else if (plain && !has_class(m)) {
+    rc = decode_payload(L, SR_SER_JSON, m->h.flags, m->data, m->h.data_len, &c->tmp, err,
+                        sizeof(err));
     if (rc != 0) lua_pop(L, 1);
     n = 2;
   } else {
+    if (plain) lua_pop(L, 1);
     rc = push_reply(L, c, m, known_idx, err, sizeof(err));
     n = 1;
   }

@@ -540,8 +540,8 @@ static void dispatch_invoke(lua_State *L, sr_event_t *ev) {
   else if (rc == 0) rc = 2; /* the fields are at base + 2 .. base + 5 */
   /* class dicts ({"__class__": ...}) are rare: the bytes tell whether the
    * values need the class hook's walk */
-  int has_class = rc >= 0 && lsr_daemon.classes_ref != LUA_NOREF && len >= 9 &&
-                  memmem(data, len, "__class__", 9) != NULL;
+  int has_class = rc >= 0 && lsr_daemon.classes_ref != LUA_NOREF &&
+                  sr_payload_may_have_class(data, len);
   sr_buf_free(&plain); /* decoded: the values live in Lua now */
   if (rc < 0) {
     lua_settop(L, base);

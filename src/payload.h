@@ -29,4 +29,10 @@ int sr_serpent_handshake_object(const uint8_t *p, size_t n, char *out, size_t ca
  * Returns 0, SR_ENOMEM or SR_ESERIALIZER. */
 int sr_payload_encode_string(sr_buf_t *out, int ser, const char *s, size_t n);
 
+/* 1 when p[0..n) holds the bytes "__class__" (a payload that may carry a
+ * class dict, {"__class__": ...}: see springrun.refs), else 0. The test the
+ * client and the dispatch make on every payload before decoding it, so it
+ * jumps from '_' to '_' with memchr instead of matching at every byte. */
+int sr_payload_may_have_class(const uint8_t *p, size_t n);
+
 #endif
