@@ -140,7 +140,7 @@ uninstall:
 VALGRIND_SPECS ?= spec/wire_spec.lua spec/json_spec.lua spec/serpent_spec.lua \
   spec/container_spec.lua spec/daemon_spec.lua spec/exporter_spec.lua spec/proxy_spec.lua \
   spec/reliability_spec.lua spec/fuzz_corpus_spec.lua spec/http_spec.lua
-VALGRIND = valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,possible \
+VALGRIND = valgrind --error-exitcode=99 --fair-sched=yes --leak-check=full --show-leak-kinds=definite,possible \
   --errors-for-leak-kinds=definite --num-callers=40 --suppressions=.ci/valgrind.supp
 
 valgrind: deps all

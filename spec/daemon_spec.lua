@@ -716,6 +716,73 @@ for _, mode in ipairs({ "auto", "direct", "thread" }) do
   end)
 end
 
+-- Who runs the daemon's loop (daemon.c, "who runs the loop"): the Lua thread
+-- while it is idle, the daemon thread while Lua is busy.
+describe("springrun.daemon's loop while the Lua thread is busy #unit #net", function()
+  -- A client in another process: connects, sends CONNECT and PING in one
+  -- write, prints when it began and when both answers were in (monotonic
+  -- seconds, the clock of uv.hrtime) and the answers' types.
+  local CLIENT = [[
+import socket, struct, sys, time, binascii
+port, data = int(sys.argv[1]), binascii.unhexlify(sys.argv[2])
+t0 = time.monotonic()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(data)
+buf, types = b"", []
+while len(types) < 2:
+    while len(buf) < 24 or len(buf) < 24 + struct.unpack("!H", buf[18:20])[0] + struct.unpack("!I", buf[12:16])[0]:
+        got = s.recv(65536)
+        if not got: sys.exit("closed")
+        buf += got
+    n = 24 + struct.unpack("!H", buf[18:20])[0] + struct.unpack("!I", buf[12:16])[0]
+    types.append(struct.unpack("!H", buf[6:8])[0])
+    buf = buf[n:]
+print(t0, time.monotonic(), types[0], types[1])
+]]
+
+  it("answers another connection's handshake and PING while a call keeps Lua busy", function()
+    local cleanup = proc.cleanups(finally)
+    local e, port = export("Busy", setmetatable({}, Service))
+    cleanup(function() e:destroy() end)
+    local frames = enc(core.MSG_CONNECT, core.FLAG_META_ON_CONNECT, 0, JSON,
+      '{"handshake": "hello", "object": "Busy"}') .. enc(core.MSG_PING, 0, 7, core.SER_PING, "ping")
+    local out = {}
+    local stdout = uv.new_pipe(false)
+    local child = uv.spawn("/usr/bin/python3", {
+      args = { "-c", CLIENT, tostring(port), (frames:gsub(".", function(ch)
+        return string.format("%02x", ch:byte()) end)) },
+      stdio = { nil, stdout, nil },
+    }, function() end)
+    assert.truthy(child)
+    cleanup(function() if not child:is_closing() then child:close() end end)
+    -- this thread is busy (no loop runs) for 2 s: only the daemon thread can
+    -- answer the client meanwhile
+    local t0 = uv.hrtime()
+    while uv.hrtime() - t0 < 2e9 do end
+    local t1 = uv.hrtime()
+    stdout:read_start(function(err, data)
+      if data then out[#out + 1] = data else stdout:close() end
+    end)
+    assert.is_true(wc.run_until(function() return stdout:is_closing() end, 10), table.concat(out))
+    local a, b, ty1, ty2 = table.concat(out):match("^(%S+) (%S+) (%d+) (%d+)")
+    assert.truthy(a, table.concat(out))
+    assert.are.same({ core.MSG_CONNECTOK, core.MSG_PING }, { tonumber(ty1), tonumber(ty2) })
+    local began, answered = tonumber(a) * 1e9, tonumber(b) * 1e9
+    -- (a client that only began after the busy time proves nothing)
+    assert.is_true(began < t1 - 0.5e9, "the client began too late to tell")
+    assert.is_true(answered < t1, "answered only once the Lua thread was idle again")
+    assert.is_true(answered - began < 0.3e9, "answered within 0.3 s")
+    -- idle again: this thread runs the loop and serves calls as before
+    local c = connect_ok(port, "Busy")
+    for k = 1, 3 do
+      invoke(c, k, "get_data", '["i' .. k .. '"]', nil, nil, "Busy")
+      local _, v = result(c, k)
+      assert.are.equal("You got remote data => i" .. k, v)
+    end
+    c:close()
+  end)
+end)
+
 describe("springrun.daemon in a server process #net #interop", function()
   local script = proc.root .. "/spec/fixtures/daemon_server.lua"
 

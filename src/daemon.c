@@ -1,23 +1,29 @@
 /*
- * daemon.c -- the daemon: one process-wide C thread with its own libuv loop
- * serving every listener (host:port) of the process (see daemon.h for the
- * contract). This file holds the daemon object and its thread, the owner's
- * API (listen, unlisten, register, unregister, quiesce, free), the
+ * daemon.c -- the daemon: one process-wide libuv loop serving every listener
+ * (host:port) of the process, run by the owner while it is idle and by the
+ * daemon's own thread while the owner is busy (see daemon.h for the
+ * contract). This file holds the daemon object, who runs its loop ("who
+ * runs the loop" below: the daemon thread and the owner's watch), the
+ * owner's API (listen, unlisten, register, unregister, quiesce, free), the
  * listeners and their registered objects, and the events to the owner.
  *
  * Owner side (the Lua thread): sr_daemon_* functions build commands, push
  * them on d->cmds and wake the daemon loop with sr_wake_send (queue.h);
- * synchronous ones wait on a semaphore inside the command. Daemon side: one
- * uv loop with the wake-up (sr_wake_t), a uv_tcp_t per listener and per
- * connection (daemon_conn.c), the protocol (daemon_proto.c) and the write
- * side both threads share (daemon_write.c). Everything under "daemon
- * thread" is touched only by the daemon thread while it runs (and by the
- * owner only after joining it). Log lines and INVOKEs reach the owner as
- * events (only the owner may log or run Lua), collected per loop iteration
- * and pushed in one go.
+ * synchronous ones wait until the loop has run them (running it themselves
+ * when the owner holds it). Loop side: one uv loop with the wake-up
+ * (sr_wake_t), a uv_tcp_t per listener and per connection (daemon_conn.c),
+ * the protocol (daemon_proto.c) and the write side both threads share
+ * (daemon_write.c). Everything under "daemon thread" is touched only by
+ * the thread running the loop -- the daemon thread, or the owner while it
+ * holds the loop (d->runner, under d->run_mu, says which; the mutex orders
+ * one's work before the other's) -- and by the owner after joining the
+ * thread. Log lines and INVOKEs reach the owner as events (only the owner
+ * may log or run Lua), collected per loop iteration and pushed in one go.
  */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
+#include <stddef.h>
 #include <sys/resource.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,20 +43,24 @@ void sr_dcount_release(sr_dcount_t *dc) {
 
 /* ---- events to the owner ------------------------------------------------- */
 
-/* The daemon whose thread this is (NULL on any other thread). */
+/* The daemon whose loop this thread runs now (NULL otherwise). */
 static _Thread_local sr_daemon_t *tl_daemon;
+/* This is a daemon thread (not the owner running the loop). */
+static _Thread_local int tl_thread;
 
 static void flush_events(sr_daemon_t *d) {
   if (d->ev_first == NULL) return;
   sr_qnode_t *first = d->ev_first, *last = d->ev_last;
   d->ev_first = d->ev_last = NULL;
-  if (sr_queue_push_chain(&d->events, first, last) && d->notify) d->notify(d->notify_ud);
+  /* quiet: the owner ran the loop and drains the events itself now */
+  if (sr_queue_push_chain(&d->events, first, last) && d->notify && !d->quiet)
+    d->notify(d->notify_ud);
 }
 
 static void on_flush_check(uv_check_t *c) { flush_events(c->data); }
 static void on_flush_prep(uv_prepare_t *p) { flush_events(p->data); }
 
-/* On the daemon thread, while it serves, events wait for the end of the
+/* On the thread running the loop, events wait for the end of the
  * loop iteration (flush_events): everything read from the sockets that
  * were ready together crosses in one go, with one wake-up of the owner
  * instead of one per event the owner manages to take in between. */
@@ -388,10 +398,205 @@ static void on_wake(sr_wake_t *w) {
         }
         default: break;
       }
-      if (cmd->sync) uv_sem_post(&cmd->done);
+      if (cmd->sync) { /* the owner waits for it (run_sync); cmd is gone after */
+        uv_mutex_lock(&d->run_mu);
+        cmd->finished = 1;
+        uv_cond_broadcast(&d->run_cv);
+        uv_mutex_unlock(&d->run_mu);
+      }
     }
     n = next;
   }
+  if (tl_thread) { /* the owner is idle and asks for the loop back */
+    uv_mutex_lock(&d->run_mu);
+    int back = d->want_back && !d->stop_req;
+    uv_mutex_unlock(&d->run_mu);
+    if (back) uv_stop(&d->loop);
+  }
+}
+
+/* ---- who runs the loop ------------------------------------------------------
+ *
+ * One loop, run by one thread at a time (ownership passes under run_mu, which
+ * gives libuv the ordering it needs: a loop has no thread affinity, it must
+ * only never run twice at once). While the owner (the Lua thread) is idle it
+ * runs the loop itself: its own loop watches our backend descriptor and next
+ * timer (sr_lead_t), runs one non-blocking iteration when either fires, and
+ * drains the events at once -- a request is read, served and answered on one
+ * thread, two wake-ups per sequential call instead of three (bench/README.md,
+ * "The Lua thread runs the daemon loop while idle"). The daemon thread is
+ * parked meanwhile and looks every SR_DAEMON_TAKEOVER_MS (longer while the
+ * owner idles) whether the owner has run the loop since; when it has not and
+ * the loop has work (the backend descriptor is readable or a timer is due),
+ * the owner is busy (a long call, a blocking wait elsewhere): the thread takes
+ * the loop and serves every connection as before, until the owner's prepare
+ * handle, before the owner sleeps, asks for it back. */
+
+/* The handles on the owner's loop; their data stay NULL (see sr_wake_init:
+ * luv's loop finalizer leaves such handles alone). Freed when all three are
+ * closed. */
+typedef struct sr_lead_s {
+  uv_poll_t poll;    /* the loop's backend descriptor is readable */
+  uv_timer_t timer;  /* the loop's next timer is due */
+  uv_prepare_t prep; /* the owner is about to sleep: ask the loop back */
+  sr_daemon_t *d;    /* NULL once closing */
+  int polling;
+  int nopen;
+} sr_lead_t;
+
+#define LEAD_OF(h, member) ((sr_lead_t *)(void *)((char *)(h) - offsetof(sr_lead_t, member)))
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
+
+static void on_lead_poll(uv_poll_t *p, int status, int events);
+static void on_lead_timer(uv_timer_t *t);
+
+/* Owner: watches the loop (t: ms to its next timer, -1 none). */
+static void lead_arm(sr_daemon_t *d, int t) {
+  sr_lead_t *ld = d->lead;
+  if (ld == NULL) return;
+  if (!ld->polling) {
+    uv_poll_start(&ld->poll, UV_READABLE, on_lead_poll);
+    ld->polling = 1;
+  }
+  if (t < 0)
+    uv_timer_stop(&ld->timer);
+  else
+    uv_timer_start(&ld->timer, on_lead_timer, (uint64_t)t, 0);
+}
+
+/* Owner: the thread runs the loop; watching its descriptor would spin. */
+static void lead_disarm(sr_lead_t *ld) {
+  if (ld->polling) {
+    uv_poll_stop(&ld->poll);
+    ld->polling = 0;
+  }
+  uv_timer_stop(&ld->timer);
+}
+
+/* Owner: runs the loop (mode) when it holds it, then re-arms its watch.
+ * quiet: the caller drains the events right after (no wake-up). Returns 1
+ * when it ran, 0 when the thread holds the loop. */
+static int owner_run(sr_daemon_t *d, uv_run_mode mode, int quiet) {
+  uv_mutex_lock(&d->run_mu);
+  if (d->runner != RUN_OWNER || d->stop_req) {
+    uv_mutex_unlock(&d->run_mu);
+    return 0;
+  }
+  d->owner_in_loop = 1;
+  uv_mutex_unlock(&d->run_mu);
+  sr_daemon_t *saved = tl_daemon;
+  tl_daemon = d;
+  d->quiet = quiet;
+  uv_run(&d->loop, mode);
+  flush_events(d);
+  d->quiet = 0;
+  tl_daemon = saved;
+  int t = uv_backend_timeout(&d->loop);
+  uv_mutex_lock(&d->run_mu);
+  d->owner_in_loop = 0;
+  d->progress++;
+  d->due_ms = t < 0 ? 0 : now_ms() + (uint64_t)t;
+  uv_mutex_unlock(&d->run_mu);
+  lead_arm(d, t);
+  return 1;
+}
+
+static void lead_step(sr_daemon_t *d) {
+  if (!d->running || d->lead == NULL) return;
+  if (owner_run(d, UV_RUN_NOWAIT, 1)) {
+    /* the owner's clock as the calls start (their timers count from it),
+     * not as its loop woke up before running ours */
+    uv_update_time(d->owner_loop);
+    if (d->drain) d->drain(d->drain_ud); /* may stop the thread (unlisten) */
+  } else {
+    lead_disarm(d->lead);
+  }
+}
+
+void sr_daemon_owner_step(sr_daemon_t *d) { lead_step(d); }
+
+static void on_lead_poll(uv_poll_t *p, int status, int events) {
+  (void)status;
+  (void)events;
+  sr_lead_t *ld = LEAD_OF(p, poll);
+  if (ld->d) lead_step(ld->d);
+}
+
+static void on_lead_timer(uv_timer_t *t) {
+  sr_lead_t *ld = LEAD_OF(t, timer);
+  if (ld->d) lead_step(ld->d);
+}
+
+static void on_lead_prep(uv_prepare_t *p) {
+  sr_lead_t *ld = LEAD_OF(p, prep);
+  sr_daemon_t *d = ld->d;
+  if (d == NULL) return;
+  /* events waiting: the owner is not idle, it drains them next */
+  uv_mutex_lock(&d->events.mu);
+  int busy = d->events.head != NULL;
+  uv_mutex_unlock(&d->events.mu);
+  if (busy) return;
+  uv_mutex_lock(&d->run_mu);
+  int ask = d->runner == RUN_THREAD && !d->want_back && !d->stop_req;
+  if (ask) d->want_back = 1;
+  uv_mutex_unlock(&d->run_mu);
+  if (ask) sr_wake_send(&d->wake); /* its on_wake stops its uv_run */
+}
+
+static void on_lead_closed(uv_handle_t *h) {
+  sr_lead_t *ld;
+  if (h->type == UV_POLL)
+    ld = LEAD_OF(h, poll);
+  else if (h->type == UV_TIMER)
+    ld = LEAD_OF(h, timer);
+  else
+    ld = LEAD_OF(h, prep);
+  if (--ld->nopen == 0) free(ld);
+}
+
+/* Owner, before the thread starts: the handles on its loop. Returns 0, or
+ * -1 (the thread then runs the loop all the time). */
+static int lead_open(sr_daemon_t *d) {
+  sr_lead_t *ld = calloc(1, sizeof *ld);
+  if (ld == NULL) return -1;
+  if (uv_poll_init(d->owner_loop, &ld->poll, uv_backend_fd(&d->loop)) != 0) {
+    free(ld);
+    return -1;
+  }
+  uv_timer_init(d->owner_loop, &ld->timer);
+  uv_prepare_init(d->owner_loop, &ld->prep);
+  ld->poll.data = ld->timer.data = ld->prep.data = NULL;
+  ld->nopen = 3;
+  ld->d = d;
+  /* they do not keep the owner's loop alive (its wake-up does) */
+  uv_unref((uv_handle_t *)&ld->poll);
+  uv_unref((uv_handle_t *)&ld->timer);
+  uv_unref((uv_handle_t *)&ld->prep);
+  uv_prepare_start(&ld->prep, on_lead_prep);
+  d->lead = ld;
+  lead_arm(d, 0);
+  return 0;
+}
+
+/* Owner: the loop is about to end (stop_thread). */
+static void lead_close(sr_daemon_t *d) {
+  sr_lead_t *ld = d->lead;
+  if (ld == NULL) return;
+  d->lead = NULL;
+  ld->d = NULL;
+  uv_close((uv_handle_t *)&ld->poll, on_lead_closed);
+  uv_close((uv_handle_t *)&ld->timer, on_lead_closed);
+  uv_close((uv_handle_t *)&ld->prep, on_lead_closed);
+}
+
+/* Daemon thread, under run_mu: the loop has work the owner has not done.
+ * A timer counts once it is late by more than the owner's own timer can be
+ * (luv's clock is taken once per iteration, in whole ms). */
+static int loop_has_work(sr_daemon_t *d) {
+  struct pollfd pf = { .fd = d->backend_fd, .events = POLLIN };
+  if (poll(&pf, 1, 0) > 0) return 1;
+  return d->due_ms != 0 && now_ms() >= d->due_ms + SR_DAEMON_TAKEOVER_MS + 1;
 }
 
 static void thread_main(void *arg) {
@@ -403,10 +608,46 @@ static void thread_main(void *arg) {
   sigemptyset(&pipe);
   sigaddset(&pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe, NULL);
-  tl_daemon = d;
-  uv_run(&d->loop, UV_RUN_DEFAULT);
-  flush_events(d);
-  tl_daemon = NULL;
+  tl_thread = 1;
+  /* checks that found the owner idle: look less often (up to 16 ms), an
+   * idle server wakes this thread some 60 times a second */
+  unsigned idle = 0;
+  uv_mutex_lock(&d->run_mu);
+  for (;;) {
+    while (d->runner == RUN_OWNER && !d->stop_req) {
+      uint64_t seen = d->progress;
+      uint64_t ms = (uint64_t)SR_DAEMON_TAKEOVER_MS << (idle < 4 ? idle : 4);
+      int r = uv_cond_timedwait(&d->run_cv, &d->run_mu, ms * 1000000u);
+      if (d->runner != RUN_OWNER || d->stop_req || r != UV_ETIMEDOUT) continue;
+      if (d->progress != seen || d->owner_in_loop) {
+        /* (one step down: a lone sweep timer run is no traffic) */
+        idle = idle > 0 ? idle - 1 : 0;
+      } else if (loop_has_work(d)) {
+        d->runner = RUN_THREAD; /* the owner is busy: take the loop */
+        d->want_back = 0;
+      } else {
+        idle++;
+      }
+    }
+    d->runner = RUN_THREAD;
+    idle = 0;
+    uv_mutex_unlock(&d->run_mu);
+    tl_daemon = d;
+    int alive = uv_run(&d->loop, UV_RUN_DEFAULT);
+    flush_events(d);
+    tl_daemon = NULL;
+    uv_mutex_lock(&d->run_mu);
+    if (!alive) break; /* stopped: every handle closed */
+    if (d->want_back && !d->stop_req) { /* the owner is idle: hand it over */
+      d->want_back = 0;
+      d->runner = RUN_OWNER;
+      uv_cond_broadcast(&d->run_cv);
+      uv_mutex_unlock(&d->run_mu);
+      if (d->notify) d->notify(d->notify_ud); /* sr_daemon_owner_step */
+      uv_mutex_lock(&d->run_mu);
+    }
+  }
+  uv_mutex_unlock(&d->run_mu);
 }
 
 /* ---- owner side ---------------------------------------------------------- */
@@ -424,6 +665,14 @@ int sr_daemon_new(sr_daemon_t **out, sr_daemon_notify_cb notify, void *ud) {
     return SR_ENOMEM;
   }
   if (uv_mutex_init(&d->tab_mu) != 0) {
+    sr_queue_destroy(&d->events);
+    sr_queue_destroy(&d->cmds);
+    free(d);
+    return SR_ENOMEM;
+  }
+  if (uv_mutex_init(&d->run_mu) != 0 || uv_cond_init(&d->run_cv) != 0) {
+    /* (a mutex that failed to init is not destroyed: there is none) */
+    uv_mutex_destroy(&d->tab_mu);
     sr_queue_destroy(&d->events);
     sr_queue_destroy(&d->cmds);
     free(d);
@@ -457,7 +706,13 @@ static int start_thread(sr_daemon_t *d) {
   uv_unref((uv_handle_t *)&d->flush_prep);
   d->grace_closed = 0;
   d->stopping = 0;
+  d->backend_fd = uv_backend_fd(&d->loop);
+  d->runner = RUN_THREAD;
+  d->want_back = d->stop_req = d->owner_in_loop = 0;
+  d->progress = d->due_ms = 0;
+  if (d->owner_loop && lead_open(d) == 0) d->runner = RUN_OWNER;
   if (uv_thread_create(&d->thread, thread_main, d) != 0) {
+    lead_close(d);
     uv_close((uv_handle_t *)&d->flush_check, NULL);
     uv_close((uv_handle_t *)&d->flush_prep, NULL);
     sr_wake_close(&d->wake, NULL);
@@ -474,10 +729,15 @@ static int start_thread(sr_daemon_t *d) {
 static void stop_thread(sr_daemon_t *d) {
   if (!d->running) return;
   sr_daemon_flush_replies(d); /* batched replies go out before the stop */
+  lead_close(d); /* the owner stops watching the loop; the thread ends it */
   sr_cmd_t cmd;
   memset(&cmd, 0, sizeof cmd);
   cmd.head.kind = CMD_STOP;
   sr_queue_push(&d->cmds, &cmd.head.node);
+  uv_mutex_lock(&d->run_mu);
+  d->stop_req = 1;
+  uv_cond_broadcast(&d->run_cv);
+  uv_mutex_unlock(&d->run_mu);
   sr_wake_send(&d->wake);
   uv_thread_join(&d->thread);
   /* run close callbacks left, if any, then release the loop */
@@ -504,14 +764,23 @@ static void stop_thread(sr_daemon_t *d) {
   }
 }
 
+/* Pushes cmd and returns once it is done: by the thread when it holds the
+ * loop, else by running the loop here (the thread is parked then). */
 static int run_sync(sr_daemon_t *d, sr_cmd_t *cmd) {
-  if (uv_sem_init(&cmd->done, 0) != 0) return SR_ENOMEM;
   cmd->sync = 1;
+  cmd->finished = 0;
   sr_queue_push(&d->cmds, &cmd->head.node);
   sr_wake_send(&d->wake);
-  uv_sem_wait(&cmd->done);
-  uv_sem_destroy(&cmd->done);
-  return cmd->rc;
+  for (;;) {
+    uv_mutex_lock(&d->run_mu);
+    while (!cmd->finished && (d->runner != RUN_OWNER || d->stop_req))
+      uv_cond_wait(&d->run_cv, &d->run_mu);
+    int done = cmd->finished;
+    uv_mutex_unlock(&d->run_mu);
+    if (done) return cmd->rc;
+    /* not quiet: the events go to the owner's wake-up, drained later */
+    owner_run(d, UV_RUN_ONCE, 0);
+  }
 }
 
 void sr_daemon_free(sr_daemon_t *d) {
@@ -527,6 +796,8 @@ void sr_daemon_free(sr_daemon_t *d) {
   sr_queue_destroy(&d->cmds);
   sr_queue_destroy(&d->events);
   uv_mutex_destroy(&d->tab_mu);
+  uv_cond_destroy(&d->run_cv);
+  uv_mutex_destroy(&d->run_mu);
   free(d);
 }
 
@@ -681,6 +952,28 @@ int sr_daemon_quiesce(sr_daemon_t *d) {
   memset(&cmd, 0, sizeof cmd);
   cmd.head.kind = CMD_QUIESCE;
   return run_sync(d, &cmd);
+}
+
+void sr_daemon_set_owner_loop(sr_daemon_t *d, uv_loop_t *owner_loop, sr_daemon_drain_cb drain,
+                              void *ud) {
+  d->owner_loop = owner_loop;
+  d->drain = drain;
+  d->drain_ud = ud;
+}
+
+int sr_daemon_owner_lend(sr_daemon_t *d) {
+  if (!d->running) return 0;
+  uv_mutex_lock(&d->run_mu);
+  int lend = d->runner == RUN_OWNER && !d->stop_req && !d->owner_in_loop && d->lead != NULL;
+  if (lend) {
+    d->runner = RUN_THREAD;
+    uv_cond_broadcast(&d->run_cv);
+  }
+  d->want_back = 0; /* busy after all: the thread keeps the loop */
+  int theirs = d->runner == RUN_THREAD;
+  uv_mutex_unlock(&d->run_mu);
+  if (lend) lead_disarm(d->lead);
+  return theirs;
 }
 
 void sr_daemon_set_direct_writes(sr_daemon_t *d, int on) { d->direct_writes = on != 0; }

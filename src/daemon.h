@@ -1,23 +1,32 @@
 /*
- * daemon.h -- the daemon: one process-wide C thread with its own libuv loop
- * that serves every listener of the process (one per host:port; what Pyro4
- * calls a daemon, its exporters share). It accepts, reads, frames and
- * validates, answers the handshake (CONNECT, from per-object CONNECTOK
- * payloads cached at registration) and wire PING itself, and hands INVOKE
- * requests to the Lua thread as events. It never touches Lua. The code is
- * split along its thread seams (daemon_int.h lists the files).
+ * daemon.h -- the daemon: one process-wide libuv loop that serves every
+ * listener of the process (one per host:port; what Pyro4 calls a daemon,
+ * its exporters share), run by a C thread of its own or by the owner (see
+ * sr_daemon_set_owner_loop). It accepts, reads, frames and validates,
+ * answers the handshake (CONNECT, from per-object CONNECTOK payloads cached
+ * at registration) and wire PING itself, and hands INVOKE requests to the
+ * owner as events. It never touches Lua. The code is split along its thread
+ * seams (daemon_int.h lists the files).
  *
  * Threads: every sr_daemon_* function below is called from ONE thread (the
- * Lua thread, "the owner"). Commands reach the daemon thread through a queue
- * and a wake-up (sr_wake_t, queue.h) on its loop. listen/unlisten/register/unregister/quiesce
- * are synchronous (they return once the daemon thread has done them, so
- * "address in use" is reported to the caller and a name is reachable as soon
- * as register returns). reply never waits for the daemon thread (see
- * sr_daemon_set_direct_writes, sr_daemon_reply_via). Events (INVOKE
- * requests, log lines) go the other way through a second queue: the daemon
- * thread collects what one loop iteration produced and pushes it in one go;
- * after pushing to an empty queue it calls the owner's notify callback (from
- * the daemon thread: it must only wake the owner up, e.g. sr_wake_send).
+ * Lua thread, "the owner"). The daemon's loop is run by one thread at a
+ * time: the owner while it is idle (it watches the loop from its own loop,
+ * runs it and drains the events at once: a request is read, served and
+ * answered on one thread), the daemon thread while the owner is busy (it
+ * takes the loop when the owner left its work undone for
+ * SR_DAEMON_TAKEOVER_MS, and gives it back when the owner is idle again).
+ * Commands reach the loop through a queue and a wake-up (sr_wake_t,
+ * queue.h). listen/unlisten/register/unregister/quiesce/limits are
+ * synchronous (they return once the loop has done them -- run by the owner
+ * itself when it holds the loop -- so "address in use" is reported to the
+ * caller and a name is reachable as soon as register returns). reply never
+ * waits for the loop (see sr_daemon_set_direct_writes, sr_daemon_reply_via).
+ * Events (INVOKE requests, log lines) go the other way through a second
+ * queue: the thread running the loop collects what one loop iteration
+ * produced and pushes it in one go; after pushing to an empty queue the
+ * daemon thread calls the owner's notify callback (from the daemon thread:
+ * it must only wake the owner up, e.g. sr_wake_send); the owner, when it ran
+ * the loop, drains them itself.
  *
  * Ordering: each non-oneway INVOKE (and each wire PING) of a connection gets
  * the next reply slot of that connection. Replies may be handed over in any
@@ -25,10 +34,11 @@
  * (sr_daemon_reply), or later replies of that connection wait (and, past
  * max_queued_conn owed replies, the connection is no longer read).
  *
- * Lifetime: the thread starts on the first successful listen and is stopped
- * and joined when the last listener is unlistened (or by sr_daemon_free).
- * Stopping shuts connections down gracefully: queued replies are written
- * first (bounded by a 2 s grace timer).
+ * Lifetime: the loop and the thread start on the first successful listen
+ * and are stopped (by the thread) and joined when the last listener is
+ * unlistened (or by sr_daemon_free). Stopping shuts connections down
+ * gracefully: queued replies are written first (bounded by a 2 s grace
+ * timer).
  */
 #ifndef SR_DAEMON_H
 #define SR_DAEMON_H
@@ -89,6 +99,7 @@ typedef struct sr_event_s {
 void sr_daemon_event_done(sr_event_t *ev);
 
 typedef void (*sr_daemon_notify_cb)(void *ud);
+typedef void (*sr_daemon_drain_cb)(void *ud);
 
 /* Resource limits of one listener (part of sr_listen_opts_t). A zero field
  * means the default, except where "0: off" is said. */
@@ -177,6 +188,35 @@ enum { SR_DAEMON_PROTO_PYRO = 0, SR_DAEMON_PROTO_HTTP = 1 };
  * thread when events become available. Returns 0 or SR_ENOMEM. */
 int sr_daemon_new(sr_daemon_t **out, sr_daemon_notify_cb notify, void *ud);
 
+/* Who runs the daemon's loop. Without this, the daemon thread always does.
+ * With it, the owner runs the loop itself while it is idle: handles on
+ * owner_loop (the owner's own libuv loop, e.g. luv's) watch the daemon
+ * loop's backend descriptor and next timer; when either fires the owner
+ * runs one non-blocking iteration of the daemon loop, then calls
+ * drain(ud) to take the events it produced (no wake-up: they were made on
+ * this thread), so a request is read, served and answered on one thread.
+ * Meanwhile the daemon thread is parked; when the owner has left the loop's
+ * work undone for SR_DAEMON_TAKEOVER_MS (it is busy running a call, or
+ * blocked elsewhere), the thread takes the loop and runs it as before,
+ * until the owner is idle again (a prepare handle on owner_loop asks for the
+ * loop back). The loop is never run by both at once (ownership passes under
+ * a mutex). Set it before the first listen, from the owner thread. */
+void sr_daemon_set_owner_loop(sr_daemon_t *d, uv_loop_t *owner_loop, sr_daemon_drain_cb drain,
+                              void *ud);
+/* The owner's wake-up (notify) ran: when the loop is the owner's again (the
+ * thread hands it back through notify), runs it once and re-arms the
+ * handles. Call it after draining the events. */
+void sr_daemon_owner_step(sr_daemon_t *d);
+/* The owner is about to run several calls: the thread takes the loop now,
+ * to read on and to write the batched replies (SR_REPLY_BATCH) while the
+ * owner works; the owner asks for it back when idle. Returns nonzero when
+ * the thread holds the loop (batching pays), 0 when the owner keeps it (no
+ * owner loop set: the thread always holds it, nonzero). */
+int sr_daemon_owner_lend(sr_daemon_t *d);
+/* How long the owner may leave the loop's work undone before the thread
+ * takes it over (ms). */
+#define SR_DAEMON_TAKEOVER_MS 1
+
 /* Stops the thread if it runs (closing every listener and connection, replies
  * already queued are flushed first), joins it and frees everything,
  * including undelivered events. NULL is fine. */
@@ -199,10 +239,11 @@ typedef struct sr_listener_obj_s {
  * accepted (Pyro4's default).
  *
  * TLS and who writes replies: one SSL object is only ever used by the
- * daemon thread. Replies of a TLS connection are never written by the owner
- * (direct writes are skipped for it): sr_daemon_reply puts them in order in
- * the connection's queue and the daemon thread encrypts and writes them.
- * Reading is read -> decrypt -> framer, all on the daemon thread. */
+ * thread running the loop (one at a time). Replies of a TLS connection are
+ * never written by sr_daemon_reply directly (direct writes are skipped for
+ * it): it puts them in order in the connection's queue and the loop
+ * encrypts and writes them. Reading is read -> decrypt -> framer, all in
+ * the loop. */
 typedef struct sr_listener_security_s {
   sr_tls_ctx_t *tls;
   const char *secret;

@@ -14,8 +14,11 @@
  *   daemon_http.c   HTTP listeners (the Hessian exporter): parse requests
  *                   (http-parser), answer refusals, POST -> event
  *
- * Nothing here is C API (daemon.h is). A field belongs to the daemon thread
- * unless its comment says otherwise.
+ * Nothing here is C API (daemon.h is). A field belongs to the thread running
+ * the loop (the daemon thread, or the owner while it holds the loop: see
+ * "who runs the loop" in daemon.c) unless its comment says otherwise; "the
+ * daemon thread" below (and in these files) means that thread, "the owner"
+ * the Lua thread outside the loop.
  */
 #ifndef SR_DAEMON_INT_H
 #define SR_DAEMON_INT_H
@@ -59,6 +62,8 @@ typedef struct sr_dcount_s {
                                  connections (max_reply_bytes) */
 } sr_dcount_t;
 
+enum { RUN_OWNER = 0, RUN_THREAD = 1 };
+
 enum { CMD_LISTEN = 1, CMD_UNLISTEN, CMD_REGISTER, CMD_UNREGISTER, CMD_QUIESCE, CMD_STOP,
        CMD_REPLY, CMD_FLUSH, CMD_CLOSE, CMD_RESUME, CMD_LIMITS };
 
@@ -71,8 +76,8 @@ typedef struct sr_cmdhead_s {
 /* A synchronous command: lives on the owner's stack while it waits. */
 typedef struct sr_cmd_s {
   sr_cmdhead_t head;
-  uv_sem_t done;
   int sync;
+  int finished;                 /* sync: done (under d->run_mu) */
   int rc;
   char *err;
   size_t errlen;
@@ -220,7 +225,26 @@ struct sr_daemon_s {
   /* shared (locked inside) */
   sr_queue_t cmds;
   sr_queue_t events;
-  /* daemon thread */
+  /* Who runs the loop (daemon.c, "who runs the loop"): the owner while it
+   * is idle, the daemon thread while the owner is busy. Under run_mu. */
+  uv_mutex_t run_mu;
+  uv_cond_t run_cv;   /* the parked thread; the owner waiting for a command */
+  int runner;         /* RUN_OWNER or RUN_THREAD */
+  int owner_in_loop;  /* the owner is inside uv_run(&loop) */
+  int want_back;      /* the owner asked the thread for the loop */
+  int stop_req;       /* stop_thread: the thread runs the loop to its end */
+  int backend_fd;     /* the loop's (for the parked thread's look) */
+  uint64_t progress;  /* the owner's runs of the loop */
+  uint64_t due_ms;    /* when the loop's next timer is due (uv_hrtime ms;
+                         0: none), as the owner last saw it */
+  /* owner side: its loop, and what drains the events after it ran ours */
+  uv_loop_t *owner_loop;
+  sr_daemon_drain_cb drain;
+  void *drain_ud;
+  struct sr_lead_s *lead; /* the handles on owner_loop (daemon.c) */
+  int quiet;          /* the owner runs the loop and drains right after:
+                         flush_events wakes nobody */
+  /* daemon thread (or the owner while it runs the loop) */
   uv_loop_t loop;
   sr_wake_t wake;   /* the owner wakes the loop for d->cmds */
   /* events of this loop iteration, handed to the owner in one push and at

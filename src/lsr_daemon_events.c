@@ -79,6 +79,8 @@ int lsr_daemon_open_wake(lua_State *L) {
     return rc;
   }
   lsr_daemon.wake = w;
+  /* this thread runs the daemon's loop while it is idle (daemon.h) */
+  sr_daemon_set_owner_loop(lsr_daemon.d, lsr_daemon.loop, lsr_daemon_drain, NULL);
   return 0;
 }
 
@@ -745,7 +747,10 @@ static int drain_events(lua_State *L) {
     sr_daemon_event_done(ev);
     free(ev);
   }
-  lsr_daemon.in_batch = lsr_daemon.batch_replies && Q.nwaiting > 1;
+  /* several calls to run: the daemon thread takes its loop back to read on
+   * and to write their replies, batched, while this thread runs them */
+  lsr_daemon.in_batch = lsr_daemon.batch_replies && Q.nwaiting > 1 &&
+                        sr_daemon_owner_lend(lsr_daemon.d);
   uint64_t start = uv_hrtime();
   unsigned dropped = 0;
   while ((Q.cur = cq_pop()) != NULL) {
@@ -770,11 +775,12 @@ static int drain_events(lua_State *L) {
   return 0;
 }
 
-/* The wake-up's callback on luv's loop: one wake-up drains everything queued.
- * The Lua work runs under a pcall so that a Lua error (out of memory) never
- * unwinds through libuv; whatever was not dispatched is still finished. */
-void lsr_daemon_on_events(sr_wake_t *w) {
-  (void)w;
+/* Drains everything queued (the wake-up's callback, and the daemon's drain
+ * callback after this thread ran the daemon's loop itself). The Lua work
+ * runs under a pcall so that a Lua error (out of memory) never unwinds
+ * through libuv; whatever was not dispatched is still finished. */
+void lsr_daemon_drain(void *ud) {
+  (void)ud;
   lua_State *L = lsr_daemon.L;
   if (lsr_daemon.d == NULL || L == NULL) return;
   sr_event_t *ev = sr_daemon_take(lsr_daemon.d);
@@ -792,6 +798,15 @@ void lsr_daemon_on_events(sr_wake_t *w) {
   lsr_daemon.in_batch = 0;
   sr_daemon_flush_replies(lsr_daemon.d);
   lua_settop(L, base);
+}
+
+/* The wake-up's callback on luv's loop: one wake-up drains everything
+ * queued; then, when the daemon thread has handed its loop back (it wakes
+ * this thread for that), this thread runs it. */
+void lsr_daemon_on_events(sr_wake_t *w) {
+  (void)w;
+  lsr_daemon_drain(NULL);
+  if (lsr_daemon.d) sr_daemon_owner_step(lsr_daemon.d);
 }
 
 void lsr_daemon_events_clear(void) {

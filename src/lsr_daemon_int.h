@@ -68,6 +68,9 @@ void lsr_daemon_close_wake(void);
 /* The wake-up's callback: drains every event queued (also called by
  * unlisten after the last listener's thread was joined). */
 void lsr_daemon_on_events(sr_wake_t *w);
+/* Drains every event queued (ud unused): the daemon's drain callback after
+ * this thread ran the daemon's loop (sr_daemon_set_owner_loop). */
+void lsr_daemon_drain(void *ud);
 
 /* What this thread counts per listener, kept from listen to unlisten:
  * add returns 0 or SR_ENOMEM. */

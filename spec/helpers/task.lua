@@ -13,13 +13,22 @@ local M = {}
 function M.sleep(ms)
   local co = runtime.current()
   local t = uv.new_timer()
+  local deadline = uv.hrtime() + ms * 1e6
   -- the loop's clock is as old as its last turn: without this the timer
   -- can fire before ms have passed since the call (stats_spec times it)
   uv.update_time()
-  t:start(ms, 0, function()
+  -- and it counts whole ms: when the loop turns for something else while
+  -- the timer runs, it can fire up to 1 ms early; wait out the rest
+  local function fire()
+    local left = deadline - uv.hrtime()
+    if left > 0 then
+      t:start(math.ceil(left / 1e6), 0, fire)
+      return
+    end
     t:close()
     runtime.resume(co)
-  end)
+  end
+  t:start(ms, 0, fire)
   coroutine.yield()
 end
 
